@@ -1,0 +1,20 @@
+"""Errors raised by the room unit agent.
+
+Each subclasses :class:`DeviceError` and the matching builtin, so callers can
+catch either.
+"""
+
+
+class DeviceError(Exception):
+    """Base class for room unit errors."""
+
+
+class ConfigError(DeviceError, ValueError):
+    """The firmware config file is missing, unreadable or wrong.
+
+    The message names the file, the setting, what is wrong and how to fix it.
+    """
+
+
+class OutboxError(DeviceError, OSError):
+    """The on-disk outbox cannot be written (full or read-only disk, corrupt file)."""

@@ -1,0 +1,119 @@
+"""The MQTT link from a room unit to the broker (paho-mqtt 2.x).
+
+paho runs its network loop on its own thread; every callback only puts an
+event on the agent's queue, so the agent's thread stays the single owner of
+the outbox and the light.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from device.config import DeviceConfig
+from panicbutton import __version__
+from panicbutton.wire import QOS, Alert, LinkState, alert_topic, Status, feedback_topic, now_utc, status_topic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkUp:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDown:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackIn:
+    payload: bytes
+
+
+LinkEvent = LinkUp | LinkDown | FeedbackIn
+
+
+class Link:
+    """One MQTT session to the broker, reconnecting by itself.
+
+    ``connect_async`` plus ``loop_start`` keeps retrying at boot when the
+    network or the broker is not up yet.
+    """
+
+    def __init__(self, config: DeviceConfig, events: queue.Queue[Any]) -> None:
+        self._config = config
+        self._events = events
+        self.connected = False
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=config.device_id,
+            # A clean session: what the unit must know after a reconnect comes
+            # from the retained feedback, and unconfirmed alerts are resent.
+            clean_session=True,
+            protocol=MQTTProtocolVersion.MQTTv311,
+        )
+        c.username_pw_set(config.mqtt.username, config.mqtt.password)
+        if config.mqtt.ca_file is not None:
+            c.tls_set(ca_certs=str(config.mqtt.ca_file), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        c.will_set(status_topic(config.device_id), self._status(LinkState.OFFLINE, 0),
+                   qos=QOS, retain=True)
+        c.reconnect_delay_set(min_delay=1, max_delay=10)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        self._client = c
+
+    def _status(self, state: LinkState, outbox: int) -> bytes:
+        return Status(device_id=self._config.device_id, state=state, at=now_utc(),
+                      version=__version__, outbox=outbox).to_json()
+
+    def start(self) -> None:
+        self._client.connect_async(self._config.mqtt.host, self._config.mqtt.port,
+                                   keepalive=self._config.mqtt.keepalive)
+        self._client.loop_start()
+
+    def stop(self, outbox: int) -> None:
+        """Say "offline" (a clean disconnect does not fire the Last Will) and close."""
+        if self.connected:
+            info = self._client.publish(status_topic(self._config.device_id),
+                                        self._status(LinkState.OFFLINE, outbox), qos=QOS, retain=True)
+            try:
+                info.wait_for_publish(timeout=2)
+            except (RuntimeError, ValueError):
+                log.warning("could not say offline before closing")
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def publish_alert(self, alert: Alert) -> None:
+        # paho queues in memory while disconnected; the outbox is what is durable.
+        self._client.publish(alert_topic(alert.device_id), alert.to_json(), qos=QOS)
+
+    def publish_status(self, outbox: int) -> None:
+        self._client.publish(status_topic(self._config.device_id),
+                             self._status(LinkState.ONLINE, outbox), qos=QOS, retain=True)
+
+    # paho callbacks: on paho's thread, so they only hand events over.
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
+                    reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            self._events.put(LinkDown(f"broker refused the connection: {reason}"))
+            return
+        self.connected = True
+        client.subscribe(feedback_topic(self._config.device_id), qos=QOS)
+        self._events.put(LinkUp())
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
+                       reason: Any, properties: Any) -> None:
+        self.connected = False
+        self._events.put(LinkDown(f"disconnected: {reason}"))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self._events.put(FeedbackIn(bytes(message.payload)))

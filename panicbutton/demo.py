@@ -1,0 +1,231 @@
+"""``panicbutton demo``: the whole path on one machine, no accounts needed.
+
+A broker (a local Mosquitto, or the embedded one), the server on SQLite, three
+simulated room units on gpiozero's mock pins, and SMS printed here instead of
+sent. Staff replies are played through the real, signed Twilio webhook.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+import httpx
+import uvicorn
+from gpiozero.pins.mock import MockFactory
+from twilio.request_validator import RequestValidator
+
+from device.agent import Agent
+from device.config import parse_config
+from device.indicator import Light
+from server.app import Server, build
+from server.broker import (
+    SERVER_USER,
+    BrokerFiles,
+    EmbeddedBroker,
+    MosquittoProcess,
+    find_mosquitto,
+    free_port,
+)
+from server.notifier import ConsoleNotifier
+from server.settings import Settings
+from server.site import Site, parse_site
+
+BUTTON_PIN = 17
+LIGHT_WORDS = {
+    Light.ARMED: "armed (ready)",
+    Light.NO_LINK: "NO LINK (button not working)",
+    Light.SENT: "alarm sent",
+    Light.RECEIVED: "alarm received by the server",
+    Light.HELP_COMING: "HELP IS COMING",
+    Light.FAULT: "FAULT",
+}
+STAFF = (("reception", "Reception", "+32470000001", "en"),
+         ("floor", "Floor manager", "+32470000002", "fr"))
+
+HELP = """commands:
+  1, 2, 3 ...            press that room's button
+  reply PHONE TEXT       an SMS from a staff phone, e.g. `reply +32470000001 1`
+  status                 show each room's light
+  quit                   stop"""
+
+
+def demo_site(rooms: int) -> Site:
+    return parse_site({
+        "site": {"name": "Demo house", "timezone": "Europe/Brussels"},
+        "rooms": [{"id": f"room-{i}", "label": f"Room {i}", "device": f"unit-{i}"}
+                  for i in range(1, rooms + 1)],
+        "staff": [{"id": i, "name": n, "phone": p, "language": lang} for i, n, p, lang in STAFF],
+        "duty": {"on_duty": [s[0] for s in STAFF]},
+    }, "demo")
+
+
+class Demo:
+    def __init__(self, out: TextIO, broker: str, rooms: int, folder: Path) -> None:
+        self.out = out
+        self.folder = folder
+        self.rooms = rooms
+        self.broker_kind = broker
+        self.port = free_port()
+        self.http_port = free_port()
+        self.users = {SERVER_USER: secrets.token_urlsafe(16)}
+        self.users |= {f"unit-{i}": secrets.token_urlsafe(16) for i in range(1, rooms + 1)}
+        self.twilio_token = secrets.token_hex(16)
+        self.lights: dict[int, Light] = {}
+        self.changed = threading.Condition()
+        self.factories: dict[int, MockFactory] = {}
+        self.agents: dict[int, Agent] = {}
+        self.server: Server | None = None
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            self._start_broker(stack)
+            self._start_server(stack)
+            for i in range(1, self.rooms + 1):
+                self._start_room(stack, i)
+            self.wait_for(lambda: all(self.lights.get(i) is Light.ARMED
+                                      for i in range(1, self.rooms + 1)), 15)
+            self.say(f"ready: {self.rooms} rooms armed. Type `help` for commands.")
+            yield
+
+    def _start_broker(self, stack: contextlib.ExitStack) -> None:
+        kind = self.broker_kind
+        if kind == "auto":
+            kind = "mosquitto" if find_mosquitto() else "embedded"
+        if kind == "mosquitto":
+            stack.enter_context(MosquittoProcess(BrokerFiles(self.folder / "mosquitto", self.port,
+                                                             self.users)))
+            self.say(f"broker: local mosquitto on 127.0.0.1:{self.port} (passwords + ACL)")
+        else:
+            stack.enter_context(EmbeddedBroker(self.port, self.users))
+            self.say(f"broker: embedded (amqtt) on 127.0.0.1:{self.port} (passwords + ACL)")
+
+    def _start_server(self, stack: contextlib.ExitStack) -> None:
+        settings = Settings(
+            demo=True, database_url=f"sqlite:///{self.folder / 'panicbutton.sqlite3'}",
+            mqtt_port=self.port, mqtt_password=self.users[SERVER_USER],
+            api_token=secrets.token_urlsafe(32), notifier="console",
+            twilio_auth_token=self.twilio_token,
+            public_base_url=f"http://127.0.0.1:{self.http_port}",
+            http_port=self.http_port)
+        server = build(settings, site=demo_site(self.rooms), notifier=ConsoleNotifier(self.out))
+        self.server = server
+        web = uvicorn.Server(uvicorn.Config(server.app, host="127.0.0.1", port=self.http_port,
+                                            log_level="warning", lifespan="on"))
+        thread = threading.Thread(target=web.run, name="http", daemon=True)
+        thread.start()
+        stack.callback(thread.join, 10)
+        stack.callback(setattr, web, "should_exit", True)
+        self.wait_for(lambda: web.started and server.ingest.connected.is_set(), 15)
+        self.say(f"server: SQLite database, HTTP on 127.0.0.1:{self.http_port}, SMS printed here")
+
+    def _start_room(self, stack: contextlib.ExitStack, i: int) -> None:
+        device_id = f"unit-{i}"
+        config = parse_config({
+            "device": {"id": device_id, "state_dir": str(self.folder / device_id)},
+            "pins": {"button": BUTTON_PIN, "led": 27},
+            "mqtt": {"host": "127.0.0.1", "port": self.port, "password": self.users[device_id]},
+        }, f"demo room {i}")
+        factory = MockFactory()
+        self.factories[i] = factory
+
+        def on_light(light: Light, room: int = i) -> None:
+            with self.changed:
+                self.lights[room] = light
+                self.changed.notify_all()
+            self.say(f"  [Room {room} light] {LIGHT_WORDS[light]}")
+
+        agent = Agent(config, pin_factory=factory, on_light=on_light)
+        stack.enter_context(agent)
+        self.agents[i] = agent
+
+    def wait_for(self, predicate: object, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not predicate():  # type: ignore[operator]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.changed.wait(min(left, 0.05))
+        return True
+
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until no page, text or alert is under way, so piped input reads in order."""
+        assert self.server is not None  # noqa: S101 -- set by running()
+        pager = self.server.runtime.pager
+        time.sleep(0.2)
+        self.wait_for(lambda: pager.backlog() == 0 and
+                      not any(a.outbox.depth() for a in self.agents.values()), timeout)
+        time.sleep(0.1)
+
+    def press(self, room: int) -> None:
+        if room not in self.factories:
+            self.say(f"no room {room}: rooms are 1 to {self.rooms}")
+            return
+        self.say(f"> Room {room}: the button is pressed")
+        pin = self.factories[room].pin(BUTTON_PIN)
+        pin.drive_low()
+        time.sleep(0.1)
+        pin.drive_high()
+        self.wait_for(lambda: self.lights.get(room) in (Light.RECEIVED, Light.HELP_COMING), 10)
+        self.settle()
+
+    def reply(self, phone: str, text: str) -> None:
+        self.say(f"> SMS from {phone}: {text}")
+        url = f"http://127.0.0.1:{self.http_port}/twilio/sms"
+        params = {"From": phone, "To": "+32460000000", "Body": text,
+                  "MessageSid": "SM" + secrets.token_hex(16)}
+        signature = RequestValidator(self.twilio_token).compute_signature(url, params)
+        response = httpx.post(url, data=params, headers={"X-Twilio-Signature": signature},
+                              timeout=10)
+        if response.status_code != 200:
+            self.say(f"  webhook answered {response.status_code}")
+        self.settle()
+
+    def handle(self, line: str) -> bool:
+        words = line.split()
+        if not words:
+            return True
+        match words[0].lower():
+            case "quit" | "exit":
+                return False
+            case "help" | "?":
+                self.say(HELP)
+            case "status":
+                for i in sorted(self.lights):
+                    self.say(f"  Room {i}: {LIGHT_WORDS[self.lights[i]]}")
+            case "reply" if len(words) >= 3:
+                self.reply(words[1], " ".join(words[2:]))
+            case word if word.isdigit():
+                self.press(int(word))
+            case _:
+                self.say(f"not a command: {line.strip()!r}\n{HELP}")
+        return True
+
+
+def run_demo(*, broker: str = "auto", rooms: int = 3, stdin: TextIO | None = None,
+             out: TextIO | None = None) -> int:
+    stdin = stdin or sys.stdin
+    out = out or sys.stdout
+    for name in ("", "alembic", "uvicorn"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="panicbutton-demo-") as tmp:
+        demo = Demo(out, broker, rooms, Path(tmp))
+        with demo.running():
+            for line in stdin:
+                if not demo.handle(line):
+                    break
+        demo.say("demo stopped")
+    return 0

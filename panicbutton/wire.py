@@ -1,0 +1,280 @@
+"""The MQTT wire contract between room units and the server, version 1.
+
+Both sides import this module, so it uses the standard library only (a room
+unit is a Raspberry Pi Zero 2 W). ``docs/asyncapi.yaml`` documents the same
+topics and payloads for readers who do not read Python.
+
+Topics carry the contract version and the device id::
+
+    pb/v1/dev/{device_id}/alert     device -> server, QoS 1, not retained
+    pb/v1/dev/{device_id}/status    device -> server, QoS 1, retained, Last Will "offline"
+    pb/v1/dev/{device_id}/feedback  server -> device, QoS 1, retained
+
+The broker's ACL lets a device publish only under its own id (its MQTT user
+name is its device id); the server checks again that the id inside a payload
+matches the topic it came on.
+
+Everything works over MQTT 3.1.1: no user properties, no response topics.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final, Self
+
+VERSION: Final = 1
+PREFIX: Final = f"pb/v{VERSION}/dev"
+QOS: Final = 1
+
+#: Device ids are also MQTT user names and topic levels: keep them plain.
+DEVICE_ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class WireError(ValueError):
+    """A payload or topic that does not follow the contract.
+
+    The message says what is wrong in terms a person can act on.
+    """
+
+
+class AlertKind(StrEnum):
+    PANIC = "panic"
+    TEST = "test"
+
+
+class FeedbackState(StrEnum):
+    """What the server tells a room unit about one alert, in order."""
+
+    RECEIVED = "received"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class LinkState(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+def alert_topic(device_id: str) -> str:
+    return f"{PREFIX}/{device_id}/alert"
+
+
+def status_topic(device_id: str) -> str:
+    return f"{PREFIX}/{device_id}/status"
+
+
+def feedback_topic(device_id: str) -> str:
+    return f"{PREFIX}/{device_id}/feedback"
+
+
+#: What the server subscribes to (single-level wildcard on the device id).
+ALERT_SUBSCRIPTION: Final = f"{PREFIX}/+/alert"
+STATUS_SUBSCRIPTION: Final = f"{PREFIX}/+/status"
+
+
+def parse_topic(topic: str) -> tuple[str, str]:
+    """Split ``pb/v1/dev/{device_id}/{kind}`` into ``(device_id, kind)``."""
+    parts = topic.split("/")
+    if len(parts) != 5 or "/".join(parts[:3]) != PREFIX:
+        raise WireError(f"topic {topic!r} is not under {PREFIX}/<device_id>/<kind>")
+    device_id, kind = parts[3], parts[4]
+    check_device_id(device_id)
+    if kind not in ("alert", "status", "feedback"):
+        raise WireError(f"topic {topic!r}: unknown message kind {kind!r}")
+    return device_id, kind
+
+
+def check_device_id(device_id: str) -> str:
+    if not DEVICE_ID_RE.fullmatch(device_id):
+        raise WireError(
+            f"device id {device_id!r} must be 1-63 characters of a-z, 0-9 and '-', "
+            "starting with a letter or digit"
+        )
+    return device_id
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds, e.g. ``2026-11-28T12:00:00.123Z``."""
+    if moment.tzinfo is None:
+        raise WireError("times on the wire must carry a time zone")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: object, name: str) -> datetime:
+    if not isinstance(value, str):
+        raise WireError(f"{name} must be an RFC 3339 time string, got {type(value).__name__}")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise WireError(f"{name} {value!r} is not an RFC 3339 time") from None
+    if moment.tzinfo is None:
+        raise WireError(f"{name} {value!r} has no time zone; send UTC with a trailing Z")
+    return moment
+
+
+def _load(payload: bytes, what: str) -> dict[str, Any]:
+    if len(payload) > 4096:
+        raise WireError(f"{what} payload is {len(payload)} bytes; the limit is 4096")
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WireError(f"{what} payload is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise WireError(f"{what} payload must be a JSON object")
+    version = data.get("v")
+    if version != VERSION:
+        raise WireError(f"{what} payload has contract version {version!r}; this side speaks {VERSION}")
+    return data
+
+
+def _field(data: dict[str, Any], name: str, kind: type, what: str) -> Any:
+    value = data.get(name)
+    # bool is an int in Python; a JSON true is never a valid number here.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise WireError(f"{what}.{name} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _dump(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+def new_alert_id() -> str:
+    """A fresh alert id, made on the device at press time (UUID4, 32 hex digits)."""
+    return uuid.uuid4().hex
+
+
+ALERT_ID_RE: Final = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One press of a room's button.
+
+    ``alert_id`` is the idempotency key across redeliveries and paths; ``seq``
+    counts the device's alerts since it was provisioned (it survives reboots, so
+    the server can tell a lost alert from a quiet room); ``pressed_at`` is the
+    device's clock, kept for the record but never trusted for ordering.
+    """
+
+    device_id: str
+    alert_id: str
+    seq: int
+    pressed_at: datetime
+    kind: AlertKind = AlertKind.PANIC
+    presses: int = 1
+    v: int = field(default=VERSION)
+
+    def __post_init__(self) -> None:
+        check_device_id(self.device_id)
+        if not ALERT_ID_RE.fullmatch(self.alert_id):
+            raise WireError(f"alert.alert_id {self.alert_id!r} must be 32 lowercase hex digits")
+        if self.seq < 1:
+            raise WireError(f"alert.seq must be a positive integer, got {self.seq}")
+        if self.presses < 1:
+            raise WireError(f"alert.presses must be a positive integer, got {self.presses}")
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data["pressed_at"] = format_time(self.pressed_at)
+        data["kind"] = str(self.kind)
+        return _dump(data)
+
+    @classmethod
+    def from_json(cls, payload: bytes) -> Self:
+        data = _load(payload, "alert")
+        kind = data.get("kind", "panic")
+        try:
+            alert_kind = AlertKind(kind)
+        except ValueError:
+            raise WireError(f"alert.kind must be 'panic' or 'test', got {kind!r}") from None
+        return cls(
+            device_id=_field(data, "device_id", str, "alert"),
+            alert_id=_field(data, "alert_id", str, "alert"),
+            seq=_field(data, "seq", int, "alert"),
+            pressed_at=parse_time(data.get("pressed_at"), "alert.pressed_at"),
+            kind=alert_kind,
+            presses=_field({"presses": data.get("presses", 1)}, "presses", int, "alert"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A room unit's link state; retained, and its Last Will says ``offline``."""
+
+    device_id: str
+    state: LinkState
+    at: datetime
+    version: str = ""
+    outbox: int = 0
+    v: int = field(default=VERSION)
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data["at"] = format_time(self.at)
+        data["state"] = str(self.state)
+        return _dump(data)
+
+    @classmethod
+    def from_json(cls, payload: bytes) -> Self:
+        data = _load(payload, "status")
+        try:
+            state = LinkState(data.get("state"))
+        except ValueError:
+            raise WireError(f"status.state must be 'online' or 'offline', got {data.get('state')!r}") from None
+        return cls(
+            device_id=check_device_id(_field(data, "device_id", str, "status")),
+            state=state,
+            at=parse_time(data.get("at"), "status.at"),
+            version=str(data.get("version", "")),
+            outbox=data["outbox"] if isinstance(data.get("outbox"), int) else 0,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """The server's word to a room unit about one alert.
+
+    ``received`` is sent only after the incident is committed: it is what lets
+    the unit drop the alert from its outbox (the broker's PUBACK only says the
+    broker has it). ``incident`` is the server's incident number, for display.
+    """
+
+    alert_id: str
+    state: FeedbackState
+    at: datetime
+    incident: int
+    v: int = field(default=VERSION)
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data["at"] = format_time(self.at)
+        data["state"] = str(self.state)
+        return _dump(data)
+
+    @classmethod
+    def from_json(cls, payload: bytes) -> Self:
+        data = _load(payload, "feedback")
+        try:
+            state = FeedbackState(data.get("state"))
+        except ValueError:
+            raise WireError(f"feedback.state {data.get('state')!r} is not one of "
+                            f"{', '.join(s.value for s in FeedbackState)}") from None
+        alert_id = _field(data, "alert_id", str, "feedback")
+        if not ALERT_ID_RE.fullmatch(alert_id):
+            raise WireError(f"feedback.alert_id {alert_id!r} must be 32 lowercase hex digits")
+        return cls(
+            alert_id=alert_id,
+            state=state,
+            at=parse_time(data.get("at"), "feedback.at"),
+            incident=_field(data, "incident", int, "feedback"),
+        )

@@ -1,0 +1,91 @@
+"""The HTTP API for the console and scripts. Every route needs the bearer token."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from server.deps import RuntimeDep, require_token
+from server.incidents import Outcome
+from server.models import AuditEvent, Incident
+
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)], tags=["incidents"])
+
+
+class IncidentOut(BaseModel):
+    id: int
+    room_id: str
+    device_id: str
+    kind: str
+    state: str
+    received_at: datetime
+    device_time: datetime
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None
+    resolved_at: datetime | None
+    outcome: str | None
+
+    @classmethod
+    def of(cls, i: Incident) -> IncidentOut:
+        return cls(id=i.id, room_id=i.room_id, device_id=i.device_id, kind=i.kind, state=i.state,
+                   received_at=i.received_at, device_time=i.pressed_at,
+                   acknowledged_by=i.acknowledged_by, acknowledged_at=i.acknowledged_at,
+                   resolved_at=i.resolved_at, outcome=i.outcome)
+
+
+class EventOut(BaseModel):
+    id: int
+    at: datetime
+    type: str
+    data: dict[str, Any]
+
+
+class IncidentDetail(IncidentOut):
+    events: list[EventOut]
+
+
+class ResolveIn(BaseModel):
+    staff_id: str
+    outcome: Outcome
+
+
+@router.get("/incidents")
+def list_incidents(runtime: RuntimeDep, state: str | None = None,
+                   limit: int = 100) -> list[IncidentOut]:
+    """Newest first; ``state`` filters (open, acknowledged, resolved)."""
+    with runtime.sessions() as s:
+        query = select(Incident).order_by(Incident.id.desc()).limit(min(max(limit, 1), 1000))
+        if state:
+            query = query.where(Incident.state == state)
+        return [IncidentOut.of(i) for i in s.scalars(query)]
+
+
+@router.get("/incidents/{incident_id}")
+def get_incident(incident_id: int, runtime: RuntimeDep) -> IncidentDetail:
+    """One incident with its timeline of audit events."""
+    with runtime.sessions() as s:
+        incident = s.get(Incident, incident_id)
+        if incident is None:
+            raise HTTPException(404, f"no incident {incident_id}")
+        events = s.scalars(select(AuditEvent).where(AuditEvent.incident_id == incident_id)
+                           .order_by(AuditEvent.id))
+        return IncidentDetail(**IncidentOut.of(incident).model_dump(),
+                              events=[EventOut(id=e.id, at=e.at, type=e.type, data=e.data)
+                                      for e in events])
+
+
+@router.post("/incidents/{incident_id}/resolve")
+async def resolve_incident(incident_id: int, body: ResolveIn, runtime: RuntimeDep) -> IncidentOut:
+    """Close an incident with its outcome (a staff decision; nothing at the unit can)."""
+    if not any(s.id == body.staff_id for s in runtime.site.staff):
+        raise HTTPException(422, f"staff_id {body.staff_id!r} is not in the site file")
+    incident = await run_in_threadpool(lambda: runtime.resolve(
+        incident_id=incident_id, staff_id=body.staff_id, outcome=body.outcome))
+    if incident is None:
+        raise HTTPException(404, f"no incident {incident_id}")
+    return IncidentOut.of(incident)

@@ -1,0 +1,69 @@
+"""Builds the server: runtime, MQTT ingest and the FastAPI app, from settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+
+from server import api, webhooks
+from server.db import make_engine, migrate
+from server.ingest import Ingest
+from server.notifier import ConsoleNotifier, Notifier, TwilioNotifier
+from server.runtime import Runtime
+from server.settings import Settings
+from server.site import Site, load_site
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Server:
+    """Everything one server instance runs; ``start``/``stop`` around its life."""
+
+    settings: Settings
+    runtime: Runtime
+    ingest: Ingest
+    app: FastAPI
+
+    def start(self) -> None:
+        self.runtime.pager.redrive()
+        self.ingest.start()
+
+    def stop(self) -> None:
+        self.ingest.stop()
+        self.runtime.close()
+        self.runtime.engine.dispose()
+
+
+def build(settings: Settings, *, site: Site | None = None, notifier: Notifier | None = None
+          ) -> Server:
+    """Wire a server from ``settings``; the site and notifier can be given (demo, tests)."""
+    site = site or load_site(settings.site_file)
+    if notifier is None:
+        notifier = ConsoleNotifier() if settings.notifier == "console" else TwilioNotifier(settings)
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    runtime = Runtime(site=site, engine=engine, notifier=notifier)
+    ingest = Ingest(settings, runtime)
+    server = Server(settings=settings, runtime=runtime, ingest=ingest, app=FastAPI())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        server.start()
+        try:
+            yield
+        finally:
+            server.stop()
+
+    app = FastAPI(title="panicbutton", version="1", lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings = settings
+    app.state.runtime = runtime
+    app.include_router(api.router)
+    app.include_router(webhooks.router)
+    server.app = app
+    return server

@@ -1,0 +1,122 @@
+"""The server's MQTT side: alerts and status in, feedback out (paho-mqtt 2.x).
+
+An alert is acknowledged to the broker (``manual_ack``) and confirmed to the
+room unit only after its incident is committed. A malformed payload, or one
+from an unknown device, is logged with what is wrong and acknowledged (it can
+never succeed, so it must not be redelivered forever); the device's own resend
+covers a database that is briefly down, because that alert is not acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from panicbutton.wire import (
+    ALERT_SUBSCRIPTION,
+    QOS,
+    STATUS_SUBSCRIPTION,
+    Alert,
+    Feedback,
+    Status,
+    WireError,
+    feedback_topic,
+    parse_topic,
+)
+from server.runtime import Runtime, UnknownDevice
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Ingest:
+    """One MQTT session for the server; publishes feedback for the runtime too."""
+
+    def __init__(self, settings: Settings, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._settings = settings
+        self.connected = threading.Event()
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=settings.mqtt_client_id,
+            # A persistent session: alerts published while the server is down
+            # wait at the broker (and the units resend them anyway).
+            clean_session=False,
+            protocol=MQTTProtocolVersion.MQTTv311,
+            manual_ack=True,
+        )
+        c.username_pw_set(settings.mqtt_username, settings.mqtt_password.get_secret_value())
+        if settings.mqtt_ca_file is not None:
+            c.tls_set(ca_certs=str(settings.mqtt_ca_file), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        c.reconnect_delay_set(min_delay=1, max_delay=10)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        self._client = c
+        runtime.publish_feedback = self.publish_feedback
+
+    def start(self) -> None:
+        self._client.connect_async(self._settings.mqtt_host, self._settings.mqtt_port, keepalive=15)
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def publish_feedback(self, device_id: str, feedback: Feedback) -> None:
+        # Retained, so a unit that reboots shows where its last alert stands.
+        self._client.publish(feedback_topic(device_id), feedback.to_json(), qos=QOS, retain=True)
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if reason.is_failure:
+            log.error("broker %s:%d refused the server: %s (check PANICBUTTON_MQTT_USERNAME "
+                      "and PANICBUTTON_MQTT_PASSWORD)", self._settings.mqtt_host,
+                      self._settings.mqtt_port, reason)
+            return
+        client.subscribe([(ALERT_SUBSCRIPTION, QOS), (STATUS_SUBSCRIPTION, QOS)])
+        log.info("connected to broker %s:%d", self._settings.mqtt_host, self._settings.mqtt_port)
+        self.connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        self.connected.clear()
+        if reason.is_failure:
+            log.warning("disconnected from broker: %s; reconnecting", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            done = self._handle(msg.topic, bytes(msg.payload))
+        except Exception:
+            # Not acknowledged: the broker redelivers it on reconnect and the unit resends.
+            log.exception("could not record message on %s; it will be retried", msg.topic)
+            return
+        if done and msg.qos > 0:
+            client.ack(msg.mid, msg.qos)
+
+    def _handle(self, topic: str, payload: bytes) -> bool:
+        try:
+            device_id, kind = parse_topic(topic)
+            if kind == "alert":
+                alert = Alert.from_json(payload)
+                if alert.device_id != device_id:
+                    raise WireError(f"alert names device {alert.device_id!r} but came on the topic "
+                                    f"of {device_id!r}; a unit may only alert for itself")
+                feedback = self._runtime.handle_alert(alert)
+                self.publish_feedback(device_id, feedback)
+            elif kind == "status":
+                if not payload:
+                    return True  # a retained status being cleared
+                status = Status.from_json(payload)
+                if status.device_id != device_id:
+                    raise WireError(f"status names device {status.device_id!r} on the topic of "
+                                    f"{device_id!r}")
+                self._runtime.handle_status(status)
+        except (WireError, UnknownDevice) as exc:
+            log.error("rejected message on %s: %s", topic, exc)
+        return True

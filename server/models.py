@@ -1,0 +1,118 @@
+"""Tables (SQLAlchemy 2). Alembic migrations in ``server/migrations`` create them.
+
+The incident log holds pseudonymous ids only (room, device and staff ids);
+names and phone numbers stay in the site file.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, TypeDecorator, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite keeps no zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use aware UTC times")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Incident(Base):
+    """One press of one room's button; ``alert_id`` makes redeliveries idempotent."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    alert_id: Mapped[str] = mapped_column(String(32), unique=True)
+    device_id: Mapped[str] = mapped_column(String(63), index=True)
+    room_id: Mapped[str] = mapped_column(String(63))
+    kind: Mapped[str] = mapped_column(String(16))
+    seq: Mapped[int]
+    #: The device's clock at the press: kept for the record, never used for ordering.
+    pressed_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+    #: open -> acknowledged -> resolved
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(63))
+    acknowledged_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(16))
+
+
+class Page(Base):
+    """One message to one staff member about one incident.
+
+    ``reply_code`` is what that person replies to acknowledge; it is the
+    smallest number not used by their other open incidents.
+    """
+
+    __tablename__ = "pages"
+    __table_args__ = (UniqueConstraint("incident_id", "staff_id", "channel", "step"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    staff_id: Mapped[str] = mapped_column(String(63), index=True)
+    channel: Mapped[str] = mapped_column(String(8))
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    reply_code: Mapped[int]
+    #: pending -> sending -> sent | failed
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    provider_sid: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+
+class AuditEvent(Base):
+    """The incident log: one row per change, written in the same transaction.
+
+    ``data`` holds ids and codes only, never names, numbers or free text.
+    """
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime]
+    type: Mapped[str] = mapped_column(String(48), index=True)
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), index=True)
+    data: Mapped[dict[str, Any]]
+
+
+class DeviceRecord(Base):
+    """What the server knows of each room unit's link and sequence."""
+
+    __tablename__ = "devices"
+
+    device_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(default=0)
+    online: Mapped[bool] = mapped_column(default=False)
+    last_seen: Mapped[datetime | None]
+
+
+class WebhookReceipt(Base):
+    """Provider ids of webhooks already handled, so a replay changes nothing."""
+
+    __tablename__ = "webhook_receipts"
+
+    key: Mapped[str] = mapped_column(String(96), primary_key=True)
+    at: Mapped[datetime]

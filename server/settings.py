@@ -1,0 +1,102 @@
+"""Server settings, from environment variables prefixed ``PANICBUTTON_``.
+
+Secrets are :class:`pydantic.SecretStr` so they never show in logs or reprs.
+Outside demo mode, placeholder or short secrets are refused at start.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_PLACEHOLDERS = {"", "changeme", "change-me", "change_me", "secret", "password", "admin", "token",
+                 "test", "xxx", "default"}
+
+
+class Settings(BaseSettings):
+    """Every setting, with its unit and default."""
+
+    model_config = SettingsConfigDict(env_prefix="PANICBUTTON_", extra="ignore")
+
+    #: Demo mode: console SMS and generated credentials are allowed. Never in production.
+    demo: bool = False
+
+    #: SQLAlchemy URL. Default: SQLite (WAL) in the working directory.
+    #: PostgreSQL: ``postgresql+psycopg://user@host/dbname``.
+    database_url: str = "sqlite:///panicbutton.sqlite3"
+    #: The site file: rooms, devices, staff, duty and escalation (TOML).
+    site_file: Path = Path("site.toml")
+
+    #: HTTP listen address and port for the API and the Twilio webhooks.
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    #: The bearer token API clients must send (at least 32 characters).
+    api_token: SecretStr = SecretStr("")
+
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    mqtt_username: str = "panicbutton-server"
+    mqtt_password: SecretStr = SecretStr("")
+    #: CA certificate for a TLS broker; None means plain TCP (loopback only).
+    mqtt_ca_file: Path | None = None
+    #: MQTT client id; give each server instance its own.
+    mqtt_client_id: str = "panicbutton-server"
+
+    #: ``console`` prints SMS in the terminal (demo only); ``twilio`` sends them.
+    notifier: Literal["twilio", "console"] = "twilio"
+    twilio_account_sid: str = ""
+    twilio_auth_token: SecretStr = SecretStr("")
+    #: Accepted for webhook signatures too while the primary token is rotated.
+    twilio_auth_token_secondary: SecretStr | None = None
+    #: Sender: an E.164 number or a Messaging Service SID (MG...).
+    twilio_from: str = ""
+    #: Twilio's REST base URL; regional edges and tests point it elsewhere.
+    twilio_api_base_url: str = "https://api.twilio.com"
+    #: Seconds before a Twilio HTTP request is abandoned.
+    twilio_timeout: float = 10.0
+    #: The public HTTPS base URL Twilio calls our webhooks on, as Twilio sees it
+    #: (behind a TLS proxy the request's own URL differs, so it comes from here).
+    public_base_url: str = ""
+
+    @field_validator("public_base_url", "twilio_api_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> Settings:
+        if self.demo:
+            return self
+        problems = []
+        if self.notifier == "console":
+            problems.append("PANICBUTTON_NOTIFIER=console prints SMS instead of sending them; "
+                            "set it to twilio (console is for the demo only)")
+        secrets = {"PANICBUTTON_API_TOKEN": self.api_token,
+                   "PANICBUTTON_MQTT_PASSWORD": self.mqtt_password}
+        if self.notifier == "twilio":
+            secrets["PANICBUTTON_TWILIO_AUTH_TOKEN"] = self.twilio_auth_token
+            for name, value in (("PANICBUTTON_TWILIO_ACCOUNT_SID", self.twilio_account_sid),
+                                ("PANICBUTTON_TWILIO_FROM", self.twilio_from),
+                                ("PANICBUTTON_PUBLIC_BASE_URL", self.public_base_url)):
+                if not value:
+                    problems.append(f"{name} is not set")
+        for name, secret in secrets.items():
+            value = secret.get_secret_value()
+            if value.strip().lower() in _PLACEHOLDERS or value.lower().startswith("change"):
+                problems.append(f"{name} is empty or a placeholder; generate one with "
+                                "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+        if len(self.api_token.get_secret_value()) < 32 and "PANICBUTTON_API_TOKEN" not in str(problems):
+            problems.append("PANICBUTTON_API_TOKEN must be at least 32 characters")
+        if problems:
+            raise ValueError("unsafe or missing settings:\n  - " + "\n  - ".join(problems))
+        return self
+
+    def twilio_tokens(self) -> list[str]:
+        """Auth tokens accepted on webhook signatures, primary first."""
+        tokens = [self.twilio_auth_token.get_secret_value()]
+        if self.twilio_auth_token_secondary is not None:
+            tokens.append(self.twilio_auth_token_secondary.get_secret_value())
+        return [t for t in tokens if t]

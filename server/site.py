@@ -1,0 +1,159 @@
+"""The site file: rooms and their devices, staff, who is on duty, escalation.
+
+Declarative TOML, read at start (``firmware_config/site.example.toml`` shows
+every field). Staff names and phone numbers live only here and in the SMS sent
+to them: the incident log refers to staff by their pseudonymous ``id``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from panicbutton.wire import DEVICE_ID_RE
+from server.errors import SiteError
+
+Language = Literal["fr", "nl", "en"]
+LANGUAGES: tuple[Language, ...] = ("fr", "nl", "en")
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    id: str
+    label: str  # what staff read in the SMS, e.g. "Room 3 (first floor)"
+    device: str
+
+
+@dataclass(frozen=True, slots=True)
+class Staff:
+    id: str  # pseudonymous; the only staff reference in the incident log
+    name: str
+    phone: str  # E.164
+    language: Language
+    role: Literal["staff", "manager"] = "staff"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One escalation step: ``after`` seconds from the alert, page ``who``."""
+
+    after: int
+    who: Literal["on_duty", "all_staff"]
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    name: str
+    timezone: str
+    rooms: tuple[Room, ...]
+    staff: tuple[Staff, ...]
+    on_duty: tuple[str, ...]
+    steps: tuple[Step, ...]
+
+    def room_for_device(self, device_id: str) -> Room | None:
+        return next((r for r in self.rooms if r.device == device_id), None)
+
+    def room(self, room_id: str) -> Room:
+        return next(r for r in self.rooms if r.id == room_id)
+
+    def member(self, staff_id: str) -> Staff:
+        return next(s for s in self.staff if s.id == staff_id)
+
+    def by_phone(self, phone: str) -> Staff | None:
+        return next((s for s in self.staff if s.phone == phone), None)
+
+    def recipients(self, who: str) -> list[Staff]:
+        if who == "on_duty":
+            return [self.member(i) for i in self.on_duty]
+        return list(self.staff)
+
+
+def _need(table: dict[str, Any], key: str, where: str, kind: type = str) -> Any:
+    if key not in table:
+        raise SiteError(f"{where}: `{key}` is missing")
+    value = table[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise SiteError(f"{where}: `{key}` must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def parse_site(data: dict[str, Any], source: str = "<memory>") -> Site:
+    """Check a parsed site file; raise :class:`SiteError` naming the first problem."""
+    site = data.get("site", {})
+    where = f"site file {source}"
+    rooms: list[Room] = []
+    for i, r in enumerate(data.get("rooms", [])):
+        w = f"{where}: rooms[{i}]"
+        room = Room(id=_need(r, "id", w), label=_need(r, "label", w), device=_need(r, "device", w))
+        if not ID_RE.fullmatch(room.id):
+            raise SiteError(f"{w}: id {room.id!r} must be lowercase letters, digits and '-'")
+        if not DEVICE_ID_RE.fullmatch(room.device):
+            raise SiteError(f"{w}: device {room.device!r} must be lowercase letters, digits and '-'")
+        rooms.append(room)
+    if not rooms:
+        raise SiteError(f"{where}: no [[rooms]]: add one per room with a button")
+    for attr in ("id", "device"):
+        seen = [getattr(r, attr) for r in rooms]
+        dup = {x for x in seen if seen.count(x) > 1}
+        if dup:
+            raise SiteError(f"{where}: room {attr} {sorted(dup)[0]!r} is used twice")
+
+    staff: list[Staff] = []
+    for i, s in enumerate(data.get("staff", [])):
+        w = f"{where}: staff[{i}]"
+        phone = str(_need(s, "phone", w)).replace(" ", "")
+        if not E164.fullmatch(phone):
+            raise SiteError(f"{w}: phone must be in international form like +32470123456")
+        lang = s.get("language", "en")
+        if lang not in LANGUAGES:
+            raise SiteError(f"{w}: language must be one of {', '.join(LANGUAGES)}, got {lang!r}")
+        role = s.get("role", "staff")
+        if role not in ("staff", "manager"):
+            raise SiteError(f"{w}: role must be staff or manager, got {role!r}")
+        member = Staff(id=_need(s, "id", w), name=_need(s, "name", w), phone=phone,
+                       language=lang, role=role)
+        if not ID_RE.fullmatch(member.id):
+            raise SiteError(f"{w}: id {member.id!r} must be lowercase letters, digits and '-'")
+        staff.append(member)
+    if not staff:
+        raise SiteError(f"{where}: no [[staff]]: at least one person must be reachable")
+    for attr in ("id", "phone"):
+        seen = [getattr(s, attr) for s in staff]
+        if len(set(seen)) != len(seen):
+            raise SiteError(f"{where}: two staff entries share the same {attr}")
+
+    duty = data.get("duty", {})
+    on_duty = tuple(duty.get("on_duty", []))
+    known = {s.id for s in staff}
+    if not on_duty:
+        raise SiteError(f"{where}: [duty] on_duty is empty: name at least one staff id")
+    for sid in on_duty:
+        if sid not in known:
+            raise SiteError(f"{where}: [duty] on_duty names {sid!r}, which is not a staff id")
+
+    steps = []
+    for i, st in enumerate(data.get("escalation", {}).get("steps", [{"after": 0, "who": "on_duty"}])):
+        w = f"{where}: escalation.steps[{i}]"
+        after = _need(st, "after", w, int)
+        who = st.get("who", "on_duty")
+        if who not in ("on_duty", "all_staff") or after < 0:
+            raise SiteError(f"{w}: needs after >= 0 seconds and who = on_duty or all_staff")
+        steps.append(Step(after=after, who=who))
+    return Site(name=str(site.get("name", "site")), timezone=str(site.get("timezone", "Europe/Brussels")),
+                rooms=tuple(rooms), staff=tuple(staff), on_duty=on_duty, steps=tuple(steps))
+
+
+def load_site(path: Path) -> Site:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SiteError(f"site file {path} not found; copy firmware_config/site.example.toml "
+                        "and set PANICBUTTON_SITE_FILE") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SiteError(f"site file {path}: not valid TOML: {exc}") from None
+    return parse_site(data, str(path))
