@@ -51,8 +51,13 @@ class Agent:
     with each new light state.
     """
 
-    def __init__(self, config: DeviceConfig, *, pin_factory: Factory | None = None,
-                 on_light: Callable[[Light], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: DeviceConfig,
+        *,
+        pin_factory: Factory | None = None,
+        on_light: Callable[[Light], None] | None = None,
+    ) -> None:
         self.config = config
         self._events: queue.Queue[Any] = queue.Queue()
         self._on_light = on_light
@@ -69,8 +74,9 @@ class Agent:
         self._latest: str | None = None  # alert id the light speaks about
         self._states: dict[str, FeedbackState] = {}
         self._next_resend: dict[str, tuple[float, float]] = {}  # alert id -> (due, delay)
-        self._thread = threading.Thread(target=self._run, name=f"agent-{config.device_id}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"agent-{config.device_id}", daemon=True
+        )
         self.last_error: str | None = self.outbox.fault
 
     # -- lifecycle ---------------------------------------------------------

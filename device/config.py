@@ -80,8 +80,9 @@ class _Reader:
         value: int = self.get(key, int, default)
         if value not in USABLE_GPIO:
             raise self.fail(
-                key, f"must be a BCM GPIO number {USABLE_GPIO.start}-{USABLE_GPIO.stop - 1}, "
-                f"got {value} (the header pin number is not the GPIO number; see WIRING.md)"
+                key,
+                f"must be a BCM GPIO number {USABLE_GPIO.start}-{USABLE_GPIO.stop - 1}, "
+                f"got {value} (the header pin number is not the GPIO number; see WIRING.md)",
             )
         return value
 
@@ -112,14 +113,19 @@ def parse_config(data: dict[str, Any], source: str = "<memory>") -> DeviceConfig
     password: str | None = r.get("mqtt.password", str, None)
     password_file: str | None = r.get("mqtt.password_file", str, None)
     if (password is None) == (password_file is None):
-        raise r.fail("mqtt.password_file", "or mqtt.password must be set (exactly one of them); "
-                     "provisioning writes mqtt.password_file")
+        raise r.fail(
+            "mqtt.password_file",
+            "or mqtt.password must be set (exactly one of them); "
+            "provisioning writes mqtt.password_file",
+        )
     if password_file is not None:
         try:
             password = Path(password_file).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise r.fail("mqtt.password_file", f"cannot be read: {exc.strerror} ({password_file})") from None
-    assert password is not None  # noqa: S101 -- narrowed by the exactly-one check above
+            raise r.fail(
+                "mqtt.password_file", f"cannot be read: {exc.strerror} ({password_file})"
+            ) from None
+    assert password is not None
     if not password:
         raise r.fail("mqtt.password", "is empty; anonymous MQTT is not allowed")
 

@@ -35,8 +35,13 @@ class LedLike(Protocol):
     """The part of :class:`gpiozero.LED` the indicator uses."""
 
     def on(self) -> None: ...
-    def blink(self, on_time: float = ..., off_time: float = ..., n: int | None = ...,
-              background: bool = ...) -> None: ...
+    def blink(
+        self,
+        on_time: float = ...,
+        off_time: float = ...,
+        n: int | None = ...,
+        background: bool = ...,
+    ) -> None: ...
     def close(self) -> None: ...
 
 

@@ -18,7 +18,16 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from device.config import DeviceConfig
 from panicbutton import __version__
-from panicbutton.wire import QOS, Alert, LinkState, alert_topic, Status, feedback_topic, now_utc, status_topic
+from panicbutton.wire import (
+    QOS,
+    Alert,
+    LinkState,
+    Status,
+    alert_topic,
+    feedback_topic,
+    now_utc,
+    status_topic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +72,9 @@ class Link:
         c.username_pw_set(config.mqtt.username, config.mqtt.password)
         if config.mqtt.ca_file is not None:
             c.tls_set(ca_certs=str(config.mqtt.ca_file), tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        c.will_set(status_topic(config.device_id), self._status(LinkState.OFFLINE, 0),
-                   qos=QOS, retain=True)
+        c.will_set(
+            status_topic(config.device_id), self._status(LinkState.OFFLINE, 0), qos=QOS, retain=True
+        )
         c.reconnect_delay_set(min_delay=1, max_delay=10)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -72,19 +82,29 @@ class Link:
         self._client = c
 
     def _status(self, state: LinkState, outbox: int) -> bytes:
-        return Status(device_id=self._config.device_id, state=state, at=now_utc(),
-                      version=__version__, outbox=outbox).to_json()
+        return Status(
+            device_id=self._config.device_id,
+            state=state,
+            at=now_utc(),
+            version=__version__,
+            outbox=outbox,
+        ).to_json()
 
     def start(self) -> None:
-        self._client.connect_async(self._config.mqtt.host, self._config.mqtt.port,
-                                   keepalive=self._config.mqtt.keepalive)
+        self._client.connect_async(
+            self._config.mqtt.host, self._config.mqtt.port, keepalive=self._config.mqtt.keepalive
+        )
         self._client.loop_start()
 
     def stop(self, outbox: int) -> None:
         """Say "offline" (a clean disconnect does not fire the Last Will) and close."""
         if self.connected:
-            info = self._client.publish(status_topic(self._config.device_id),
-                                        self._status(LinkState.OFFLINE, outbox), qos=QOS, retain=True)
+            info = self._client.publish(
+                status_topic(self._config.device_id),
+                self._status(LinkState.OFFLINE, outbox),
+                qos=QOS,
+                retain=True,
+            )
             try:
                 info.wait_for_publish(timeout=2)
             except (RuntimeError, ValueError):
@@ -97,12 +117,17 @@ class Link:
         self._client.publish(alert_topic(alert.device_id), alert.to_json(), qos=QOS)
 
     def publish_status(self, outbox: int) -> None:
-        self._client.publish(status_topic(self._config.device_id),
-                             self._status(LinkState.ONLINE, outbox), qos=QOS, retain=True)
+        self._client.publish(
+            status_topic(self._config.device_id),
+            self._status(LinkState.ONLINE, outbox),
+            qos=QOS,
+            retain=True,
+        )
 
     # paho callbacks: on paho's thread, so they only hand events over.
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
-                    reason: Any, properties: Any) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
         if reason.is_failure:
             self._events.put(LinkDown(f"broker refused the connection: {reason}"))
             return
@@ -110,8 +135,9 @@ class Link:
         client.subscribe(feedback_topic(self._config.device_id), qos=QOS)
         self._events.put(LinkUp())
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
-                       reason: Any, properties: Any) -> None:
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
         self.connected = False
         self._events.put(LinkDown(f"disconnected: {reason}"))
 

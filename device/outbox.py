@@ -95,8 +95,13 @@ class Outbox:
             except sqlite3.Error as exc:
                 self._go_to_memory(f"outbox {self.path} cannot be written: {exc}")
         self._memory_seq += 1
-        alert = Alert(device_id=device_id, alert_id=new_alert_id(), seq=self._memory_seq,
-                      pressed_at=now_utc(), kind=kind)
+        alert = Alert(
+            device_id=device_id,
+            alert_id=new_alert_id(),
+            seq=self._memory_seq,
+            pressed_at=now_utc(),
+            kind=kind,
+        )
         self._memory[alert.alert_id] = alert
         return alert
 
@@ -105,11 +110,18 @@ class Outbox:
         db.execute("BEGIN IMMEDIATE")
         try:
             seq = int(db.execute("SELECT seq FROM counter WHERE id = 1").fetchone()[0]) + 1
-            alert = Alert(device_id=device_id, alert_id=new_alert_id(), seq=seq,
-                          pressed_at=now_utc(), kind=kind)
+            alert = Alert(
+                device_id=device_id,
+                alert_id=new_alert_id(),
+                seq=seq,
+                pressed_at=now_utc(),
+                kind=kind,
+            )
             db.execute("UPDATE counter SET seq = ? WHERE id = 1", (seq,))
-            db.execute("INSERT INTO pending (alert_id, seq, payload) VALUES (?, ?, ?)",
-                       (alert.alert_id, seq, alert.to_json()))
+            db.execute(
+                "INSERT INTO pending (alert_id, seq, payload) VALUES (?, ?, ?)",
+                (alert.alert_id, seq, alert.to_json()),
+            )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

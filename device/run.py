@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -21,11 +22,13 @@ def run(*, config_path: Path, simulate: bool) -> int:
         factory = MockFactory()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with Agent(config, pin_factory=factory,
-               on_light=lambda light: print(f"light: {light}", flush=True)) as agent:
+    with Agent(
+        config, pin_factory=factory, on_light=lambda light: print(f"light: {light}", flush=True)
+    ) as agent:
         if simulate:
-            print("simulated room unit: press Enter to press the button, Ctrl-D to stop",
-                  flush=True)
+            print(
+                "simulated room unit: press Enter to press the button, Ctrl-D to stop", flush=True
+            )
             pin = factory.pin(config.button_pin) if factory else None
             for _line in sys.stdin:
                 if pin is not None:
@@ -33,9 +36,7 @@ def run(*, config_path: Path, simulate: bool) -> int:
                     time.sleep(0.1)
                     pin.drive_high()
             stop.set()
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
-        except KeyboardInterrupt:
-            pass
         del agent
     return 0

@@ -34,13 +34,18 @@ def _server(args: argparse.Namespace) -> int:
     except ServerError as exc:
         print(f"panicbutton server: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(server.app, host=args.host or settings.http_host,
-                port=args.port or settings.http_port, proxy_headers=False, log_level="info")
+    uvicorn.run(
+        server.app,
+        host=args.host or settings.http_host,
+        port=args.port or settings.http_port,
+        proxy_headers=False,
+        log_level="info",
+    )
     return 0
 
 
 def _pydantic_message(exc: Exception) -> str:
-    errors = getattr(exc, "errors", lambda: [])()
+    errors: list[dict[str, object]] = getattr(exc, "errors", list)()
     return "; ".join(str(e.get("msg", e)).removeprefix("Value error, ") for e in errors) or str(exc)
 
 
@@ -64,35 +69,56 @@ def _demo(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="panicbutton",
-        description="Panic-button alerts: room units, a central server, paging by SMS.")
+        description="Panic-button alerts: room units, a central server, paging by SMS.",
+    )
     p.add_argument("--version", action="version", version=f"panicbutton {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("server", help="run the central server (MQTT ingest, paging, HTTP API)",
-                       description="Run the central server. Settings come from PANICBUTTON_* "
-                       "environment variables (see README: 'Running the server'); the site file "
-                       "(rooms, staff, duty) from PANICBUTTON_SITE_FILE.")
-    s.add_argument("--host", help="HTTP listen address (default: PANICBUTTON_HTTP_HOST or 127.0.0.1)")
+    s = sub.add_parser(
+        "server",
+        help="run the central server (MQTT ingest, paging, HTTP API)",
+        description="Run the central server. Settings come from PANICBUTTON_* "
+        "environment variables (see README: 'Running the server'); the site file "
+        "(rooms, staff, duty) from PANICBUTTON_SITE_FILE.",
+    )
+    s.add_argument(
+        "--host", help="HTTP listen address (default: PANICBUTTON_HTTP_HOST or 127.0.0.1)"
+    )
     s.add_argument("--port", type=int, help="HTTP port (default: PANICBUTTON_HTTP_PORT or 8080)")
     s.set_defaults(func=_server)
 
-    d = sub.add_parser("device", help="run the room unit agent (button, light, outbox)",
-                       description="Run the room unit agent on a Raspberry Pi. With --simulate it "
-                       "runs on any computer: press Enter to press the button.")
-    d.add_argument("--config", type=Path, default=Path("/etc/panicbutton/device.toml"),
-                   help="firmware config file (default: /etc/panicbutton/device.toml)")
-    d.add_argument("--simulate", action="store_true",
-                   help="use gpiozero's mock pins; Enter presses the button")
+    d = sub.add_parser(
+        "device",
+        help="run the room unit agent (button, light, outbox)",
+        description="Run the room unit agent on a Raspberry Pi. With --simulate it "
+        "runs on any computer: press Enter to press the button.",
+    )
+    d.add_argument(
+        "--config",
+        type=Path,
+        default=Path("/etc/panicbutton/device.toml"),
+        help="firmware config file (default: /etc/panicbutton/device.toml)",
+    )
+    d.add_argument(
+        "--simulate", action="store_true", help="use gpiozero's mock pins; Enter presses the button"
+    )
     d.set_defaults(func=_device)
 
-    m = sub.add_parser("demo", help="run the whole system locally: broker, server, three rooms",
-                       description="Run broker, server (SQLite) and simulated rooms in one "
-                       "process; SMS are printed instead of sent. Commands on standard input: "
-                       "a room number presses that room's button; 'reply PHONE TEXT' plays an "
-                       "SMS reply from a staff phone; 'help'; 'quit'.")
-    m.add_argument("--broker", choices=["auto", "mosquitto", "embedded"], default="auto",
-                   help="auto: a local mosquitto if installed, else the embedded broker")
+    m = sub.add_parser(
+        "demo",
+        help="run the whole system locally: broker, server, three rooms",
+        description="Run broker, server (SQLite) and simulated rooms in one "
+        "process; SMS are printed instead of sent. Commands on standard input: "
+        "a room number presses that room's button; 'reply PHONE TEXT' plays an "
+        "SMS reply from a staff phone; 'help'; 'quit'.",
+    )
+    m.add_argument(
+        "--broker",
+        choices=["auto", "mosquitto", "embedded"],
+        default="auto",
+        help="auto: a local mosquitto if installed, else the embedded broker",
+    )
     m.add_argument("--rooms", type=int, default=3, help="simulated rooms (default 3)")
     m.set_defaults(func=_demo)
     return p
@@ -100,8 +126,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     code: int = args.func(args)
     return code
 

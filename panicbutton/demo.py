@@ -21,6 +21,7 @@ from typing import TextIO
 import httpx
 import uvicorn
 from gpiozero.pins.mock import MockFactory
+from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
 
 from device.agent import Agent
@@ -48,8 +49,10 @@ LIGHT_WORDS = {
     Light.HELP_COMING: "HELP IS COMING",
     Light.FAULT: "FAULT",
 }
-STAFF = (("reception", "Reception", "+32470000001", "en"),
-         ("floor", "Floor manager", "+32470000002", "fr"))
+STAFF = (
+    ("reception", "Reception", "+32470000001", "en"),
+    ("floor", "Floor manager", "+32470000002", "fr"),
+)
 
 HELP = """commands:
   1, 2, 3 ...            press that room's button
@@ -59,13 +62,20 @@ HELP = """commands:
 
 
 def demo_site(rooms: int) -> Site:
-    return parse_site({
-        "site": {"name": "Demo house", "timezone": "Europe/Brussels"},
-        "rooms": [{"id": f"room-{i}", "label": f"Room {i}", "device": f"unit-{i}"}
-                  for i in range(1, rooms + 1)],
-        "staff": [{"id": i, "name": n, "phone": p, "language": lang} for i, n, p, lang in STAFF],
-        "duty": {"on_duty": [s[0] for s in STAFF]},
-    }, "demo")
+    return parse_site(
+        {
+            "site": {"name": "Demo house", "timezone": "Europe/Brussels"},
+            "rooms": [
+                {"id": f"room-{i}", "label": f"Room {i}", "device": f"unit-{i}"}
+                for i in range(1, rooms + 1)
+            ],
+            "staff": [
+                {"id": i, "name": n, "phone": p, "language": lang} for i, n, p, lang in STAFF
+            ],
+            "duty": {"on_duty": [s[0] for s in STAFF]},
+        },
+        "demo",
+    )
 
 
 class Demo:
@@ -95,8 +105,9 @@ class Demo:
             self._start_server(stack)
             for i in range(1, self.rooms + 1):
                 self._start_room(stack, i)
-            self.wait_for(lambda: all(self.lights.get(i) is Light.ARMED
-                                      for i in range(1, self.rooms + 1)), 15)
+            self.wait_for(
+                lambda: all(self.lights.get(i) is Light.ARMED for i in range(1, self.rooms + 1)), 15
+            )
             self.say(f"ready: {self.rooms} rooms armed. Type `help` for commands.")
             yield
 
@@ -105,8 +116,9 @@ class Demo:
         if kind == "auto":
             kind = "mosquitto" if find_mosquitto() else "embedded"
         if kind == "mosquitto":
-            stack.enter_context(MosquittoProcess(BrokerFiles(self.folder / "mosquitto", self.port,
-                                                             self.users)))
+            stack.enter_context(
+                MosquittoProcess(BrokerFiles(self.folder / "mosquitto", self.port, self.users))
+            )
             self.say(f"broker: local mosquitto on 127.0.0.1:{self.port} (passwords + ACL)")
         else:
             stack.enter_context(EmbeddedBroker(self.port, self.users))
@@ -114,16 +126,27 @@ class Demo:
 
     def _start_server(self, stack: contextlib.ExitStack) -> None:
         settings = Settings(
-            demo=True, database_url=f"sqlite:///{self.folder / 'panicbutton.sqlite3'}",
-            mqtt_port=self.port, mqtt_password=self.users[SERVER_USER],
-            api_token=secrets.token_urlsafe(32), notifier="console",
-            twilio_auth_token=self.twilio_token,
+            demo=True,
+            database_url=f"sqlite:///{self.folder / 'panicbutton.sqlite3'}",
+            mqtt_port=self.port,
+            mqtt_password=SecretStr(self.users[SERVER_USER]),
+            api_token=SecretStr(secrets.token_urlsafe(32)),
+            notifier="console",
+            twilio_auth_token=SecretStr(self.twilio_token),
             public_base_url=f"http://127.0.0.1:{self.http_port}",
-            http_port=self.http_port)
+            http_port=self.http_port,
+        )
         server = build(settings, site=demo_site(self.rooms), notifier=ConsoleNotifier(self.out))
         self.server = server
-        web = uvicorn.Server(uvicorn.Config(server.app, host="127.0.0.1", port=self.http_port,
-                                            log_level="warning", lifespan="on"))
+        web = uvicorn.Server(
+            uvicorn.Config(
+                server.app,
+                host="127.0.0.1",
+                port=self.http_port,
+                log_level="warning",
+                lifespan="on",
+            )
+        )
         thread = threading.Thread(target=web.run, name="http", daemon=True)
         thread.start()
         stack.callback(thread.join, 10)
@@ -133,11 +156,14 @@ class Demo:
 
     def _start_room(self, stack: contextlib.ExitStack, i: int) -> None:
         device_id = f"unit-{i}"
-        config = parse_config({
-            "device": {"id": device_id, "state_dir": str(self.folder / device_id)},
-            "pins": {"button": BUTTON_PIN, "led": 27},
-            "mqtt": {"host": "127.0.0.1", "port": self.port, "password": self.users[device_id]},
-        }, f"demo room {i}")
+        config = parse_config(
+            {
+                "device": {"id": device_id, "state_dir": str(self.folder / device_id)},
+                "pins": {"button": BUTTON_PIN, "led": 27},
+                "mqtt": {"host": "127.0.0.1", "port": self.port, "password": self.users[device_id]},
+            },
+            f"demo room {i}",
+        )
         factory = MockFactory()
         self.factories[i] = factory
 
@@ -163,11 +189,15 @@ class Demo:
 
     def settle(self, timeout: float = 10.0) -> None:
         """Wait until no page, text or alert is under way, so piped input reads in order."""
-        assert self.server is not None  # noqa: S101 -- set by running()
+        assert self.server is not None
         pager = self.server.runtime.pager
         time.sleep(0.2)
-        self.wait_for(lambda: pager.backlog() == 0 and
-                      not any(a.outbox.depth() for a in self.agents.values()), timeout)
+        self.wait_for(
+            lambda: (
+                pager.backlog() == 0 and not any(a.outbox.depth() for a in self.agents.values())
+            ),
+            timeout,
+        )
         time.sleep(0.1)
 
     def press(self, room: int) -> None:
@@ -185,11 +215,16 @@ class Demo:
     def reply(self, phone: str, text: str) -> None:
         self.say(f"> SMS from {phone}: {text}")
         url = f"http://127.0.0.1:{self.http_port}/twilio/sms"
-        params = {"From": phone, "To": "+32460000000", "Body": text,
-                  "MessageSid": "SM" + secrets.token_hex(16)}
+        params = {
+            "From": phone,
+            "To": "+32460000000",
+            "Body": text,
+            "MessageSid": "SM" + secrets.token_hex(16),
+        }
         signature = RequestValidator(self.twilio_token).compute_signature(url, params)
-        response = httpx.post(url, data=params, headers={"X-Twilio-Signature": signature},
-                              timeout=10)
+        response = httpx.post(
+            url, data=params, headers={"X-Twilio-Signature": signature}, timeout=10
+        )
         if response.status_code != 200:
             self.say(f"  webhook answered {response.status_code}")
         self.settle()
@@ -215,8 +250,9 @@ class Demo:
         return True
 
 
-def run_demo(*, broker: str = "auto", rooms: int = 3, stdin: TextIO | None = None,
-             out: TextIO | None = None) -> int:
+def run_demo(
+    *, broker: str = "auto", rooms: int = 3, stdin: TextIO | None = None, out: TextIO | None = None
+) -> int:
     stdin = stdin or sys.stdin
     out = out or sys.stdout
     for name in ("", "alembic", "uvicorn"):

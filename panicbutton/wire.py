@@ -132,7 +132,9 @@ def _load(payload: bytes, what: str) -> dict[str, Any]:
         raise WireError(f"{what} payload must be a JSON object")
     version = data.get("v")
     if version != VERSION:
-        raise WireError(f"{what} payload has contract version {version!r}; this side speaks {VERSION}")
+        raise WireError(
+            f"{what} payload has contract version {version!r}; this side speaks {VERSION}"
+        )
     return data
 
 
@@ -228,9 +230,11 @@ class Status:
     def from_json(cls, payload: bytes) -> Self:
         data = _load(payload, "status")
         try:
-            state = LinkState(data.get("state"))
+            state = LinkState(str(data.get("state")))
         except ValueError:
-            raise WireError(f"status.state must be 'online' or 'offline', got {data.get('state')!r}") from None
+            raise WireError(
+                f"status.state must be 'online' or 'offline', got {data.get('state')!r}"
+            ) from None
         return cls(
             device_id=check_device_id(_field(data, "device_id", str, "status")),
             state=state,
@@ -265,10 +269,12 @@ class Feedback:
     def from_json(cls, payload: bytes) -> Self:
         data = _load(payload, "feedback")
         try:
-            state = FeedbackState(data.get("state"))
+            state = FeedbackState(str(data.get("state")))
         except ValueError:
-            raise WireError(f"feedback.state {data.get('state')!r} is not one of "
-                            f"{', '.join(s.value for s in FeedbackState)}") from None
+            raise WireError(
+                f"feedback.state {data.get('state')!r} is not one of "
+                f"{', '.join(s.value for s in FeedbackState)}"
+            ) from None
         alert_id = _field(data, "alert_id", str, "feedback")
         if not ALERT_ID_RE.fullmatch(alert_id):
             raise WireError(f"feedback.alert_id {alert_id!r} must be 32 lowercase hex digits")

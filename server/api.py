@@ -32,10 +32,19 @@ class IncidentOut(BaseModel):
 
     @classmethod
     def of(cls, i: Incident) -> IncidentOut:
-        return cls(id=i.id, room_id=i.room_id, device_id=i.device_id, kind=i.kind, state=i.state,
-                   received_at=i.received_at, device_time=i.pressed_at,
-                   acknowledged_by=i.acknowledged_by, acknowledged_at=i.acknowledged_at,
-                   resolved_at=i.resolved_at, outcome=i.outcome)
+        return cls(
+            id=i.id,
+            room_id=i.room_id,
+            device_id=i.device_id,
+            kind=i.kind,
+            state=i.state,
+            received_at=i.received_at,
+            device_time=i.pressed_at,
+            acknowledged_by=i.acknowledged_by,
+            acknowledged_at=i.acknowledged_at,
+            resolved_at=i.resolved_at,
+            outcome=i.outcome,
+        )
 
 
 class EventOut(BaseModel):
@@ -55,8 +64,9 @@ class ResolveIn(BaseModel):
 
 
 @router.get("/incidents")
-def list_incidents(runtime: RuntimeDep, state: str | None = None,
-                   limit: int = 100) -> list[IncidentOut]:
+def list_incidents(
+    runtime: RuntimeDep, state: str | None = None, limit: int = 100
+) -> list[IncidentOut]:
     """Newest first; ``state`` filters (open, acknowledged, resolved)."""
     with runtime.sessions() as s:
         query = select(Incident).order_by(Incident.id.desc()).limit(min(max(limit, 1), 1000))
@@ -72,11 +82,13 @@ def get_incident(incident_id: int, runtime: RuntimeDep) -> IncidentDetail:
         incident = s.get(Incident, incident_id)
         if incident is None:
             raise HTTPException(404, f"no incident {incident_id}")
-        events = s.scalars(select(AuditEvent).where(AuditEvent.incident_id == incident_id)
-                           .order_by(AuditEvent.id))
-        return IncidentDetail(**IncidentOut.of(incident).model_dump(),
-                              events=[EventOut(id=e.id, at=e.at, type=e.type, data=e.data)
-                                      for e in events])
+        events = s.scalars(
+            select(AuditEvent).where(AuditEvent.incident_id == incident_id).order_by(AuditEvent.id)
+        )
+        return IncidentDetail(
+            **IncidentOut.of(incident).model_dump(),
+            events=[EventOut(id=e.id, at=e.at, type=e.type, data=e.data) for e in events],
+        )
 
 
 @router.post("/incidents/{incident_id}/resolve")
@@ -84,8 +96,11 @@ async def resolve_incident(incident_id: int, body: ResolveIn, runtime: RuntimeDe
     """Close an incident with its outcome (a staff decision; nothing at the unit can)."""
     if not any(s.id == body.staff_id for s in runtime.site.staff):
         raise HTTPException(422, f"staff_id {body.staff_id!r} is not in the site file")
-    incident = await run_in_threadpool(lambda: runtime.resolve(
-        incident_id=incident_id, staff_id=body.staff_id, outcome=body.outcome))
+    incident = await run_in_threadpool(
+        lambda: runtime.resolve(
+            incident_id=incident_id, staff_id=body.staff_id, outcome=body.outcome
+        )
+    )
     if incident is None:
         raise HTTPException(404, f"no incident {incident_id}")
     return IncidentOut.of(incident)

@@ -39,8 +39,9 @@ class Server:
         self.runtime.engine.dispose()
 
 
-def build(settings: Settings, *, site: Site | None = None, notifier: Notifier | None = None
-          ) -> Server:
+def build(
+    settings: Settings, *, site: Site | None = None, notifier: Notifier | None = None
+) -> Server:
     """Wire a server from ``settings``; the site and notifier can be given (demo, tests)."""
     site = site or load_site(settings.site_file)
     if notifier is None:
@@ -59,8 +60,14 @@ def build(settings: Settings, *, site: Site | None = None, notifier: Notifier | 
         finally:
             server.stop()
 
-    app = FastAPI(title="panicbutton", version="1", lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="panicbutton",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.settings = settings
     app.state.runtime = runtime
     app.include_router(api.router)

@@ -32,10 +32,16 @@ log = logging.getLogger(__name__)
 SERVER_USER: Final = "panicbutton-server"
 
 #: (access, topic) pairs; "%u" stands for the connecting user's name.
-SERVER_RULES: Final = (("read", f"{PREFIX}/+/alert"), ("read", f"{PREFIX}/+/status"),
-                       ("write", f"{PREFIX}/+/feedback"))
-DEVICE_RULES: Final = (("write", f"{PREFIX}/%u/alert"), ("write", f"{PREFIX}/%u/status"),
-                       ("read", f"{PREFIX}/%u/feedback"))
+SERVER_RULES: Final = (
+    ("read", f"{PREFIX}/+/alert"),
+    ("read", f"{PREFIX}/+/status"),
+    ("write", f"{PREFIX}/+/feedback"),
+)
+DEVICE_RULES: Final = (
+    ("write", f"{PREFIX}/%u/alert"),
+    ("write", f"{PREFIX}/%u/status"),
+    ("read", f"{PREFIX}/%u/feedback"),
+)
 
 
 def mosquitto_hash(password: str, *, salt: bytes | None = None, iterations: int = 101) -> str:
@@ -46,9 +52,12 @@ def mosquitto_hash(password: str, *, salt: bytes | None = None, iterations: int 
 
 
 def mosquitto_acl() -> str:
-    lines = ["# panicbutton: written by server/broker.py; the server user and one pattern set",
-             "# for room units, whose MQTT user name is their device id.", "",
-             f"user {SERVER_USER}"]
+    lines = [
+        "# panicbutton: written by server/broker.py; the server user and one pattern set",
+        "# for room units, whose MQTT user name is their device id.",
+        "",
+        f"user {SERVER_USER}",
+    ]
     lines += [f"topic {access} {topic}" for access, topic in SERVER_RULES]
     lines += ["", "# room units: only their own topics"]
     lines += [f"pattern {access} {topic}" for access, topic in DEVICE_RULES]
@@ -67,8 +76,11 @@ def _matches(filter_: str, topic: str) -> bool:
 
 def allowed(user: str, topic: str, access: str) -> bool:
     """The ACL above as a function: may ``user`` ``access`` ("read"/"write") ``topic``?"""
-    rules = SERVER_RULES if user == SERVER_USER else tuple(
-        (a, t.replace("%u", user)) for a, t in DEVICE_RULES)
+    rules = (
+        SERVER_RULES
+        if user == SERVER_USER
+        else tuple((a, t.replace("%u", user)) for a, t in DEVICE_RULES)
+    )
     if user != SERVER_USER and ("+" in user or "#" in user or "/" in user):
         return False
     return any(a == access and _matches(t, topic) for a, t in rules)
@@ -100,21 +112,26 @@ class BrokerFiles:
         for f in (passwd, self.folder / "acl"):
             f.chmod(0o600)
         import getpass  # noqa: PLC0415 -- only needed here
-        self.conf.write_text("\n".join([
-            "# panicbutton: a local Mosquitto with passwords and ACL, no anonymous access",
-            "per_listener_settings false",
-            "allow_anonymous false",
-            f"password_file {passwd}",
-            f"acl_file {self.folder / 'acl'}",
-            f"listener {self.port} 127.0.0.1",
-            "persistence false",
-            "log_dest stderr",
-            "log_type error",
-            "log_type warning",
-            # Started as root, Mosquitto drops to user mosquitto, who cannot read these files.
-            f"user {getpass.getuser()}",
-            "",
-        ]))
+
+        self.conf.write_text(
+            "\n".join(
+                [
+                    "# panicbutton: a local Mosquitto with passwords and ACL, no anonymous access",
+                    "per_listener_settings false",
+                    "allow_anonymous false",
+                    f"password_file {passwd}",
+                    f"acl_file {self.folder / 'acl'}",
+                    f"listener {self.port} 127.0.0.1",
+                    "persistence false",
+                    "log_dest stderr",
+                    "log_type error",
+                    "log_type warning",
+                    # As root, Mosquitto drops to user mosquitto, who cannot read these files.
+                    f"user {getpass.getuser()}",
+                    "",
+                ]
+            )
+        )
         return self.conf
 
 
@@ -130,8 +147,11 @@ class MosquittoProcess:
         if self.binary is None:
             raise FileNotFoundError("mosquitto is not installed (apt install mosquitto)")
         conf = self.files.write()
-        self._proc = subprocess.Popen([self.binary, "-c", str(conf)],  # noqa: S603 -- our own binary and file
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._proc = subprocess.Popen(  # noqa: S603 -- our own binary and config file
+            [self.binary, "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         wait_for_port(self.files.port, timeout, self._proc)
 
     def stop(self) -> None:
@@ -156,7 +176,8 @@ class MosquittoProcess:
 
 def find_mosquitto() -> str | None:
     return shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None)
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
+    )
 
 
 def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -195,7 +216,8 @@ class PasswordAuth:
         expected = users.get(session.username or "")
         given = session.password or ""
         return expected is not None and hmac.compare_digest(
-            given.encode() if isinstance(given, str) else bytes(given), expected.encode())
+            given.encode() if isinstance(given, str) else bytes(given), expected.encode()
+        )
 
     async def close(self) -> None:
         return None
@@ -212,8 +234,9 @@ class TopicAcl:
         self.context = context
         self.config = context.config
 
-    async def topic_filtering(self, *, session: Any = None, topic: str | None = None,
-                              action: Any = None) -> bool:
+    async def topic_filtering(
+        self, *, session: Any = None, topic: str | None = None, action: Any = None
+    ) -> bool:
         if session is None or topic is None:
             return False
         access = "write" if str(action) == "publish" else "read"

@@ -28,7 +28,7 @@ from panicbutton.wire import (
     feedback_topic,
     parse_topic,
 )
-from server.runtime import Runtime, UnknownDevice
+from server.runtime import Runtime, UnknownDeviceError
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,19 +72,25 @@ class Ingest:
         # Retained, so a unit that reboots shows where its last alert stands.
         self._client.publish(feedback_topic(device_id), feedback.to_json(), qos=QOS, retain=True)
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
-                    properties: Any) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
         if reason.is_failure:
-            log.error("broker %s:%d refused the server: %s (check PANICBUTTON_MQTT_USERNAME "
-                      "and PANICBUTTON_MQTT_PASSWORD)", self._settings.mqtt_host,
-                      self._settings.mqtt_port, reason)
+            log.error(
+                "broker %s:%d refused the server: %s (check PANICBUTTON_MQTT_USERNAME "
+                "and PANICBUTTON_MQTT_PASSWORD)",
+                self._settings.mqtt_host,
+                self._settings.mqtt_port,
+                reason,
+            )
             return
         client.subscribe([(ALERT_SUBSCRIPTION, QOS), (STATUS_SUBSCRIPTION, QOS)])
         log.info("connected to broker %s:%d", self._settings.mqtt_host, self._settings.mqtt_port)
         self.connected.set()
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
-                       properties: Any) -> None:
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
         self.connected.clear()
         if reason.is_failure:
             log.warning("disconnected from broker: %s; reconnecting", reason)
@@ -105,8 +111,10 @@ class Ingest:
             if kind == "alert":
                 alert = Alert.from_json(payload)
                 if alert.device_id != device_id:
-                    raise WireError(f"alert names device {alert.device_id!r} but came on the topic "
-                                    f"of {device_id!r}; a unit may only alert for itself")
+                    raise WireError(
+                        f"alert names device {alert.device_id!r} but came on the topic "
+                        f"of {device_id!r}; a unit may only alert for itself"
+                    )
                 feedback = self._runtime.handle_alert(alert)
                 self.publish_feedback(device_id, feedback)
             elif kind == "status":
@@ -114,9 +122,10 @@ class Ingest:
                     return True  # a retained status being cleared
                 status = Status.from_json(payload)
                 if status.device_id != device_id:
-                    raise WireError(f"status names device {status.device_id!r} on the topic of "
-                                    f"{device_id!r}")
+                    raise WireError(
+                        f"status names device {status.device_id!r} on the topic of {device_id!r}"
+                    )
                 self._runtime.handle_status(status)
-        except (WireError, UnknownDevice) as exc:
+        except (WireError, UnknownDeviceError) as exc:
             log.error("rejected message on %s: %s", topic, exc)
         return True

@@ -58,18 +58,25 @@ class TwilioNotifier:
         self._client.api.base_url = settings.twilio_api_base_url
 
     def send_sms(self, to: str, body: str) -> str:
-        sender = {"messaging_service_sid": self._from} if self._from.startswith("MG") else {
-            "from_": self._from}
+        sender = (
+            {"messaging_service_sid": self._from}
+            if self._from.startswith("MG")
+            else {"from_": self._from}
+        )
         try:
-            message = self._client.messages.create(to=to, body=body, validity_period=SMS_VALIDITY,
-                                                   **sender)
+            message = self._client.messages.create(
+                to=to, body=body, validity_period=SMS_VALIDITY, **sender
+            )
         except TwilioRestException as exc:
-            raise NotifierError(f"Twilio refused the SMS to {mask(to)}: {exc.code} {exc.msg}",
-                                code=exc.code, retryable=exc.status >= 500 or exc.status == 429
-                                ) from None
+            raise NotifierError(
+                f"Twilio refused the SMS to {mask(to)}: {exc.code} {exc.msg}",
+                code=exc.code,
+                retryable=exc.status >= 500 or exc.status == 429,
+            ) from None
         except (TwilioException, OSError) as exc:
-            raise NotifierError(f"Twilio could not be reached for {mask(to)}: "
-                                f"{type(exc).__name__}", retryable=True) from None
+            raise NotifierError(
+                f"Twilio could not be reached for {mask(to)}: {type(exc).__name__}", retryable=True
+            ) from None
         log.info("SMS to %s handed to Twilio as %s", mask(to), message.sid)
         return str(message.sid)
 

@@ -35,8 +35,15 @@ RETRY_PAUSE = 1.0
 class Pager:
     """Sends pages and plain texts on a pool of worker threads."""
 
-    def __init__(self, *, sessions: sessionmaker[Session], site: Site, notifier: Notifier,
-                 workers: int = 8, clock: Callable[[], datetime] = now_utc) -> None:
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        site: Site,
+        notifier: Notifier,
+        workers: int = 8,
+        clock: Callable[[], datetime] = now_utc,
+    ) -> None:
         self._sessions = sessions
         self._site = site
         self._notifier = notifier
@@ -71,29 +78,49 @@ class Pager:
 
     def _send_page(self, page_id: int) -> None:
         with self._sessions.begin() as s:
-            claimed = s.execute(update(Page).where(Page.id == page_id, Page.status == "pending")
-                                .values(status="sending")).rowcount  # type: ignore[attr-defined]
+            claimed = s.execute(
+                update(Page)
+                .where(Page.id == page_id, Page.status == "pending")
+                .values(status="sending")
+            ).rowcount  # type: ignore[attr-defined]
             if not claimed:
                 return
             page = s.get_one(Page, page_id)
             incident = s.get_one(Incident, page.incident_id)
             member = self._site.member(page.staff_id)
             room = self._site.room(incident.room_id)
-            body = messages.page(member.language, room=room.label, at=incident.received_at,
-                                 timezone=self._site.timezone, code=page.reply_code,
-                                 test=incident.kind == "test")
+            body = messages.page(
+                member.language,
+                room=room.label,
+                at=incident.received_at,
+                timezone=self._site.timezone,
+                code=page.reply_code,
+                test=incident.kind == "test",
+            )
         sid, error = self._deliver(member, body)
         with self._sessions.begin() as s:
             page = s.get_one(Page, page_id)
             now = self._clock()
             if sid is not None:
                 page.status, page.provider_sid, page.sent_at = "sent", sid, now
-                audit(s, at=now, type="page.sent", incident_id=page.incident_id, page=page.id,
-                      provider_id=sid)
+                audit(
+                    s,
+                    at=now,
+                    type="page.sent",
+                    incident_id=page.incident_id,
+                    page=page.id,
+                    provider_id=sid,
+                )
             else:
                 page.status, page.error = "failed", (error.args[0] if error else "")[:200]
-                audit(s, at=now, type="page.failed", incident_id=page.incident_id, page=page.id,
-                      code=error.code if error else None)
+                audit(
+                    s,
+                    at=now,
+                    type="page.failed",
+                    incident_id=page.incident_id,
+                    page=page.id,
+                    code=error.code if error else None,
+                )
 
     def _deliver(self, member: Staff, body: str) -> tuple[str | None, NotifierError | None]:
         error: NotifierError | None = None
@@ -115,9 +142,15 @@ class Pager:
     def _send_text(self, member: Staff, body: str, incident_id: int | None, purpose: str) -> None:
         sid, error = self._deliver(member, body)
         with self._sessions.begin() as s:
-            audit(s, at=self._clock(), type="message.sent" if sid else "message.failed",
-                  incident_id=incident_id, staff=member.id, purpose=purpose,
-                  code=error.code if error else None)
+            audit(
+                s,
+                at=self._clock(),
+                type="message.sent" if sid else "message.failed",
+                incident_id=incident_id,
+                staff=member.id,
+                purpose=purpose,
+                code=error.code if error else None,
+            )
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

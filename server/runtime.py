@@ -20,7 +20,7 @@ from server.incidents import FEEDBACK_FOR, Outcome, State, audit
 from server.models import Incident, Page, WebhookReceipt
 from server.notifier import Notifier, mask
 from server.paging import Pager
-from server.site import Site
+from server.site import Language, Site
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +30,19 @@ FeedbackSink = Callable[[str, Feedback], None]
 MAX_NOT_UNDERSTOOD = 5
 
 
-class UnknownDevice(LookupError):
+class UnknownDeviceError(LookupError):
     pass
 
 
 class Runtime:
-    def __init__(self, *, site: Site, engine: Engine, notifier: Notifier,
-                 clock: Callable[[], datetime] = now_utc) -> None:
+    def __init__(
+        self,
+        *,
+        site: Site,
+        engine: Engine,
+        notifier: Notifier,
+        clock: Callable[[], datetime] = now_utc,
+    ) -> None:
         self.site = site
         self.engine = engine
         self.sessions = sessions(engine)
@@ -56,7 +62,7 @@ class Runtime:
         receipt to the unit only then.
         """
         if self.site.room_for_device(alert.device_id) is None:
-            raise UnknownDevice(f"device {alert.device_id!r} is not in the site file")
+            raise UnknownDeviceError(f"device {alert.device_id!r} is not in the site file")
         now = self.clock()
         try:
             with self.sessions.begin() as s:
@@ -67,20 +73,32 @@ class Runtime:
                 result = incidents.record_alert(session=s, site=self.site, alert=alert, now=now)
         incident = result.incident
         if result.new:
-            log.info("incident %d opened: room %s, alert %s", incident.id, incident.room_id,
-                     alert.alert_id)
+            log.info(
+                "incident %d opened: room %s, alert %s",
+                incident.id,
+                incident.room_id,
+                alert.alert_id,
+            )
             self.pager.dispatch(result.page_ids)
         else:
             log.info("alert %s redelivered; incident %d already open", alert.alert_id, incident.id)
-        return Feedback(alert_id=alert.alert_id, state=FEEDBACK_FOR[State(incident.state)],
-                        at=now, incident=incident.id)
+        return Feedback(
+            alert_id=alert.alert_id,
+            state=FEEDBACK_FOR[State(incident.state)],
+            at=now,
+            incident=incident.id,
+        )
 
     def handle_status(self, status: Status) -> None:
         if self.site.room_for_device(status.device_id) is None:
-            raise UnknownDevice(f"device {status.device_id!r} is not in the site file")
+            raise UnknownDeviceError(f"device {status.device_id!r} is not in the site file")
         with self.sessions.begin() as s:
-            incidents.record_link(session=s, device_id=status.device_id,
-                                  online=status.state is LinkState.ONLINE, now=self.clock())
+            incidents.record_link(
+                session=s,
+                device_id=status.device_id,
+                online=status.state is LinkState.ONLINE,
+                now=self.clock(),
+            )
 
     # -- staff -----------------------------------------------------------------
     def seen_webhook(self, key: str) -> bool:
@@ -103,16 +121,23 @@ class Runtime:
         if command.kind in (replies.Kind.OPT_OUT, replies.Kind.OPT_IN):
             with self.sessions.begin() as s:
                 audit(s, at=now, type=f"staff.{command.kind}", staff=member.id)
-            log.warning("staff %s sent %s: pages to them will %s", member.id, command.kind,
-                        "fail until they send START" if command.kind == "opt_out" else "resume")
+            log.warning(
+                "staff %s sent %s: pages to them will %s",
+                member.id,
+                command.kind,
+                "fail until they send START" if command.kind is replies.Kind.OPT_OUT else "resume",
+            )
             return
         if command.kind is replies.Kind.UNKNOWN:
             self._not_understood_reply(member.id, member.phone, member.language)
             return
         self._not_understood.pop(member.phone, None)
         with self.sessions.begin() as s:
-            query = (select(Page, Incident).join(Incident, Incident.id == Page.incident_id)
-                     .where(Page.staff_id == member.id, Incident.state != State.RESOLVED))
+            query = (
+                select(Page, Incident)
+                .join(Incident, Incident.id == Page.incident_id)
+                .where(Page.staff_id == member.id, Incident.state != State.RESOLVED)
+            )
             if command.code is not None:
                 query = query.where(Page.reply_code == command.code)
             row = s.execute(query.order_by(Incident.id.desc()).limit(1)).first()
@@ -120,8 +145,9 @@ class Runtime:
                 changed, incident = False, None
             else:
                 incident = row[1]
-                changed = incidents.acknowledge(session=s, incident=incident, staff_id=member.id,
-                                                via="sms", now=now)
+                changed = incidents.acknowledge(
+                    session=s, incident=incident, staff_id=member.id, via="sms", now=now
+                )
                 paged = set(s.scalars(select(Page.staff_id).where(Page.incident_id == incident.id)))
         if incident is None:
             self._not_understood_reply(member.id, member.phone, member.language)
@@ -129,30 +155,50 @@ class Runtime:
         room = self.site.room(incident.room_id).label
         if not changed:
             acker = self.site.member(incident.acknowledged_by or member.id)
-            self.pager.send_text(member, messages.already(member.language, name=acker.name,
-                                                          room=room),
-                                 incident_id=incident.id, purpose="already_acknowledged")
+            self.pager.send_text(
+                member,
+                messages.already(member.language, name=acker.name, room=room),
+                incident_id=incident.id,
+                purpose="already_acknowledged",
+            )
             return
         log.info("incident %d acknowledged by staff %s", incident.id, member.id)
-        self.publish_feedback(incident.device_id, Feedback(
-            alert_id=incident.alert_id, state=FeedbackState.ACKNOWLEDGED, at=now,
-            incident=incident.id))
-        self.pager.send_text(member, messages.confirm(member.language, room=room),
-                             incident_id=incident.id, purpose="confirm")
+        self.publish_feedback(
+            incident.device_id,
+            Feedback(
+                alert_id=incident.alert_id,
+                state=FeedbackState.ACKNOWLEDGED,
+                at=now,
+                incident=incident.id,
+            ),
+        )
+        self.pager.send_text(
+            member,
+            messages.confirm(member.language, room=room),
+            incident_id=incident.id,
+            purpose="confirm",
+        )
         for other_id in sorted(paged - {member.id}):
             other = self.site.member(other_id)
-            self.pager.send_text(other, messages.stand_down(other.language, name=member.name,
-                                                            room=room),
-                                 incident_id=incident.id, purpose="stand_down")
+            self.pager.send_text(
+                other,
+                messages.stand_down(other.language, name=member.name, room=room),
+                incident_id=incident.id,
+                purpose="stand_down",
+            )
 
-    def _not_understood_reply(self, staff_id: str, phone: str, language: messages.Language) -> None:
+    def _not_understood_reply(self, staff_id: str, phone: str, language: Language) -> None:
         count = self._not_understood.get(phone, 0) + 1
         self._not_understood[phone] = count
         if count > MAX_NOT_UNDERSTOOD:
             log.warning("staff %s: reply not understood again; staying silent", staff_id)
             return
-        self.pager.send_text(self.site.member(staff_id), messages.not_understood(language),
-                             incident_id=None, purpose="not_understood")
+        self.pager.send_text(
+            self.site.member(staff_id),
+            messages.not_understood(language),
+            incident_id=None,
+            purpose="not_understood",
+        )
 
     def resolve(self, *, incident_id: int, staff_id: str, outcome: Outcome) -> Incident | None:
         now = self.clock()
@@ -160,10 +206,17 @@ class Runtime:
             incident = s.get(Incident, incident_id)
             if incident is None:
                 return None
-            changed = incidents.resolve(session=s, incident=incident, staff_id=staff_id,
-                                        outcome=outcome, now=now)
+            changed = incidents.resolve(
+                session=s, incident=incident, staff_id=staff_id, outcome=outcome, now=now
+            )
         if changed:
-            self.publish_feedback(incident.device_id, Feedback(
-                alert_id=incident.alert_id, state=FeedbackState.RESOLVED, at=now,
-                incident=incident.id))
+            self.publish_feedback(
+                incident.device_id,
+                Feedback(
+                    alert_id=incident.alert_id,
+                    state=FeedbackState.RESOLVED,
+                    at=now,
+                    incident=incident.id,
+                ),
+            )
         return incident

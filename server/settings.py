@@ -12,8 +12,19 @@ from typing import Literal
 from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_PLACEHOLDERS = {"", "changeme", "change-me", "change_me", "secret", "password", "admin", "token",
-                 "test", "xxx", "default"}
+_PLACEHOLDERS = {
+    "",
+    "changeme",
+    "change-me",
+    "change_me",
+    "secret",
+    "password",
+    "admin",
+    "token",
+    "test",
+    "xxx",
+    "default",
+}
 
 
 class Settings(BaseSettings):
@@ -72,23 +83,33 @@ class Settings(BaseSettings):
             return self
         problems = []
         if self.notifier == "console":
-            problems.append("PANICBUTTON_NOTIFIER=console prints SMS instead of sending them; "
-                            "set it to twilio (console is for the demo only)")
-        secrets = {"PANICBUTTON_API_TOKEN": self.api_token,
-                   "PANICBUTTON_MQTT_PASSWORD": self.mqtt_password}
+            problems.append(
+                "PANICBUTTON_NOTIFIER=console prints SMS instead of sending them; "
+                "set it to twilio (console is for the demo only)"
+            )
+        secrets = {
+            "PANICBUTTON_API_TOKEN": self.api_token,
+            "PANICBUTTON_MQTT_PASSWORD": self.mqtt_password,
+        }
         if self.notifier == "twilio":
             secrets["PANICBUTTON_TWILIO_AUTH_TOKEN"] = self.twilio_auth_token
-            for name, value in (("PANICBUTTON_TWILIO_ACCOUNT_SID", self.twilio_account_sid),
-                                ("PANICBUTTON_TWILIO_FROM", self.twilio_from),
-                                ("PANICBUTTON_PUBLIC_BASE_URL", self.public_base_url)):
+            for name, value in (
+                ("PANICBUTTON_TWILIO_ACCOUNT_SID", self.twilio_account_sid),
+                ("PANICBUTTON_TWILIO_FROM", self.twilio_from),
+                ("PANICBUTTON_PUBLIC_BASE_URL", self.public_base_url),
+            ):
                 if not value:
                     problems.append(f"{name} is not set")
         for name, secret in secrets.items():
             value = secret.get_secret_value()
             if value.strip().lower() in _PLACEHOLDERS or value.lower().startswith("change"):
-                problems.append(f"{name} is empty or a placeholder; generate one with "
-                                "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`")
-        if len(self.api_token.get_secret_value()) < 32 and "PANICBUTTON_API_TOKEN" not in str(problems):
+                problems.append(
+                    f"{name} is empty or a placeholder; generate one with "
+                    "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+                )
+        if len(self.api_token.get_secret_value()) < 32 and "PANICBUTTON_API_TOKEN" not in str(
+            problems
+        ):
             problems.append("PANICBUTTON_API_TOKEN must be at least 32 characters")
         if problems:
             raise ValueError("unsafe or missing settings:\n  - " + "\n  - ".join(problems))

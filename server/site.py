@@ -7,11 +7,13 @@ to them: the incident log refers to staff by their pseudonymous ``id``.
 
 from __future__ import annotations
 
+import itertools
 import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from panicbutton.wire import DEVICE_ID_RE
 from server.errors import SiteError
@@ -82,10 +84,7 @@ def _need(table: dict[str, Any], key: str, where: str, kind: type = str) -> Any:
     return value
 
 
-def parse_site(data: dict[str, Any], source: str = "<memory>") -> Site:
-    """Check a parsed site file; raise :class:`SiteError` naming the first problem."""
-    site = data.get("site", {})
-    where = f"site file {source}"
+def _parse_rooms(data: dict[str, Any], where: str) -> tuple[Room, ...]:
     rooms: list[Room] = []
     for i, r in enumerate(data.get("rooms", [])):
         w = f"{where}: rooms[{i}]"
@@ -93,7 +92,7 @@ def parse_site(data: dict[str, Any], source: str = "<memory>") -> Site:
         if not ID_RE.fullmatch(room.id):
             raise SiteError(f"{w}: id {room.id!r} must be lowercase letters, digits and '-'")
         if not DEVICE_ID_RE.fullmatch(room.device):
-            raise SiteError(f"{w}: device {room.device!r} must be lowercase letters, digits and '-'")
+            raise SiteError(f"{w}: device {room.device!r} must be lowercase letters, digits, '-'")
         rooms.append(room)
     if not rooms:
         raise SiteError(f"{where}: no [[rooms]]: add one per room with a button")
@@ -102,58 +101,97 @@ def parse_site(data: dict[str, Any], source: str = "<memory>") -> Site:
         dup = {x for x in seen if seen.count(x) > 1}
         if dup:
             raise SiteError(f"{where}: room {attr} {sorted(dup)[0]!r} is used twice")
+    return tuple(rooms)
 
-    staff: list[Staff] = []
-    for i, s in enumerate(data.get("staff", [])):
-        w = f"{where}: staff[{i}]"
-        phone = str(_need(s, "phone", w)).replace(" ", "")
-        if not E164.fullmatch(phone):
-            raise SiteError(f"{w}: phone must be in international form like +32470123456")
-        lang = s.get("language", "en")
-        if lang not in LANGUAGES:
-            raise SiteError(f"{w}: language must be one of {', '.join(LANGUAGES)}, got {lang!r}")
-        role = s.get("role", "staff")
-        if role not in ("staff", "manager"):
-            raise SiteError(f"{w}: role must be staff or manager, got {role!r}")
-        member = Staff(id=_need(s, "id", w), name=_need(s, "name", w), phone=phone,
-                       language=lang, role=role)
-        if not ID_RE.fullmatch(member.id):
-            raise SiteError(f"{w}: id {member.id!r} must be lowercase letters, digits and '-'")
-        staff.append(member)
+
+def _parse_member(s: dict[str, Any], w: str) -> Staff:
+    phone = str(_need(s, "phone", w)).replace(" ", "")
+    if not E164.fullmatch(phone):
+        raise SiteError(f"{w}: phone must be in international form like +32470123456")
+    lang = s.get("language", "en")
+    if lang not in LANGUAGES:
+        raise SiteError(f"{w}: language must be one of {', '.join(LANGUAGES)}, got {lang!r}")
+    role = s.get("role", "staff")
+    if role not in ("staff", "manager"):
+        raise SiteError(f"{w}: role must be staff or manager, got {role!r}")
+    member = Staff(
+        id=_need(s, "id", w), name=_need(s, "name", w), phone=phone, language=lang, role=role
+    )
+    if not ID_RE.fullmatch(member.id):
+        raise SiteError(f"{w}: id {member.id!r} must be lowercase letters, digits and '-'")
+    return member
+
+
+def _parse_staff(data: dict[str, Any], where: str) -> tuple[Staff, ...]:
+    staff = [_parse_member(s, f"{where}: staff[{i}]") for i, s in enumerate(data.get("staff", []))]
     if not staff:
         raise SiteError(f"{where}: no [[staff]]: at least one person must be reachable")
     for attr in ("id", "phone"):
         seen = [getattr(s, attr) for s in staff]
         if len(set(seen)) != len(seen):
             raise SiteError(f"{where}: two staff entries share the same {attr}")
+    return tuple(staff)
 
-    duty = data.get("duty", {})
-    on_duty = tuple(duty.get("on_duty", []))
-    known = {s.id for s in staff}
+
+def _parse_duty(data: dict[str, Any], where: str, staff: tuple[Staff, ...]) -> tuple[str, ...]:
+    on_duty = tuple(data.get("duty", {}).get("on_duty", []))
     if not on_duty:
         raise SiteError(f"{where}: [duty] on_duty is empty: name at least one staff id")
+    known = {s.id for s in staff}
     for sid in on_duty:
         if sid not in known:
             raise SiteError(f"{where}: [duty] on_duty names {sid!r}, which is not a staff id")
+    return on_duty
 
+
+def _parse_steps(data: dict[str, Any], where: str) -> tuple[Step, ...]:
     steps = []
-    for i, st in enumerate(data.get("escalation", {}).get("steps", [{"after": 0, "who": "on_duty"}])):
+    default = [{"after": 0, "who": "on_duty"}]
+    for i, st in enumerate(data.get("escalation", {}).get("steps", default)):
         w = f"{where}: escalation.steps[{i}]"
         after = _need(st, "after", w, int)
         who = st.get("who", "on_duty")
         if who not in ("on_duty", "all_staff") or after < 0:
             raise SiteError(f"{w}: needs after >= 0 seconds and who = on_duty or all_staff")
         steps.append(Step(after=after, who=who))
-    return Site(name=str(site.get("name", "site")), timezone=str(site.get("timezone", "Europe/Brussels")),
-                rooms=tuple(rooms), staff=tuple(staff), on_duty=on_duty, steps=tuple(steps))
+    if not steps or steps[0].after != 0:
+        raise SiteError(f"{where}: escalation.steps[0] must have after = 0 (page at once)")
+    if any(b.after <= a.after for a, b in itertools.pairwise(steps)):
+        raise SiteError(f"{where}: escalation.steps must be in increasing order of `after`")
+    return tuple(steps)
+
+
+def parse_site(data: dict[str, Any], source: str = "<memory>") -> Site:
+    """Check a parsed site file; raise :class:`SiteError` naming the first problem."""
+    where = f"site file {source}"
+    site = data.get("site", {})
+    timezone = str(site.get("timezone", "Europe/Brussels"))
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SiteError(
+            f"{where}: [site] timezone {timezone!r} is not an IANA time zone "
+            "such as Europe/Brussels"
+        ) from None
+    staff = _parse_staff(data, where)
+    return Site(
+        name=str(site.get("name", "site")),
+        timezone=timezone,
+        rooms=_parse_rooms(data, where),
+        staff=staff,
+        on_duty=_parse_duty(data, where, staff),
+        steps=_parse_steps(data, where),
+    )
 
 
 def load_site(path: Path) -> Site:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise SiteError(f"site file {path} not found; copy firmware_config/site.example.toml "
-                        "and set PANICBUTTON_SITE_FILE") from None
+        raise SiteError(
+            f"site file {path} not found; copy firmware_config/site.example.toml "
+            "and set PANICBUTTON_SITE_FILE"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise SiteError(f"site file {path}: not valid TOML: {exc}") from None
     return parse_site(data, str(path))

@@ -28,8 +28,11 @@ async def signed_form(request: Request, settings: SettingsDep) -> dict[str, str]
     if request.url.query:
         url += "?" + request.url.query
     tokens = settings.twilio_tokens()
-    if not signature or not tokens or not any(
-            RequestValidator(token).validate(url, params, signature) for token in tokens):
+    if (
+        not signature
+        or not tokens
+        or not any(RequestValidator(token).validate(url, params, signature) for token in tokens)
+    ):
         raise HTTPException(status_code=403, detail="invalid Twilio signature")
     return params
 
@@ -43,7 +46,8 @@ async def inbound_sms(params: SignedForm, runtime: RuntimeDep) -> Response:
     """A staff member's SMS reply: acknowledges by code; opt-out words are recorded."""
     sid = params.get("MessageSid") or params.get("SmsSid") or ""
     phone, body = params.get("From", ""), params.get("Body", "")
-    if sid and await run_in_threadpool(runtime.seen_webhook, f"sms:{sid}"):
+    replayed = bool(sid) and await run_in_threadpool(runtime.seen_webhook, f"sms:{sid}")
+    if replayed:
         return Response(EMPTY_TWIML, media_type="application/xml")
     await run_in_threadpool(lambda: runtime.handle_sms(phone=phone, body=body))
     return Response(EMPTY_TWIML, media_type="application/xml")

@@ -1,0 +1,68 @@
+"""Shared fixtures: real Mosquitto, real PostgreSQL, a fake Twilio, the server.
+
+A test that needs Mosquitto or PostgreSQL skips with a reason where they are
+missing, and fails instead under PANICBUTTON_REQUIRE_INTEGRATION=1 (CI).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import (
+    PG_ADMIN_URL,
+    System,
+    find_mosquitto,
+    postgres_database,
+    postgres_reachable,
+    start_mosquitto,
+)
+
+REQUIRE = os.environ.get("PANICBUTTON_REQUIRE_INTEGRATION") == "1"
+
+
+def missing(what: str) -> None:
+    """Skip for a missing dependency, or fail where CI requires it."""
+    if REQUIRE:
+        pytest.fail(f"{what} (PANICBUTTON_REQUIRE_INTEGRATION=1 forbids skipping)")
+    pytest.skip(what)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """A real Mosquitto on a free loopback port: (port, users with passwords)."""
+    if find_mosquitto() is None:
+        missing("mosquitto is not installed (apt install mosquitto)")
+    with start_mosquitto(tmp_path / "mosquitto") as (port, users):
+        yield port, users
+
+
+@pytest.fixture(scope="session")
+def pg_available() -> None:
+    if not postgres_reachable():
+        missing(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each storage test runs on SQLite and on PostgreSQL (a fresh database)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.sqlite3'}"
+        return
+    request.getfixturevalue("pg_available")
+    with postgres_database(f"pb_test_{secrets.token_hex(4)}") as url:
+        yield url
+
+
+@pytest.fixture
+def system(
+    broker: tuple[int, dict[str, str]], database_url: str, tmp_path: Path
+) -> Iterator[System]:
+    """Broker + fake Twilio + server (HTTP on loopback); room units made on demand."""
+    port, users = broker
+    with System(mqtt_port=port, users=users, database_url=database_url, folder=tmp_path) as sys_:
+        yield sys_

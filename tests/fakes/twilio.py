@@ -1,0 +1,190 @@
+"""A fake Twilio REST API on loopback, for the real ``twilio`` library to talk to.
+
+It checks HTTP basic auth like Twilio, records every Messages request, answers
+with Twilio-shaped JSON, can be told to fail (error code and HTTP status) for a
+number, and plays signed inbound SMS to our webhook like Twilio would.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+from twilio.request_validator import RequestValidator
+
+
+@dataclass
+class Sent:
+    """One Messages.json request as Twilio received it."""
+
+    to: str
+    body: str
+    params: dict[str, str]
+    at: float  # time.monotonic() when received
+
+
+@dataclass
+class Failure:
+    status: int
+    code: int
+    message: str
+    times: int = 1
+
+
+@dataclass
+class FakeTwilio:
+    account_sid: str
+    auth_token: str
+    sent: list[Sent] = field(default_factory=list)
+    failures: dict[str, Failure] = field(default_factory=dict)
+    requests: int = 0
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> FakeTwilio:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                fake._handle(self)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def fail(
+        self,
+        to: str,
+        *,
+        status: int = 400,
+        code: int = 21211,
+        message: str = "The 'To' number is not a valid phone number.",
+        times: int = 1,
+    ) -> None:
+        """Make the next ``times`` sends to ``to`` fail like Twilio does."""
+        self.failures[to] = Failure(status, code, message, times)
+
+    def _reply(self, h: BaseHTTPRequestHandler, status: int, data: dict[str, Any]) -> None:
+        raw = json.dumps(data).encode()
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(raw)))
+        h.end_headers()
+        h.wfile.write(raw)
+
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        length = int(h.headers.get("Content-Length", "0"))
+        params = dict(urllib.parse.parse_qsl(h.rfile.read(length).decode()))
+        expected = (
+            "Basic " + base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
+        )
+        if h.headers.get("Authorization") != expected:
+            self._reply(h, 401, {"code": 20003, "message": "Authenticate", "status": 401})
+            return
+        if not h.path.endswith(f"/2010-04-01/Accounts/{self.account_sid}/Messages.json"):
+            self._reply(h, 404, {"code": 20404, "message": "not found", "status": 404})
+            return
+        to = params.get("To", "")
+        with self._cond:
+            self.requests += 1
+            failure = self.failures.get(to)
+            if failure is not None and failure.times > 0:
+                failure.times -= 1
+                self._cond.notify_all()
+                self._reply(
+                    h,
+                    failure.status,
+                    {"code": failure.code, "message": failure.message, "status": failure.status},
+                )
+                return
+            sid = f"SM{next(self._ids):032x}"
+            self.sent.append(
+                Sent(to=to, body=params.get("Body", ""), params=params, at=time.monotonic())
+            )
+            self._cond.notify_all()
+        self._reply(
+            h,
+            201,
+            {
+                "sid": sid,
+                "account_sid": self.account_sid,
+                "to": to,
+                "from": params.get("From"),
+                "body": params.get("Body"),
+                "status": "queued",
+                "num_segments": "1",
+                "direction": "outbound-api",
+                "api_version": "2010-04-01",
+                "date_created": None,
+                "uri": "",
+            },
+        )
+
+    def wait_for(self, predicate: Callable[[list[Sent]], bool], timeout: float = 10.0) -> bool:
+        """Wait until ``predicate(sent)`` holds; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self.sent):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def to(self, phone: str) -> list[str]:
+        """Bodies sent to ``phone`` so far."""
+        with self._cond:
+            return [s.body for s in self.sent if s.to == phone]
+
+    def inbound_sms(
+        self,
+        webhook_url: str,
+        *,
+        from_: str,
+        body: str,
+        sid: str | None = None,
+        token: str | None = None,
+        public_url: str | None = None,
+    ) -> httpx.Response:
+        """POST an inbound SMS to ``webhook_url`` signed as Twilio signs it.
+
+        ``public_url`` is the URL Twilio believes it called (the signature is
+        over it); it defaults to ``webhook_url``.
+        """
+        params = {
+            "From": from_,
+            "To": "+32460000000",
+            "Body": body,
+            "MessageSid": sid or f"SM{next(self._ids):032x}",
+            "AccountSid": self.account_sid,
+        }
+        signature = RequestValidator(token or self.auth_token).compute_signature(
+            public_url or webhook_url, params
+        )
+        return httpx.post(
+            webhook_url, data=params, headers={"X-Twilio-Signature": signature}, timeout=10
+        )

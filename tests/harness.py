@@ -1,0 +1,248 @@
+"""The whole system on loopback, with real parts at every seam, for tests and benches.
+
+Mosquitto (own config: passwords + ACL) <- room units (gpiozero MockFactory)
+-> server (SQLite or PostgreSQL) -> twilio library -> :class:`FakeTwilio`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from gpiozero.pins.mock import MockFactory
+from pydantic import SecretStr
+from sqlalchemy import create_engine, text
+
+from device.agent import Agent
+from device.config import parse_config
+from device.indicator import Light
+from server.app import Server, build
+from server.broker import SERVER_USER, BrokerFiles, MosquittoProcess, find_mosquitto, free_port
+from server.settings import Settings
+from server.site import Site, parse_site
+from tests.fakes.twilio import FakeTwilio
+
+__all__ = [
+    "PG_ADMIN_URL",
+    "System",
+    "find_mosquitto",
+    "postgres_database",
+    "postgres_reachable",
+    "start_mosquitto",
+]
+
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+DEVICES = ("unit-1", "unit-2", "unit-3")
+RECEPTION, FLOOR, MANAGER = "+32470000001", "+32470000002", "+32470000003"
+BUTTON, LED = 17, 27
+
+
+def sample_site() -> Site:
+    return parse_site(
+        {
+            "site": {"name": "Test house", "timezone": "Europe/Brussels"},
+            "rooms": [
+                {"id": f"room-{i}", "label": f"Room {i}", "device": d}
+                for i, d in enumerate(DEVICES, 1)
+            ],
+            "staff": [
+                {"id": "reception", "name": "Reception", "phone": RECEPTION, "language": "en"},
+                {"id": "floor", "name": "Floor", "phone": FLOOR, "language": "nl"},
+                {
+                    "id": "manager",
+                    "name": "Manager",
+                    "phone": MANAGER,
+                    "language": "fr",
+                    "role": "manager",
+                },
+            ],
+            "duty": {"on_duty": ["reception", "floor"]},
+        },
+        "tests",
+    )
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, step: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return bool(predicate())
+
+
+@contextlib.contextmanager
+def start_mosquitto(folder: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    users = {SERVER_USER: secrets.token_urlsafe(12)}
+    users |= {d: secrets.token_urlsafe(12) for d in DEVICES}
+    port = free_port()
+    with MosquittoProcess(BrokerFiles(folder, port, users)):
+        yield port, users
+
+
+def postgres_reachable() -> bool:
+    try:
+        with create_engine(PG_ADMIN_URL).connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception:  # noqa: BLE001 -- any failure to connect means "not here"
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def postgres_database(name: str) -> Iterator[str]:
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+class Room:
+    """A room unit under test: its agent, its mock pins and what its light showed."""
+
+    def __init__(self, agent: Agent, factory: MockFactory) -> None:
+        self.agent = agent
+        self.factory = factory
+        self.lights: list[Light] = []
+
+    @property
+    def light(self) -> Light | None:
+        return self.agent.indicator.state
+
+    @property
+    def led_pin(self) -> Any:
+        return self.factory.pin(LED)
+
+    def press(self, hold: float = 0.05) -> None:
+        pin = self.factory.pin(BUTTON)
+        pin.drive_low()
+        time.sleep(hold)
+        pin.drive_high()
+
+
+class System:
+    def __init__(
+        self,
+        *,
+        mqtt_port: int,
+        users: dict[str, str],
+        database_url: str,
+        folder: Path,
+        site: Site | None = None,
+    ) -> None:
+        self.mqtt_port = mqtt_port
+        self.users = users
+        self.folder = folder
+        self.site = site or sample_site()
+        self.twilio = FakeTwilio(
+            account_sid="AC" + secrets.token_hex(16), auth_token=secrets.token_hex(16)
+        )
+        self.http_port = free_port()
+        self.settings = Settings(
+            database_url=database_url,
+            mqtt_port=mqtt_port,
+            mqtt_password=SecretStr(users[SERVER_USER]),
+            api_token=SecretStr(secrets.token_urlsafe(32)),
+            notifier="twilio",
+            twilio_account_sid=self.twilio.account_sid,
+            twilio_auth_token=SecretStr(self.twilio.auth_token),
+            twilio_from="+32460000000",
+            public_base_url="https://alarm.example.test/hooks",
+            mqtt_client_id=f"server-{secrets.token_hex(3)}",
+            http_port=self.http_port,
+            site_file=folder / "unused.toml",
+        )
+        self.rooms: list[Room] = []
+        self.server: Server | None = None
+        self._web: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # The public URL is what Twilio signs; the request really goes to loopback.
+    @property
+    def sms_webhook(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/twilio/sms"
+
+    @property
+    def sms_webhook_public(self) -> str:
+        return f"{self.settings.public_base_url}/twilio/sms"
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/api/v1"
+
+    def __enter__(self) -> System:
+        self.twilio.start()
+        self.settings = self.settings.model_copy(
+            update={"twilio_api_base_url": self.twilio.base_url}
+        )
+        self.start_server()
+        return self
+
+    def start_server(self) -> Server:
+        self.server = build(self.settings, site=self.site)
+        # Routes are mounted under the public URL's path by the TLS proxy in
+        # production; here the app serves them at the root.
+        self._web = uvicorn.Server(
+            uvicorn.Config(
+                self.server.app, host="127.0.0.1", port=self.http_port, log_level="warning"
+            )
+        )
+        self._thread = threading.Thread(target=self._web.run, daemon=True)
+        self._thread.start()
+        server = self.server
+        web = self._web
+        assert wait_until(lambda: web.started and server.ingest.connected.is_set(), 15), (
+            "server did not start"
+        )
+        return server
+
+    def stop_server(self) -> None:
+        if self._web is not None and self._thread is not None:
+            self._web.should_exit = True
+            self._thread.join(10)
+        self._web = None
+
+    def room(
+        self, device_id: str = "unit-1", *, password: str | None = None, username: str | None = None
+    ) -> Room:
+        config = parse_config(
+            {
+                "device": {"id": device_id, "state_dir": str(self.folder / device_id)},
+                "pins": {"button": BUTTON, "led": LED},
+                "mqtt": {
+                    "host": "127.0.0.1",
+                    "port": self.mqtt_port,
+                    "password": password or self.users[device_id],
+                    **({"username": username} if username else {}),
+                },
+            },
+            f"test {device_id}",
+        )
+        factory = MockFactory()
+        room: Room
+        agent = Agent(
+            config,
+            pin_factory=factory,
+            on_light=lambda light: room.lights.append(light),  # noqa: PLW0108 -- room is bound below
+        )
+        room = Room(agent, factory)
+        agent.start()
+        self.rooms.append(room)
+        return room
+
+    def __exit__(self, *exc: object) -> None:
+        for room in self.rooms:
+            room.agent.close()
+        self.stop_server()
+        self.twilio.stop()

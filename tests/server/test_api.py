@@ -1,0 +1,89 @@
+"""No open endpoint: the API needs the bearer token; webhooks need a signature."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from panicbutton.wire import Alert, new_alert_id, now_utc
+from server.app import Server, build
+from server.notifier import ConsoleNotifier
+from server.settings import Settings
+from tests.harness import sample_site
+
+TOKEN = secrets.token_urlsafe(32)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    settings = Settings(
+        demo=True,
+        database_url=f"sqlite:///{tmp_path / 'api.sqlite3'}",
+        api_token=SecretStr(TOKEN),
+        twilio_auth_token=SecretStr("t" * 32),
+        public_base_url="https://alarm.example.test",
+    )
+    out = (tmp_path / "sms.txt").open("w")
+    built = build(settings, site=sample_site(), notifier=ConsoleNotifier(out))
+    yield built
+    built.runtime.close()
+    out.close()
+
+
+def test_every_api_route_refuses_missing_or_wrong_token(server: Server) -> None:
+    client = TestClient(server.app)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+        assert client.get("/api/v1/incidents", headers=headers).status_code == 401
+        assert client.get("/api/v1/incidents/1", headers=headers).status_code == 401
+        assert (
+            client.post(
+                "/api/v1/incidents/1/resolve",
+                headers=headers,
+                json={"staff_id": "floor", "outcome": "genuine"},
+            ).status_code
+            == 401
+        )
+
+
+def test_docs_and_schema_are_not_served(server: Server) -> None:
+    client = TestClient(server.app)
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert client.get(path).status_code == 404
+
+
+def test_unsigned_webhook_is_refused(server: Server) -> None:
+    client = TestClient(server.app)
+    assert client.post("/twilio/sms", data={"From": "+32470000001", "Body": "1"}).status_code == 403
+
+
+def test_incident_timeline_and_resolve_with_token(server: Server) -> None:
+    client = TestClient(server.app, headers={"Authorization": f"Bearer {TOKEN}"})
+    alert = Alert(device_id="unit-2", alert_id=new_alert_id(), seq=1, pressed_at=now_utc())
+    feedback = server.runtime.handle_alert(alert)
+
+    listed = client.get("/api/v1/incidents").json()
+    assert [(i["id"], i["room_id"], i["state"]) for i in listed] == [
+        (feedback.incident, "room-2", "open")
+    ]
+
+    refused = client.post(
+        f"/api/v1/incidents/{feedback.incident}/resolve",
+        json={"staff_id": "floor", "outcome": "maybe"},
+    )
+    assert refused.status_code == 422
+    done = client.post(
+        f"/api/v1/incidents/{feedback.incident}/resolve",
+        json={"staff_id": "floor", "outcome": "false_alarm"},
+    )
+    assert done.json()["state"] == "resolved"
+
+    detail = client.get(f"/api/v1/incidents/{feedback.incident}").json()
+    types = [e["type"] for e in detail["events"]]
+    assert types[0] == "alert.raised"
+    assert types[-1] == "incident.resolved"
+    assert client.get("/api/v1/incidents/999").status_code == 404

@@ -1,0 +1,123 @@
+"""Incidents on SQLite and PostgreSQL: one per alert, codes per phone, log in step."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from panicbutton.wire import Alert, new_alert_id
+from server import incidents
+from server.db import make_engine, migrate, sessions
+from server.incidents import Outcome, State
+from server.models import AuditEvent, Incident, Page
+from tests.harness import sample_site
+
+NOW = datetime(2026, 3, 29, 0, 59, tzinfo=UTC)  # 01:59 in Brussels, just before DST starts
+SITE = sample_site()
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    migrate(engine)
+    migrate(engine)  # idempotent: a restart runs it again
+    yield engine
+    engine.dispose()
+
+
+def alert(device: str = "unit-1", seq: int = 1) -> Alert:
+    return Alert(device_id=device, alert_id=new_alert_id(), seq=seq, pressed_at=NOW)
+
+
+def count(s: Session, model: type[object]) -> int:
+    return s.scalar(select(func.count()).select_from(model)) or 0
+
+
+def test_same_alert_opens_one_incident_and_pages_once(engine: Engine) -> None:
+    a = alert()
+    for _ in range(3):
+        with sessions(engine).begin() as s:
+            result = incidents.record_alert(session=s, site=SITE, alert=a, now=NOW)
+    assert result.new is False
+    assert result.page_ids == []
+    with sessions(engine)() as s:
+        assert count(s, Incident) == 1
+        assert count(s, Page) == 2  # both people on duty, once
+        assert s.scalars(select(AuditEvent.type)).all().count("alert.raised") == 1
+
+
+def test_reply_codes_are_smallest_free_per_phone(engine: Engine) -> None:
+    with sessions(engine).begin() as s:
+        first = incidents.record_alert(session=s, site=SITE, alert=alert("unit-1"), now=NOW)
+        second = incidents.record_alert(session=s, site=SITE, alert=alert("unit-2"), now=NOW)
+    with sessions(engine).begin() as s:
+        codes = {(p.incident_id, p.staff_id): p.reply_code for p in s.scalars(select(Page))}
+        assert codes[(first.incident.id, "reception")] == 1
+        assert codes[(second.incident.id, "reception")] == 2
+        incidents.resolve(
+            session=s,
+            incident=s.get_one(Incident, first.incident.id),
+            staff_id="reception",
+            outcome=Outcome.FALSE_ALARM,
+            now=NOW,
+        )
+    with sessions(engine).begin() as s:
+        third = incidents.record_alert(session=s, site=SITE, alert=alert("unit-3"), now=NOW)
+        assert (
+            s.scalar(
+                select(Page.reply_code).where(
+                    Page.incident_id == third.incident.id, Page.staff_id == "reception"
+                )
+            )
+            == 1
+        )
+
+
+def test_acknowledge_counts_once_and_resolve_needs_outcome(engine: Engine) -> None:
+    with sessions(engine).begin() as s:
+        opened = incidents.record_alert(session=s, site=SITE, alert=alert(), now=NOW)
+    later = NOW + timedelta(seconds=40)
+    with sessions(engine).begin() as s:
+        inc = s.get_one(Incident, opened.incident.id)
+        assert incidents.acknowledge(
+            session=s, incident=inc, staff_id="floor", via="sms", now=later
+        )
+        assert not incidents.acknowledge(
+            session=s, incident=inc, staff_id="reception", via="sms", now=later
+        )
+        assert incidents.resolve(
+            session=s, incident=inc, staff_id="floor", outcome=Outcome.GENUINE, now=later
+        )
+    with sessions(engine)() as s:
+        inc = s.get_one(Incident, opened.incident.id)
+        assert (inc.state, inc.acknowledged_by, inc.outcome) == (State.RESOLVED, "floor", "genuine")
+        assert inc.acknowledged_at == later  # aware UTC on both backends
+        types = s.scalars(select(AuditEvent.type).order_by(AuditEvent.id)).all()
+        assert types.count("incident.acknowledged") == 1
+        assert types[-1] == "incident.resolved"
+
+
+def test_failed_transaction_leaves_neither_incident_nor_log(engine: Engine) -> None:
+    def crash_before_commit() -> None:
+        with sessions(engine).begin() as s:
+            incidents.record_alert(session=s, site=SITE, alert=alert(), now=NOW)
+            raise RuntimeError("database went away before commit")
+
+    with pytest.raises(RuntimeError):
+        crash_before_commit()
+    with sessions(engine)() as s:
+        assert count(s, Incident) == 0
+        assert count(s, AuditEvent) == 0
+
+
+def test_sequence_gap_is_logged(engine: Engine) -> None:
+    with sessions(engine).begin() as s:
+        incidents.record_alert(session=s, site=SITE, alert=alert(seq=1), now=NOW)
+        incidents.record_alert(session=s, site=SITE, alert=alert(seq=4), now=NOW)
+    with sessions(engine)() as s:
+        gap = s.scalars(select(AuditEvent).where(AuditEvent.type == "device.sequence_gap")).one()
+        assert gap.data == {"device": "unit-1", "expected": 2, "got": 4}

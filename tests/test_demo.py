@@ -1,0 +1,48 @@
+"""The README's demo walk, piped, once with a local Mosquitto and once embedded."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from server.broker import find_mosquitto
+from tests.conftest import missing
+
+WALK = "1\nreply +32470000001 1\nstatus\nquit\n"
+
+
+@pytest.mark.parametrize(
+    "broker", [pytest.param("mosquitto", marks=pytest.mark.mosquitto), "embedded"]
+)
+def test_demo_walk_reaches_help_coming(broker: str) -> None:
+    if broker == "mosquitto" and find_mosquitto() is None:
+        missing("mosquitto is not installed (apt install mosquitto)")
+    run = subprocess.run(
+        [sys.executable, "-m", "panicbutton.cli", "demo", "--broker", broker],
+        input=WALK,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    out = run.stdout
+    assert run.returncode == 0, run.stderr
+    # Sections start at each echoed command; inside one, SMS and light changes
+    # happen concurrently, so only their presence is checked, not their order.
+    start, press, reply = (
+        out.partition("> Room 1: the button is pressed")[0],
+        *out.split("> Room 1: the button is pressed", 1)[1].split("> SMS from +32470000001: 1", 1),
+    )
+    assert f"broker: {'local mosquitto' if broker == 'mosquitto' else 'embedded (amqtt)'}" in start
+    assert "ready: 3 rooms armed." in start
+    assert "[SMS to +32470000001] ALARM Room 1 at " in press
+    assert "[SMS to +32470000002] ALERTE Room 1 à " in press
+    assert "[Room 1 light] alarm received by the server" in press
+    assert "[SMS to +32470000001] Thanks. You are going to Room 1." in reply
+    assert "[SMS to +32470000002] Reception va à Room 1." in reply
+    assert "[Room 1 light] HELP IS COMING" in reply
+    assert "Room 2: armed (ready)" in reply
+    assert reply.rstrip().endswith("demo stopped")
+    assert "Traceback" not in run.stderr

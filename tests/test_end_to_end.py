@@ -1,0 +1,168 @@
+"""One press reaches the phone of the person on duty, and the reply reaches the room.
+
+Real Mosquitto (passwords + ACL), real paho clients, the real twilio library
+against a fake Twilio on loopback, gpiozero's MockFactory, SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import func, select
+
+from device.indicator import Light
+from panicbutton.wire import Alert, alert_topic, new_alert_id, now_utc
+from server.models import AuditEvent, Incident, Page
+from tests.harness import FLOOR, RECEPTION, System, wait_until
+
+
+def incidents(system: System) -> list[Incident]:
+    assert system.server is not None
+    with system.server.runtime.sessions() as s:
+        return list(s.scalars(select(Incident).order_by(Incident.id)))
+
+
+def test_press_pages_duty_and_reply_shows_help_coming(system: System) -> None:
+    room = system.room("unit-1")
+    assert wait_until(lambda: room.light is Light.ARMED), room.lights
+
+    room.press()
+
+    # The incident is committed and the room unit is told it was received.
+    assert wait_until(lambda: room.light is Light.RECEIVED), room.lights
+    [incident] = incidents(system)
+    assert (incident.room_id, incident.state) == ("room-1", "open")
+    # Both people on duty get an SMS naming the room, each in their language.
+    assert system.twilio.wait_for(lambda sent: len(sent) == 2)
+    [to_reception] = system.twilio.to(RECEPTION)
+    [to_floor] = system.twilio.to(FLOOR)
+    assert to_reception.startswith("ALARM Room 1 at ")
+    assert to_reception.endswith("Reply 1 if you are going.")
+    assert to_floor.startswith("ALARM Room 1 om ")
+    assert to_floor.endswith("Antwoord 1 als u gaat.")
+    assert system.twilio.sent[0].params["ValidityPeriod"] == "300"
+
+    reply = system.twilio.inbound_sms(
+        system.sms_webhook, public_url=system.sms_webhook_public, from_=RECEPTION, body="1"
+    )
+    assert reply.status_code == 200
+
+    # The room unit shows "help is coming": the LED is steadily on.
+    assert wait_until(lambda: room.light is Light.HELP_COMING), room.lights
+    assert room.led_pin.state == 1
+    time.sleep(0.3)
+    assert room.led_pin.state == 1, "help-coming light must be steady, not blinking"
+    [incident] = incidents(system)
+    assert (incident.state, incident.acknowledged_by) == ("acknowledged", "reception")
+    # The other person on duty is told who is going; the acknowledger gets a confirmation.
+    assert system.twilio.wait_for(lambda sent: len(sent) == 4)
+    assert system.twilio.to(FLOOR)[-1] == "Reception gaat naar Room 1."
+    assert "You are going to Room 1" in system.twilio.to(RECEPTION)[-1]
+    # Each change is in the log, with ids only.
+    assert system.server is not None
+    with system.server.runtime.sessions() as s:
+        types = list(
+            s.scalars(
+                select(AuditEvent.type)
+                .where(AuditEvent.incident_id == incident.id)
+                .order_by(AuditEvent.id)
+            )
+        )
+        logged = " ".join(str(e.data) for e in s.scalars(select(AuditEvent)))
+    assert types[:4] == ["alert.raised", "page.queued", "page.queued", "page.sent"]
+    assert "incident.acknowledged" in types
+    for personal in (RECEPTION, FLOOR, "Reception", "Floor"):
+        assert personal not in logged
+
+
+def test_redelivered_alert_gives_one_incident_and_one_sms_each(system: System) -> None:
+    alert = Alert(device_id="unit-2", alert_id=new_alert_id(), seq=1, pressed_at=now_utc())
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="unit-2")
+    client.username_pw_set("unit-2", system.users["unit-2"])
+    client.connect("127.0.0.1", system.mqtt_port)
+    client.loop_start()
+    try:
+        for _ in range(4):  # the first send and three redeliveries
+            client.publish(alert_topic("unit-2"), alert.to_json(), qos=1).wait_for_publish(5)
+        assert system.twilio.wait_for(lambda sent: len(sent) >= 2)
+        time.sleep(1.0)  # time for any duplicate to show up
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert len(incidents(system)) == 1
+    assert sorted(s.to for s in system.twilio.sent) == [RECEPTION, FLOOR]
+
+
+def test_unit_cannot_alert_for_another_room(system: System) -> None:
+    # unit-3 logs in with its own credentials and publishes on unit-1's topic.
+    forged = Alert(device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=now_utc())
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="unit-3")
+    client.username_pw_set("unit-3", system.users["unit-3"])
+    client.connect("127.0.0.1", system.mqtt_port)
+    client.loop_start()
+    try:
+        client.publish(alert_topic("unit-1"), forged.to_json(), qos=1).wait_for_publish(5)
+        # A genuine alert from unit-3 afterwards shows the path works and ordering is done.
+        own = Alert(device_id="unit-3", alert_id=new_alert_id(), seq=1, pressed_at=now_utc())
+        client.publish(alert_topic("unit-3"), own.to_json(), qos=1).wait_for_publish(5)
+        assert wait_until(lambda: len(incidents(system)) >= 1)
+        time.sleep(0.5)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert [i.room_id for i in incidents(system)] == ["room-3"]
+
+
+def test_forged_webhook_is_refused_and_changes_nothing(system: System) -> None:
+    room = system.room("unit-1")
+    room.press()
+    assert wait_until(lambda: room.light is Light.RECEIVED)
+    assert system.twilio.wait_for(lambda sent: len(sent) == 2)
+
+    forged = system.twilio.inbound_sms(
+        system.sms_webhook,
+        public_url=system.sms_webhook_public,
+        from_=RECEPTION,
+        body="1",
+        token="0" * 32,
+    )
+    unsigned = httpx.post(system.sms_webhook, data={"From": RECEPTION, "Body": "1"})
+    wrong_url = system.twilio.inbound_sms(system.sms_webhook, from_=RECEPTION, body="1")
+
+    assert [forged.status_code, unsigned.status_code, wrong_url.status_code] == [403, 403, 403]
+    time.sleep(0.3)
+    [incident] = incidents(system)
+    assert incident.state == "open"
+    assert room.light is Light.RECEIVED
+    assert len(system.twilio.sent) == 2
+
+
+def test_replayed_reply_acts_once(system: System) -> None:
+    room = system.room("unit-1")
+    room.press()
+    assert system.twilio.wait_for(lambda sent: len(sent) == 2)
+    for _ in range(2):
+        r = system.twilio.inbound_sms(
+            system.sms_webhook,
+            public_url=system.sms_webhook_public,
+            from_=RECEPTION,
+            body="1",
+            sid="SM" + "a" * 32,
+        )
+        assert r.status_code == 200
+    assert wait_until(lambda: room.light is Light.HELP_COMING)
+    time.sleep(0.3)
+    assert system.server is not None
+    with system.server.runtime.sessions() as s:
+        acks = s.scalar(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.type == "incident.acknowledged")
+        )
+        pages = s.scalar(select(func.count()).select_from(Page))
+    assert acks == 1
+    assert pages == 2
+    assert len(system.twilio.to(FLOOR)) == 2  # the page and one stand-down, not two
