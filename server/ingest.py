@@ -3,8 +3,13 @@
 An alert is acknowledged to the broker (``manual_ack``) and confirmed to the
 room unit only after its incident is committed. A malformed payload, or one
 from an unknown device, is logged with what is wrong and acknowledged (it can
-never succeed, so it must not be redelivered forever); the device's own resend
-covers a database that is briefly down, because that alert is not acknowledged.
+never succeed, so it must not be redelivered forever).
+
+When recording fails (the database is down), the message is acknowledged to
+the broker all the same but no ``received`` goes to the unit: the unit keeps
+the alert in its outbox and resends it until the server confirms. Holding the
+broker's message instead would fill the broker's in-flight window for this
+client (20 by default in Mosquitto) and stop every later alert.
 """
 
 from __future__ import annotations
@@ -97,15 +102,14 @@ class Ingest:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            done = self._handle(msg.topic, bytes(msg.payload))
+            self._handle(msg.topic, bytes(msg.payload))
         except Exception:
-            # Not acknowledged: the broker redelivers it on reconnect and the unit resends.
-            log.exception("could not record message on %s; it will be retried", msg.topic)
-            return
-        if done and msg.qos > 0:
+            # No feedback went out, so the unit resends from its outbox (see above).
+            log.exception("could not record message on %s; the unit will resend it", msg.topic)
+        if msg.qos > 0:
             client.ack(msg.mid, msg.qos)
 
-    def _handle(self, topic: str, payload: bytes) -> bool:
+    def _handle(self, topic: str, payload: bytes) -> None:
         try:
             device_id, kind = parse_topic(topic)
             if kind == "alert":
@@ -119,7 +123,7 @@ class Ingest:
                 self.publish_feedback(device_id, feedback)
             elif kind == "status":
                 if not payload:
-                    return True  # a retained status being cleared
+                    return  # a retained status being cleared
                 status = Status.from_json(payload)
                 if status.device_id != device_id:
                     raise WireError(
@@ -128,4 +132,3 @@ class Ingest:
                 self._runtime.handle_status(status)
         except (WireError, UnknownDeviceError) as exc:
             log.error("rejected message on %s: %s", topic, exc)
-        return True

@@ -21,6 +21,9 @@ from server.errors import NotifierError
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
+# The twilio library logs every request at INFO; keep it to warnings.
+_QUIET = logging.getLogger(f"{__name__}.twilio_http")
+_QUIET.setLevel(logging.WARNING)
 
 #: Seconds a panic SMS may wait in the provider's queue before it expires, so a
 #: stale alarm never arrives hours late (Twilio's default is 10 hours).
@@ -52,7 +55,7 @@ class TwilioNotifier:
         self._client = Client(
             settings.twilio_account_sid,
             settings.twilio_auth_token.get_secret_value(),
-            http_client=TwilioHttpClient(timeout=settings.twilio_timeout),
+            http_client=TwilioHttpClient(timeout=settings.twilio_timeout, logger=_QUIET),
             environment={},
         )
         self._client.api.base_url = settings.twilio_api_base_url

@@ -6,10 +6,12 @@ against a fake Twilio on loopback, gpiozero's MockFactory, SQLite and PostgreSQL
 
 from __future__ import annotations
 
+import logging
 import time
 
 import httpx
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 
@@ -166,3 +168,59 @@ def test_replayed_reply_acts_once(system: System) -> None:
     assert acks == 1
     assert pages == 2
     assert len(system.twilio.to(FLOOR)) == 2  # the page and one stand-down, not two
+
+
+def publish_raw(system: System, device_id: str, topic: str, payloads: list[bytes]) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id)
+    client.username_pw_set(device_id, system.users[device_id])
+    client.connect("127.0.0.1", system.mqtt_port)
+    client.loop_start()
+    try:
+        for payload in payloads:
+            client.publish(topic, payload, qos=1).wait_for_publish(5)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def test_malformed_alert_is_logged_and_loses_nothing_after_it(
+    system: System, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = Alert(device_id="unit-2", alert_id=new_alert_id(), seq=1, pressed_at=now_utc())
+    with caplog.at_level(logging.ERROR, logger="server.ingest"):
+        publish_raw(
+            system,
+            "unit-2",
+            alert_topic("unit-2"),
+            [b"\xff\xfe garbage", b'{"v": 1, "seq": "x"}', good.to_json()],
+        )
+        assert wait_until(lambda: len(incidents(system)) == 1)
+    assert [i.alert_id for i in incidents(system)] == [good.alert_id]
+    rejected = [r.getMessage() for r in caplog.records if "rejected message" in r.getMessage()]
+    assert len(rejected) == 2
+    assert "alert payload is not JSON" in rejected[0]
+
+
+def test_logs_hold_no_phone_numbers_or_names(
+    system: System, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        room = system.room("unit-1")
+        room.press()
+        assert system.twilio.wait_for(lambda sent: len(sent) == 2)
+        system.twilio.inbound_sms(
+            system.sms_webhook, public_url=system.sms_webhook_public, from_=RECEPTION, body="1"
+        )
+        system.twilio.inbound_sms(
+            system.sms_webhook,
+            public_url=system.sms_webhook_public,
+            from_="+32499999999",
+            body="hello",
+        )  # a stranger
+        assert wait_until(lambda: room.light is Light.HELP_COMING)
+        assert system.twilio.wait_for(lambda sent: len(sent) == 4)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "incident 1 acknowledged by staff reception" in logged
+    for personal in (RECEPTION, FLOOR, "+32499999999", "Reception gaat", system.twilio.auth_token):
+        assert personal not in logged
+    assert "+32******999" in logged  # the stranger's number, masked

@@ -1,0 +1,84 @@
+"""The `panicbutton` command as an installer meets it: help, clear errors, simulation."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from device.indicator import Light
+from tests.harness import System
+
+CLI = [sys.executable, "-m", "panicbutton.cli"]
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PANICBUTTON_")}
+    return subprocess.run(
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean, **(env or {})},
+        check=False,
+    )
+
+
+def test_every_subcommand_has_help() -> None:
+    for sub, words in (
+        ("server", "PANICBUTTON_"),
+        ("device", "--simulate"),
+        ("demo", "reply PHONE TEXT"),
+    ):
+        result = run(sub, "--help")
+        assert result.returncode == 0
+        assert words in " ".join(result.stdout.split())
+
+
+def test_server_without_settings_says_what_is_missing(tmp_path: Path) -> None:
+    result = run("server", env={"PANICBUTTON_SITE_FILE": str(tmp_path / "site.toml")})
+    assert result.returncode == 2
+    assert "PANICBUTTON_API_TOKEN is empty or a placeholder" in result.stderr
+    assert "PANICBUTTON_TWILIO_ACCOUNT_SID is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_device_with_missing_config_says_where_to_get_one(tmp_path: Path) -> None:
+    result = run("device", "--config", str(tmp_path / "device.toml"))
+    assert result.returncode == 2
+    assert "file not found; copy firmware_config/device.example.toml" in result.stderr
+
+
+def test_simulated_unit_alerts_on_enter(system: System, tmp_path: Path) -> None:
+    config = tmp_path / "device.toml"
+    config.write_text(f"""
+[device]
+id = "unit-3"
+state_dir = "{tmp_path / "state"}"
+[mqtt]
+host = "127.0.0.1"
+port = {system.mqtt_port}
+password = "{system.users["unit-3"]}"
+""")
+    proc = subprocess.Popen(
+        [*CLI, "device", "--simulate", "--config", str(config)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdin is not None
+        time.sleep(1.0)
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert system.twilio.wait_for(lambda sent: len(sent) == 2, timeout=15)
+        time.sleep(0.5)
+        out, _ = proc.communicate(timeout=15)  # closes stdin: the simulation ends
+    finally:
+        proc.kill()
+    assert "press Enter to press the button" in out
+    assert f"light: {Light.RECEIVED}" in out
+    assert all("Room 3" in sent.body for sent in system.twilio.sent)
