@@ -36,5 +36,8 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
 
+docs: $(STAMP)
+	$(BIN)/python -m tests.test_docs
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,10 +1,14 @@
-"""The room unit agent: one thread owns the outbox and the light.
+"""The room unit agent: one thread owns the outbox, the press detector and the light.
 
-Path of a press: the gpiozero callback (on gpiozero's thread) puts a
-:class:`Pressed` event on the queue -> :meth:`Agent._on_press` stores the alert
-in the outbox (on disk) -> publishes it -> the light says "sent". The server's
-``received`` feedback removes it from the outbox; ``acknowledged`` turns the
-light steady ("help is coming"). Nothing at the unit cancels an alert.
+Path of a press: gpiozero's callback (on gpiozero's thread) puts an
+:class:`Edge` on the queue -> :class:`~device.press.PressDetector` decides it
+is an alarm -> :mod:`device.outbox` stores it on disk -> :mod:`device.link`
+publishes it (and :mod:`device.https` posts it too when the broker has been out
+of reach for a while) -> the light says "sent". The server's feedback confirms
+it; ``acknowledged`` turns the light steady ("help is coming").
+
+Nothing at the unit cancels an alert. A press while this room's alert is still
+open is a re-press of it (counted, and sent again), not a new incident.
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gpiozero import LED, Button, Factory
+from gpiozero import LED, Button, Buzzer, Factory
 
 from device.config import DeviceConfig
+from device.https import HttpsSender
 from device.indicator import Indicator, Light
 from device.link import FeedbackIn, Link, LinkDown, LinkUp
 from device.outbox import Outbox
+from device.press import PressDetector
+from device.systemd import notify, watchdog_interval
 from panicbutton.wire import Alert, AlertKind, Feedback, FeedbackState, WireError
 
 log = logging.getLogger(__name__)
@@ -31,11 +38,19 @@ _ORDER = {FeedbackState.RECEIVED: 1, FeedbackState.ACKNOWLEDGED: 2, FeedbackStat
 
 #: First resend of an unconfirmed alert after this many seconds; doubles up to resend_max.
 RESEND_FIRST = 2.0
+#: The longest the agent's loop sleeps, in seconds (it also feeds the systemd watchdog).
+TICK = 0.5
 
 
 @dataclass(frozen=True, slots=True)
-class Pressed:
+class Edge:
+    pressed: bool
     at: float  # time.monotonic()
+
+
+@dataclass(frozen=True, slots=True)
+class TestRequested:
+    scheduled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +59,7 @@ class _Stop:
 
 
 class Agent:
-    """A room unit: a button, a light, an outbox and a link.
+    """A room unit: a button, a light, an outbox and one or two paths to the server.
 
     ``pin_factory`` is gpiozero's (``MockFactory()`` in tests and ``--simulate``;
     None picks the board's own). ``on_light`` is called on the agent's thread
@@ -59,44 +74,75 @@ class Agent:
         on_light: Callable[[Light], None] | None = None,
     ) -> None:
         self.config = config
+        self.started = time.monotonic()
         self._events: queue.Queue[Any] = queue.Queue()
         self._on_light = on_light
+        self.detector = PressDetector(config.press)
         self.outbox = Outbox(config.outbox_path)
         self.link = Link(config, self._events)
-        self.button = Button(config.button_pin, pull_up=True, pin_factory=pin_factory)
+        self.https = (
+            HttpsSender(config.https, config.device_id, self._events) if config.https else None
+        )
+        self._devices: list[Any] = []
         try:
-            self.indicator = Indicator(LED(config.led_pin, pin_factory=pin_factory))
+            self.button = self._own(
+                Button(config.button_pin, pull_up=True, bounce_time=None, pin_factory=pin_factory)
+            )
+            self.button.when_pressed = lambda: self._events.put(Edge(True, time.monotonic()))
+            self.button.when_released = lambda: self._events.put(Edge(False, time.monotonic()))
+            if config.test_pin is not None:
+                test = self._own(Button(config.test_pin, pull_up=True, pin_factory=pin_factory))
+                test.when_pressed = lambda: self._events.put(TestRequested())
+            self.indicator = Indicator(self._own(LED(config.led_pin, pin_factory=pin_factory)))
+            self.buzzer = (
+                self._own(Buzzer(config.buzzer_pin, pin_factory=pin_factory))
+                if config.buzzer_pin is not None
+                else None
+            )
         except Exception:
-            self.button.close()
+            self._close_devices()
             raise
-        self.button.when_pressed = lambda: self._events.put(Pressed(time.monotonic()))
-        self._last_edge = -1e9
-        self._latest: str | None = None  # alert id the light speaks about
+        self._latest: str | None = None  # the alert the light speaks about
         self._states: dict[str, FeedbackState] = {}
-        self._next_resend: dict[str, tuple[float, float]] = {}  # alert id -> (due, delay)
+        self._resend: dict[str, tuple[float, float]] = {}  # alert id -> (due, delay)
+        self._down_since: float | None = time.monotonic()
+        self._next_https = 0.0
+        self._next_heartbeat = 0.0
+        self._selftest_file = config.state_dir / "selftest.last"
+        self.last_error: str | None = self.outbox.fault
         self._thread = threading.Thread(
             target=self._run, name=f"agent-{config.device_id}", daemon=True
         )
-        self.last_error: str | None = self.outbox.fault
 
-    # -- lifecycle ---------------------------------------------------------
+    def _own(self, device: Any) -> Any:
+        self._devices.append(device)
+        return device
+
+    def _close_devices(self) -> None:
+        for device in reversed(self._devices):
+            device.close()
+
+    # -- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
-        pending = self.outbox.pending()
-        if pending:
-            self._latest = pending[-1].alert_id
-            log.warning("%d unconfirmed alert(s) in the outbox; resending on connect", len(pending))
+        open_alert = self.outbox.open_alert()
+        if open_alert is not None:
+            self._latest = open_alert.alert_id
+        if pending := self.outbox.pending():
+            log.warning("%d unconfirmed alert(s) in the outbox; resending", len(pending))
         self._refresh_light()
         self.link.start()
         self._thread.start()
+        notify("READY=1")
 
     def close(self) -> None:
         if self._thread.is_alive():
             self._events.put(_Stop())
             self._thread.join(timeout=5)
         self.link.stop(self.outbox.depth())
-        self.button.close()
-        self.indicator.close()
-        self.outbox.close()
+        if self.https is not None:
+            self.https.close()
+        self._close_devices()
+        self.outbox.shutdown()
 
     def __enter__(self) -> Agent:
         self.start()
@@ -105,82 +151,173 @@ class Agent:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def press(self) -> None:
-        """Queue a press as if the button was pressed (``device check`` and tests)."""
-        self._events.put(Pressed(time.monotonic()))
+    def request_test(self) -> None:
+        """Send a test alert through the whole chain (test button, ``device check``)."""
+        self._events.put(TestRequested())
 
-    # -- the owner thread -------------------------------------------------
+    # -- the owner thread --------------------------------------------------------
     def _run(self) -> None:
+        watchdog = watchdog_interval()
         while True:
+            now = time.monotonic()
+            deadline = self.detector.next_deadline()
+            timeout = TICK if deadline is None else min(TICK, max(0.0, deadline - now))
             try:
-                event = self._events.get(timeout=0.5)
+                event = self._events.get(timeout=timeout)
             except queue.Empty:
                 event = None
+            if isinstance(event, _Stop):
+                return
             try:
-                if isinstance(event, _Stop):
-                    return
                 self._handle(event)
+                self._periodic(time.monotonic())
             except Exception:  # a bug must not stop the agent from alerting
                 log.exception("agent event %r failed", event)
+            if watchdog is not None:
+                notify("WATCHDOG=1")
 
     def _handle(self, event: object) -> None:
         match event:
-            case Pressed(at=at):
-                self._on_press(at)
+            case Edge(pressed=pressed, at=at):
+                if self.detector.edge(pressed, at):
+                    self._alarm()
+            case TestRequested(scheduled=scheduled):
+                self._test(scheduled=scheduled)
             case LinkUp():
                 log.info("connected to %s:%d", self.config.mqtt.host, self.config.mqtt.port)
-                self.last_error = self.outbox.fault
-                self.link.publish_status(self.outbox.depth())
+                self._down_since = None
+                self._next_heartbeat = 0.0
                 for alert in self.outbox.pending():
                     self._send(alert)
-            case LinkDown(reason=reason):
+            case LinkDown(reason=reason, path=path):
                 self.last_error = reason
-                log.warning("link down: %s", reason)
-            case FeedbackIn(payload=payload):
-                self._on_feedback(payload)
-        self._resend_due()
+                log.warning("%s", reason)
+                if path == "mqtt" and self._down_since is None:
+                    self._down_since = time.monotonic()
+            case FeedbackIn(payload=payload, via=via):
+                self._on_feedback(payload, via)
+
+    def _periodic(self, now: float) -> None:
+        if self.detector.tick(now):
+            self._alarm()
+        self._resend_due(now)
+        self._https_due(now)
+        self._heartbeat_due(now)
+        self._selftest_due()
         self._refresh_light()
 
-    def _on_press(self, at: float) -> None:
-        if at - self._last_edge < self.config.debounce:
-            return  # a bounce of the same press
-        self._last_edge = at
-        alert = self.outbox.add(self.config.device_id, AlertKind.PANIC)
+    # -- alarms ------------------------------------------------------------------
+    def _alarm(self) -> None:
+        current = self.outbox.open_alert()
+        alert = None
+        if current is not None and current.kind is AlertKind.PANIC:
+            alert = self.outbox.repress(current.alert_id)
+        if alert is None:
+            alert = self.outbox.add(self.config.device_id, AlertKind.PANIC)
+        self._note_fault()
+        self._latest = alert.alert_id
+        log.info(
+            "press: alert %s seq %d presses %d stored", alert.alert_id, alert.seq, alert.presses
+        )
+        self._resend.pop(alert.alert_id, None)
+        self._send(alert)
+
+    def _test(self, *, scheduled: bool) -> None:
+        alert = self.outbox.add(self.config.device_id, AlertKind.TEST)
+        self._note_fault()
+        if not scheduled:  # the person testing watches the light; a scheduled test is silent
+            self._latest = alert.alert_id
+        log.info("test alert %s (%s)", alert.alert_id, "scheduled" if scheduled else "by hand")
+        self._send(alert)
+
+    def _note_fault(self) -> None:
         if self.outbox.fault:
             self.last_error = self.outbox.fault
-            log.error("%s; alert %s kept in memory only", self.outbox.fault, alert.alert_id)
-        self._latest = alert.alert_id
-        log.info("press: alert %s seq %d stored", alert.alert_id, alert.seq)
-        self._send(alert)
 
     def _send(self, alert: Alert) -> None:
         self.link.publish_alert(alert)
-        _, delay = self._next_resend.get(alert.alert_id, (0.0, RESEND_FIRST / 2))
+        _, delay = self._resend.get(alert.alert_id, (0.0, RESEND_FIRST / 2))
         delay = min(delay * 2, self.config.resend_max)
-        self._next_resend[alert.alert_id] = (time.monotonic() + delay, delay)
+        self._resend[alert.alert_id] = (time.monotonic() + delay, delay)
+        self._https_due(time.monotonic())
 
-    def _resend_due(self) -> None:
+    def _resend_due(self, now: float) -> None:
         if not self.link.connected:
             return
-        now = time.monotonic()
         for alert in self.outbox.pending():
-            due, _ = self._next_resend.get(alert.alert_id, (0.0, 0.0))
+            due, _ = self._resend.get(alert.alert_id, (0.0, 0.0))
             if due <= now:
                 self._send(alert)
 
-    def _on_feedback(self, payload: bytes) -> None:
+    def _https_due(self, now: float) -> None:
+        """Use the second path when the broker has been out of reach for a while."""
+        if (
+            self.https is None
+            or self._down_since is None
+            or self.https.busy
+            or now - self._down_since < self.config.https.after  # type: ignore[union-attr]
+            or now < self._next_https
+        ):
+            return
+        pending = self.outbox.pending()
+        if not pending:
+            return
+        self._next_https = now + self.config.https.after  # type: ignore[union-attr]
+        for alert in pending:
+            log.warning(
+                "broker out of reach for %.0f s: sending alert %s over HTTPS",
+                now - self._down_since,
+                alert.alert_id,
+            )
+            self.https.submit(alert)
+
+    def _heartbeat_due(self, now: float) -> None:
+        if not self.link.connected or now < self._next_heartbeat:
+            return
+        self._next_heartbeat = now + self.config.heartbeat
+        self.link.publish_status(
+            outbox=self.outbox.depth(), uptime=int(now - self.started), error=self.last_error or ""
+        )
+
+    def _selftest_due(self) -> None:
+        if not self.config.selftest_hours:
+            return
+        now = time.time()
+        try:
+            last = float(self._selftest_file.read_text())
+        except (OSError, ValueError):
+            last = None
+        if last is not None and now - last < self.config.selftest_hours * 3600:
+            return
+        try:
+            self._selftest_file.write_text(f"{now:.0f}")
+        except OSError as exc:
+            self.last_error = f"cannot record the self-test time: {exc.strerror}"
+            return
+        if last is not None:  # the first start only sets the schedule
+            self._test(scheduled=True)
+
+    # -- feedback and the light -------------------------------------------------------
+    def _on_feedback(self, payload: bytes, via: str) -> None:
         try:
             fb = Feedback.from_json(payload)
         except WireError as exc:
-            log.error("ignored feedback from the server: %s", exc)
+            log.error("ignored feedback from the server (%s): %s", via, exc)
             return
-        if self.outbox.confirm(fb.alert_id):
-            log.info("alert %s confirmed by the server (incident %d)", fb.alert_id, fb.incident)
-        self._next_resend.pop(fb.alert_id, None)
+        if self.outbox.confirm(fb.alert_id, fb.presses):
+            log.info(
+                "alert %s confirmed by the server via %s (incident %d)",
+                fb.alert_id,
+                via,
+                fb.incident,
+            )
+            self._resend.pop(fb.alert_id, None)
         known = self._states.get(fb.alert_id)
         # Redelivered or retained feedback can arrive out of order: never step back.
         if known is None or _ORDER[fb.state] > _ORDER[known]:
             self._states[fb.alert_id] = fb.state
+        if fb.state is FeedbackState.RESOLVED:
+            self.outbox.close(fb.alert_id)
         if self._latest is None:
             self._latest = fb.alert_id  # after a reboot: the retained feedback tells the state
 
@@ -190,10 +327,13 @@ class Agent:
             return Light.HELP_COMING
         if latest is FeedbackState.RECEIVED:
             return Light.RECEIVED
+        pending = self._latest is not None and any(
+            a.alert_id == self._latest for a in self.outbox.pending()
+        )
+        if pending:
+            return Light.SENT if self.link.connected else Light.NO_LINK
         if not self.link.connected:
             return Light.NO_LINK
-        if self.outbox.depth():
-            return Light.SENT
         if self.outbox.fault:
             return Light.FAULT
         return Light.ARMED
@@ -202,5 +342,8 @@ class Agent:
         light = self._light()
         if self.indicator.show(light):
             log.info("light: %s", light)
+            if self.buzzer is not None and light in (Light.NO_LINK, Light.FAULT):
+                # Technical faults only: the alarm itself stays silent in the room.
+                self.buzzer.beep(on_time=0.1, off_time=0.1, n=2)
             if self._on_light is not None:
                 self._on_light(light)

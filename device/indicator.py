@@ -10,7 +10,7 @@ no_link        1 s on, 1 s off              not connected: the button cannot ale
 sent           fast flicker (0.1 s / 0.1 s) alert stored and sent, not yet confirmed
 received       0.5 s on, 1.5 s off          the server has the alert; paging staff
 help_coming    steady on                    a staff member acknowledged and is coming
-fault          three quick blinks, pause    the unit has a fault (disk, config)
+fault          0.15 s on, 0.35 s off        the unit has a fault (disk, config)
 =============  ===========================  =======================================
 
 ``firmware_config/WIRING.md`` has the same table for the card beside the button.

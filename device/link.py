@@ -40,11 +40,13 @@ class LinkUp:
 @dataclass(frozen=True, slots=True)
 class LinkDown:
     reason: str
+    path: str = "mqtt"
 
 
 @dataclass(frozen=True, slots=True)
 class FeedbackIn:
     payload: bytes
+    via: str = "mqtt"
 
 
 LinkEvent = LinkUp | LinkDown | FeedbackIn
@@ -81,13 +83,15 @@ class Link:
         c.on_message = self._on_message
         self._client = c
 
-    def _status(self, state: LinkState, outbox: int) -> bytes:
+    def _status(self, state: LinkState, outbox: int, uptime: int = 0, error: str = "") -> bytes:
         return Status(
             device_id=self._config.device_id,
             state=state,
             at=now_utc(),
             version=__version__,
             outbox=outbox,
+            uptime=uptime,
+            error=error,
         ).to_json()
 
     def start(self) -> None:
@@ -116,10 +120,11 @@ class Link:
         # paho queues in memory while disconnected; the outbox is what is durable.
         self._client.publish(alert_topic(alert.device_id), alert.to_json(), qos=QOS)
 
-    def publish_status(self, outbox: int) -> None:
+    def publish_status(self, *, outbox: int, uptime: int, error: str) -> None:
+        """The retained "online" status with health figures (also the heartbeat)."""
         self._client.publish(
             status_topic(self._config.device_id),
-            self._status(LinkState.ONLINE, outbox),
+            self._status(LinkState.ONLINE, outbox, uptime, error),
             qos=QOS,
             retain=True,
         )

@@ -2,34 +2,53 @@
 
 One SQLite file with synchronous commits. It holds the device's alert
 sequence counter (which survives reboots, so the server can tell a lost alert
-from a quiet room) and every alert the server has not yet confirmed. An alert
-leaves the outbox only when the server's ``received`` feedback arrives; the
-broker's PUBACK is not enough.
+from a quiet room), every alert the server has not yet confirmed, and the
+alert currently open in this room (so that a press while it is open is
+recorded as a re-press of it, not a new incident). An alert is unconfirmed
+until the server's feedback arrives; the broker's PUBACK is not enough.
 
-If the disk is full or read-only the outbox keeps working from memory and says
-so through :attr:`Outbox.fault`, so the press is still sent and the fault is
-shown on the light and in the status.
+If the file is corrupt it is moved aside (kept for inspection) and a new one
+is started. If the disk is full or read-only the outbox keeps working from
+memory and says so through :attr:`Outbox.fault`, so the press is still sent
+and the fault shows on the light and in the status.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import sqlite3
+import time
 from pathlib import Path
 
 from panicbutton.wire import Alert, AlertKind, new_alert_id, now_utc
 
+log = logging.getLogger(__name__)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counter (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS pending (
+CREATE TABLE IF NOT EXISTS alerts (
     alert_id TEXT PRIMARY KEY,
     seq INTEGER NOT NULL UNIQUE,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL,
+    confirmed INTEGER NOT NULL DEFAULT 0,
+    closed INTEGER NOT NULL DEFAULT 0
 );
 """
 
+#: Closed alerts kept for the record on the unit; older ones are pruned.
+KEEP_CLOSED = 50
+
+
+@dataclasses.dataclass
+class _Row:
+    alert: Alert
+    confirmed: bool = False
+    closed: bool = False
+
 
 class Outbox:
-    """Alerts not yet confirmed by the server, oldest first.
+    """Alerts not yet confirmed by the server, and the room's open alert.
 
     Not thread-safe: the agent's own thread is its only user.
     """
@@ -37,11 +56,13 @@ class Outbox:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fault: str | None = None
-        self._memory: dict[str, Alert] = {}
+        self._memory: dict[str, _Row] = {}
         self._memory_seq = 0
         self._db: sqlite3.Connection | None = None
         try:
             self._db = self._open(path)
+        except sqlite3.DatabaseError as exc:
+            self._recover_corrupt(exc)
         except (sqlite3.Error, OSError) as exc:
             self._go_to_memory(f"outbox {path} cannot be opened: {exc}")
 
@@ -63,11 +84,29 @@ class Outbox:
             raise
         return db
 
+    def _recover_corrupt(self, exc: Exception) -> None:
+        """Move a corrupt file aside and start a new one; the fault stays reported."""
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(str(self.path) + suffix)
+            if part.exists():
+                part.rename(Path(str(aside) + suffix))
+        self.fault = (
+            f"outbox {self.path} was corrupt ({exc}); moved to {aside.name} and "
+            "started anew (the sequence restarts at 1; the server records the reset)"
+        )
+        log.error("%s", self.fault)
+        try:
+            self._db = self._open(self.path)
+        except (sqlite3.Error, OSError) as again:
+            self._go_to_memory(f"outbox {self.path} cannot be opened: {again}")
+
     def _go_to_memory(self, reason: str) -> None:
         self.fault = reason
+        log.error("%s; alerts are kept in memory until the disk is fixed", reason)
         if self._db is not None:
-            for alert in self._read_pending(self._db):
-                self._memory[alert.alert_id] = alert
+            for row in self._read_rows(self._db):
+                self._memory[row.alert.alert_id] = row
             self._memory_seq = max(self._memory_seq, self._read_seq(self._db))
             self._db.close()
             self._db = None
@@ -80,13 +119,27 @@ class Outbox:
             return 0
 
     @staticmethod
-    def _read_pending(db: sqlite3.Connection) -> list[Alert]:
+    def _read_rows(db: sqlite3.Connection, where: str = "1") -> list[_Row]:
         try:
-            rows = db.execute("SELECT payload FROM pending ORDER BY seq").fetchall()
+            rows = db.execute(
+                f"SELECT payload, confirmed, closed FROM alerts WHERE {where} ORDER BY seq"  # noqa: S608 -- fixed clauses only
+            ).fetchall()
         except sqlite3.Error:
             return []
-        return [Alert.from_json(row[0]) for row in rows]
+        return [_Row(Alert.from_json(p), bool(c), bool(x)) for p, c, x in rows]
 
+    def _write(self, sql: str, args: tuple[object, ...]) -> bool:
+        """Run one durable statement; on a disk error, fall back to memory and say so."""
+        if self._db is None:
+            return False
+        try:
+            self._db.execute(sql, args)
+        except sqlite3.Error as exc:
+            self._go_to_memory(f"outbox {self.path} cannot be written: {exc}")
+            return False
+        return True
+
+    # -- the agent's operations ---------------------------------------------------
     def add(self, device_id: str, kind: AlertKind = AlertKind.PANIC) -> Alert:
         """Record a new press and return its alert, stored before this returns."""
         if self._db is not None:
@@ -102,7 +155,7 @@ class Outbox:
             pressed_at=now_utc(),
             kind=kind,
         )
-        self._memory[alert.alert_id] = alert
+        self._memory[alert.alert_id] = _Row(alert)
         return alert
 
     @staticmethod
@@ -119,7 +172,7 @@ class Outbox:
             )
             db.execute("UPDATE counter SET seq = ? WHERE id = 1", (seq,))
             db.execute(
-                "INSERT INTO pending (alert_id, seq, payload) VALUES (?, ?, ?)",
+                "INSERT INTO alerts (alert_id, seq, payload) VALUES (?, ?, ?)",
                 (alert.alert_id, seq, alert.to_json()),
             )
             db.execute("COMMIT")
@@ -128,30 +181,78 @@ class Outbox:
             raise
         return alert
 
-    def confirm(self, alert_id: str) -> bool:
-        """Drop an alert the server has confirmed; True if it was pending."""
+    def repress(self, alert_id: str) -> Alert | None:
+        """Count one more press of an open alert; it is unconfirmed again until the server says."""
+        row = self._row(alert_id)
+        if row is None:
+            return None
+        alert = dataclasses.replace(row.alert, presses=row.alert.presses + 1)
         if alert_id in self._memory:
-            del self._memory[alert_id]
-            return True
+            self._memory[alert_id] = _Row(alert, confirmed=False, closed=row.closed)
+        elif not self._write(
+            "UPDATE alerts SET payload = ?, confirmed = 0 WHERE alert_id = ?",
+            (alert.to_json(), alert_id),
+        ):
+            self._memory[alert_id] = _Row(alert)
+        return alert
+
+    def confirm(self, alert_id: str, presses: int | None = None) -> bool:
+        """The server has this alert (with at least ``presses`` presses); True if it was pending."""
+        row = self._row(alert_id)
+        if row is None or row.confirmed or (presses is not None and presses < row.alert.presses):
+            return False
+        if alert_id in self._memory:
+            row.confirmed = True
+        else:
+            self._write("UPDATE alerts SET confirmed = 1 WHERE alert_id = ?", (alert_id,))
+        return True
+
+    def close(self, alert_id: str) -> None:
+        """The alert is resolved: a press from now on starts a new alert."""
+        if alert_id in self._memory:
+            self._memory[alert_id].closed = True
+            self._memory[alert_id].confirmed = True
+            return
+        self._write("UPDATE alerts SET closed = 1, confirmed = 1 WHERE alert_id = ?", (alert_id,))
+        self._write(
+            "DELETE FROM alerts WHERE closed = 1 AND seq <= "
+            "(SELECT seq FROM counter WHERE id = 1) - ?",
+            (KEEP_CLOSED,),
+        )
+
+    def _row(self, alert_id: str) -> _Row | None:
+        if alert_id in self._memory:
+            return self._memory[alert_id]
         if self._db is None:
-            return False
+            return None
         try:
-            cur = self._db.execute("DELETE FROM pending WHERE alert_id = ?", (alert_id,))
-        except sqlite3.Error as exc:
-            # The server has the alert; failing to forget it only means one more resend.
-            self.fault = f"outbox {self.path} cannot be written: {exc}"
-            return False
-        return cur.rowcount > 0
+            found = self._db.execute(
+                "SELECT payload, confirmed, closed FROM alerts WHERE alert_id = ?", (alert_id,)
+            ).fetchone()
+        except sqlite3.Error:
+            return None
+        return _Row(Alert.from_json(found[0]), bool(found[1]), bool(found[2])) if found else None
+
+    def _rows(self) -> list[_Row]:
+        stored = self._read_rows(self._db) if self._db is not None else []
+        return sorted([*stored, *self._memory.values()], key=lambda r: r.alert.seq)
 
     def pending(self) -> list[Alert]:
         """Unconfirmed alerts, oldest first."""
-        stored = self._read_pending(self._db) if self._db is not None else []
-        return sorted([*stored, *self._memory.values()], key=lambda a: a.seq)
+        return [r.alert for r in self._rows() if not r.confirmed]
+
+    def open_alert(self) -> Alert | None:
+        """The newest alert not yet resolved, if any: a press now is a re-press of it."""
+        rows = [r for r in self._rows() if not r.closed]
+        return rows[-1].alert if rows else None
+
+    def knows(self, alert_id: str) -> bool:
+        return self._row(alert_id) is not None
 
     def depth(self) -> int:
         return len(self.pending())
 
-    def close(self) -> None:
+    def shutdown(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None

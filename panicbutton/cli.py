@@ -51,9 +51,16 @@ def _pydantic_message(exc: Exception) -> str:
 
 def _device(args: argparse.Namespace) -> int:
     from device.errors import DeviceError  # noqa: PLC0415
-    from device.run import run  # noqa: PLC0415
+    from device.run import run, run_check  # noqa: PLC0415
 
     try:
+        if args.action == "check":
+            return run_check(
+                config_path=args.config,
+                wait_press=args.wait_press,
+                test_alert=not args.no_test_alert,
+                simulate=args.simulate,
+            )
         return run(config_path=args.config, simulate=args.simulate)
     except DeviceError as exc:
         print(f"panicbutton device: {exc}", file=sys.stderr)
@@ -99,6 +106,24 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path("/etc/panicbutton/device.toml"),
         help="firmware config file (default: /etc/panicbutton/device.toml)",
+    )
+    d.add_argument(
+        "action",
+        nargs="?",
+        choices=["run", "check"],
+        default="run",
+        help="run (default): the agent; check: test wiring, broker login, the server round "
+        "trip (a test alert that pages only test recipients) and the HTTPS path",
+    )
+    d.add_argument(
+        "--wait-press",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="with check: also wait this long for a real press of the button",
+    )
+    d.add_argument(
+        "--no-test-alert", action="store_true", help="with check: skip the server round trip"
     )
     d.add_argument(
         "--simulate", action="store_true", help="use gpiozero's mock pins; Enter presses the button"

@@ -94,9 +94,11 @@ class Demo:
         self.factories: dict[int, MockFactory] = {}
         self.agents: dict[int, Agent] = {}
         self.server: Server | None = None
+        self._print_lock = threading.Lock()
 
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        with self._print_lock:  # rooms, the pager and the input loop all print
+            print(text, file=self.out, flush=True)
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -136,7 +138,7 @@ class Demo:
             public_base_url=f"http://127.0.0.1:{self.http_port}",
             http_port=self.http_port,
         )
-        server = build(settings, site=demo_site(self.rooms), notifier=ConsoleNotifier(self.out))
+        server = build(settings, site=demo_site(self.rooms), notifier=ConsoleNotifier(self.say))
         self.server = server
         web = uvicorn.Server(
             uvicorn.Config(
@@ -168,10 +170,10 @@ class Demo:
         self.factories[i] = factory
 
         def on_light(light: Light, room: int = i) -> None:
+            self.say(f"  [Room {room} light] {LIGHT_WORDS[light]}")
             with self.changed:
                 self.lights[room] = light
                 self.changed.notify_all()
-            self.say(f"  [Room {room} light] {LIGHT_WORDS[light]}")
 
         agent = Agent(config, pin_factory=factory, on_light=on_light)
         stack.enter_context(agent)

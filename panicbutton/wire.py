@@ -31,8 +31,9 @@ VERSION: Final = 1
 PREFIX: Final = f"pb/v{VERSION}/dev"
 QOS: Final = 1
 
-#: Device ids are also MQTT user names and topic levels: keep them plain.
-DEVICE_ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+#: Device ids are also MQTT user names, client ids and topic levels: keep them plain,
+#: and within the 23 characters every MQTT 3.1.1 broker must accept as a client id.
+DEVICE_ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,22}$")
 
 
 class WireError(ValueError):
@@ -92,7 +93,7 @@ def parse_topic(topic: str) -> tuple[str, str]:
 def check_device_id(device_id: str) -> str:
     if not DEVICE_ID_RE.fullmatch(device_id):
         raise WireError(
-            f"device id {device_id!r} must be 1-63 characters of a-z, 0-9 and '-', "
+            f"device id {device_id!r} must be 1-23 characters of a-z, 0-9 and '-', "
             "starting with a letter or digit"
         )
     return device_id
@@ -211,13 +212,21 @@ class Alert:
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    """A room unit's link state; retained, and its Last Will says ``offline``."""
+    """A room unit's link state and health; retained, and its Last Will says ``offline``.
+
+    Sent on connect and then every heartbeat period (default 20 s), so a
+    silent unit is noticed even when the broker has not yet seen it drop.
+    ``uptime`` is in seconds; ``outbox`` counts unconfirmed alerts; ``error``
+    is the unit's last fault in words ("" when healthy).
+    """
 
     device_id: str
     state: LinkState
     at: datetime
     version: str = ""
     outbox: int = 0
+    uptime: int = 0
+    error: str = ""
     v: int = field(default=VERSION)
 
     def to_json(self) -> bytes:
@@ -240,7 +249,9 @@ class Status:
             state=state,
             at=parse_time(data.get("at"), "status.at"),
             version=str(data.get("version", "")),
-            outbox=data["outbox"] if isinstance(data.get("outbox"), int) else 0,
+            outbox=_field({"outbox": data.get("outbox", 0)}, "outbox", int, "status"),
+            uptime=_field({"uptime": data.get("uptime", 0)}, "uptime", int, "status"),
+            error=_field({"error": data.get("error", "")}, "error", str, "status")[:200],
         )
 
 
@@ -251,12 +262,15 @@ class Feedback:
     ``received`` is sent only after the incident is committed: it is what lets
     the unit drop the alert from its outbox (the broker's PUBACK only says the
     broker has it). ``incident`` is the server's incident number, for display.
+    ``presses`` is how many presses of this alert the server has recorded, so a
+    re-press stays in the unit's outbox until the server has counted it.
     """
 
     alert_id: str
     state: FeedbackState
     at: datetime
     incident: int
+    presses: int = 1
     v: int = field(default=VERSION)
 
     def to_json(self) -> bytes:
@@ -283,4 +297,5 @@ class Feedback:
             state=state,
             at=parse_time(data.get("at"), "feedback.at"),
             incident=_field(data, "incident", int, "feedback"),
+            presses=_field({"presses": data.get("presses", 1)}, "presses", int, "feedback"),
         )

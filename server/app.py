@@ -9,13 +9,14 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
-from server import api, webhooks
+from server import api, devices, webhooks
 from server.db import make_engine, migrate
 from server.ingest import Ingest
 from server.notifier import ConsoleNotifier, Notifier, TwilioNotifier
 from server.runtime import Runtime
 from server.settings import Settings
 from server.site import Site, load_site
+from server.supervision import SupervisionTimes, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +28,16 @@ class Server:
     settings: Settings
     runtime: Runtime
     ingest: Ingest
+    supervisor: Supervisor
     app: FastAPI
 
     def start(self) -> None:
         self.runtime.pager.redrive()
         self.ingest.start()
+        self.supervisor.start()
 
     def stop(self) -> None:
+        self.supervisor.stop()
         self.ingest.stop()
         self.runtime.close()
         self.runtime.engine.dispose()
@@ -50,7 +54,17 @@ def build(
     migrate(engine)
     runtime = Runtime(site=site, engine=engine, notifier=notifier)
     ingest = Ingest(settings, runtime)
-    server = Server(settings=settings, runtime=runtime, ingest=ingest, app=FastAPI())
+    supervisor = Supervisor(
+        runtime,
+        SupervisionTimes(
+            silence=settings.offline_silence,
+            grace=settings.offline_grace,
+            interval=settings.supervision_interval,
+        ),
+    )
+    server = Server(
+        settings=settings, runtime=runtime, ingest=ingest, supervisor=supervisor, app=FastAPI()
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -72,5 +86,6 @@ def build(
     app.state.runtime = runtime
     app.include_router(api.router)
     app.include_router(webhooks.router)
+    app.include_router(devices.router)
     server.app = app
     return server

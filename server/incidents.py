@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from panicbutton.wire import Alert, FeedbackState
+from panicbutton.wire import Alert, FeedbackState, LinkState, Status
 from server.models import AuditEvent, DeviceRecord, Incident, Page
-from server.site import Site
+from server.site import Room, Site
 
 
 class State(StrEnum):
@@ -51,9 +51,12 @@ class AlertResult:
     incident: Incident
     new: bool
     page_ids: list[int] = field(default_factory=list)
+    repressed: bool = False
 
 
-def record_alert(*, session: Session, site: Site, alert: Alert, now: datetime) -> AlertResult:
+def record_alert(
+    *, session: Session, site: Site, room: Room, alert: Alert, now: datetime
+) -> AlertResult:
     """Open an incident for ``alert``, or return the one it already opened.
 
     The device's alert id is the idempotency key: a redelivered alert, on any
@@ -61,10 +64,19 @@ def record_alert(*, session: Session, site: Site, alert: Alert, now: datetime) -
     """
     existing = session.scalar(select(Incident).where(Incident.alert_id == alert.alert_id))
     if existing is not None:
-        return AlertResult(existing, new=False)
-    room = site.room_for_device(alert.device_id)
-    if room is None:  # checked at the boundary; repeated so this function is safe alone
-        raise ValueError(f"device {alert.device_id!r} is not in the site file")
+        if alert.presses <= existing.presses:
+            return AlertResult(existing, new=False)
+        # The worker pressed again while this alert was open: same incident, counted.
+        existing.presses = alert.presses
+        audit(
+            session,
+            at=now,
+            type="alert.re_pressed",
+            incident_id=existing.id,
+            alert_id=alert.alert_id,
+            presses=alert.presses,
+        )
+        return AlertResult(existing, new=False, repressed=True)
     incident = Incident(
         alert_id=alert.alert_id,
         device_id=alert.device_id,
@@ -74,6 +86,7 @@ def record_alert(*, session: Session, site: Site, alert: Alert, now: datetime) -
         pressed_at=alert.pressed_at,
         received_at=now,
         state=State.OPEN,
+        presses=alert.presses,
     )
     session.add(incident)
     session.flush()
@@ -127,7 +140,8 @@ def _track_sequence(
     if device is None:
         device = DeviceRecord(device_id=device_id, last_seq=0, online=True, last_seen=now)
         session.add(device)
-    # NOTE: a jump means alerts we never received (or a unit whose outbox was lost).
+    # NOTE: a jump means alerts we never received; a step back means the unit's
+    # outbox was lost or replaced (the unit says so in its status too).
     if device.last_seq and seq > device.last_seq + 1:
         audit(
             session,
@@ -138,6 +152,17 @@ def _track_sequence(
             expected=device.last_seq + 1,
             got=seq,
         )
+    elif device.last_seq and seq <= device.last_seq:
+        audit(
+            session,
+            at=now,
+            type="device.sequence_reset",
+            incident_id=incident_id,
+            device=device_id,
+            previous=device.last_seq,
+            got=seq,
+        )
+        device.last_seq = seq
     device.last_seq = max(device.last_seq, seq)
     device.last_seen = now
 
@@ -199,15 +224,33 @@ def resolve(
     return True
 
 
-def record_link(*, session: Session, device_id: str, online: bool, now: datetime) -> None:
-    """Note a room unit going online or offline (from its retained status / Last Will)."""
-    device = session.get(DeviceRecord, device_id)
+def record_status(*, session: Session, status: Status, now: datetime) -> bool:
+    """Note a unit's status (heartbeat, Last Will or clean stop).
+
+    Returns True when a unit that managers were told is offline has come back.
+    """
+    device = session.get(DeviceRecord, status.device_id)
     if device is None:
-        device = DeviceRecord(device_id=device_id, last_seq=0, online=not online, last_seen=now)
+        device = DeviceRecord(device_id=status.device_id, last_seq=0, online=False)
         session.add(device)
-    if device.online != online:
-        audit(
-            session, at=now, type="device.online" if online else "device.offline", device=device_id
-        )
+    online = status.state is LinkState.ONLINE
+    back = False
+    if online and not device.online:
+        audit(session, at=now, type="device.online", device=status.device_id)
+        back = bool(device.offline_alerted)
+        device.offline_since, device.offline_alerted = None, False
+    elif not online and device.online:
+        mark_offline(session=session, device=device, reason="will", now=now)
     device.online = online
     device.last_seen = now
+    if online:
+        device.error, device.uptime = status.error, status.uptime
+        device.outbox, device.version = status.outbox, status.version[:32]
+    return back
+
+
+def mark_offline(*, session: Session, device: DeviceRecord, reason: str, now: datetime) -> None:
+    """Record a unit going offline: ``will`` (the broker saw it drop) or ``silent``."""
+    device.online = False
+    device.offline_since = now
+    audit(session, at=now, type="device.offline", device=device.device_id, reason=reason)

@@ -36,6 +36,23 @@ _ALREADY = {
     "nl": "{room}: {name} gaat al.",
     "en": "{room}: {name} is already going.",
 }
+_REPRESS = {
+    "fr": "{room}: le bouton a été pressé à nouveau ({presses} fois).",
+    "nl": "{room}: de knop werd opnieuw ingedrukt ({presses} keer).",
+    "en": "{room}: the button was pressed again ({presses} times).",
+}
+_UNIT_OFFLINE = {
+    "fr": "PANNE: le boîtier de {room} ne répond plus depuis {time}. "
+    "Le bouton ne peut pas alerter.",
+    "nl": "STORING: het toestel in {room} antwoordt niet meer sinds {time}. "
+    "De knop kan niet alarmeren.",
+    "en": "FAULT: the unit in {room} is offline since {time}. Its button cannot alert.",
+}
+_UNIT_ONLINE = {
+    "fr": "Le boîtier de {room} répond de nouveau.",
+    "nl": "Het toestel in {room} werkt opnieuw.",
+    "en": "The unit in {room} is back online.",
+}
 _NOT_UNDERSTOOD = {
     "fr": "Non compris. Répondez avec le numéro de l'alerte, par ex. 1.",
     "nl": "Niet begrepen. Antwoord met het nummer van het alarm, bv. 1.",
@@ -66,3 +83,15 @@ def already(lang: Language, *, name: str, room: str) -> str:
 
 def not_understood(lang: Language) -> str:
     return _NOT_UNDERSTOOD[lang]
+
+
+def repress(lang: Language, *, room: str, presses: int) -> str:
+    return _REPRESS[lang].format(room=room, presses=presses)
+
+
+def unit_offline(lang: Language, *, room: str, since: datetime, timezone: str) -> str:
+    return _UNIT_OFFLINE[lang].format(room=room, time=local_time(since, timezone))
+
+
+def unit_online(lang: Language, *, room: str) -> str:
+    return _UNIT_ONLINE[lang].format(room=room)

@@ -9,7 +9,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -48,6 +57,8 @@ class Incident(Base):
     room_id: Mapped[str] = mapped_column(String(63))
     kind: Mapped[str] = mapped_column(String(16))
     seq: Mapped[int]
+    #: Presses of this alert's button counted so far (re-presses while it is open).
+    presses: Mapped[int] = mapped_column(default=1, server_default="1")
     #: The device's clock at the press: kept for the record, never used for ordering.
     pressed_at: Mapped[datetime]
     received_at: Mapped[datetime]
@@ -107,6 +118,15 @@ class DeviceRecord(Base):
     last_seq: Mapped[int] = mapped_column(default=0)
     online: Mapped[bool] = mapped_column(default=False)
     last_seen: Mapped[datetime | None]
+    #: When the unit was last seen going offline (Last Will, clean stop or silence).
+    offline_since: Mapped[datetime | None]
+    #: Whether managers were told it is offline (so they are told when it returns).
+    offline_alerted: Mapped[bool] = mapped_column(default=False, server_default=false())
+    #: The unit's own word on its health, from its heartbeat ("" when healthy).
+    error: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    uptime: Mapped[int] = mapped_column(default=0, server_default="0")
+    outbox: Mapped[int] = mapped_column(default=0, server_default="0")
+    version: Mapped[str] = mapped_column(String(32), default="", server_default="")
 
 
 class WebhookReceipt(Base):

@@ -9,9 +9,9 @@ masked in logs.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
-from typing import Protocol, TextIO
+from collections.abc import Callable
+from typing import Protocol
 
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
@@ -85,15 +85,19 @@ class TwilioNotifier:
 
 
 class ConsoleNotifier:
-    """Prints each SMS to a terminal instead of sending it (demo only)."""
+    """Prints each SMS instead of sending it (demo only).
 
-    def __init__(self, out: TextIO | None = None) -> None:
-        self._out = out or sys.stdout
+    ``say`` prints one line; the demo passes its own so lines never interleave.
+    """
+
+    def __init__(self, say: Callable[[str], None] | None = None) -> None:
+        self._say = say or (lambda line: print(line, flush=True))
         self._count = 0
         self._lock = threading.Lock()
 
     def send_sms(self, to: str, body: str) -> str:
         with self._lock:
             self._count += 1
-            print(f"  [SMS to {to}] {body}", file=self._out, flush=True)
-            return f"SMconsole{self._count:08d}"
+            count = self._count
+        self._say(f"  [SMS to {to}] {body}")
+        return f"SMconsole{count:08d}"

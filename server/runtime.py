@@ -7,20 +7,21 @@ back to room units. Each ``handle_*`` method is one transaction.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from panicbutton.wire import Alert, Feedback, FeedbackState, LinkState, Status, now_utc
+from panicbutton.wire import Alert, Feedback, FeedbackState, Status, now_utc
 from server import incidents, messages, replies
 from server.db import sessions
 from server.incidents import FEEDBACK_FOR, Outcome, State, audit
 from server.models import Incident, Page, WebhookReceipt
 from server.notifier import Notifier, mask
 from server.paging import Pager
-from server.site import Language, Site
+from server.site import Language, Site, Staff
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class Runtime:
         self.pager = Pager(sessions=self.sessions, site=site, notifier=notifier, clock=clock)
         self.publish_feedback: FeedbackSink = lambda device_id, fb: None
         self._not_understood: dict[str, int] = {}
+        self._not_understood_lock = threading.Lock()
 
     def close(self) -> None:
         self.pager.close()
@@ -59,18 +61,29 @@ class Runtime:
         """Record ``alert`` (once), queue its pages, and return the feedback for the unit.
 
         The incident is committed before this returns; the caller confirms
-        receipt to the unit only then.
+        receipt to the unit only then. A unit missing from the site file still
+        pages the staff on duty (someone pressed a button), as an unknown unit.
         """
-        if self.site.room_for_device(alert.device_id) is None:
-            raise UnknownDeviceError(f"device {alert.device_id!r} is not in the site file")
+        room = self.site.room_for_device(alert.device_id)
+        if room is None:
+            log.error(
+                "alert from unit %s, which is not in the site file: paging as an unknown "
+                "unit; add it to the site file",
+                alert.device_id,
+            )
+            room = self.site.unknown_room(alert.device_id)
         now = self.clock()
         try:
             with self.sessions.begin() as s:
-                result = incidents.record_alert(session=s, site=self.site, alert=alert, now=now)
+                result = incidents.record_alert(
+                    session=s, site=self.site, room=room, alert=alert, now=now
+                )
         except IntegrityError:
             # Another instance committed the same alert first: read its incident.
             with self.sessions.begin() as s:
-                result = incidents.record_alert(session=s, site=self.site, alert=alert, now=now)
+                result = incidents.record_alert(
+                    session=s, site=self.site, room=room, alert=alert, now=now
+                )
         incident = result.incident
         if result.new:
             log.info(
@@ -80,6 +93,13 @@ class Runtime:
                 alert.alert_id,
             )
             self.pager.dispatch(result.page_ids)
+        elif result.repressed:
+            log.info("incident %d: button pressed again (%d)", incident.id, incident.presses)
+            self._tell_paged(
+                incident,
+                lambda m: messages.repress(m.language, room=room.label, presses=incident.presses),
+                purpose="repress",
+            )
         else:
             log.info("alert %s redelivered; incident %d already open", alert.alert_id, incident.id)
         return Feedback(
@@ -87,18 +107,35 @@ class Runtime:
             state=FEEDBACK_FOR[State(incident.state)],
             at=now,
             incident=incident.id,
+            presses=incident.presses,
         )
 
+    def _tell_paged(
+        self, incident: Incident, text: Callable[[Staff], str], *, purpose: str
+    ) -> None:
+        """Send a text to everyone paged for ``incident`` (or who acknowledged it)."""
+        with self.sessions() as s:
+            paged = set(s.scalars(select(Page.staff_id).where(Page.incident_id == incident.id)))
+        for staff_id in sorted(paged):
+            member = self.site.member(staff_id)
+            self.pager.send_text(member, text(member), incident_id=incident.id, purpose=purpose)
+
     def handle_status(self, status: Status) -> None:
-        if self.site.room_for_device(status.device_id) is None:
+        """A unit's status: heartbeat, Last Will or clean stop."""
+        room = self.site.room_for_device(status.device_id)
+        if room is None:
             raise UnknownDeviceError(f"device {status.device_id!r} is not in the site file")
         with self.sessions.begin() as s:
-            incidents.record_link(
-                session=s,
-                device_id=status.device_id,
-                online=status.state is LinkState.ONLINE,
-                now=self.clock(),
+            back = incidents.record_status(session=s, status=status, now=self.clock())
+        if back:
+            self.tell_managers(
+                lambda m: messages.unit_online(m.language, room=room.label), purpose="unit_online"
             )
+
+    def tell_managers(self, text: Callable[[Staff], str], *, purpose: str) -> None:
+        """Technical news for managers (staff on duty when the site names no manager)."""
+        for member in self.site.managers():
+            self.pager.send_text(member, text(member), incident_id=None, purpose=purpose)
 
     # -- staff -----------------------------------------------------------------
     def seen_webhook(self, key: str) -> bool:
@@ -131,7 +168,8 @@ class Runtime:
         if command.kind is replies.Kind.UNKNOWN:
             self._not_understood_reply(member.id, member.phone, member.language)
             return
-        self._not_understood.pop(member.phone, None)
+        with self._not_understood_lock:
+            self._not_understood.pop(member.phone, None)
         with self.sessions.begin() as s:
             query = (
                 select(Page, Incident)
@@ -188,8 +226,9 @@ class Runtime:
             )
 
     def _not_understood_reply(self, staff_id: str, phone: str, language: Language) -> None:
-        count = self._not_understood.get(phone, 0) + 1
-        self._not_understood[phone] = count
+        with self._not_understood_lock:
+            count = self._not_understood.get(phone, 0) + 1
+            self._not_understood[phone] = count
         if count > MAX_NOT_UNDERSTOOD:
             log.warning("staff %s: reply not understood again; staying silent", staff_id)
             return

@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     #: (behind a TLS proxy the request's own URL differs, so it comes from here).
     public_base_url: str = ""
 
+    #: Seconds without any status from a unit before it counts as offline.
+    offline_silence: float = 45.0
+    #: Seconds a unit must stay offline before managers are paged (skips brief reconnects).
+    offline_grace: float = 15.0
+    #: Seconds between supervision passes.
+    supervision_interval: float = 5.0
+
     @field_validator("public_base_url", "twilio_api_base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -103,10 +110,13 @@ class Settings(BaseSettings):
         for name, secret in secrets.items():
             value = secret.get_secret_value()
             if value.strip().lower() in _PLACEHOLDERS or value.lower().startswith("change"):
-                problems.append(
-                    f"{name} is empty or a placeholder; generate one with "
+                hint = (
+                    "copy it from the Twilio console"
+                    if "TWILIO" in name
+                    else "generate one with "
                     "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`"
                 )
+                problems.append(f"{name} is empty or a placeholder; {hint}")
         if len(self.api_token.get_secret_value()) < 32 and "PANICBUTTON_API_TOKEN" not in str(
             problems
         ):

@@ -21,7 +21,12 @@ from server.errors import SiteError
 Language = Literal["fr", "nl", "en"]
 LANGUAGES: tuple[Language, ...] = ("fr", "nl", "en")
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+#: Room id prefix for incidents from units the site file does not list.
+UNKNOWN_PREFIX = "unknown-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +34,8 @@ class Room:
     id: str
     label: str  # what staff read in the SMS, e.g. "Room 3 (first floor)"
     device: str
+    #: SHA-256 (hex) of the unit's token for the HTTPS path; None turns that path off.
+    token_sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +68,24 @@ class Site:
         return next((r for r in self.rooms if r.device == device_id), None)
 
     def room(self, room_id: str) -> Room:
-        return next(r for r in self.rooms if r.id == room_id)
+        """The room with this id; an incident from an unknown unit gets a stand-in."""
+        found = next((r for r in self.rooms if r.id == room_id), None)
+        if found is None and room_id.startswith(UNKNOWN_PREFIX):
+            return self.unknown_room(room_id.removeprefix(UNKNOWN_PREFIX))
+        if found is None:
+            raise LookupError(f"room {room_id!r} is not in the site file")
+        return found
+
+    @staticmethod
+    def unknown_room(device_id: str) -> Room:
+        """A stand-in for a unit with broker credentials that the site file does not list."""
+        return Room(
+            id=UNKNOWN_PREFIX + device_id, label=f"UNKNOWN UNIT {device_id}", device=device_id
+        )
+
+    def managers(self) -> list[Staff]:
+        """Who hears of technical faults: managers, or the staff on duty if there are none."""
+        return [s for s in self.staff if s.role == "manager"] or self.recipients("on_duty")
 
     def member(self, staff_id: str) -> Staff:
         return next(s for s in self.staff if s.id == staff_id)
@@ -88,7 +112,18 @@ def _parse_rooms(data: dict[str, Any], where: str) -> tuple[Room, ...]:
     rooms: list[Room] = []
     for i, r in enumerate(data.get("rooms", [])):
         w = f"{where}: rooms[{i}]"
-        room = Room(id=_need(r, "id", w), label=_need(r, "label", w), device=_need(r, "device", w))
+        token = r.get("device_token_sha256")
+        if token is not None and not SHA256_HEX.fullmatch(str(token)):
+            raise SiteError(
+                f"{w}: device_token_sha256 must be 64 hex digits (from "
+                "`panicbutton provision`), not the token itself"
+            )
+        room = Room(
+            id=_need(r, "id", w),
+            label=_need(r, "label", w),
+            device=_need(r, "device", w),
+            token_sha256=token,
+        )
         if not ID_RE.fullmatch(room.id):
             raise SiteError(f"{w}: id {room.id!r} must be lowercase letters, digits and '-'")
         if not DEVICE_ID_RE.fullmatch(room.device):
@@ -194,4 +229,9 @@ def load_site(path: Path) -> Site:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise SiteError(f"site file {path}: not valid TOML: {exc}") from None
+    except OSError as exc:  # a folder where the file should be, no permission, ...
+        raise SiteError(
+            f"site file {path} cannot be read: {exc.strerror}; it must be a "
+            "readable TOML file (see firmware_config/site.example.toml)"
+        ) from None
     return parse_site(data, str(path))

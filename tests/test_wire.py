@@ -67,7 +67,7 @@ def test_status_and_feedback_round_trip() -> None:
         (alert_json(seq=True), "alert.seq must be int, got True"),
         (alert_json(seq=0), "alert.seq must be a positive integer"),
         (alert_json(alert_id="xyz"), "alert.alert_id 'xyz' must be 32 lowercase hex digits"),
-        (alert_json(device_id="Unit 1"), "device id 'Unit 1' must be 1-63 characters"),
+        (alert_json(device_id="Unit 1"), "device id 'Unit 1' must be 1-23 characters"),
         (alert_json(pressed_at="yesterday"), "alert.pressed_at 'yesterday' is not an RFC 3339"),
         (alert_json(pressed_at="2026-11-28T12:00:00"), "has no time zone"),
         (alert_json(kind="drill"), "alert.kind must be 'panic' or 'test'"),

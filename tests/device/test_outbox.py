@@ -12,7 +12,7 @@ def test_press_survives_reopen_until_confirmed(tmp_path: Path) -> None:
     box = Outbox(path)
     first = box.add("unit-1")
     second = box.add("unit-1")
-    box.close()  # as if the agent was killed: nothing but the file remains
+    box.shutdown()  # as if the agent was killed: nothing but the file remains
 
     box = Outbox(path)
     assert [a.alert_id for a in box.pending()] == [first.alert_id, second.alert_id]
@@ -27,20 +27,38 @@ def test_sequence_survives_restart_and_confirmation(tmp_path: Path) -> None:
     box = Outbox(path)
     for _ in range(3):
         box.confirm(box.add("unit-1").alert_id)
-    box.close()
+    box.shutdown()
     assert Outbox(path).add("unit-1").seq == 4
 
 
-def test_corrupt_file_is_reported_and_press_still_sent_from_memory(tmp_path: Path) -> None:
+def test_corrupt_file_is_moved_aside_and_presses_stay_durable(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite3"
     path.write_bytes(b"this is not a database" * 100)
     box = Outbox(path)
     alert = box.add("unit-1")
     assert box.fault is not None
-    assert "cannot be opened" in box.fault
-    assert [a.alert_id for a in box.pending()] == [alert.alert_id]
-    assert box.confirm(alert.alert_id)
-    assert box.pending() == []
+    assert "was corrupt" in box.fault
+    assert len(list(tmp_path.glob("outbox.sqlite3.corrupt-*"))) == 1  # kept for inspection
+    box.shutdown()
+    assert [a.alert_id for a in Outbox(path).pending()] == [alert.alert_id]
+
+
+def test_open_alert_takes_represses_until_closed(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    box = Outbox(path)
+    first = box.add("unit-1")
+    assert box.confirm(first.alert_id, presses=1)
+    again = box.repress(first.alert_id)
+    assert again is not None
+    assert again.presses == 2
+    assert box.pending() == [again]  # unconfirmed again until the server has the re-press
+    assert not box.confirm(first.alert_id, presses=1)  # stale feedback does not confirm it
+    assert box.confirm(first.alert_id, presses=2)
+    box.shutdown()
+    box = Outbox(path)
+    assert box.open_alert() == again
+    box.close(first.alert_id)
+    assert box.open_alert() is None
 
 
 def test_unwritable_location_is_reported_and_press_kept_in_memory() -> None:

@@ -28,11 +28,10 @@ def server(tmp_path: Path) -> Iterator[Server]:
         twilio_auth_token=SecretStr("t" * 32),
         public_base_url="https://alarm.example.test",
     )
-    out = (tmp_path / "sms.txt").open("w")
-    built = build(settings, site=sample_site(), notifier=ConsoleNotifier(out))
+    sms: list[str] = []
+    built = build(settings, site=sample_site(), notifier=ConsoleNotifier(sms.append))
     yield built
     built.runtime.close()
-    out.close()
 
 
 def test_every_api_route_refuses_missing_or_wrong_token(server: Server) -> None:

@@ -33,6 +33,12 @@ def alert(device: str = "unit-1", seq: int = 1) -> Alert:
     return Alert(device_id=device, alert_id=new_alert_id(), seq=seq, pressed_at=NOW)
 
 
+def record(s: Session, a: Alert) -> incidents.AlertResult:
+    room = SITE.room_for_device(a.device_id)
+    assert room is not None
+    return incidents.record_alert(session=s, site=SITE, room=room, alert=a, now=NOW)
+
+
 def count(s: Session, model: type[object]) -> int:
     return s.scalar(select(func.count()).select_from(model)) or 0
 
@@ -41,7 +47,7 @@ def test_same_alert_opens_one_incident_and_pages_once(engine: Engine) -> None:
     a = alert()
     for _ in range(3):
         with sessions(engine).begin() as s:
-            result = incidents.record_alert(session=s, site=SITE, alert=a, now=NOW)
+            result = record(s, a)
     assert result.new is False
     assert result.page_ids == []
     with sessions(engine)() as s:
@@ -52,8 +58,8 @@ def test_same_alert_opens_one_incident_and_pages_once(engine: Engine) -> None:
 
 def test_reply_codes_are_smallest_free_per_phone(engine: Engine) -> None:
     with sessions(engine).begin() as s:
-        first = incidents.record_alert(session=s, site=SITE, alert=alert("unit-1"), now=NOW)
-        second = incidents.record_alert(session=s, site=SITE, alert=alert("unit-2"), now=NOW)
+        first = record(s, alert("unit-1"))
+        second = record(s, alert("unit-2"))
     with sessions(engine).begin() as s:
         codes = {(p.incident_id, p.staff_id): p.reply_code for p in s.scalars(select(Page))}
         assert codes[(first.incident.id, "reception")] == 1
@@ -66,7 +72,7 @@ def test_reply_codes_are_smallest_free_per_phone(engine: Engine) -> None:
             now=NOW,
         )
     with sessions(engine).begin() as s:
-        third = incidents.record_alert(session=s, site=SITE, alert=alert("unit-3"), now=NOW)
+        third = record(s, alert("unit-3"))
         assert (
             s.scalar(
                 select(Page.reply_code).where(
@@ -79,7 +85,7 @@ def test_reply_codes_are_smallest_free_per_phone(engine: Engine) -> None:
 
 def test_acknowledge_counts_once_and_resolve_needs_outcome(engine: Engine) -> None:
     with sessions(engine).begin() as s:
-        opened = incidents.record_alert(session=s, site=SITE, alert=alert(), now=NOW)
+        opened = record(s, alert())
     later = NOW + timedelta(seconds=40)
     with sessions(engine).begin() as s:
         inc = s.get_one(Incident, opened.incident.id)
@@ -104,7 +110,7 @@ def test_acknowledge_counts_once_and_resolve_needs_outcome(engine: Engine) -> No
 def test_failed_transaction_leaves_neither_incident_nor_log(engine: Engine) -> None:
     def crash_before_commit() -> None:
         with sessions(engine).begin() as s:
-            incidents.record_alert(session=s, site=SITE, alert=alert(), now=NOW)
+            record(s, alert())
             raise RuntimeError("database went away before commit")
 
     with pytest.raises(RuntimeError):
@@ -116,8 +122,8 @@ def test_failed_transaction_leaves_neither_incident_nor_log(engine: Engine) -> N
 
 def test_sequence_gap_is_logged(engine: Engine) -> None:
     with sessions(engine).begin() as s:
-        incidents.record_alert(session=s, site=SITE, alert=alert(seq=1), now=NOW)
-        incidents.record_alert(session=s, site=SITE, alert=alert(seq=4), now=NOW)
+        record(s, alert(seq=1))
+        record(s, alert(seq=4))
     with sessions(engine)() as s:
         gap = s.scalars(select(AuditEvent).where(AuditEvent.type == "device.sequence_gap")).one()
         assert gap.data == {"device": "unit-1", "expected": 2, "got": 4}

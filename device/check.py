@@ -1,0 +1,200 @@
+"""``panicbutton device check``: what an installer runs after wiring a unit.
+
+Checks, in order, and says what is wrong in each: the config; the pins (the
+button's level, a blink of the light, and optionally a real press); the
+broker login; the server round trip (a *test* alert that pages only the test
+recipients, confirmed by the server); and the HTTPS path's token.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import urllib.error
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from device.config import DeviceConfig
+from device.errors import DeviceError
+from device.https import HttpsSender, describe
+from device.outbox import Outbox
+from device.pins import make_factory
+from panicbutton.wire import QOS, AlertKind, Feedback, WireError, alert_topic, feedback_topic
+
+
+class Report:
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.failed = 0
+
+    def ok(self, what: str, detail: str) -> None:
+        self.say(f"ok    {what}: {detail}")
+
+    def fail(self, what: str, detail: str) -> None:
+        self.failed += 1
+        self.say(f"FAIL  {what}: {detail}")
+
+
+def check(
+    config: DeviceConfig,
+    *,
+    say: Callable[[str], None] = print,
+    wait_press: float = 0,
+    test_alert: bool = True,
+    pin_factory: Any = None,
+) -> int:
+    """Run every check; return the number that failed."""
+    report = Report(say)
+    report.ok(
+        "config",
+        f"device {config.device_id}, button GPIO{config.button_pin}, light GPIO{config.led_pin}",
+    )
+    _pins(config, report, wait_press, pin_factory)
+    client = _broker(config, report)
+    if client is not None:
+        if test_alert:
+            _round_trip(config, report, client)
+        client.disconnect()
+        client.loop_stop()
+    _https(config, report)
+    say("all checks passed" if not report.failed else f"{report.failed} check(s) failed")
+    return report.failed
+
+
+def _pins(config: DeviceConfig, report: Report, wait_press: float, pin_factory: Any) -> None:
+    from gpiozero import LED, Button  # noqa: PLC0415 -- only when checking pins
+
+    try:
+        factory = pin_factory if pin_factory is not None else make_factory(config.pin_factory)
+        with (
+            Button(config.button_pin, pull_up=True, pin_factory=factory) as button,
+            LED(config.led_pin, pin_factory=factory) as led,
+        ):
+            if button.is_pressed:
+                report.fail(
+                    "button",
+                    f"GPIO{config.button_pin} reads pressed while nobody "
+                    "presses it: a short to ground, or a normally-closed button",
+                )
+            else:
+                report.ok("button", f"GPIO{config.button_pin} reads released")
+            led.blink(on_time=0.2, off_time=0.2, n=3, background=False)
+            report.ok("light", f"GPIO{config.led_pin} blinked 3 times (did you see it?)")
+            if wait_press:
+                report.say(f"      press the button within {wait_press:.0f} s ...")
+                if button.wait_for_press(timeout=wait_press):
+                    report.ok("button press", "seen")
+                else:
+                    report.fail(
+                        "button press",
+                        "not seen: check the wiring between "
+                        f"GPIO{config.button_pin} and GND (see WIRING.md)",
+                    )
+    except (DeviceError, OSError, RuntimeError) as exc:
+        report.fail(
+            "pins",
+            f"{exc} (is the agent running? stop it first: sudo systemctl stop panicbutton-device)",
+        )
+    except Exception as exc:  # gpiozero raises its own errors for busy or missing pins  # noqa: BLE001
+        report.fail("pins", f"{type(exc).__name__}: {exc}")
+
+
+def _broker(config: DeviceConfig, report: Report) -> mqtt.Client | None:
+    result: list[Any] = []
+    ready = threading.Event()
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"{config.device_id}-check",
+        protocol=MQTTProtocolVersion.MQTTv311,
+    )
+    client.username_pw_set(config.mqtt.username, config.mqtt.password)
+    if config.mqtt.ca_file is not None:
+        client.tls_set(ca_certs=str(config.mqtt.ca_file))
+
+    def on_connect(c: mqtt.Client, u: Any, f: Any, reason: Any, p: Any) -> None:
+        result.append(reason)
+        ready.set()
+
+    client.on_connect = on_connect
+    where = f"{config.mqtt.host}:{config.mqtt.port}"
+    try:
+        client.connect(config.mqtt.host, config.mqtt.port, keepalive=config.mqtt.keepalive)
+    except OSError as exc:
+        report.fail(
+            "broker",
+            f"cannot reach {where}: {exc} (check mqtt.host, mqtt.port, "
+            "the network, and the broker's firewall)",
+        )
+        return None
+    client.loop_start()
+    if not ready.wait(10) or result[0].is_failure:
+        reason = result[0] if result else "no answer in 10 s"
+        report.fail(
+            "broker",
+            f"{where} refused the login: {reason} (check mqtt.password_file "
+            f"and that the broker has user {config.device_id})",
+        )
+        client.loop_stop()
+        return None
+    report.ok("broker", f"logged in to {where} as {config.device_id}")
+    return client
+
+
+def _round_trip(config: DeviceConfig, report: Report, client: mqtt.Client) -> None:
+    outbox = Outbox(config.outbox_path)
+    alert = outbox.add(config.device_id, AlertKind.TEST)
+    confirmed: list[Feedback] = []
+    done = threading.Event()
+
+    def on_message(c: mqtt.Client, u: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            fb = Feedback.from_json(bytes(message.payload))
+        except WireError:
+            return
+        if fb.alert_id == alert.alert_id:
+            confirmed.append(fb)
+            done.set()
+
+    client.on_message = on_message
+    client.subscribe(feedback_topic(config.device_id), qos=QOS)
+    time.sleep(0.2)
+    started = time.monotonic()
+    client.publish(alert_topic(config.device_id), alert.to_json(), qos=QOS)
+    if done.wait(15):
+        outbox.confirm(alert.alert_id, confirmed[0].presses)
+        report.ok(
+            "server",
+            f"confirmed the test alert in {time.monotonic() - started:.2f} s "
+            f"(incident {confirmed[0].incident}); test recipients were paged",
+        )
+    else:
+        report.fail(
+            "server",
+            "no confirmation within 15 s: the broker works but the server "
+            "did not answer (is it running, and is this unit in its site file?); "
+            "the test alert stays in the outbox and the agent will resend it",
+        )
+    outbox.shutdown()
+
+
+def _https(config: DeviceConfig, report: Report) -> None:
+    if config.https is None:
+        report.ok(
+            "https path", "not configured (set [server] url and token_file for a second path)"
+        )
+        return
+    sender = HttpsSender(config.https, config.device_id, queue.Queue())
+    try:
+        sender.check()
+        report.ok("https path", f"{config.https.url} accepts this unit's token")
+    except urllib.error.HTTPError as exc:
+        hint = " (the token is wrong, or the site file lacks its hash)" if exc.code == 401 else ""
+        report.fail("https path", f"{config.https.url}: {describe(exc)}{hint}")
+    except OSError as exc:
+        report.fail("https path", f"{config.https.url}: {describe(exc)}")
+    finally:
+        sender.close()

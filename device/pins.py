@@ -1,0 +1,36 @@
+"""Choosing gpiozero's pin factory from ``pins.factory`` in the firmware config.
+
+``auto`` (the default) lets gpiozero pick; it tries lgpio first, the only
+factory that works on a Raspberry Pi 5 (gpiozero >= 2.0.1.post3; post1 and
+post2 were broken there). Naming one makes a missing library a clear error at
+start instead of a silent fallback.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from device.errors import ConfigError
+
+FACTORIES = {
+    "lgpio": ("gpiozero.pins.lgpio", "LGPIOFactory", "sudo apt install python3-lgpio"),
+    "rpigpio": ("gpiozero.pins.rpigpio", "RPiGPIOFactory", "sudo apt install python3-rpi.gpio"),
+    "pigpio": ("gpiozero.pins.pigpio", "PiGPIOFactory", "sudo apt install pigpio python3-pigpio"),
+    "native": ("gpiozero.pins.native", "NativeFactory", "(built into gpiozero)"),
+    "mock": ("gpiozero.pins.mock", "MockFactory", "(built into gpiozero)"),
+}
+
+
+def make_factory(name: str) -> Any:
+    """A pin factory by config name; None for ``auto`` (gpiozero's own choice)."""
+    if name == "auto":
+        return None
+    module, cls, install = FACTORIES[name]
+    try:
+        return getattr(importlib.import_module(module), cls)()
+    except Exception as exc:  # noqa: BLE001 -- ImportError, or the library failing on the chip
+        raise ConfigError(
+            f"pins.factory = {name!r} cannot be used here ({exc}); {install}, "
+            'or set pins.factory = "auto"'
+        ) from None

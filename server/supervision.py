@@ -1,0 +1,102 @@
+"""Supervision of room units: a unit that goes silent is a button that cannot alert.
+
+A unit says "online" with a heartbeat (default every 20 s) and its Last Will
+says "offline" when the broker loses it (after 1.5 keepalives, about 22 s).
+This loop also catches a unit that is connected but silent (a hung agent):
+no status for ``silence`` seconds marks it offline. Managers are told once a
+unit has been offline for ``grace`` seconds (so a brief reconnect is not a
+page), and told again when it returns. With the defaults a unit that drops is
+reported within 45 s and one that goes silent within 50 s (NFPA 72 asks
+supervision within 60 min for a single path; a panic button deserves better).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+
+from server import incidents, messages
+from server.incidents import audit
+from server.models import DeviceRecord
+from server.runtime import Runtime
+from server.site import Room, Staff
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisionTimes:
+    """Seconds: no status for ``silence`` marks a unit offline; managers are paged after
+    ``grace`` offline; the loop runs every ``interval``."""
+
+    silence: float = 45.0
+    grace: float = 15.0
+    interval: float = 5.0
+
+
+class Supervisor:
+    def __init__(self, runtime: Runtime, times: SupervisionTimes) -> None:
+        self._runtime = runtime
+        self._times = times
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
+        self._started = runtime.clock()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._times.interval):
+            try:
+                self.check()
+            except Exception:  # the loop must outlive a database hiccup
+                log.exception("supervision check failed; trying again")
+
+    def check(self) -> list[str]:
+        """One pass; returns the device ids managers were just told are offline."""
+        rt = self._runtime
+        now = rt.clock()
+        silent_before = now - timedelta(seconds=self._times.silence)
+        alert_before = now - timedelta(seconds=self._times.grace)
+        newly: list[tuple[Room, datetime]] = []
+        with rt.sessions.begin() as s:
+            for room in rt.site.rooms:
+                device = s.get(DeviceRecord, room.device)
+                if device is None:  # never heard of since this database began
+                    device = DeviceRecord(
+                        device_id=room.device, last_seq=0, online=False, offline_since=self._started
+                    )
+                    s.add(device)
+                if device.online and (device.last_seen is None or device.last_seen < silent_before):
+                    incidents.mark_offline(
+                        session=s, device=device, reason="silent", now=device.last_seen or now
+                    )
+                since = device.offline_since or self._started
+                if not device.online and not device.offline_alerted and since <= alert_before:
+                    device.offline_alerted = True
+                    audit(s, at=now, type="device.offline_alerted", device=room.device)
+                    newly.append((room, since))
+        for room, since in newly:
+            log.error(
+                "unit %s (%s) offline since %s: telling managers",
+                room.device,
+                room.id,
+                since.isoformat(timespec="seconds"),
+            )
+            rt.tell_managers(
+                partial(self._offline_text, room=room, since=since), purpose="unit_offline"
+            )
+        return [room.device for room, _ in newly]
+
+    def _offline_text(self, member: Staff, *, room: Room, since: datetime) -> str:
+        return messages.unit_offline(
+            member.language, room=room.label, since=since, timezone=self._runtime.site.timezone
+        )
