@@ -1,0 +1,298 @@
+"""``python -m tests.bench``: the report (see the package docstring and each module)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import secrets
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from importlib.metadata import version
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+from tests.bench.floor import FloorRun, measure_floor
+from tests.bench.footprint import Footprint, measure_footprint
+from tests.bench.latency import STAGES, AppRun, measure_app
+from tests.bench.stats import SUMMARY_HEADERS, Summary, ms, table
+from tests.harness import (
+    PG_ADMIN_URL,
+    System,
+    find_mosquitto,
+    postgres_database,
+    postgres_reachable,
+    start_mosquitto,
+)
+
+AGENT_PRESSES = 20
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench",
+        description="Press -> SMS request latency against the no-logic floor, and the room "
+        "unit agent's footprint, on loopback with a real Mosquitto.",
+    )
+    parser.add_argument(
+        "--presses",
+        type=int,
+        default=100,
+        metavar="N",
+        help="measured presses, and floor iterations (default 100)",
+    )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help=f"run the server on a temporary PostgreSQL database "
+        f"({PG_ADMIN_URL.rsplit('@', 1)[1].rsplit('/', 1)[0]}) "
+        "instead of SQLite",
+    )
+    parser.add_argument(
+        "--agent-presses",
+        type=int,
+        default=AGENT_PRESSES,
+        metavar="N",
+        help=f"presses for the agent's press -> publish figure "
+        f"(default {AGENT_PRESSES}; 0 skips the footprint)",
+    )
+    args = parser.parse_args(argv)
+    if args.presses < 1:
+        parser.error("--presses must be at least 1")
+    if args.agent_presses < 0:
+        parser.error("--agent-presses must be 0 or more")
+    return args
+
+
+def say(text_: str = "") -> None:
+    print(text_, flush=True)
+
+
+def progress(text_: str) -> None:
+    print(f"  ... {text_}", file=sys.stderr, flush=True)
+
+
+def command_line() -> str:
+    exe = (
+        os.path.relpath(sys.executable)
+        if sys.executable.startswith(str(Path.cwd()))
+        else sys.executable
+    )
+    return shlex.join([exe, "-m", "tests.bench", *sys.argv[1:]])
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def mosquitto_version(binary: str) -> str:
+    try:
+        out = subprocess.run(
+            [binary, "-h"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "mosquitto (version unknown)"
+    return out.splitlines()[0].strip() if out else "mosquitto (version unknown)"
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.2f} (1 min), {five:.2f} (5 min)"
+
+
+def header(mosquitto: str, db: str) -> None:
+    nproc = len(os.sched_getaffinity(0))
+    libs = ", ".join(
+        f"{name} {version(name)}"
+        for name in ("paho-mqtt", "twilio", "gpiozero", "SQLAlchemy", "uvicorn")
+    )
+    say("panicbutton bench")
+    say(f"command:   {command_line()}")
+    say(f"machine:   nproc {nproc}, {cpu_model()}, {platform.system()} {platform.release()}")
+    say(f"python:    {platform.python_implementation()} {platform.python_version()}")
+    say(f"software:  {mosquitto_version(mosquitto)}; {libs}")
+    say(f"database:  {db}")
+    say(f"load avg:  {load()} at start")
+    say("NOTE:      numbers are from a shared, noisy 2-core machine (everything - broker, server,")
+    say("           room units, fake Twilio, the bench - shares those cores); compare figures")
+    say("           within one run (the app/floor ratio), not absolute values across runs.")
+
+
+@contextlib.contextmanager
+def database(postgres: bool, folder: Path) -> Iterator[tuple[str, str]]:
+    """(SQLAlchemy URL, description) of a fresh database, dropped afterwards."""
+    if not postgres:
+        import sqlite3  # noqa: PLC0415 -- only for its version string
+
+        path = folder / "bench.sqlite3"
+        yield (
+            f"sqlite:///{path}",
+            (
+                f"SQLite {sqlite3.sqlite_version}, file {path.name} in a temp "
+                "dir (WAL, synchronous=FULL as the server sets it)"
+            ),
+        )
+        return
+    with postgres_database(f"pb_bench_{secrets.token_hex(4)}") as url:
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                server_version = conn.execute(text("SHOW server_version")).scalar()
+        finally:
+            engine.dispose()
+        yield url, f"PostgreSQL {server_version} on 127.0.0.1:5432, temporary database"
+
+
+def summary_rows(
+    label: str, totals: list[float], stages: dict[str, list[float]]
+) -> list[list[str]]:
+    rows = [Summary.of(totals).row(label)]
+    rows += [Summary.of(v).row("  " + k) for k, v in stages.items() if v]
+    return rows
+
+
+def report_app(app: AppRun, db: str) -> None:
+    say()
+    say(f"1. Press -> SMS request, whole system (server on {db})")
+    say("   From time.monotonic() just before the room unit's mock button pin is driven low, to")
+    say("   the fake Twilio's receipt of the first of the incident's two Messages.json requests")
+    say("   (one per person on duty). Real Mosquitto with passwords + ACL, real paho, server")
+    say("   with uvicorn, real twilio library. Rooms unit-1..3 pressed in turn (held 50 ms);")
+    say("   each press makes a new incident; the bench waits for both SMS, the light RECEIVED")
+    say("   and an idle pager, then resolves the incident (light back to ARMED) and pauses")
+    say(f"   50 ms before the next press. {app.warmup} warm-up presses not counted. In ms:")
+    say()
+    say(table(SUMMARY_HEADERS, summary_rows("press -> first SMS request", app.totals, app.stages)))
+    say()
+    say("   Indented rows: stages of the same presses, from marks taken by wrapping methods of")
+    say("   the live agent, ingest, pager and notifier in the bench process (no app change).")
+    say("   Stage percentiles are per stage and do not add up to the total's. The room units")
+    say("   run in the bench process, beside the server (one GIL): their work on the feedback")
+    say("   (light, outbox) overlaps the pager's, as it would not on a real Raspberry Pi.")
+    if app.missing_probes:
+        say(f"   Probes not installed (code changed?): {', '.join(app.missing_probes)}")
+    missing = [label for label, _, _ in STAGES if not app.stages.get(label)]
+    if missing and not app.missing_probes:
+        say(f"   Stages without data: {', '.join(missing)}")
+
+
+def report_floor(floor: FloorRun, app: AppRun) -> None:
+    say()
+    say("2. Floor: the same hops with no application logic, same run, same broker and fake")
+    say("   Twilio. paho publish (QoS 1) -> Mosquitto -> paho subscriber (QoS 1, another client")
+    say("   in this process) -> POST with twilio.http.http_client.TwilioHttpClient from its")
+    say("   on_message -> fake Twilio receipt. Measured from just before publish() to receipt.")
+    say(f"   Server stopped during this part. {floor.warmup} warm-up messages not counted. In ms:")
+    say()
+    say(table(SUMMARY_HEADERS, summary_rows("publish -> SMS request", floor.totals, floor.stages)))
+    a, f = Summary.of(app.totals), Summary.of(floor.totals)
+    say()
+    say(
+        table(
+            ("app / floor", "median", "p99"),
+            [
+                ["ratio", f"{a.median / f.median:.1f}x", f"{a.p99 / f.p99:.1f}x"],
+                ["difference (ms)", ms(a.median - f.median), ms(a.p99 - f.p99)],
+            ],
+        )
+    )
+
+
+def kb(value: int) -> str:
+    return f"{value / 1024:.1f} MiB"
+
+
+def report_footprint(fp: Footprint | None, presses: int) -> None:
+    say()
+    say("3. Room unit agent footprint (a subprocess: python -m tests.bench.agent_child, which")
+    say("   imports device.agent + gpiozero's MockFactory and runs one Agent against the same")
+    say("   broker as unit-1; the server is running, confirms its alerts and the bench")
+    say("   resolves each incident before the next press)")
+    if fp is None:
+        say("   skipped (--agent-presses 0)")
+        return
+    say()
+    say(
+        table(
+            ("", "value"),
+            [
+                ["resident memory (VmRSS) at interpreter start", kb(fp.rss_base_kb)],
+                ["  after importing gpiozero + device.agent", kb(fp.rss_imported_kb)],
+                ["  light ARMED (connected)", kb(fp.rss_armed_kb)],
+                [f"  after {presses} presses", kb(fp.rss_end_kb)],
+                ["  peak (VmHWM)", kb(fp.hwm_kb)],
+                ["process spawn -> light ARMED", f"{ms(fp.spawn_to_armed)} ms"],
+                ["  spawn -> child's first statement", f"{ms(fp.spawn_to_main)} ms"],
+                ["  imports (gpiozero, device.agent)", f"{ms(fp.imports)} ms"],
+                ["  Agent() + start() -> MQTT connected -> ARMED", f"{ms(fp.start_to_armed)} ms"],
+            ],
+        )
+    )
+    say()
+    say("   Press -> publish: the child's time.monotonic() just before drive_low() to receipt of")
+    say("   that alert by a paho subscriber in the bench process (server credentials,")
+    say("   pb/v1/dev/+/alert): agent thread hand-off + outbox commit (SQLite, synchronous=FULL)")
+    say("   + paho publish + one broker hop. time.monotonic() is one clock for all processes.")
+    say("   In ms:")
+    say()
+    say(
+        table(
+            SUMMARY_HEADERS, [Summary.of(fp.press_to_publish).row("press -> alert at a subscriber")]
+        )
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    mosquitto = find_mosquitto()
+    if mosquitto is None:
+        print("bench: mosquitto is not installed (apt install mosquitto)", file=sys.stderr)
+        return 2
+    if args.postgres and not postgres_reachable():
+        print(f"bench: PostgreSQL is not reachable at {PG_ADMIN_URL}", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    try:
+        return bench(args, mosquitto, started)
+    except (TimeoutError, RuntimeError) as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        return 1
+
+
+def bench(args: argparse.Namespace, mosquitto: str, started: float) -> int:
+    with contextlib.ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pb-bench-")))
+        port, users = stack.enter_context(start_mosquitto(folder / "mosquitto"))
+        url, db = stack.enter_context(database(args.postgres, folder))
+        header(mosquitto, db)
+        system = stack.enter_context(
+            System(mqtt_port=port, users=users, database_url=url, folder=folder)
+        )
+        app = measure_app(system, args.presses, progress=progress)
+        report_app(app, "PostgreSQL" if args.postgres else "SQLite")
+        footprint = None
+        if args.agent_presses:
+            progress("agent footprint")
+            footprint = measure_footprint(system, args.agent_presses, folder)
+        system.stop_server()
+        progress("floor")
+        floor = measure_floor(system, args.presses, progress=progress)
+        report_floor(floor, app)
+        report_footprint(footprint, args.agent_presses)
+    say()
+    say(f"load avg:  {load()} at end; bench took {time.monotonic() - started:.0f} s")
+    return 0
