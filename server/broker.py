@@ -99,6 +99,8 @@ class BrokerFiles:
     folder: Path
     port: int
     users: dict[str, str] = field(default_factory=dict)  # name -> password
+    #: Keep retained messages and sessions across a restart (on in production).
+    persistence: bool = False
 
     @property
     def conf(self) -> Path:
@@ -122,7 +124,8 @@ class BrokerFiles:
                     f"password_file {passwd}",
                     f"acl_file {self.folder / 'acl'}",
                     f"listener {self.port} 127.0.0.1",
-                    "persistence false",
+                    f"persistence {'true' if self.persistence else 'false'}",
+                    f"persistence_location {self.folder}/",
                     "log_dest stderr",
                     "log_type error",
                     "log_type warning",

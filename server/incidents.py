@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from panicbutton.wire import Alert, FeedbackState, LinkState, Status
+from panicbutton.wire import Alert, AlertKind, FeedbackState, LinkState, Status
 from server.models import AuditEvent, DeviceRecord, Incident, Page
 from server.site import Room, Site
 
@@ -106,8 +106,9 @@ def record_alert(
         session, device_id=alert.device_id, seq=alert.seq, now=now, incident_id=incident.id
     )
 
-    step = site.steps[0]
-    for member in site.recipients(step.who):
+    # A test alert pages only the test recipients, never the staff on duty.
+    who = "test" if alert.kind is AlertKind.TEST else site.steps[0].who
+    for member in site.recipients(who):
         page = Page(
             incident_id=incident.id,
             staff_id=member.id,

@@ -50,6 +50,8 @@ class Pager:
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pager")
         self._inflight: set[Future[None]] = set()
+        #: Called on a worker thread with the incident id after each page is sent or failed.
+        self.on_page_done: Callable[[int], None] = lambda incident_id: None
 
     def backlog(self) -> int:
         """Sends queued or under way in this process."""
@@ -121,6 +123,8 @@ class Pager:
                     page=page.id,
                     code=error.code if error else None,
                 )
+            incident_id = page.incident_id
+        self.on_page_done(incident_id)
 
     def _deliver(self, member: Staff, body: str) -> tuple[str | None, NotifierError | None]:
         error: NotifierError | None = None

@@ -50,6 +50,8 @@ class Runtime:
         self.clock = clock
         self.pager = Pager(sessions=self.sessions, site=site, notifier=notifier, clock=clock)
         self.publish_feedback: FeedbackSink = lambda device_id, fb: None
+        self.pager.on_page_done = self._page_done
+        self._test_lock = threading.Lock()
         self._not_understood: dict[str, int] = {}
         self._not_understood_lock = threading.Lock()
 
@@ -108,6 +110,42 @@ class Runtime:
             at=now,
             incident=incident.id,
             presses=incident.presses,
+        )
+
+    def _page_done(self, incident_id: int) -> None:
+        """A test incident is complete once all its pages went out (or failed): record the
+        result and resolve it, so the room unit's light returns to armed."""
+        now = self.clock()
+        with self._test_lock, self.sessions.begin() as s:
+            incident = s.get_one(Incident, incident_id)
+            if incident.kind != "test" or incident.state == State.RESOLVED:
+                return
+            statuses = list(s.scalars(select(Page.status).where(Page.incident_id == incident_id)))
+            if any(status in ("pending", "sending") for status in statuses):
+                return
+            sent = statuses.count("sent")
+            audit(
+                s,
+                at=now,
+                type="test.completed",
+                incident_id=incident_id,
+                sent=sent,
+                failed=len(statuses) - sent,
+                result="passed" if sent and sent == len(statuses) else "failed",
+            )
+            incidents.resolve(
+                session=s, incident=incident, staff_id="system", outcome=Outcome.TEST, now=now
+            )
+        log.info("test alert %s: %d of %d pages sent", incident.alert_id, sent, len(statuses))
+        self.publish_feedback(
+            incident.device_id,
+            Feedback(
+                alert_id=incident.alert_id,
+                state=FeedbackState.RESOLVED,
+                at=now,
+                incident=incident.id,
+                presses=incident.presses,
+            ),
         )
 
     def _tell_paged(
@@ -208,6 +246,7 @@ class Runtime:
                 state=FeedbackState.ACKNOWLEDGED,
                 at=now,
                 incident=incident.id,
+                presses=incident.presses,
             ),
         )
         self.pager.send_text(
@@ -256,6 +295,7 @@ class Runtime:
                     state=FeedbackState.RESOLVED,
                     at=now,
                     incident=incident.id,
+                    presses=incident.presses,
                 ),
             )
         return incident

@@ -63,6 +63,8 @@ class Site:
     staff: tuple[Staff, ...]
     on_duty: tuple[str, ...]
     steps: tuple[Step, ...]
+    #: Who a *test* alert pages (``[test] recipients``); managers when not set.
+    test_recipients: tuple[str, ...] = ()
 
     def room_for_device(self, device_id: str) -> Room | None:
         return next((r for r in self.rooms if r.device == device_id), None)
@@ -96,6 +98,8 @@ class Site:
     def recipients(self, who: str) -> list[Staff]:
         if who == "on_duty":
             return [self.member(i) for i in self.on_duty]
+        if who == "test":
+            return [self.member(i) for i in self.test_recipients] or self.managers()
         return list(self.staff)
 
 
@@ -196,6 +200,15 @@ def _parse_steps(data: dict[str, Any], where: str) -> tuple[Step, ...]:
     return tuple(steps)
 
 
+def _parse_test(data: dict[str, Any], where: str, staff: tuple[Staff, ...]) -> tuple[str, ...]:
+    recipients = tuple(data.get("test", {}).get("recipients", []))
+    known = {s.id for s in staff}
+    for sid in recipients:
+        if sid not in known:
+            raise SiteError(f"{where}: [test] recipients names {sid!r}, which is not a staff id")
+    return recipients
+
+
 def parse_site(data: dict[str, Any], source: str = "<memory>") -> Site:
     """Check a parsed site file; raise :class:`SiteError` naming the first problem."""
     where = f"site file {source}"
@@ -216,6 +229,7 @@ def parse_site(data: dict[str, Any], source: str = "<memory>") -> Site:
         staff=staff,
         on_duty=_parse_duty(data, where, staff),
         steps=_parse_steps(data, where),
+        test_recipients=_parse_test(data, where, staff),
     )
 
 

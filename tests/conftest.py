@@ -15,6 +15,7 @@ import pytest
 
 from tests.harness import (
     PG_ADMIN_URL,
+    Broker,
     System,
     find_mosquitto,
     postgres_database,
@@ -33,12 +34,12 @@ def missing(what: str) -> None:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    """A real Mosquitto on a free loopback port: (port, users with passwords)."""
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A real Mosquitto on a free loopback port, with passwords, ACL and persistence."""
     if find_mosquitto() is None:
         missing("mosquitto is not installed (apt install mosquitto)")
-    with start_mosquitto(tmp_path / "mosquitto") as (port, users):
-        yield port, users
+    with start_mosquitto(tmp_path / "mosquitto") as handle:
+        yield handle
 
 
 @pytest.fixture(scope="session")
@@ -60,9 +61,20 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 @pytest.fixture
 def system(
-    broker: tuple[int, dict[str, str]], database_url: str, tmp_path: Path
+    broker: Broker, database_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[System]:
-    """Broker + fake Twilio + server (HTTP on loopback); room units made on demand."""
-    port, users = broker
-    with System(mqtt_port=port, users=users, database_url=database_url, folder=tmp_path) as sys_:
+    """Broker + fake Twilio + server (HTTP on loopback); room units made on demand.
+
+    A test can change server settings with ``@pytest.mark.settings(name=value)``.
+    """
+    marker = request.node.get_closest_marker("settings")
+    overrides = dict(marker.kwargs) if marker else {}
+    with System(
+        mqtt_port=broker.port,
+        users=broker.users,
+        database_url=database_url,
+        folder=tmp_path,
+        broker=broker,
+        settings=overrides,
+    ) as sys_:
         yield sys_

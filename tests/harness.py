@@ -7,23 +7,26 @@ Mosquitto (own config: passwords + ACL) <- room units (gpiozero MockFactory)
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from gpiozero.pins.mock import MockFactory
 from pydantic import SecretStr
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 
 from device.agent import Agent
 from device.config import parse_config
 from device.indicator import Light
 from server.app import Server, build
 from server.broker import SERVER_USER, BrokerFiles, MosquittoProcess, find_mosquitto, free_port
+from server.models import AuditEvent, Incident
 from server.settings import Settings
 from server.site import Site, parse_site
 from tests.fakes.twilio import FakeTwilio
@@ -43,14 +46,24 @@ RECEPTION, FLOOR, MANAGER = "+32470000001", "+32470000002", "+32470000003"
 BUTTON, LED = 17, 27
 
 
+#: Each unit's token for the HTTPS path; the site file holds only their hashes.
+DEVICE_TOKENS = {d: f"token-for-{d}-{'x' * 24}" for d in DEVICES}
+
+
 def sample_site() -> Site:
+    rooms = [
+        {
+            "id": f"room-{i}",
+            "label": f"Room {i}",
+            "device": d,
+            "device_token_sha256": hashlib.sha256(DEVICE_TOKENS[d].encode()).hexdigest(),
+        }
+        for i, d in enumerate(DEVICES, 1)
+    ]
     return parse_site(
         {
             "site": {"name": "Test house", "timezone": "Europe/Brussels"},
-            "rooms": [
-                {"id": f"room-{i}", "label": f"Room {i}", "device": d}
-                for i, d in enumerate(DEVICES, 1)
-            ],
+            "rooms": rooms,
             "staff": [
                 {"id": "reception", "name": "Reception", "phone": RECEPTION, "language": "en"},
                 {"id": "floor", "name": "Floor", "phone": FLOOR, "language": "nl"},
@@ -77,13 +90,29 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, step: flo
     return bool(predicate())
 
 
+@dataclass
+class Broker:
+    """A test Mosquitto that a test can stop and start again on the same port."""
+
+    port: int
+    users: dict[str, str]
+    process: MosquittoProcess
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def start(self) -> None:
+        self.process.start()
+
+
 @contextlib.contextmanager
-def start_mosquitto(folder: Path) -> Iterator[tuple[int, dict[str, str]]]:
+def start_mosquitto(folder: Path) -> Iterator[Broker]:
     users = {SERVER_USER: secrets.token_urlsafe(12)}
     users |= {d: secrets.token_urlsafe(12) for d in DEVICES}
     port = free_port()
-    with MosquittoProcess(BrokerFiles(folder, port, users)):
-        yield port, users
+    process = MosquittoProcess(BrokerFiles(folder, port, users, persistence=True))
+    with process:
+        yield Broker(port, users, process)
 
 
 def postgres_reachable() -> bool:
@@ -132,6 +161,12 @@ class Room:
 
 
 class System:
+    """The server (HTTP on loopback) with a fake Twilio, against a given broker and database.
+
+    ``settings`` overrides server settings. Supervision is slowed down by
+    default (units not started in a test would otherwise page the manager).
+    """
+
     def __init__(
         self,
         *,
@@ -140,10 +175,13 @@ class System:
         database_url: str,
         folder: Path,
         site: Site | None = None,
+        broker: Broker | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> None:
         self.mqtt_port = mqtt_port
         self.users = users
         self.folder = folder
+        self.broker = broker
         self.site = site or sample_site()
         self.twilio = FakeTwilio(
             account_sid="AC" + secrets.token_hex(16), auth_token=secrets.token_hex(16)
@@ -162,7 +200,9 @@ class System:
             mqtt_client_id=f"server-{secrets.token_hex(3)}",
             http_port=self.http_port,
             site_file=folder / "unused.toml",
-        )
+            offline_grace=3600.0,
+            supervision_interval=0.5,
+        ).model_copy(update=settings or {})
         self.rooms: list[Room] = []
         self.server: Server | None = None
         self._web: uvicorn.Server | None = None
@@ -178,8 +218,12 @@ class System:
         return f"{self.settings.public_base_url}/twilio/sms"
 
     @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
     def api(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}/api/v1"
+        return f"{self.base_url}/api/v1"
 
     def __enter__(self) -> System:
         self.twilio.start()
@@ -190,8 +234,9 @@ class System:
         return self
 
     def start_server(self) -> Server:
+        """Start (or start again, as after a crash) the server on the same database."""
         self.server = build(self.settings, site=self.site)
-        # Routes are mounted under the public URL's path by the TLS proxy in
+        # Routes sit under the public URL's path behind the TLS proxy in
         # production; here the app serves them at the root.
         self._web = uvicorn.Server(
             uvicorn.Config(
@@ -200,8 +245,7 @@ class System:
         )
         self._thread = threading.Thread(target=self._web.run, daemon=True)
         self._thread.start()
-        server = self.server
-        web = self._web
+        server, web = self.server, self._web
         assert wait_until(lambda: web.started and server.ingest.connected.is_set(), 15), (
             "server did not start"
         )
@@ -213,33 +257,46 @@ class System:
             self._thread.join(10)
         self._web = None
 
-    def room(
-        self, device_id: str = "unit-1", *, password: str | None = None, username: str | None = None
-    ) -> Room:
-        config = parse_config(
-            {
-                "device": {"id": device_id, "state_dir": str(self.folder / device_id)},
-                "pins": {"button": BUTTON, "led": LED},
-                "mqtt": {
-                    "host": "127.0.0.1",
-                    "port": self.mqtt_port,
-                    "password": password or self.users[device_id],
-                    **({"username": username} if username else {}),
-                },
+    def room_config(self, device_id: str = "unit-1", **tables: dict[str, Any]) -> dict[str, Any]:
+        """A unit's firmware config as parsed TOML; ``tables`` add or replace settings."""
+        config: dict[str, Any] = {
+            "device": {"id": device_id, "state_dir": str(self.folder / device_id)},
+            "pins": {"button": BUTTON, "led": LED},
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": self.mqtt_port,
+                "password": self.users[device_id],
             },
-            f"test {device_id}",
-        )
+        }
+        for table, values in tables.items():
+            config[table] = {**config.get(table, {}), **values}
+        return config
+
+    def https_table(self, device_id: str = "unit-1", after: float = 1.0) -> dict[str, Any]:
+        return {"url": self.base_url, "token": DEVICE_TOKENS[device_id], "fallback_after": after}
+
+    def room(self, device_id: str = "unit-1", **tables: dict[str, Any]) -> Room:
+        config = parse_config(self.room_config(device_id, **tables), f"test {device_id}")
         factory = MockFactory()
         room: Room
-        agent = Agent(
-            config,
-            pin_factory=factory,
-            on_light=lambda light: room.lights.append(light),  # noqa: PLW0108 -- room is bound below
-        )
+        agent = Agent(config, pin_factory=factory, on_light=lambda light: room.lights.append(light))  # noqa: PLW0108 -- room is bound below
         room = Room(agent, factory)
         agent.start()
         self.rooms.append(room)
         return room
+
+    def incidents(self) -> list[Incident]:
+        assert self.server is not None
+        with self.server.runtime.sessions() as s:
+            return list(s.scalars(select(Incident).order_by(Incident.id)))
+
+    def events(self, type_: str | None = None) -> list[AuditEvent]:
+        assert self.server is not None
+        with self.server.runtime.sessions() as s:
+            query = select(AuditEvent).order_by(AuditEvent.id)
+            if type_ is not None:
+                query = query.where(AuditEvent.type == type_)
+            return list(s.scalars(query))
 
     def __exit__(self, *exc: object) -> None:
         for room in self.rooms:

@@ -276,7 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def bench(args: argparse.Namespace, mosquitto: str, started: float) -> int:
     with contextlib.ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pb-bench-")))
-        port, users = stack.enter_context(start_mosquitto(folder / "mosquitto"))
+        broker = stack.enter_context(start_mosquitto(folder / "mosquitto"))
+        port, users = broker.port, broker.users
         url, db = stack.enter_context(database(args.postgres, folder))
         header(mosquitto, db)
         system = stack.enter_context(
