@@ -73,6 +73,32 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(broker=args.broker, rooms=args.rooms)
 
 
+def _provision(args: argparse.Namespace) -> int:
+    from server.errors import ServerError  # noqa: PLC0415
+    from server.provision import provision  # noqa: PLC0415
+
+    try:
+        bundle = provision(
+            device_id=args.device_id,
+            room_id=args.room,
+            label=args.label,
+            out=args.out,
+            broker_host=args.broker_host,
+            server_url=args.server_url,
+            ca_file=args.ca_file,
+        )
+    except ServerError as exc:
+        print(f"panicbutton provision: {exc}", file=sys.stderr)
+        return 2
+    print(f"bundle for {args.device_id}: {bundle.folder} (copy it to the Pi; it holds secrets)\n")
+    print("1. Append to the broker's password file, then reload Mosquitto:\n")
+    print(f"   {bundle.passwd_line}\n")
+    print("2. Add to the site file (PANICBUTTON_SITE_FILE), then restart the server:\n")
+    print("   " + bundle.site_entry.replace("\n", "\n   ") + "\n")
+    print(f"3. On the Pi: sudo firmware_config/provision.sh {bundle.folder.name}/")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="panicbutton",
@@ -129,6 +155,23 @@ def parser() -> argparse.ArgumentParser:
         "--simulate", action="store_true", help="use gpiozero's mock pins; Enter presses the button"
     )
     d.set_defaults(func=_device)
+
+    v = sub.add_parser(
+        "provision",
+        help="make credentials and config for a new room unit",
+        description="Write a bundle (config, MQTT password, HTTPS token) for one "
+        "new room unit and print the lines to add to the broker's password file "
+        "and to the site file. Copy the bundle to the Pi and run "
+        "firmware_config/provision.sh there.",
+    )
+    v.add_argument("device_id", help="the unit's id, e.g. unit-4 (also its MQTT user name)")
+    v.add_argument("--room", required=True, help="the room's id in the site file, e.g. room-4")
+    v.add_argument("--label", required=True, help="what staff read in SMS, e.g. 'Room 4'")
+    v.add_argument("--broker-host", required=True, help="the broker's host name, as the Pi sees it")
+    v.add_argument("--server-url", help="the server's https:// base URL for the second path")
+    v.add_argument("--ca-file", type=Path, help="CA certificate of the broker (turns on TLS, 8883)")
+    v.add_argument("--out", type=Path, default=Path(), help="where to write the bundle")
+    v.set_defaults(func=_provision)
 
     m = sub.add_parser(
         "demo",
