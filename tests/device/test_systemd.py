@@ -29,8 +29,9 @@ def test_without_systemd_nothing_is_sent(monkeypatch: pytest.MonkeyPatch) -> Non
     assert systemd.watchdog_interval() is None
 
 
-def test_agent_says_ready_then_feeds_the_watchdog(system: System,
-                                                  notify_socket: socket.socket) -> None:
+def test_agent_says_ready_then_feeds_the_watchdog(
+    system: System, notify_socket: socket.socket
+) -> None:
     assert systemd.watchdog_interval() == 1.0
     system.room("unit-1")
     received = [notify_socket.recv(64).decode() for _ in range(3)]  # 5 s timeout each
