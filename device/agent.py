@@ -28,7 +28,7 @@ from device.https import HttpsSender
 from device.indicator import Indicator, Light
 from device.link import FeedbackIn, Link, LinkDown, LinkUp
 from device.outbox import Outbox
-from device.press import PressDetector
+from device.press import PressConfig, PressDetector
 from device.systemd import notify, watchdog_interval
 from panicbutton.wire import Alert, AlertKind, Feedback, FeedbackState, WireError
 
@@ -46,6 +46,12 @@ TICK = 0.5
 class Edge:
     pressed: bool
     at: float  # time.monotonic()
+
+
+@dataclass(frozen=True, slots=True)
+class TestEdge:
+    pressed: bool
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +84,8 @@ class Agent:
         self._events: queue.Queue[Any] = queue.Queue()
         self._on_light = on_light
         self.detector = PressDetector(config.press)
+        # The test button is debounced like the alarm button, single press.
+        self._test_detector = PressDetector(PressConfig(debounce=config.press.debounce))
         self.outbox = Outbox(config.outbox_path)
         self.link = Link(config, self._events)
         self.https = (
@@ -91,8 +99,11 @@ class Agent:
             self.button.when_pressed = lambda: self._events.put(Edge(True, time.monotonic()))
             self.button.when_released = lambda: self._events.put(Edge(False, time.monotonic()))
             if config.test_pin is not None:
-                test = self._own(Button(config.test_pin, pull_up=True, pin_factory=pin_factory))
-                test.when_pressed = lambda: self._events.put(TestRequested())
+                test = self._own(
+                    Button(config.test_pin, pull_up=True, bounce_time=None, pin_factory=pin_factory)
+                )
+                test.when_pressed = lambda: self._events.put(TestEdge(True, time.monotonic()))
+                test.when_released = lambda: self._events.put(TestEdge(False, time.monotonic()))
             self.indicator = Indicator(self._own(LED(config.led_pin, pin_factory=pin_factory)))
             self.buzzer = (
                 self._own(Buzzer(config.buzzer_pin, pin_factory=pin_factory))
@@ -107,6 +118,7 @@ class Agent:
         self._resend: dict[str, tuple[float, float]] = {}  # alert id -> (due, delay)
         self._down_since: float | None = time.monotonic()
         self._next_https = 0.0
+        self._first_sent: dict[str, float] = {}  # alert id -> when first sent (monotonic)
         self._next_heartbeat = 0.0
         self._selftest_file = config.state_dir / "selftest.last"
         self.last_error: str | None = self.outbox.fault
@@ -181,6 +193,9 @@ class Agent:
             case Edge(pressed=pressed, at=at):
                 if self.detector.edge(pressed, at):
                     self._alarm()
+            case TestEdge(pressed=pressed, at=at):
+                if self._test_detector.edge(pressed, at):
+                    self._test(scheduled=False)
             case TestRequested(scheduled=scheduled):
                 self._test(scheduled=scheduled)
             case LinkUp():
@@ -189,6 +204,13 @@ class Agent:
                 self._next_heartbeat = 0.0
                 for alert in self.outbox.pending():
                     self._send(alert)
+                # The open alert again, even if confirmed: the server answers with where
+                # it stands now, so a "resolved" missed while away is not missed for good.
+                current = self.outbox.open_alert()
+                if current is not None and current.alert_id not in {
+                    a.alert_id for a in self.outbox.pending()
+                }:
+                    self.link.publish_alert(current)
             case LinkDown(reason=reason, path=path):
                 self.last_error = reason
                 log.warning("%s", reason)
@@ -200,6 +222,7 @@ class Agent:
     def _periodic(self, now: float) -> None:
         if self.detector.tick(now):
             self._alarm()
+        self._test_detector.tick(now)
         self._resend_due(now)
         self._https_due(now)
         self._heartbeat_due(now)
@@ -225,7 +248,9 @@ class Agent:
     def _test(self, *, scheduled: bool) -> None:
         alert = self.outbox.add(self.config.device_id, AlertKind.TEST)
         self._note_fault()
-        if not scheduled:  # the person testing watches the light; a scheduled test is silent
+        # The person testing watches the light; a scheduled test is silent, and a
+        # test never takes the light away from an open panic alert.
+        if not scheduled and self.outbox.open_alert() is None:
             self._latest = alert.alert_id
         log.info("test alert %s (%s)", alert.alert_id, "scheduled" if scheduled else "by hand")
         self._send(alert)
@@ -235,6 +260,7 @@ class Agent:
             self.last_error = self.outbox.fault
 
     def _send(self, alert: Alert) -> None:
+        self._first_sent.setdefault(alert.alert_id, time.monotonic())
         self.link.publish_alert(alert)
         _, delay = self._resend.get(alert.alert_id, (0.0, RESEND_FIRST / 2))
         delay = min(delay * 2, self.config.resend_max)
@@ -250,26 +276,29 @@ class Agent:
                 self._send(alert)
 
     def _https_due(self, now: float) -> None:
-        """Use the second path when the broker has been out of reach for a while."""
-        if (
-            self.https is None
-            or self._down_since is None
-            or self.https.busy
-            or now - self._down_since < self.config.https.after  # type: ignore[union-attr]
-            or now < self._next_https
-        ):
+        """Use the second path when an alert has waited ``after`` seconds for the server:
+        the broker out of reach, or reachable but nobody confirming."""
+        if self.https is None or self.https.busy or now < self._next_https:
             return
-        pending = self.outbox.pending()
-        if not pending:
+        after = self.https_after
+        waiting = [
+            a for a in self.outbox.pending() if now - self._first_sent.get(a.alert_id, now) >= after
+        ]
+        if not waiting:
             return
-        self._next_https = now + self.config.https.after  # type: ignore[union-attr]
-        for alert in pending:
+        self._next_https = now + after
+        for alert in waiting:
             log.warning(
-                "broker out of reach for %.0f s: sending alert %s over HTTPS",
-                now - self._down_since,
+                "alert %s unconfirmed for %.0f s (%s): sending it over HTTPS too",
                 alert.alert_id,
+                now - self._first_sent[alert.alert_id],
+                "broker out of reach" if self._down_since is not None else "no answer",
             )
             self.https.submit(alert)
+
+    @property
+    def https_after(self) -> float:
+        return self.config.https.after if self.config.https is not None else float("inf")
 
     def _heartbeat_due(self, now: float) -> None:
         if not self.link.connected or now < self._next_heartbeat:
@@ -312,13 +341,14 @@ class Agent:
                 fb.incident,
             )
             self._resend.pop(fb.alert_id, None)
+            self._first_sent.pop(fb.alert_id, None)
         known = self._states.get(fb.alert_id)
         # Redelivered or retained feedback can arrive out of order: never step back.
         if known is None or _ORDER[fb.state] > _ORDER[known]:
             self._states[fb.alert_id] = fb.state
         if fb.state is FeedbackState.RESOLVED:
             self.outbox.close(fb.alert_id)
-        if self._latest is None:
+        if self._latest is None and not self.outbox.is_test(fb.alert_id):
             self._latest = fb.alert_id  # after a reboot: the retained feedback tells the state
 
     def _light(self) -> Light:

@@ -61,6 +61,8 @@ class HttpsSender:
                 log.info("alert %s delivered over the HTTPS path", alert.alert_id)
             except OSError as exc:  # URLError, HTTPError, timeouts and TLS errors
                 self._events.put(LinkDown(f"HTTPS path: {describe(exc)}", path="https"))
+            except Exception as exc:  # noqa: BLE001 -- e.g. a proxy's garbage status line
+                self._events.put(LinkDown(f"HTTPS path: {type(exc).__name__}: {exc}", path="https"))
             finally:
                 self._busy.clear()
 

@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 """
 
+#: SQLite's names for a file that is not (or no longer) a database.
+CORRUPT = ("SQLITE_NOTADB", "SQLITE_CORRUPT")
 #: Closed alerts kept for the record on the unit; older ones are pruned.
 KEEP_CLOSED = 50
 
@@ -61,9 +63,14 @@ class Outbox:
         self._db: sqlite3.Connection | None = None
         try:
             self._db = self._open(path)
-        except sqlite3.DatabaseError as exc:
-            self._recover_corrupt(exc)
-        except (sqlite3.Error, OSError) as exc:
+        except sqlite3.Error as exc:
+            # NOTE: only a file that is not a database, or fails its check, is corrupt.
+            # A full, read-only or locked disk is not: the file must stay where it is.
+            if getattr(exc, "sqlite_errorname", "") in CORRUPT or "integrity" in str(exc):
+                self._recover_corrupt(exc)
+            else:
+                self._go_to_memory(f"outbox {path} cannot be opened: {exc}")
+        except OSError as exc:
             self._go_to_memory(f"outbox {path} cannot be opened: {exc}")
 
     @staticmethod
@@ -87,10 +94,16 @@ class Outbox:
     def _recover_corrupt(self, exc: Exception) -> None:
         """Move a corrupt file aside and start a new one; the fault stays reported."""
         aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-        for suffix in ("", "-wal", "-shm"):
-            part = Path(str(self.path) + suffix)
-            if part.exists():
-                part.rename(Path(str(aside) + suffix))
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                part = Path(str(self.path) + suffix)
+                if part.exists():
+                    part.rename(Path(str(aside) + suffix))
+        except OSError as moved:  # a read-only file system: keep going from memory
+            self._go_to_memory(
+                f"outbox {self.path} is corrupt ({exc}) and cannot be moved aside: {moved.strerror}"
+            )
+            return
         self.fault = (
             f"outbox {self.path} was corrupt ({exc}); moved to {aside.name} and "
             "started anew (the sequence restarts at 1; the server records the reset)"
@@ -104,6 +117,14 @@ class Outbox:
     def _go_to_memory(self, reason: str) -> None:
         self.fault = reason
         log.error("%s; alerts are kept in memory until the disk is fixed", reason)
+        if self._db is None and self.path.exists():
+            # Opening for writing failed (full or read-only disk): read what it holds.
+            try:
+                self._db = sqlite3.connect(
+                    f"file:{self.path}?mode=ro", uri=True, check_same_thread=False
+                )
+            except sqlite3.Error:
+                self._db = None
         if self._db is not None:
             for row in self._read_rows(self._db):
                 self._memory[row.alert.alert_id] = row
@@ -242,9 +263,13 @@ class Outbox:
         return [r.alert for r in self._rows() if not r.confirmed]
 
     def open_alert(self) -> Alert | None:
-        """The newest alert not yet resolved, if any: a press now is a re-press of it."""
-        rows = [r for r in self._rows() if not r.closed]
+        """The newest panic alert not yet resolved, if any: a press now is a re-press of it."""
+        rows = [r for r in self._rows() if not r.closed and r.alert.kind is AlertKind.PANIC]
         return rows[-1].alert if rows else None
+
+    def is_test(self, alert_id: str) -> bool:
+        row = self._row(alert_id)
+        return row is not None and row.alert.kind is AlertKind.TEST
 
     def knows(self, alert_id: str) -> bool:
         return self._row(alert_id) is not None

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 
 from server import api, devices, webhooks
+from server.clock import Clock
 from server.db import make_engine, migrate
 from server.ingest import Ingest
 from server.notifier import ConsoleNotifier, Notifier, TwilioNotifier
@@ -32,7 +33,7 @@ class Server:
     app: FastAPI
 
     def start(self) -> None:
-        self.runtime.pager.redrive()
+        self.runtime.start()
         self.ingest.start()
         self.supervisor.start()
 
@@ -44,7 +45,11 @@ class Server:
 
 
 def build(
-    settings: Settings, *, site: Site | None = None, notifier: Notifier | None = None
+    settings: Settings,
+    *,
+    site: Site | None = None,
+    notifier: Notifier | None = None,
+    clock: Clock | None = None,
 ) -> Server:
     """Wire a server from ``settings``; the site and notifier can be given (demo, tests)."""
     site = site or load_site(settings.site_file)
@@ -52,7 +57,13 @@ def build(
         notifier = ConsoleNotifier() if settings.notifier == "console" else TwilioNotifier(settings)
     engine = make_engine(settings.database_url)
     migrate(engine)
-    runtime = Runtime(site=site, engine=engine, notifier=notifier)
+    runtime = Runtime(
+        site=site,
+        engine=engine,
+        notifier=notifier,
+        clock=clock,
+        public_base_url=settings.public_base_url,
+    )
     ingest = Ingest(settings, runtime)
     supervisor = Supervisor(
         runtime,
@@ -61,6 +72,7 @@ def build(
             grace=settings.offline_grace,
             interval=settings.supervision_interval,
         ),
+        link_up=ingest.connected.is_set,
     )
     server = Server(
         settings=settings, runtime=runtime, ingest=ingest, supervisor=supervisor, app=FastAPI()

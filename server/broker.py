@@ -51,14 +51,17 @@ def mosquitto_hash(password: str, *, salt: bytes | None = None, iterations: int 
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
-def mosquitto_acl() -> str:
+def mosquitto_acl(server_users: tuple[str, ...] = (SERVER_USER,)) -> str:
+    """The ACL file: each server instance's user (give each instance its own: with
+    ``use_username_as_clientid`` two sessions of one user would push each other off),
+    then one pattern set for room units, whose MQTT user name is their device id."""
     lines = [
-        "# panicbutton: written by server/broker.py; the server user and one pattern set",
+        "# panicbutton: written by server/broker.py; the server user(s) and one pattern set",
         "# for room units, whose MQTT user name is their device id.",
-        "",
-        f"user {SERVER_USER}",
     ]
-    lines += [f"topic {access} {topic}" for access, topic in SERVER_RULES]
+    for user in server_users:
+        lines += ["", f"user {user}"]
+        lines += [f"topic {access} {topic}" for access, topic in SERVER_RULES]
     lines += ["", "# room units: only their own topics"]
     lines += [f"pattern {access} {topic}" for access, topic in DEVICE_RULES]
     return "\n".join(lines) + "\n"
@@ -124,6 +127,10 @@ class BrokerFiles:
                     f"password_file {passwd}",
                     f"acl_file {self.folder / 'acl'}",
                     f"listener {self.port} 127.0.0.1",
+                    # After the listener: before one, this would create a default
+                    # listener on 1883. A client id is its user name, so a unit's
+                    # password cannot push the server (or another unit) off.
+                    "use_username_as_clientid true",
                     f"persistence {'true' if self.persistence else 'false'}",
                     f"persistence_location {self.folder}/",
                     "log_dest stderr",

@@ -55,8 +55,8 @@ async def post_alert(
         raise HTTPException(422, str(exc)) from None
     if alert.device_id != room.device:
         raise HTTPException(403, "a unit may only alert for itself")
+    # handle_alert also publishes the feedback on MQTT, so the light agrees later.
     feedback = await run_in_threadpool(runtime.handle_alert, alert)
-    runtime.publish_feedback(device_id, feedback)
     return Response(feedback.to_json(), media_type="application/json")
 
 

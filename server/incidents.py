@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from panicbutton.wire import Alert, AlertKind, FeedbackState, LinkState, Status
-from server.models import AuditEvent, DeviceRecord, Incident, Page
+from panicbutton.wire import Alert, FeedbackState, LinkState, Status
+from server import escalation
+from server.audit import audit
+from server.models import DeviceRecord, Incident
 from server.site import Room, Site
 
 
@@ -30,6 +31,8 @@ class Outcome(StrEnum):
     GENUINE = "genuine"
     FALSE_ALARM = "false_alarm"
     TEST = "test"
+    #: A technical alert that ended by itself (the unit came back).
+    RECOVERED = "recovered"
 
 
 FEEDBACK_FOR = {
@@ -37,13 +40,6 @@ FEEDBACK_FOR = {
     State.ACKNOWLEDGED: FeedbackState.ACKNOWLEDGED,
     State.RESOLVED: FeedbackState.RESOLVED,
 }
-
-
-def audit(
-    session: Session, *, at: datetime, type: str, incident_id: int | None = None, **data: Any
-) -> None:
-    """Append one event to the incident log (ids and codes only: no names, numbers or text)."""
-    session.add(AuditEvent(at=at, type=type, incident_id=incident_id, data=data))
 
 
 @dataclass
@@ -76,6 +72,15 @@ def record_alert(
             alert_id=alert.alert_id,
             presses=alert.presses,
         )
+        if existing.state == State.RESOLVED and existing.kind == "panic":
+            # Pressed again after staff closed it (the unit never heard "resolved"):
+            # someone is in danger now. Reopen and page whoever is on duty now.
+            return AlertResult(
+                existing,
+                new=True,
+                repressed=True,
+                page_ids=_reopen(session, site=site, incident=existing, now=now),
+            )
         return AlertResult(existing, new=False, repressed=True)
     incident = Incident(
         alert_id=alert.alert_id,
@@ -106,32 +111,24 @@ def record_alert(
         session, device_id=alert.device_id, seq=alert.seq, now=now, incident_id=incident.id
     )
 
-    # A test alert pages only the test recipients, never the staff on duty.
-    who = "test" if alert.kind is AlertKind.TEST else site.steps[0].who
-    for member in site.recipients(who):
-        page = Page(
-            incident_id=incident.id,
-            staff_id=member.id,
-            channel="sms",
-            step=0,
-            reply_code=_free_code(session, member.id),
-            status="pending",
-            created_at=now,
-        )
-        session.add(page)
-        session.flush()
-        audit(
-            session,
-            at=now,
-            type="page.queued",
-            incident_id=incident.id,
-            page=page.id,
-            staff=member.id,
-            channel="sms",
-            step=0,
-        )
-    page_ids = list(session.scalars(select(Page.id).where(Page.incident_id == incident.id)))
+    page_ids = escalation.start(session=session, site=site, incident=incident, now=now)
     return AlertResult(incident, new=True, page_ids=page_ids)
+
+
+def _reopen(session: Session, *, site: Site, incident: Incident, now: datetime) -> list[int]:
+    incident.round += 1
+    incident.state = State.OPEN
+    incident.acknowledged_by = incident.acknowledged_at = None
+    incident.resolved_at = incident.outcome = None
+    audit(
+        session,
+        at=now,
+        type="incident.reopened",
+        incident_id=incident.id,
+        round=incident.round,
+        presses=incident.presses,
+    )
+    return escalation.start(session=session, site=site, incident=incident, now=now)
 
 
 def _track_sequence(
@@ -153,7 +150,8 @@ def _track_sequence(
             expected=device.last_seq + 1,
             got=seq,
         )
-    elif device.last_seq and seq <= device.last_seq:
+    elif device.last_seq > 1 and seq == 1:
+        # A fresh outbox (replaced SD card, or a corrupt file moved aside).
         audit(
             session,
             at=now,
@@ -168,30 +166,23 @@ def _track_sequence(
     device.last_seen = now
 
 
-def _free_code(session: Session, staff_id: str) -> int:
-    """The smallest reply code not used by this person's unresolved incidents."""
-    used = set(
-        session.scalars(
-            select(Page.reply_code)
-            .join(Incident, Incident.id == Page.incident_id)
-            .where(Page.staff_id == staff_id, Incident.state != State.RESOLVED)
-        )
-    )
-    code = 1
-    while code in used:
-        code += 1
-    return code
-
-
 def acknowledge(
     *, session: Session, incident: Incident, staff_id: str, via: str, now: datetime
 ) -> bool:
-    """Mark ``incident`` acknowledged by ``staff_id``; False if someone already had."""
-    if incident.state != State.OPEN:
+    """Mark ``incident`` acknowledged by ``staff_id``; False if someone already had.
+
+    NOTE: a conditional UPDATE, so two people replying at the same instant (on
+    two threads or two servers) cannot both be the one who is going.
+    """
+    won = session.execute(
+        update(Incident)
+        .where(Incident.id == incident.id, Incident.state == State.OPEN)
+        .values(state=State.ACKNOWLEDGED, acknowledged_by=staff_id, acknowledged_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    session.refresh(incident)
+    if not won:
         return False
-    incident.state = State.ACKNOWLEDGED
-    incident.acknowledged_by = staff_id
-    incident.acknowledged_at = now
     audit(
         session,
         at=now,
@@ -200,6 +191,7 @@ def acknowledge(
         staff=staff_id,
         via=via,
     )
+    escalation.acknowledged(session, incident=incident, now=now)
     return True
 
 
@@ -211,9 +203,15 @@ def resolve(
         return False
     if incident.state == State.OPEN:
         acknowledge(session=session, incident=incident, staff_id=staff_id, via="resolve", now=now)
-    incident.state = State.RESOLVED
-    incident.resolved_at = now
-    incident.outcome = outcome
+    won = session.execute(
+        update(Incident)
+        .where(Incident.id == incident.id, Incident.state != State.RESOLVED)
+        .values(state=State.RESOLVED, resolved_at=now, outcome=outcome)
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    session.refresh(incident)
+    if not won:
+        return False
     audit(
         session,
         at=now,
@@ -222,12 +220,17 @@ def resolve(
         staff=staff_id,
         outcome=str(outcome),
     )
+    escalation.resolved(session, incident=incident)
     return True
 
 
-def record_status(*, session: Session, status: Status, now: datetime) -> bool:
+def record_status(
+    *, session: Session, status: Status, now: datetime, retained: bool = False
+) -> bool:
     """Note a unit's status (heartbeat, Last Will or clean stop).
 
+    A *retained* "online" (replayed by the broker when the server connects) is
+    no proof of life: it may be hours old. Only live statuses count as one.
     Returns True when a unit that managers were told is offline has come back.
     """
     device = session.get(DeviceRecord, status.device_id)
@@ -235,6 +238,8 @@ def record_status(*, session: Session, status: Status, now: datetime) -> bool:
         device = DeviceRecord(device_id=status.device_id, last_seq=0, online=False)
         session.add(device)
     online = status.state is LinkState.ONLINE
+    if retained and online:
+        return False
     back = False
     if online and not device.online:
         audit(session, at=now, type="device.online", device=status.device_id)

@@ -73,9 +73,10 @@ class Ingest:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def publish_feedback(self, device_id: str, feedback: Feedback) -> None:
-        # Retained, so a unit that reboots shows where its last alert stands.
-        self._client.publish(feedback_topic(device_id), feedback.to_json(), qos=QOS, retain=True)
+    def publish_feedback(self, device_id: str, feedback: Feedback, retain: bool) -> None:
+        """Retained for panic alerts, so a unit that reboots shows where its alert stands;
+        a test's feedback is not retained (it must never hide a real alert's state)."""
+        self._client.publish(feedback_topic(device_id), feedback.to_json(), qos=QOS, retain=retain)
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
@@ -102,14 +103,14 @@ class Ingest:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            self._handle(msg.topic, bytes(msg.payload))
+            self._handle(msg.topic, bytes(msg.payload), bool(msg.retain))
         except Exception:
             # No feedback went out, so the unit resends from its outbox (see above).
             log.exception("could not record message on %s; the unit will resend it", msg.topic)
         if msg.qos > 0:
             client.ack(msg.mid, msg.qos)
 
-    def _handle(self, topic: str, payload: bytes) -> None:
+    def _handle(self, topic: str, payload: bytes, retained: bool) -> None:
         try:
             device_id, kind = parse_topic(topic)
             if kind == "alert":
@@ -119,8 +120,7 @@ class Ingest:
                         f"alert names device {alert.device_id!r} but came on the topic "
                         f"of {device_id!r}; a unit may only alert for itself"
                     )
-                feedback = self._runtime.handle_alert(alert)
-                self.publish_feedback(device_id, feedback)
+                self._runtime.handle_alert(alert)  # records, pages and publishes the feedback
             elif kind == "status":
                 if not payload:
                     return  # a retained status being cleared
@@ -129,6 +129,6 @@ class Ingest:
                     raise WireError(
                         f"status names device {status.device_id!r} on the topic of {device_id!r}"
                     )
-                self._runtime.handle_status(status)
+                self._runtime.handle_status(status, retained=retained)
         except (WireError, UnknownDeviceError) as exc:
             log.error("rejected message on %s: %s", topic, exc)

@@ -7,6 +7,7 @@ acknowledge. Texts stay within one GSM-7 segment where the room label allows.
 from __future__ import annotations
 
 from datetime import datetime
+from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo
 
 from server.site import Language
@@ -17,9 +18,9 @@ _PAGE = {
     "en": "ALARM {room} at {time}. Reply {code} if you are going.",
 }
 _PAGE_TEST = {
-    "fr": "TEST {room} à {time} (pas une vraie alerte). Répondez {code} pour confirmer.",
-    "nl": "TEST {room} om {time} (geen echt alarm). Antwoord {code} om te bevestigen.",
-    "en": "TEST {room} at {time} (not a real alarm). Reply {code} to confirm.",
+    "fr": "TEST {room} à {time} (pas une vraie alerte). Aucune réponse nécessaire.",
+    "nl": "TEST {room} om {time} (geen echt alarm). Geen antwoord nodig.",
+    "en": "TEST {room} at {time} (not a real alarm). No reply needed.",
 }
 _CONFIRM = {
     "fr": "Merci. Vous allez à {room}. Les autres sont prévenus.",
@@ -43,10 +44,11 @@ _REPRESS = {
 }
 _UNIT_OFFLINE = {
     "fr": "PANNE: le boîtier de {room} ne répond plus depuis {time}. "
-    "Le bouton ne peut pas alerter.",
+    "Le bouton ne peut pas alerter. Répondez {code} si vous vous en occupez.",
     "nl": "STORING: het toestel in {room} antwoordt niet meer sinds {time}. "
-    "De knop kan niet alarmeren.",
-    "en": "FAULT: the unit in {room} is offline since {time}. Its button cannot alert.",
+    "De knop kan niet alarmeren. Antwoord {code} als u het opvolgt.",
+    "en": "FAULT: the unit in {room} is offline since {time}. Its button cannot alert. "
+    "Reply {code} if you are dealing with it.",
 }
 _UNIT_ONLINE = {
     "fr": "Le boîtier de {room} répond de nouveau.",
@@ -89,9 +91,122 @@ def repress(lang: Language, *, room: str, presses: int) -> str:
     return _REPRESS[lang].format(room=room, presses=presses)
 
 
-def unit_offline(lang: Language, *, room: str, since: datetime, timezone: str) -> str:
-    return _UNIT_OFFLINE[lang].format(room=room, time=local_time(since, timezone))
+def unit_offline(lang: Language, *, room: str, since: datetime, timezone: str, code: int) -> str:
+    return _UNIT_OFFLINE[lang].format(room=room, time=local_time(since, timezone), code=code)
 
 
 def unit_online(lang: Language, *, room: str) -> str:
     return _UNIT_ONLINE[lang].format(room=room)
+
+
+_FOLLOW_UP = {
+    "fr": "TOUJOURS OUVERT: {room}, pris en charge par {name} à {time}. Répondez {code}g "
+    "(réglé) ou {code}f (fausse alerte) pour clore.",
+    "nl": "NOG OPEN: {room}, opgenomen door {name} om {time}. Antwoord {code}g (afgehandeld) "
+    "of {code}f (vals alarm) om af te sluiten.",
+    "en": "STILL OPEN: {room}, taken by {name} at {time}. Reply {code}g (handled) or "
+    "{code}f (false alarm) to close.",
+}
+_CLOSED = {
+    "fr": "{room} est clos.",
+    "nl": "{room} is afgesloten.",
+    "en": "{room} is closed.",
+}
+_CALL = {
+    "fr": "Alerte. {room}. Appuyez sur 1 si vous y allez.",
+    "nl": "Alarm. {room}. Druk op 1 als u gaat.",
+    "en": "Alarm. {room}. Press 1 if you are going.",
+}
+_CALL_FOLLOW_UP = {
+    "fr": "{room} est toujours ouvert. Appuyez sur 1 si vous y allez.",
+    "nl": "{room} is nog open. Druk op 1 als u gaat.",
+    "en": "{room} is still open. Press 1 if you are going.",
+}
+_CALL_THANKS = {
+    "fr": "Merci. Vous allez à {room}. Les autres sont prévenus.",
+    "nl": "Bedankt. U gaat naar {room}. De anderen zijn verwittigd.",
+    "en": "Thank you. You are going to {room}. The others have been told.",
+}
+_CALL_NONE = {
+    "fr": "Aucune réponse enregistrée.",
+    "nl": "Geen antwoord ontvangen.",
+    "en": "No answer recorded.",
+}
+_DUTY_ON = {
+    "fr": "Vous êtes de garde jusqu'à {time}. Répondez DUTY OFF pour arrêter.",
+    "nl": "U hebt dienst tot {time}. Antwoord DUTY OFF om te stoppen.",
+    "en": "You are on duty until {time}. Reply DUTY OFF to stop.",
+}
+_DUTY_OFF = {
+    "fr": "Votre prise de garde est terminée.",
+    "nl": "Uw overname is beëindigd.",
+    "en": "Your take-over has ended.",
+}
+_OPTED_OUT = {
+    "fr": "{name}, de garde, a bloqué les SMS (STOP). Seuls les appels l'atteignent; "
+    "demandez-lui d'envoyer START.",
+    "nl": "{name}, met dienst, heeft sms geblokkeerd (STOP). Alleen oproepen bereiken hem of "
+    "haar; vraag START te sturen.",
+    "en": "{name}, on duty, has blocked SMS (STOP). Only calls reach them now; ask them to "
+    "send START.",
+}
+_GAP = {
+    "fr": "Personne n'est de garde de {start} à {end}. Le groupe par défaut sera alerté.",
+    "nl": "Niemand heeft dienst van {start} tot {end}. De standaardgroep wordt gealarmeerd.",
+    "en": "Nobody is on duty from {start} to {end}. The default group will be paged.",
+}
+#: Twilio <Say> voices by staff language.
+VOICE = {"fr": "fr-FR", "nl": "nl-BE", "en": "en-GB"}
+
+
+def follow_up(
+    lang: Language, *, room: str, name: str, at: datetime, timezone: str, code: int
+) -> str:
+    return _FOLLOW_UP[lang].format(room=room, name=name, time=local_time(at, timezone), code=code)
+
+
+def closed(lang: Language, *, room: str) -> str:
+    return _CLOSED[lang].format(room=room)
+
+
+def call_twiml(lang: Language, *, room: str, gather_url: str, follow: bool) -> str:
+    """The voice call: the room, then "press 1", twice; a key press goes to ``gather_url``."""
+    text = escape((_CALL_FOLLOW_UP if follow else _CALL)[lang].format(room=room))
+    say = f'<Say language="{VOICE[lang]}">{text}</Say>'
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><Response>'
+        f'<Gather numDigits="1" action="{escape(gather_url)}" method="POST" timeout="8">'
+        f'{say}<Pause length="1"/>{say}</Gather>'
+        f'<Say language="{VOICE[lang]}">{_CALL_NONE[lang]}</Say></Response>'
+    )
+
+
+def call_answer(lang: Language, text: str) -> str:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><Response>'
+        f'<Say language="{VOICE[lang]}">{escape(text)}</Say><Hangup/></Response>'
+    )
+
+
+def call_thanks(lang: Language, *, room: str) -> str:
+    return _CALL_THANKS[lang].format(room=room)
+
+
+def call_nothing(lang: Language) -> str:
+    return _CALL_NONE[lang]
+
+
+def duty_on(lang: Language, *, until: datetime, timezone: str) -> str:
+    return _DUTY_ON[lang].format(time=local_time(until, timezone))
+
+
+def duty_off(lang: Language) -> str:
+    return _DUTY_OFF[lang]
+
+
+def opted_out(lang: Language, *, name: str) -> str:
+    return _OPTED_OUT[lang].format(name=name)
+
+
+def gap(lang: Language, *, start: datetime, end: datetime, timezone: str) -> str:
+    return _GAP[lang].format(start=local_time(start, timezone), end=local_time(end, timezone))

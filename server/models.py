@@ -59,11 +59,16 @@ class Incident(Base):
     seq: Mapped[int]
     #: Presses of this alert's button counted so far (re-presses while it is open).
     presses: Mapped[int] = mapped_column(default=1, server_default="1")
+    #: Escalation round: 0, then +1 each time a press reopens a resolved incident.
+    round: Mapped[int] = mapped_column(default=0, server_default="0")
     #: The device's clock at the press: kept for the record, never used for ordering.
     pressed_at: Mapped[datetime]
     received_at: Mapped[datetime]
     #: open -> acknowledged -> resolved
     state: Mapped[str] = mapped_column(String(16), index=True)
+    #: The escalation plan copied at trigger time (who, which channel, when); roster
+    #: edits after this do not change a running incident.
+    plan: Mapped[dict[str, Any] | None]
     acknowledged_by: Mapped[str | None] = mapped_column(String(63))
     acknowledged_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
@@ -86,8 +91,11 @@ class Page(Base):
     channel: Mapped[str] = mapped_column(String(8))
     step: Mapped[int] = mapped_column(Integer, default=0)
     reply_code: Mapped[int]
-    #: pending -> sending -> sent | failed
+    #: pending -> sending -> sent | failed (our side of the hand-over to the provider)
     status: Mapped[str] = mapped_column(String(16), index=True)
+    #: What the provider last said: delivered, undelivered, failed, busy, no-answer,
+    #: completed ... Never an acknowledgement, even "delivered" or "completed".
+    provider_status: Mapped[str | None] = mapped_column(String(24))
     provider_sid: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime]
@@ -136,3 +144,47 @@ class WebhookReceipt(Base):
 
     key: Mapped[str] = mapped_column(String(96), primary_key=True)
     at: Mapped[datetime]
+
+
+class EscalationJob(Base):
+    """One due step of an incident's escalation, persisted so a restart loses none.
+
+    ``kind`` is ``step`` (step ``n`` of the frozen plan, repeats counting on) or
+    ``follow_up`` (an acknowledged incident still not resolved). A job is
+    claimed with a conditional UPDATE; the pages it creates are unique per
+    (incident, staff, channel, step), so running a job twice sends nothing twice.
+    """
+
+    __tablename__ = "escalation_jobs"
+    __table_args__ = (UniqueConstraint("incident_id", "kind", "step"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    step: Mapped[int]
+    due_at: Mapped[datetime] = mapped_column(index=True)
+    #: pending -> running -> done | cancelled
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    claimed_at: Mapped[datetime | None]
+    done_at: Mapped[datetime | None]
+
+
+class DutyOverride(Base):
+    """ "I take over now": this person is on duty from ``start_at`` to ``end_at``."""
+
+    __tablename__ = "duty_overrides"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    staff_id: Mapped[str] = mapped_column(String(63), index=True)
+    start_at: Mapped[datetime]
+    end_at: Mapped[datetime]
+
+
+class StaffState(Base):
+    """What the carrier knows of a staff phone: opted out of SMS (STOP) or not."""
+
+    __tablename__ = "staff_state"
+
+    staff_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    sms_opted_out: Mapped[bool] = mapped_column(default=False, server_default=false())
+    changed_at: Mapped[datetime]

@@ -8,9 +8,13 @@ masked in logs.
 
 from __future__ import annotations
 
+import html
 import logging
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from typing import Protocol
 
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -37,19 +41,40 @@ def mask(phone: str) -> str:
     return phone[:3] + "*" * (len(phone) - 6) + phone[-3:]
 
 
-class Notifier(Protocol):
-    def send_sms(self, to: str, body: str) -> str:
-        """Hand one SMS to the provider and return its message id.
+_NUMBER = re.compile(r"\+?\d[\d ()-]{6,18}\d")
 
-        Raises :class:`NotifierError` when the provider refuses or cannot be reached.
-        """
+
+def mask_numbers(text: str) -> str:
+    """Mask every phone number in ``text`` (Twilio's error texts quote them)."""
+    return _NUMBER.sub(lambda m: mask(re.sub(r"[^\d+]", "", m.group())), text)
+
+
+class Notifier(Protocol):
+    """How a page reaches a phone. Each call raises :class:`NotifierError` when the
+    provider refuses or cannot be reached."""
+
+    def send_sms(self, to: str, body: str, *, status_callback: str | None = None) -> str:
+        """Hand one SMS to the provider; return its message id."""
+
+    def call(self, to: str, twiml: str, *, status_callback: str | None = None) -> str:
+        """Place a voice call that runs ``twiml``; return the call's id."""
+
+    def find_sms(self, to: str, body: str, since: datetime) -> str | None:
+        """The id of an SMS with this body already sent to ``to`` since ``since``, if any
+        (to tell after a crash whether a half-sent page went out)."""
 
 
 class TwilioNotifier:
-    """SMS through Twilio's REST API with an explicit HTTP timeout."""
+    """SMS and voice calls through Twilio's REST API, with an explicit HTTP timeout.
+
+    The sync client runs on the pager's worker threads, never on the event loop.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._from = settings.twilio_from
+        self._voice_from = settings.twilio_voice_from or (
+            settings.twilio_from if settings.twilio_from.startswith("+") else ""
+        )
         # environment={}: TWILIO_REGION / TWILIO_EDGE in the process environment
         # would otherwise rewrite the host we configured.
         self._client = Client(
@@ -60,32 +85,72 @@ class TwilioNotifier:
         )
         self._client.api.base_url = settings.twilio_api_base_url
 
-    def send_sms(self, to: str, body: str) -> str:
+    def send_sms(self, to: str, body: str, *, status_callback: str | None = None) -> str:
         sender = (
             {"messaging_service_sid": self._from}
             if self._from.startswith("MG")
             else {"from_": self._from}
         )
-        try:
+        extra = {"status_callback": status_callback} if status_callback else {}
+        with _translated("SMS", to):
             message = self._client.messages.create(
-                to=to, body=body, validity_period=SMS_VALIDITY, **sender
+                to=to, body=body, validity_period=SMS_VALIDITY, **sender, **extra
             )
-        except TwilioRestException as exc:
-            raise NotifierError(
-                f"Twilio refused the SMS to {mask(to)}: {exc.code} {exc.msg}",
-                code=exc.code,
-                retryable=exc.status >= 500 or exc.status == 429,
-            ) from None
-        except (TwilioException, OSError) as exc:
-            raise NotifierError(
-                f"Twilio could not be reached for {mask(to)}: {type(exc).__name__}", retryable=True
-            ) from None
         log.info("SMS to %s handed to Twilio as %s", mask(to), message.sid)
         return str(message.sid)
 
+    def call(self, to: str, twiml: str, *, status_callback: str | None = None) -> str:
+        if not self._voice_from:
+            raise NotifierError(
+                "no caller number: set PANICBUTTON_TWILIO_VOICE_FROM (a Twilio "
+                "number; a Messaging Service cannot place calls)",
+                code=21212,
+            )
+        extra = (
+            {
+                "status_callback": status_callback,
+                "status_callback_event": ["initiated", "ringing", "answered", "completed"],
+            }
+            if status_callback
+            else {}
+        )
+        with _translated("call", to):
+            # timeout: ring for 25 s, then Twilio reports no-answer (a voicemail may
+            # still pick up: "completed" is never taken as acknowledged).
+            placed = self._client.calls.create(
+                to=to, from_=self._voice_from, twiml=twiml, timeout=25, **extra
+            )
+        log.info("call to %s handed to Twilio as %s", mask(to), placed.sid)
+        return str(placed.sid)
+
+    def find_sms(self, to: str, body: str, since: datetime) -> str | None:
+        with _translated("message list", to):
+            for message in self._client.messages.list(to=to, date_sent_after=since, limit=20):
+                if message.body == body:
+                    return str(message.sid)
+        return None
+
+
+@contextmanager
+def _translated(what: str, to: str) -> Iterator[None]:
+    """Turn twilio's and the network's errors into :class:`NotifierError`."""
+    try:
+        yield
+    except TwilioRestException as exc:
+        raise NotifierError(
+            f"Twilio refused the {what} to {mask(to)}: {exc.code} {mask_numbers(str(exc.msg))}",
+            code=exc.code,
+            retryable=exc.status >= 500 or exc.status == 429,
+        ) from None
+    except (TwilioException, OSError) as exc:
+        raise NotifierError(
+            f"Twilio could not be reached for the {what} to {mask(to)}: {type(exc).__name__}",
+            retryable=True,
+        ) from None
+
 
 class ConsoleNotifier:
-    """Prints each SMS instead of sending it (demo only).
+    """Prints each SMS and call instead of sending it (demo only).
 
     ``say`` prints one line; the demo passes its own so lines never interleave.
     """
@@ -95,9 +160,21 @@ class ConsoleNotifier:
         self._count = 0
         self._lock = threading.Lock()
 
-    def send_sms(self, to: str, body: str) -> str:
+    def _next(self) -> int:
         with self._lock:
             self._count += 1
-            count = self._count
+            return self._count
+
+    def send_sms(self, to: str, body: str, *, status_callback: str | None = None) -> str:
+        count = self._next()
         self._say(f"  [SMS to {to}] {body}")
         return f"SMconsole{count:08d}"
+
+    def call(self, to: str, twiml: str, *, status_callback: str | None = None) -> str:
+        count = self._next()
+        spoken = " ".join(re.findall(r"<Say[^>]*>([^<]*)</Say>", twiml)[:1])
+        self._say(f"  [CALL to {to}] {html.unescape(spoken)}")
+        return f"CAconsole{count:08d}"
+
+    def find_sms(self, to: str, body: str, since: datetime) -> str | None:
+        return None

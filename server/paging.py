@@ -1,26 +1,35 @@
 """Paging: sends the queued pages of an incident, at once and concurrently.
 
-Pages are rows written in the same transaction as the incident, so a page
-survives a crash between commit and send: :meth:`Pager.redrive` sends what is
-still queued at start. A worker claims a page with a conditional UPDATE before
-sending, so two workers (or two server instances) never send the same page.
+Pages are rows written in the same transaction as the incident (or the
+escalation step), so a page survives a crash between commit and send:
+:meth:`Pager.redrive` sends what is still queued at start. A worker claims a
+page with a conditional UPDATE before sending, so two workers (or two server
+instances) never send the same page. A page left half-sent by a crash is
+looked up at the provider before it is sent again.
+
+Bursts: pages go out on a pool of workers, so many alerts never queue behind
+one another. When one person gets pages for several incidents within a few
+seconds, the first goes out at once and the others are bundled into one SMS
+(or one call) that lists the rooms, instead of a flood.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton.wire import now_utc
 from server import messages
+from server.audit import audit
 from server.errors import NotifierError
-from server.incidents import audit
 from server.models import Incident, Page
 from server.notifier import Notifier
 from server.site import Site, Staff
@@ -30,10 +39,28 @@ log = logging.getLogger(__name__)
 #: Tries per page for errors that may pass (provider 5xx, 429, timeouts), and the pause between.
 RETRIES = 3
 RETRY_PAUSE = 1.0
+#: Seconds after a page to one person during which their next pages are bundled, by channel.
+BUNDLE_WINDOW = {"sms": 3.0, "call": 20.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A page ready to send: where, what, and which page rows it stands for."""
+
+    member: Staff
+    channel: str
+    page_ids: list[int]
+    incident_ids: list[int]
+    body: str  # SMS text, or TwiML for a call
+    step: int
 
 
 class Pager:
-    """Sends pages and plain texts on a pool of worker threads."""
+    """Sends pages and plain texts on a pool of worker threads.
+
+    ``callback_url(path)`` gives the public URL for Twilio's callbacks, or None
+    when there is none (the demo).
+    """
 
     def __init__(
         self,
@@ -43,19 +70,26 @@ class Pager:
         notifier: Notifier,
         workers: int = 8,
         clock: Callable[[], datetime] = now_utc,
+        callback_url: Callable[[str], str | None] = lambda path: None,
     ) -> None:
         self._sessions = sessions
         self._site = site
         self._notifier = notifier
         self._clock = clock
+        self._callback_url = callback_url
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pager")
         self._inflight: set[Future[None]] = set()
-        #: Called on a worker thread with the incident id after each page is sent or failed.
-        self.on_page_done: Callable[[int], None] = lambda incident_id: None
+        self._lock = threading.Lock()
+        self._last_sent: dict[tuple[str, str], float] = {}  # (staff, channel) -> monotonic
+        self._held: dict[tuple[str, str], list[int]] = {}
+        #: Called on a worker thread after each page is sent or failed: (incident id, page id).
+        self.on_page_done: Callable[[int, int], None] = lambda incident_id, page_id: None
 
     def backlog(self) -> int:
-        """Sends queued or under way in this process."""
-        return sum(1 for f in self._inflight if not f.done())
+        """Sends queued or under way in this process, plus pages held for a bundle."""
+        with self._lock:
+            held = sum(len(v) for v in self._held.values())
+        return held + sum(1 for f in list(self._inflight) if not f.done())
 
     def dispatch(self, page_ids: list[int]) -> None:
         for page_id in page_ids:
@@ -63,21 +97,61 @@ class Pager:
 
     def _submit(self, fn: Callable[..., None], *args: object) -> None:
         future = self._pool.submit(fn, *args)
-        self._inflight.add(future)
-        future.add_done_callback(self._inflight.discard)
+        with self._lock:
+            self._inflight.add(future)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, future: Future[None]) -> None:
+        with self._lock:
+            self._inflight.discard(future)
+        if not future.cancelled() and (exc := future.exception()) is not None:
+            # A page stuck "sending" is re-driven by the scheduler's watchdog.
+            log.error("a send failed unexpectedly: %r", exc, exc_info=exc)
 
     def redrive(self) -> int:
         """Send every page left queued or half-sent by an earlier run; return how many."""
         with self._sessions.begin() as s:
-            # A page "sending" when the process died may or may not have gone out;
-            # sending it again is better than a page that never arrives.
-            s.execute(update(Page).where(Page.status == "sending").values(status="pending"))
-            ids = list(s.scalars(select(Page.id).where(Page.status == "pending").order_by(Page.id)))
+            half_sent = list(s.scalars(select(Page).where(Page.status == "sending")))
+            ids = list(s.scalars(select(Page.id).where(Page.status == "pending")))
+        for page in half_sent:
+            if not self._went_out(page):
+                ids.append(page.id)
         if ids:
-            log.warning("re-sending %d page(s) queued before a restart", len(ids))
-        self.dispatch(ids)
+            log.warning("sending %d page(s) queued before a restart", len(ids))
+        self.dispatch(sorted(ids))
         return len(ids)
 
+    def _went_out(self, page: Page) -> bool:
+        """A page the last run claimed but did not record: did the provider get it?"""
+        rendered = self._render([page.id])
+        found = None
+        if rendered is not None and page.channel == "sms":
+            try:
+                found = self._notifier.find_sms(
+                    rendered.member.phone, rendered.body, page.created_at - timedelta(seconds=5)
+                )
+            except NotifierError as exc:
+                log.warning("could not ask the provider about page %d: %s", page.id, exc)
+        with self._sessions.begin() as s:
+            row = s.get_one(Page, page.id)
+            if found is not None:
+                row.status, row.provider_sid, row.sent_at = "sent", found, self._clock()
+                audit(
+                    s,
+                    at=self._clock(),
+                    type="page.sent",
+                    incident_id=row.incident_id,
+                    page=row.id,
+                    provider_id=found,
+                    recovered=True,
+                )
+                return True
+            # Not found (or a call, which cannot be looked up): sending again is
+            # better than a page that never arrives.
+            row.status = "pending"
+        return False
+
+    # -- one page -------------------------------------------------------------------
     def _send_page(self, page_id: int) -> None:
         with self._sessions.begin() as s:
             claimed = s.execute(
@@ -85,66 +159,155 @@ class Pager:
                 .where(Page.id == page_id, Page.status == "pending")
                 .values(status="sending")
             ).rowcount  # type: ignore[attr-defined]
-            if not claimed:
+        if not claimed:
+            return
+        with self._sessions() as s:
+            page = s.get_one(Page, page_id)
+            key = (page.staff_id, page.channel)
+        with self._lock:
+            since = time.monotonic() - self._last_sent.get(key, -1e9)
+            window = BUNDLE_WINDOW[page.channel]
+            if since < window or key in self._held:
+                # Another page just went to this person: bundle this one with any
+                # others arriving in the window, instead of a flood.
+                first = key not in self._held
+                self._held.setdefault(key, []).append(page_id)
+                if first:
+                    timer = threading.Timer(window - since, self._submit, (self._flush, key))
+                    timer.daemon = True
+                    timer.start()
                 return
-            page = s.get_one(Page, page_id)
-            incident = s.get_one(Incident, page.incident_id)
-            member = self._site.member(page.staff_id)
-            room = self._site.room(incident.room_id)
-            body = messages.page(
-                member.language,
-                room=room.label,
-                at=incident.received_at,
-                timezone=self._site.timezone,
-                code=page.reply_code,
-                test=incident.kind == "test",
-            )
-        sid, error = self._deliver(member, body)
-        with self._sessions.begin() as s:
-            page = s.get_one(Page, page_id)
-            now = self._clock()
-            if sid is not None:
-                page.status, page.provider_sid, page.sent_at = "sent", sid, now
-                audit(
-                    s,
-                    at=now,
-                    type="page.sent",
-                    incident_id=page.incident_id,
-                    page=page.id,
-                    provider_id=sid,
-                )
-            else:
-                page.status, page.error = "failed", (error.args[0] if error else "")[:200]
-                audit(
-                    s,
-                    at=now,
-                    type="page.failed",
-                    incident_id=page.incident_id,
-                    page=page.id,
-                    code=error.code if error else None,
-                )
-            incident_id = page.incident_id
-        self.on_page_done(incident_id)
+            self._last_sent[key] = time.monotonic()
+        self._send([page_id])
 
-    def _deliver(self, member: Staff, body: str) -> tuple[str | None, NotifierError | None]:
+    def _flush(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            ids = self._held.pop(key, [])
+            self._last_sent[key] = time.monotonic()
+        if ids:
+            self._send(ids)
+
+    def _send(self, page_ids: list[int]) -> None:
+        rendered = self._render(page_ids)
+        if rendered is None:
+            return
+        sid, error = self._deliver(rendered)
+        now = self._clock()
+        with self._sessions.begin() as s:
+            for page_id in page_ids:
+                page = s.get_one(Page, page_id)
+                if sid is not None:
+                    page.status, page.provider_sid, page.sent_at = "sent", sid, now
+                    audit(
+                        s,
+                        at=now,
+                        type="page.sent",
+                        incident_id=page.incident_id,
+                        page=page.id,
+                        provider_id=sid,
+                        bundled=len(page_ids),
+                    )
+                else:
+                    page.status, page.error = "failed", (error.args[0] if error else "")[:200]
+                    audit(
+                        s,
+                        at=now,
+                        type="page.failed",
+                        incident_id=page.incident_id,
+                        page=page.id,
+                        code=error.code if error else None,
+                    )
+        for page_id, incident_id in zip(page_ids, rendered.incident_ids, strict=True):
+            self.on_page_done(incident_id, page_id)
+
+    def _render(self, page_ids: list[int]) -> Rendered | None:
+        with self._sessions() as s:
+            pages = [s.get_one(Page, i) for i in page_ids]
+            incidents = [s.get_one(Incident, p.incident_id) for p in pages]
+        first = pages[0]
+        member = self._site.member(first.staff_id)
+        lang = member.language
+        rooms = [self._site.room(i.room_id).label for i in incidents]
+        if first.channel == "call":
+            gather = self._callback_url(f"/twilio/voice?pages={','.join(map(str, page_ids))}")
+            body = messages.call_twiml(
+                lang, room=", ".join(rooms), gather_url=gather or "", follow=first.step < 0
+            )
+        else:
+            body = "\n".join(
+                self._sms(page, incident, room, member)
+                for page, incident, room in zip(pages, incidents, rooms, strict=True)
+            )
+        return Rendered(
+            member=member,
+            channel=first.channel,
+            page_ids=page_ids,
+            incident_ids=[i.id for i in incidents],
+            body=body,
+            step=first.step,
+        )
+
+    def _sms(self, page: Page, incident: Incident, room: str, member: Staff) -> str:
+        lang, tz = member.language, self._site.timezone
+        if incident.kind == "unit_offline":
+            return messages.unit_offline(
+                lang, room=room, since=incident.pressed_at, timezone=tz, code=page.reply_code
+            )
+        if page.step < 0:
+            acker = self._site.member(incident.acknowledged_by or member.id)
+            return messages.follow_up(
+                lang,
+                room=room,
+                name=acker.name,
+                at=incident.acknowledged_at or incident.received_at,
+                timezone=tz,
+                code=page.reply_code,
+            )
+        return messages.page(
+            lang,
+            room=room,
+            at=incident.received_at,
+            timezone=tz,
+            code=page.reply_code,
+            test=incident.kind == "test",
+        )
+
+    def _deliver(self, r: Rendered) -> tuple[str | None, NotifierError | None]:
+        callback = (
+            self._callback_url(f"/twilio/status?pages={','.join(map(str, r.page_ids))}")
+            if r.page_ids
+            else None
+        )
         error: NotifierError | None = None
         for attempt in range(RETRIES):
             try:
-                return self._notifier.send_sms(member.phone, body), None
+                if r.channel == "call":
+                    return self._notifier.call(
+                        r.member.phone, r.body, status_callback=callback
+                    ), None
+                return self._notifier.send_sms(
+                    r.member.phone, r.body, status_callback=callback
+                ), None
             except NotifierError as exc:
                 error = exc
-                log.warning("SMS to staff %s failed (try %d): %s", member.id, attempt + 1, exc)
+                log.warning(
+                    "%s to staff %s failed (try %d): %s", r.channel, r.member.id, attempt + 1, exc
+                )
                 if not exc.retryable:
                     break
                 time.sleep(RETRY_PAUSE * (attempt + 1))
         return None, error
 
+    # -- plain texts ------------------------------------------------------------------
     def send_text(self, member: Staff, body: str, *, incident_id: int | None, purpose: str) -> None:
         """Send a plain text (confirmation, stand-down) in the background and log it."""
         self._submit(self._send_text, member, body, incident_id, purpose)
 
     def _send_text(self, member: Staff, body: str, incident_id: int | None, purpose: str) -> None:
-        sid, error = self._deliver(member, body)
+        rendered = Rendered(
+            member=member, channel="sms", page_ids=[], incident_ids=[], body=body, step=0
+        )
+        sid, error = self._deliver(rendered)
         with self._sessions.begin() as s:
             audit(
                 s,

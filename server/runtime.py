@@ -1,34 +1,44 @@
-"""The server's core, shared by the MQTT ingest and the HTTP routes.
+"""The server's core, shared by the MQTT ingest, the HTTP routes and the timers.
 
-It owns the database sessions, the site, the pager and the way feedback goes
-back to room units. Each ``handle_*`` method is one transaction.
+It owns the database sessions, the site, the pager, the escalation scheduler
+and the way feedback goes back to room units. Each ``handle_*`` method is one
+transaction; texts and feedback go out after it commits.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from panicbutton.wire import Alert, Feedback, FeedbackState, Status, now_utc
-from server import incidents, messages, replies
+from panicbutton.wire import Alert, Feedback, Status
+from server import duty, escalation, incidents, messages, replies
+from server.audit import audit
+from server.clock import Clock, SystemClock
 from server.db import sessions
-from server.incidents import FEEDBACK_FOR, Outcome, State, audit
-from server.models import Incident, Page, WebhookReceipt
+from server.incidents import FEEDBACK_FOR, Outcome, State
+from server.models import DutyOverride, EscalationJob, Incident, Page, StaffState, WebhookReceipt
 from server.notifier import Notifier, mask
 from server.paging import Pager
-from server.site import Language, Site, Staff
+from server.scheduler import Scheduler
+from server.site import Language, Room, Site, Staff
 
 log = logging.getLogger(__name__)
 
-FeedbackSink = Callable[[str, Feedback], None]
+FeedbackSink = Callable[[str, Feedback, bool], None]  # device id, feedback, retain
 
 #: "Not understood" replies per number before we stay silent (stops auto-responder loops).
 MAX_NOT_UNDERSTOOD = 5
+#: Provider statuses that mean a page did not reach the person.
+FAILED = frozenset({"failed", "undelivered", "busy", "no-answer", "canceled"})
+#: Incident kinds that come from a room unit's button (they get feedback on its light).
+FROM_BUTTON = ("panic", "test")
 
 
 class UnknownDeviceError(LookupError):
@@ -42,25 +52,44 @@ class Runtime:
         site: Site,
         engine: Engine,
         notifier: Notifier,
-        clock: Callable[[], datetime] = now_utc,
+        clock: Clock | None = None,
+        public_base_url: str = "",
     ) -> None:
         self.site = site
         self.engine = engine
         self.sessions = sessions(engine)
-        self.clock = clock
-        self.pager = Pager(sessions=self.sessions, site=site, notifier=notifier, clock=clock)
-        self.publish_feedback: FeedbackSink = lambda device_id, fb: None
+        self.time = clock or SystemClock()
+        self.clock = self.time.now
+        self._public = public_base_url
+        self.pager = Pager(
+            sessions=self.sessions,
+            site=site,
+            notifier=notifier,
+            clock=self.clock,
+            callback_url=self.callback_url,
+        )
         self.pager.on_page_done = self._page_done
-        self._test_lock = threading.Lock()
+        self.scheduler = Scheduler(sessions=self.sessions, clock=self.time, run_job=self._run_job)
+        self.publish_feedback: FeedbackSink = lambda device_id, fb, retain: None
+        self._feedback_lock = threading.Lock()
+        self._lock = threading.Lock()
         self._not_understood: dict[str, int] = {}
-        self._not_understood_lock = threading.Lock()
+
+    def callback_url(self, path: str) -> str | None:
+        """The public URL Twilio calls back on for ``path``; None without a public URL."""
+        return self._public + path if self._public else None
+
+    def start(self) -> None:
+        self.pager.redrive()
+        self.scheduler.start()
 
     def close(self) -> None:
+        self.scheduler.stop()
         self.pager.close()
 
-    # -- room units ----------------------------------------------------------
+    # -- room units --------------------------------------------------------------------
     def handle_alert(self, alert: Alert) -> Feedback:
-        """Record ``alert`` (once), queue its pages, and return the feedback for the unit.
+        """Record ``alert`` (once), page step 0, and return the feedback for the unit.
 
         The incident is committed before this returns; the caller confirms
         receipt to the unit only then. A unit missing from the site file still
@@ -95,6 +124,7 @@ class Runtime:
                 alert.alert_id,
             )
             self.pager.dispatch(result.page_ids)
+            self.scheduler.wake()
         elif result.repressed:
             log.info("incident %d: button pressed again (%d)", incident.id, incident.presses)
             self._tell_paged(
@@ -104,20 +134,122 @@ class Runtime:
             )
         else:
             log.info("alert %s redelivered; incident %d already open", alert.alert_id, incident.id)
+        self._send_feedback(incident, now)
+        return self._feedback(incident, now)
+
+    @staticmethod
+    def _feedback(incident: Incident, now: datetime) -> Feedback:
         return Feedback(
-            alert_id=alert.alert_id,
+            alert_id=incident.alert_id,
             state=FEEDBACK_FOR[State(incident.state)],
             at=now,
             incident=incident.id,
             presses=incident.presses,
         )
 
-    def _page_done(self, incident_id: int) -> None:
-        """A test incident is complete once all its pages went out (or failed): record the
-        result and resolve it, so the room unit's light returns to armed."""
+    def _send_feedback(self, incident: Incident, now: datetime) -> None:
+        """Tell the unit where its alert stands, read fresh under a lock, so that two
+        threads publishing for one incident cannot leave an older state retained."""
+        if incident.kind not in FROM_BUTTON:
+            return
+        with self._feedback_lock, self.sessions() as s:
+            fresh = s.get_one(Incident, incident.id)
+            self.publish_feedback(
+                fresh.device_id, self._feedback(fresh, now), fresh.kind == "panic"
+            )
+
+    def handle_status(self, status: Status, *, retained: bool = False) -> None:
+        """A unit's status: heartbeat, Last Will or clean stop."""
+        room = self.site.room_for_device(status.device_id)
+        if room is None:
+            raise UnknownDeviceError(f"device {status.device_id!r} is not in the site file")
+        with self.sessions.begin() as s:
+            back = incidents.record_status(
+                session=s, status=status, now=self.clock(), retained=retained
+            )
+        if back:
+            self.unit_online(room)
+
+    def unit_offline(self, room: Room, since: datetime) -> None:
+        """A unit is offline: a technical incident that pages managers until acknowledged."""
         now = self.clock()
-        with self._test_lock, self.sessions.begin() as s:
+        with self.sessions.begin() as s:
+            incident = Incident(
+                alert_id=uuid.uuid4().hex,
+                device_id=room.device,
+                room_id=room.id,
+                kind="unit_offline",
+                seq=0,
+                pressed_at=since,
+                received_at=now,
+                state=State.OPEN,
+                presses=1,
+            )
+            s.add(incident)
+            s.flush()
+            audit(
+                s,
+                at=now,
+                type="device.offline_alerted",
+                incident_id=incident.id,
+                device=room.device,
+                since=since.isoformat(),
+            )
+            pages = escalation.start(session=s, site=self.site, incident=incident, now=now)
+        self.pager.dispatch(pages)
+        self.scheduler.wake()
+
+    def unit_online(self, room: Room) -> None:
+        """A unit that managers were told is offline is back: close its technical incidents."""
+        now = self.clock()
+        with self.sessions.begin() as s:
+            open_ = list(
+                s.scalars(
+                    select(Incident).where(
+                        Incident.device_id == room.device,
+                        Incident.kind == "unit_offline",
+                        Incident.state != State.RESOLVED,
+                    )
+                )
+            )
+            for incident in open_:
+                incidents.resolve(
+                    session=s,
+                    incident=incident,
+                    staff_id="system",
+                    outcome=Outcome.RECOVERED,
+                    now=now,
+                )
+        for incident in open_:
+            self._tell_paged(
+                incident,
+                lambda m: messages.unit_online(m.language, room=room.label),
+                purpose="unit_online",
+            )
+
+    # -- escalation ----------------------------------------------------------------------
+    def _run_job(self, job_id: int, now: datetime) -> None:
+        with self.sessions.begin() as s:
+            job = s.get_one(EscalationJob, job_id)
+            incident = s.get_one(Incident, job.incident_id)
+            wanted = State.OPEN if job.kind == "step" else State.ACKNOWLEDGED
+            if incident.state != wanted:
+                job.status = "cancelled"
+                return
+            run = escalation.run_step if job.kind == "step" else escalation.run_follow_up
+            pages = run(session=s, incident=incident, n=job.step, due=job.due_at, now=now)
+            job.status, job.done_at = "done", now
+        log.info("incident %d: %s %d paged %d", incident.id, job.kind, job.step, len(pages))
+        self.pager.dispatch(pages)
+
+    def _page_done(self, incident_id: int, page_id: int) -> None:
+        """After each page: a failed one hurries the next step; a test completes."""
+        now = self.clock()
+        with self._lock, self.sessions.begin() as s:
             incident = s.get_one(Incident, incident_id)
+            page = s.get_one(Page, page_id)
+            if page.status == "failed" and self._failed(s, incident, page, page.error or "", now):
+                self.scheduler.wake()
             if incident.kind != "test" or incident.state == State.RESOLVED:
                 return
             statuses = list(s.scalars(select(Page.status).where(Page.incident_id == incident_id)))
@@ -137,45 +269,50 @@ class Runtime:
                 session=s, incident=incident, staff_id="system", outcome=Outcome.TEST, now=now
             )
         log.info("test alert %s: %d of %d pages sent", incident.alert_id, sent, len(statuses))
-        self.publish_feedback(
-            incident.device_id,
-            Feedback(
-                alert_id=incident.alert_id,
-                state=FeedbackState.RESOLVED,
-                at=now,
-                incident=incident.id,
-                presses=incident.presses,
-            ),
-        )
+        self._send_feedback(incident, now)
 
-    def _tell_paged(
-        self, incident: Incident, text: Callable[[Staff], str], *, purpose: str
-    ) -> None:
-        """Send a text to everyone paged for ``incident`` (or who acknowledged it)."""
-        with self.sessions() as s:
-            paged = set(s.scalars(select(Page.staff_id).where(Page.incident_id == incident.id)))
-        for staff_id in sorted(paged):
-            member = self.site.member(staff_id)
-            self.pager.send_text(member, text(member), incident_id=incident.id, purpose=purpose)
-
-    def handle_status(self, status: Status) -> None:
-        """A unit's status: heartbeat, Last Will or clean stop."""
-        room = self.site.room_for_device(status.device_id)
-        if room is None:
-            raise UnknownDeviceError(f"device {status.device_id!r} is not in the site file")
-        with self.sessions.begin() as s:
-            back = incidents.record_status(session=s, status=status, now=self.clock())
-        if back:
-            self.tell_managers(
-                lambda m: messages.unit_online(m.language, room=room.label), purpose="unit_online"
+    def _failed(self, s: Session, incident: Incident, page: Page, why: str, now: datetime) -> bool:
+        if escalation.hurry(s, incident=incident, failed_step=page.step, now=now):
+            log.warning(
+                "incident %d: %s to staff %s failed (%s); next step now",
+                incident.id,
+                page.channel,
+                page.staff_id,
+                why,
             )
+            hurried = True
+        else:
+            hurried = False
+        if "21610" in why:
+            self._opted_out(s, page.staff_id, now)
+        return hurried
 
-    def tell_managers(self, text: Callable[[Staff], str], *, purpose: str) -> None:
-        """Technical news for managers (staff on duty when the site names no manager)."""
-        for member in self.site.managers():
-            self.pager.send_text(member, text(member), incident_id=None, purpose=purpose)
+    def handle_provider_status(self, *, page_ids: list[int], status: str, error_code: str) -> None:
+        """Twilio's status callback for an SMS or a call. Never an acknowledgement."""
+        now = self.clock()
+        wake = False
+        with self._lock, self.sessions.begin() as s:
+            for page_id in page_ids:
+                page = s.get(Page, page_id)
+                if page is None:
+                    continue
+                page.provider_status = status[:24]
+                audit(
+                    s,
+                    at=now,
+                    type="page.status",
+                    incident_id=page.incident_id,
+                    page=page.id,
+                    status=status[:24],
+                    code=error_code[:8] or None,
+                )
+                if status in FAILED:
+                    incident = s.get_one(Incident, page.incident_id)
+                    wake = self._failed(s, incident, page, f"{status} {error_code}", now) or wake
+        if wake:
+            self.scheduler.wake()
 
-    # -- staff -----------------------------------------------------------------
+    # -- staff -----------------------------------------------------------------------------
     def seen_webhook(self, key: str) -> bool:
         """Record a webhook's provider id; True if it was handled before (a replay)."""
         try:
@@ -185,77 +322,63 @@ class Runtime:
             return True
         return False
 
-    def handle_sms(self, *, phone: str, body: str) -> None:
-        """Act on an SMS from ``phone``; replies go out through the pager."""
-        member = self.site.by_phone(phone)
-        if member is None:
-            log.warning("SMS from unknown number %s ignored", mask(phone))
-            return
-        command = replies.parse(body)
+    def handle_voice(self, *, page_ids: list[int], digits: str) -> str:
+        """A key pressed in a page call; answers with TwiML. Only "1" acknowledges."""
+        with self.sessions() as s:
+            pages = [p for p in (s.get(Page, i) for i in page_ids) if p is not None]
+        if not pages:
+            return messages.call_answer("en", "")
+        member = self.site.member(pages[0].staff_id)
+        if digits.strip() != "1":
+            return messages.call_answer(member.language, messages.call_nothing(member.language))
+        rooms = []
+        for page in pages:
+            incident = self.acknowledge(
+                incident_id=page.incident_id, staff_id=member.id, via="call", confirm=False
+            )
+            if incident is not None:
+                rooms.append(self.site.room(incident.room_id).label)
+        return messages.call_answer(
+            member.language, messages.call_thanks(member.language, room=", ".join(rooms) or "-")
+        )
+
+    def acknowledge(
+        self, *, incident_id: int, staff_id: str, via: str, confirm: bool = True
+    ) -> Incident | None:
+        """A person acknowledges: paging stops, the others are told who is going, and the
+        room unit shows "help is coming". Returns the incident, or None if unknown."""
+        member = self.site.member(staff_id)
         now = self.clock()
-        if command.kind in (replies.Kind.OPT_OUT, replies.Kind.OPT_IN):
-            with self.sessions.begin() as s:
-                audit(s, at=now, type=f"staff.{command.kind}", staff=member.id)
-            log.warning(
-                "staff %s sent %s: pages to them will %s",
-                member.id,
-                command.kind,
-                "fail until they send START" if command.kind is replies.Kind.OPT_OUT else "resume",
-            )
-            return
-        if command.kind is replies.Kind.UNKNOWN:
-            self._not_understood_reply(member.id, member.phone, member.language)
-            return
-        with self._not_understood_lock:
-            self._not_understood.pop(member.phone, None)
         with self.sessions.begin() as s:
-            query = (
-                select(Page, Incident)
-                .join(Incident, Incident.id == Page.incident_id)
-                .where(Page.staff_id == member.id, Incident.state != State.RESOLVED)
+            incident = s.get(Incident, incident_id)
+            if incident is None:
+                return None
+            changed = incidents.acknowledge(
+                session=s, incident=incident, staff_id=staff_id, via=via, now=now
             )
-            if command.code is not None:
-                query = query.where(Page.reply_code == command.code)
-            row = s.execute(query.order_by(Incident.id.desc()).limit(1)).first()
-            if row is None:
-                changed, incident = False, None
-            else:
-                incident = row[1]
-                changed = incidents.acknowledge(
-                    session=s, incident=incident, staff_id=member.id, via="sms", now=now
-                )
-                paged = set(s.scalars(select(Page.staff_id).where(Page.incident_id == incident.id)))
-        if incident is None:
-            self._not_understood_reply(member.id, member.phone, member.language)
-            return
+            paged = set(s.scalars(select(Page.staff_id).where(Page.incident_id == incident.id)))
         room = self.site.room(incident.room_id).label
         if not changed:
-            acker = self.site.member(incident.acknowledged_by or member.id)
+            if incident.acknowledged_by != staff_id and confirm:
+                acker = self.site.member(incident.acknowledged_by or staff_id)
+                self.pager.send_text(
+                    member,
+                    messages.already(member.language, name=acker.name, room=room),
+                    incident_id=incident.id,
+                    purpose="already_acknowledged",
+                )
+            return incident
+        log.info("incident %d acknowledged by staff %s via %s", incident.id, staff_id, via)
+        self._send_feedback(incident, now)
+        self.scheduler.wake()
+        if confirm:
             self.pager.send_text(
                 member,
-                messages.already(member.language, name=acker.name, room=room),
+                messages.confirm(member.language, room=room),
                 incident_id=incident.id,
-                purpose="already_acknowledged",
+                purpose="confirm",
             )
-            return
-        log.info("incident %d acknowledged by staff %s", incident.id, member.id)
-        self.publish_feedback(
-            incident.device_id,
-            Feedback(
-                alert_id=incident.alert_id,
-                state=FeedbackState.ACKNOWLEDGED,
-                at=now,
-                incident=incident.id,
-                presses=incident.presses,
-            ),
-        )
-        self.pager.send_text(
-            member,
-            messages.confirm(member.language, room=room),
-            incident_id=incident.id,
-            purpose="confirm",
-        )
-        for other_id in sorted(paged - {member.id}):
+        for other_id in sorted(paged - {staff_id}):
             other = self.site.member(other_id)
             self.pager.send_text(
                 other,
@@ -263,22 +386,10 @@ class Runtime:
                 incident_id=incident.id,
                 purpose="stand_down",
             )
-
-    def _not_understood_reply(self, staff_id: str, phone: str, language: Language) -> None:
-        with self._not_understood_lock:
-            count = self._not_understood.get(phone, 0) + 1
-            self._not_understood[phone] = count
-        if count > MAX_NOT_UNDERSTOOD:
-            log.warning("staff %s: reply not understood again; staying silent", staff_id)
-            return
-        self.pager.send_text(
-            self.site.member(staff_id),
-            messages.not_understood(language),
-            incident_id=None,
-            purpose="not_understood",
-        )
+        return incident
 
     def resolve(self, *, incident_id: int, staff_id: str, outcome: Outcome) -> Incident | None:
+        """Close an incident with its outcome: a staff decision, never the room unit's."""
         now = self.clock()
         with self.sessions.begin() as s:
             incident = s.get(Incident, incident_id)
@@ -288,14 +399,174 @@ class Runtime:
                 session=s, incident=incident, staff_id=staff_id, outcome=outcome, now=now
             )
         if changed:
-            self.publish_feedback(
-                incident.device_id,
-                Feedback(
-                    alert_id=incident.alert_id,
-                    state=FeedbackState.RESOLVED,
-                    at=now,
-                    incident=incident.id,
-                    presses=incident.presses,
-                ),
-            )
+            self._send_feedback(incident, now)
         return incident
+
+    def handle_sms(self, *, phone: str, body: str) -> None:
+        """Act on an SMS from ``phone``; replies go out through the pager."""
+        member = self.site.by_phone(phone)
+        if member is None:
+            log.warning("SMS from unknown number %s ignored", mask(phone))
+            return
+        command = replies.parse(body)
+        match command.kind:
+            case replies.Kind.OPT_OUT | replies.Kind.OPT_IN:
+                with self.sessions.begin() as s:
+                    if command.kind is replies.Kind.OPT_OUT:
+                        self._opted_out(s, member.id, self.clock())
+                    else:
+                        self._set_opt_out(s, member.id, False, self.clock())
+                return
+            case replies.Kind.DUTY_ON | replies.Kind.DUTY_OFF:
+                self._understood(member)
+                self.takeover(staff_id=member.id, on=command.kind is replies.Kind.DUTY_ON)
+                return
+            case replies.Kind.UNKNOWN:
+                self._not_understood_reply(member)
+                return
+        incident_id = self._incident_for_code(member.id, command.code)
+        if incident_id is None:
+            self._not_understood_reply(member)
+            return
+        self._understood(member)
+        if command.kind is replies.Kind.RESOLVE:
+            incident = self.resolve(
+                incident_id=incident_id,
+                staff_id=member.id,
+                outcome=Outcome(command.outcome or "genuine"),
+            )
+            if incident is not None:
+                self.pager.send_text(
+                    member,
+                    messages.closed(member.language, room=self.site.room(incident.room_id).label),
+                    incident_id=incident_id,
+                    purpose="closed",
+                )
+            return
+        self.acknowledge(incident_id=incident_id, staff_id=member.id, via="sms")
+
+    def _incident_for_code(self, staff_id: str, code: int | None) -> int | None:
+        with self.sessions() as s:
+            query = (
+                select(Incident.id)
+                .join(Page, Page.incident_id == Incident.id)
+                .where(Page.staff_id == staff_id, Incident.state != State.RESOLVED)
+            )
+            if code is not None:
+                query = query.where(Page.reply_code == code)
+            found: int | None = s.scalar(query.order_by(Incident.id.desc()).limit(1))
+            return found
+
+    def _understood(self, member: Staff) -> None:
+        with self._lock:
+            self._not_understood.pop(member.phone, None)
+
+    def _not_understood_reply(self, member: Staff) -> None:
+        with self._lock:
+            count = self._not_understood.get(member.phone, 0) + 1
+            self._not_understood[member.phone] = count
+        if count > MAX_NOT_UNDERSTOOD:
+            log.warning("staff %s: reply not understood again; staying silent", member.id)
+            return
+        self.pager.send_text(
+            member,
+            messages.not_understood(member.language),
+            incident_id=None,
+            purpose="not_understood",
+        )
+
+    def _set_opt_out(self, s: Session, staff_id: str, out: bool, now: datetime) -> bool:
+        state = s.get(StaffState, staff_id)
+        if state is None:
+            state = StaffState(staff_id=staff_id, sms_opted_out=not out, changed_at=now)
+            s.add(state)
+        changed = state.sms_opted_out != out
+        if changed:
+            state.sms_opted_out, state.changed_at = out, now
+            audit(s, at=now, type="staff.opt_out" if out else "staff.opt_in", staff=staff_id)
+        return changed
+
+    def _opted_out(self, s: Session, staff_id: str, now: datetime) -> None:
+        """STOP (or Twilio's 21610): SMS no longer reach this person; warn the managers
+        if they are on duty now."""
+        if not self._set_opt_out(s, staff_id, True, now):
+            return
+        member = self.site.member(staff_id)
+        log.warning("staff %s opted out of SMS (STOP): only calls reach them", staff_id)
+        if staff_id in duty.covering(self.site, duty.takeovers(s, now), now):
+            for manager in self.site.managers():
+                if manager.id != staff_id:
+                    self.pager.send_text(
+                        manager,
+                        messages.opted_out(manager.language, name=member.name),
+                        incident_id=None,
+                        purpose="opted_out",
+                    )
+
+    # -- duty --------------------------------------------------------------------------------
+    def takeover(self, *, staff_id: str, on: bool = True, hours: float | None = None) -> None:
+        """ "I take over now" (or end it): this person alone is on duty until it ends."""
+        now = self.clock()
+        member = self.site.member(staff_id)
+        until = now + timedelta(hours=hours or self.site.duty.takeover_hours)
+        with self.sessions.begin() as s:
+            for row in s.scalars(
+                select(DutyOverride).where(
+                    DutyOverride.staff_id == staff_id, DutyOverride.end_at > now
+                )
+            ):
+                row.end_at = now
+            if on:
+                s.add(DutyOverride(staff_id=staff_id, start_at=now, end_at=until))
+            audit(
+                s,
+                at=now,
+                type="duty.takeover" if on else "duty.takeover_ended",
+                staff=staff_id,
+                until=until.isoformat() if on else None,
+            )
+        text = (
+            messages.duty_on(member.language, until=until, timezone=self.site.timezone)
+            if on
+            else messages.duty_off(member.language)
+        )
+        self.pager.send_text(member, text, incident_id=None, purpose="duty")
+
+    def check_duty_gap(self, warned: set[datetime]) -> datetime | None:
+        """Warn managers once ahead of a stretch nobody covers; returns its start."""
+        now = self.clock()
+        with self.sessions() as s:
+            overrides = duty.takeovers(s, now)
+        gap = duty.next_gap(
+            self.site, overrides, now, timedelta(seconds=self.site.duty.gap_warning)
+        )
+        if gap is None or gap[0] in warned:
+            return None
+        warned.add(gap[0])
+        with self.sessions.begin() as s:
+            audit(
+                s, at=now, type="duty.gap_warned", start=gap[0].isoformat(), end=gap[1].isoformat()
+            )
+        for manager in self.site.managers():
+            self.pager.send_text(
+                manager,
+                messages.gap(
+                    manager.language, start=gap[0], end=gap[1], timezone=self.site.timezone
+                ),
+                incident_id=None,
+                purpose="duty_gap",
+            )
+        return gap[0]
+
+    def _tell_paged(
+        self, incident: Incident, text: Callable[[Staff], str], *, purpose: str
+    ) -> None:
+        """Send a text to everyone paged for ``incident``."""
+        with self.sessions() as s:
+            paged = set(s.scalars(select(Page.staff_id).where(Page.incident_id == incident.id)))
+        for staff_id in sorted(paged):
+            member = self.site.member(staff_id)
+            self.pager.send_text(member, text(member), incident_id=incident.id, purpose=purpose)
+
+
+__all__ = ["FeedbackSink", "Language", "Runtime", "UnknownDeviceError"]

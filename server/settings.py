@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     twilio_auth_token_secondary: SecretStr | None = None
     #: Sender: an E.164 number or a Messaging Service SID (MG...).
     twilio_from: str = ""
+    #: Caller number for voice calls (E.164); defaults to PANICBUTTON_TWILIO_FROM when
+    #: that is a number (a Messaging Service SID cannot place calls).
+    twilio_voice_from: str = ""
     #: Twilio's REST base URL; regional edges and tests point it elsewhere.
     twilio_api_base_url: str = "https://api.twilio.com"
     #: Seconds before a Twilio HTTP request is abandoned.

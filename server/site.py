@@ -11,6 +11,7 @@ import itertools
 import re
 import tomllib
 from dataclasses import dataclass
+from datetime import datetime, time
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -47,12 +48,67 @@ class Staff:
     role: Literal["staff", "manager"] = "staff"
 
 
+Who = Literal["on_duty", "all_staff", "managers"]
+Channel = Literal["sms", "call"]
+WHO: tuple[Who, ...] = ("on_duty", "all_staff", "managers")
+CHANNELS: tuple[Channel, ...] = ("sms", "call")
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One escalation step: ``after`` seconds from the alert, page ``who``."""
+    """One escalation step: ``after`` seconds from the alert, page ``who`` on ``channels``."""
 
     after: int
-    who: Literal["on_duty", "all_staff"]
+    who: Who
+    channels: tuple[Channel, ...] = ("sms", "call")
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """The site's escalation: steps, then the last step again every ``repeat_every``
+    seconds until someone acknowledges; ``follow_up_after`` seconds after an
+    acknowledgement without resolution, the acknowledger is paged again, then
+    everyone. ``offline_repeat`` paces technical alerts (a unit offline)."""
+
+    steps: tuple[Step, ...]
+    repeat_every: int = 60
+    follow_up_after: int = 600
+    offline_repeat: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Shift:
+    """A weekly shift in the site's time zone; ``end`` before ``start`` ends the next day."""
+
+    staff: str
+    days: frozenset[int]  # 0 = Monday
+    start: time
+    end: time
+
+    def covers(self, local: datetime) -> bool:
+        """Whether this shift covers ``local`` (a wall-clock time in the site's zone)."""
+        t, day = local.time(), local.weekday()
+        if self.start < self.end:
+            return day in self.days and self.start <= t < self.end
+        # Overnight (or 24 h when start == end): the part after midnight belongs
+        # to the day the shift started.
+        return (day in self.days and t >= self.start) or (
+            (day - 1) % 7 in self.days and t < self.end
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Duty:
+    """Who is on duty: ``always`` (no roster), weekly ``shifts``, and the ``default``
+    group paged when nobody is; managers are warned ``gap_warning`` seconds ahead
+    of a moment nobody covers. A take-over lasts ``takeover_hours``."""
+
+    always: tuple[str, ...] = ()
+    shifts: tuple[Shift, ...] = ()
+    default: tuple[str, ...] = ()
+    gap_warning: int = 3600
+    takeover_hours: float = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +117,14 @@ class Site:
     timezone: str
     rooms: tuple[Room, ...]
     staff: tuple[Staff, ...]
-    on_duty: tuple[str, ...]
-    steps: tuple[Step, ...]
+    duty: Duty
+    escalation: Escalation
     #: Who a *test* alert pages (``[test] recipients``); managers when not set.
     test_recipients: tuple[str, ...] = ()
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
     def room_for_device(self, device_id: str) -> Room | None:
         return next((r for r in self.rooms if r.device == device_id), None)
@@ -86,8 +146,12 @@ class Site:
         )
 
     def managers(self) -> list[Staff]:
-        """Who hears of technical faults: managers, or the staff on duty if there are none."""
-        return [s for s in self.staff if s.role == "manager"] or self.recipients("on_duty")
+        """Who hears of technical faults: managers, or else the default group, or everyone."""
+        return (
+            [s for s in self.staff if s.role == "manager"]
+            or [self.member(i) for i in self.duty.default or self.duty.always]
+            or list(self.staff)
+        )
 
     def member(self, staff_id: str) -> Staff:
         return next(s for s in self.staff if s.id == staff_id)
@@ -95,12 +159,8 @@ class Site:
     def by_phone(self, phone: str) -> Staff | None:
         return next((s for s in self.staff if s.phone == phone), None)
 
-    def recipients(self, who: str) -> list[Staff]:
-        if who == "on_duty":
-            return [self.member(i) for i in self.on_duty]
-        if who == "test":
-            return [self.member(i) for i in self.test_recipients] or self.managers()
-        return list(self.staff)
+    def test_group(self) -> list[Staff]:
+        return [self.member(i) for i in self.test_recipients] or self.managers()
 
 
 def _need(table: dict[str, Any], key: str, where: str, kind: type = str) -> Any:
@@ -172,32 +232,88 @@ def _parse_staff(data: dict[str, Any], where: str) -> tuple[Staff, ...]:
     return tuple(staff)
 
 
-def _parse_duty(data: dict[str, Any], where: str, staff: tuple[Staff, ...]) -> tuple[str, ...]:
-    on_duty = tuple(data.get("duty", {}).get("on_duty", []))
-    if not on_duty:
-        raise SiteError(f"{where}: [duty] on_duty is empty: name at least one staff id")
-    known = {s.id for s in staff}
-    for sid in on_duty:
+def _ids(value: object, w: str, known: set[str]) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SiteError(f"{w} must be a list of staff ids")
+    for sid in value:
         if sid not in known:
-            raise SiteError(f"{where}: [duty] on_duty names {sid!r}, which is not a staff id")
-    return on_duty
+            raise SiteError(f"{w} names {sid!r}, which is not a staff id")
+    return tuple(value)
 
 
-def _parse_steps(data: dict[str, Any], where: str) -> tuple[Step, ...]:
+def _clock_time(value: object, w: str) -> time:
+    try:
+        return time.fromisoformat(str(value))
+    except ValueError:
+        raise SiteError(f'{w} must be a time like "08:00", got {value!r}') from None
+
+
+def _parse_shift(sh: dict[str, Any], sw: str, known: set[str]) -> Shift:
+    member = _need(sh, "staff", sw)
+    if member not in known:
+        raise SiteError(f"{sw}: staff {member!r} is not a staff id")
+    days = sh.get("days", list(DAYS))
+    if not isinstance(days, list) or any(d not in DAYS for d in days):
+        raise SiteError(f"{sw}: days must be a list of {', '.join(DAYS)}")
+    return Shift(
+        staff=member,
+        days=frozenset(DAYS.index(d) for d in days),
+        start=_clock_time(_need(sh, "start", sw), f"{sw}: start"),
+        end=_clock_time(_need(sh, "end", sw), f"{sw}: end"),
+    )
+
+
+def _parse_duty(data: dict[str, Any], where: str, staff: tuple[Staff, ...]) -> Duty:
+    table = data.get("duty", {})
+    known = {s.id for s in staff}
+    w = f"{where}: [duty]"
+    duty = Duty(
+        always=_ids(table.get("on_duty", []), f"{w} on_duty", known),
+        shifts=tuple(
+            _parse_shift(sh, f"{where}: duty.shifts[{i}]", known)
+            for i, sh in enumerate(table.get("shifts", []))
+        ),
+        default=_ids(table.get("default", []), f"{w} default", known),
+        gap_warning=int(table.get("gap_warning_minutes", 60)) * 60,
+        takeover_hours=float(table.get("takeover_hours", 8)),
+    )
+    if not (duty.always or duty.shifts or duty.default):
+        raise SiteError(
+            f"{where}: [duty] names nobody: set on_duty (always on duty), "
+            "[[duty.shifts]], or default (paged when no shift covers)"
+        )
+    return duty
+
+
+def _parse_escalation(data: dict[str, Any], where: str) -> Escalation:
+    table = data.get("escalation", {})
     steps = []
-    default = [{"after": 0, "who": "on_duty"}]
-    for i, st in enumerate(data.get("escalation", {}).get("steps", default)):
+    default = [{"after": 0, "who": "on_duty"}, {"after": 30, "who": "all_staff"}]
+    for i, st in enumerate(table.get("steps", default)):
         w = f"{where}: escalation.steps[{i}]"
         after = _need(st, "after", w, int)
         who = st.get("who", "on_duty")
-        if who not in ("on_duty", "all_staff") or after < 0:
-            raise SiteError(f"{w}: needs after >= 0 seconds and who = on_duty or all_staff")
-        steps.append(Step(after=after, who=who))
+        channels = st.get("channels", ["sms", "call"])
+        if who not in WHO or after < 0:
+            raise SiteError(f"{w}: needs after >= 0 seconds and who = {' or '.join(WHO)}")
+        if not channels or any(c not in CHANNELS for c in channels):
+            raise SiteError(f"{w}: channels must be a non-empty list of sms and call")
+        steps.append(Step(after=after, who=who, channels=tuple(channels)))
     if not steps or steps[0].after != 0:
         raise SiteError(f"{where}: escalation.steps[0] must have after = 0 (page at once)")
     if any(b.after <= a.after for a, b in itertools.pairwise(steps)):
         raise SiteError(f"{where}: escalation.steps must be in increasing order of `after`")
-    return tuple(steps)
+    numbers = {
+        k: table.get(k, d)
+        for k, d in (("repeat_every", 60), ("follow_up_after", 600), ("offline_repeat", 300))
+    }
+    for key, value in numbers.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 10:
+            raise SiteError(
+                f"{where}: escalation.{key} must be whole seconds >= 10, got {value!r}: "
+                "paging never stops, so it needs a pace"
+            )
+    return Escalation(steps=tuple(steps), **numbers)
 
 
 def _parse_test(data: dict[str, Any], where: str, staff: tuple[Staff, ...]) -> tuple[str, ...]:
@@ -227,8 +343,8 @@ def parse_site(data: dict[str, Any], source: str = "<memory>") -> Site:
         timezone=timezone,
         rooms=_parse_rooms(data, where),
         staff=staff,
-        on_duty=_parse_duty(data, where, staff),
-        steps=_parse_steps(data, where),
+        duty=_parse_duty(data, where, staff),
+        escalation=_parse_escalation(data, where),
         test_recipients=_parse_test(data, where, staff),
     )
 

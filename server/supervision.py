@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
 
-from server import incidents, messages
-from server.incidents import audit
+from server import incidents
 from server.models import DeviceRecord
 from server.runtime import Runtime
-from server.site import Room, Staff
+from server.site import Room
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +37,11 @@ class SupervisionTimes:
 
 
 class Supervisor:
-    def __init__(self, runtime: Runtime, times: SupervisionTimes) -> None:
+    def __init__(
+        self, runtime: Runtime, times: SupervisionTimes, link_up: Callable[[], bool] = lambda: True
+    ) -> None:
         self._runtime = runtime
+        self._link_up = link_up
         self._times = times
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
@@ -54,9 +56,11 @@ class Supervisor:
             self._thread.join(5)
 
     def _run(self) -> None:
+        warned: set[datetime] = set()
         while not self._stop.wait(self._times.interval):
             try:
                 self.check()
+                self._runtime.check_duty_gap(warned)
             except Exception:  # the loop must outlive a database hiccup
                 log.exception("supervision check failed; trying again")
 
@@ -65,6 +69,9 @@ class Supervisor:
         rt = self._runtime
         now = rt.clock()
         silent_before = now - timedelta(seconds=self._times.silence)
+        # Judge silence only while the server hears the broker, and not before it
+        # could have heard a heartbeat since it started (retained ones do not count).
+        judge = self._link_up() and now - self._started >= timedelta(seconds=self._times.silence)
         alert_before = now - timedelta(seconds=self._times.grace)
         newly: list[tuple[Room, datetime]] = []
         with rt.sessions.begin() as s:
@@ -75,14 +82,17 @@ class Supervisor:
                         device_id=room.device, last_seq=0, online=False, offline_since=self._started
                     )
                     s.add(device)
-                if device.online and (device.last_seen is None or device.last_seen < silent_before):
+                if (
+                    judge
+                    and device.online
+                    and (device.last_seen is None or device.last_seen < silent_before)
+                ):
                     incidents.mark_offline(
                         session=s, device=device, reason="silent", now=device.last_seen or now
                     )
                 since = device.offline_since or self._started
                 if not device.online and not device.offline_alerted and since <= alert_before:
                     device.offline_alerted = True
-                    audit(s, at=now, type="device.offline_alerted", device=room.device)
                     newly.append((room, since))
         for room, since in newly:
             log.error(
@@ -91,12 +101,5 @@ class Supervisor:
                 room.id,
                 since.isoformat(timespec="seconds"),
             )
-            rt.tell_managers(
-                partial(self._offline_text, room=room, since=since), purpose="unit_offline"
-            )
+            rt.unit_offline(room, since)
         return [room.device for room, _ in newly]
-
-    def _offline_text(self, member: Staff, *, room: Room, since: datetime) -> str:
-        return messages.unit_offline(
-            member.language, room=room.label, since=since, timezone=self._runtime.site.timezone
-        )

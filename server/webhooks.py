@@ -1,9 +1,11 @@
-"""Twilio webhooks: inbound SMS. Every request must carry a valid signature.
+"""Twilio webhooks: inbound SMS, call key presses, delivery and call status.
 
-The signature covers the URL as Twilio called it, so the URL is built from
-``PANICBUTTON_PUBLIC_BASE_URL`` (behind a TLS proxy the request's own URL
-differs). A forged or unsigned request gets 403 and changes nothing; a
-replayed one (same ``MessageSid``) is answered but not acted on twice.
+Every request must carry a valid signature, checked against the URL as Twilio
+called it: ``PANICBUTTON_PUBLIC_BASE_URL`` + path + query (behind a TLS proxy
+the request's own URL differs). The primary and, during rotation, the
+secondary auth token are accepted; anything else gets 403 and changes
+nothing. A replayed webhook (same ``I-Twilio-Idempotency-Token``, or the same
+``MessageSid`` for an inbound SMS) is answered but not acted on twice.
 """
 
 from __future__ import annotations
@@ -41,13 +43,59 @@ SignedForm = Annotated[dict[str, str], Depends(signed_form)]
 router = APIRouter(prefix="/twilio", tags=["webhooks"])
 
 
+def _xml(body: str = EMPTY_TWIML) -> Response:
+    return Response(body, media_type="application/xml")
+
+
+def _pages(pages: str) -> list[int]:
+    try:
+        return [int(p) for p in pages.split(",") if p][:20]
+    except ValueError:
+        raise HTTPException(422, "pages must be page ids separated by commas") from None
+
+
+async def _replayed(request: Request, runtime: RuntimeDep, fallback: str) -> bool:
+    key = request.headers.get("I-Twilio-Idempotency-Token") or fallback
+    return bool(key) and await run_in_threadpool(runtime.seen_webhook, f"twilio:{key}")
+
+
 @router.post("/sms", response_class=Response)
-async def inbound_sms(params: SignedForm, runtime: RuntimeDep) -> Response:
-    """A staff member's SMS reply: acknowledges by code; opt-out words are recorded."""
+async def inbound_sms(params: SignedForm, request: Request, runtime: RuntimeDep) -> Response:
+    """A staff member's SMS: acknowledge or close by code, DUTY, opt-out words."""
     sid = params.get("MessageSid") or params.get("SmsSid") or ""
+    if await _replayed(request, runtime, f"sms:{sid}" if sid else ""):
+        return _xml()
     phone, body = params.get("From", ""), params.get("Body", "")
-    replayed = bool(sid) and await run_in_threadpool(runtime.seen_webhook, f"sms:{sid}")
-    if replayed:
-        return Response(EMPTY_TWIML, media_type="application/xml")
     await run_in_threadpool(lambda: runtime.handle_sms(phone=phone, body=body))
-    return Response(EMPTY_TWIML, media_type="application/xml")
+    return _xml()
+
+
+@router.post("/voice", response_class=Response)
+async def voice_key(
+    params: SignedForm, request: Request, runtime: RuntimeDep, pages: str = ""
+) -> Response:
+    """A key pressed during a page call ("1" acknowledges); answers with what to say."""
+    ids = _pages(pages)
+    sid = params.get("CallSid", "")
+    if await _replayed(request, runtime, f"voice:{sid}:{pages}" if sid else ""):
+        return _xml()
+    digits = params.get("Digits", "")
+    twiml = await run_in_threadpool(lambda: runtime.handle_voice(page_ids=ids, digits=digits))
+    return _xml(twiml)
+
+
+@router.post("/status", response_class=Response)
+async def provider_status(
+    params: SignedForm, request: Request, runtime: RuntimeDep, pages: str = ""
+) -> Response:
+    """Delivery status of an SMS or a call. Never an acknowledgement."""
+    ids = _pages(pages)
+    status = params.get("MessageStatus") or params.get("CallStatus") or ""
+    sid = params.get("MessageSid") or params.get("CallSid") or ""
+    if await _replayed(request, runtime, f"status:{sid}:{status}" if sid else ""):
+        return _xml()
+    code = params.get("ErrorCode", "")
+    await run_in_threadpool(
+        lambda: runtime.handle_provider_status(page_ids=ids, status=status, error_code=code)
+    )
+    return _xml()

@@ -109,10 +109,20 @@ class Broker:
 def start_mosquitto(folder: Path) -> Iterator[Broker]:
     users = {SERVER_USER: secrets.token_urlsafe(12)}
     users |= {d: secrets.token_urlsafe(12) for d in DEVICES}
-    port = free_port()
-    process = MosquittoProcess(BrokerFiles(folder, port, users, persistence=True))
-    with process:
+    for attempt in range(5):  # a free port can be taken by another process before we bind it
+        port = free_port()
+        process = MosquittoProcess(BrokerFiles(folder, port, users, persistence=True))
+        try:
+            process.start()
+        except RuntimeError as exc:
+            if "Address already in use" not in str(exc) or attempt == 4:
+                raise
+            continue
+        break
+    try:
         yield Broker(port, users, process)
+    finally:
+        process.stop()
 
 
 def postgres_reachable() -> bool:

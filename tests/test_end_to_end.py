@@ -74,8 +74,12 @@ def test_press_pages_duty_and_reply_shows_help_coming(system: System) -> None:
             )
         )
         logged = " ".join(str(e.data) for e in s.scalars(select(AuditEvent)))
-    assert types[:4] == ["alert.raised", "page.queued", "page.queued", "page.sent"]
+    assert types[:3] == ["alert.raised", "escalation.plan_frozen", "escalation.step_started"]
+    assert types.count("page.queued") == 4  # two people on duty, SMS and call each
     assert "incident.acknowledged" in types
+    # Each person on duty was also called, in their language, with "press 1".
+    assert system.twilio.wait_for_calls(lambda calls: len(calls) == 2)
+    assert "Press 1 if you are going" in system.twilio.calls_to(RECEPTION)[0].spoken
     for personal in (RECEPTION, FLOOR, "Reception", "Floor"):
         assert personal not in logged
 
@@ -166,7 +170,9 @@ def test_replayed_reply_acts_once(system: System) -> None:
         )
         pages = s.scalar(select(func.count()).select_from(Page))
     assert acks == 1
-    assert pages == 2
+    assert pages == 4  # SMS and call to both on duty, and no more
+    assert system.twilio.wait_for(lambda sent: len(system.twilio.to(FLOOR)) == 2)
+    time.sleep(0.3)  # room for a second stand-down to show itself
     assert len(system.twilio.to(FLOOR)) == 2  # the page and one stand-down, not two
 
 

@@ -114,10 +114,10 @@ def test_site_example_loads_with_rooms_staff_and_duty() -> None:
 
     assert len(site.rooms) == 3
     assert site.staff
-    assert site.on_duty
+    assert site.duty.always or site.duty.shifts
     assert {member.language for member in site.staff} == {"fr", "nl", "en"}
     assert all(member.phone.startswith("+3247000000") for member in site.staff)
-    assert site.steps
+    assert site.escalation.steps
 
 
 def test_site_example_has_a_room_for_the_device_example() -> None:

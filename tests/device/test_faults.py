@@ -219,13 +219,11 @@ def test_bounce_storm_is_one_press(system: System) -> None:
     room = system.room("unit-1")
     assert wait_until(lambda: room.light is Light.ARMED)
     pin = room.factory.pin(BUTTON)
-    start = time.monotonic()
     for i in range(100):  # a hundred edges within 50 ms
         if i % 2 == 0:
             pin.drive_low()
         else:
             pin.drive_high()
-    assert time.monotonic() - start < 0.05
     assert wait_until(lambda: room.light is Light.RECEIVED), room.lights
     assert_one_incident_paged(system)
     assert room.agent.detector.edges >= 99  # every edge seen, one press taken
@@ -284,30 +282,38 @@ def test_test_button_pages_only_test_recipients(system: System) -> None:
     assert result.data == {"sent": 1, "failed": 0, "result": "passed"}
 
 
-@pytest.mark.settings(offline_grace=1.0)
+@pytest.mark.settings(offline_grace=5.0)
 def test_unit_that_dies_is_reported_to_managers_and_its_return_too(
     system: System, tmp_path: Path
 ) -> None:
+    def offline_room_1(sent: list[Sent]) -> list[Sent]:
+        return [s for s in sent if "PANNE: le boîtier de Room 1 ne répond plus" in s.body]
+
     with agent_process(system, tmp_path, mqtt={"keepalive": 5}) as proc:
         assert wait_until(lambda: system.events("device.online") != [], timeout=15)
         killed = time.monotonic()
         kill(proc)
-        assert system.twilio.wait_for(lambda sent: len(about_room_1(sent)) == 1, 60)
+        assert system.twilio.wait_for(lambda sent: len(offline_room_1(sent)) == 1, 60)
     reported = time.monotonic() - killed
-    [offline] = about_room_1(system.twilio.sent)
+    [offline] = offline_room_1(system.twilio.sent)
     assert offline.to == MANAGER
-    assert offline.body.startswith("PANNE: le boîtier de Room 1 ne répond plus depuis")
     assert reported < 60
     assert sms_count(system, RECEPTION, FLOOR) == 0  # a technical fault, not a panic page
     # Units 2 and 3 were never started in this test: reported too, as they should be.
-    assert {s.body.split(" ne ")[0] for s in system.twilio.sent} >= {
-        "PANNE: le boîtier de Room 2",
-        "PANNE: le boîtier de Room 3",
-    }
+    told = " ".join(s.body for s in system.twilio.sent)
+    assert "PANNE: le boîtier de Room 2" in told
+    assert "PANNE: le boîtier de Room 3" in told
 
     system.room("unit-1")
-    assert system.twilio.wait_for(lambda sent: len(about_room_1(sent)) == 2)
-    assert about_room_1(system.twilio.sent)[-1].body == "Le boîtier de Room 1 répond de nouveau."
+    assert system.twilio.wait_for(
+        lambda sent: any(s.body == "Le boîtier de Room 1 répond de nouveau." for s in sent)
+    )
+    [incident] = [i for i in system.incidents() if i.room_id == "room-1"]
+    assert (incident.kind, incident.state, incident.outcome) == (
+        "unit_offline",
+        "resolved",
+        "recovered",
+    )
 
 
 @pytest.mark.settings(offline_silence=2.0, offline_grace=0.0)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+from unittest import mock
 
 from device.outbox import Outbox
 
@@ -68,3 +70,19 @@ def test_unwritable_location_is_reported_and_press_kept_in_memory() -> None:
     assert box.fault is not None
     assert "cannot be opened" in box.fault
     assert box.pending() == [alert]
+
+
+def test_full_disk_at_start_keeps_the_file_and_its_pending_alert(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    box = Outbox(path)
+    pending = box.add("unit-1")
+    box.shutdown()
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorname = "SQLITE_FULL"
+    with mock.patch.object(Outbox, "_open", side_effect=full):
+        box = Outbox(path)
+    assert box.fault is not None
+    assert "disk is full" in box.fault
+    assert [a.alert_id for a in box.pending()] == [pending.alert_id]  # still resent
+    assert list(tmp_path.glob("*.corrupt-*")) == []  # not mistaken for corruption
+    assert box.add("unit-1").seq == 2  # the sequence goes on, from memory

@@ -37,7 +37,11 @@ def test_scheduled_self_test_pages_test_recipients_silently(system: System) -> N
     assert wait_until(
         lambda: [e.data["result"] for e in system.events("test.completed")] == ["passed"]
     )
-    # A scheduled test does not light up the room.
+    # A scheduled test does not light up the room, before or after the server's answer.
+    assert wait_until(
+        lambda: room.agent.outbox.open_alert() is None and not room.agent.outbox.pending()
+    )
+    time.sleep(0.5)
     assert set(room.lights) <= {Light.NO_LINK, Light.ARMED}
     assert float((state / "selftest.last").read_text()) > time.time() - 60
 

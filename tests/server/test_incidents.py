@@ -52,7 +52,7 @@ def test_same_alert_opens_one_incident_and_pages_once(engine: Engine) -> None:
     assert result.page_ids == []
     with sessions(engine)() as s:
         assert count(s, Incident) == 1
-        assert count(s, Page) == 2  # both people on duty, once
+        assert count(s, Page) == 4  # both people on duty, by SMS and call, once
         assert s.scalars(select(AuditEvent.type)).all().count("alert.raised") == 1
 
 

@@ -22,10 +22,14 @@ def site(**changes: Any) -> dict[str, Any]:
     return data
 
 
-def test_valid_site_defaults_to_paging_duty_at_once() -> None:
+def test_valid_site_defaults_to_duty_then_everyone_by_sms_and_call() -> None:
     parsed = parse_site(site())
-    assert [s.after for s in parsed.steps] == [0]
-    assert parsed.recipients("on_duty")[0].phone == "+32470000001"
+    assert [(s.after, s.who, s.channels) for s in parsed.escalation.steps] == [
+        (0, "on_duty", ("sms", "call")),
+        (30, "all_staff", ("sms", "call")),
+    ]
+    assert parsed.escalation.repeat_every == 60
+    assert parsed.duty.always == ("desk",)
     assert parsed.room_for_device("unit-1") is not None
     assert parsed.room_for_device("unit-9") is None
 
@@ -43,7 +47,12 @@ def test_valid_site_defaults_to_paging_duty_at_once() -> None:
             "language must be one of fr, nl, en, got 'de'",
         ),
         ({"duty": {"on_duty": ["nobody"]}}, "on_duty names 'nobody', which is not a staff id"),
-        ({"duty": {}}, "on_duty is empty"),
+        ({"duty": {}}, "names nobody"),
+        (
+            {"duty": {"shifts": [{"staff": "desk", "start": "25:00", "end": "06:00"}]}},
+            'must be a time like "08:00"',
+        ),
+        ({"escalation": {"repeat_every": 0}}, "paging never stops, so it needs a pace"),
         ({"site": {"timezone": "Mars/Olympus"}}, "'Mars/Olympus' is not an IANA time zone"),
         (
             {
@@ -55,6 +64,7 @@ def test_valid_site_defaults_to_paging_duty_at_once() -> None:
             "room device 'unit-1' is used twice",
         ),
         ({"escalation": {"steps": [{"after": 30}]}}, "steps\\[0\\] must have after = 0"),
+        ({"escalation": {"steps": [{"after": 0, "channels": ["fax"]}]}}, "sms and call"),
         ({"rooms": [{"id": "room-1", "label": "A"}]}, "rooms\\[0\\]: `device` is missing"),
     ],
 )

@@ -1,0 +1,69 @@
+"""Who is on duty at a given moment, and where the roster leaves nobody.
+
+On duty at a moment: whoever has taken over ("I take over now", stored in
+the database) and is still within their take-over; otherwise everyone whose
+weekly shift covers that wall-clock time in the site's time zone (so a shift
+from 22:00 to 06:00 stays right across the daylight-saving changes), plus the
+site's ``on_duty`` list. When that is nobody, the ``default`` group is paged,
+and if there is none, all staff: an alarm never pages no one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.models import DutyOverride
+from server.site import Site
+
+
+@dataclass(frozen=True, slots=True)
+class Takeover:
+    staff_id: str
+    start_at: datetime
+    end_at: datetime
+
+
+def takeovers(session: Session, at: datetime) -> list[Takeover]:
+    """Take-overs active at ``at`` or later (for look-ahead)."""
+    rows = session.scalars(
+        select(DutyOverride).where(DutyOverride.end_at > at).order_by(DutyOverride.start_at)
+    )
+    return [Takeover(r.staff_id, r.start_at, r.end_at) for r in rows]
+
+
+def covering(site: Site, overrides: list[Takeover], at: datetime) -> list[str]:
+    """Staff ids on duty at ``at`` by take-over, shift or the always list; may be empty."""
+    taken = [o.staff_id for o in overrides if o.start_at <= at < o.end_at]
+    if taken:
+        return list(dict.fromkeys(taken))
+    local = at.astimezone(site.zone)
+    shifts = [s.staff for s in site.duty.shifts if s.covers(local)]
+    return list(dict.fromkeys([*shifts, *site.duty.always]))
+
+
+def responders(site: Site, overrides: list[Takeover], at: datetime) -> list[str]:
+    """Who an alarm at ``at`` pages as "on duty": never nobody."""
+    return covering(site, overrides, at) or list(site.duty.default) or [s.id for s in site.staff]
+
+
+def next_gap(
+    site: Site, overrides: list[Takeover], start: datetime, horizon: timedelta
+) -> tuple[datetime, datetime] | None:
+    """The first stretch within ``horizon`` after ``start`` that nobody covers
+    (minute resolution), as (from, until); None if covered throughout."""
+    step = timedelta(minutes=1)
+    moment = start.replace(second=0, microsecond=0) + step
+    end = start + horizon
+    gap_start: datetime | None = None
+    while moment <= end:
+        covered = bool(covering(site, overrides, moment))
+        if not covered and gap_start is None:
+            gap_start = moment
+        elif covered and gap_start is not None:
+            return gap_start, moment
+        moment += step
+    return (gap_start, moment) if gap_start is not None else None

@@ -1,0 +1,331 @@
+"""Escalation: a plan frozen at trigger time, carried out as persisted jobs.
+
+When an alert opens an incident, the plan (who, which channel, when) is
+computed from the site's escalation steps and who is on duty at that moment,
+copied onto the incident and logged. Step 0 runs in the incident's own
+transaction (no scheduler hop before the first page); every later step is a
+row in ``escalation_jobs`` with a due time, run by :mod:`server.scheduler`.
+After the last step the last group is paged again every ``repeat_every``
+seconds: paging stops only when a person acknowledges.
+
+After an acknowledgement, a ``follow_up`` job is due ``follow_up_after``
+seconds later: if the incident is still not resolved, the acknowledger is
+paged again, then everyone in the last step, at the repeat pace, until someone
+resolves it. Pages are unique per (incident, staff, channel, step), so a job
+run twice (a crash between claim and commit) sends nothing twice.
+Follow-up pages use negative step numbers (-1, -2, ...).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, text, update
+from sqlalchemy.orm import Session
+
+from server import duty
+from server.audit import audit
+from server.models import EscalationJob, Incident, Page
+from server.site import Site
+
+PLAN_VERSION = 1
+#: Step numbers of a reopened incident's round start at ``round * ROUND``.
+ROUND = 1_000_000
+#: Pages a unit-offline alert to managers by SMS; calls are for people in danger.
+TECHNICAL_KINDS = ("unit_offline",)
+
+
+def freeze_plan(*, session: Session, site: Site, kind: str, at: datetime) -> dict[str, Any]:
+    """The plan for an incident of ``kind`` opened at ``at``: ids only, no names or numbers."""
+    overrides = duty.takeovers(session, at)
+    covered = bool(duty.covering(site, overrides, at))
+    if kind == "test":
+        steps = [{"after": 0, "to": [m.id for m in site.test_group()], "channels": ["sms"]}]
+        repeat: int | None = None
+    elif kind in TECHNICAL_KINDS:
+        steps = [{"after": 0, "to": [m.id for m in site.managers()], "channels": ["sms"]}]
+        repeat = site.escalation.offline_repeat
+    else:
+        groups = {
+            "on_duty": duty.responders(site, overrides, at),
+            "all_staff": [s.id for s in site.staff],
+            "managers": [m.id for m in site.managers()],
+        }
+        steps = [
+            {"after": st.after, "to": groups[st.who], "channels": list(st.channels)}
+            for st in site.escalation.steps
+        ]
+        repeat = site.escalation.repeat_every
+    return {
+        "v": PLAN_VERSION,
+        "steps": steps,
+        "repeat_every": repeat,
+        "follow_up_after": site.escalation.follow_up_after,
+        "duty_covered": covered,
+    }
+
+
+def step_due(plan: dict[str, Any], opened: datetime, n: int) -> datetime | None:
+    """When step ``n`` is due (repeats count on after the last step); None if never."""
+    steps = plan["steps"]
+    if n < len(steps):
+        return opened + timedelta(seconds=steps[n]["after"])
+    if not plan["repeat_every"]:
+        return None
+    extra = n - (len(steps) - 1)
+    return opened + timedelta(seconds=steps[-1]["after"] + extra * plan["repeat_every"])
+
+
+def step_group(plan: dict[str, Any], n: int) -> tuple[list[str], list[str]]:
+    """(staff ids, channels) of step ``n``; repeats page the last step's group."""
+    step = plan["steps"][min(n, len(plan["steps"]) - 1)]
+    return list(step["to"]), list(step["channels"])
+
+
+def schedule(session: Session, *, incident_id: int, kind: str, step: int, due: datetime) -> None:
+    """Add a pending job unless that (incident, kind, step) job exists already."""
+    exists = session.scalar(
+        select(EscalationJob.id).where(
+            EscalationJob.incident_id == incident_id,
+            EscalationJob.kind == kind,
+            EscalationJob.step == step,
+        )
+    )
+    if exists is None:
+        session.add(
+            EscalationJob(
+                incident_id=incident_id, kind=kind, step=step, due_at=due, status="pending"
+            )
+        )
+
+
+def start(*, session: Session, site: Site, incident: Incident, now: datetime) -> list[int]:
+    """Freeze the plan, run step 0 at once, schedule step 1; return the new page ids.
+
+    A reopened incident (pressed again after it was resolved) starts a new round:
+    its steps are numbered from ``round * ROUND`` so they never meet the old ones.
+    """
+    incident.plan = {
+        **freeze_plan(session=session, site=site, kind=incident.kind, at=now),
+        "opened": now.isoformat(),
+        "round": incident.round,
+    }
+    audit(
+        session, at=now, type="escalation.plan_frozen", incident_id=incident.id, plan=incident.plan
+    )
+    if not incident.plan["duty_covered"] and incident.kind == "panic":
+        audit(session, at=now, type="duty.uncovered", incident_id=incident.id)
+    session.add(
+        EscalationJob(
+            incident_id=incident.id,
+            kind="step",
+            step=_base(incident),
+            due_at=now,
+            status="done",
+            claimed_at=now,
+            done_at=now,
+        )
+    )
+    return run_step(session=session, incident=incident, n=_base(incident), due=now, now=now)
+
+
+def _base(incident: Incident) -> int:
+    return incident.round * ROUND
+
+
+def _opened(incident: Incident) -> datetime:
+    opened = (incident.plan or {}).get("opened")
+    return datetime.fromisoformat(opened) if opened else incident.received_at
+
+
+def run_step(
+    *, session: Session, incident: Incident, n: int, due: datetime, now: datetime
+) -> list[int]:
+    """Page step ``n`` of the frozen plan and schedule the next; return new page ids."""
+    plan = incident.plan or {}
+    to, channels = step_group(plan, n - _base(incident))
+    audit(
+        session,
+        at=now,
+        type="escalation.step_started",
+        incident_id=incident.id,
+        step=n,
+        due=due.isoformat(),
+        lag_ms=round((now - due).total_seconds() * 1000),
+    )
+    pages = _page(session, incident=incident, staff_ids=to, channels=channels, step=n, now=now)
+    following = step_due(plan, _opened(incident), n + 1 - _base(incident))
+    if following is not None:
+        schedule(session, incident_id=incident.id, kind="step", step=n + 1, due=following)
+    return pages
+
+
+def run_follow_up(
+    *, session: Session, incident: Incident, n: int, due: datetime, now: datetime
+) -> list[int]:
+    """An acknowledged incident still not resolved: the acknowledger first, then everyone."""
+    plan = incident.plan or {}
+    if n == _base(incident) and incident.acknowledged_by:
+        to = [incident.acknowledged_by]
+    else:
+        last, _ = step_group(plan, len(plan.get("steps", [])))
+        mine = [incident.acknowledged_by] if incident.acknowledged_by else []
+        to = list(dict.fromkeys([*mine, *last]))
+    audit(
+        session,
+        at=now,
+        type="escalation.follow_up",
+        incident_id=incident.id,
+        step=n,
+        due=due.isoformat(),
+        lag_ms=round((now - due).total_seconds() * 1000),
+    )
+    channels = ["sms"] if incident.kind in TECHNICAL_KINDS else ["sms", "call"]
+    pages = _page(session, incident=incident, staff_ids=to, channels=channels, step=-1 - n, now=now)
+    pace = plan.get("repeat_every") or 60
+    schedule(
+        session,
+        incident_id=incident.id,
+        kind="follow_up",
+        step=n + 1,
+        due=due + timedelta(seconds=pace),
+    )
+    return pages
+
+
+def _page(
+    session: Session,
+    *,
+    incident: Incident,
+    staff_ids: list[str],
+    channels: list[str],
+    step: int,
+    now: datetime,
+) -> list[int]:
+    existing = {
+        (p.staff_id, p.channel, p.step): p
+        for p in session.scalars(select(Page).where(Page.incident_id == incident.id))
+    }
+    codes = {p.staff_id: p.reply_code for p in existing.values()}
+    new: list[Page] = []
+    for staff_id in staff_ids:
+        code = codes.get(staff_id) or _free_code(session, staff_id)
+        codes[staff_id] = code
+        for channel in channels:
+            if (staff_id, channel, step) in existing:
+                continue  # NOTE: idempotent: this job ran before (a crash before commit)
+            page = Page(
+                incident_id=incident.id,
+                staff_id=staff_id,
+                channel=channel,
+                step=step,
+                reply_code=code,
+                status="pending",
+                created_at=now,
+            )
+            session.add(page)
+            new.append(page)
+    session.flush()
+    for page in new:
+        audit(
+            session,
+            at=now,
+            type="page.queued",
+            incident_id=incident.id,
+            page=page.id,
+            staff=page.staff_id,
+            channel=page.channel,
+            step=step,
+        )
+    return [p.id for p in new]
+
+
+def cancel(session: Session, *, incident_id: int, kind: str | None = None) -> None:
+    """Cancel pending jobs of an incident (all, or of one kind)."""
+    query = update(EscalationJob).where(
+        EscalationJob.incident_id == incident_id, EscalationJob.status == "pending"
+    )
+    if kind is not None:
+        query = query.where(EscalationJob.kind == kind)
+    session.execute(query.values(status="cancelled"))
+
+
+def acknowledged(session: Session, *, incident: Incident, now: datetime) -> None:
+    """Stop the steps; watch for the incident to be resolved."""
+    cancel(session, incident_id=incident.id, kind="step")
+    if incident.kind == "test":
+        return
+    after = (incident.plan or {}).get("follow_up_after") or 600
+    schedule(
+        session,
+        incident_id=incident.id,
+        kind="follow_up",
+        step=_base(incident),
+        due=now + timedelta(seconds=after),
+    )
+
+
+def resolved(session: Session, *, incident: Incident) -> None:
+    cancel(session, incident_id=incident.id)
+
+
+def hurry(session: Session, *, incident: Incident, failed_step: int, now: datetime) -> bool:
+    """A page of step ``failed_step`` failed: bring the next *defined* step forward to now.
+
+    Repeats keep their pace (a number that always fails must not turn the
+    repeats into a flood for everyone else). True if a job was moved.
+    """
+    plan = incident.plan or {}
+    nxt = failed_step + 1
+    if (
+        incident.state != "open"
+        or failed_step < 0
+        or nxt - _base(incident) >= len(plan.get("steps", []))
+    ):
+        return False
+    moved = session.execute(
+        update(EscalationJob)
+        .where(
+            EscalationJob.incident_id == incident.id,
+            EscalationJob.kind == "step",
+            EscalationJob.step == nxt,
+            EscalationJob.status == "pending",
+            EscalationJob.due_at > now,
+        )
+        .values(due_at=now)
+    ).rowcount  # type: ignore[attr-defined]
+    if moved:
+        audit(
+            session,
+            at=now,
+            type="escalation.hurried",
+            incident_id=incident.id,
+            step=nxt,
+            reason="page failed",
+        )
+    return bool(moved)
+
+
+def _free_code(session: Session, staff_id: str) -> int:
+    """The smallest reply code not used by this person's unresolved incidents.
+
+    NOTE: on PostgreSQL two transactions could pick the same code for one person
+    (SQLite serialises writers); a per-person advisory lock, held to commit,
+    makes the second wait and see the first's page.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"reply-code:{staff_id}"}
+        )
+    used = set(
+        session.scalars(
+            select(Page.reply_code)
+            .join(Incident, Incident.id == Page.incident_id)
+            .where(Page.staff_id == staff_id, Incident.state != "resolved")
+        )
+    )
+    code = 1
+    while code in used:
+        code += 1
+    return code

@@ -1,0 +1,136 @@
+"""Runs escalation jobs when they fall due; re-drives jobs a crash left behind.
+
+One thread sleeps until the earliest pending job's due time (or until woken
+because a job was added or moved), claims each due job with a conditional
+UPDATE (so several server instances never run the same job), runs it in one
+transaction with the pages it creates, then hands the pages to the pager.
+Every ``watchdog`` seconds it also looks for jobs left "running" by a process
+that died, and puts them back (their pages are unique, so nothing is sent
+twice). Alarm work is pushed, never polled at a coarse interval: a due job
+runs within milliseconds of its time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.audit import audit
+from server.clock import Clock
+from server.models import EscalationJob
+
+log = logging.getLogger(__name__)
+
+#: A job "running" longer than this (seconds) was left by a process that died: a
+#: job is one short transaction (its pages are sent afterwards, by the pager).
+STUCK_AFTER = 10.0
+
+
+class Scheduler:
+    """``run_job(job_id)`` does one claimed job and returns page ids to dispatch."""
+
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        clock: Clock,
+        run_job: Callable[[int, datetime], None],
+        watchdog: float = 5.0,
+    ) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self._run_job = run_job
+        self._watchdog = watchdog
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+
+    def wake(self) -> None:
+        """A job was added or moved: look again now."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                next_due = self.run_due()
+            except Exception:  # the loop must outlive a database hiccup
+                log.exception("escalation pass failed; trying again")
+                next_due = None
+            if self._stop.is_set():
+                return
+            self._clock.wait(self._wake, next_due, self._watchdog)
+
+    def run_due(self) -> datetime | None:
+        """Run every due job; return when the next one is due."""
+        now = self._clock.now()
+        self._redrive(now)
+        with self._sessions() as s:
+            due = list(
+                s.scalars(
+                    select(EscalationJob.id)
+                    .where(EscalationJob.status == "pending", EscalationJob.due_at <= now)
+                    .order_by(EscalationJob.due_at, EscalationJob.id)
+                )
+            )
+        for job_id in due:
+            if self._claim(job_id):
+                try:
+                    self._run_job(job_id, self._clock.now())
+                except Exception:
+                    log.exception("escalation job %d failed; it will be re-driven", job_id)
+        with self._sessions() as s:
+            nxt: datetime | None = s.scalar(
+                select(func.min(EscalationJob.due_at)).where(EscalationJob.status == "pending")
+            )
+        if nxt is not None and nxt.tzinfo is None:  # SQLite's min() bypasses the column type
+            nxt = nxt.replace(tzinfo=UTC)
+        return nxt
+
+    def _claim(self, job_id: int) -> bool:
+        with self._sessions.begin() as s:
+            claimed = s.execute(
+                update(EscalationJob)
+                .where(EscalationJob.id == job_id, EscalationJob.status == "pending")
+                .values(status="running", claimed_at=self._clock.now())
+            ).rowcount  # type: ignore[attr-defined]
+        return bool(claimed)
+
+    def _redrive(self, now: datetime) -> None:
+        cutoff = now - timedelta(seconds=STUCK_AFTER)
+        with self._sessions.begin() as s:
+            stuck = list(
+                s.scalars(
+                    select(EscalationJob).where(
+                        EscalationJob.status == "running", EscalationJob.claimed_at < cutoff
+                    )
+                )
+            )
+            for job in stuck:
+                job.status = "pending"
+                audit(
+                    s,
+                    at=now,
+                    type="escalation.job_redriven",
+                    incident_id=job.incident_id,
+                    kind=job.kind,
+                    step=job.step,
+                )
+        if stuck:
+            log.warning(
+                "re-driving %d escalation job(s) left running by a stopped process", len(stuck)
+            )
