@@ -80,7 +80,8 @@ class Pager:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pager")
         self._inflight: set[Future[None]] = set()
         self._lock = threading.Lock()
-        self._last_sent: dict[tuple[str, str], float] = {}  # (staff, channel) -> monotonic
+        #: (staff, channel) -> (monotonic time, incident id) of the last page sent.
+        self._last_sent: dict[tuple[str, str], tuple[float, int]] = {}
         self._held: dict[tuple[str, str], list[int]] = {}
         #: Called on a worker thread after each page is sent or failed: (incident id, page id).
         self.on_page_done: Callable[[int, int], None] = lambda incident_id, page_id: None
@@ -165,9 +166,11 @@ class Pager:
             page = s.get_one(Page, page_id)
             key = (page.staff_id, page.channel)
         with self._lock:
-            since = time.monotonic() - self._last_sent.get(key, -1e9)
+            last_at, last_incident = self._last_sent.get(key, (-1e9, 0))
+            since = time.monotonic() - last_at
             window = BUNDLE_WINDOW[page.channel]
-            if since < window or key in self._held:
+            other_incident = last_incident != page.incident_id
+            if (since < window and other_incident) or key in self._held:
                 # Another page just went to this person: bundle this one with any
                 # others arriving in the window, instead of a flood.
                 first = key not in self._held
@@ -177,13 +180,13 @@ class Pager:
                     timer.daemon = True
                     timer.start()
                 return
-            self._last_sent[key] = time.monotonic()
+            self._last_sent[key] = (time.monotonic(), page.incident_id)
         self._send([page_id])
 
     def _flush(self, key: tuple[str, str]) -> None:
         with self._lock:
             ids = self._held.pop(key, [])
-            self._last_sent[key] = time.monotonic()
+            self._last_sent[key] = (time.monotonic(), -1)
         if ids:
             self._send(ids)
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from server.clock import ManualClock
 from tests.harness import (
     PG_ADMIN_URL,
     Broker,
@@ -20,6 +22,7 @@ from tests.harness import (
     find_mosquitto,
     postgres_database,
     postgres_reachable,
+    sample_site,
     start_mosquitto,
 )
 
@@ -65,10 +68,16 @@ def system(
 ) -> Iterator[System]:
     """Broker + fake Twilio + server (HTTP on loopback); room units made on demand.
 
-    A test can change server settings with ``@pytest.mark.settings(name=value)``.
+    Markers: ``@pytest.mark.settings(name=value)`` changes server settings;
+    ``@pytest.mark.site(table=...)`` replaces tables of the site file;
+    ``@pytest.mark.clock("2026-03-29T00:59:00+00:00")`` runs the server on a
+    clock the test moves by hand (``system.clock.advance(seconds)``).
     """
     marker = request.node.get_closest_marker("settings")
     overrides = dict(marker.kwargs) if marker else {}
+    site_marker = request.node.get_closest_marker("site")
+    clock_marker = request.node.get_closest_marker("clock")
+    clock = ManualClock(datetime.fromisoformat(clock_marker.args[0])) if clock_marker else None
     with System(
         mqtt_port=broker.port,
         users=broker.users,
@@ -76,5 +85,7 @@ def system(
         folder=tmp_path,
         broker=broker,
         settings=overrides,
+        clock=clock,
+        site=sample_site(**site_marker.kwargs) if site_marker else None,
     ) as sys_:
         yield sys_

@@ -26,6 +26,7 @@ from device.config import parse_config
 from device.indicator import Light
 from server.app import Server, build
 from server.broker import SERVER_USER, BrokerFiles, MosquittoProcess, find_mosquitto, free_port
+from server.clock import Clock
 from server.models import AuditEvent, Incident
 from server.settings import Settings
 from server.site import Site, parse_site
@@ -50,7 +51,9 @@ BUTTON, LED = 17, 27
 DEVICE_TOKENS = {d: f"token-for-{d}-{'x' * 24}" for d in DEVICES}
 
 
-def sample_site() -> Site:
+def sample_site(**changes: Any) -> Site:
+    """Three rooms; Reception and Floor always on duty, a Manager; ``changes`` replace
+    top-level tables of the site file (e.g. ``duty=...``, ``escalation=...``)."""
     rooms = [
         {
             "id": f"room-{i}",
@@ -60,25 +63,23 @@ def sample_site() -> Site:
         }
         for i, d in enumerate(DEVICES, 1)
     ]
-    return parse_site(
-        {
-            "site": {"name": "Test house", "timezone": "Europe/Brussels"},
-            "rooms": rooms,
-            "staff": [
-                {"id": "reception", "name": "Reception", "phone": RECEPTION, "language": "en"},
-                {"id": "floor", "name": "Floor", "phone": FLOOR, "language": "nl"},
-                {
-                    "id": "manager",
-                    "name": "Manager",
-                    "phone": MANAGER,
-                    "language": "fr",
-                    "role": "manager",
-                },
-            ],
-            "duty": {"on_duty": ["reception", "floor"]},
-        },
-        "tests",
-    )
+    data: dict[str, Any] = {
+        "site": {"name": "Test house", "timezone": "Europe/Brussels"},
+        "rooms": rooms,
+        "staff": [
+            {"id": "reception", "name": "Reception", "phone": RECEPTION, "language": "en"},
+            {"id": "floor", "name": "Floor", "phone": FLOOR, "language": "nl"},
+            {
+                "id": "manager",
+                "name": "Manager",
+                "phone": MANAGER,
+                "language": "fr",
+                "role": "manager",
+            },
+        ],
+        "duty": {"on_duty": ["reception", "floor"]},
+    }
+    return parse_site({**data, **changes}, "tests")
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, step: float = 0.01) -> bool:
@@ -187,11 +188,13 @@ class System:
         site: Site | None = None,
         broker: Broker | None = None,
         settings: dict[str, Any] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.mqtt_port = mqtt_port
         self.users = users
         self.folder = folder
         self.broker = broker
+        self.clock = clock
         self.site = site or sample_site()
         self.twilio = FakeTwilio(
             account_sid="AC" + secrets.token_hex(16), auth_token=secrets.token_hex(16)
@@ -245,7 +248,7 @@ class System:
 
     def start_server(self) -> Server:
         """Start (or start again, as after a crash) the server on the same database."""
-        self.server = build(self.settings, site=self.site)
+        self.server = build(self.settings, site=self.site, clock=self.clock)
         # Routes sit under the public URL's path behind the TLS proxy in
         # production; here the app serves them at the root.
         self._web = uvicorn.Server(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+from tests.bench.escalation import escalation_report, measure_escalation
 from tests.bench.floor import FloorRun, measure_floor
 from tests.bench.footprint import Footprint, measure_footprint
 from tests.bench.latency import STAGES, AppRun, measure_app
@@ -32,13 +33,15 @@ from tests.harness import (
 )
 
 AGENT_PRESSES = 20
+ESCALATION_INCIDENTS = 30
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tests.bench",
-        description="Press -> SMS request latency against the no-logic floor, and the room "
-        "unit agent's footprint, on loopback with a real Mosquitto.",
+        description="Press -> SMS request latency against the no-logic floor, the room "
+        "unit agent's footprint, and escalation step timing (due -> job run -> SMS "
+        "request), on loopback with a real Mosquitto.",
     )
     parser.add_argument(
         "--presses",
@@ -62,11 +65,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"presses for the agent's press -> publish figure "
         f"(default {AGENT_PRESSES}; 0 skips the footprint)",
     )
+    parser.add_argument(
+        "--escalation-incidents",
+        type=int,
+        default=ESCALATION_INCIDENTS,
+        metavar="N",
+        help=f"incidents for the escalation step timing (default {ESCALATION_INCIDENTS}; "
+        "0 skips it)",
+    )
     args = parser.parse_args(argv)
     if args.presses < 1:
         parser.error("--presses must be at least 1")
     if args.agent_presses < 0:
         parser.error("--agent-presses must be 0 or more")
+    if args.escalation_incidents < 0:
+        parser.error("--escalation-incidents must be 0 or more")
     return args
 
 
@@ -294,6 +307,20 @@ def bench(args: argparse.Namespace, mosquitto: str, started: float) -> int:
         floor = measure_floor(system, args.presses, progress=progress)
         report_floor(floor, app)
         report_footprint(footprint, args.agent_presses)
+        if args.escalation_incidents:
+            progress("escalation")
+            (folder / "escalation").mkdir()
+            esc_url, _ = stack.enter_context(database(args.postgres, folder / "escalation"))
+            escalation = measure_escalation(
+                mqtt_port=port,
+                users=users,
+                database_url=esc_url,
+                folder=folder / "escalation",
+                incidents=args.escalation_incidents,
+                progress=progress,
+            )
+            for line in escalation_report(escalation, "PostgreSQL" if args.postgres else "SQLite"):
+                say(line)
     say()
     say(f"load avg:  {load()} at end; bench took {time.monotonic() - started:.0f} s")
     return 0

@@ -1,0 +1,398 @@
+"""A real SIGKILL of the server between escalation steps: the steps resume on time and
+no page is sent twice.
+
+The server runs as a subprocess (``python -m panicbutton.cli server``), configured
+only by ``PANICBUTTON_*`` variables and a site file, against a real Mosquitto
+(passwords + ACL), SQLite or PostgreSQL, and the fake Twilio in this process. An
+alert from unit-1 pages the two people on duty (step 0); the server is killed
+with SIGKILL before step 1 (everyone, 6 s) is due and started again. Times are
+compared on one clock: ``time.monotonic()`` of this process, which the fake
+Twilio stamps on each request it receives.
+
+Run with ``pytest -s`` to see the resume time (restart command -> HTTP port
+answering) and the step timings read back from the audit log.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
+from panicbutton.wire import Alert, alert_topic, new_alert_id, now_utc
+from server.broker import SERVER_USER, free_port
+from server.models import AuditEvent
+from tests.fakes.twilio import FakeTwilio, Sent
+from tests.harness import FLOOR, MANAGER, RECEPTION, Broker, wait_until
+
+#: Seconds from the alert to step 1 (everyone), and between repeats after it.
+STEP1_AFTER = 6.0
+REPEAT = 10.0
+#: How early (the incident opens just before step 0's SMS reach Twilio) and how late a
+#: step may reach the fake Twilio, seconds.
+EARLY, LATE = 0.3, 3.0
+#: The longest acceptable restart command -> HTTP port answering, seconds.
+MAX_RESUME = 15.0
+
+SITE_TOML = """\
+[site]
+name = "Test house"
+timezone = "Europe/Brussels"
+
+[[rooms]]
+id = "room-1"
+label = "Room 1"
+device = "unit-1"
+
+[[rooms]]
+id = "room-2"
+label = "Room 2"
+device = "unit-2"
+
+[[rooms]]
+id = "room-3"
+label = "Room 3"
+device = "unit-3"
+
+[[staff]]
+id = "reception"
+name = "Reception"
+phone = "{reception}"
+language = "en"
+
+[[staff]]
+id = "floor"
+name = "Floor"
+phone = "{floor}"
+language = "nl"
+
+[[staff]]
+id = "manager"
+name = "Manager"
+phone = "{manager}"
+language = "fr"
+role = "manager"
+
+[duty]
+on_duty = ["reception", "floor"]
+
+[escalation]
+steps = [
+  {{after = 0, who = "on_duty", channels = ["sms"]}},
+  {{after = {step1}, who = "all_staff", channels = ["sms"]}},
+]
+repeat_every = {repeat}
+"""
+
+
+class ServerProcess:
+    """``python -m panicbutton.cli server`` as a child process, its output in a log file."""
+
+    def __init__(self, env: dict[str, str], port: int, folder: Path) -> None:
+        self.env = env
+        self.port = port
+        self.folder = folder
+        self.log_path = folder / "server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> float:
+        """Start the server; return seconds from the command to its HTTP port answering."""
+        assert self.process is None or self.process.poll() is not None, "already running"
+        self.starts += 1
+        with self.log_path.open("ab") as log:
+            log.write(f"\n===== start {self.starts} =====\n".encode())
+            log.flush()
+            began = time.monotonic()
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "panicbutton.cli",
+                    "server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                env=self.env,
+                cwd=self.folder,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = began + 30
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"server exited at start:\n{self.log()}"
+            try:
+                httpx.get(f"http://127.0.0.1:{self.port}/api/v1/incidents", timeout=0.5)
+            except httpx.TransportError:
+                time.sleep(0.01)
+                continue
+            return time.monotonic() - began
+        raise AssertionError(f"server did not answer HTTP within 30 s:\n{self.log()}")
+
+    def connected(self) -> bool:
+        """Whether this run's log says it connected (and subscribed) to the broker."""
+        marker = f"===== start {self.starts} ====="
+        return "connected to broker" in self.log().rsplit(marker, 1)[-1]
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a power cut or an OOM kill."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+        assert self.process.returncode == -signal.SIGKILL
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+    def log(self, tail: int = 6000) -> str:
+        return self.log_path.read_text(errors="replace")[-tail:]
+
+
+def server_env(
+    *, broker: Broker, twilio: FakeTwilio, database_url: str, site_file: Path
+) -> dict[str, str]:
+    """This process's environment without any PANICBUTTON_* setting, plus the server's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PANICBUTTON_")}
+    env.update(
+        {
+            "PANICBUTTON_DATABASE_URL": database_url,
+            "PANICBUTTON_SITE_FILE": str(site_file),
+            "PANICBUTTON_MQTT_HOST": "127.0.0.1",
+            "PANICBUTTON_MQTT_PORT": str(broker.port),
+            "PANICBUTTON_MQTT_USERNAME": SERVER_USER,
+            "PANICBUTTON_MQTT_PASSWORD": broker.users[SERVER_USER],
+            "PANICBUTTON_API_TOKEN": secrets.token_urlsafe(32),
+            "PANICBUTTON_TWILIO_ACCOUNT_SID": twilio.account_sid,
+            "PANICBUTTON_TWILIO_AUTH_TOKEN": twilio.auth_token,
+            "PANICBUTTON_TWILIO_FROM": "+32460000000",
+            "PANICBUTTON_TWILIO_API_BASE_URL": twilio.base_url,
+            "PANICBUTTON_PUBLIC_BASE_URL": "https://alarm.example.test",
+            # Units never report in this test: no unit-offline alert may page the manager.
+            "PANICBUTTON_OFFLINE_GRACE": "3600",
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def twilio() -> Iterator[FakeTwilio]:
+    fake = FakeTwilio(account_sid="AC" + secrets.token_hex(16), auth_token=secrets.token_hex(16))
+    fake.start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def server(
+    broker: Broker, twilio: FakeTwilio, database_url: str, tmp_path: Path
+) -> Iterator[ServerProcess]:
+    """The server subprocess (not started); stopped at the end, its log shown on failure."""
+    site_file = tmp_path / "site.toml"
+    site_file.write_text(
+        SITE_TOML.format(
+            reception=RECEPTION,
+            floor=FLOOR,
+            manager=MANAGER,
+            step1=int(STEP1_AFTER),
+            repeat=int(REPEAT),
+        )
+    )
+    env = server_env(broker=broker, twilio=twilio, database_url=database_url, site_file=site_file)
+    proc = ServerProcess(env, free_port(), tmp_path)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def start_and_alert(server: ServerProcess, broker: Broker, twilio: FakeTwilio) -> float:
+    """Start the server, publish one alert as unit-1 and wait for step 0 (an SMS to each
+    person on duty); return when the first of them reached the fake Twilio."""
+    startup = server.start()
+    print(f"\n  first start: HTTP answering after {startup:.2f} s")
+    assert wait_until(server.connected, 15), f"server never reached the broker:\n{server.log()}"
+    alert = Alert(device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=now_utc())
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="unit-1")
+    client.username_pw_set("unit-1", broker.users["unit-1"])
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        # Its subscription may land a moment after "connected"; a resend is harmless
+        # (the alert id makes it one incident), as a room unit's outbox would resend.
+        for _ in range(3):
+            client.publish(alert_topic("unit-1"), alert.to_json(), qos=1).wait_for_publish(5)
+            if twilio.wait_for(lambda sent: len(sent) >= 2, 5):
+                break
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert twilio.wait_for(lambda sent: len(sent) >= 2, 1), f"no step 0:\n{server.log()}"
+    step0 = twilio.sent[:2]
+    assert sorted(s.to for s in step0) == sorted([RECEPTION, FLOOR])
+    assert all(s.body.startswith("ALARM Room 1") for s in step0), [s.body for s in step0]
+    return min(s.at for s in step0)
+
+
+def sleep_until(moment: float) -> None:
+    time.sleep(max(0.0, moment - time.monotonic()))
+
+
+def counts(twilio: FakeTwilio) -> dict[str, int]:
+    return {who: len(twilio.to(phone)) for who, phone in PHONES.items()}
+
+
+PHONES = {"reception": RECEPTION, "floor": FLOOR, "manager": MANAGER}
+
+
+def at_least(n: int) -> Callable[[list[Sent]], bool]:
+    return lambda sent: len(sent) >= n
+
+
+def check_step(batch: list[Sent], due: float, t0: float, what: str) -> None:
+    """One SMS to each of the three staff, each within [due - EARLY, due + LATE]."""
+    timings = ", ".join(f"{s.to[-1]}: {s.at - t0:+.3f} s" for s in batch)
+    assert sorted(s.to for s in batch) == sorted(PHONES.values()), f"{what}: {timings}"
+    for sent in batch:
+        assert due - EARLY <= sent.at <= due + LATE, (
+            f"{what}: due at +{due - t0:.3f} s after step 0; SMS at {timings}"
+        )
+
+
+def step_events(database_url: str) -> list[dict[str, object]]:
+    """The escalation.step_started events in the audit log, oldest first."""
+    engine = create_engine(database_url)
+    try:
+        with Session(engine) as s:
+            rows = list(
+                s.scalars(
+                    select(AuditEvent)
+                    .where(
+                        AuditEvent.type.in_(["escalation.step_started", "escalation.job_redriven"])
+                    )
+                    .order_by(AuditEvent.id)
+                )
+            )
+            return [{"type": r.type, "at": r.at, **r.data} for r in rows]
+    finally:
+        engine.dispose()
+
+
+def show_steps(database_url: str) -> list[dict[str, object]]:
+    events = step_events(database_url)
+    for e in events:
+        due = e.get("due")
+        due_s = datetime.fromisoformat(str(due)).strftime("%H:%M:%S.%f")[:-3] if due else "-"
+        print(f"  audit: {e['type']} step {e.get('step')} due {due_s} lag_ms {e.get('lag_ms')}")
+    return events
+
+
+def test_sigkill_between_steps_resumes_on_time_without_duplicates(
+    server: ServerProcess, broker: Broker, twilio: FakeTwilio, database_url: str
+) -> None:
+    t0 = start_and_alert(server, broker, twilio)
+    due1, due2 = t0 + STEP1_AFTER, t0 + STEP1_AFTER + REPEAT
+
+    sleep_until(t0 + 1.5)
+    server.kill()
+    assert len(twilio.sent) == 2, "nothing may be sent between step 0 and the kill"
+    restarted = time.monotonic()
+    resume = server.start()
+    print(
+        f"  SIGKILL at +{restarted - t0:.2f} s after step 0; restart command -> HTTP port "
+        f"answering (resume time): {resume:.2f} s"
+    )
+    assert resume < MAX_RESUME, f"resume took {resume:.1f} s"
+
+    # Step 1: all three staff, on time, by the restarted server.
+    assert twilio.wait_for(at_least(5), due1 + LATE + 2 - time.monotonic()), (
+        f"step 1 missing: {counts(twilio)}\n{server.log()}"
+    )
+    check_step(twilio.sent[2:5], due1, t0, "step 1")
+    print(
+        "  step 1 at the fake Twilio: "
+        + ", ".join(f"{s.at - due1:+.3f} s" for s in twilio.sent[2:5])
+        + " from due"
+    )
+    # Step 0 is not sent again, and step 1 only once.
+    sleep_until(due1 + LATE + 1)
+    assert counts(twilio) == {"reception": 2, "floor": 2, "manager": 1}, counts(twilio)
+
+    # Paging keeps going after the restart: the first repeat, to everyone again.
+    assert twilio.wait_for(at_least(8), due2 + LATE + 2 - time.monotonic()), (
+        f"first repeat missing: {counts(twilio)}\n{server.log()}"
+    )
+    check_step(twilio.sent[5:8], due2, t0, "first repeat (step 2)")
+    sleep_until(due2 + LATE + 1)
+    assert counts(twilio) == {"reception": 3, "floor": 3, "manager": 2}, counts(twilio)
+    server.stop()
+
+    events = show_steps(database_url)
+    started = [e["step"] for e in events if e["type"] == "escalation.step_started"]
+    assert started == [0, 1, 2], events
+    assert not [e for e in events if e["type"] == "escalation.job_redriven"], events
+
+
+def test_restart_after_step_was_due_runs_it_at_once(
+    server: ServerProcess, broker: Broker, twilio: FakeTwilio, database_url: str
+) -> None:
+    t0 = start_and_alert(server, broker, twilio)
+    due1 = t0 + STEP1_AFTER
+
+    sleep_until(t0 + 1)
+    server.kill()
+    sleep_until(t0 + STEP1_AFTER + 2)  # down when step 1 falls due
+    assert len(twilio.sent) == 2, "nothing may be sent while the server is down"
+    restarted = time.monotonic()
+    resume = server.start()
+    print(
+        f"  down from +1 s to +{restarted - t0:.2f} s after step 0 (step 1 due at "
+        f"+{STEP1_AFTER:.0f} s); resume time {resume:.2f} s"
+    )
+    assert resume < MAX_RESUME, f"resume took {resume:.1f} s"
+
+    assert twilio.wait_for(at_least(5), restarted + LATE + 2 - time.monotonic()), (
+        f"overdue step 1 missing: {counts(twilio)}\n{server.log()}"
+    )
+    batch = twilio.sent[2:5]
+    print(
+        "  overdue step 1 at the fake Twilio: "
+        + ", ".join(f"{s.at - restarted:+.3f} s" for s in batch)
+        + " from the restart command"
+    )
+    assert sorted(s.to for s in batch) == sorted(PHONES.values())
+    assert all(restarted <= s.at <= restarted + LATE for s in batch), (
+        f"step 1 due at +{due1 - t0:.1f} s, restarted at +{restarted - t0:.2f} s, sent at "
+        + ", ".join(f"+{s.at - t0:.2f} s" for s in batch)
+    )
+    # Exactly once: nothing more until the first repeat (step 2, +16 s).
+    sleep_until(restarted + LATE + 1.5)
+    assert counts(twilio) == {"reception": 2, "floor": 2, "manager": 1}, counts(twilio)
+    server.stop()
+
+    events = show_steps(database_url)
+    started = [e["step"] for e in events if e["type"] == "escalation.step_started"]
+    assert started == [0, 1], events
