@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from server.deps import RuntimeDep, require_token
 from server.incidents import Outcome
-from server.models import AuditEvent, Incident
+from server.models import AuditEvent, EscalationJob, Incident
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)], tags=["incidents"])
 
@@ -104,3 +104,60 @@ async def resolve_incident(incident_id: int, body: ResolveIn, runtime: RuntimeDe
     if incident is None:
         raise HTTPException(404, f"no incident {incident_id}")
     return IncidentOut.of(incident)
+
+
+class AcknowledgeIn(BaseModel):
+    staff_id: str
+
+
+@router.post("/incidents/{incident_id}/acknowledge")
+async def acknowledge_incident(
+    incident_id: int, body: AcknowledgeIn, runtime: RuntimeDep
+) -> IncidentOut:
+    """Acknowledge from the console: paging stops, the others are told who is going."""
+    if not any(s.id == body.staff_id for s in runtime.site.staff):
+        raise HTTPException(422, f"staff_id {body.staff_id!r} is not in the site file")
+    incident = await run_in_threadpool(
+        lambda: runtime.acknowledge(incident_id=incident_id, staff_id=body.staff_id, via="console")
+    )
+    if incident is None:
+        raise HTTPException(404, f"no incident {incident_id}")
+    return IncidentOut.of(incident)
+
+
+class TakeoverIn(BaseModel):
+    staff_id: str
+    hours: float | None = None
+    on: bool = True
+
+
+@router.post("/duty/takeover", status_code=204)
+async def takeover(body: TakeoverIn, runtime: RuntimeDep) -> None:
+    """ "I take over now": this person alone is on duty until the take-over ends."""
+    if not any(s.id == body.staff_id for s in runtime.site.staff):
+        raise HTTPException(422, f"staff_id {body.staff_id!r} is not in the site file")
+    await run_in_threadpool(
+        lambda: runtime.takeover(staff_id=body.staff_id, on=body.on, hours=body.hours)
+    )
+
+
+class PagingOut(BaseModel):
+    send_backlog: int
+    jobs_pending: int
+    next_job_due: datetime | None
+
+
+@router.get("/paging")
+def paging_state(runtime: RuntimeDep) -> PagingOut:
+    """The send backlog (sends queued, under way or held for a bundle) and pending steps."""
+    with runtime.sessions() as s:
+        pending = s.scalars(
+            select(EscalationJob.due_at)
+            .where(EscalationJob.status == "pending")
+            .order_by(EscalationJob.due_at)
+        ).all()
+    return PagingOut(
+        send_backlog=runtime.pager.backlog(),
+        jobs_pending=len(pending),
+        next_job_due=pending[0] if pending else None,
+    )

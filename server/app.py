@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
-from server import api, devices, webhooks
+from server import ack, api, devices, webhooks
 from server.clock import Clock
 from server.db import make_engine, migrate
 from server.ingest import Ingest
@@ -63,6 +63,7 @@ def build(
         notifier=notifier,
         clock=clock,
         public_base_url=settings.public_base_url,
+        link_secret=settings.link_secret.get_secret_value(),
     )
     ingest = Ingest(settings, runtime)
     supervisor = Supervisor(
@@ -99,5 +100,6 @@ def build(
     app.include_router(api.router)
     app.include_router(webhooks.router)
     app.include_router(devices.router)
+    app.include_router(ack.router)
     server.app = app
     return server

@@ -71,12 +71,14 @@ class Pager:
         workers: int = 8,
         clock: Callable[[], datetime] = now_utc,
         callback_url: Callable[[str], str | None] = lambda path: None,
+        link_url: Callable[[int], str | None] = lambda page_id: None,
     ) -> None:
         self._sessions = sessions
         self._site = site
         self._notifier = notifier
         self._clock = clock
         self._callback_url = callback_url
+        self._link_url = link_url
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pager")
         self._inflight: set[Future[None]] = set()
         self._lock = threading.Lock()
@@ -266,7 +268,7 @@ class Pager:
                 timezone=tz,
                 code=page.reply_code,
             )
-        return messages.page(
+        text = messages.page(
             lang,
             room=room,
             at=incident.received_at,
@@ -274,6 +276,8 @@ class Pager:
             code=page.reply_code,
             test=incident.kind == "test",
         )
+        link = self._link_url(page.id) if incident.kind == "panic" else None
+        return f"{text} {link}" if link else text
 
     def _deliver(self, r: Rendered) -> tuple[str | None, NotifierError | None]:
         callback = (

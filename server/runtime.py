@@ -23,6 +23,7 @@ from server.audit import audit
 from server.clock import Clock, SystemClock
 from server.db import sessions
 from server.incidents import FEEDBACK_FOR, Outcome, State
+from server.links import make_token
 from server.models import DutyOverride, EscalationJob, Incident, Page, StaffState, WebhookReceipt
 from server.notifier import Notifier, mask
 from server.paging import Pager
@@ -54,6 +55,7 @@ class Runtime:
         notifier: Notifier,
         clock: Clock | None = None,
         public_base_url: str = "",
+        link_secret: str = "",
     ) -> None:
         self.site = site
         self.engine = engine
@@ -61,12 +63,14 @@ class Runtime:
         self.time = clock or SystemClock()
         self.clock = self.time.now
         self._public = public_base_url
+        self._link_secret = link_secret
         self.pager = Pager(
             sessions=self.sessions,
             site=site,
             notifier=notifier,
             clock=self.clock,
             callback_url=self.callback_url,
+            link_url=self.ack_link,
         )
         self.pager.on_page_done = self._page_done
         self.scheduler = Scheduler(sessions=self.sessions, clock=self.time, run_job=self._run_job)
@@ -78,6 +82,12 @@ class Runtime:
     def callback_url(self, path: str) -> str | None:
         """The public URL Twilio calls back on for ``path``; None without a public URL."""
         return self._public + path if self._public else None
+
+    def ack_link(self, page_id: int) -> str | None:
+        """A signed single-use acknowledgement link for a page, or None without links."""
+        if not (self._public and self._link_secret):
+            return None
+        return f"{self._public}/ack/{make_token(self._link_secret, page_id, self.clock())}"
 
     def start(self) -> None:
         self.pager.redrive()

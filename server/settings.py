@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     #: (behind a TLS proxy the request's own URL differs, so it comes from here).
     public_base_url: str = ""
 
+    #: Secret that signs acknowledgement links in pages (at least 32 characters);
+    #: empty leaves links out of the SMS (reply codes and calls still work).
+    link_secret: SecretStr = SecretStr("")
+
     #: Seconds without any status from a unit before it counts as offline.
     offline_silence: float = 45.0
     #: Seconds a unit must stay offline before managers are paged (skips brief reconnects).
@@ -124,6 +128,11 @@ class Settings(BaseSettings):
             problems
         ):
             problems.append("PANICBUTTON_API_TOKEN must be at least 32 characters")
+        link = self.link_secret.get_secret_value()
+        if link and len(link) < 32:
+            problems.append(
+                "PANICBUTTON_LINK_SECRET must be at least 32 characters (or empty for no links)"
+            )
         if problems:
             raise ValueError("unsafe or missing settings:\n  - " + "\n  - ".join(problems))
         return self

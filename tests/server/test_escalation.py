@@ -11,9 +11,11 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from panicbutton.wire import Alert, alert_topic, new_alert_id
@@ -355,3 +357,79 @@ def test_roster_edits_do_not_change_a_running_incident(system: System) -> None:
     assert found.plan is not None
     assert found.plan["steps"][1]["to"] == ["reception", "floor", "manager"]
     assert found.plan["v"] == 1
+
+
+LINK_SECRET = "s" * 40
+XSS_ROOMS = [{"id": "room-1", "label": "Room 1 <script>x()</script>", "device": "unit-1"}]
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS, rooms=XSS_ROOMS)
+@pytest.mark.settings(link_secret=SecretStr(LINK_SECRET))
+def test_acknowledgement_link_shows_then_acknowledges_once(system: System) -> None:
+    incident_id = alert(system)
+    settle(system)
+    [page] = sms(system, FLOOR)
+    link = page.split()[-1]
+    public = f"{system.settings.public_base_url}/ack/"
+    assert link.startswith(public)
+    local = link.replace(system.settings.public_base_url, system.base_url)
+
+    shown = httpx.get(local)  # what a link preview in a messaging app does
+    assert shown.status_code == 200
+    assert shown.headers["Cache-Control"] == "no-store"
+    assert "<script>x()" not in shown.text
+    assert "&lt;script&gt;" in shown.text
+    assert incident(system, incident_id).state == "open"  # looking changes nothing
+
+    done = httpx.post(local, data={"confirm": "1"})
+    assert done.status_code == 200
+    assert "You are going" in done.text
+    found = incident(system, incident_id)
+    assert (found.state, found.acknowledged_by) == ("acknowledged", "floor")
+    assert httpx.post(local, data={"confirm": "1"}).status_code == 410  # single use
+    forged = local[:-3] + ("AAA" if not local.endswith("AAA") else "BBB")
+    assert httpx.get(forged).status_code == 410
+    assert [e.data["via"] for e in system.events("incident.acknowledged")] == ["link"]
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS)
+def test_console_acknowledges_and_shows_the_backlog(system: System) -> None:
+    incident_id = alert(system)
+    settle(system)
+    token = system.settings.api_token.get_secret_value()
+    auth = {"Authorization": f"Bearer {token}"}
+    state = httpx.get(f"{system.api}/paging", headers=auth).json()
+    assert state["send_backlog"] == 0
+    assert state["jobs_pending"] == 1  # step 1 is waiting
+    assert httpx.get(f"{system.api}/paging").status_code == 401
+    done = httpx.post(
+        f"{system.api}/incidents/{incident_id}/acknowledge",
+        json={"staff_id": "manager"},
+        headers=auth,
+    )
+    assert done.json()["acknowledged_by"] == "manager"
+    settle(system)
+    state = httpx.get(f"{system.api}/paging", headers=auth).json()
+    assert state["jobs_pending"] == 1  # now the follow-up, in case it is never resolved
+    assert "Manager is going to Room 1." in sms(system, RECEPTION)
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS)
+@pytest.mark.settings(offline_grace=0.0, offline_silence=3600.0)
+def test_unit_offline_pages_managers_until_acknowledged(system: System) -> None:
+    assert system.server is not None
+    # Units never seen are offline: one technical incident per unit, managers only.
+    assert system.twilio.wait_for(lambda sent: len(sms(system, MANAGER)) >= 1, timeout=15)
+    settle(system)
+    technical = [i for i in system.incidents() if i.kind == "unit_offline"]
+    assert len(technical) == 3
+    count = len(sms(system, MANAGER))
+    advance(system, 300)
+    assert len(sms(system, MANAGER)) > count  # again, until someone takes it
+    assert sms(system, RECEPTION) == []
+    reply(system, MANAGER, "a")
+    acked = [i for i in system.incidents() if i.state == "acknowledged"]
+    assert len(acked) == 1
