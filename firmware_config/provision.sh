@@ -62,10 +62,18 @@ install -m 0644 "$source_dir/firmware_config/panicbutton-device.service" \
 
 echo "5/5 check (wiring, broker login, HTTPS path), then start the service"
 run systemctl stop panicbutton-device 2>/dev/null || true
-run "$venv/bin/panicbutton" device check --no-test-alert --config "$etc/device.toml" \
+# As the service user, from its state folder: a check run as root would leave a
+# root-owned outbox that the service could not write.
+install -d -m 0750 "$root/var/lib/panicbutton"
+if [ "$dry" != 1 ]; then chown panicbutton:panicbutton "$root/var/lib/panicbutton"; fi
+run runuser -u panicbutton -- env --chdir="$root/var/lib/panicbutton" \
+  "$venv/bin/panicbutton" device check --no-test-alert \
+  --config "$etc/device.toml" \
   || die "the check failed (see above); fix it and run this script again"
 run systemctl daemon-reload
 run systemctl enable --now panicbutton-device
 echo "done: the light should now blink briefly every 5 s (armed)."
 echo "a full test through the server (pages the test recipients):"
-echo "  sudo systemctl stop panicbutton-device; sudo $venv/bin/panicbutton device check --config $etc/device.toml; sudo systemctl start panicbutton-device"
+echo "  sudo systemctl stop panicbutton-device"
+echo "  sudo runuser -u panicbutton -- $venv/bin/panicbutton device check --config $etc/device.toml"
+echo "  sudo systemctl start panicbutton-device"

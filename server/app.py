@@ -72,6 +72,7 @@ def build(
             silence=settings.offline_silence,
             grace=settings.offline_grace,
             interval=settings.supervision_interval,
+            link_grace=settings.broker_loss_grace,
         ),
         link_up=ingest.connected.is_set,
     )

@@ -210,3 +210,26 @@ def opted_out(lang: Language, *, name: str) -> str:
 
 def gap(lang: Language, *, start: datetime, end: datetime, timezone: str) -> str:
     return _GAP[lang].format(start=local_time(start, timezone), end=local_time(end, timezone))
+
+
+_SERVER_LINK_LOST = {
+    "fr": "PANNE: le serveur ne reçoit plus le courtier MQTT depuis {time}. Les boutons "
+    "ne l'atteignent que par leur second chemin (HTTPS), s'il est configuré.",
+    "nl": "STORING: de server ontvangt de MQTT-broker niet meer sinds {time}. Knoppen bereiken "
+    "hem enkel via hun tweede pad (HTTPS), als dat ingesteld is.",
+    "en": "FAULT: the server has lost the MQTT broker since {time}. Buttons reach it only over "
+    "their second path (HTTPS), where it is set up.",
+}
+_SERVER_LINK_BACK = {
+    "fr": "Le serveur reçoit de nouveau le courtier MQTT.",
+    "nl": "De server ontvangt de MQTT-broker opnieuw.",
+    "en": "The server is connected to the MQTT broker again.",
+}
+
+
+def server_link_lost(lang: Language, *, since: datetime, timezone: str) -> str:
+    return _SERVER_LINK_LOST[lang].format(time=local_time(since, timezone))
+
+
+def server_link_back(lang: Language) -> str:
+    return _SERVER_LINK_BACK[lang]

@@ -568,6 +568,11 @@ class Runtime:
             )
         return gap[0]
 
+    def tell_managers(self, text: Callable[[Staff], str], *, purpose: str) -> None:
+        """Technical news for managers (or the default group, or everyone)."""
+        for member in self.site.managers():
+            self.pager.send_text(member, text(member), incident_id=None, purpose=purpose)
+
     def _tell_paged(
         self, incident: Incident, text: Callable[[Staff], str], *, purpose: str
     ) -> None:

@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     offline_silence: float = 45.0
     #: Seconds a unit must stay offline before managers are paged (skips brief reconnects).
     offline_grace: float = 15.0
+    #: Seconds the server's own broker link may be down before managers are told.
+    broker_loss_grace: float = 30.0
     #: Seconds between supervision passes.
     supervision_interval: float = 5.0
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from server import incidents
+from server import incidents, messages
 from server.models import DeviceRecord
 from server.runtime import Runtime
 from server.site import Room
@@ -34,6 +34,8 @@ class SupervisionTimes:
     silence: float = 45.0
     grace: float = 15.0
     interval: float = 5.0
+    #: Seconds the server's own broker link may be down before managers are told.
+    link_grace: float = 30.0
 
 
 class Supervisor:
@@ -42,6 +44,8 @@ class Supervisor:
     ) -> None:
         self._runtime = runtime
         self._link_up = link_up
+        self._link_down_since: datetime | None = None
+        self._link_alerted = False
         self._times = times
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
@@ -60,9 +64,35 @@ class Supervisor:
         while not self._stop.wait(self._times.interval):
             try:
                 self.check()
+                self._check_own_link()
                 self._runtime.check_duty_gap(warned)
             except Exception:  # the loop must outlive a database hiccup
                 log.exception("supervision check failed; trying again")
+
+    def _check_own_link(self) -> None:
+        """The server's own broker link: if it is down, every unit looks silent, so
+        say what is really wrong (once), and when it is back."""
+        rt = self._runtime
+        now = rt.clock()
+        if self._link_up():
+            if self._link_alerted:
+                log.warning("broker link restored")
+                rt.tell_managers(
+                    lambda m: messages.server_link_back(m.language), purpose="server_link"
+                )
+            self._link_down_since, self._link_alerted = None, False
+            return
+        self._link_down_since = self._link_down_since or now
+        down = self._link_down_since
+        if not self._link_alerted and now - down >= timedelta(seconds=self._times.link_grace):
+            self._link_alerted = True
+            log.error("no broker link since %s: telling managers", down.isoformat())
+            rt.tell_managers(
+                lambda m: messages.server_link_lost(
+                    m.language, since=down, timezone=rt.site.timezone
+                ),
+                purpose="server_link",
+            )
 
     def check(self) -> list[str]:
         """One pass; returns the device ids managers were just told are offline."""

@@ -323,3 +323,23 @@ def test_connected_but_silent_unit_is_reported(system: System) -> None:
     assert system.twilio.wait_for(lambda sent: len(about_room_1(sent)) == 1, 15)
     [offline] = [e for e in system.events("device.offline") if e.data["device"] == "unit-1"]
     assert offline.data == {"device": "unit-1", "reason": "silent"}
+
+
+@pytest.mark.settings(broker_loss_grace=1.0)
+def test_server_losing_the_broker_tells_managers_not_a_flood_of_units(system: System) -> None:
+    assert system.broker is not None
+    room = system.room("unit-1")
+    assert wait_until(lambda: room.light is Light.ARMED)
+    system.broker.stop()
+    assert system.twilio.wait_for(
+        lambda sent: any(
+            s.body.startswith("PANNE: le serveur ne reçoit plus le courtier MQTT") for s in sent
+        ),
+        20,
+    )
+    system.broker.start()
+    assert system.twilio.wait_for(
+        lambda sent: any(s.body == "Le serveur reçoit de nouveau le courtier MQTT." for s in sent),
+        30,
+    )
+    assert not any("boîtier de Room 1" in s.body for s in system.twilio.sent)
