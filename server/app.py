@@ -64,6 +64,7 @@ def build(
         clock=clock,
         public_base_url=settings.public_base_url,
         link_secret=settings.link_secret.get_secret_value(),
+        bundle_window={"sms": settings.sms_bundle_window, "call": settings.call_bundle_window},
     )
     ingest = Ingest(settings, runtime)
     supervisor = Supervisor(

@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 #: Tries per page for errors that may pass (provider 5xx, 429, timeouts), and the pause between.
 RETRIES = 3
 RETRY_PAUSE = 1.0
-#: Seconds after a page to one person during which their next pages are bundled, by channel.
+#: Default seconds after a page to one person during which their pages for *other*
+#: incidents are bundled, by channel (settings: PANICBUTTON_SMS_BUNDLE_WINDOW, ...).
 BUNDLE_WINDOW = {"sms": 3.0, "call": 20.0}
 
 
@@ -72,6 +73,7 @@ class Pager:
         clock: Callable[[], datetime] = now_utc,
         callback_url: Callable[[str], str | None] = lambda path: None,
         link_url: Callable[[int], str | None] = lambda page_id: None,
+        bundle_window: dict[str, float] | None = None,
     ) -> None:
         self._sessions = sessions
         self._site = site
@@ -79,6 +81,7 @@ class Pager:
         self._clock = clock
         self._callback_url = callback_url
         self._link_url = link_url
+        self._bundle_window = bundle_window or BUNDLE_WINDOW
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pager")
         self._inflight: set[Future[None]] = set()
         self._lock = threading.Lock()
@@ -170,7 +173,7 @@ class Pager:
         with self._lock:
             last_at, last_incident = self._last_sent.get(key, (-1e9, 0))
             since = time.monotonic() - last_at
-            window = BUNDLE_WINDOW[page.channel]
+            window = self._bundle_window[page.channel]
             other_incident = last_incident != page.incident_id
             if (since < window and other_incident) or key in self._held:
                 # Another page just went to this person: bundle this one with any

@@ -56,6 +56,7 @@ class Runtime:
         clock: Clock | None = None,
         public_base_url: str = "",
         link_secret: str = "",
+        bundle_window: dict[str, float] | None = None,
     ) -> None:
         self.site = site
         self.engine = engine
@@ -71,6 +72,7 @@ class Runtime:
             clock=self.clock,
             callback_url=self.callback_url,
             link_url=self.ack_link,
+            bundle_window=bundle_window,
         )
         self.pager.on_page_done = self._page_done
         self.scheduler = Scheduler(sessions=self.sessions, clock=self.time, run_job=self._run_job)

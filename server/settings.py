@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     offline_silence: float = 45.0
     #: Seconds a unit must stay offline before managers are paged (skips brief reconnects).
     offline_grace: float = 15.0
+    #: Seconds after a page to a person during which their pages for other incidents are
+    #: bundled into one SMS (0 turns bundling off), and the same for calls.
+    sms_bundle_window: float = 3.0
+    call_bundle_window: float = 20.0
     #: Seconds the server's own broker link may be down before managers are told.
     broker_loss_grace: float = 30.0
     #: Seconds between supervision passes.

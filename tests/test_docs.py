@@ -429,7 +429,14 @@ def test_only_the_twilio_webhooks_have_no_bearer_token(openapi_text: str) -> Non
             elif "security" not in operation:
                 open_routes.add(f"{method.upper()} {path}")
     # The webhooks are guarded by the Twilio signature instead (server/webhooks.py).
-    assert open_routes == {"POST /twilio/sms", "POST /twilio/voice", "POST /twilio/status"}
+    # The acknowledgement link is guarded by its signed single-use token (server/ack.py).
+    assert open_routes == {
+        "POST /twilio/sms",
+        "POST /twilio/voice",
+        "POST /twilio/status",
+        "GET /ack/{token}",
+        "POST /ack/{token}",
+    }
 
 
 if __name__ == "__main__":

@@ -94,6 +94,7 @@ def measure_escalation(
         database_url=database_url,
         folder=folder,
         site=escalation_site(),
+        settings={"sms_bundle_window": 0.0, "call_bundle_window": 0.0},
     ) as system:
         try:
             return _measure(system, incidents, progress)
@@ -201,7 +202,7 @@ def escalation_report(run: EscalationRun, db: str) -> list[str]:
     if run.sends:
         rows.append(Summary.of(run.sends).row("(b) due -> step-1 SMS request at fake Twilio"))
         rows.append(Summary.of(run.pager).row("  job runs -> SMS request (pager)"))
-    if run.alone:
+    if run.alone and run.bundled:
         rows.append(Summary.of(run.alone).row("  (b) for SMS not bundled"))
     text = (
         f"{run.incidents} incidents opened {SPACING:.1f} s apart by alerts published (paho, "
@@ -214,9 +215,9 @@ def escalation_report(run: EscalationRun, db: str) -> list[str]:
         "s), monotonic turned into wall time by one offset taken at the start. "
         f"{run.bundled} of {len(run.sends)} step-1 pages went out bundled with pages of "
         "other incidents for the same person (the pager holds a person's pages for up to "
-        "3 s after an SMS about another incident, then sends one SMS listing the rooms), "
-        f"so (b) includes that hold by design. The last step-1 SMS went out {run.span:.1f} s "
-        "after the first alert. In ms:"
+        "3 s after an SMS about another incident, then sends one SMS listing the rooms)"
+        + (", so (b) includes that hold, by design. " if run.bundled else ". ")
+        + f"The last step-1 SMS went out {run.span:.1f} s after the first alert. In ms:"
     )
     return [
         "",

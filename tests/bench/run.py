@@ -294,7 +294,15 @@ def bench(args: argparse.Namespace, mosquitto: str, started: float) -> int:
         url, db = stack.enter_context(database(args.postgres, folder))
         header(mosquitto, db)
         system = stack.enter_context(
-            System(mqtt_port=port, users=users, database_url=url, folder=folder)
+            # Bundling off: presses follow each other within seconds, and bundling
+            # would (by design) hold the next incident's pages to the same people.
+            System(
+                mqtt_port=port,
+                users=users,
+                database_url=url,
+                folder=folder,
+                settings={"sms_bundle_window": 0.0, "call_bundle_window": 0.0},
+            )
         )
         app = measure_app(system, args.presses, progress=progress)
         report_app(app, "PostgreSQL" if args.postgres else "SQLite")

@@ -233,7 +233,8 @@ def start_and_alert(server: ServerProcess, broker: Broker, twilio: FakeTwilio) -
     """Start the server, publish one alert as unit-1 and wait for step 0 (an SMS to each
     person on duty); return when the first of them reached the fake Twilio."""
     startup = server.start()
-    print(f"\n  first start: HTTP answering after {startup:.2f} s")
+    database = server.env["PANICBUTTON_DATABASE_URL"].split(":", 1)[0]
+    print(f"\n  [{database}] first start: HTTP answering after {startup:.2f} s")
     assert wait_until(server.connected, 15), f"server never reached the broker:\n{server.log()}"
     alert = Alert(device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=now_utc())
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="unit-1")
