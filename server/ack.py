@@ -59,7 +59,9 @@ def show(token: str, runtime: RuntimeDep, settings: SettingsDep) -> Response:
         return _page(room, f"<p>Already {html.escape(incident.state)}.</p>")
     return _page(
         room,
-        f'<form method="post" action="/ack/{html.escape(token)}">'
+        # No action: the form posts back to the URL it was opened on, so it works
+        # whatever path the TLS proxy serves the app under.
+        '<form method="post">'
         '<input type="hidden" name="confirm" value="1">'
         "<button type=submit>I am going</button></form>",
     )

@@ -52,18 +52,21 @@ def responders(site: Site, overrides: list[Takeover], at: datetime) -> list[str]
 
 def next_gap(
     site: Site, overrides: list[Takeover], start: datetime, horizon: timedelta
-) -> tuple[datetime, datetime] | None:
-    """The first stretch within ``horizon`` after ``start`` that nobody covers
-    (minute resolution), as (from, until); None if covered throughout."""
+) -> tuple[datetime, datetime | None] | None:
+    """The first stretch starting within ``horizon`` after ``start`` that nobody covers
+    (minute resolution), as (from, until); None if covered throughout. The end is
+    looked for up to a week on, so it stays the same while the gap goes on; None
+    means nobody is rostered at all in that week (only the default group)."""
     step = timedelta(minutes=1)
     moment = start.replace(second=0, microsecond=0) + step
-    end = start + horizon
     gap_start: datetime | None = None
-    while moment <= end:
+    while moment <= start + horizon or (
+        gap_start is not None and moment <= gap_start + timedelta(days=7)
+    ):
         covered = bool(covering(site, overrides, moment))
         if not covered and gap_start is None:
             gap_start = moment
         elif covered and gap_start is not None:
             return gap_start, moment
         moment += step
-    return (gap_start, moment) if gap_start is not None else None
+    return (gap_start, None) if gap_start is not None else None  # no end within a week

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from server import duty
 from server.audit import audit
-from server.models import EscalationJob, Incident, Page
+from server.models import EscalationJob, Incident, Page, StaffState
 from server.site import Site
 
 PLAN_VERSION = 1
@@ -208,11 +208,21 @@ def _page(
         for p in session.scalars(select(Page).where(Page.incident_id == incident.id))
     }
     codes = {p.staff_id: p.reply_code for p in existing.values()}
+    # SMS cannot reach someone who sent STOP (the carrier refuses, 21610): call them.
+    opted_out = set(
+        session.scalars(
+            select(StaffState.staff_id).where(
+                StaffState.sms_opted_out.is_(True), StaffState.staff_id.in_(staff_ids)
+            )
+        )
+    )
     new: list[Page] = []
     for staff_id in staff_ids:
         code = codes.get(staff_id) or _free_code(session, staff_id)
         codes[staff_id] = code
         for channel in channels:
+            if channel == "sms" and staff_id in opted_out and "call" in channels:
+                continue
             if (staff_id, channel, step) in existing:
                 continue  # NOTE: idempotent: this job ran before (a crash before commit)
             page = Page(
@@ -254,8 +264,8 @@ def cancel(session: Session, *, incident_id: int, kind: str | None = None) -> No
 def acknowledged(session: Session, *, incident: Incident, now: datetime) -> None:
     """Stop the steps; watch for the incident to be resolved."""
     cancel(session, incident_id=incident.id, kind="step")
-    if incident.kind == "test":
-        return
+    if incident.kind == "test" or incident.kind in TECHNICAL_KINDS:
+        return  # a unit offline closes itself when the unit returns
     after = (incident.plan or {}).get("follow_up_after") or 600
     schedule(
         session,

@@ -151,10 +151,14 @@ _OPTED_OUT = {
     "send START.",
 }
 _GAP = {
-    "fr": "Personne n'est de garde de {start} à {end}. Le groupe par défaut sera alerté.",
-    "nl": "Niemand heeft dienst van {start} tot {end}. De standaardgroep wordt gealarmeerd.",
-    "en": "Nobody is on duty from {start} to {end}. The default group will be paged.",
+    "fr": "Personne n'est de garde de {start} à {end}. Le groupe par défaut (ou tout le "
+    "personnel) sera alerté.",
+    "nl": "Niemand heeft dienst van {start} tot {end}. De standaardgroep (of al het personeel) "
+    "wordt gealarmeerd.",
+    "en": "Nobody is on duty from {start} to {end}. The default group (or else all staff) "
+    "will be paged.",
 }
+_UNTIL_FURTHER = {"fr": "nouvel ordre", "nl": "nader order", "en": "further notice"}
 #: Twilio <Say> voices by staff language.
 VOICE = {"fr": "fr-FR", "nl": "nl-BE", "en": "en-GB"}
 
@@ -208,8 +212,9 @@ def opted_out(lang: Language, *, name: str) -> str:
     return _OPTED_OUT[lang].format(name=name)
 
 
-def gap(lang: Language, *, start: datetime, end: datetime, timezone: str) -> str:
-    return _GAP[lang].format(start=local_time(start, timezone), end=local_time(end, timezone))
+def gap(lang: Language, *, start: datetime, end: datetime | None, timezone: str) -> str:
+    until = local_time(end, timezone) if end else _UNTIL_FURTHER[lang]
+    return _GAP[lang].format(start=local_time(start, timezone), end=until)
 
 
 _SERVER_LINK_LOST = {

@@ -29,10 +29,6 @@ log = logging.getLogger(__name__)
 _QUIET = logging.getLogger(f"{__name__}.twilio_http")
 _QUIET.setLevel(logging.WARNING)
 
-#: Seconds a panic SMS may wait in the provider's queue before it expires, so a
-#: stale alarm never arrives hours late (Twilio's default is 10 hours).
-SMS_VALIDITY = 300
-
 
 def mask(phone: str) -> str:
     """``+32470123456`` -> ``+32******456``: enough to tell numbers apart in a log."""
@@ -72,6 +68,7 @@ class TwilioNotifier:
 
     def __init__(self, settings: Settings) -> None:
         self._from = settings.twilio_from
+        self._validity = settings.sms_validity
         self._voice_from = settings.twilio_voice_from or (
             settings.twilio_from if settings.twilio_from.startswith("+") else ""
         )
@@ -94,7 +91,7 @@ class TwilioNotifier:
         extra = {"status_callback": status_callback} if status_callback else {}
         with _translated("SMS", to):
             message = self._client.messages.create(
-                to=to, body=body, validity_period=SMS_VALIDITY, **sender, **extra
+                to=to, body=body, validity_period=self._validity, **sender, **extra
             )
         log.info("SMS to %s handed to Twilio as %s", mask(to), message.sid)
         return str(message.sid)

@@ -88,6 +88,8 @@ class Pager:
         #: (staff, channel) -> (monotonic time, incident id) of the last page sent.
         self._last_sent: dict[tuple[str, str], tuple[float, int]] = {}
         self._held: dict[tuple[str, str], list[int]] = {}
+        self._active: set[int] = set()  # pages this process has claimed and not recorded
+        self._next_sweep = 0.0
         #: Called on a worker thread after each page is sent or failed: (incident id, page id).
         self.on_page_done: Callable[[int, int], None] = lambda incident_id, page_id: None
 
@@ -111,7 +113,7 @@ class Pager:
         with self._lock:
             self._inflight.discard(future)
         if not future.cancelled() and (exc := future.exception()) is not None:
-            # A page stuck "sending" is re-driven by the scheduler's watchdog.
+            # A page left "sending" is re-driven by sweep(), from the scheduler's loop.
             log.error("a send failed unexpectedly: %r", exc, exc_info=exc)
 
     def redrive(self) -> int:
@@ -126,6 +128,25 @@ class Pager:
             log.warning("sending %d page(s) queued before a restart", len(ids))
         self.dispatch(sorted(ids))
         return len(ids)
+
+    def sweep(self, older_than: float = 90.0) -> int:
+        """Re-drive pages stuck "sending" (a worker died between claim and record):
+        not ones this process is still sending or holding. At most every 30 s."""
+        if time.monotonic() < self._next_sweep:
+            return 0
+        self._next_sweep = time.monotonic() + 30.0
+        cutoff = self._clock() - timedelta(seconds=older_than)
+        with self._sessions() as s:
+            stuck = list(
+                s.scalars(select(Page).where(Page.status == "sending", Page.created_at < cutoff))
+            )
+        with self._lock:
+            stuck = [p for p in stuck if p.id not in self._active]
+        again = [p.id for p in stuck if not self._went_out(p)]
+        if again:
+            log.warning("re-driving %d page(s) stuck while sending", len(again))
+            self.dispatch(again)
+        return len(again)
 
     def _went_out(self, page: Page) -> bool:
         """A page the last run claimed but did not record: did the provider get it?"""
@@ -167,6 +188,8 @@ class Pager:
             ).rowcount  # type: ignore[attr-defined]
         if not claimed:
             return
+        with self._lock:
+            self._active.add(page_id)
         with self._sessions() as s:
             page = s.get_one(Page, page_id)
             key = (page.staff_id, page.channel)
@@ -196,6 +219,13 @@ class Pager:
             self._send(ids)
 
     def _send(self, page_ids: list[int]) -> None:
+        try:
+            self._send_now(page_ids)
+        finally:
+            with self._lock:
+                self._active.difference_update(page_ids)
+
+    def _send_now(self, page_ids: list[int]) -> None:
         rendered = self._render(page_ids)
         if rendered is None:
             return

@@ -75,7 +75,9 @@ class Runtime:
             bundle_window=bundle_window,
         )
         self.pager.on_page_done = self._page_done
-        self.scheduler = Scheduler(sessions=self.sessions, clock=self.time, run_job=self._run_job)
+        self.scheduler = Scheduler(
+            sessions=self.sessions, clock=self.time, run_job=self._run_job, on_pass=self.pager.sweep
+        )
         self.publish_feedback: FeedbackSink = lambda device_id, fb, retain: None
         self._feedback_lock = threading.Lock()
         self._lock = threading.Lock()
@@ -343,15 +345,22 @@ class Runtime:
         member = self.site.member(pages[0].staff_id)
         if digits.strip() != "1":
             return messages.call_answer(member.language, messages.call_nothing(member.language))
-        rooms = []
+        mine, others = [], []
         for page in pages:
             incident = self.acknowledge(
                 incident_id=page.incident_id, staff_id=member.id, via="call", confirm=False
             )
-            if incident is not None:
-                rooms.append(self.site.room(incident.room_id).label)
+            if incident is None:
+                continue
+            room = self.site.room(incident.room_id).label
+            if incident.acknowledged_by in (None, member.id):
+                mine.append(room)
+            else:  # someone else was first: say so, never "you are going"
+                taker = self.site.member(incident.acknowledged_by)
+                others.append(messages.already(member.language, name=taker.name, room=room))
+        said = [messages.call_thanks(member.language, room=", ".join(mine))] if mine else []
         return messages.call_answer(
-            member.language, messages.call_thanks(member.language, room=", ".join(rooms) or "-")
+            member.language, " ".join(said + others) or messages.call_nothing(member.language)
         )
 
     def acknowledge(
@@ -412,6 +421,13 @@ class Runtime:
             )
         if changed:
             self._send_feedback(incident, now)
+            room = self.site.room(incident.room_id).label
+            self._tell_paged(
+                incident,
+                lambda m: messages.closed(m.language, room=room),
+                purpose="closed",
+                but=staff_id,
+            )
         return incident
 
     def handle_sms(self, *, phone: str, body: str) -> None:
@@ -466,7 +482,9 @@ class Runtime:
             )
             if code is not None:
                 query = query.where(Page.reply_code == code)
-            found: int | None = s.scalar(query.order_by(Incident.id.desc()).limit(1))
+            # "a" means the latest one still waiting for someone, before any already taken.
+            waiting = (Incident.state == State.OPEN).desc()
+            found: int | None = s.scalar(query.order_by(waiting, Incident.id.desc()).limit(1))
             return found
 
     def _understood(self, member: Staff) -> None:
@@ -544,7 +562,7 @@ class Runtime:
         )
         self.pager.send_text(member, text, incident_id=None, purpose="duty")
 
-    def check_duty_gap(self, warned: set[datetime]) -> datetime | None:
+    def check_duty_gap(self, warned: set[datetime | None]) -> datetime | None:
         """Warn managers once ahead of a stretch nobody covers; returns its start."""
         now = self.clock()
         with self.sessions() as s:
@@ -552,23 +570,29 @@ class Runtime:
         gap = duty.next_gap(
             self.site, overrides, now, timedelta(seconds=self.site.duty.gap_warning)
         )
-        if gap is None or gap[0] in warned:
+        # NOTE: keyed by the gap's end: inside a gap, "the next uncovered minute" moves
+        # on every minute, its end does not (None: no roster at all, warned once).
+        if gap is None or gap[1] in warned:
             return None
-        warned.add(gap[0])
+        start, end = gap
+        warned.add(end)
         with self.sessions.begin() as s:
             audit(
-                s, at=now, type="duty.gap_warned", start=gap[0].isoformat(), end=gap[1].isoformat()
+                s,
+                at=now,
+                type="duty.gap_warned",
+                start=start.isoformat(),
+                end=end.isoformat() if end else None,
             )
+        tz = self.site.timezone
         for manager in self.site.managers():
             self.pager.send_text(
                 manager,
-                messages.gap(
-                    manager.language, start=gap[0], end=gap[1], timezone=self.site.timezone
-                ),
+                messages.gap(manager.language, start=start, end=end, timezone=tz),
                 incident_id=None,
                 purpose="duty_gap",
             )
-        return gap[0]
+        return start
 
     def tell_managers(self, text: Callable[[Staff], str], *, purpose: str) -> None:
         """Technical news for managers (or the default group, or everyone)."""
@@ -576,12 +600,17 @@ class Runtime:
             self.pager.send_text(member, text(member), incident_id=None, purpose=purpose)
 
     def _tell_paged(
-        self, incident: Incident, text: Callable[[Staff], str], *, purpose: str
+        self,
+        incident: Incident,
+        text: Callable[[Staff], str],
+        *,
+        purpose: str,
+        but: str | None = None,
     ) -> None:
-        """Send a text to everyone paged for ``incident``."""
+        """Send a text to everyone paged for ``incident`` (except ``but``)."""
         with self.sessions() as s:
             paged = set(s.scalars(select(Page.staff_id).where(Page.incident_id == incident.id)))
-        for staff_id in sorted(paged):
+        for staff_id in sorted(paged - {but}):
             member = self.site.member(staff_id)
             self.pager.send_text(member, text(member), incident_id=incident.id, purpose=purpose)
 

@@ -41,7 +41,9 @@ class Scheduler:
         clock: Clock,
         run_job: Callable[[int, datetime], None],
         watchdog: float = 5.0,
+        on_pass: Callable[[], object] = lambda: None,
     ) -> None:
+        self._on_pass = on_pass
         self._sessions = sessions
         self._clock = clock
         self._run_job = run_job
@@ -79,6 +81,7 @@ class Scheduler:
         """Run every due job; return when the next one is due."""
         now = self._clock.now()
         self._redrive(now)
+        self._on_pass()
         with self._sessions() as s:
             due = list(
                 s.scalars(

@@ -60,7 +60,7 @@ class Supervisor:
             self._thread.join(5)
 
     def _run(self) -> None:
-        warned: set[datetime] = set()
+        warned: set[datetime | None] = set()
         while not self._stop.wait(self._times.interval):
             try:
                 self.check()

@@ -169,6 +169,14 @@ def test_keypad_one_acknowledges_and_a_completed_call_does_not(system: System) -
     assert (found.state, found.acknowledged_by) == ("acknowledged", "reception")
     assert [e.data["via"] for e in system.events("incident.acknowledged")] == ["call"]
     assert "Reception gaat naar Room 1." in sms(system, FLOOR)
+    # Floor, called back later, presses 1 too: told who is going, not "you are going".
+    late = system.twilio.signed_post(
+        to_floor.gather_url.replace(public, system.base_url),
+        {"CallSid": to_floor.sid + "x", "Digits": "1"},
+        public_url=to_floor.gather_url,
+    )
+    assert "Reception gaat al" in late.text
+    assert "U gaat naar" not in late.text
 
 
 @pytest.mark.clock(START)
@@ -228,8 +236,14 @@ def test_stop_is_never_a_command_and_managers_are_warned(system: System) -> None
     assert incident(system, incident_id).state == "open"
     assert system.twilio.wait_for(lambda sent: any("STOP" in b for b in sms(system, MANAGER)))
     assert [e.data for e in system.events("staff.opt_out")] == [{"staff": "reception"}]
+    # While opted out, reception is paged by call only (SMS would be refused: 21610).
+    second = alert(system, "unit-2")
+    settle(system)
+    assert not any("Room 2" in b for b in sms(system, RECEPTION))
+    assert any("Room 2" in c.spoken for c in system.twilio.calls_to(RECEPTION))
     reply(system, RECEPTION, "START")
     assert [e.data for e in system.events("staff.opt_in")] == [{"staff": "reception"}]
+    assert incident(system, second).state == "open"
     reply(system, RECEPTION, "1")
     assert incident(system, incident_id).state == "acknowledged"
 
@@ -249,6 +263,7 @@ def test_follow_up_until_resolved_with_an_outcome(system: System) -> None:
     reply(system, RECEPTION, "1f")
     found = incident(system, incident_id)
     assert (found.state, found.outcome) == ("resolved", "false_alarm")
+    assert system.twilio.wait_for(lambda sent: "Room 1 is afgesloten." in sms(system, FLOOR))
     before = len(system.twilio.sent)
     advance(system, 600)
     assert len(system.twilio.sent) == before  # resolved: silence
@@ -329,6 +344,7 @@ def test_managers_are_warned_ahead_of_a_gap_and_the_default_group_covers_it(syst
     )
     assert system.server.runtime.check_duty_gap(warned) is None  # once per gap
     advance(system, 45 * 60)  # 22:45: nobody's shift
+    assert system.server.runtime.check_duty_gap(warned) is None  # still once, inside it
     alert(system)
     settle(system)
     assert sms(system, RECEPTION) == []
