@@ -84,5 +84,6 @@ def test_incident_timeline_and_resolve_with_token(server: Server) -> None:
     detail = client.get(f"/api/v1/incidents/{feedback.incident}").json()
     types = [e["type"] for e in detail["events"]]
     assert types[0] == "alert.raised"
-    assert types[-1] == "incident.resolved"
+    assert types.index("incident.resolved") > types.index("alert.raised")
+    assert "escalation.plan_frozen" in types
     assert client.get("/api/v1/incidents/999").status_code == 404
