@@ -104,6 +104,8 @@ class BrokerFiles:
     users: dict[str, str] = field(default_factory=dict)  # name -> password
     #: Keep retained messages and sessions across a restart (on in production).
     persistence: bool = False
+    #: Users with the server's rights (one per server instance, or a test's monitor).
+    server_users: tuple[str, ...] = (SERVER_USER,)
 
     @property
     def conf(self) -> Path:
@@ -113,7 +115,7 @@ class BrokerFiles:
         self.folder.mkdir(parents=True, exist_ok=True)
         passwd = self.folder / "passwd"
         passwd.write_text("".join(f"{u}:{mosquitto_hash(p)}\n" for u, p in self.users.items()))
-        (self.folder / "acl").write_text(mosquitto_acl())
+        (self.folder / "acl").write_text(mosquitto_acl(self.server_users))
         for f in (passwd, self.folder / "acl"):
             f.chmod(0o600)
         import getpass  # noqa: PLC0415 -- only needed here

@@ -43,6 +43,9 @@ __all__ = [
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DEVICES = ("unit-1", "unit-2", "unit-3")
+#: A second user with the server's rights, for tests and benches that watch the topics
+#: (client ids are user names: watching as the server would push the server off).
+MONITOR = "panicbutton-monitor"
 RECEPTION, FLOOR, MANAGER = "+32470000001", "+32470000002", "+32470000003"
 BUTTON, LED = 17, 27
 
@@ -108,11 +111,13 @@ class Broker:
 
 @contextlib.contextmanager
 def start_mosquitto(folder: Path) -> Iterator[Broker]:
-    users = {SERVER_USER: secrets.token_urlsafe(12)}
+    users = {SERVER_USER: secrets.token_urlsafe(12), MONITOR: secrets.token_urlsafe(12)}
     users |= {d: secrets.token_urlsafe(12) for d in DEVICES}
     for attempt in range(5):  # a free port can be taken by another process before we bind it
         port = free_port()
-        process = MosquittoProcess(BrokerFiles(folder, port, users, persistence=True))
+        process = MosquittoProcess(
+            BrokerFiles(folder, port, users, persistence=True, server_users=(SERVER_USER, MONITOR))
+        )
         try:
             process.start()
         except RuntimeError as exc:

@@ -26,10 +26,9 @@ from typing import IO, Any
 import paho.mqtt.client as mqtt
 
 from panicbutton.wire import ALERT_SUBSCRIPTION, Alert, WireError, alert_topic
-from server.broker import SERVER_USER
 from tests.bench.floor import close, connect, subscribe
 from tests.bench.latency import GAP, HOLD, TIMEOUT, at_least, resolve_latest
-from tests.harness import BUTTON, LED, System, wait_until
+from tests.harness import BUTTON, LED, MONITOR, System, wait_until
 
 DEVICE = "unit-1"
 REPO = Path(__file__).resolve().parents[2]
@@ -92,7 +91,7 @@ def measure_footprint(system: System, presses: int, folder: Path) -> Footprint:
             alert = Alert.from_json(bytes(msg.payload))
             receipts.setdefault((alert.alert_id, alert.presses), at)
 
-    watch = connect("bench-agent-watch", SERVER_USER, system.users[SERVER_USER], system.mqtt_port)
+    watch = connect("bench-agent-watch", MONITOR, system.users[MONITOR], system.mqtt_port)
     watch.on_message = on_message
     subscribe(watch, ALERT_SUBSCRIPTION)
     args = json.dumps(

@@ -27,10 +27,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 import device.outbox
 from device.indicator import Light
 from panicbutton.wire import ALERT_SUBSCRIPTION, now_utc
-from server.broker import SERVER_USER, free_port
+from server.broker import free_port
 from server.messages import local_time
 from tests.fakes.twilio import Sent
-from tests.harness import BUTTON, FLOOR, MANAGER, RECEPTION, System, wait_until
+from tests.harness import BUTTON, FLOOR, MANAGER, MONITOR, RECEPTION, System, wait_until
 
 
 def toml(config: dict[str, Any]) -> str:
@@ -144,7 +144,7 @@ def test_agent_killed_between_press_and_publish(system: System, tmp_path: Path) 
 def test_agent_killed_between_publish_and_confirmation(system: System, tmp_path: Path) -> None:
     seen: list[bytes] = []
     monitor = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="monitor")
-    monitor.username_pw_set(SERVER_USER, system.users[SERVER_USER])
+    monitor.username_pw_set(MONITOR, system.users[MONITOR])
     monitor.on_message = lambda c, u, m: seen.append(bytes(m.payload))
     monitor.connect("127.0.0.1", system.mqtt_port)
     monitor.subscribe(ALERT_SUBSCRIPTION, qos=1)
