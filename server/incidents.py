@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from panicbutton.wire import Alert, FeedbackState, LinkState, Status
@@ -166,6 +166,21 @@ def _track_sequence(
     device.last_seen = now
 
 
+def _move(
+    session: Session, incident: Incident, allowed: ColumnElement[bool], **values: object
+) -> bool:
+    """Change ``incident`` only if ``allowed`` still holds in the database (a conditional
+    UPDATE, safe against a racing thread or server); True if this call won."""
+    won = session.execute(
+        update(Incident)
+        .where(Incident.id == incident.id, allowed)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    session.refresh(incident)
+    return bool(won)
+
+
 def acknowledge(
     *, session: Session, incident: Incident, staff_id: str, via: str, now: datetime
 ) -> bool:
@@ -174,14 +189,14 @@ def acknowledge(
     NOTE: a conditional UPDATE, so two people replying at the same instant (on
     two threads or two servers) cannot both be the one who is going.
     """
-    won = session.execute(
-        update(Incident)
-        .where(Incident.id == incident.id, Incident.state == State.OPEN)
-        .values(state=State.ACKNOWLEDGED, acknowledged_by=staff_id, acknowledged_at=now)
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
-    session.refresh(incident)
-    if not won:
+    if not _move(
+        session,
+        incident,
+        Incident.state == State.OPEN,
+        state=State.ACKNOWLEDGED,
+        acknowledged_by=staff_id,
+        acknowledged_at=now,
+    ):
         return False
     audit(
         session,
@@ -203,14 +218,14 @@ def resolve(
         return False
     if incident.state == State.OPEN:
         acknowledge(session=session, incident=incident, staff_id=staff_id, via="resolve", now=now)
-    won = session.execute(
-        update(Incident)
-        .where(Incident.id == incident.id, Incident.state != State.RESOLVED)
-        .values(state=State.RESOLVED, resolved_at=now, outcome=outcome)
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
-    session.refresh(incident)
-    if not won:
+    if not _move(
+        session,
+        incident,
+        Incident.state != State.RESOLVED,
+        state=State.RESOLVED,
+        resolved_at=now,
+        outcome=outcome,
+    ):
         return False
     audit(
         session,
