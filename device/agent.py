@@ -353,13 +353,14 @@ class Agent:
 
     def _light(self) -> Light:
         latest = self._states.get(self._latest) if self._latest else None
-        if latest is FeedbackState.ACKNOWLEDGED:
-            return Light.HELP_COMING
-        if latest is FeedbackState.RECEIVED:
-            return Light.RECEIVED
         pending = self._latest is not None and any(
             a.alert_id == self._latest for a in self.outbox.pending()
         )
+        if latest is FeedbackState.ACKNOWLEDGED:
+            return Light.HELP_COMING  # help is on its way whatever the link does now
+        if latest is FeedbackState.RECEIVED:
+            # A re-press the server has not had yet, with no link: say so.
+            return Light.NO_LINK if pending and not self.link.connected else Light.RECEIVED
         if pending:
             return Light.SENT if self.link.connected else Light.NO_LINK
         if not self.link.connected:

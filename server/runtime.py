@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -335,6 +335,11 @@ class Runtime:
         except IntegrityError:
             return True
         return False
+
+    def forget_webhook(self, key: str) -> None:
+        """Handling failed: drop the receipt, so the provider's retry is acted on."""
+        with self.sessions.begin() as s:
+            s.execute(delete(WebhookReceipt).where(WebhookReceipt.key == key[:96]))
 
     def handle_voice(self, *, page_ids: list[int], digits: str) -> str:
         """A key pressed in a page call; answers with TwiML. Only "1" acknowledges."""

@@ -10,7 +10,8 @@ nothing. A replayed webhook (same ``I-Twilio-Idempotency-Token``, or the same
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -18,6 +19,7 @@ from twilio.request_validator import RequestValidator
 
 from server.deps import RuntimeDep, SettingsDep
 
+T = TypeVar("T")
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
 
@@ -56,7 +58,21 @@ def _pages(pages: str) -> list[int]:
 
 async def _replayed(request: Request, runtime: RuntimeDep, fallback: str) -> bool:
     key = request.headers.get("I-Twilio-Idempotency-Token") or fallback
-    return bool(key) and await run_in_threadpool(runtime.seen_webhook, f"twilio:{key}")
+    if not key:
+        return False
+    request.state.receipt = f"twilio:{key}"
+    return await run_in_threadpool(runtime.seen_webhook, request.state.receipt)
+
+
+async def _handle(request: Request, runtime: RuntimeDep, work: Callable[[], T]) -> T:
+    """Run ``work``; if it fails, forget the receipt so Twilio's retry is acted on."""
+    try:
+        return await run_in_threadpool(work)
+    except Exception:
+        receipt = getattr(request.state, "receipt", None)
+        if receipt:
+            await run_in_threadpool(runtime.forget_webhook, receipt)
+        raise
 
 
 @router.post("/sms", response_class=Response)
@@ -66,7 +82,7 @@ async def inbound_sms(params: SignedForm, request: Request, runtime: RuntimeDep)
     if await _replayed(request, runtime, f"sms:{sid}" if sid else ""):
         return _xml()
     phone, body = params.get("From", ""), params.get("Body", "")
-    await run_in_threadpool(lambda: runtime.handle_sms(phone=phone, body=body))
+    await _handle(request, runtime, lambda: runtime.handle_sms(phone=phone, body=body))
     return _xml()
 
 
@@ -80,7 +96,9 @@ async def voice_key(
     if await _replayed(request, runtime, f"voice:{sid}:{pages}" if sid else ""):
         return _xml()
     digits = params.get("Digits", "")
-    twiml = await run_in_threadpool(lambda: runtime.handle_voice(page_ids=ids, digits=digits))
+    twiml = await _handle(
+        request, runtime, lambda: runtime.handle_voice(page_ids=ids, digits=digits)
+    )
     return _xml(twiml)
 
 
@@ -95,7 +113,9 @@ async def provider_status(
     if await _replayed(request, runtime, f"status:{sid}:{status}" if sid else ""):
         return _xml()
     code = params.get("ErrorCode", "")
-    await run_in_threadpool(
-        lambda: runtime.handle_provider_status(page_ids=ids, status=status, error_code=code)
+    await _handle(
+        request,
+        runtime,
+        lambda: runtime.handle_provider_status(page_ids=ids, status=status, error_code=code),
     )
     return _xml()

@@ -449,3 +449,35 @@ def test_unit_offline_pages_managers_until_acknowledged(system: System) -> None:
     reply(system, MANAGER, "a")
     acked = [i for i in system.incidents() if i.state == "acknowledged"]
     assert len(acked) == 1
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS)
+def test_a_reply_that_failed_is_acted_on_when_twilio_retries(
+    system: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    incident_id = alert(system)
+    settle(system)
+    assert system.server is not None
+    runtime = system.server.runtime
+    real = runtime.handle_sms
+    calls: list[str] = []
+
+    def flaky(*, phone: str, body: str) -> None:
+        calls.append(body)
+        if len(calls) == 1:
+            raise RuntimeError("database went away")
+        real(phone=phone, body=body)
+
+    monkeypatch.setattr(runtime, "handle_sms", flaky)
+    for expected in (500, 200):  # Twilio retries the same message after an error
+        response = system.twilio.inbound_sms(
+            system.sms_webhook,
+            public_url=system.sms_webhook_public,
+            from_=RECEPTION,
+            body="1",
+            sid="SM" + "b" * 32,
+        )
+        assert response.status_code == expected
+    settle(system)
+    assert incident(system, incident_id).state == "acknowledged"
