@@ -155,9 +155,25 @@ def run_step(
         lag_ms=round((now - due).total_seconds() * 1000),
     )
     pages = _page(session, incident=incident, staff_ids=to, channels=channels, step=n, now=now)
-    following = step_due(plan, _opened(incident), n + 1 - _base(incident))
+    nxt = n + 1
+    following = step_due(plan, _opened(incident), nxt - _base(incident))
+    # After an outage, do not fire every missed repeat at once: go on from the
+    # first one still ahead (the step just run already paged everyone for now).
+    while (
+        following is not None and following <= now and nxt - _base(incident) >= len(plan["steps"])
+    ):
+        nxt += 1
+        following = step_due(plan, _opened(incident), nxt - _base(incident))
+    if nxt > n + 1:
+        audit(
+            session,
+            at=now,
+            type="escalation.repeats_skipped",
+            incident_id=incident.id,
+            skipped=nxt - n - 1,
+        )
     if following is not None:
-        schedule(session, incident_id=incident.id, kind="step", step=n + 1, due=following)
+        schedule(session, incident_id=incident.id, kind="step", step=nxt, due=following)
     return pages
 
 
@@ -189,9 +205,14 @@ def run_follow_up(
         incident_id=incident.id,
         kind="follow_up",
         step=n + 1,
-        due=due + timedelta(seconds=pace),
+        due=max(due, now) + timedelta(seconds=pace),
     )
     return pages
+
+
+def _round_of(step: int) -> int:
+    """The round a page's step belongs to (follow-up steps are -1 - (base + n))."""
+    return (step if step >= 0 else -1 - step) // ROUND
 
 
 def _page(
@@ -203,11 +224,22 @@ def _page(
     step: int,
     now: datetime,
 ) -> list[int]:
+    if session.get_bind().dialect.name == "postgresql":
+        # NOTE: per-person locks for reply codes, taken up front in one order, so two
+        # transactions paging the same people cannot deadlock (see _free_code).
+        for staff_id in sorted(set(staff_ids)):
+            session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                {"key": f"reply-code:{staff_id}"},
+            )
     existing = {
         (p.staff_id, p.channel, p.step): p
         for p in session.scalars(select(Page).where(Page.incident_id == incident.id))
     }
-    codes = {p.staff_id: p.reply_code for p in existing.values()}
+    # Codes are kept within a round only: a resolved round's codes were free for others.
+    codes = {
+        p.staff_id: p.reply_code for p in existing.values() if _round_of(p.step) == incident.round
+    }
     # SMS cannot reach someone who sent STOP (the carrier refuses, 21610): call them.
     opted_out = set(
         session.scalars(
@@ -220,9 +252,8 @@ def _page(
     for staff_id in staff_ids:
         code = codes.get(staff_id) or _free_code(session, staff_id)
         codes[staff_id] = code
-        for channel in channels:
-            if channel == "sms" and staff_id in opted_out and "call" in channels:
-                continue
+        wanted = [("call" if c == "sms" and staff_id in opted_out else c) for c in channels]
+        for channel in dict.fromkeys(wanted):
             if (staff_id, channel, step) in existing:
                 continue  # NOTE: idempotent: this job ran before (a crash before commit)
             page = Page(
@@ -321,13 +352,9 @@ def _free_code(session: Session, staff_id: str) -> int:
     """The smallest reply code not used by this person's unresolved incidents.
 
     NOTE: on PostgreSQL two transactions could pick the same code for one person
-    (SQLite serialises writers); a per-person advisory lock, held to commit,
-    makes the second wait and see the first's page.
+    (SQLite serialises writers); _page holds a per-person advisory lock to commit,
+    so the second waits and sees the first's page.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"reply-code:{staff_id}"}
-        )
     used = set(
         session.scalars(
             select(Page.reply_code)

@@ -121,9 +121,13 @@ class TwilioNotifier:
         return str(placed.sid)
 
     def find_sms(self, to: str, body: str, since: datetime) -> str | None:
+        # date_sent_after is day-grained at Twilio and a queued message has no sent date:
+        # filter on the creation time here, and when unsure, report "not found" (a
+        # second page is better than a lost one).
         with _translated("message list", to):
-            for message in self._client.messages.list(to=to, date_sent_after=since, limit=20):
-                if message.body == body:
+            for message in self._client.messages.list(to=to, date_sent_after=since, limit=50):
+                created = message.date_created
+                if message.body == body and created is not None and created >= since:
                     return str(message.sid)
         return None
 

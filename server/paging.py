@@ -72,7 +72,7 @@ class Pager:
         workers: int = 8,
         clock: Callable[[], datetime] = now_utc,
         callback_url: Callable[[str], str | None] = lambda path: None,
-        link_url: Callable[[int], str | None] = lambda page_id: None,
+        link_url: Callable[[int, datetime], str | None] = lambda page_id, created: None,
         bundle_window: dict[str, float] | None = None,
     ) -> None:
         self._sessions = sessions
@@ -226,7 +226,14 @@ class Pager:
                 self._active.difference_update(page_ids)
 
     def _send_now(self, page_ids: list[int]) -> None:
-        rendered = self._render(page_ids)
+        page_ids = self._still_wanted(page_ids)
+        if not page_ids:
+            return
+        try:
+            rendered = self._render(page_ids)
+        except LookupError as exc:  # the person or room was removed from the site file
+            self._fail(page_ids, f"cannot render: {exc}")
+            return
         if rendered is None:
             return
         sid, error = self._deliver(rendered)
@@ -257,6 +264,47 @@ class Pager:
                     )
         for page_id, incident_id in zip(page_ids, rendered.incident_ids, strict=True):
             self.on_page_done(incident_id, page_id)
+
+    def _still_wanted(self, page_ids: list[int]) -> list[int]:
+        """Drop pages whose incident moved on while they waited (a bundle held, a queue):
+        nobody is paged about an alarm someone already took."""
+        keep, dropped = [], []
+        now = self._clock()
+        with self._sessions.begin() as s:
+            for page_id in page_ids:
+                page = s.get_one(Page, page_id)
+                state = s.get_one(Incident, page.incident_id).state
+                wanted = "acknowledged" if page.step < 0 else "open"
+                if state == wanted or (page.step >= 0 and state == "open"):
+                    keep.append(page_id)
+                else:
+                    page.status = "cancelled"
+                    audit(
+                        s,
+                        at=now,
+                        type="page.cancelled",
+                        incident_id=page.incident_id,
+                        page=page.id,
+                        reason=state,
+                    )
+                    dropped.append(page_id)
+        return keep
+
+    def _fail(self, page_ids: list[int], why: str) -> None:
+        now = self._clock()
+        with self._sessions.begin() as s:
+            for page_id in page_ids:
+                page = s.get_one(Page, page_id)
+                page.status, page.error = "failed", why[:200]
+                audit(
+                    s,
+                    at=now,
+                    type="page.failed",
+                    incident_id=page.incident_id,
+                    page=page.id,
+                    code=None,
+                )
+        log.error("pages %s failed: %s", page_ids, why)
 
     def _render(self, page_ids: list[int]) -> Rendered | None:
         with self._sessions() as s:
@@ -301,15 +349,16 @@ class Pager:
                 timezone=tz,
                 code=page.reply_code,
             )
+        opened = (incident.plan or {}).get("opened")  # a reopened incident's new start
         text = messages.page(
             lang,
             room=room,
-            at=incident.received_at,
+            at=datetime.fromisoformat(opened) if opened else incident.received_at,
             timezone=tz,
             code=page.reply_code,
             test=incident.kind == "test",
         )
-        link = self._link_url(page.id) if incident.kind == "panic" else None
+        link = self._link_url(page.id, page.created_at) if incident.kind == "panic" else None
         return f"{text} {link}" if link else text
 
     def _deliver(self, r: Rendered) -> tuple[str | None, NotifierError | None]:

@@ -24,7 +24,15 @@ from server.clock import Clock, SystemClock
 from server.db import sessions
 from server.incidents import FEEDBACK_FOR, Outcome, State
 from server.links import make_token
-from server.models import DutyOverride, EscalationJob, Incident, Page, StaffState, WebhookReceipt
+from server.models import (
+    DeviceRecord,
+    DutyOverride,
+    EscalationJob,
+    Incident,
+    Page,
+    StaffState,
+    WebhookReceipt,
+)
 from server.notifier import Notifier, mask
 from server.paging import Pager
 from server.scheduler import Scheduler
@@ -87,11 +95,13 @@ class Runtime:
         """The public URL Twilio calls back on for ``path``; None without a public URL."""
         return self._public + path if self._public else None
 
-    def ack_link(self, page_id: int) -> str | None:
-        """A signed single-use acknowledgement link for a page, or None without links."""
+    def ack_link(self, page_id: int, created: datetime) -> str | None:
+        """A signed single-use acknowledgement link for a page, or None without links.
+        Its expiry counts from the page's creation, so the same page always renders the
+        same text (the crash check compares texts)."""
         if not (self._public and self._link_secret):
             return None
-        return f"{self._public}/ack/{make_token(self._link_secret, page_id, self.clock())}"
+        return f"{self._public}/ack/{make_token(self._link_secret, page_id, created)}"
 
     def start(self) -> None:
         self.pager.redrive()
@@ -188,6 +198,11 @@ class Runtime:
         """A unit is offline: a technical incident that pages managers until acknowledged."""
         now = self.clock()
         with self.sessions.begin() as s:
+            device = s.get(DeviceRecord, room.device)
+            if device is None or device.offline_alerted:
+                return  # told already (or unknown)
+            # NOTE: marked in the same transaction as the incident: never "told" without it.
+            device.offline_alerted = True
             incident = Incident(
                 alert_id=uuid.uuid4().hex,
                 device_id=room.device,
@@ -258,17 +273,23 @@ class Runtime:
 
     def _page_done(self, incident_id: int, page_id: int) -> None:
         """After each page: a failed one hurries the next step; a test completes."""
+        hurried = self._page_done_in_db(incident_id, page_id)
+        if hurried:
+            self.scheduler.wake()  # after the commit, so the scheduler sees the new time
+
+    def _page_done_in_db(self, incident_id: int, page_id: int) -> bool:
         now = self.clock()
         with self._lock, self.sessions.begin() as s:
             incident = s.get_one(Incident, incident_id)
             page = s.get_one(Page, page_id)
-            if page.status == "failed" and self._failed(s, incident, page, page.error or "", now):
-                self.scheduler.wake()
+            hurried = page.status == "failed" and self._failed(
+                s, incident, page, page.error or "", now
+            )
             if incident.kind != "test" or incident.state == State.RESOLVED:
-                return
+                return hurried
             statuses = list(s.scalars(select(Page.status).where(Page.incident_id == incident_id)))
             if any(status in ("pending", "sending") for status in statuses):
-                return
+                return hurried
             sent = statuses.count("sent")
             audit(
                 s,
@@ -284,6 +305,7 @@ class Runtime:
             )
         log.info("test alert %s: %d of %d pages sent", incident.alert_id, sent, len(statuses))
         self._send_feedback(incident, now)
+        return hurried
 
     def _failed(self, s: Session, incident: Incident, page: Page, why: str, now: datetime) -> bool:
         if escalation.hurry(s, incident=incident, failed_step=page.step, now=now):

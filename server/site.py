@@ -154,7 +154,11 @@ class Site:
         )
 
     def member(self, staff_id: str) -> Staff:
-        return next(s for s in self.staff if s.id == staff_id)
+        """The staff member with this id; LookupError if the site file no longer has them."""
+        found = next((s for s in self.staff if s.id == staff_id), None)
+        if found is None:
+            raise LookupError(f"staff {staff_id!r} is not in the site file")
+        return found
 
     def by_phone(self, phone: str) -> Staff | None:
         return next((s for s in self.staff if s.phone == phone), None)

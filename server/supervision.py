@@ -122,8 +122,7 @@ class Supervisor:
                     )
                 since = device.offline_since or self._started
                 if not device.online and not device.offline_alerted and since <= alert_before:
-                    device.offline_alerted = True
-                    newly.append((room, since))
+                    newly.append((room, since))  # marked alerted with its incident
         for room, since in newly:
             log.error(
                 "unit %s (%s) offline since %s: telling managers",
@@ -131,5 +130,8 @@ class Supervisor:
                 room.id,
                 since.isoformat(timespec="seconds"),
             )
-            rt.unit_offline(room, since)
+            try:
+                rt.unit_offline(room, since)
+            except Exception:  # the next pass tries again: the unit is not marked yet
+                log.exception("could not open the offline alert for %s", room.device)
         return [room.device for room, _ in newly]

@@ -4,8 +4,10 @@ Every request must carry a valid signature, checked against the URL as Twilio
 called it: ``PANICBUTTON_PUBLIC_BASE_URL`` + path + query (behind a TLS proxy
 the request's own URL differs). The primary and, during rotation, the
 secondary auth token are accepted; anything else gets 403 and changes
-nothing. A replayed webhook (same ``I-Twilio-Idempotency-Token``, or the same
-``MessageSid`` for an inbound SMS) is answered but not acted on twice.
+nothing. A replayed webhook is answered but not acted on twice: replays are
+recognised by signed fields (``MessageSid``; ``CallSid`` with the pages; the
+status with its id), not by ``I-Twilio-Idempotency-Token``, which the signature
+does not cover.
 """
 
 from __future__ import annotations
@@ -56,11 +58,13 @@ def _pages(pages: str) -> list[int]:
         raise HTTPException(422, "pages must be page ids separated by commas") from None
 
 
-async def _replayed(request: Request, runtime: RuntimeDep, fallback: str) -> bool:
-    key = request.headers.get("I-Twilio-Idempotency-Token") or fallback
-    if not key:
+async def _replayed(request: Request, runtime: RuntimeDep, signed: str) -> bool:
+    """True for a webhook handled before. ``signed`` is made of signed fields (the
+    message or call id), so a captured request replayed with a fresh idempotency
+    header (which the signature does not cover) is still caught."""
+    if not signed:
         return False
-    request.state.receipt = f"twilio:{key}"
+    request.state.receipt = f"twilio:{signed}"
     return await run_in_threadpool(runtime.seen_webhook, request.state.receipt)
 
 
