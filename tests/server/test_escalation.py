@@ -7,6 +7,7 @@ minutes of escalation take seconds while everything else is real.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import timedelta
 from typing import Any
@@ -209,6 +210,7 @@ def test_twilio_errors_and_timeouts_are_retried_then_escalated(system: System) -
 
 @pytest.mark.clock(START)
 @pytest.mark.site(escalation=STEPS)
+@pytest.mark.settings(call_bundle_window=2.0)  # calls bundle too; keep the test short
 def test_two_rooms_within_two_seconds_make_one_bundled_text(system: System) -> None:
     alert(system, "unit-1")
     alert(system, "unit-2")
@@ -481,3 +483,67 @@ def test_a_reply_that_failed_is_acted_on_when_twilio_retries(
         assert response.status_code == expected
     settle(system)
     assert incident(system, incident_id).state == "acknowledged"
+
+
+def publish(system: System, alert_: Alert) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=alert_.device_id)
+    client.username_pw_set(alert_.device_id, system.users[alert_.device_id])
+    client.connect("127.0.0.1", system.mqtt_port)
+    client.loop_start()
+    try:
+        client.publish(alert_topic(alert_.device_id), alert_.to_json(), qos=1).wait_for_publish(5)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS)
+@pytest.mark.settings(sms_bundle_window=0.0, call_bundle_window=0.0)
+def test_a_press_after_resolution_reopens_with_a_fresh_reply_code(system: System) -> None:
+    first = Alert(
+        device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=clock(system).now()
+    )
+    publish(system, first)
+    assert wait_until(lambda: len(system.incidents()) == 1)
+    settle(system)
+    reply(system, RECEPTION, "1g")  # closed by staff; the unit never heard it
+    other = alert(system, "unit-2")  # Room 2 now takes reception's code 1
+    settle(system)
+    assert sms(system, RECEPTION)[-1].startswith("ALARM Room 2")
+    assert "Reply 1" in sms(system, RECEPTION)[-1]
+
+    advance(system, 120)
+    publish(system, dataclasses.replace(first, presses=2))  # pressed again in Room 1
+    assert wait_until(lambda: any("ALARM Room 1 at 22:02" in b for b in sms(system, RECEPTION)))
+    settle(system)
+    reopened = next(b for b in sms(system, RECEPTION) if "ALARM Room 1 at 22:02" in b)
+    assert "Reply 2" in reopened  # not 1: that is Room 2's now
+    assert [e.data["round"] for e in system.events("incident.reopened")] == [1]
+    reply(system, RECEPTION, "2")
+    states = {i.id: i.state for i in system.incidents()}
+    assert states[other] == "open"
+    assert list(states.values()).count("acknowledged") == 1
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS)
+def test_after_an_outage_missed_repeats_are_not_fired_in_a_burst(system: System) -> None:
+    alert(system)
+    settle(system)
+    assert system.server is not None
+    system.server.runtime.scheduler.stop()  # the server stalls for half an hour
+    clock(system).advance(1800)
+    system.server.runtime.scheduler = type(system.server.runtime.scheduler)(
+        sessions=system.server.runtime.sessions,
+        clock=clock(system),
+        run_job=system.server.runtime._run_job,
+    )
+    system.server.runtime.scheduler.start()
+    settle(system)
+    # One catch-up page (step 1, everyone), not 30 missed repeats at once ...
+    assert len(sms(system, MANAGER)) == 1
+    assert [e.data["skipped"] for e in system.events("escalation.repeats_skipped")] == [29]
+    advance(system, 60)  # ... and then the usual pace again
+    assert len(sms(system, MANAGER)) == 2
+    system.server.runtime.scheduler.stop()
