@@ -262,7 +262,8 @@ class Runtime:
             job = s.get_one(EscalationJob, job_id)
             incident = s.get_one(Incident, job.incident_id)
             wanted = State.OPEN if job.kind == "step" else State.ACKNOWLEDGED
-            if incident.state != wanted:
+            # A job of an earlier round (left by a crash before a reopen) is over.
+            if incident.state != wanted or job.step // escalation.ROUND != incident.round:
                 job.status = "cancelled"
                 return
             run = escalation.run_step if job.kind == "step" else escalation.run_follow_up
