@@ -83,7 +83,7 @@ class Pager:
         self._link_url = link_url
         self._bundle_window = bundle_window or BUNDLE_WINDOW
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pager")
-        self._inflight: set[Future[None]] = set()
+        self._inflight: set[Future[object]] = set()
         self._lock = threading.Lock()
         #: (staff, channel) -> (monotonic time, incident id) of the last page sent.
         self._last_sent: dict[tuple[str, str], tuple[float, int]] = {}
@@ -103,13 +103,13 @@ class Pager:
         for page_id in page_ids:
             self._submit(self._send_page, page_id)
 
-    def _submit(self, fn: Callable[..., None], *args: object) -> None:
+    def _submit(self, fn: Callable[..., object], *args: object) -> None:
         future = self._pool.submit(fn, *args)
         with self._lock:
             self._inflight.add(future)
         future.add_done_callback(self._forget)
 
-    def _forget(self, future: Future[None]) -> None:
+    def _forget(self, future: Future[object]) -> None:
         with self._lock:
             self._inflight.discard(future)
         if not future.cancelled() and (exc := future.exception()) is not None:
@@ -129,12 +129,19 @@ class Pager:
         self.dispatch(sorted(ids))
         return len(ids)
 
-    def sweep(self, older_than: float = 90.0) -> int:
+    def request_sweep(self) -> None:
+        """From the scheduler's loop: run :meth:`sweep` on a worker when it is due (it may
+        ask Twilio, which must not hold up due escalation steps)."""
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + 30.0
+            self._submit(self.sweep, 90.0, True)
+
+    def sweep(self, older_than: float = 90.0, due: bool = False) -> int:
         """Re-drive pages stuck "sending" (a worker died between claim and record):
         not ones this process is still sending or holding. At most every 30 s."""
-        if time.monotonic() < self._next_sweep:
+        if not due and time.monotonic() < self._next_sweep:
             return 0
-        self._next_sweep = time.monotonic() + 30.0
+        self._next_sweep = max(self._next_sweep, time.monotonic() + 30.0)
         cutoff = self._clock() - timedelta(seconds=older_than)
         with self._sessions() as s:
             stuck = list(
@@ -190,6 +197,22 @@ class Pager:
             return
         with self._lock:
             self._active.add(page_id)
+        try:
+            self._route(page_id)
+        except BaseException:
+            # Not sent and not held: put it back, so it is sent now, not after a restart.
+            with self._lock:
+                self._active.discard(page_id)
+            with self._sessions.begin() as s:
+                s.execute(
+                    update(Page)
+                    .where(Page.id == page_id, Page.status == "sending")
+                    .values(status="pending")
+                )
+            raise
+
+    def _route(self, page_id: int) -> None:
+        """Send a claimed page now, or hold it for a bundle with others to the same person."""
         with self._sessions() as s:
             page = s.get_one(Page, page_id)
             key = (page.staff_id, page.channel)

@@ -84,7 +84,10 @@ class Runtime:
         )
         self.pager.on_page_done = self._page_done
         self.scheduler = Scheduler(
-            sessions=self.sessions, clock=self.time, run_job=self._run_job, on_pass=self.pager.sweep
+            sessions=self.sessions,
+            clock=self.time,
+            run_job=self._run_job,
+            on_pass=self.pager.request_sweep,
         )
         self.publish_feedback: FeedbackSink = lambda device_id, fb, retain: None
         self._feedback_lock = threading.Lock()
