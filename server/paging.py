@@ -291,14 +291,14 @@ class Pager:
     def _still_wanted(self, page_ids: list[int]) -> list[int]:
         """Drop pages whose incident moved on while they waited (a bundle held, a queue):
         nobody is paged about an alarm someone already took."""
-        keep, dropped = [], []
+        keep = []
         now = self._clock()
         with self._sessions.begin() as s:
             for page_id in page_ids:
                 page = s.get_one(Page, page_id)
                 state = s.get_one(Incident, page.incident_id).state
-                wanted = "acknowledged" if page.step < 0 else "open"
-                if state == wanted or (page.step >= 0 and state == "open"):
+                # Steps page while the incident is open; follow-ups while it is taken.
+                if state == ("acknowledged" if page.step < 0 else "open"):
                     keep.append(page_id)
                 else:
                     page.status = "cancelled"
@@ -310,7 +310,6 @@ class Pager:
                         page=page.id,
                         reason=state,
                     )
-                    dropped.append(page_id)
         return keep
 
     def _fail(self, page_ids: list[int], why: str) -> None:

@@ -408,7 +408,6 @@ class Runtime:
             changed = incidents.acknowledge(
                 session=s, incident=incident, staff_id=staff_id, via=via, now=now
             )
-            paged = set(s.scalars(select(Page.staff_id).where(Page.incident_id == incident.id)))
         room = self.site.room(incident.room_id).label
         if not changed:
             if incident.acknowledged_by != staff_id and confirm:
@@ -430,14 +429,12 @@ class Runtime:
                 incident_id=incident.id,
                 purpose="confirm",
             )
-        for other_id in sorted(paged - {staff_id}):
-            other = self.site.member(other_id)
-            self.pager.send_text(
-                other,
-                messages.stand_down(other.language, name=member.name, room=room),
-                incident_id=incident.id,
-                purpose="stand_down",
-            )
+        self._tell_paged(
+            incident,
+            lambda other: messages.stand_down(other.language, name=member.name, room=room),
+            purpose="stand_down",
+            but=staff_id,
+        )
         return incident
 
     def resolve(self, *, incident_id: int, staff_id: str, outcome: Outcome) -> Incident | None:
@@ -642,7 +639,11 @@ class Runtime:
         with self.sessions() as s:
             paged = set(s.scalars(select(Page.staff_id).where(Page.incident_id == incident.id)))
         for staff_id in sorted(paged - {but}):
-            member = self.site.member(staff_id)
+            try:
+                member = self.site.member(staff_id)
+            except LookupError:  # removed from the site file since the page
+                log.warning("staff %s is no longer in the site file; not told", staff_id)
+                continue
             self.pager.send_text(member, text(member), incident_id=incident.id, purpose=purpose)
 
 

@@ -233,9 +233,12 @@ class FakeTwilio:
 
     def wait_for(self, predicate: Callable[[list[Sent]], bool], timeout: float = 10.0) -> bool:
         """Wait until ``predicate(sent)`` holds; False on timeout."""
+        return self._wait(lambda: predicate(self.sent), timeout)
+
+    def _wait(self, holds: Callable[[], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with self._cond:
-            while not predicate(self.sent):
+            while not holds():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -254,14 +257,8 @@ class FakeTwilio:
     def wait_for_calls(
         self, predicate: Callable[[list[Call]], bool], timeout: float = 10.0
     ) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate(self.calls):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
+        """Wait until ``predicate(calls)`` holds; False on timeout."""
+        return self._wait(lambda: predicate(self.calls), timeout)
 
     def signed_post(
         self,
