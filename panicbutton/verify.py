@@ -1,0 +1,496 @@
+"""The standalone verifier: ``panicbutton audit verify BUNDLE [--key K] [--trusted CP]``.
+
+Uses the standard library and ``cryptography`` only, and never imports server
+code, so an inspector can check an export with nothing of ours but this
+package (``pip install 'panicbutton[audit]'``); ``VERIFY.md`` in every bundle
+describes the same algorithm for anyone who would rather write their own.
+
+Exit status: 0 verified and no findings; 1 verification failed (the message
+names the first bad entry or file); 2 the bundle or an option could not be
+read; 3 verified, with findings (open alerts, late steps, lost alerts, silent
+periods) listed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import sys
+import zipfile
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from panicbutton import canonical, ledger, merkle
+
+BUNDLE_FORMAT = "panicbutton-log-bundle/v1"
+#: An escalation step that started later than this after its due time is late.
+LATE_MS = 15_000
+#: Heartbeats are every 15 minutes; a longer silence than this is reported.
+SILENCE = timedelta(minutes=20)
+#: Slack after the plan's repeat before an open alarm counts as no longer paged.
+PAGING_SLACK = timedelta(seconds=60)
+
+OK, FAILED, UNREADABLE, FINDINGS = 0, 1, 2, 3
+
+
+class VerificationError(Exception):
+    """The log is not what was signed; ``entry`` is the first bad entry, when known."""
+
+    def __init__(self, message: str, entry: int | None = None) -> None:
+        super().__init__(message)
+        self.entry = entry
+
+
+class BundleError(Exception):
+    """The bundle or an option cannot be read at all."""
+
+
+@dataclass
+class Report:
+    size: int = 0
+    #: Entries disclosed and checked: all of them (``size``) in a full bundle.
+    disclosed: int | None = None
+    root: bytes = merkle.EMPTY_ROOT
+    checkpoints: int = 0
+    personal_checked: int = 0
+    open_incidents: list[int] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# -- integrity --------------------------------------------------------------------------
+def _checkpoints(notes: Sequence[str], key: ledger.VerifierKey) -> list[ledger.Checkpoint]:
+    cps = []
+    for i, note in enumerate(notes):
+        try:
+            cps.append(ledger.open_checkpoint(note, key))
+        except ledger.LogFormatError as exc:
+            raise VerificationError(f"checkpoint {i + 1} in checkpoints.jsonl: {exc}") from None
+    for a, b in itertools.pairwise(cps):
+        if b.size < a.size:
+            raise VerificationError(
+                f"checkpoints out of order: size {b.size} comes after size {a.size}"
+            )
+        if a.size == b.size and a.root != b.root:
+            raise VerificationError(
+                f"two signed checkpoints of size {a.size} disagree: the log was forked"
+            )
+    return cps
+
+
+def verify_full(  # noqa: PLR0912 - one branch per check
+    entries: Iterable[bytes],
+    notes: Sequence[str],
+    key: ledger.VerifierKey,
+    *,
+    trusted: ledger.Checkpoint | None = None,
+    personal: Sequence[dict[str, Any]] = (),
+) -> tuple[Report, list[ledger.Entry]]:
+    """Check a whole log from entry 0; raise VerificationError at the first bad entry."""
+    cps = _checkpoints(notes, key)
+    if not cps:
+        raise VerificationError("the bundle holds no signed checkpoint: nothing in it is signed")
+    # NOTE: the trusted checkpoint is checked on its own: a bundle re-signed at the same
+    # size (a rewritten log) must not hide it behind its own checkpoint of that size.
+    want: dict[int, list[tuple[str, bytes]]] = defaultdict(list)
+    for cp in cps:
+        want[cp.size].append((f"the signed checkpoint of size {cp.size}", cp.root))
+    if trusted is not None:
+        want[trusted.size].insert(0, ("the trusted checkpoint", trusted.root))
+    tree, last = ledger.Frontier(), ledger.GENESIS
+    last_good_cp = 0
+    parsed: list[ledger.Entry] = []
+    if any(root != merkle.EMPTY_ROOT for _, root in want.get(0, [])):
+        raise VerificationError("a checkpoint of size 0 has a root other than the empty tree's")
+    for raw in entries:
+        i = tree.size
+        try:
+            entry = ledger.parse_entry(raw)
+        except ledger.LogFormatError as exc:
+            raise VerificationError(f"entry {i}: {exc}", i) from None
+        if entry.n != i:
+            raise VerificationError(
+                f"entry {i}: it says it is entry {entry.n}: an entry before it was removed, "
+                "or entries were inserted or reordered",
+                i,
+            )
+        if entry.prev != last:
+            if i in (0, last_good_cp):
+                # Entries 0..i-1 are proven (a signed checkpoint of size i matched): the
+                # fault is entry i's own prev.
+                raise VerificationError(f"entry {i}: its prev is not the entry before it", i)
+            raise VerificationError(
+                f"entry {i - 1}: it is not the entry {i} was appended after "
+                f"(entry {i - 1} was changed, or entry {i}'s prev was)",
+                i - 1,
+            )
+        last = ledger.leaf_hash(raw)
+        tree.append(last)
+        parsed.append(entry)
+        for who, signed in want.get(tree.size, []):
+            if signed != tree.root():
+                # NOTE: the bundle's own checkpoints vouch for nothing the trusted one
+                # contradicts: against it, the change may be anywhere from entry 0.
+                first = 0 if who == "the trusted checkpoint" else last_good_cp
+                raise VerificationError(
+                    f"entries {first}..{i} are not what {who} covers: the log was "
+                    f"rewritten from entry {first} on (or an older backup restored)",
+                    first,
+                )
+            last_good_cp = tree.size
+    report = Report(size=tree.size, root=tree.root(), checkpoints=len(cps))
+    beyond = [cp.size for cp in cps if cp.size > tree.size]
+    if beyond:
+        raise VerificationError(
+            f"a signed checkpoint covers {max(beyond)} entries but the log has {tree.size}: "
+            f"entries {tree.size}..{max(beyond) - 1} were cut off",
+            tree.size,
+        )
+    if trusted is not None and trusted.size > tree.size:
+        raise VerificationError(
+            f"the trusted checkpoint covers {trusted.size} entries but the log has only "
+            f"{tree.size}: this is an older copy of the log (a restored backup?), or it "
+            "was cut short",
+            tree.size,
+        )
+    if cps[-1].size < tree.size:
+        report.findings.append(
+            f"entries {cps[-1].size}..{tree.size - 1} came after the last signed checkpoint: "
+            "nothing proves they were not changed"
+        )
+    _check_personal(parsed, personal, report)
+    return report, parsed
+
+
+def verify_partial(
+    entries: Sequence[bytes],
+    notes: Sequence[str],
+    key: ledger.VerifierKey,
+    proofs: Sequence[dict[str, Any]],
+    personal: Sequence[dict[str, Any]] = (),
+) -> tuple[Report, list[ledger.Entry]]:
+    """Check a few entries against one signed checkpoint with inclusion proofs."""
+    cps = _checkpoints(notes, key)
+    if len(cps) != 1:
+        raise VerificationError("a partial bundle carries exactly one checkpoint")
+    cp = cps[0]
+    if len(proofs) != len(entries):
+        raise VerificationError("proofs.jsonl must hold one proof per entry")
+    parsed = []
+    for line, (raw, proof) in enumerate(zip(entries, proofs, strict=True)):
+        try:
+            entry = ledger.parse_entry(raw)
+        except ledger.LogFormatError as exc:
+            raise VerificationError(f"entries.jsonl line {line + 1}: {exc}") from None
+        if proof.get("n") != entry.n:
+            raise VerificationError(f"entry {entry.n}: its proof is for entry {proof.get('n')}")
+        try:
+            path = [bytes.fromhex(h) for h in proof["path"]]
+            merkle.verify_inclusion(entry.n, cp.size, ledger.leaf_hash(raw), path, cp.root)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise VerificationError(
+                f"entry {entry.n}: not in the signed log of {cp.size} entries ({exc})", entry.n
+            ) from None
+        parsed.append(entry)
+    report = Report(size=cp.size, root=cp.root, checkpoints=1, disclosed=len(parsed))
+    _check_personal(parsed, personal, report)
+    return report, parsed
+
+
+def _commitments(value: Any) -> Iterable[tuple[str, str]]:
+    """Every (ref, commitment) pair in an entry's data (a note's, or each roster member's
+    inside ``config.changed``)."""
+    if isinstance(value, dict):
+        if isinstance(value.get("ref"), str) and isinstance(value.get("commitment"), str):
+            yield value["ref"], value["commitment"]
+        for item in value.values():
+            yield from _commitments(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _commitments(item)
+
+
+def _check_personal(
+    entries: Sequence[ledger.Entry], rows: Sequence[dict[str, Any]], report: Report
+) -> None:
+    committed = {ref: (e.n, c) for e in entries for ref, c in _commitments(e.data)}
+    for row in rows:
+        ref = str(row.get("ref"))
+        if ref not in committed:
+            raise VerificationError(f"personal data {ref!r} is named by no entry in the bundle")
+        n, want = committed[ref]
+        try:
+            got = ledger.commitment(ref=ref, salt=bytes.fromhex(row["salt"]), value=row["value"])
+        except (KeyError, TypeError, ValueError, canonical.CanonicalError):
+            got = ""
+        if got != want:
+            raise VerificationError(
+                f"personal data {ref} does not match its commitment in entry {n}: "
+                "it was altered after it was recorded",
+                n,
+            )
+        report.personal_checked += 1
+
+
+# -- meaning ----------------------------------------------------------------------------
+def check_meaning(  # noqa: PLR0912 - one branch per kind of finding
+    entries: Sequence[ledger.Entry], report: Report, *, full: bool
+) -> None:
+    """Findings a reviewer must see: alarms never acknowledged, late or stopped paging,
+    alerts lost between unit and server, silent periods of the server."""
+    if not entries:
+        return
+    end = ledger.parse_time(entries[-1].at)
+    by_incident: dict[int, list[ledger.Entry]] = defaultdict(list)
+    seqs: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    last_beat: datetime | None = None
+    for e in entries:
+        if e.incident is not None:
+            by_incident[e.incident].append(e)
+        if e.type == "alert.raised":
+            seqs[str(e.data.get("device"))].append((int(e.data.get("seq", 0)), e.n))
+        elif e.type == "device.sequence_gap":
+            report.findings.append(
+                f"entry {e.n}: unit {e.data.get('device')} skipped alert numbers "
+                f"{e.data.get('expected')}..{int(e.data.get('got', 0)) - 1}: alerts never received"
+            )
+        elif e.type in ("escalation.step_started", "escalation.follow_up"):
+            lag = int(e.data.get("lag_ms", 0))
+            if lag > LATE_MS:
+                report.findings.append(
+                    f"entry {e.n}: incident {e.incident} step {e.data.get('step')} started "
+                    f"{lag / 1000:.1f} s after it was due"
+                )
+        elif e.type == "log.heartbeat" and full:
+            at = ledger.parse_time(e.at)
+            if last_beat and at - last_beat > SILENCE:
+                report.findings.append(
+                    f"entry {e.n}: no heartbeat from {ledger.format_time(last_beat)} to {e.at}: "
+                    "the server was not running or not writing its log"
+                )
+            last_beat = at
+    for device, numbers in seqs.items():
+        # In log order: a number lower than the one before is a reset (a new outbox),
+        # not a gap.
+        for (a, _), (b, n) in itertools.pairwise(numbers):
+            if b > a + 1 and not any(
+                f"unit {device} skipped alert numbers {a + 1}.." in f for f in report.findings
+            ):
+                report.findings.append(
+                    f"entry {n}: unit {device} alert numbers {a + 1}..{b - 1} never reached the log"
+                )
+    for incident, evs in sorted(by_incident.items()):
+        _check_incident(incident, evs, end, report)
+
+
+def _check_incident(
+    incident: int, evs: Sequence[ledger.Entry], end: datetime, report: Report
+) -> None:
+    raised = next((e for e in evs if e.type == "alert.raised"), None)
+    if raised is None or raised.data.get("kind") != "panic":
+        return
+    acked = False
+    last_page = ledger.parse_time(raised.at)
+    repeat: int | None = None
+    for e in evs:
+        if e.type == "incident.acknowledged":
+            acked = True
+        elif e.type == "incident.reopened":
+            acked = False
+            last_page = ledger.parse_time(e.at)
+        elif e.type == "escalation.plan_frozen":
+            plan = e.data.get("plan") or {}
+            repeat = plan.get("repeat_every") if isinstance(plan, dict) else None
+        elif e.type == "escalation.step_started":
+            last_page = ledger.parse_time(e.at)
+    if acked:
+        return
+    report.open_incidents.append(incident)
+    if repeat and end - last_page > timedelta(seconds=repeat) + PAGING_SLACK:
+        report.findings.append(
+            f"incident {incident}: open and unacknowledged, but no one was paged after "
+            f"{ledger.format_time(last_page)} (log ends {ledger.format_time(end)})"
+        )
+
+
+# -- bundles ----------------------------------------------------------------------------
+class Bundle:
+    """The files of a bundle, from a directory or a .zip, checked against its manifest."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.files: dict[str, bytes] = {}
+        try:
+            if path.is_dir():
+                for p in path.iterdir():
+                    if p.is_file():
+                        self.files[p.name] = p.read_bytes()
+            else:
+                with zipfile.ZipFile(path) as zf:
+                    for info in zf.infolist():
+                        if info.is_dir():
+                            continue
+                        name = Path(info.filename).name
+                        if name in self.files:
+                            # Which copy would an unzipped bundle show? Refuse to guess.
+                            raise BundleError(f"{path} holds two files named {name}")
+                        self.files[name] = zf.read(info)
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise BundleError(f"cannot read {path}: {exc}") from None
+        if "manifest.json" not in self.files:
+            raise BundleError(f"{path} has no manifest.json: is it a panicbutton log bundle?")
+        try:
+            self.manifest: dict[str, Any] = canonical.loads(self.files["manifest.json"])
+        except canonical.CanonicalError as exc:
+            raise BundleError(f"manifest.json: {exc}") from None
+        if self.manifest.get("format") != BUNDLE_FORMAT:
+            raise BundleError(f"manifest.json: format is not {BUNDLE_FORMAT}")
+
+    def check_files(self) -> None:
+        listed: dict[str, str] = self.manifest.get("files", {})
+        for name, want in sorted(listed.items()):
+            data = self.files.get(name)
+            if data is None:
+                raise VerificationError(f"{name} is listed in the manifest but missing")
+            if hashlib.sha256(data).hexdigest() != want:
+                raise VerificationError(f"{name} does not match its SHA-256 in the manifest")
+        for name in ("entries.jsonl", "checkpoints.jsonl"):
+            if name not in listed:
+                raise VerificationError(f"the manifest does not list {name}")
+        unlisted = sorted(set(self.files) - set(listed) - {"manifest.json"})
+        if unlisted:
+            raise VerificationError(
+                f"{', '.join(unlisted)}: in the bundle but not in its manifest (added later?)"
+            )
+
+    def lines(self, name: str) -> list[bytes]:
+        data = self.files.get(name, b"")
+        if data and not data.endswith(b"\n"):
+            raise VerificationError(f"{name} does not end with a newline: it was cut short")
+        return data.split(b"\n")[:-1] if data else []
+
+    def json_lines(self, name: str) -> list[Any]:
+        out = []
+        for i, line in enumerate(self.lines(name)):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                raise VerificationError(f"{name} line {i + 1} is not JSON") from None
+        return out
+
+
+def verify_bundle(
+    path: Path, *, key: ledger.VerifierKey | None = None, trusted_note: str | None = None
+) -> Report:
+    bundle = Bundle(path)
+    bundle.check_files()
+    if key is None:
+        try:
+            key = ledger.VerifierKey.parse(bundle.files["log-key.pub"].decode())
+        except (KeyError, UnicodeDecodeError, ledger.LogFormatError) as exc:
+            raise VerificationError(f"log-key.pub: {exc}") from None
+    trusted = None
+    if trusted_note is not None:
+        try:
+            trusted = ledger.open_checkpoint(trusted_note, key)
+        except ledger.LogFormatError as exc:
+            raise VerificationError(f"the trusted checkpoint: {exc}") from None
+    notes = bundle.json_lines("checkpoints.jsonl")
+    personal = bundle.json_lines("personal.jsonl")
+    scope = str(bundle.manifest.get("scope", ""))
+    if scope == "full":
+        report, parsed = verify_full(
+            bundle.lines("entries.jsonl"), notes, key, trusted=trusted, personal=personal
+        )
+    else:
+        if trusted is not None:
+            raise BundleError("--trusted needs a full bundle: a partial one holds no history")
+        report, parsed = verify_partial(
+            bundle.lines("entries.jsonl"), notes, key, bundle.json_lines("proofs.jsonl"), personal
+        )
+    check_meaning(parsed, report, full=scope == "full")
+    return report
+
+
+def _trusted_note(value: str) -> str:
+    """A kept checkpoint: the note itself, or a line of a checkpoint file (a JSON string);
+    from a file of several lines, the last."""
+    text = _read_option(value)
+    if not text.lstrip().startswith('"'):
+        return text
+    try:
+        note = json.loads(text.strip().splitlines()[-1])
+    except ValueError:
+        raise BundleError("--trusted: the last line is not a whole JSON string") from None
+    if not isinstance(note, str):
+        raise BundleError("--trusted: the last line is not a checkpoint note")
+    return note
+
+
+def _read_option(value: str) -> str:
+    p = Path(value)
+    try:
+        return p.read_text(encoding="utf-8") if p.exists() else value
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"cannot read {value}: {exc}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="panicbutton audit verify",
+        description="Verify an exported panicbutton incident log bundle (directory or .zip).",
+    )
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument(
+        "--key",
+        help="the log's verifier key (text or a file holding it), from a source you trust; "
+        "default: the bundle's own log-key.pub",
+    )
+    parser.add_argument(
+        "--trusted",
+        help="a checkpoint you kept earlier (a file): the log must still contain it",
+    )
+    args = parser.parse_args(argv)
+    try:
+        key = ledger.VerifierKey.parse(_read_option(args.key)) if args.key else None
+        trusted = _trusted_note(args.trusted) if args.trusted else None
+        report = verify_bundle(args.bundle, key=key, trusted_note=trusted)
+    except (BundleError, ledger.LogFormatError) as exc:
+        print(f"cannot verify: {exc}", file=sys.stderr)
+        return UNREADABLE
+    except VerificationError as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return FAILED
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        # Consistent with its manifest but not shaped as the format says.
+        print(f"FAILED: the bundle is malformed ({exc!r})", file=sys.stderr)
+        return FAILED
+    count = (
+        f"{report.size} entries"
+        if report.disclosed is None
+        else f"{report.disclosed} of {report.size} entries"
+    )
+    print(
+        f"verified: {count}, root {report.root.hex()}, "
+        f"{report.checkpoints} signed checkpoint(s), "
+        f"{report.personal_checked} personal data row(s) matched"
+    )
+    if key is None:
+        print("note: the key came from the bundle itself; compare its id with the published one")
+    for note in report.notes:
+        print(f"note: {note}")
+    if report.open_incidents:
+        print("open (never acknowledged): " + ", ".join(map(str, report.open_incidents)))
+    for finding in report.findings:
+        print(f"finding: {finding}")
+    return FINDINGS if report.findings or report.open_incidents else OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
