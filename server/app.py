@@ -9,10 +9,14 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
-from server import ack, api, devices, webhooks
+from panicbutton import __version__, ledger
+from server import ack, api, devices, records, webhooks
+from server.audit import audit
 from server.clock import Clock
 from server.db import make_engine, migrate
+from server.errors import SettingsError
 from server.ingest import Ingest
+from server.logkeeper import LogKeeper, load_signer, record_config
 from server.notifier import ConsoleNotifier, Notifier, TwilioNotifier
 from server.runtime import Runtime
 from server.settings import Settings
@@ -30,9 +34,15 @@ class Server:
     runtime: Runtime
     ingest: Ingest
     supervisor: Supervisor
+    keeper: LogKeeper
     app: FastAPI
 
     def start(self) -> None:
+        now = self.runtime.clock()
+        with self.runtime.sessions.begin() as s:
+            audit(s, at=now, type="server.started", version=__version__)
+            record_config(s, site=self.runtime.site, retention=self.settings.retention(), now=now)
+        self.keeper.start()
         self.runtime.start()
         self.ingest.start()
         self.supervisor.start()
@@ -41,6 +51,7 @@ class Server:
         self.supervisor.stop()
         self.ingest.stop()
         self.runtime.close()
+        self.keeper.stop()
         self.runtime.engine.dispose()
 
 
@@ -55,6 +66,7 @@ def build(
     site = site or load_site(settings.site_file)
     if notifier is None:
         notifier = ConsoleNotifier() if settings.notifier == "console" else TwilioNotifier(settings)
+    signer = _signer(settings, site)
     engine = make_engine(settings.database_url)
     migrate(engine)
     runtime = Runtime(
@@ -77,8 +89,23 @@ def build(
         ),
         link_up=ingest.connected.is_set,
     )
+    keeper = LogKeeper(
+        engine=engine,
+        sessions=runtime.sessions,
+        signer=signer,
+        checkpoint_file=settings.log_checkpoint_file,
+        clock=runtime.clock,
+        retention=settings.retention(),
+    )
+    runtime.keeper = keeper
+    runtime.retention = settings.retention()
     server = Server(
-        settings=settings, runtime=runtime, ingest=ingest, supervisor=supervisor, app=FastAPI()
+        settings=settings,
+        runtime=runtime,
+        ingest=ingest,
+        supervisor=supervisor,
+        keeper=keeper,
+        app=FastAPI(),
     )
 
     @asynccontextmanager
@@ -100,8 +127,20 @@ def build(
     app.state.settings = settings
     app.state.runtime = runtime
     app.include_router(api.router)
+    app.include_router(records.router)
     app.include_router(webhooks.router)
     app.include_router(devices.router)
     app.include_router(ack.router)
     server.app = app
     return server
+
+
+def _signer(settings: Settings, site: Site) -> ledger.Signer:
+    if settings.log_key_file is not None:
+        try:
+            return load_signer(settings.log_key_file)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+    # Only the demo gets here (settings refuse a missing key otherwise): a throwaway key.
+    slug = "".join(c if c.isalnum() else "-" for c in site.name.lower()).strip("-") or "site"
+    return ledger.Signer.generate(f"panicbutton.demo/{slug}")

@@ -1,18 +1,169 @@
-"""Appending to the incident log. Every state change writes its event in the same
-transaction; events hold ids and codes only, never names, numbers or free text."""
+"""Appending to the incident log.
+
+Every state change calls :func:`audit` in its own transaction; the entries are
+numbered, hashed and written when that transaction commits, under the log
+head's row lock, so that
+
+* numbers are gapless: a rolled-back transaction takes no number (a gap
+  could not be told from a deletion);
+* the change and its entry commit together or not at all;
+* the lock is held only for the last moments of the transaction.
+
+Events hold ids and codes only, never names, numbers or free text: those go
+to :mod:`server.personal`, and the entry holds a ref and a salted commitment.
+"""
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Connection, Engine, event, insert, select, update
 from sqlalchemy.orm import Session
 
-from server.models import AuditEvent
+from panicbutton import canonical, ledger
+from server.models import LogEntry, LogState
+
+_PENDING = "panicbutton.log.pending"
+_APPENDED = "panicbutton.log.appended"
+_HASH = 32
+
+
+@dataclass(frozen=True)
+class _Event:
+    at: datetime
+    type: str
+    incident_id: int | None
+    key: str | None
+    data: dict[str, Any]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return ledger.format_time(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def audit(
-    session: Session, *, at: datetime, type: str, incident_id: int | None = None, **data: Any
+    session: Session,
+    *,
+    at: datetime,
+    type: str,
+    incident_id: int | None = None,
+    key: str | None = None,
+    **data: Any,
 ) -> None:
-    """Append one event to the incident log."""
-    session.add(AuditEvent(at=at, type=type, incident_id=incident_id, data=data))
+    """Append one event to the incident log when ``session`` commits.
+
+    ``key`` is an idempotency key (unique in the log). Raises
+    :class:`~panicbutton.ledger.LogFormatError` for a type outside the closed set
+    or a field it may not hold, and ``CanonicalError`` for a value the log
+    cannot hold, at the call rather than at commit.
+    """
+    clean = {k: _plain(v) for k, v in data.items()}
+    ledger.check_event(type, clean)
+    canonical.dumps(clean)
+    session.info.setdefault(_PENDING, []).append(_Event(at, type, incident_id, key, clean))
+
+
+def _head(conn: Connection) -> tuple[int, list[bytes], bytes]:
+    size, blob, last = conn.execute(
+        select(LogState.size, LogState.frontier, LogState.last_leaf).where(LogState.id == 1)
+    ).one()
+    return size, [blob[i : i + _HASH] for i in range(0, len(blob), _HASH)], last
+
+
+def frontier(conn: Connection) -> ledger.Frontier:
+    """The log head as stored (size and right edge of the tree)."""
+    size, hashes, _ = _head(conn)
+    return ledger.Frontier(size, hashes)
+
+
+def _append(session: Session) -> None:
+    pending: list[_Event] | None = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    session.flush()
+    conn = session.connection()
+    # NOTE: the UPDATE comes first: it takes the head row's lock (PostgreSQL) or
+    # the write lock (SQLite) before the size is read, so no other writer can
+    # take the same numbers; its rollback gives them back.
+    conn.execute(update(LogState).where(LogState.id == 1).values(size=LogState.size + len(pending)))
+    size, hashes, last = _head(conn)
+    # The stored size already counts this batch; the stored hashes do not yet.
+    tree = ledger.Frontier(size - len(pending), hashes)
+    rows = []
+    for ev in pending:
+        body = ledger.entry_bytes(
+            n=tree.size, at=ev.at, type_=ev.type, incident=ev.incident_id, data=ev.data, prev=last
+        )
+        rows.append(
+            {
+                "n": tree.size,
+                "at": ev.at,
+                "type": ev.type,
+                "incident_id": ev.incident_id,
+                "key": ev.key,
+                "body": body,
+            }
+        )
+        last = ledger.leaf_hash(body)
+        tree.append(last)
+    conn.execute(insert(LogEntry), rows)
+    conn.execute(
+        update(LogState)
+        .where(LogState.id == 1)
+        .values(frontier=b"".join(tree.hashes), last_leaf=last)
+    )
+    session.info[_APPENDED] = True
+
+
+_listeners: weakref.WeakKeyDictionary[Engine, list[Callable[[], None]]] = (
+    weakref.WeakKeyDictionary()
+)
+_listeners_lock = threading.Lock()
+
+
+def on_append(engine: Engine, callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` (on the committing thread) after each commit that appended
+    to ``engine``'s log; returns a function that removes it."""
+    with _listeners_lock:
+        _listeners.setdefault(engine, []).append(callback)
+
+    def remove() -> None:
+        with _listeners_lock:
+            _listeners.get(engine, []).remove(callback)
+
+    return remove
+
+
+def _after_commit(session: Session) -> None:
+    if not session.info.pop(_APPENDED, False):
+        return
+    bind = session.get_bind()
+    engine = bind.engine if isinstance(bind, Connection) else bind
+    with _listeners_lock:
+        callbacks = list(_listeners.get(engine, []))
+    for callback in callbacks:
+        callback()
+
+
+def _after_rollback(session: Session) -> None:
+    # The change did not happen, so neither did its events.
+    session.info.pop(_PENDING, None)
+    session.info.pop(_APPENDED, None)
+
+
+# NOTE: on the Session class, so that every session (the runtime's, a test's, a
+# migration script's) writes its events; none can drop them by being made elsewhere.
+event.listen(Session, "before_commit", _append)
+event.listen(Session, "after_commit", _after_commit)
+event.listen(Session, "after_soft_rollback", lambda s, _t: _after_rollback(s))

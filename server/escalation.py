@@ -151,7 +151,7 @@ def run_step(
         type="escalation.step_started",
         incident_id=incident.id,
         step=n,
-        due=due.isoformat(),
+        due=due,
         lag_ms=round((now - due).total_seconds() * 1000),
     )
     pages = _page(session, incident=incident, staff_ids=to, channels=channels, step=n, now=now)
@@ -194,7 +194,7 @@ def run_follow_up(
         type="escalation.follow_up",
         incident_id=incident.id,
         step=n,
-        due=due.isoformat(),
+        due=due,
         lag_ms=round((now - due).total_seconds() * 1000),
     )
     channels = ["sms"] if incident.kind in TECHNICAL_KINDS else ["sms", "call"]

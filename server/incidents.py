@@ -100,12 +100,13 @@ def record_alert(
         at=now,
         type="alert.raised",
         incident_id=incident.id,
+        key=f"alert:{alert.alert_id}",
         alert_id=alert.alert_id,
         device=alert.device_id,
         room=room.id,
         seq=alert.seq,
         kind=str(alert.kind),
-        device_time=alert.pressed_at.isoformat(),
+        device_time=alert.pressed_at,
     )
     _track_sequence(
         session, device_id=alert.device_id, seq=alert.seq, now=now, incident_id=incident.id

@@ -6,6 +6,7 @@ names and phone numbers stay in the site file.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -14,7 +15,9 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
+    Text,
     TypeDecorator,
     UniqueConstraint,
     false,
@@ -102,19 +105,80 @@ class Page(Base):
     sent_at: Mapped[datetime | None]
 
 
-class AuditEvent(Base):
-    """The incident log: one row per change, written in the same transaction.
+class LogEntry(Base):
+    """The incident log: one row per event, appended in the transaction of the change.
 
-    ``data`` holds ids and codes only, never names, numbers or free text.
+    ``body`` is the entry's exact canonical bytes (``panicbutton.ledger``): what
+    was hashed, and what an export hands out. The other columns repeat parts of
+    it for queries only; the verifier reads nothing but ``body``. Rows are never
+    updated or deleted (PostgreSQL triggers refuse it; see migration 0004).
     """
 
-    __tablename__ = "audit_events"
+    __tablename__ = "log_entries"
+
+    n: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(index=True)
+    type: Mapped[str] = mapped_column(String(48), index=True)
+    incident_id: Mapped[int | None] = mapped_column(index=True)
+    #: An idempotency key ("alert:<alert id>"), unique: a redelivered alert can
+    #: never take a second entry number.
+    key: Mapped[str | None] = mapped_column(String(96), unique=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The event's data fields, read back from the stored bytes."""
+        data: dict[str, Any] = json.loads(self.body)["data"]
+        return data
+
+
+class LogState(Base):
+    """The log's head, one row: its size and the right edge of its Merkle tree.
+
+    Appending updates it under its row lock, in the same transaction as the
+    entries, so numbers are gapless and two writers cannot take the same one.
+    It is a cache of what ``log_entries`` implies; the verifier never trusts it.
+    """
+
+    __tablename__ = "log_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    size: Mapped[int]
+    #: The frontier's hashes, 32 bytes each, concatenated.
+    frontier: Mapped[bytes] = mapped_column(LargeBinary)
+    #: The leaf hash of the newest entry (the next entry's ``prev``).
+    last_leaf: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class LogCheckpoint(Base):
+    """A signed checkpoint (C2SP tlog-checkpoint note) of the log at ``size``."""
+
+    __tablename__ = "log_checkpoints"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    size: Mapped[int] = mapped_column(index=True)
     at: Mapped[datetime]
-    type: Mapped[str] = mapped_column(String(48), index=True)
-    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), index=True)
-    data: Mapped[dict[str, Any]]
+    note: Mapped[str] = mapped_column(Text)
+
+
+class PersonalData(Base):
+    """Personal data kept apart from the log: names and numbers of a roster, notes,
+    justifications. A log entry holds only ``ref`` and a salted commitment to
+    (ref, salt, value); purging the row at the end of retention leaves the log
+    verifiable and appends a ``record.redacted`` entry.
+    """
+
+    __tablename__ = "personal_data"
+
+    ref: Mapped[str] = mapped_column(String(40), primary_key=True)
+    #: The retention class: note, roster, access or review (see server/retention.py).
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    salt: Mapped[bytes] = mapped_column(LargeBinary)
+    value: Mapped[Any] = mapped_column(JSON)
+    #: Pseudonymous ids of the people this row is about (for a person's export).
+    subjects: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    purge_after: Mapped[datetime] = mapped_column(index=True)
 
 
 class DeviceRecord(Base):

@@ -104,7 +104,13 @@ class Pager:
             self._submit(self._send_page, page_id)
 
     def _submit(self, fn: Callable[..., object], *args: object) -> None:
-        future = self._pool.submit(fn, *args)
+        try:
+            future = self._pool.submit(fn, *args)
+        except RuntimeError:
+            # Closed (a bundle's timer fired after shutdown): the held pages stay
+            # queued in the database and the next start re-drives them.
+            log.info("pager closed; a held send is left for the next start")
+            return
         with self._lock:
             self._inflight.add(future)
         future.add_done_callback(self._forget)

@@ -12,6 +12,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, delete, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -35,8 +36,12 @@ from server.models import (
 )
 from server.notifier import Notifier, mask
 from server.paging import Pager
+from server.personal import Retention
 from server.scheduler import Scheduler
 from server.site import Language, Room, Site, Staff
+
+if TYPE_CHECKING:
+    from server.logkeeper import LogKeeper
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +98,9 @@ class Runtime:
         self._feedback_lock = threading.Lock()
         self._lock = threading.Lock()
         self._not_understood: dict[str, int] = {}
+        #: Set by server.app.build: the log keeper (signs checkpoints) and retention.
+        self.keeper: LogKeeper | None = None
+        self.retention = Retention()
 
     def callback_url(self, path: str) -> str | None:
         """The public URL Twilio calls back on for ``path``; None without a public URL."""
@@ -225,7 +233,7 @@ class Runtime:
                 type="device.offline_alerted",
                 incident_id=incident.id,
                 device=room.device,
-                since=since.isoformat(),
+                since=since,
             )
             pages = escalation.start(session=s, site=self.site, incident=incident, now=now)
         self.pager.dispatch(pages)
@@ -581,7 +589,7 @@ class Runtime:
                 at=now,
                 type="duty.takeover" if on else "duty.takeover_ended",
                 staff=staff_id,
-                until=until.isoformat() if on else None,
+                until=until if on else None,
             )
         text = (
             messages.duty_on(member.language, until=until, timezone=self.site.timezone)
@@ -609,8 +617,8 @@ class Runtime:
                 s,
                 at=now,
                 type="duty.gap_warned",
-                start=start.isoformat(),
-                end=end.isoformat() if end else None,
+                start=start,
+                end=end,
             )
         tz = self.site.timezone
         for manager in self.site.managers():

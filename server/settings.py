@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from server.personal import Retention
 
 _PLACEHOLDERS = {
     "",
@@ -95,6 +97,21 @@ class Settings(BaseSettings):
     #: Seconds between supervision passes.
     supervision_interval: float = 5.0
 
+    #: The incident log's Ed25519 signing key (`panicbutton audit keygen --out FILE`),
+    #: mode 600. Keep it apart from the database and its credentials: whoever can
+    #: write the database must not be able to sign. Required outside the demo.
+    log_key_file: Path | None = None
+    #: Every signed checkpoint is also appended here (one JSON string per line), outside
+    #: the database. Keep it on another disk or copy it off the machine. Empty: not kept.
+    log_checkpoint_file: Path | None = Path("log-checkpoints.jsonl")
+    #: Days personal data is kept, per class (see server/personal.py for the sources):
+    #: free-text notes, the roster's names and numbers, the justifications of views and
+    #: exports, review sign-off remarks. Default 1826 (5 years) each.
+    retention_note_days: int = Field(default=1826, ge=1)
+    retention_roster_days: int = Field(default=1826, ge=1)
+    retention_access_days: int = Field(default=1826, ge=1)
+    retention_review_days: int = Field(default=1826, ge=1)
+
     @field_validator("public_base_url", "twilio_api_base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -109,6 +126,11 @@ class Settings(BaseSettings):
             problems.append(
                 "PANICBUTTON_NOTIFIER=console prints SMS instead of sending them; "
                 "set it to twilio (console is for the demo only)"
+            )
+        if self.log_key_file is None:
+            problems.append(
+                "PANICBUTTON_LOG_KEY_FILE is not set: the incident log must be signed; make a "
+                "key with `panicbutton audit keygen --out /etc/panicbutton/log.key`"
             )
         secrets = {
             "PANICBUTTON_API_TOKEN": self.api_token,
@@ -145,6 +167,14 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("unsafe or missing settings:\n  - " + "\n  - ".join(problems))
         return self
+
+    def retention(self) -> Retention:
+        return Retention(
+            note=self.retention_note_days,
+            roster=self.retention_roster_days,
+            access=self.retention_access_days,
+            review=self.retention_review_days,
+        )
 
     def twilio_tokens(self) -> list[str]:
         """Auth tokens accepted on webhook signatures, primary first."""

@@ -1,0 +1,318 @@
+"""Keeps the incident log: signed checkpoints, heartbeats, nightly self-check, retention.
+
+One thread per server instance. It signs a checkpoint (C2SP tlog-checkpoint,
+Ed25519) soon after every commit that appended to the log (bursts share one),
+stores it in ``log_checkpoints`` and appends it to a file outside the database.
+Every 15 minutes it appends a ``log.heartbeat`` entry even when nothing
+happened, so that a quiet night can be proven. Once a day it verifies the whole
+stored log with the standalone verifier's code and records the result as a
+``log.verified`` entry; every hour it purges personal data past retention.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from dataclasses import asdict
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from panicbutton import canonical, ledger, verify
+from server import audit, personal
+from server.models import LogCheckpoint, LogEntry, PersonalData
+from server.personal import Retention
+from server.site import Site
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT = timedelta(minutes=15)
+SELF_VERIFY = timedelta(hours=24)
+PURGE = timedelta(hours=1)
+
+
+def load_signer(path: Path) -> ledger.Signer:
+    """The log's signing key from ``path``; ValueError says what is wrong and what to do."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(
+            f"PANICBUTTON_LOG_KEY_FILE: cannot read {path} ({exc.strerror}); "
+            "make one with `panicbutton audit keygen --out FILE`"
+        ) from None
+    if mode & 0o077:
+        raise ValueError(
+            f"PANICBUTTON_LOG_KEY_FILE: {path} is readable by other users; chmod 600 it"
+        )
+    try:
+        return ledger.Signer.parse(text)
+    except ledger.LogFormatError as exc:
+        raise ValueError(f"PANICBUTTON_LOG_KEY_FILE: {path}: {exc}") from None
+
+
+def latest_checkpoint(session: Session) -> LogCheckpoint | None:
+    return session.scalars(
+        select(LogCheckpoint).order_by(LogCheckpoint.size.desc(), LogCheckpoint.id.desc())
+    ).first()
+
+
+def stored_entries(session: Session, batch: int = 5000) -> Any:
+    """Every stored entry's bytes, in order, read in batches."""
+    start = 0
+    while True:
+        rows = session.scalars(
+            select(LogEntry.body).where(LogEntry.n >= start).order_by(LogEntry.n).limit(batch)
+        ).all()
+        yield from rows
+        if len(rows) < batch:
+            return
+        start += batch
+
+
+def stored_notes(session: Session) -> list[str]:
+    return list(
+        session.scalars(
+            select(LogCheckpoint.note).order_by(LogCheckpoint.size, LogCheckpoint.id)
+        ).all()
+    )
+
+
+def verify_stored(session: Session, key: ledger.VerifierKey) -> verify.Report:
+    """Verify the stored log as an inspector's verifier would; raises VerificationError."""
+    report, parsed = verify.verify_full(stored_entries(session), stored_notes(session), key)
+    verify.check_meaning(parsed, report, full=True)
+    return report
+
+
+def describe_site(site: Site) -> dict[str, Any]:
+    """The site file as the log records it (ids, roles, rules); names and numbers are
+    left to personal data."""
+    duty = site.duty
+    return {
+        "rooms": [{"id": r.id, "device": r.device} for r in site.rooms],
+        "staff": [{"id": s.id, "role": s.role, "language": str(s.language)} for s in site.staff],
+        "duty": {
+            "always": list(duty.always),
+            "default": list(duty.default),
+            "shifts": [
+                {
+                    "staff": sh.staff,
+                    "days": sorted(sh.days),
+                    "start": sh.start.strftime("%H:%M"),
+                    "end": sh.end.strftime("%H:%M"),
+                }
+                for sh in duty.shifts
+            ],
+            "gap_warning": duty.gap_warning,
+            "takeover_minutes": round(duty.takeover_hours * 60),
+        },
+        "escalation": {
+            "steps": [
+                {"after": st.after, "who": str(st.who), "channels": list(st.channels)}
+                for st in site.escalation.steps
+            ],
+            "repeat_every": site.escalation.repeat_every,
+            "follow_up_after": site.escalation.follow_up_after,
+            "offline_repeat": site.escalation.offline_repeat,
+        },
+    }
+
+
+def record_config(session: Session, *, site: Site, retention: Retention, now: datetime) -> bool:
+    """Append ``config.changed`` when the site (roster included) differs from the last one
+    recorded; True if it did."""
+    described = describe_site(site)
+    private: dict[str, Any] = {
+        "site": site.name,
+        "rooms": {r.id: r.label for r in site.rooms},
+        "staff": {s.id: {"name": s.name, "phone": s.phone} for s in site.staff},
+    }
+    digest = hashlib.sha256(
+        canonical.dumps({"public": described, "private": private, "retention": asdict(retention)})
+    ).hexdigest()
+    last = session.scalars(
+        select(LogEntry.body)
+        .where(LogEntry.type == "config.changed")
+        .order_by(LogEntry.n.desc())
+        .limit(1)
+    ).first()
+    if last is not None and json.loads(last)["data"]["site_sha256"] == digest:
+        return False
+    for member in described["staff"]:
+        ref, commitment = personal.keep(
+            session,
+            kind="roster",
+            value=private["staff"][member["id"]],
+            subjects=[member["id"]],
+            now=now,
+            retention=retention,
+        )
+        member.update(ref=ref, commitment=commitment)
+    audit.audit(
+        session,
+        at=now,
+        type="config.changed",
+        site_sha256=digest,
+        retention=asdict(retention),
+        **described,
+    )
+    return True
+
+
+class LogKeeper:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        sessions: sessionmaker[Session],
+        signer: ledger.Signer,
+        checkpoint_file: Path | None,
+        clock: Any,
+        retention: Retention,
+        heartbeat: timedelta = HEARTBEAT,
+    ) -> None:
+        self._engine = engine
+        self._sessions = sessions
+        self.signer = signer
+        self._file = checkpoint_file
+        self._clock = clock
+        self._retention = retention
+        self._heartbeat = heartbeat
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._remove: Any = None
+        self._signed = -1
+        self._next_purge = self._next_verify = self._next_beat = None  # type: datetime | None
+
+    # -- life ---------------------------------------------------------------------------
+    def start(self) -> None:
+        now = self._clock()
+        with self._sessions() as s:
+            cp = latest_checkpoint(s)
+            self._signed = cp.size if cp else -1
+            self._next_beat = self._last(s, "log.heartbeat", now, self._heartbeat)
+            self._next_verify = self._last(
+                s, "log.verified", now + timedelta(minutes=5), SELF_VERIFY
+            )
+        self._next_purge = now
+        self._remove = audit.on_append(self._engine, self.poke)
+        self.sign()
+        self._thread = threading.Thread(target=self._run, name="log-keeper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._remove:
+            self._remove()
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+        self.sign()
+
+    def poke(self) -> None:
+        """Something was appended: sign a checkpoint soon."""
+        self._wake.set()
+
+    @staticmethod
+    def _last(s: Session, type_: str, default: datetime, every: timedelta) -> datetime:
+        last = s.scalar(select(func.max(LogEntry.at)).where(LogEntry.type == type_))
+        return last + every if last else default
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            try:
+                self._tick()
+            except Exception:
+                log.exception("log keeper pass failed; retrying in a second")
+
+    def _tick(self) -> None:
+        now = self._clock()
+        if self._next_beat and now >= self._next_beat:
+            self.heartbeat(now)
+        self.sign()
+        if self._next_purge and now >= self._next_purge:
+            with self._sessions.begin() as s:
+                gone = personal.purge_expired(s, now=now)
+            if gone:
+                log.info("purged %d personal data row(s) past retention", gone)
+            self._next_purge = now + PURGE
+        if self._next_verify and now >= self._next_verify:
+            self.self_verify(now)
+            self._next_verify = now + SELF_VERIFY
+
+    # -- work ---------------------------------------------------------------------------
+    def heartbeat(self, now: datetime) -> None:
+        with self._sessions.begin() as s:
+            # Another instance may have written one already: one per period is enough.
+            last = s.scalar(select(func.max(LogEntry.at)).where(LogEntry.type == "log.heartbeat"))
+            if last is None or now - last >= self._heartbeat - timedelta(minutes=1):
+                audit.audit(s, at=now, type="log.heartbeat")
+        self._next_beat = now + self._heartbeat
+
+    def sign(self) -> ledger.Checkpoint | None:
+        """Sign the log's head if it grew since the last checkpoint; returns it."""
+        now = self._clock()
+        with self._sessions.begin() as s:
+            head = audit.frontier(s.connection())
+            if head.size <= self._signed:
+                return None
+            cp = self.signer.sign_checkpoint(head.size, head.root())
+            s.add(LogCheckpoint(size=cp.size, at=now, note=cp.note))
+        self._signed = cp.size
+        self._append_file(cp)
+        return cp
+
+    def _append_file(self, cp: ledger.Checkpoint) -> None:
+        if self._file is None:
+            return
+        try:
+            fd = os.open(self._file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                os.write(fd, json.dumps(cp.note).encode() + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.error(
+                "could not append checkpoint %d to %s (%s): the database copy is kept; "
+                "free space or fix permissions",
+                cp.size,
+                self._file,
+                exc.strerror,
+            )
+
+    def self_verify(self, now: datetime) -> verify.Report | None:
+        """Verify the stored log and record the result as a ``log.verified`` entry;
+        None (and an error in the server log) if it failed."""
+        report: verify.Report | None = None
+        with self._sessions() as s:
+            try:
+                report = verify_stored(s, self.signer.verifier)
+            except verify.VerificationError as exc:
+                log.error("the incident log FAILED its own verification: %s", exc)
+        result: dict[str, Any] = {"result": "failed", "size": None, "root": None, "findings": 0}
+        if report is not None:
+            result = {
+                "result": "ok",
+                "size": report.size,
+                "root": report.root.hex(),
+                "findings": len(report.findings),
+            }
+        with self._sessions.begin() as s:
+            audit.audit(s, at=now, type="log.verified", **result)
+        return report
+
+
+def personal_rows(session: Session, refs: set[str]) -> list[dict[str, Any]]:
+    rows = session.scalars(select(PersonalData).where(PersonalData.ref.in_(refs))).all()
+    return [personal.reveal(r) for r in rows]
