@@ -1,4 +1,4 @@
-"""The ``panicbutton`` command: ``server``, ``device`` and ``demo``.
+"""The ``panicbutton`` command: ``server``, ``device``, ``demo``, ``provision``, ``audit``, ``db``.
 
 Heavy imports happen inside each subcommand, so a room unit (which installs
 only the ``device`` extra) never imports server code.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -96,6 +97,65 @@ def _provision(args: argparse.Namespace) -> int:
     print("2. Add to the site file (PANICBUTTON_SITE_FILE), then restart the server:\n")
     print("   " + bundle.site_entry.replace("\n", "\n   ") + "\n")
     print(f"3. On the Pi: sudo firmware_config/provision.sh {bundle.folder.name}/")
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    if args.action == "keygen":
+        return _keygen(args)
+    return _export(args)
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from panicbutton import ledger  # noqa: PLC0415
+
+    out: Path | None = args.out
+    if out is None:
+        print("panicbutton audit keygen: say where with --out FILE", file=sys.stderr)
+        return 2
+    try:
+        signer = ledger.Signer.generate(args.name)
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except ledger.LogFormatError as exc:
+        print(f"panicbutton audit keygen: {exc}", file=sys.stderr)
+        return 2
+    except FileExistsError:
+        print(
+            f"panicbutton audit keygen: {out} exists; a log keeps its key for life "
+            "(a new key cannot extend old checkpoints). Remove it yourself if you mean it.",
+            file=sys.stderr,
+        )
+        return 2
+    with os.fdopen(fd, "w") as f:
+        f.write(signer.private_text())
+    print(f"signing key written to {out} (mode 600): set PANICBUTTON_LOG_KEY_FILE={out}")
+    print("Keep a copy offline. Publish the verifier key (inspectors pass it to --key):\n")
+    print(f"   {signer.verifier}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from server.errors import ServerError  # noqa: PLC0415
+    from server.settings import Settings  # noqa: PLC0415
+    from server.tools import export_to  # noqa: PLC0415
+
+    try:
+        path, entries = export_to(
+            Settings(),
+            out=args.out,
+            scope=args.scope,
+            by=args.by,
+            justification=args.justification,
+            with_personal=args.with_personal,
+            report=args.report,
+        )
+    except (ValidationError, ServerError, ValueError) as exc:
+        print(f"panicbutton audit export: {_pydantic_message(exc)}", file=sys.stderr)
+        return 2
+    print(f"{entries} entries written to {path}")
+    print(f"verify it with: panicbutton audit verify {path} --key <the published verifier key>")
     return 0
 
 
@@ -189,10 +249,59 @@ def parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--rooms", type=int, default=3, help="simulated rooms (default 3)")
     m.set_defaults(func=_demo)
+
+    a = sub.add_parser(
+        "audit",
+        help="the incident log: make its key, export it, verify an export",
+        description="keygen: make the log's Ed25519 signing key. export: write a "
+        "verifiable bundle (needs the server's settings; the export is itself "
+        "logged). verify: check a bundle (needs only this package and cryptography).",
+    )
+    a.add_argument("action", choices=["keygen", "export", "verify"])
+    a.add_argument("bundle", nargs="?", type=Path, help="verify: the bundle (directory or .zip)")
+    a.add_argument("--name", default="panicbutton.local/log", help="keygen: the log's name")
+    a.add_argument("--out", type=Path, help="keygen: key file; export: bundle (.zip or directory)")
+    a.add_argument("--scope", default="full", help="export: full, incident:<id> or person:<id>")
+    a.add_argument("--by", help="export: who asks (your pseudonymous id)")
+    a.add_argument("--justification", help="export: why (kept with the access record)")
+    a.add_argument("--with-personal", action="store_true", help="export: include personal data")
+    a.add_argument(
+        "--report", choices=["csv", "pdf"], help="export: also write the manager's report beside it"
+    )
+    a.set_defaults(func=_audit)
+
+    b = sub.add_parser(
+        "db",
+        help="database administration (PostgreSQL): migrate, grant the application role",
+        description="migrate: bring the schema up to date (run as the owner role). "
+        "grant ROLE: give the application role what it needs, and on the incident "
+        "log only SELECT and INSERT. Uses PANICBUTTON_DATABASE_URL (the owner's).",
+    )
+    b.add_argument("action", choices=["migrate", "grant"])
+    b.add_argument("role", nargs="?", help="grant: the application's database role")
+    b.set_defaults(func=_db)
     return p
 
 
+def _db(args: argparse.Namespace) -> int:
+    from server.errors import ServerError  # noqa: PLC0415
+    from server.tools import db_command  # noqa: PLC0415
+
+    try:
+        print(db_command(args.action, args.role))
+    except (ServerError, ValueError) as exc:
+        print(f"panicbutton db: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["audit", "verify"]:
+        # The verifier parses its own options (--key, --trusted).
+        from panicbutton.verify import main as verify_main  # noqa: PLC0415
+
+        return verify_main(argv[2:])
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

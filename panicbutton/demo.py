@@ -130,6 +130,7 @@ class Demo:
         settings = Settings(
             demo=True,
             database_url=f"sqlite:///{self.folder / 'panicbutton.sqlite3'}",
+            log_checkpoint_file=self.folder / "log-checkpoints.jsonl",
             mqtt_port=self.port,
             mqtt_password=SecretStr(self.users[SERVER_USER]),
             api_token=SecretStr(secrets.token_urlsafe(32)),

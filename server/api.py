@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel
@@ -12,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from server.deps import RuntimeDep, require_token
 from server.incidents import Outcome
-from server.models import AuditEvent, EscalationJob, Incident
+from server.models import EscalationJob, Incident
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)], tags=["incidents"])
 
@@ -47,17 +46,6 @@ class IncidentOut(BaseModel):
         )
 
 
-class EventOut(BaseModel):
-    id: int
-    at: datetime
-    type: str
-    data: dict[str, Any]
-
-
-class IncidentDetail(IncidentOut):
-    events: list[EventOut]
-
-
 class ResolveIn(BaseModel):
     staff_id: str
     outcome: Outcome
@@ -73,22 +61,6 @@ def list_incidents(
         if state:
             query = query.where(Incident.state == state)
         return [IncidentOut.of(i) for i in s.scalars(query)]
-
-
-@router.get("/incidents/{incident_id}")
-def get_incident(incident_id: int, runtime: RuntimeDep) -> IncidentDetail:
-    """One incident with its timeline of audit events."""
-    with runtime.sessions() as s:
-        incident = s.get(Incident, incident_id)
-        if incident is None:
-            raise HTTPException(404, f"no incident {incident_id}")
-        events = s.scalars(
-            select(AuditEvent).where(AuditEvent.incident_id == incident_id).order_by(AuditEvent.id)
-        )
-        return IncidentDetail(
-            **IncidentOut.of(incident).model_dump(),
-            events=[EventOut(id=e.id, at=e.at, type=e.type, data=e.data) for e in events],
-        )
 
 
 @router.post("/incidents/{incident_id}/resolve")

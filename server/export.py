@@ -1,0 +1,180 @@
+"""Exports of the incident log: bundles an outsider can verify (``panicbutton.verify``).
+
+* ``full``: every entry, every checkpoint, the verifier key, a manifest and
+  ``VERIFY.md``. Personal data only when asked for (``with_personal``).
+* ``incident:<id>``: that incident's entries, each with an inclusion proof in
+  the latest signed checkpoint: nothing else of the log is disclosed.
+* ``person:<id>``: the entries that name that pseudonymous id (as the staff
+  member paged or acknowledging, as the author of a note or sign-off), plus
+  notes recorded about them, with proofs and their own personal data: what a
+  person's access request (GDPR art. 15) gets.
+
+Every export is itself logged (``record.exported``), with who asked and why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import Sequence
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from panicbutton import canonical, ledger, merkle, verify
+from server.logkeeper import latest_checkpoint, stored_entries, stored_notes
+from server.models import LogEntry, PersonalData
+from server.personal import reveal
+
+
+class ExportError(ValueError):
+    """An export that cannot be made; the message says why."""
+
+
+def _levels(leaves: list[bytes]) -> list[list[bytes]]:
+    """The tree's levels, bottom up; an odd last node moves up unchanged (RFC 9162's
+    tree, built iteratively so that many proofs cost one pass)."""
+    levels = [leaves]
+    while len(levels[-1]) > 1:
+        below = levels[-1]
+        above = [merkle.node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)]
+        if len(below) % 2:
+            above.append(below[-1])
+        levels.append(above)
+    return levels
+
+
+def inclusion_paths(indices: Sequence[int], leaves: list[bytes]) -> dict[int, list[bytes]]:
+    """RFC 9162 audit paths for several leaves at once."""
+    levels = _levels(leaves)
+    paths = {}
+    for index in indices:
+        path, i = [], index
+        for level in levels[:-1]:
+            sibling = i ^ 1
+            if sibling < len(level):
+                path.append(level[sibling])
+            i >>= 1
+        paths[index] = path
+    return paths
+
+
+def _person_refs(session: Session, person: str) -> set[str]:
+    refs = set()
+    for ref, subjects in session.execute(select(PersonalData.ref, PersonalData.subjects)):
+        if person in (subjects or []):
+            refs.add(ref)
+    return refs
+
+
+def bundle_files(
+    session: Session,
+    *,
+    scope: str,
+    key: ledger.VerifierKey,
+    now: datetime,
+    with_personal: bool = False,
+) -> dict[str, bytes]:
+    """The files of a bundle for ``scope`` (``full``, ``incident:<id>``, ``person:<id>``)."""
+    files: dict[str, bytes] = {"log-key.pub": f"{key}\n".encode()}
+    if scope == "full":
+        notes = stored_notes(session)
+        entries = list(stored_entries(session))
+        size = len(entries)
+        personal: list[dict[str, Any]] = []
+        if with_personal:
+            personal = [reveal(r) for r in session.scalars(select(PersonalData))]
+    else:
+        kind, _, which = scope.partition(":")
+        cp = latest_checkpoint(session)
+        if cp is None:
+            raise ExportError("no checkpoint has been signed yet; try again in a second")
+        notes, size = [cp.note], cp.size
+        bodies = list(stored_entries(session))[:size]
+        leaves = [ledger.leaf_hash(b) for b in bodies]
+        if kind == "incident" and which.isdigit():
+            chosen = list(
+                session.scalars(
+                    select(LogEntry.n)
+                    .where(LogEntry.incident_id == int(which), LogEntry.n < size)
+                    .order_by(LogEntry.n)
+                )
+            )
+        elif kind == "person" and which:
+            refs = _person_refs(session, which)
+            chosen = [
+                n for n, body in enumerate(bodies) if _names(json.loads(body)["data"], which, refs)
+            ]
+        else:
+            raise ExportError(f"scope {scope!r} is not full, incident:<id> or person:<id>")
+        if not chosen:
+            raise ExportError(f"the signed log holds no entry for {scope}")
+        entries = [bodies[n] for n in chosen]
+        paths = inclusion_paths(chosen, leaves)
+        files["proofs.jsonl"] = b"".join(
+            canonical.dumps({"n": n, "path": [h.hex() for h in paths[n]]}) + b"\n" for n in chosen
+        )
+        refs_in = {json.loads(b)["data"].get("ref") for b in entries} - {None}
+        personal = []
+        if kind == "person" or with_personal:
+            wanted = refs_in if kind != "person" else refs_in & _person_refs(session, which)
+            personal = [
+                reveal(r)
+                for r in session.scalars(select(PersonalData).where(PersonalData.ref.in_(wanted)))
+            ]
+    files["entries.jsonl"] = b"".join(e + b"\n" for e in entries)
+    files["checkpoints.jsonl"] = b"".join(json.dumps(n).encode() + b"\n" for n in notes)
+    if personal:
+        files["personal.jsonl"] = b"".join(canonical.dumps(p) + b"\n" for p in personal)
+    files["VERIFY.md"] = resources.files("panicbutton").joinpath("VERIFY.md").read_bytes()
+    files["manifest.json"] = canonical.dumps(
+        {
+            "format": verify.BUNDLE_FORMAT,
+            "scope": scope,
+            "created": ledger.format_time(now),
+            "origin": key.name,
+            "tree_size": size,
+            "entries": len(entries),
+            "files": {
+                name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())
+            },
+        }
+    )
+    return files
+
+
+def _names(data: dict[str, Any], person: str, refs: set[str]) -> bool:
+    return any(data.get(f) == person for f in ledger.PERSON_FIELDS) or data.get("ref") in refs
+
+
+def bundle_sha256(files: dict[str, bytes]) -> str:
+    """What a report names as its source: the SHA-256 of the bundle's manifest (which
+    holds the SHA-256 of every other file)."""
+    return hashlib.sha256(files["manifest.json"]).hexdigest()
+
+
+def zip_bytes(files: dict[str, bytes], folder: str = "panicbutton-log") -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in sorted(files.items()):
+            info = zipfile.ZipInfo(f"{folder}/{name}", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, data)
+    return buf.getvalue()
+
+
+def write_bundle(files: dict[str, bytes], out: Path) -> Path:
+    """Write ``files`` as ``out`` (a .zip) or into the directory ``out``."""
+    if out.suffix == ".zip":
+        out.write_bytes(zip_bytes(files, out.stem))
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (out / name).write_bytes(data)
+    return out

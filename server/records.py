@@ -1,0 +1,272 @@
+"""Records: an incident's timeline, notes, review sign-off, and the log's exports.
+
+Reading a record is itself recorded. Every view of an incident and every
+export needs two headers, and appends a ``record.viewed`` or
+``record.exported`` entry before anything is shown:
+
+* ``X-Panicbutton-Actor``: who is looking (a staff id from the site file, or
+  another pseudonymous id such as ``inspector-1``);
+* ``X-Panicbutton-Justification``: why (free text, kept as personal data under
+  the ``access`` retention, never in the log itself).
+
+Headers, not query parameters, so the reason never lands in an access log.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from panicbutton import ledger, report
+from server import export, personal
+from server.api import IncidentOut
+from server.audit import audit
+from server.deps import RuntimeDep, require_token
+from server.models import Incident, LogCheckpoint, LogEntry
+from server.runtime import Runtime
+
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)], tags=["records"])
+
+ACTOR_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class Access(BaseModel):
+    by: str
+    justification: str
+
+
+def access(
+    x_panicbutton_actor: Annotated[str | None, Header()] = None,
+    x_panicbutton_justification: Annotated[str | None, Header()] = None,
+) -> Access:
+    """Who is reading a record and why; 400 without both."""
+    by = (x_panicbutton_actor or "").strip()
+    why = (x_panicbutton_justification or "").strip()
+    if not ACTOR_RE.match(by):
+        raise HTTPException(
+            400,
+            "say who you are: header X-Panicbutton-Actor with your staff id or another "
+            "pseudonymous id (lowercase letters, digits, '-')",
+        )
+    if len(why) < 8:
+        raise HTTPException(
+            400,
+            "say why: header X-Panicbutton-Justification with the reason for this view or "
+            "export (at least 8 characters); it is kept with the access record",
+        )
+    return Access(by=by, justification=why[:1000])
+
+
+AccessDep = Annotated[Access, Depends(access)]
+
+
+def _log_access(runtime: Runtime, *, type_: str, who: Access, scope: str) -> None:
+    now = runtime.clock()
+    with runtime.sessions.begin() as s:
+        ref, commitment = personal.keep(
+            s,
+            kind="access",
+            value={"justification": who.justification},
+            subjects=[who.by],
+            now=now,
+            retention=runtime.retention,
+        )
+        audit(s, at=now, type=type_, by=who.by, scope=scope, ref=ref, commitment=commitment)
+
+
+class EventOut(BaseModel):
+    n: int
+    at: datetime
+    type: str
+    data: dict[str, Any]
+
+
+class IncidentDetail(IncidentOut):
+    events: list[EventOut]
+
+
+@router.get("/incidents/{incident_id}")
+def get_incident(incident_id: int, runtime: RuntimeDep, who: AccessDep) -> IncidentDetail:
+    """One incident with its timeline from the log. The view is logged (who, why)."""
+    with runtime.sessions() as s:
+        if s.get(Incident, incident_id) is None:
+            raise HTTPException(404, f"no incident {incident_id}")
+    _log_access(runtime, type_="record.viewed", who=who, scope=f"incident:{incident_id}")
+    with runtime.sessions() as s:
+        incident = s.get(Incident, incident_id)
+        assert incident is not None
+        events = s.scalars(
+            select(LogEntry).where(LogEntry.incident_id == incident_id).order_by(LogEntry.n)
+        )
+        return IncidentDetail(
+            **IncidentOut.of(incident).model_dump(),
+            events=[EventOut(n=e.n, at=e.at, type=e.type, data=e.data) for e in events],
+        )
+
+
+class NoteIn(BaseModel):
+    by: str = Field(pattern=ACTOR_RE.pattern)
+    text: str = Field(min_length=1, max_length=4000)
+    #: Pseudonymous ids of the people the note is about (a worker's id, a staff id):
+    #: their access request will include it.
+    subjects: list[Annotated[str, Field(pattern=ACTOR_RE.pattern)]] = []
+
+
+class Recorded(BaseModel):
+    #: The personal data's ref, as the log entry names it.
+    ref: str
+
+
+def _append_personal(
+    runtime: Runtime,
+    *,
+    incident_id: int,
+    type_: str,
+    kind: str,
+    value: dict[str, Any],
+    by: str,
+    subjects: list[str],
+) -> Recorded:
+    now = runtime.clock()
+    with runtime.sessions.begin() as s:
+        if s.get(Incident, incident_id) is None:
+            raise HTTPException(404, f"no incident {incident_id}")
+        ref, commitment = personal.keep(
+            s, kind=kind, value=value, subjects=subjects, now=now, retention=runtime.retention
+        )
+        audit(s, at=now, type=type_, incident_id=incident_id, by=by, ref=ref, commitment=commitment)
+    return Recorded(ref=ref)
+
+
+@router.post("/incidents/{incident_id}/notes", status_code=201)
+async def add_note(incident_id: int, body: NoteIn, runtime: RuntimeDep) -> Recorded:
+    """Add a note to an incident. The text is personal data (kept apart, purged at the end
+    of its retention); the log holds its ref and a salted commitment."""
+    return await run_in_threadpool(
+        lambda: _append_personal(
+            runtime,
+            incident_id=incident_id,
+            type_="note.added",
+            kind="note",
+            value={"text": body.text},
+            by=body.by,
+            subjects=sorted({body.by, *body.subjects}),
+        )
+    )
+
+
+class ReviewIn(BaseModel):
+    by: str = Field(pattern=ACTOR_RE.pattern)
+    remarks: str = Field(default="", max_length=4000)
+
+
+@router.post("/incidents/{incident_id}/review", status_code=201)
+async def sign_off(incident_id: int, body: ReviewIn, runtime: RuntimeDep) -> Recorded:
+    """A manager signs off the review of an incident (remarks kept as personal data)."""
+    return await run_in_threadpool(
+        lambda: _append_personal(
+            runtime,
+            incident_id=incident_id,
+            type_="review.signed_off",
+            kind="review",
+            value={"remarks": body.remarks},
+            by=body.by,
+            subjects=[body.by],
+        )
+    )
+
+
+@router.get("/log/checkpoint", response_class=Response)
+def latest_checkpoint(runtime: RuntimeDep) -> Response:
+    """The newest signed checkpoint (a C2SP note). Keep it: `--trusted` proves later
+    exports still contain everything it covers."""
+    with runtime.sessions() as s:
+        note = s.scalars(
+            select(LogCheckpoint.note).order_by(LogCheckpoint.size.desc()).limit(1)
+        ).first()
+    if note is None:
+        raise HTTPException(503, "no checkpoint signed yet; try again in a second")
+    return Response(note, media_type="text/plain; charset=utf-8")
+
+
+@router.get("/log/key", response_class=Response)
+def verifier_key(runtime: RuntimeDep) -> Response:
+    """The log's verifier key (C2SP note format), to publish and to pass to `--key`."""
+    assert runtime.keeper is not None
+    return Response(f"{runtime.keeper.signer.verifier}\n", media_type="text/plain")
+
+
+def _bundle(runtime: Runtime, who: Access, scope: str, with_personal: bool) -> dict[str, bytes]:
+    _log_access(runtime, type_="record.exported", who=who, scope=scope)
+    assert runtime.keeper is not None
+    # NOTE: sign now, so the bundle's checkpoint covers the export's own record.
+    runtime.keeper.sign()
+    with runtime.sessions() as s:
+        try:
+            return export.bundle_files(
+                s,
+                scope=scope,
+                key=runtime.keeper.signer.verifier,
+                now=runtime.clock(),
+                with_personal=with_personal,
+            )
+        except export.ExportError as exc:
+            raise HTTPException(404, str(exc)) from None
+
+
+@router.get("/log/export", response_class=Response)
+async def export_log(
+    runtime: RuntimeDep,
+    who: AccessDep,
+    scope: str = "full",
+    with_personal: bool = False,
+) -> Response:
+    """A verifiable bundle (.zip): ``full``, ``incident:<id>`` or ``person:<id>``.
+    Personal data is left out of a full or incident bundle unless ``with_personal``; a
+    person's bundle carries that person's own. The export is logged (who, why, scope)."""
+    files = await run_in_threadpool(lambda: _bundle(runtime, who, scope, with_personal))
+    name = f"panicbutton-log-{scope.replace(':', '-')}"
+    return Response(
+        export.zip_bytes(files, name),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{name}.zip"'},
+    )
+
+
+@router.get("/log/report.{fmt}", response_class=Response)
+async def incident_report(fmt: str, runtime: RuntimeDep, who: AccessDep) -> Response:
+    """The manager's report (``csv`` or ``pdf``) of every incident, derived from a full
+    bundle made for it; it names that bundle's SHA-256 and checkpoint."""
+    if fmt not in ("csv", "pdf"):
+        raise HTTPException(404, "the report comes as report.csv or report.pdf")
+    files = await run_in_threadpool(lambda: _bundle(runtime, who, "full", False))
+    body, media = render_report(files, fmt=fmt, now=runtime.clock())
+    return Response(body, media_type=media)
+
+
+def render_report(files: dict[str, bytes], *, fmt: str, now: datetime) -> tuple[bytes, str]:
+    """A report from a bundle's files (``csv`` or ``pdf``) and its media type."""
+    entries = [ledger.parse_entry(line) for line in files["entries.jsonl"].splitlines()]
+    rows = report.incident_rows(entries)
+    digest = export.bundle_sha256(files)
+    notes = files["checkpoints.jsonl"].splitlines()
+    checkpoint = ledger.split_note(json.loads(notes[-1]))[0] if notes else ""
+    if fmt == "csv":
+        return report.to_csv(rows, bundle_sha256=digest, checkpoint=checkpoint), "text/csv"
+    return (
+        report.to_pdf(
+            rows,
+            title="panicbutton incident report",
+            bundle_sha256=digest,
+            checkpoint=checkpoint,
+            generated_at=ledger.format_time(now),
+        ),
+        "application/pdf",
+    )

@@ -1,0 +1,120 @@
+"""Administration commands behind ``panicbutton audit export`` and ``panicbutton db``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from sqlalchemy import inspect, text
+
+from server import export, personal
+from server.audit import audit
+from server.clock import SystemClock
+from server.db import make_engine, migrate, sessions
+from server.errors import SettingsError
+from server.logkeeper import LogKeeper, load_signer
+from server.records import render_report
+from server.settings import Settings
+
+#: The log's tables: the application role may read and append, nothing else.
+APPEND_ONLY = ("log_entries", "log_checkpoints")
+ROLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def export_to(
+    settings: Settings,
+    *,
+    out: Path | None,
+    scope: str,
+    by: str | None,
+    justification: str | None,
+    with_personal: bool,
+    report: str | None = None,
+) -> tuple[Path, int]:
+    """Log the export (who, why), sign the log, write the bundle; returns (path, entries)."""
+    if out is None or not by or not justification or len(justification.strip()) < 8:
+        raise ValueError(
+            "an export needs --out, --by (who you are) and --justification (why, at least "
+            "8 characters): the export is itself recorded in the log"
+        )
+    if settings.log_key_file is None:
+        raise SettingsError("PANICBUTTON_LOG_KEY_FILE is not set: the export must be signed")
+    signer = load_signer(settings.log_key_file)
+    engine = make_engine(settings.database_url)
+    try:
+        maker = sessions(engine)
+        now = SystemClock().now()
+        with maker.begin() as s:
+            ref, commitment = personal.keep(
+                s,
+                kind="access",
+                value={"justification": justification.strip()},
+                subjects=[by],
+                now=now,
+                retention=settings.retention(),
+            )
+            audit(
+                s,
+                at=now,
+                type="record.exported",
+                by=by,
+                scope=scope,
+                ref=ref,
+                commitment=commitment,
+            )
+        LogKeeper(
+            engine=engine,
+            sessions=maker,
+            signer=signer,
+            checkpoint_file=settings.log_checkpoint_file,
+            clock=SystemClock().now,
+            retention=settings.retention(),
+        ).sign()
+        with maker() as s:
+            files = export.bundle_files(
+                s, scope=scope, key=signer.verifier, now=now, with_personal=with_personal
+            )
+    finally:
+        engine.dispose()
+    path = export.write_bundle(files, out)
+    if report:
+        body, _ = render_report(files, fmt=report, now=now)
+        out.with_name(out.stem + f"-report.{report}").write_bytes(body)
+    return path, files["entries.jsonl"].count(b"\n")
+
+
+def db_command(action: str, role: str | None) -> str:
+    """``migrate`` or ``grant ROLE``, with PANICBUTTON_DATABASE_URL; returns what was done."""
+    settings = Settings(demo=True)  # only the database URL is needed here
+    engine = make_engine(settings.database_url)
+    try:
+        if action == "migrate":
+            migrate(engine)
+            return "the database schema is up to date"
+        if engine.dialect.name != "postgresql":
+            raise ValueError("grant is for PostgreSQL; SQLite has no roles")
+        if not role or not ROLE_RE.match(role):
+            raise ValueError("grant needs the application's role name (lowercase, digits, _)")
+        migrate(engine)
+        tables = inspect(engine).get_table_names()
+        with engine.begin() as conn:
+            quoted = conn.dialect.identifier_preparer.quote(role)
+            conn.execute(text(f"GRANT USAGE ON SCHEMA public TO {quoted}"))
+            for table in tables:
+                rights = (
+                    "SELECT, INSERT"
+                    if table in APPEND_ONLY
+                    else "SELECT"
+                    if table == "alembic_version"
+                    else "SELECT, INSERT, UPDATE, DELETE"
+                )
+                conn.execute(text(f"GRANT {rights} ON {table} TO {quoted}"))
+                if table in APPEND_ONLY:
+                    conn.execute(text(f"REVOKE UPDATE, DELETE, TRUNCATE ON {table} FROM {quoted}"))
+            conn.execute(text(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {quoted}"))
+        return (
+            f"granted {role}: SELECT and INSERT on {', '.join(APPEND_ONLY)}; read and write on "
+            "the other tables. Run the server as this role, never as the owner."
+        )
+    finally:
+        engine.dispose()
