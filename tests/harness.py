@@ -24,10 +24,11 @@ from sqlalchemy import create_engine, select, text
 from device.agent import Agent
 from device.config import parse_config
 from device.indicator import Light
+from panicbutton import ledger
 from server.app import Server, build
 from server.broker import SERVER_USER, BrokerFiles, MosquittoProcess, find_mosquitto, free_port
 from server.clock import Clock
-from server.models import AuditEvent, Incident
+from server.models import Incident, LogEntry
 from server.settings import Settings
 from server.site import Site, parse_site
 from tests.fakes.twilio import FakeTwilio
@@ -83,6 +84,13 @@ def sample_site(**changes: Any) -> Site:
         "duty": {"on_duty": ["reception", "floor"]},
     }
     return parse_site({**data, **changes}, "tests")
+
+
+def write_log_key(path: Path, name: str = "panicbutton.test/log") -> Path:
+    """A fresh log signing key at ``path`` (mode 600), as `panicbutton audit keygen` writes."""
+    path.write_text(ledger.Signer.generate(name).private_text())
+    path.chmod(0o600)
+    return path
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, step: float = 0.01) -> bool:
@@ -220,6 +228,8 @@ class System:
             site_file=folder / "unused.toml",
             offline_grace=3600.0,
             supervision_interval=0.5,
+            log_key_file=write_log_key(folder / "log.key"),
+            log_checkpoint_file=folder / "log-checkpoints.jsonl",
         ).model_copy(update=settings or {})
         self.rooms: list[Room] = []
         self.server: Server | None = None
@@ -308,12 +318,12 @@ class System:
         with self.server.runtime.sessions() as s:
             return list(s.scalars(select(Incident).order_by(Incident.id)))
 
-    def events(self, type_: str | None = None) -> list[AuditEvent]:
+    def events(self, type_: str | None = None) -> list[LogEntry]:
         assert self.server is not None
         with self.server.runtime.sessions() as s:
-            query = select(AuditEvent).order_by(AuditEvent.id)
+            query = select(LogEntry).order_by(LogEntry.n)
             if type_ is not None:
-                query = query.where(AuditEvent.type == type_)
+                query = query.where(LogEntry.type == type_)
             return list(s.scalars(query))
 
     def __exit__(self, *exc: object) -> None:

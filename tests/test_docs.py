@@ -394,6 +394,7 @@ def generate_openapi() -> str:
             demo=True,
             notifier="console",
             database_url=f"sqlite:///{Path(folder) / 'openapi.sqlite3'}",
+            log_checkpoint_file=None,
         )
         server = build(settings, site=harness.sample_site())
         try:

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from device.indicator import Light
 from panicbutton.wire import Alert, alert_topic, new_alert_id, now_utc
-from server.models import AuditEvent, Incident, Page
+from server.models import Incident, LogEntry, Page
 from tests.harness import FLOOR, RECEPTION, System, wait_until
 
 
@@ -68,12 +68,12 @@ def test_press_pages_duty_and_reply_shows_help_coming(system: System) -> None:
     with system.server.runtime.sessions() as s:
         types = list(
             s.scalars(
-                select(AuditEvent.type)
-                .where(AuditEvent.incident_id == incident.id)
-                .order_by(AuditEvent.id)
+                select(LogEntry.type)
+                .where(LogEntry.incident_id == incident.id)
+                .order_by(LogEntry.n)
             )
         )
-        logged = " ".join(str(e.data) for e in s.scalars(select(AuditEvent)))
+        logged = " ".join(str(e.data) for e in s.scalars(select(LogEntry)))
     assert types[:3] == ["alert.raised", "escalation.plan_frozen", "escalation.step_started"]
     assert types.count("page.queued") == 4  # two people on duty, SMS and call each
     assert "incident.acknowledged" in types
@@ -165,8 +165,8 @@ def test_replayed_reply_acts_once(system: System) -> None:
     with system.server.runtime.sessions() as s:
         acks = s.scalar(
             select(func.count())
-            .select_from(AuditEvent)
-            .where(AuditEvent.type == "incident.acknowledged")
+            .select_from(LogEntry)
+            .where(LogEntry.type == "incident.acknowledged")
         )
         pages = s.scalar(select(func.count()).select_from(Page))
     assert acks == 1

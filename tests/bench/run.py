@@ -22,6 +22,7 @@ from tests.bench.escalation import escalation_report, measure_escalation
 from tests.bench.floor import FloorRun, measure_floor
 from tests.bench.footprint import Footprint, measure_footprint
 from tests.bench.latency import STAGES, AppRun, measure_app
+from tests.bench.log import log_report, measure_append, measure_verify
 from tests.bench.stats import SUMMARY_HEADERS, Summary, ms, table
 from tests.harness import (
     PG_ADMIN_URL,
@@ -34,6 +35,7 @@ from tests.harness import (
 
 AGENT_PRESSES = 20
 ESCALATION_INCIDENTS = 30
+LOG_ENTRIES = 4000
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -64,6 +66,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="N",
         help=f"presses for the agent's press -> publish figure "
         f"(default {AGENT_PRESSES}; 0 skips the footprint)",
+    )
+    parser.add_argument(
+        "--log-entries",
+        type=int,
+        default=LOG_ENTRIES,
+        metavar="N",
+        help=f"entries appended for the incident log's append throughput, and 50x that many "
+        f"verified (default {LOG_ENTRIES}; 0 skips it)",
     )
     parser.add_argument(
         "--escalation-incidents",
@@ -328,6 +338,20 @@ def bench(args: argparse.Namespace, mosquitto: str, started: float) -> int:
                 progress=progress,
             )
             for line in escalation_report(escalation, "PostgreSQL" if args.postgres else "SQLite"):
+                say(line)
+        if args.log_entries:
+            progress("incident log")
+            appends = []
+            for per_commit in (1, 10):
+                (folder / f"log{per_commit}").mkdir()
+                log_url, _ = stack.enter_context(
+                    database(args.postgres, folder / f"log{per_commit}")
+                )
+                appends.append(
+                    measure_append(log_url, entries=args.log_entries, per_commit=per_commit)
+                )
+            check = measure_verify(args.log_entries * 50)
+            for line in log_report(appends, check, "PostgreSQL" if args.postgres else "SQLite"):
                 say(line)
     say()
     say(f"load avg:  {load()} at end; bench took {time.monotonic() - started:.0f} s")

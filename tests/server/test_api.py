@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
+from sqlalchemy import select
 
 from panicbutton.wire import Alert, new_alert_id, now_utc
 from server.app import Server, build
+from server.models import LogEntry, PersonalData
 from server.notifier import ConsoleNotifier
 from server.settings import Settings
 from tests.harness import sample_site
@@ -24,6 +26,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     settings = Settings(
         demo=True,
         database_url=f"sqlite:///{tmp_path / 'api.sqlite3'}",
+        log_checkpoint_file=tmp_path / "checkpoints.jsonl",
         api_token=SecretStr(TOKEN),
         twilio_auth_token=SecretStr("t" * 32),
         public_base_url="https://alarm.example.test",
@@ -81,9 +84,39 @@ def test_incident_timeline_and_resolve_with_token(server: Server) -> None:
     )
     assert done.json()["state"] == "resolved"
 
-    detail = client.get(f"/api/v1/incidents/{feedback.incident}").json()
+    why = {"X-Panicbutton-Actor": "night-manager", "X-Panicbutton-Justification": "weekly review"}
+    detail = client.get(f"/api/v1/incidents/{feedback.incident}", headers=why).json()
     types = [e["type"] for e in detail["events"]]
     assert types[0] == "alert.raised"
     assert types.index("incident.resolved") > types.index("alert.raised")
     assert "escalation.plan_frozen" in types
-    assert client.get("/api/v1/incidents/999").status_code == 404
+    assert client.get("/api/v1/incidents/999", headers=why).status_code == 404
+
+
+def test_viewing_an_incident_needs_who_and_why_and_is_logged(server: Server) -> None:
+    client = TestClient(server.app, headers={"Authorization": f"Bearer {TOKEN}"})
+    alert = Alert(device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=now_utc())
+    incident = server.runtime.handle_alert(alert).incident
+    url = f"/api/v1/incidents/{incident}"
+
+    anonymous = client.get(url)
+    assert anonymous.status_code == 400
+    assert "X-Panicbutton-Actor" in anonymous.json()["detail"]
+    no_reason = client.get(url, headers={"X-Panicbutton-Actor": "night-manager"})
+    assert no_reason.status_code == 400
+    assert "X-Panicbutton-Justification" in no_reason.json()["detail"]
+
+    why = {
+        "X-Panicbutton-Actor": "night-manager",
+        "X-Panicbutton-Justification": "worker asked what happened on her shift",
+    }
+    assert client.get(url, headers=why).status_code == 200
+    with server.runtime.sessions() as s:
+        viewed = s.scalars(select(LogEntry).where(LogEntry.type == "record.viewed")).one()
+        kept = s.get(PersonalData, viewed.data["ref"])
+    assert viewed.data["by"] == "night-manager"
+    assert viewed.data["scope"] == f"incident:{incident}"
+    # The reason is personal data, kept apart: the log holds its ref and commitment only.
+    assert b"her shift" not in viewed.body
+    assert kept is not None
+    assert kept.value == {"justification": "worker asked what happened on her shift"}

@@ -34,9 +34,9 @@ from sqlalchemy.orm import Session
 
 from panicbutton.wire import Alert, alert_topic, new_alert_id, now_utc
 from server.broker import SERVER_USER, free_port
-from server.models import AuditEvent
+from server.models import LogEntry
 from tests.fakes.twilio import FakeTwilio, Sent
-from tests.harness import FLOOR, MANAGER, RECEPTION, Broker, wait_until
+from tests.harness import FLOOR, MANAGER, RECEPTION, Broker, wait_until, write_log_key
 
 #: Seconds from the alert to step 1 (everyone), and between repeats after it.
 STEP1_AFTER = 6.0
@@ -189,6 +189,8 @@ def server_env(
             "PANICBUTTON_TWILIO_FROM": "+32460000000",
             "PANICBUTTON_TWILIO_API_BASE_URL": twilio.base_url,
             "PANICBUTTON_PUBLIC_BASE_URL": "https://alarm.example.test",
+            "PANICBUTTON_LOG_KEY_FILE": str(write_log_key(site_file.parent / "log.key")),
+            "PANICBUTTON_LOG_CHECKPOINT_FILE": str(site_file.parent / "log-checkpoints.jsonl"),
             # Units never report in this test: no unit-offline alert may page the manager.
             "PANICBUTTON_OFFLINE_GRACE": "3600",
         }
@@ -290,11 +292,11 @@ def step_events(database_url: str) -> list[dict[str, object]]:
         with Session(engine) as s:
             rows = list(
                 s.scalars(
-                    select(AuditEvent)
+                    select(LogEntry)
                     .where(
-                        AuditEvent.type.in_(["escalation.step_started", "escalation.job_redriven"])
+                        LogEntry.type.in_(["escalation.step_started", "escalation.job_redriven"])
                     )
-                    .order_by(AuditEvent.id)
+                    .order_by(LogEntry.n)
                 )
             )
             return [{"type": r.type, "at": r.at, **r.data} for r in rows]

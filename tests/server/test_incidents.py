@@ -13,7 +13,7 @@ from panicbutton.wire import Alert, new_alert_id
 from server import incidents
 from server.db import make_engine, migrate, sessions
 from server.incidents import Outcome, State
-from server.models import AuditEvent, Incident, Page
+from server.models import Incident, LogEntry, Page
 from tests.harness import sample_site
 
 NOW = datetime(2026, 3, 29, 0, 59, tzinfo=UTC)  # 01:59 in Brussels, just before DST starts
@@ -53,7 +53,7 @@ def test_same_alert_opens_one_incident_and_pages_once(engine: Engine) -> None:
     with sessions(engine)() as s:
         assert count(s, Incident) == 1
         assert count(s, Page) == 4  # both people on duty, by SMS and call, once
-        assert s.scalars(select(AuditEvent.type)).all().count("alert.raised") == 1
+        assert s.scalars(select(LogEntry.type)).all().count("alert.raised") == 1
 
 
 def test_reply_codes_are_smallest_free_per_phone(engine: Engine) -> None:
@@ -102,7 +102,7 @@ def test_acknowledge_counts_once_and_resolve_needs_outcome(engine: Engine) -> No
         inc = s.get_one(Incident, opened.incident.id)
         assert (inc.state, inc.acknowledged_by, inc.outcome) == (State.RESOLVED, "floor", "genuine")
         assert inc.acknowledged_at == later  # aware UTC on both backends
-        types = s.scalars(select(AuditEvent.type).order_by(AuditEvent.id)).all()
+        types = s.scalars(select(LogEntry.type).order_by(LogEntry.n)).all()
         assert types.count("incident.acknowledged") == 1
         assert types[-1] == "incident.resolved"
 
@@ -117,7 +117,7 @@ def test_failed_transaction_leaves_neither_incident_nor_log(engine: Engine) -> N
         crash_before_commit()
     with sessions(engine)() as s:
         assert count(s, Incident) == 0
-        assert count(s, AuditEvent) == 0
+        assert count(s, LogEntry) == 0
 
 
 def test_sequence_gap_is_logged(engine: Engine) -> None:
@@ -125,5 +125,5 @@ def test_sequence_gap_is_logged(engine: Engine) -> None:
         record(s, alert(seq=1))
         record(s, alert(seq=4))
     with sessions(engine)() as s:
-        gap = s.scalars(select(AuditEvent).where(AuditEvent.type == "device.sequence_gap")).one()
+        gap = s.scalars(select(LogEntry).where(LogEntry.type == "device.sequence_gap")).one()
         assert gap.data == {"device": "unit-1", "expected": 2, "got": 4}

@@ -14,6 +14,7 @@ GOOD = {
     "twilio_auth_token": SecretStr("f" * 32),
     "twilio_from": "+32460000000",
     "public_base_url": "https://alarm.example.test/",
+    "log_key_file": "/etc/panicbutton/log.key",
 }
 
 
@@ -31,6 +32,7 @@ def test_complete_settings_are_accepted_and_url_normalised() -> None:
         ({"mqtt_password": SecretStr("")}, "PANICBUTTON_MQTT_PASSWORD is empty or a placeholder"),
         ({"public_base_url": ""}, "PANICBUTTON_PUBLIC_BASE_URL is not set"),
         ({"notifier": "console"}, "console is for the demo only"),
+        ({"log_key_file": None}, "PANICBUTTON_LOG_KEY_FILE is not set"),
     ],
 )
 def test_unsafe_settings_are_refused(change: dict[str, object], message: str) -> None:

@@ -1,0 +1,328 @@
+"""The incident log as the server keeps it: exports an outsider verifies, access records,
+personal data kept apart and purged, checkpoints in the database and in a file,
+heartbeats and the nightly self-check. Runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select, text, update
+
+from panicbutton import ledger, verify
+from panicbutton.wire import Alert, new_alert_id, now_utc
+from server.logkeeper import LogKeeper
+from server.models import LogEntry, PersonalData
+from tests.harness import RECEPTION, System, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+#: The files an inspector's verifier is made of: nothing of server/ or device/.
+VERIFIER_FILES = ("__init__.py", "canonical.py", "ledger.py", "merkle.py", "verify.py", "cli.py")
+#: A verifier process that can import these fails at once: it must not need them.
+BLOCKED = ("server", "device", "sqlalchemy", "fastapi", "pydantic", "twilio", "paho", "starlette")
+
+
+def who(by: str = "night-manager", why: str = "quarterly review of alarms") -> dict[str, str]:
+    return {"X-Panicbutton-Actor": by, "X-Panicbutton-Justification": why}
+
+
+def client(system: System) -> httpx.Client:
+    token = system.settings.api_token.get_secret_value()
+    return httpx.Client(
+        base_url=system.api, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
+
+
+def keeper(system: System) -> LogKeeper:
+    assert system.server is not None
+    return system.server.keeper
+
+
+def raise_alert(system: System, device: str = "unit-1", seq: int = 1) -> int:
+    assert system.server is not None
+    alert = Alert(device_id=device, alert_id=new_alert_id(), seq=seq, pressed_at=now_utc())
+    incident = system.server.runtime.handle_alert(alert).incident
+    assert incident is not None
+    return incident
+
+
+def export(system: System, folder: Path, scope: str = "full", **params: str) -> Path:
+    with client(system) as c:
+        got = c.get("/log/export", params={"scope": scope, **params}, headers=who())
+    assert got.status_code == 200, got.text
+    assert got.headers["content-type"] == "application/zip"
+    out = folder / f"{scope.replace(':', '-')}.zip"
+    out.write_bytes(got.content)
+    return out
+
+
+def run_verifier(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``panicbutton audit verify`` from a copy of the verifier's files alone, in a process
+    where importing server code (or the server's libraries) fails."""
+    pkg = folder / "verifier" / "panicbutton"
+    if not pkg.exists():
+        pkg.mkdir(parents=True)
+        for name in VERIFIER_FILES:
+            shutil.copy(ROOT / "panicbutton" / name, pkg / name)
+    script = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(pkg.parent)!r})\n"
+        f"BLOCKED = {BLOCKED!r}\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in BLOCKED:\n"
+        "            raise ImportError(f'the verifier must not import {name}')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from panicbutton.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-I", "-c", script, "audit", "verify", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=folder,
+    )
+
+
+def test_full_export_verifies_without_any_server_code(system: System, tmp_path: Path) -> None:
+    incident = raise_alert(system)
+    assert system.twilio.wait_for(lambda sent: len(sent) >= 2)
+    reply = system.twilio.inbound_sms(
+        system.sms_webhook, public_url=system.sms_webhook_public, from_=RECEPTION, body="1"
+    )
+    assert reply.status_code == 200
+    assert wait_until(lambda: system.incidents()[0].state == "acknowledged")
+    bundle = export(system, tmp_path)
+    key = str(keeper(system).signer.verifier)
+
+    done = run_verifier(tmp_path, str(bundle), "--key", key)
+    assert done.returncode in (verify.OK, verify.FINDINGS), done.stderr
+    assert "verified:" in done.stdout
+    with zipfile.ZipFile(bundle) as zf:
+        names = {Path(n).name for n in zf.namelist()}
+        entries = zf.read(next(n for n in zf.namelist() if n.endswith("entries.jsonl")))
+    assert {"manifest.json", "entries.jsonl", "checkpoints.jsonl", "VERIFY.md"} <= names
+    # The export recorded itself, and the bundle's checkpoint covers that record.
+    types = [json.loads(line)["type"] for line in entries.splitlines()]
+    assert types[-1] == "record.exported"
+    assert "alert.raised" in types
+    assert f'"incident":{incident}'.encode() in entries
+    # No name or number of the site file is in the log.
+    for member in system.site.staff:
+        assert member.phone.encode() not in entries
+        assert member.name.encode() not in entries
+
+
+def test_edited_bundle_fails_in_the_verifier_at_that_file(system: System, tmp_path: Path) -> None:
+    raise_alert(system)
+    bundle = export(system, tmp_path)
+    folder = tmp_path / "unzipped"
+    with zipfile.ZipFile(bundle) as zf:
+        zf.extractall(folder)
+    [inner] = list(folder.iterdir())
+    entries = inner / "entries.jsonl"
+    entries.write_bytes(entries.read_bytes().replace(b'"room-1"', b'"room-2"', 1))
+
+    done = run_verifier(tmp_path, str(inner))
+    assert done.returncode == verify.FAILED
+    assert "entries.jsonl does not match its SHA-256" in done.stderr
+
+
+def test_incident_bundle_discloses_that_incident_only(system: System, tmp_path: Path) -> None:
+    first = raise_alert(system, "unit-1")
+    second = raise_alert(system, "unit-2")
+    bundle = export(system, tmp_path, scope=f"incident:{first}")
+
+    done = run_verifier(tmp_path, str(bundle), "--key", str(keeper(system).signer.verifier))
+    assert done.returncode in (verify.OK, verify.FINDINGS), done.stderr
+    with zipfile.ZipFile(bundle) as zf:
+        body = zf.read(next(n for n in zf.namelist() if n.endswith("entries.jsonl")))
+        proofs = zf.read(next(n for n in zf.namelist() if n.endswith("proofs.jsonl")))
+    incidents = {json.loads(line)["incident"] for line in body.splitlines()}
+    assert incidents == {first}
+    assert f'"incident":{second}'.encode() not in body
+    assert len(proofs.splitlines()) == len(body.splitlines())
+
+
+def test_a_persons_bundle_carries_their_notes_and_proves_them(
+    system: System, tmp_path: Path
+) -> None:
+    incident = raise_alert(system)
+    with client(system) as c:
+        added = c.post(
+            f"/incidents/{incident}/notes",
+            json={
+                "by": "night-manager",
+                "text": "Client left when staff knocked; worker unhurt.",
+                "subjects": ["worker-17"],
+            },
+        )
+        assert added.status_code == 201, added.text
+        unrelated = c.post(
+            f"/incidents/{incident}/notes",
+            json={"by": "night-manager", "text": "Unit battery checked."},
+        )
+        assert unrelated.status_code == 201
+    bundle = export(system, tmp_path, scope="person:worker-17")
+
+    done = run_verifier(tmp_path, str(bundle), "--key", str(keeper(system).signer.verifier))
+    assert done.returncode in (verify.OK, verify.FINDINGS), done.stderr
+    assert "1 personal data row(s) matched" in done.stdout
+    with zipfile.ZipFile(bundle) as zf:
+        personal = zf.read(next(n for n in zf.namelist() if n.endswith("personal.jsonl")))
+        body = zf.read(next(n for n in zf.namelist() if n.endswith("entries.jsonl")))
+    assert b"worker unhurt" in personal
+    assert b"battery" not in personal
+    assert [json.loads(line)["type"] for line in body.splitlines()] == ["note.added"]
+
+
+def test_purging_personal_data_keeps_the_log_verifiable(system: System, tmp_path: Path) -> None:
+    incident = raise_alert(system)
+    with client(system) as c:
+        assert (
+            c.post(
+                f"/incidents/{incident}/notes",
+                json={"by": "night-manager", "text": "Worker asked for a day off."},
+            ).status_code
+            == 201
+        )
+    assert system.server is not None
+    runtime = system.server.runtime
+    later = runtime.clock() + timedelta(days=runtime.retention.note + 1)
+    from server.personal import purge_expired  # noqa: PLC0415 - the unit under test
+
+    with runtime.sessions.begin() as s:
+        gone = purge_expired(s, now=later)
+    assert gone >= 1
+    with runtime.sessions() as s:
+        kinds = s.scalars(select(PersonalData.kind)).all()
+        redacted = s.scalars(select(LogEntry).where(LogEntry.type == "record.redacted")).all()
+    assert "note" not in kinds
+    assert {r.data["kind"] for r in redacted} >= {"note"}
+    assert keeper(system).self_verify(runtime.clock()) is not None
+    bundle = export(system, tmp_path, with_personal="true")
+    done = run_verifier(tmp_path, str(bundle), "--key", str(keeper(system).signer.verifier))
+    assert done.returncode in (verify.OK, verify.FINDINGS), done.stderr
+    assert b"day off" not in bundle.read_bytes()
+
+
+def test_altered_personal_data_breaks_its_commitment(system: System, tmp_path: Path) -> None:
+    incident = raise_alert(system)
+    with client(system) as c:
+        note = c.post(
+            f"/incidents/{incident}/notes",
+            json={"by": "night-manager", "text": "Staff arrived in 40 seconds."},
+        ).json()
+    assert system.server is not None
+    with system.server.runtime.sessions.begin() as s:
+        s.execute(
+            update(PersonalData)
+            .where(PersonalData.ref == note["ref"])
+            .values(value={"text": "Staff arrived in 4 seconds."})
+        )
+    bundle = export(system, tmp_path, with_personal="true")
+    done = run_verifier(tmp_path, str(bundle), "--key", str(keeper(system).signer.verifier))
+    assert done.returncode == verify.FAILED
+    assert f"personal data {note['ref']} does not match its commitment" in done.stderr
+
+
+def test_views_and_exports_are_recorded_with_who_and_why(system: System, tmp_path: Path) -> None:
+    incident = raise_alert(system)
+    with client(system) as c:
+        assert c.get(f"/incidents/{incident}").status_code == 400
+        assert c.get("/log/export").status_code == 400
+        assert c.get(f"/incidents/{incident}", headers=who()).status_code == 200
+    export(system, tmp_path, scope=f"incident:{incident}")
+    records = [
+        (e.type, e.data["by"], e.data["scope"])
+        for e in system.events()
+        if e.type.startswith("record.")
+    ]
+    assert records == [
+        ("record.viewed", "night-manager", f"incident:{incident}"),
+        ("record.exported", "night-manager", f"incident:{incident}"),
+    ]
+
+
+def test_checkpoints_are_signed_and_also_kept_in_a_file(system: System) -> None:
+    raise_alert(system)
+    assert system.server is not None
+    assert wait_until(lambda: system.server.runtime.pager.backlog() == 0)  # type: ignore[union-attr]
+    size = len(system.events())
+    # The keeper signs soon after every commit that appended (bursts share one).
+    assert wait_until(lambda: _signed(system) == size)
+    with client(system) as c:
+        served = c.get("/log/checkpoint")
+        verifier = ledger.VerifierKey.parse(c.get("/log/key").text)
+    assert served.status_code == 200
+    assert ledger.open_checkpoint(served.text, verifier).size == size
+    assert system.settings.log_checkpoint_file is not None
+    kept = [
+        json.loads(line) for line in system.settings.log_checkpoint_file.read_text().splitlines()
+    ]
+    sizes = [ledger.open_checkpoint(note, verifier).size for note in kept]
+    assert sizes == sorted(sizes)
+    assert kept[-1] == served.text
+
+
+@pytest.mark.clock("2026-11-28T02:00:00+00:00")
+def test_quiet_hours_still_get_a_signed_heartbeat(system: System) -> None:
+    assert system.clock is not None
+    assert system.server is not None
+    before = len(system.events("log.heartbeat"))
+    system.clock.advance(15 * 60)  # type: ignore[attr-defined]
+    keeper(system).poke()
+    assert wait_until(lambda: len(system.events("log.heartbeat")) == before + 1, 10)
+    size = len(system.events())
+    assert wait_until(lambda: (keeper(system).sign() or True) and _signed(system) >= size, 10)
+
+
+def _signed(system: System) -> int:
+    with system.server.runtime.sessions() as s:  # type: ignore[union-attr]
+        return int(s.scalar(text("SELECT max(size) FROM log_checkpoints")) or 0)
+
+
+def test_nightly_self_check_records_ok_then_catches_an_edit(system: System) -> None:
+    raise_alert(system)
+    assert system.server is not None
+    runtime = system.server.runtime
+    assert keeper(system).self_verify(runtime.clock()) is not None
+    [ok] = system.events("log.verified")
+    assert ok.data["result"] == "ok"
+    keeper(system).sign()
+    # An edit behind the server's back (SQLite has no triggers; on PostgreSQL the
+    # superuser turns them off first).
+    with runtime.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SET session_replication_role = replica"))
+        body = conn.scalar(text("SELECT body FROM log_entries WHERE type = 'alert.raised'"))
+        conn.execute(
+            text("UPDATE log_entries SET body = :b WHERE type = 'alert.raised'"),
+            {"b": bytes(body).replace(b'"room-1"', b'"room-3"')},
+        )
+    assert keeper(system).self_verify(runtime.clock()) is None
+    results = [e.data["result"] for e in system.events("log.verified")]
+    assert results == ["ok", "failed"]
+
+
+def test_export_report_names_its_bundle(system: System) -> None:
+    raise_alert(system)
+    with client(system) as c:
+        csv_ = c.get("/log/report.csv", headers=who())
+        pdf = c.get("/log/report.pdf", headers=who())
+    assert csv_.status_code == 200
+    assert pdf.status_code == 200
+    assert "derived from log bundle sha256" in csv_.text
+    assert "room-1" in csv_.text
+    assert pdf.content.startswith(b"%PDF-1.4")
+    assert io.BytesIO(pdf.content).getvalue().rstrip().endswith(b"%%EOF")
