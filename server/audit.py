@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, event, insert, select, update
 from sqlalchemy.orm import Session
 
 from panicbutton import canonical, ledger
@@ -87,17 +87,32 @@ def frontier(conn: Connection) -> ledger.Frontier:
     return ledger.Frontier(size, hashes)
 
 
+# Built once: appending is on every state change's commit.
+_CLAIM = (
+    update(LogState)
+    .where(LogState.id == 1)
+    .values(size=LogState.size + bindparam("batch"))
+    .returning(LogState.size, LogState.frontier, LogState.last_leaf)
+)
+_STORE = (
+    update(LogState)
+    .where(LogState.id == 1)
+    .values(frontier=bindparam("new_frontier"), last_leaf=bindparam("new_last"))
+)
+_INSERT = insert(LogEntry)
+
+
 def _append(session: Session) -> None:
     pending: list[_Event] | None = session.info.pop(_PENDING, None)
     if not pending:
         return
     session.flush()
     conn = session.connection()
-    # NOTE: the UPDATE comes first: it takes the head row's lock (PostgreSQL) or
-    # the write lock (SQLite) before the size is read, so no other writer can
-    # take the same numbers; its rollback gives them back.
-    conn.execute(update(LogState).where(LogState.id == 1).values(size=LogState.size + len(pending)))
-    size, hashes, last = _head(conn)
+    # NOTE: one UPDATE ... RETURNING takes the head row's lock (PostgreSQL) or the
+    # write lock (SQLite) and reads the head under it, so no other writer can take
+    # the same numbers; its rollback gives them back.
+    size, blob, last = conn.execute(_CLAIM, {"batch": len(pending)}).one()
+    hashes = [blob[i : i + _HASH] for i in range(0, len(blob), _HASH)]
     # The stored size already counts this batch; the stored hashes do not yet.
     tree = ledger.Frontier(size - len(pending), hashes)
     rows = []
@@ -117,12 +132,8 @@ def _append(session: Session) -> None:
         )
         last = ledger.leaf_hash(body)
         tree.append(last)
-    conn.execute(insert(LogEntry), rows)
-    conn.execute(
-        update(LogState)
-        .where(LogState.id == 1)
-        .values(frontier=b"".join(tree.hashes), last_leaf=last)
-    )
+    conn.execute(_INSERT, rows)
+    conn.execute(_STORE, {"new_frontier": b"".join(tree.hashes), "new_last": last})
     session.info[_APPENDED] = True
 
 
