@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     retention_access_days: int = Field(default=1826, ge=1)
     retention_review_days: int = Field(default=1826, ge=1)
 
+    @field_validator("log_checkpoint_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
     @field_validator("public_base_url", "twilio_api_base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
