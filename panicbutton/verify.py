@@ -414,8 +414,26 @@ def verify_bundle(
         report, parsed = verify_partial(
             bundle.lines("entries.jsonl"), notes, key, bundle.json_lines("proofs.jsonl"), personal
         )
+    if scope == "full" and bundle.manifest.get("personal") is True:
+        _check_kept(parsed, personal, report)
     check_meaning(parsed, report, full=scope == "full")
     return report
+
+
+def _check_kept(
+    entries: Sequence[ledger.Entry], rows: Sequence[dict[str, Any]], report: Report
+) -> None:
+    """In a full bundle that carries personal data, every row a log entry commits to is
+    there, unless a ``record.redacted`` entry says it was purged."""
+    present = {str(row.get("ref")) for row in rows}
+    redacted = {e.data.get("ref") for e in entries if e.type == "record.redacted"}
+    for e in entries:
+        for ref, _ in _commitments(e.data):
+            if ref not in present and ref not in redacted:
+                report.findings.append(
+                    f"entry {e.n}: personal data {ref} is gone, but no record.redacted "
+                    "entry says it was purged"
+                )
 
 
 def _trusted_note(value: str) -> str:

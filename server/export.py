@@ -141,6 +141,9 @@ def bundle_files(
             "origin": key.name,
             "tree_size": size,
             "entries": len(entries),
+            # A full bundle with personal data carries every row still kept: the
+            # verifier then reports any that vanished without a record.redacted entry.
+            "personal": bool(with_personal and scope == "full"),
             "files": {
                 name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())
             },

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import delete, select, text, update
 
 from panicbutton import ledger, verify
 from panicbutton.wire import Alert, new_alert_id, now_utc
@@ -326,3 +326,26 @@ def test_export_report_names_its_bundle(system: System) -> None:
     assert "room-1" in csv_.text
     assert pdf.content.startswith(b"%PDF-1.4")
     assert io.BytesIO(pdf.content).getvalue().rstrip().endswith(b"%%EOF")
+
+
+def test_personal_data_deleted_without_redaction_is_reported(
+    system: System, tmp_path: Path
+) -> None:
+    incident = raise_alert(system)
+    with client(system) as c:
+        note = c.post(
+            f"/incidents/{incident}/notes",
+            json={"by": "night-manager", "text": "Worker reported the client's threats."},
+        ).json()
+    assert system.server is not None
+    # The application may delete personal data (purging needs it), so nothing stops
+    # this; the verifier tells.
+    with system.server.runtime.sessions.begin() as s:
+        s.execute(delete(PersonalData).where(PersonalData.ref == note["ref"]))
+    bundle = export(system, tmp_path, with_personal="true")
+    done = run_verifier(tmp_path, str(bundle), "--key", str(keeper(system).signer.verifier))
+    assert done.returncode == verify.FINDINGS
+    assert (
+        f"personal data {note['ref']} is gone, but no record.redacted entry says it was purged"
+        in done.stdout
+    )
