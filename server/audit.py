@@ -15,6 +15,7 @@ to :mod:`server.personal`, and the entry holds a ref and a salted commitment.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import weakref
 from collections.abc import Callable
@@ -94,6 +95,13 @@ _CLAIM = (
     .values(size=LogState.size + bindparam("batch"))
     .returning(LogState.size, LogState.frontier, LogState.last_leaf)
 )
+# SQLite before 3.35 (Debian 11) has no RETURNING: the UPDATE then a SELECT, still
+# in that order so that the lock is taken before the head is read.
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
+_CLAIM_ONLY = (
+    update(LogState).where(LogState.id == 1).values(size=LogState.size + bindparam("batch"))
+)
+_READ = select(LogState.size, LogState.frontier, LogState.last_leaf).where(LogState.id == 1)
 _STORE = (
     update(LogState)
     .where(LogState.id == 1)
@@ -111,7 +119,11 @@ def _append(session: Session) -> None:
     # NOTE: one UPDATE ... RETURNING takes the head row's lock (PostgreSQL) or the
     # write lock (SQLite) and reads the head under it, so no other writer can take
     # the same numbers; its rollback gives them back.
-    size, blob, last = conn.execute(_CLAIM, {"batch": len(pending)}).one()
+    if _RETURNING:
+        size, blob, last = conn.execute(_CLAIM, {"batch": len(pending)}).one()
+    else:
+        conn.execute(_CLAIM_ONLY, {"batch": len(pending)})
+        size, blob, last = conn.execute(_READ).one()
     hashes = [blob[i : i + _HASH] for i in range(0, len(blob), _HASH)]
     # The stored size already counts this batch; the stored hashes do not yet.
     tree = ledger.Frontier(size - len(pending), hashes)

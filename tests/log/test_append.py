@@ -1,0 +1,78 @@
+"""Appending to the log through the commit hook (SQLite here; PostgreSQL in
+test_log_postgres.py): numbering, refusal of what the log cannot hold, rollback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from panicbutton import canonical, ledger, verify
+from server import audit as audit_module
+from server.audit import audit, frontier
+from server.db import make_engine, migrate, sessions
+from server.models import LogEntry
+
+AT = datetime(2026, 11, 28, 21, 4, 5, 123000, tzinfo=UTC)
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'log.sqlite3'}")
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+def bodies(engine: Engine) -> list[bytes]:
+    with sessions(engine)() as s:
+        return list(s.scalars(select(LogEntry.body).order_by(LogEntry.n)))
+
+
+def failing_change(maker: sessionmaker[Session]) -> None:
+    """A transaction that logs an event, then fails: it must take no number."""
+    with maker.begin() as s:
+        audit(s, at=AT, type="log.heartbeat")
+        raise RuntimeError("the change failed")
+
+
+@pytest.mark.parametrize("returning", [True, False], ids=["returning", "update-then-select"])
+def test_commits_number_entries_without_gaps_and_verify(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, returning: bool
+) -> None:
+    # False is the path for SQLite before 3.35 (Debian 11), which has no RETURNING.
+    monkeypatch.setattr(audit_module, "_RETURNING", returning)
+    maker = sessions(engine)
+    for batch in (1, 3, 2):
+        with maker.begin() as s:
+            for _ in range(batch):
+                audit(s, at=AT, type="log.heartbeat")
+    with pytest.raises(RuntimeError, match="the change failed"):
+        failing_change(maker)
+    with maker.begin() as s:
+        audit(s, at=AT, type="duty.takeover", staff="reception", until=AT)
+
+    stored = bodies(engine)
+    assert [ledger.parse_entry(b).n for b in stored] == list(range(7))
+    signer = ledger.Signer.generate("panicbutton.test/log")
+    with engine.connect() as conn:
+        head = frontier(conn)
+    note = signer.sign_checkpoint(head.size, head.root()).note
+    report, parsed = verify.verify_full(stored, [note], signer.verifier)
+    assert report.size == 7
+    assert parsed[-1].data == {"staff": "reception", "until": "2026-11-28T21:04:05.123Z"}
+
+
+def test_what_the_log_cannot_hold_is_refused_at_the_call(engine: Engine) -> None:
+    with sessions(engine)() as s:
+        with pytest.raises(ledger.LogFormatError, match="not one of the log's version-1 types"):
+            audit(s, at=AT, type="alert.cancelled")
+        with pytest.raises(ledger.LogFormatError, match="field\\(s\\) phone are not allowed"):
+            audit(s, at=AT, type="incident.acknowledged", staff="reception", phone="+3247")
+        with pytest.raises(canonical.CanonicalError, match="float cannot go into the log"):
+            audit(s, at=AT, type="escalation.step_started", step=1, due=AT, lag_ms=1.5)
+    assert bodies(engine) == []
