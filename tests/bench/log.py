@@ -140,8 +140,9 @@ def log_report(appends: list[AppendRun], check: VerifyRun, db: str) -> list[str]
         "",
         f"5. Incident log (server on {db})",
         "   Append: commits through the server's own path (audit() + the commit hook that",
-        "   numbers, hashes and inserts under the log head's lock); durable commits (SQLite",
-        "   synchronous=FULL). Floor: the same commits inserting plain rows of the same size.",
+        "   numbers, hashes and inserts under the log head's lock). Durable commits: SQLite",
+        "   synchronous=FULL, PostgreSQL synchronous_commit on (its default). Floor: the",
+        "   same commits inserting plain rows of the same size, no numbering, hashing or lock.",
         "",
         "   entries per commit | entries | entries/s | floor entries/s | app / floor time",
     ]
