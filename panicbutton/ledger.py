@@ -28,7 +28,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -169,8 +169,9 @@ def entry_bytes(
     )
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
+    """One parsed entry (a tuple: the verifier makes one per entry, so cheaply)."""
+
     n: int
     at: str
     type: str

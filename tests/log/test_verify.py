@@ -14,6 +14,8 @@ import base64
 import hashlib
 import json
 import re
+import subprocess
+import sys
 import zipfile
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -27,9 +29,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from panicbutton import canonical, ledger, merkle, verify
+from tests.bench.log import synthetic_log
 
 START = datetime(2026, 11, 28, 21, 4, 5, 123000, tzinfo=UTC)
 ORIGIN = "panicbutton.test/log"
+
 SIGNER = ledger.Signer.generate(ORIGIN)
 KEY = SIGNER.verifier
 VERIFY_MD = Path(ledger.__file__).with_name("VERIFY.md")
@@ -1125,3 +1129,35 @@ def test_the_event_table_of_verify_md_is_the_ledgers() -> None:
     }
 
     assert table == ledger.EVENT_TYPES
+
+
+# -- several processes ---------------------------------------------------------------------
+@pytest.mark.parametrize("changed_at", [None, 37_123])
+def test_a_long_log_is_checked_on_every_core_with_the_same_verdict(
+    tmp_path: Path, changed_at: int | None
+) -> None:
+    """Above two chunks the command checks entries on several processes; the first bad
+    entry it names is the one a single process names. (A fresh process: forking a
+    test runner's threads is not what an inspector's shell does.)"""
+    bodies, notes, signer = synthetic_log(2 * verify.CHUNK + 10_000)
+    if changed_at is not None:
+        bodies[changed_at] = bodies[changed_at].replace(b'"at":"2026', b'"at":"2025')
+    bundle = write_bundle(tmp_path / "b", bodies, notes, key=signer.verifier)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "panicbutton.cli", "audit", "verify", str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    if changed_at is None:
+        assert done.returncode in (0, 3), done.stderr
+        assert done.stdout.startswith(f"verified: {len(bodies)} entries")
+    else:
+        assert done.returncode == 1
+        assert done.stderr.startswith(f"FAILED: entry {changed_at}: it is not the entry")
+        with pytest.raises(verify.VerificationError) as alone:
+            verify.verify_full(bodies, notes, signer.verifier, workers=1)
+        assert alone.value.entry == changed_at
