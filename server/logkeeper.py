@@ -84,9 +84,13 @@ def stored_notes(session: Session) -> list[str]:
     )
 
 
-def verify_stored(session: Session, key: ledger.VerifierKey) -> verify.Report:
+def verify_stored(
+    session: Session, key: ledger.VerifierKey, trusted: ledger.Checkpoint | None = None
+) -> verify.Report:
     """Verify the stored log as an inspector's verifier would; raises VerificationError."""
-    report, parsed = verify.verify_full(stored_entries(session), stored_notes(session), key)
+    report, parsed = verify.verify_full(
+        stored_entries(session), stored_notes(session), key, trusted=trusted
+    )
     verify.check_meaning(parsed, report, full=True)
     return report
 
@@ -190,6 +194,7 @@ class LogKeeper:
         self._thread: threading.Thread | None = None
         self._remove: Any = None
         self._signed = -1
+        self._kept: ledger.Checkpoint | None = None
         self._next_purge = self._next_verify = self._next_beat = None  # type: datetime | None
 
     # -- life ---------------------------------------------------------------------------
@@ -203,10 +208,16 @@ class LogKeeper:
                 s, "log.verified", now + timedelta(minutes=5), SELF_VERIFY
             )
         self._next_purge = now
+        # NOTE: the checkpoint file outlives a database restored from an older backup.
+        # Before signing anything, the first pass checks the database still holds what
+        # the file's last checkpoint covers (signing first would fork the log quietly).
+        self._kept = self._last_kept()
+        if self._kept is not None:
+            self._next_verify = now
         self._remove = audit.on_append(self._engine, self.poke)
-        self.sign()
         self._thread = threading.Thread(target=self._run, name="log-keeper", daemon=True)
         self._thread.start()
+        self.poke()  # the first pass checks, then signs, at once
 
     def stop(self) -> None:
         if self._remove:
@@ -237,6 +248,10 @@ class LogKeeper:
 
     def _tick(self) -> None:
         now = self._clock()
+        if self._next_verify and now >= self._next_verify:
+            self.self_verify(now, trusted=self._kept)
+            self._kept = None
+            self._next_verify = now + SELF_VERIFY
         if self._next_beat and now >= self._next_beat:
             self.heartbeat(now)
         self.sign()
@@ -246,9 +261,6 @@ class LogKeeper:
             if gone:
                 log.info("purged %d personal data row(s) past retention", gone)
             self._next_purge = now + PURGE
-        if self._next_verify and now >= self._next_verify:
-            self.self_verify(now)
-            self._next_verify = now + SELF_VERIFY
 
     # -- work ---------------------------------------------------------------------------
     def heartbeat(self, now: datetime) -> None:
@@ -291,15 +303,36 @@ class LogKeeper:
                 exc.strerror,
             )
 
-    def self_verify(self, now: datetime) -> verify.Report | None:
-        """Verify the stored log and record the result as a ``log.verified`` entry;
-        None (and an error in the server log) if it failed."""
+    def _last_kept(self) -> ledger.Checkpoint | None:
+        """The newest checkpoint in the file outside the database, if any can be read."""
+        if self._file is None:
+            return None
+        try:
+            lines = self._file.read_text(encoding="utf-8").splitlines()
+            return ledger.open_checkpoint(json.loads(lines[-1]), self.signer.verifier)
+        except FileNotFoundError:
+            return None
+        except (OSError, IndexError, ValueError, ledger.LogFormatError) as exc:
+            log.error("cannot read the last checkpoint of %s (%s): not compared", self._file, exc)
+            return None
+
+    def self_verify(
+        self, now: datetime, trusted: ledger.Checkpoint | None = None
+    ) -> verify.Report | None:
+        """Verify the stored log (against ``trusted`` too, when given) and record the
+        result as a ``log.verified`` entry; None (and an error in the server log) if it
+        failed."""
         report: verify.Report | None = None
         with self._sessions() as s:
             try:
-                report = verify_stored(s, self.signer.verifier)
+                report = verify_stored(s, self.signer.verifier, trusted)
             except verify.VerificationError as exc:
-                log.error("the incident log FAILED its own verification: %s", exc)
+                log.error(
+                    "the incident log FAILED its own verification: %s. If the database was "
+                    "restored from a backup, the entries after it are lost; keep the "
+                    "checkpoint file and tell whoever audits this log.",
+                    exc,
+                )
         result: dict[str, Any] = {"result": "failed", "size": None, "root": None, "findings": 0}
         if report is not None:
             result = {

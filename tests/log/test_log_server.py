@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 import zipfile
@@ -349,3 +350,29 @@ def test_personal_data_deleted_without_redaction_is_reported(
         f"personal data {note['ref']} is gone, but no record.redacted entry says it was purged"
         in done.stdout
     )
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_database_restored_from_an_older_backup_is_caught_at_start(
+    system: System, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert system.server is not None
+    raise_alert(system, "unit-1")
+    assert wait_until(lambda: _signed(system) == len(system.events()))
+    database = Path(system.settings.database_url.removeprefix("sqlite:///"))
+    backup = tmp_path / "backup.sqlite3"
+    with sqlite3.connect(database) as live, sqlite3.connect(backup) as copy:
+        live.backup(copy)
+    raise_alert(system, "unit-2")
+    assert wait_until(lambda: _signed(system) == len(system.events()))
+    system.stop_server()
+    with sqlite3.connect(backup) as copy, sqlite3.connect(database) as live:
+        copy.backup(live)
+
+    system.start_server()
+
+    assert wait_until(lambda: system.events("log.verified"), 15)
+    [verified] = system.events("log.verified")
+    assert verified.data["result"] == "failed"
+    assert "the trusted checkpoint covers" in caplog.text
+    assert "restored from a backup" in caplog.text
