@@ -90,6 +90,7 @@ EVENT_TYPES: dict[str, frozenset[str]] = {
         "duty.takeover_ended": ("staff", "until"),
         "duty.gap_warned": ("start", "end"),
         "config.changed": ("site_sha256", "rooms", "staff", "duty", "escalation", "retention"),
+        "config.staff": ("staff", "role", "language", "ref", "commitment"),
         # access, review and the log itself
         "record.viewed": ("by", "scope", "ref", "commitment"),
         "record.exported": ("by", "scope", "ref", "commitment", "size"),

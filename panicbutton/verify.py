@@ -101,6 +101,7 @@ KEPT = frozenset(
         "log.heartbeat",
         "note.added",
         "config.changed",
+        "config.staff",
         "record.viewed",
         "record.exported",
         "record.redacted",

@@ -149,6 +149,16 @@ def record_config(session: Session, *, site: Site, retention: Retention, now: da
     ).first()
     if last is not None and json.loads(last)["data"]["site_sha256"] == digest:
         return False
+    audit.audit(
+        session,
+        at=now,
+        type="config.changed",
+        site_sha256=digest,
+        retention=asdict(retention),
+        **described,
+    )
+    # One entry per member of staff (what their own access request discloses): their
+    # role and language, and a commitment to their name and number kept apart.
     for member in described["staff"]:
         ref, commitment = personal.keep(
             session,
@@ -158,15 +168,16 @@ def record_config(session: Session, *, site: Site, retention: Retention, now: da
             now=now,
             retention=retention,
         )
-        member.update(ref=ref, commitment=commitment)
-    audit.audit(
-        session,
-        at=now,
-        type="config.changed",
-        site_sha256=digest,
-        retention=asdict(retention),
-        **described,
-    )
+        audit.audit(
+            session,
+            at=now,
+            type="config.staff",
+            staff=member["id"],
+            role=member["role"],
+            language=member["language"],
+            ref=ref,
+            commitment=commitment,
+        )
     return True
 
 

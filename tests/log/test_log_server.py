@@ -376,3 +376,33 @@ def test_a_database_restored_from_an_older_backup_is_caught_at_start(
     assert verified.data["result"] == "failed"
     assert "the trusted checkpoint covers" in caplog.text
     assert "restored from a backup" in caplog.text
+
+
+def test_a_staff_members_bundle_proves_their_own_roster_record_only(
+    system: System, tmp_path: Path
+) -> None:
+    incident = raise_alert(system)
+    with client(system) as c:
+        assert c.post(f"/incidents/{incident}/review", json={"by": "floor"}).status_code == 201
+    bundle = export(system, tmp_path, scope="person:manager")
+
+    done = run_verifier(tmp_path, str(bundle), "--key", str(keeper(system).signer.verifier))
+    assert done.returncode in (verify.OK, verify.FINDINGS), done.stderr
+    with zipfile.ZipFile(bundle) as zf:
+        personal = [
+            json.loads(line)
+            for line in zf.read(
+                next(n for n in zf.namelist() if n.endswith("personal.jsonl"))
+            ).splitlines()
+        ]
+        body = zf.read(next(n for n in zf.namelist() if n.endswith("entries.jsonl")))
+    manager = next(m for m in system.site.staff if m.id == "manager")
+    assert [p["value"] for p in personal] == [{"name": manager.name, "phone": manager.phone}]
+    types = {json.loads(line)["type"] for line in body.splitlines()}
+    assert "config.staff" in types
+    # Nothing of the others: not the whole configuration, not a colleague's review.
+    assert "config.changed" not in types
+    assert b'"floor"' not in body
+    for other in system.site.staff:
+        if other.id != "manager":
+            assert other.phone.encode() not in bundle.read_bytes()
