@@ -171,6 +171,8 @@ def _decode(decoder: json.JSONDecoder, data: bytes) -> Any:
         raise CanonicalError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise CanonicalError(f"not JSON ({exc.msg} at character {exc.pos})") from None
+    except RecursionError:
+        raise CanonicalError("JSON nested too deeply to be an entry") from None
 
 
 def loads(data: bytes) -> Any:

@@ -292,15 +292,21 @@ def verify_partial(
     key: ledger.VerifierKey,
     proofs: Sequence[dict[str, Any]],
     personal: Sequence[dict[str, Any]] = (),
+    *,
+    scope: str = "",
 ) -> tuple[Report, list[ledger.Entry]]:
-    """Check a few entries against one signed checkpoint with inclusion proofs."""
+    """Check a few entries against one signed checkpoint with inclusion proofs.
+
+    Each entry is proven to be in the signed log, in order and once; that no entry of
+    the scope was left out cannot be proven from a part of the log (the report says so).
+    """
     cps = _checkpoints(notes, key)
     if len(cps) != 1:
         raise VerificationError("a partial bundle carries exactly one checkpoint")
     cp = cps[0]
     if len(proofs) != len(entries):
         raise VerificationError("proofs.jsonl must hold one proof per entry")
-    parsed = []
+    parsed: list[ledger.Entry] = []
     for line, (raw, proof) in enumerate(zip(entries, proofs, strict=True)):
         try:
             entry = ledger.parse_entry(raw)
@@ -308,6 +314,18 @@ def verify_partial(
             raise VerificationError(f"entries.jsonl line {line + 1}: {exc}") from None
         if proof.get("n") != entry.n:
             raise VerificationError(f"entry {entry.n}: its proof is for entry {proof.get('n')}")
+        if parsed and entry.n <= parsed[-1].n:
+            raise VerificationError(
+                f"entries.jsonl line {line + 1}: entry {entry.n} comes after entry "
+                f"{parsed[-1].n}: entries were reordered or repeated",
+                entry.n,
+            )
+        if scope.startswith("incident:") and str(entry.incident) != scope.partition(":")[2]:
+            raise VerificationError(
+                f"entry {entry.n} belongs to incident {entry.incident}, not to this bundle's "
+                f"{scope}",
+                entry.n,
+            )
         try:
             path = [bytes.fromhex(h) for h in proof["path"]]
             merkle.verify_inclusion(entry.n, cp.size, ledger.leaf_hash(raw), path, cp.root)
@@ -317,6 +335,10 @@ def verify_partial(
             ) from None
         parsed.append(entry)
     report = Report(size=cp.size, root=cp.root, checkpoints=1, disclosed=len(parsed))
+    report.notes.append(
+        "a partial bundle proves each entry it holds is in the signed log; it cannot prove "
+        "that none of its scope was left out (a full bundle can)"
+    )
     _check_personal(parsed, personal, report)
     return report, parsed
 
@@ -464,9 +486,12 @@ class Bundle:
         if "manifest.json" not in self.files:
             raise BundleError(f"{path} has no manifest.json: is it a panicbutton log bundle?")
         try:
-            self.manifest: dict[str, Any] = canonical.loads(self.files["manifest.json"])
+            manifest = canonical.loads(self.files["manifest.json"])
         except canonical.CanonicalError as exc:
             raise BundleError(f"manifest.json: {exc}") from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+            raise BundleError("manifest.json is not an object with a files object")
+        self.manifest: dict[str, Any] = manifest
         if self.manifest.get("format") != BUNDLE_FORMAT:
             raise BundleError(f"manifest.json: format is not {BUNDLE_FORMAT}")
 
@@ -498,7 +523,7 @@ class Bundle:
         for i, line in enumerate(self.lines(name)):
             try:
                 out.append(json.loads(line))
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise VerificationError(f"{name} line {i + 1} is not JSON") from None
         return out
 
@@ -539,7 +564,12 @@ def verify_bundle(
         if trusted is not None:
             raise BundleError("--trusted needs a full bundle: a partial one holds no history")
         report, parsed = verify_partial(
-            bundle.lines("entries.jsonl"), notes, key, bundle.json_lines("proofs.jsonl"), personal
+            bundle.lines("entries.jsonl"),
+            notes,
+            key,
+            bundle.json_lines("proofs.jsonl"),
+            personal,
+            scope=scope,
         )
     if scope == "full" and bundle.manifest.get("personal") is True:
         _check_kept(parsed, personal, report)

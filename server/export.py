@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import zipfile
 from collections.abc import Sequence
 from datetime import datetime
@@ -35,6 +36,22 @@ from server.personal import reveal
 
 class ExportError(ValueError):
     """An export that cannot be made; the message says why."""
+
+
+#: A pseudonymous id: a staff id, a worker's id, ``inspector-1``.
+ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_SCOPE_RE = re.compile(r"full|incident:[1-9][0-9]{0,9}|person:" + ID_RE.pattern)
+
+
+def check_scope(scope: str) -> str:
+    """``scope`` if it is ``full``, ``incident:<id>`` or ``person:<id>``. Checked before the
+    export is logged: whatever is typed here must never reach the log as free text."""
+    if not _SCOPE_RE.fullmatch(scope):
+        raise ExportError(
+            "scope must be full, incident:<number> or person:<id> (lowercase letters, "
+            "digits and '-')"
+        )
+    return scope
 
 
 def _levels(leaves: list[bytes]) -> list[list[bytes]]:

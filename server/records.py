@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -34,7 +35,9 @@ from server.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)], tags=["records"])
 
-ACTOR_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+ACTOR_RE = re.compile(f"^{export.ID_RE.pattern}$")
+#: One export at a time: each reads the whole log in this (the alarm server's) process.
+_EXPORTING = threading.Lock()
 
 
 class Access(BaseModel):
@@ -61,7 +64,9 @@ def access(
             "say why: header X-Panicbutton-Justification with the reason for this view or "
             "export (at least 8 characters); it is kept with the access record",
         )
-    return Access(by=by, justification=why[:1000])
+    if len(why) > 1000:
+        raise HTTPException(400, "X-Panicbutton-Justification: at most 1000 characters")
+    return Access(by=by, justification=why)
 
 
 AccessDep = Annotated[Access, Depends(access)]
@@ -204,6 +209,25 @@ def verifier_key(runtime: RuntimeDep) -> Response:
 
 
 def _bundle(runtime: Runtime, who: Access, scope: str, with_personal: bool) -> dict[str, bytes]:
+    try:
+        export.check_scope(scope)
+    except export.ExportError as exc:
+        raise HTTPException(400, str(exc)) from None
+    if scope.startswith("incident:"):
+        with runtime.sessions() as s:
+            if s.get(Incident, int(scope.partition(":")[2])) is None:
+                raise HTTPException(404, f"no {scope.replace(':', ' ')}")
+    if not _EXPORTING.acquire(blocking=False):
+        raise HTTPException(503, "another export is being made; try again in a minute")
+    try:
+        return _make_bundle(runtime, who, scope, with_personal)
+    finally:
+        _EXPORTING.release()
+
+
+def _make_bundle(
+    runtime: Runtime, who: Access, scope: str, with_personal: bool
+) -> dict[str, bytes]:
     _log_access(runtime, type_="record.exported", who=who, scope=scope)
     assert runtime.keeper is not None
     # NOTE: sign now, so the bundle's checkpoint covers the export's own record.

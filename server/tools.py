@@ -37,6 +37,9 @@ def export_to(
             "an export needs --out, --by (who you are) and --justification (why, at least "
             "8 characters): the export is itself recorded in the log"
         )
+    if not export.ID_RE.fullmatch(by):
+        raise ValueError("--by: your pseudonymous id, in lowercase letters, digits and '-'")
+    export.check_scope(scope)
     if settings.log_key_file is None:
         raise SettingsError("PANICBUTTON_LOG_KEY_FILE is not set: the export must be signed")
     signer = load_signer(settings.log_key_file)
