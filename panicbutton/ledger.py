@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import re
 import secrets
 from collections.abc import Iterable, Mapping
@@ -418,6 +419,10 @@ class Signer:
         if signer.verifier.id.hex() != parts[3]:
             raise LogFormatError("the log signing key's id does not match the key")
         return signer
+
+    def derive(self, label: bytes) -> bytes:
+        """A secret for ``label``, derived from the signing key (HMAC-SHA256)."""
+        return hmac.new(self._seed, label, hashlib.sha256).digest()
 
     def private_text(self) -> str:
         blob = base64.b64encode(bytes([ED25519]) + self._seed).decode()

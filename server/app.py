@@ -41,7 +41,13 @@ class Server:
         now = self.runtime.clock()
         with self.runtime.sessions.begin() as s:
             audit(s, at=now, type="server.started", version=__version__)
-            record_config(s, site=self.runtime.site, retention=self.settings.retention(), now=now)
+            record_config(
+                s,
+                site=self.runtime.site,
+                retention=self.settings.retention(),
+                now=now,
+                digest_key=self.keeper.signer.derive(b"panicbutton/config-digest"),
+            )
         self.keeper.start()
         self.runtime.start()
         self.ingest.start()

@@ -24,13 +24,15 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, event, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from panicbutton import canonical, ledger
 from server.models import LogEntry, LogState
 
 _PENDING = "panicbutton.log.pending"
 _APPENDED = "panicbutton.log.appended"
+_MARKS = "panicbutton.log.savepoints"
+type_of = type  # the builtin, which audit()'s parameter named "type" hides
 _HASH = 32
 
 
@@ -69,9 +71,17 @@ def audit(
     or a field it may not hold, and ``CanonicalError`` for a value the log
     cannot hold, at the call rather than at commit.
     """
+    if at.tzinfo is None:
+        raise ledger.LogFormatError(f"event {type}: its time must carry a time zone (UTC)")
+    if incident_id is not None and type_of(incident_id) is not int:
+        raise ledger.LogFormatError(f"event {type}: incident_id must be a number or None")
     clean = {k: _plain(v) for k, v in data.items()}
     ledger.check_event(type, clean)
     canonical.dumps(clean)
+    if not session.in_transaction():
+        # Tie the event to a transaction, so that closing the session without a commit
+        # ends it, and the event with it.
+        session.begin()
     session.info.setdefault(_PENDING, []).append(_Event(at, type, incident_id, key, clean))
 
 
@@ -111,9 +121,21 @@ _INSERT = insert(LogEntry)
 
 
 def _append(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint released: its events go with the whole transaction
     pending: list[_Event] | None = session.info.pop(_PENDING, None)
     if not pending:
         return
+    try:
+        _write(session, pending)
+    except BaseException:
+        # Nothing was appended: the events stay with the change, which rolls back
+        # or is committed again (and then numbered again) with them.
+        session.info[_PENDING] = pending
+        raise
+
+
+def _write(session: Session, pending: list[_Event]) -> None:
     session.flush()
     conn = session.connection()
     # NOTE: one UPDATE ... RETURNING takes the head row's lock (PostgreSQL) or the
@@ -179,14 +201,34 @@ def _after_commit(session: Session) -> None:
         callback()
 
 
-def _after_rollback(session: Session) -> None:
-    # The change did not happen, so neither did its events.
+def _savepoint(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested:
+        marks = session.info.setdefault(_MARKS, {})
+        marks[id(transaction)] = len(session.info.get(_PENDING, []))
+
+
+def _after_rollback(session: Session, transaction: SessionTransaction) -> None:
+    # The change did not happen, so neither did its events: all of them, or those
+    # made since the savepoint that was rolled back.
+    if transaction.nested:
+        mark = session.info.get(_MARKS, {}).pop(id(transaction), 0)
+        del session.info.get(_PENDING, [])[mark:]
+        return
     session.info.pop(_PENDING, None)
     session.info.pop(_APPENDED, None)
+
+
+def _ended(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        # Closed without a commit (or after one): nothing pending may outlive it.
+        session.info.pop(_PENDING, None)
+        session.info.pop(_MARKS, None)
 
 
 # NOTE: on the Session class, so that every session (the runtime's, a test's, a
 # migration script's) writes its events; none can drop them by being made elsewhere.
 event.listen(Session, "before_commit", _append)
 event.listen(Session, "after_commit", _after_commit)
-event.listen(Session, "after_soft_rollback", lambda s, _t: _after_rollback(s))
+event.listen(Session, "after_transaction_create", _savepoint)
+event.listen(Session, "after_soft_rollback", _after_rollback)
+event.listen(Session, "after_transaction_end", _ended)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import zipfile
 from collections.abc import Sequence
@@ -190,11 +191,20 @@ def zip_bytes(files: dict[str, bytes], folder: str = "panicbutton-log") -> bytes
 
 
 def write_bundle(files: dict[str, bytes], out: Path) -> Path:
-    """Write ``files`` as ``out`` (a .zip) or into the directory ``out``."""
+    """Write ``files`` as ``out`` (a .zip) or into the new directory ``out``, readable by
+    this user only (a bundle is a record about people). Never over an existing one."""
+    if out.exists():
+        raise ExportError(f"{out} exists: give a new name (an export never overwrites)")
     if out.suffix == ".zip":
-        out.write_bytes(zip_bytes(files, out.stem))
+        _write_private(out, zip_bytes(files, out.stem))
         return out
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(mode=0o700, parents=True)
     for name, data in files.items():
-        (out / name).write_bytes(data)
+        _write_private(out / name, data)
     return out
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)

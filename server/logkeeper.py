@@ -12,6 +12,7 @@ stored log with the standalone verifier's code and records the result as a
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 HEARTBEAT = timedelta(minutes=15)
 SELF_VERIFY = timedelta(hours=24)
 PURGE = timedelta(hours=1)
+#: Bytes read from the end of the checkpoint file at start (a few thousand checkpoints).
+KEPT_TAIL = 1 << 20
 
 
 def load_signer(path: Path) -> ledger.Signer:
@@ -129,17 +132,24 @@ def describe_site(site: Site) -> dict[str, Any]:
     }
 
 
-def record_config(session: Session, *, site: Site, retention: Retention, now: datetime) -> bool:
+def record_config(
+    session: Session, *, site: Site, retention: Retention, now: datetime, digest_key: bytes
+) -> bool:
     """Append ``config.changed`` when the site (roster included) differs from the last one
-    recorded; True if it did."""
+    recorded; True if it did. ``digest_key`` keys the digest that tells (a secret)."""
     described = describe_site(site)
     private: dict[str, Any] = {
         "site": site.name,
         "rooms": {r.id: r.label for r in site.rooms},
         "staff": {s.id: {"name": s.name, "phone": s.phone} for s in site.staff},
     }
-    digest = hashlib.sha256(
-        canonical.dumps({"public": described, "private": private, "retention": asdict(retention)})
+    # NOTE: keyed, not a plain hash: the digest stays in the log for good, and a plain
+    # hash of names and numbers would let anyone confirm a guessed roster after the
+    # names and numbers themselves were purged.
+    digest = hmac.new(
+        digest_key,
+        canonical.dumps({"public": described, "private": private, "retention": asdict(retention)}),
+        hashlib.sha256,
     ).hexdigest()
     last = session.scalars(
         select(LogEntry.body)
@@ -206,6 +216,7 @@ class LogKeeper:
         self._remove: Any = None
         self._signed = -1
         self._kept: ledger.Checkpoint | None = None
+        self._signing = threading.Lock()
         self._next_purge = self._next_verify = self._next_beat = None  # type: datetime | None
 
     # -- life ---------------------------------------------------------------------------
@@ -258,20 +269,33 @@ class LogKeeper:
                 log.exception("log keeper pass failed; retrying in a second")
 
     def _tick(self) -> None:
+        # NOTE: each duty on its own: a self-check that breaks must not stop the
+        # signing and the heartbeats (and is not retried every second).
         now = self._clock()
         if self._next_verify and now >= self._next_verify:
-            self.self_verify(now, trusted=self._kept)
-            self._kept = None
             self._next_verify = now + SELF_VERIFY
+            kept, self._kept = self._kept, None
+            self._duty("self-check", lambda: self.self_verify(now, trusted=kept))
         if self._next_beat and now >= self._next_beat:
-            self.heartbeat(now)
-        self.sign()
+            self._duty("heartbeat", lambda: self.heartbeat(now))
+        self._duty("signing", self.sign)
         if self._next_purge and now >= self._next_purge:
-            with self._sessions.begin() as s:
-                gone = personal.purge_expired(s, now=now)
-            if gone:
-                log.info("purged %d personal data row(s) past retention", gone)
             self._next_purge = now + PURGE
+            self._duty("retention", lambda: self.purge(now))
+
+    @staticmethod
+    def _duty(name: str, work: Any) -> None:
+        try:
+            work()
+        except Exception:
+            log.exception("log keeper: the %s failed; the other duties go on", name)
+
+    def purge(self, now: datetime) -> int:
+        with self._sessions.begin() as s:
+            gone = personal.purge_expired(s, now=now, retention=self._retention)
+        if gone:
+            log.info("purged %d personal data row(s) past retention", gone)
+        return gone
 
     # -- work ---------------------------------------------------------------------------
     def heartbeat(self, now: datetime) -> None:
@@ -284,6 +308,10 @@ class LogKeeper:
 
     def sign(self) -> ledger.Checkpoint | None:
         """Sign the log's head if it grew since the last checkpoint; returns it."""
+        with self._signing:  # the keeper's thread and an export's may both sign
+            return self._sign()
+
+    def _sign(self) -> ledger.Checkpoint | None:
         now = self._clock()
         with self._sessions.begin() as s:
             head = audit.frontier(s.connection())
@@ -298,10 +326,15 @@ class LogKeeper:
     def _append_file(self, cp: ledger.Checkpoint) -> None:
         if self._file is None:
             return
+        line = json.dumps(cp.note).encode() + b"\n"
         try:
-            fd = os.open(self._file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            fd = os.open(self._file, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
             try:
-                os.write(fd, json.dumps(cp.note).encode() + b"\n")
+                end = os.lseek(fd, 0, os.SEEK_END)
+                if end and os.pread(fd, 1, end - 1) != b"\n":
+                    line = b"\n" + line  # an earlier write was cut short: start afresh
+                while line:
+                    line = line[os.write(fd, line) :]
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -315,17 +348,35 @@ class LogKeeper:
             )
 
     def _last_kept(self) -> ledger.Checkpoint | None:
-        """The newest checkpoint in the file outside the database, if any can be read."""
+        """The largest valid checkpoint among the file's last lines (not merely the last
+        line: after a restore and a restart the file's end holds the smaller sizes)."""
         if self._file is None:
             return None
         try:
-            lines = self._file.read_text(encoding="utf-8").splitlines()
-            return ledger.open_checkpoint(json.loads(lines[-1]), self.signer.verifier)
+            with self._file.open("rb") as f:
+                start = max(0, f.seek(0, os.SEEK_END) - KEPT_TAIL)
+                f.seek(start)
+                tail = f.read().splitlines()[1 if start else 0 :]  # the first may be cut
         except FileNotFoundError:
             return None
-        except (OSError, IndexError, ValueError, ledger.LogFormatError) as exc:
-            log.error("cannot read the last checkpoint of %s (%s): not compared", self._file, exc)
+        except OSError as exc:
+            log.error("cannot read %s (%s): the log is not compared with it", self._file, exc)
             return None
+        best: ledger.Checkpoint | None = None
+        bad = 0
+        for line in filter(None, tail):
+            try:
+                cp = ledger.open_checkpoint(json.loads(line), self.signer.verifier)
+            except (ValueError, TypeError, ledger.LogFormatError):
+                bad += 1
+                continue
+            if best is None or cp.size > best.size:
+                best = cp
+        if bad:
+            log.error(
+                "%s: %d line(s) are not checkpoints signed by this log's key", self._file, bad
+            )
+        return best
 
     def self_verify(
         self, now: datetime, trusted: ledger.Checkpoint | None = None

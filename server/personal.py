@@ -91,24 +91,29 @@ def reveal(row: PersonalData) -> dict[str, Any]:
     return {"ref": row.ref, "salt": row.salt.hex(), "value": row.value}
 
 
-def purge_expired(session: Session, *, now: datetime, limit: int = 500) -> int:
-    """Delete personal data whose retention has ended, each with a ``record.redacted``
-    entry in the same transaction; returns how many rows went."""
-    rows = session.scalars(
-        select(PersonalData)
-        .where(PersonalData.purge_after <= now)
-        .order_by(PersonalData.purge_after)
-        .limit(limit)
-    ).all()
-    for row in rows:
-        audit(
-            session,
-            at=now,
-            type="record.redacted",
-            ref=row.ref,
-            kind=row.kind,
-            reason="retention",
-        )
-    if rows:
-        session.execute(delete(PersonalData).where(PersonalData.ref.in_([r.ref for r in rows])))
-    return len(rows)
+def purge_expired(
+    session: Session, *, now: datetime, retention: Retention, limit: int = 500
+) -> int:
+    """Delete personal data whose retention (as configured now) has ended, each with a
+    ``record.redacted`` entry in the same transaction; returns how many rows went.
+
+    The end is counted from each row's creation with today's setting, so shortening a
+    retention applies to what is already kept. A row another server deleted first is
+    skipped, so it is never reported twice.
+    """
+    gone = 0
+    for kind in KINDS:
+        ends = now - retention.days(kind) * DAY
+        rows = session.execute(
+            select(PersonalData.ref)
+            .where(PersonalData.kind == kind, PersonalData.created_at <= ends)
+            .order_by(PersonalData.created_at)
+            .limit(limit)
+        ).all()
+        for (ref,) in rows:
+            deleted = session.execute(delete(PersonalData).where(PersonalData.ref == ref))
+            if deleted.rowcount != 1:  # type: ignore[attr-defined]
+                continue
+            audit(session, at=now, type="record.redacted", ref=ref, kind=kind, reason="retention")
+            gone += 1
+    return gone

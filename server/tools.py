@@ -18,6 +18,12 @@ from server.settings import Settings
 
 #: The log's tables: the application role may read and append, nothing else.
 APPEND_ONLY = ("log_entries", "log_checkpoints")
+#: What the application role may do where it may not do everything.
+RIGHTS = {
+    **dict.fromkeys(APPEND_ONLY, "SELECT, INSERT"),
+    "log_state": "SELECT, UPDATE",  # one row, made by the migration; may only grow
+    "alembic_version": "SELECT",
+}
 ROLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -104,13 +110,7 @@ def db_command(action: str, role: str | None) -> str:
             quoted = conn.dialect.identifier_preparer.quote(role)
             conn.execute(text(f"GRANT USAGE ON SCHEMA public TO {quoted}"))
             for table in tables:
-                rights = (
-                    "SELECT, INSERT"
-                    if table in APPEND_ONLY
-                    else "SELECT"
-                    if table == "alembic_version"
-                    else "SELECT, INSERT, UPDATE, DELETE"
-                )
+                rights = RIGHTS.get(table, "SELECT, INSERT, UPDATE, DELETE")
                 conn.execute(text(f"GRANT {rights} ON {table} TO {quoted}"))
                 if table in APPEND_ONLY:
                     conn.execute(text(f"REVOKE UPDATE, DELETE, TRUNCATE ON {table} FROM {quoted}"))

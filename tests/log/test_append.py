@@ -8,13 +8,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton import canonical, ledger, verify
 from server import audit as audit_module
 from server.audit import audit, frontier
-from server.db import make_engine, migrate, sessions
+from server.db import MIGRATIONS, make_engine, migrate, sessions
 from server.models import LogEntry
 
 AT = datetime(2026, 11, 28, 21, 4, 5, 123000, tzinfo=UTC)
@@ -76,3 +78,68 @@ def test_what_the_log_cannot_hold_is_refused_at_the_call(engine: Engine) -> None
         with pytest.raises(canonical.CanonicalError, match="float cannot go into the log"):
             audit(s, at=AT, type="escalation.step_started", step=1, due=AT, lag_ms=1.5)
     assert bodies(engine) == []
+
+
+def types(engine: Engine) -> list[str]:
+    return [ledger.parse_entry(b).type for b in bodies(engine)]
+
+
+def test_a_rolled_back_savepoint_takes_only_its_own_events(engine: Engine) -> None:
+    with sessions(engine).begin() as s:
+        audit(s, at=AT, type="staff.opt_out", staff="floor")
+        kept = s.begin_nested()
+        audit(s, at=AT, type="duty.takeover", staff="floor", until=AT)
+        kept.commit()  # released: its event goes with the whole transaction
+        dropped = s.begin_nested()
+        audit(s, at=AT, type="staff.opt_in", staff="floor")
+        dropped.rollback()
+    assert types(engine) == ["staff.opt_out", "duty.takeover"]
+
+
+def test_events_of_a_session_closed_without_commit_never_reach_the_log(engine: Engine) -> None:
+    s = sessions(engine)()
+    audit(s, at=AT, type="log.heartbeat")
+    s.close()
+    with s.begin():  # the same session object, used again
+        audit(s, at=AT, type="staff.opt_in", staff="floor")
+    assert types(engine) == ["staff.opt_in"]
+
+
+def test_a_time_without_zone_is_refused_at_the_call(engine: Engine) -> None:
+    with sessions(engine)() as s, pytest.raises(ledger.LogFormatError, match="time zone"):
+        audit(s, at=AT.replace(tzinfo=None), type="log.heartbeat")
+
+
+def test_audit_events_of_an_older_install_become_the_first_log_entries(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+        conn.execute(
+            text("INSERT INTO audit_events (at, type, incident_id, data) VALUES (:at, :t, :i, :d)"),
+            [
+                {"at": "2026-11-27 21:04:05.123000", "t": "log.heartbeat", "i": None, "d": "{}"},
+                {
+                    "at": "2026-11-27 21:05:00.000000",
+                    "t": "duty.takeover",
+                    "i": None,
+                    "d": '{"staff": "floor", "until": "2026-11-28T05:05:00+00:00"}',
+                },
+            ],
+        )
+    migrate(engine)
+    stored = bodies(engine)
+    with engine.connect() as conn:
+        head = frontier(conn)
+    signer = ledger.Signer.generate("panicbutton.test/log")
+    note = signer.sign_checkpoint(head.size, head.root()).note
+    _, parsed = verify.verify_full(stored, [note], signer.verifier)
+    assert [(e.n, e.type) for e in parsed] == [(0, "log.heartbeat"), (1, "duty.takeover")]
+    assert parsed[1].data == {"staff": "floor", "until": "2026-11-28T05:05:00.000Z"}
+    assert [ledger.parse_entry(b).at for b in stored] == [
+        "2026-11-27T21:04:05.123Z",
+        "2026-11-27T21:05:00.000Z",
+    ]
+    engine.dispose()

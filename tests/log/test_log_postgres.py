@@ -550,3 +550,14 @@ def test_restoring_an_older_dump_is_caught_by_the_trusted_checkpoint(
     assert status == verify.FAILED, printed
     assert "the trusted checkpoint covers 8 entries but the log has only 5" in printed
     assert "older copy of the log (a restored backup?)" in printed
+
+
+def test_the_log_head_cannot_be_rewound(engine: Engine) -> None:
+    """Rewinding the head's size would make every later append fail on a number already
+    taken: no alarm could be recorded. The trigger refuses it, for the owner too."""
+    heartbeats(sessions(engine), 3)
+    with pytest.raises(DBAPIError) as caught, engine.begin() as conn:
+        conn.execute(text("UPDATE log_state SET size = size - 1 WHERE id = 1"))
+    assert "the incident log head cannot shrink (3 to 2)" in str(pg_error(caught))
+    heartbeats(sessions(engine), 1)
+    assert numbers(engine) == [0, 1, 2, 3]

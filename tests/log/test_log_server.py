@@ -203,7 +203,7 @@ def test_purging_personal_data_keeps_the_log_verifiable(system: System, tmp_path
     from server.personal import purge_expired  # noqa: PLC0415 - the unit under test
 
     with runtime.sessions.begin() as s:
-        gone = purge_expired(s, now=later)
+        gone = purge_expired(s, now=later, retention=runtime.retention)
     assert gone >= 1
     with runtime.sessions() as s:
         kinds = s.scalars(select(PersonalData.kind)).all()
@@ -406,3 +406,17 @@ def test_a_staff_members_bundle_proves_their_own_roster_record_only(
     for other in system.site.staff:
         if other.id != "manager":
             assert other.phone.encode() not in bundle.read_bytes()
+
+
+def test_a_scope_that_is_not_an_id_is_refused_before_anything_is_logged(
+    system: System,
+) -> None:
+    raise_alert(system)
+    with client(system) as c:
+        for scope in ("person:Jane Doe +32 470 12 34 56", "incident:²", "incident:9" * 30):
+            refused = c.get("/log/export", params={"scope": scope}, headers=who())
+            assert refused.status_code == 400, scope
+            assert "scope must be full, incident:<number> or person:<id>" in refused.text
+        missing = c.get("/log/export", params={"scope": "incident:424242"}, headers=who())
+        assert missing.status_code == 404
+    assert system.events("record.exported") == []

@@ -1161,3 +1161,18 @@ def test_a_long_log_is_checked_on_every_core_with_the_same_verdict(
         with pytest.raises(verify.VerificationError) as alone:
             verify.verify_full(bodies, notes, signer.verifier, workers=1)
         assert alone.value.entry == changed_at
+
+
+def test_a_partial_bundle_with_lines_reordered_or_of_another_incident_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log, chosen, _ = incident_log()
+    swapped = [chosen[0], chosen[2], chosen[1], *chosen[3:]]
+    code, _, err = run(capsys, write_partial(tmp_path / "swapped", log, swapped))
+    assert code == 1
+    assert f"entry {chosen[1]} comes after entry {chosen[2]}: entries were reordered" in err
+
+    other = next(n for n in range(len(log.entries)) if n not in chosen and n > chosen[-1])
+    code, _, err = run(capsys, write_partial(tmp_path / "other", log, [*chosen, other]))
+    assert code == 1
+    assert f"entry {other} belongs to incident" in err

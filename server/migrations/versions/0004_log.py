@@ -11,7 +11,7 @@ Revision ID: 0004
 Revises: 0003
 """
 
-from datetime import UTC
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -97,7 +97,7 @@ def _carry_over_audit_events() -> tuple[ledger.Frontier, bytes]:
             at=at,
             type_=row.type,
             incident=row.incident_id,
-            data=row.data,
+            data=_log_times(row.data),
             prev=last,
         )
         key = f"alert:{row.data['alert_id']}" if row.type == "alert.raised" else None
@@ -111,7 +111,43 @@ def _carry_over_audit_events() -> tuple[ledger.Frontier, bytes]:
     return tree, last
 
 
+#: Fields that held times in Python's isoformat() before the log had a time format.
+TIME_FIELDS = ("device_time", "due", "since", "until", "start", "end")
+
+
+def _log_times(data: dict[str, object]) -> dict[str, object]:
+    """``data`` with its times in the log's one form (``ledger.format_time``)."""
+    out = dict(data)
+    for name in TIME_FIELDS:
+        value = out.get(name)
+        if isinstance(value, str):
+            at = datetime.fromisoformat(value)
+            out[name] = ledger.format_time(at if at.tzinfo else at.replace(tzinfo=UTC))
+    return out
+
+
 def _append_only_triggers() -> None:
+    # The head may only grow: rewinding its size would make every later append fail
+    # on a number already taken (no alarm could be recorded).
+    op.execute(
+        """
+        CREATE FUNCTION panicbutton_log_head_grows() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.size < OLD.size THEN
+                RAISE EXCEPTION 'the incident log head cannot shrink (% to %)',
+                    OLD.size, NEW.size USING ERRCODE = 'insufficient_privilege';
+            END IF;
+            RETURN NEW;
+        END
+        $$
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER log_state_grows BEFORE UPDATE ON log_state "
+        "FOR EACH ROW EXECUTE FUNCTION panicbutton_log_head_grows()"
+    )
+    op.execute("REVOKE DELETE, TRUNCATE ON log_state FROM PUBLIC")
     op.execute(
         """
         CREATE FUNCTION panicbutton_log_append_only() RETURNS trigger
