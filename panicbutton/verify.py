@@ -145,9 +145,9 @@ def _scan(rows: Iterable[bytes], start: int, last: bytes) -> _Scan:
         last = leaf_hash(raw)
         leaves.append(last)
         if entry.type in keep:
-            kept.append(entry._replace(raw=b""))
+            kept.append(entry._replace(raw=b"", prev=b""))
     if entry is not None and (not kept or kept[-1].n != entry.n):
-        kept.append(entry._replace(raw=b""))  # the last entry: where the log ends
+        kept.append(entry._replace(raw=b"", prev=b""))  # the last entry: where the log ends
     return _Scan(b"".join(leaves), kept, None)
 
 
@@ -192,7 +192,7 @@ def verify_full(
     """Check a whole log from entry 0; raise VerificationError at the first bad entry.
 
     Returns the report and the entries the meaning checks read (``KEPT`` types and the
-    last entry, without their bytes). ``workers`` > 1 checks entries on that many
+    last entry, without their bytes and prev). ``workers`` > 1 checks entries on that many
     processes (a list of entries is needed, and a platform that can fork).
     """
     # NOTE: the kept entries hold no cycles; the cyclic collector would only walk
