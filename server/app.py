@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 
 from panicbutton import __version__, ledger
-from server import ack, api, devices, records, webhooks
+from server import ack, api, devices, messages, records, webhooks
 from server.audit import audit
 from server.clock import Clock
 from server.db import make_engine, migrate
@@ -102,6 +102,9 @@ def build(
         checkpoint_file=settings.log_checkpoint_file,
         clock=runtime.clock,
         retention=settings.retention(),
+        on_failure=lambda: runtime.tell_managers(
+            lambda m: messages.log_failed(m.language), purpose="log_failed"
+        ),
     )
     runtime.keeper = keeper
     runtime.retention = settings.retention()

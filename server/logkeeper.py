@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -202,7 +203,9 @@ class LogKeeper:
         clock: Any,
         retention: Retention,
         heartbeat: timedelta = HEARTBEAT,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
+        """``on_failure`` is called (on the keeper's thread) when a self-check fails."""
         self._engine = engine
         self._sessions = sessions
         self.signer = signer
@@ -210,6 +213,7 @@ class LogKeeper:
         self._clock = clock
         self._retention = retention
         self._heartbeat = heartbeat
+        self._on_failure = on_failure
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -395,6 +399,8 @@ class LogKeeper:
                     "checkpoint file and tell whoever audits this log.",
                     exc,
                 )
+                if self._on_failure is not None:
+                    self._on_failure()
         result: dict[str, Any] = {"result": "failed", "size": None, "root": None, "findings": 0}
         if report is not None:
             result = {

@@ -232,6 +232,22 @@ _SERVER_LINK_BACK = {
 }
 
 
+_LOG_FAILED = {
+    "fr": "PANNE: le journal des incidents a échoué à sa vérification (modifié, ou base "
+    "restaurée d'une sauvegarde plus ancienne). Les alarmes fonctionnent. Voir le journal "
+    "du serveur; gardez le fichier des checkpoints.",
+    "nl": "STORING: het incidentenlogboek faalde bij zijn controle (gewijzigd, of database "
+    "hersteld uit een oudere back-up). Alarmen werken. Zie het serverlogboek; bewaar het "
+    "checkpointbestand.",
+    "en": "FAULT: the incident log failed its check (changed, or the database restored from "
+    "an older backup). Alarms still work. See the server's log; keep the checkpoint file.",
+}
+
+
+def log_failed(lang: Language) -> str:
+    return _LOG_FAILED[lang]
+
+
 def server_link_lost(lang: Language, *, since: datetime, timezone: str) -> str:
     return _SERVER_LINK_LOST[lang].format(time=local_time(since, timezone))
 

@@ -22,7 +22,7 @@ from panicbutton import ledger, verify
 from panicbutton.wire import Alert, new_alert_id, now_utc
 from server.logkeeper import LogKeeper
 from server.models import LogEntry, PersonalData
-from tests.harness import RECEPTION, System, wait_until
+from tests.harness import MANAGER, RECEPTION, System, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The files an inspector's verifier is made of: nothing of server/ or device/.
@@ -376,6 +376,12 @@ def test_a_database_restored_from_an_older_backup_is_caught_at_start(
     assert verified.data["result"] == "failed"
     assert "the trusted checkpoint covers" in caplog.text
     assert "restored from a backup" in caplog.text
+    # The managers are told by SMS (alarms still work; the log needs a person).
+    assert system.twilio.wait_for(
+        lambda sent: any(
+            s.to == MANAGER and s.body.startswith("PANNE: le journal des incidents") for s in sent
+        )
+    )
 
 
 def test_a_staff_members_bundle_proves_their_own_roster_record_only(
