@@ -51,18 +51,6 @@ class ResolveIn(BaseModel):
     outcome: Outcome
 
 
-@router.get("/incidents")
-def list_incidents(
-    runtime: RuntimeDep, state: str | None = None, limit: int = 100
-) -> list[IncidentOut]:
-    """Newest first; ``state`` filters (open, acknowledged, resolved)."""
-    with runtime.sessions() as s:
-        query = select(Incident).order_by(Incident.id.desc()).limit(min(max(limit, 1), 1000))
-        if state:
-            query = query.where(Incident.state == state)
-        return [IncidentOut.of(i) for i in s.scalars(query)]
-
-
 @router.post("/incidents/{incident_id}/resolve")
 async def resolve_incident(incident_id: int, body: ResolveIn, runtime: RuntimeDep) -> IncidentOut:
     """Close an incident with its outcome (a staff decision; nothing at the unit can)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -84,6 +85,34 @@ def _log_access(runtime: Runtime, *, type_: str, who: Access, scope: str) -> Non
             retention=runtime.retention,
         )
         audit(s, at=now, type=type_, by=who.by, scope=scope, ref=ref, commitment=commitment)
+
+
+#: A board polled every few seconds is recorded once per this many seconds per viewer.
+LIST_VIEW_EVERY = 900.0
+_list_views: dict[tuple[str, str], float] = {}
+_list_views_lock = threading.Lock()
+
+
+@router.get("/incidents")
+def list_incidents(
+    runtime: RuntimeDep, who: AccessDep, state: str | None = None, limit: int = 100
+) -> list[IncidentOut]:
+    """Newest first; ``state`` filters (open, acknowledged, resolved). A view like any
+    other (who, why), recorded at most once per 15 minutes per viewer and reason, so a
+    live board that polls does not flood the log."""
+    now = time.monotonic()
+    with _list_views_lock:
+        key = (who.by, who.justification)
+        due = now - _list_views.get(key, -LIST_VIEW_EVERY) >= LIST_VIEW_EVERY
+        if due:
+            _list_views[key] = now
+    if due:
+        _log_access(runtime, type_="record.viewed", who=who, scope="incidents")
+    with runtime.sessions() as s:
+        query = select(Incident).order_by(Incident.id.desc()).limit(min(max(limit, 1), 1000))
+        if state:
+            query = query.where(Incident.state == state)
+        return [IncidentOut.of(i) for i in s.scalars(query)]
 
 
 class EventOut(BaseModel):

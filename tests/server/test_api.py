@@ -68,10 +68,17 @@ def test_incident_timeline_and_resolve_with_token(server: Server) -> None:
     alert = Alert(device_id="unit-2", alert_id=new_alert_id(), seq=1, pressed_at=now_utc())
     feedback = server.runtime.handle_alert(alert)
 
-    listed = client.get("/api/v1/incidents").json()
+    board = {"X-Panicbutton-Actor": "reception", "X-Panicbutton-Justification": "on duty: board"}
+    assert client.get("/api/v1/incidents").status_code == 400  # who and why, as any view
+    listed = client.get("/api/v1/incidents", headers=board).json()
     assert [(i["id"], i["room_id"], i["state"]) for i in listed] == [
         (feedback.incident, "room-2", "open")
     ]
+    # A board polls: one record per viewer and reason per 15 minutes, not one per poll.
+    assert client.get("/api/v1/incidents", headers=board).status_code == 200
+    with server.runtime.sessions() as s:
+        scopes = [e.data["scope"] for e in s.scalars(select(LogEntry)) if e.type == "record.viewed"]
+    assert scopes == ["incidents"]
 
     refused = client.post(
         f"/api/v1/incidents/{feedback.incident}/resolve",
