@@ -36,6 +36,8 @@ BUNDLE_FORMAT = "panicbutton-log-bundle/v1"
 LATE_MS = 15_000
 #: Heartbeats are every 15 minutes; a longer silence than this is reported.
 SILENCE = timedelta(minutes=20)
+#: A plan's repeat beyond this (seconds) is no plan the server makes; it is not checked.
+MAX_REPEAT = 10**7
 #: Slack after the plan's repeat before an open alarm counts as no longer paged.
 PAGING_SLACK = timedelta(seconds=60)
 
@@ -458,7 +460,11 @@ def _check_incident(
     if acked:
         return
     report.open_incidents.append(incident)
-    if repeat and end - last_page > timedelta(seconds=repeat) + PAGING_SLACK:
+    if (
+        repeat
+        and 0 < repeat <= MAX_REPEAT
+        and end - last_page > timedelta(seconds=repeat) + PAGING_SLACK
+    ):
         report.findings.append(
             f"incident {incident}: open and unacknowledged, but no one was paged after "
             f"{ledger.format_time(last_page)} (log ends {ledger.format_time(end)})"

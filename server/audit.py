@@ -210,9 +210,15 @@ def _savepoint(session: Session, transaction: SessionTransaction) -> None:
 def _after_rollback(session: Session, transaction: SessionTransaction) -> None:
     # The change did not happen, so neither did its events: all of them, or those
     # made since the savepoint that was rolled back.
-    if transaction.nested:
-        mark = session.info.get(_MARKS, {}).pop(id(transaction), 0)
-        del session.info.get(_PENDING, [])[mark:]
+    # NOTE: a failed flush rolls back through an inner helper transaction that is not
+    # itself nested: what was undone is its nearest savepoint, if it has one.
+    undone: SessionTransaction | None = transaction
+    while undone is not None and not undone.nested:
+        undone = undone.parent
+    if undone is not None:
+        mark = session.info.get(_MARKS, {}).get(id(undone))
+        if mark is not None:
+            del session.info.get(_PENDING, [])[mark:]
         return
     session.info.pop(_PENDING, None)
     session.info.pop(_APPENDED, None)

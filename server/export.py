@@ -196,15 +196,16 @@ def write_bundle(files: dict[str, bytes], out: Path) -> Path:
     if out.exists():
         raise ExportError(f"{out} exists: give a new name (an export never overwrites)")
     if out.suffix == ".zip":
-        _write_private(out, zip_bytes(files, out.stem))
+        write_private(out, zip_bytes(files, out.stem))
         return out
     out.mkdir(mode=0o700, parents=True)
     for name, data in files.items():
-        _write_private(out / name, data)
+        write_private(out / name, data)
     return out
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """Write a new file readable by this user only (never over an existing one)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)

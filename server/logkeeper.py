@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT = timedelta(minutes=15)
 SELF_VERIFY = timedelta(hours=24)
 PURGE = timedelta(hours=1)
+RETRY = timedelta(minutes=1)
 #: Bytes read from the end of the checkpoint file at start (a few thousand checkpoints).
 KEPT_TAIL = 1 << 20
 
@@ -277,9 +278,14 @@ class LogKeeper:
         # signing and the heartbeats (and is not retried every second).
         now = self._clock()
         if self._next_verify and now >= self._next_verify:
-            self._next_verify = now + SELF_VERIFY
-            kept, self._kept = self._kept, None
-            self._duty("self-check", lambda: self.self_verify(now, trusted=kept))
+            try:
+                self.self_verify(now, trusted=self._kept)
+            except Exception:
+                log.exception("log keeper: the self-check could not run; again in a minute")
+                self._next_verify = now + RETRY
+            else:
+                self._kept = None
+                self._next_verify = now + SELF_VERIFY
         if self._next_beat and now >= self._next_beat:
             self._duty("heartbeat", lambda: self.heartbeat(now))
         self._duty("signing", self.sign)

@@ -14,6 +14,7 @@ Headers, not query parameters, so the reason never lands in an access log.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -101,13 +102,16 @@ def list_incidents(
     other (who, why), recorded at most once per 15 minutes per viewer and reason, so a
     live board that polls does not flood the log."""
     now = time.monotonic()
+    # Keyed on a hash: the reason itself is personal data, kept only in the log's store.
+    key = (who.by, hashlib.sha256(who.justification.encode()).hexdigest())
     with _list_views_lock:
-        key = (who.by, who.justification)
-        due = now - _list_views.get(key, -LIST_VIEW_EVERY) >= LIST_VIEW_EVERY
-        if due:
-            _list_views[key] = now
+        for old in [k for k, at in _list_views.items() if now - at >= LIST_VIEW_EVERY]:
+            del _list_views[old]
+        due = key not in _list_views
     if due:
         _log_access(runtime, type_="record.viewed", who=who, scope="incidents")
+        with _list_views_lock:
+            _list_views[key] = now  # only once it is recorded
     with runtime.sessions() as s:
         query = select(Incident).order_by(Incident.id.desc()).limit(min(max(limit, 1), 1000))
         if state:

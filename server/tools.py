@@ -46,6 +46,10 @@ def export_to(
     if not export.ID_RE.fullmatch(by):
         raise ValueError("--by: your pseudonymous id, in lowercase letters, digits and '-'")
     export.check_scope(scope)
+    report_path = out.with_name(out.stem + f"-report.{report}") if report else None
+    for path in (out, report_path):
+        if path is not None and path.exists():
+            raise ValueError(f"{path} exists: give a new name (an export never overwrites)")
     if settings.log_key_file is None:
         raise SettingsError("PANICBUTTON_LOG_KEY_FILE is not set: the export must be signed")
     signer = load_signer(settings.log_key_file)
@@ -86,9 +90,9 @@ def export_to(
     finally:
         engine.dispose()
     path = export.write_bundle(files, out)
-    if report:
+    if report_path is not None and report is not None:
         body, _ = render_report(files, fmt=report, now=now)
-        out.with_name(out.stem + f"-report.{report}").write_bytes(body)
+        export.write_private(report_path, body)
     return path, files["entries.jsonl"].count(b"\n")
 
 
@@ -111,6 +115,8 @@ def db_command(action: str, role: str | None) -> str:
             conn.execute(text(f"GRANT USAGE ON SCHEMA public TO {quoted}"))
             for table in tables:
                 rights = RIGHTS.get(table, "SELECT, INSERT, UPDATE, DELETE")
+                # Revoke first: a grant run again must also take back what it no longer gives.
+                conn.execute(text(f"REVOKE ALL ON {table} FROM {quoted}"))
                 conn.execute(text(f"GRANT {rights} ON {table} TO {quoted}"))
                 if table in APPEND_ONLY:
                     conn.execute(text(f"REVOKE UPDATE, DELETE, TRUNCATE ON {table} FROM {quoted}"))

@@ -11,13 +11,14 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton import canonical, ledger, verify
 from server import audit as audit_module
 from server.audit import audit, frontier
 from server.db import MIGRATIONS, make_engine, migrate, sessions
-from server.models import LogEntry
+from server.models import LogEntry, WebhookReceipt
 
 AT = datetime(2026, 11, 28, 21, 4, 5, 123000, tzinfo=UTC)
 
@@ -143,3 +144,22 @@ def test_audit_events_of_an_older_install_become_the_first_log_entries(tmp_path:
         "2026-11-27T21:05:00.000Z",
     ]
     engine.dispose()
+
+
+def test_a_failed_flush_in_a_savepoint_keeps_the_events_before_it(engine: Engine) -> None:
+    """The idempotent-insert pattern: a duplicate inside a savepoint fails and is
+    rolled back; the change around it, and its event, still commit."""
+    maker = sessions(engine)
+    with maker.begin() as s:
+        s.add(WebhookReceipt(key="SM1", at=AT))
+    with maker.begin() as s:
+        audit(s, at=AT, type="staff.opt_out", staff="floor")
+        with pytest.raises(IntegrityError):
+            insert_in_savepoint(s, WebhookReceipt(key="SM1", at=AT))
+    assert types(engine) == ["staff.opt_out"]
+
+
+def insert_in_savepoint(s: Session, row: WebhookReceipt) -> None:
+    with s.begin_nested():
+        s.add(row)
+        s.flush()

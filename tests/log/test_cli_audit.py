@@ -81,6 +81,25 @@ def test_export_on_the_server_then_verify_as_an_inspector(
     report = (tmp_path / "log-report.csv").read_text()
     assert "derived from log bundle sha256" in report
 
+    # A second export under the same name is refused before anything is logged.
+    again = main(
+        [
+            "audit",
+            "export",
+            "--out",
+            str(bundle),
+            "--by",
+            "inspector-1",
+            "--justification",
+            "annual inspection of the alarm records",
+        ]
+    )
+    assert again == 2
+    assert "exists" in capsys.readouterr().err
+    assert len(system.events("record.exported")) == 1
+    assert stat.S_IMODE(bundle.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "log-report.csv").stat().st_mode) == 0o600
+
     key = str(system.server.keeper.signer.verifier)
     code = main(["audit", "verify", str(bundle), "--key", key])
     out = capsys.readouterr().out

@@ -561,3 +561,14 @@ def test_the_log_head_cannot_be_rewound(engine: Engine) -> None:
     assert "the incident log head cannot shrink (3 to 2)" in str(pg_error(caught))
     heartbeats(sessions(engine), 1)
     assert numbers(engine) == [0, 1, 2, 3]
+
+
+def test_the_log_head_row_cannot_be_deleted(engine: Engine) -> None:
+    """Without its one row no change could be logged, so none could commit."""
+    with pytest.raises(DBAPIError) as caught, engine.begin() as conn:
+        conn.execute(text("DELETE FROM log_state"))
+    assert "append-only: DELETE on log_state is refused" in str(pg_error(caught))
+    with pytest.raises(DBAPIError), engine.begin() as conn:
+        conn.execute(text("TRUNCATE log_state"))
+    heartbeats(sessions(engine), 1)
+    assert numbers(engine) == [0]

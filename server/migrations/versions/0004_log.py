@@ -68,6 +68,7 @@ def upgrade() -> None:
     op.drop_table("audit_events")
     if op.get_bind().dialect.name == "postgresql":
         _append_only_triggers()
+        _head_triggers()
 
 
 def _carry_over_audit_events() -> tuple[ledger.Frontier, bytes]:
@@ -127,27 +128,6 @@ def _log_times(data: dict[str, object]) -> dict[str, object]:
 
 
 def _append_only_triggers() -> None:
-    # The head may only grow: rewinding its size would make every later append fail
-    # on a number already taken (no alarm could be recorded).
-    op.execute(
-        """
-        CREATE FUNCTION panicbutton_log_head_grows() RETURNS trigger
-        LANGUAGE plpgsql AS $$
-        BEGIN
-            IF NEW.size < OLD.size THEN
-                RAISE EXCEPTION 'the incident log head cannot shrink (% to %)',
-                    OLD.size, NEW.size USING ERRCODE = 'insufficient_privilege';
-            END IF;
-            RETURN NEW;
-        END
-        $$
-        """
-    )
-    op.execute(
-        "CREATE TRIGGER log_state_grows BEFORE UPDATE ON log_state "
-        "FOR EACH ROW EXECUTE FUNCTION panicbutton_log_head_grows()"
-    )
-    op.execute("REVOKE DELETE, TRUNCATE ON log_state FROM PUBLIC")
     op.execute(
         """
         CREATE FUNCTION panicbutton_log_append_only() RETURNS trigger
@@ -170,6 +150,39 @@ def _append_only_triggers() -> None:
             f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
             "FOR EACH STATEMENT EXECUTE FUNCTION panicbutton_log_append_only()"
         )
+
+
+def _head_triggers() -> None:
+    # The head may only grow: rewinding its size would make every later append fail
+    # on a number already taken (no alarm could be recorded).
+    op.execute(
+        """
+        CREATE FUNCTION panicbutton_log_head_grows() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.size < OLD.size THEN
+                RAISE EXCEPTION 'the incident log head cannot shrink (% to %)',
+                    OLD.size, NEW.size USING ERRCODE = 'insufficient_privilege';
+            END IF;
+            RETURN NEW;
+        END
+        $$
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER log_state_grows BEFORE UPDATE ON log_state "
+        "FOR EACH ROW EXECUTE FUNCTION panicbutton_log_head_grows()"
+    )
+    op.execute("REVOKE DELETE, TRUNCATE ON log_state FROM PUBLIC")
+    # Its one row may not go either: without it no change could be logged, nor committed.
+    op.execute(
+        "CREATE TRIGGER log_state_no_delete BEFORE DELETE ON log_state "
+        "FOR EACH ROW EXECUTE FUNCTION panicbutton_log_append_only()"
+    )
+    op.execute(
+        "CREATE TRIGGER log_state_no_truncate BEFORE TRUNCATE ON log_state "
+        "FOR EACH STATEMENT EXECUTE FUNCTION panicbutton_log_append_only()"
+    )
 
 
 def downgrade() -> None:
