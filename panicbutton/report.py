@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from panicbutton import ledger
+from panicbutton.verify import LATE_MS, number
 
 #: The report's columns, in order (the CSV header and the keys of each row).
 COLUMNS = (
@@ -41,8 +42,6 @@ COLUMNS = (
     "late_steps",
     "state",
 )
-#: An escalation step that started more than this late (``lag_ms``) counts as late.
-LATE_MS = 15_000
 #: The incident kind of an incident that no button press opened, by its first entry.
 _KIND_BY_FIRST_TYPE = {"device.offline_alerted": "unit_offline"}
 _STEPS = ("escalation.step_started", "escalation.follow_up")
@@ -86,10 +85,10 @@ class _Incident:
         elif type_ == "incident.resolved":
             self.state, self.resolved_at = "resolved", at
             self.outcome = str(data.get("outcome", ""))
-        self.presses = max(self.presses, _int(data.get("presses")))
+        self.presses = max(self.presses, number(data.get("presses")))
         self.pages_sent += type_ == "page.sent"
         self.pages_failed += type_ == "page.failed"
-        self.late_steps += type_ in _STEPS and _int(data.get("lag_ms")) > LATE_MS
+        self.late_steps += type_ in _STEPS and number(data.get("lag_ms")) > LATE_MS
 
     def row(self, incident: int) -> dict[str, str]:
         raised = self.raised_at or self.first_at
@@ -115,11 +114,6 @@ class _Incident:
             "late_steps": str(self.late_steps),
             "state": self.state,
         }
-
-
-def _int(value: Any) -> int:
-    # The log's data fields are not typed by the format: count only real integers.
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def incident_rows(entries: Iterable[ledger.Entry]) -> list[dict[str, str]]:
@@ -298,9 +292,9 @@ def _assemble(objects: list[bytes]) -> bytes:
     # NOTE: the binary comment line tells transfer tools the file is not text.
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
-    for number, body in enumerate(objects, start=1):
+    for obj_id, body in enumerate(objects, start=1):
         offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+        out += b"%d 0 obj\n%s\nendobj\n" % (obj_id, body)
     xref = len(out)
     # Each xref line is exactly 20 bytes: 10 digits, space, 5 digits, space, flag, space, LF.
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)

@@ -396,14 +396,14 @@ def check_meaning(  # noqa: PLR0912 - one branch per kind of finding
         if e.incident is not None:
             by_incident[e.incident].append(e)
         if e.type == "alert.raised":
-            seqs[str(e.data.get("device"))].append((_number(e.data.get("seq")), e.n))
+            seqs[str(e.data.get("device"))].append((number(e.data.get("seq")), e.n))
         elif e.type == "device.sequence_gap":
             report.findings.append(
                 f"entry {e.n}: unit {e.data.get('device')} skipped alert numbers "
-                f"{e.data.get('expected')}..{_number(e.data.get('got')) - 1}: alerts never received"
+                f"{e.data.get('expected')}..{number(e.data.get('got')) - 1}: alerts never received"
             )
         elif e.type in ("escalation.step_started", "escalation.follow_up"):
-            lag = _number(e.data.get("lag_ms"))
+            lag = number(e.data.get("lag_ms"))
             if lag > LATE_MS:
                 report.findings.append(
                     f"entry {e.n}: incident {e.incident} step {e.data.get('step')} started "
@@ -431,7 +431,7 @@ def check_meaning(  # noqa: PLR0912 - one branch per kind of finding
         _check_incident(incident, evs, end, report)
 
 
-def _number(value: object) -> int:
+def number(value: object) -> int:
     """A count or a duration from an entry; 0 when it is not a number (the format checks
     names, not values: a meaning check must not crash on an odd value)."""
     return value if type(value) is int else 0
@@ -454,7 +454,7 @@ def _check_incident(
             last_page = ledger.parse_time(e.at)
         elif e.type == "escalation.plan_frozen":
             plan = e.data.get("plan") or {}
-            repeat = _number(plan.get("repeat_every")) if isinstance(plan, dict) else None
+            repeat = number(plan.get("repeat_every")) if isinstance(plan, dict) else None
         elif e.type == "escalation.step_started":
             last_page = ledger.parse_time(e.at)
     if acked:

@@ -85,17 +85,15 @@ def audit(
     session.info.setdefault(_PENDING, []).append(_Event(at, type, incident_id, key, clean))
 
 
-def _head(conn: Connection) -> tuple[int, list[bytes], bytes]:
-    size, blob, last = conn.execute(
-        select(LogState.size, LogState.frontier, LogState.last_leaf).where(LogState.id == 1)
-    ).one()
-    return size, [blob[i : i + _HASH] for i in range(0, len(blob), _HASH)], last
+def _hashes(blob: bytes) -> list[bytes]:
+    """The stored frontier: 32-byte hashes, concatenated."""
+    return [blob[i : i + _HASH] for i in range(0, len(blob), _HASH)]
 
 
 def frontier(conn: Connection) -> ledger.Frontier:
     """The log head as stored (size and right edge of the tree)."""
-    size, hashes, _ = _head(conn)
-    return ledger.Frontier(size, hashes)
+    size, blob, _ = conn.execute(_READ).one()
+    return ledger.Frontier(size, _hashes(blob))
 
 
 # Built once: appending is on every state change's commit.
@@ -146,9 +144,8 @@ def _write(session: Session, pending: list[_Event]) -> None:
     else:
         conn.execute(_CLAIM_ONLY, {"batch": len(pending)})
         size, blob, last = conn.execute(_READ).one()
-    hashes = [blob[i : i + _HASH] for i in range(0, len(blob), _HASH)]
     # The stored size already counts this batch; the stored hashes do not yet.
-    tree = ledger.Frontier(size - len(pending), hashes)
+    tree = ledger.Frontier(size - len(pending), _hashes(blob))
     rows = []
     for ev in pending:
         body = ledger.entry_bytes(

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton import canonical, ledger, verify
 from server import audit, personal
-from server.models import LogCheckpoint, LogEntry, PersonalData
+from server.models import LogCheckpoint, LogEntry
 from server.personal import Retention
 from server.site import Site
 
@@ -418,8 +418,3 @@ class LogKeeper:
         with self._sessions.begin() as s:
             audit.audit(s, at=now, type="log.verified", **result)
         return report
-
-
-def personal_rows(session: Session, refs: set[str]) -> list[dict[str, Any]]:
-    rows = session.scalars(select(PersonalData).where(PersonalData.ref.in_(refs))).all()
-    return [personal.reveal(r) for r in rows]

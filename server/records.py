@@ -28,11 +28,11 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from panicbutton import ledger, report
-from server import export, personal
+from server import export, logkeeper, personal
 from server.api import IncidentOut
 from server.audit import audit
 from server.deps import RuntimeDep, require_token
-from server.models import Incident, LogCheckpoint, LogEntry
+from server.models import Incident, LogEntry
 from server.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)], tags=["records"])
@@ -226,12 +226,10 @@ def latest_checkpoint(runtime: RuntimeDep) -> Response:
     """The newest signed checkpoint (a C2SP note). Keep it: `--trusted` proves later
     exports still contain everything it covers."""
     with runtime.sessions() as s:
-        note = s.scalars(
-            select(LogCheckpoint.note).order_by(LogCheckpoint.size.desc()).limit(1)
-        ).first()
-    if note is None:
+        newest = logkeeper.latest_checkpoint(s)
+    if newest is None:
         raise HTTPException(503, "no checkpoint signed yet; try again in a second")
-    return Response(note, media_type="text/plain; charset=utf-8")
+    return Response(newest.note, media_type="text/plain; charset=utf-8")
 
 
 @router.get("/log/key", response_class=Response)

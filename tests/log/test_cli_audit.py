@@ -56,20 +56,11 @@ def test_export_on_the_server_then_verify_as_an_inspector(
     assert refused == 2
     assert "--justification" in capsys.readouterr().err
 
-    done = main(
-        [
-            "audit",
-            "export",
-            "--out",
-            str(bundle),
-            "--by",
-            "inspector-1",
-            "--justification",
-            "annual inspection of the alarm records",
-            "--report",
-            "csv",
-        ]
-    )
+    export = [
+        *("audit", "export", "--out", str(bundle), "--by", "inspector-1"),
+        *("--justification", "annual inspection of the alarm records"),
+    ]
+    done = main([*export, "--report", "csv"])
     assert done == 0
     assert "entries written to" in capsys.readouterr().out
     with zipfile.ZipFile(bundle) as zf:
@@ -82,18 +73,7 @@ def test_export_on_the_server_then_verify_as_an_inspector(
     assert "derived from log bundle sha256" in report
 
     # A second export under the same name is refused before anything is logged.
-    again = main(
-        [
-            "audit",
-            "export",
-            "--out",
-            str(bundle),
-            "--by",
-            "inspector-1",
-            "--justification",
-            "annual inspection of the alarm records",
-        ]
-    )
+    again = main(export)
     assert again == 2
     assert "exists" in capsys.readouterr().err
     assert len(system.events("record.exported")) == 1

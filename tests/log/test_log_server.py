@@ -4,7 +4,6 @@ heartbeats and the nightly self-check. Runs on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import sqlite3
@@ -285,7 +284,8 @@ def test_quiet_hours_still_get_a_signed_heartbeat(system: System) -> None:
     keeper(system).poke()
     assert wait_until(lambda: len(system.events("log.heartbeat")) == before + 1, 10)
     size = len(system.events())
-    assert wait_until(lambda: (keeper(system).sign() or True) and _signed(system) >= size, 10)
+    # Signed by the keeper itself, soon after the heartbeat's commit.
+    assert wait_until(lambda: _signed(system) >= size, 10)
 
 
 def _signed(system: System) -> int:
@@ -326,7 +326,7 @@ def test_export_report_names_its_bundle(system: System) -> None:
     assert "derived from log bundle sha256" in csv_.text
     assert "room-1" in csv_.text
     assert pdf.content.startswith(b"%PDF-1.4")
-    assert io.BytesIO(pdf.content).getvalue().rstrip().endswith(b"%%EOF")
+    assert pdf.content.rstrip().endswith(b"%%EOF")
 
 
 def test_personal_data_deleted_without_redaction_is_reported(
