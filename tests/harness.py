@@ -11,7 +11,7 @@ import hashlib
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,9 +118,10 @@ class Broker:
 
 
 @contextlib.contextmanager
-def start_mosquitto(folder: Path) -> Iterator[Broker]:
+def start_mosquitto(folder: Path, devices: Sequence[str] = DEVICES) -> Iterator[Broker]:
+    """A Mosquitto with the server's and monitor's users and one user per device."""
     users = {SERVER_USER: secrets.token_urlsafe(12), MONITOR: secrets.token_urlsafe(12)}
-    users |= {d: secrets.token_urlsafe(12) for d in DEVICES}
+    users |= {d: secrets.token_urlsafe(12) for d in devices}
     for attempt in range(5):  # a free port can be taken by another process before we bind it
         port = free_port()
         process = MosquittoProcess(

@@ -1,8 +1,22 @@
 """A fake Twilio REST API on loopback, for the real ``twilio`` library to talk to.
 
-It checks HTTP basic auth like Twilio, records every Messages request, answers
-with Twilio-shaped JSON, can be told to fail (error code and HTTP status) for a
-number, and plays signed inbound SMS to our webhook like Twilio would.
+It checks HTTP basic auth like Twilio, records every Messages and Calls request,
+answers with Twilio-shaped JSON, can be told to fail (error code and HTTP status)
+for a number, lists what it accepted (``GET Messages.json?To=``, ``GET
+Calls.json?To=``), and plays signed inbound SMS to our webhook like Twilio would.
+
+It enforces Twilio's published limits, with Twilio's error JSON, so that no test
+can pass against limits Twilio does not have:
+
+- a message ``Body`` over 1,600 characters: 400, code 21617;
+- inline call ``Twiml`` over 4,000 characters: 400, code 32018;
+- ``ValidityPeriod`` outside 1-36,000 seconds: 400, code 90007;
+- a per-sender rate (per ``From``): a token bucket, :data:`SENDER_RATE` requests
+  a second with bursts of :data:`SENDER_BURST`; beyond it 429, code 20429, with
+  ``Retry-After``. Twilio itself queues a sender's excess (a long code sends
+  about 1 to 10 segments a second) and answers 429 when an account has too many
+  requests in flight; refusing here is stricter than Twilio, so a client that
+  copes here copes there.
 """
 
 from __future__ import annotations
@@ -11,17 +25,44 @@ import base64
 import html
 import itertools
 import json
+import math
 import re
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 from twilio.request_validator import RequestValidator
+
+#: Twilio's published limits (twilio.com/docs/api/errors/21617, /32018, /90007).
+BODY_LIMIT = 1600
+TWIML_LIMIT = 4000
+VALIDITY_RANGE = (1, 36000)
+#: Default per-sender rate: requests a second per ``From``, and the burst allowed.
+SENDER_RATE = 10.0
+SENDER_BURST = 20
+
+
+def _more_info(code: int) -> str:
+    return f"https://www.twilio.com/docs/errors/{code}"
+
+
+@dataclass
+class Refused:
+    """One request the fake refused (a limit or an injected failure)."""
+
+    kind: str  # "Messages.json" or "Calls.json"
+    to: str
+    status: int
+    code: int
+    params: dict[str, str]
+    at: float
 
 
 @dataclass
@@ -33,6 +74,7 @@ class Sent:
     params: dict[str, str]
     at: float  # time.monotonic() when received
     sid: str = ""
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass
@@ -44,6 +86,7 @@ class Call:
     params: dict[str, str]
     at: float
     sid: str = ""
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def spoken(self) -> str:
@@ -73,6 +116,12 @@ class FakeTwilio:
     delays: dict[str, float] = field(default_factory=dict)
     failures: dict[str, Failure] = field(default_factory=dict)
     requests: int = 0
+    #: Requests refused, by a limit or an injected failure (oldest first).
+    refused: list[Refused] = field(default_factory=list)
+    #: Per-sender rate (requests a second per From) and burst; rate 0 turns it off.
+    sender_rate: float = SENDER_RATE
+    sender_burst: int = SENDER_BURST
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _server: ThreadingHTTPServer | None = None
@@ -117,20 +166,76 @@ class FakeTwilio:
         """Make the next ``times`` sends to ``to`` fail like Twilio does."""
         self.failures[to] = Failure(status, code, message, times)
 
-    def _reply(self, h: BaseHTTPRequestHandler, status: int, data: dict[str, Any]) -> None:
+    def _reply(
+        self,
+        h: BaseHTTPRequestHandler,
+        status: int,
+        data: dict[str, Any],
+        headers: dict[str, str] | None = None,
+    ) -> None:
         raw = json.dumps(data).encode()
         h.send_response(status)
         h.send_header("Content-Type", "application/json")
         h.send_header("Content-Length", str(len(raw)))
+        for name, value in (headers or {}).items():
+            h.send_header(name, value)
         h.end_headers()
         h.wfile.write(raw)
+
+    def _error(
+        self,
+        h: BaseHTTPRequestHandler,
+        status: int,
+        code: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Twilio's error JSON."""
+        self._reply(
+            h,
+            status,
+            {"code": code, "message": message, "more_info": _more_info(code), "status": status},
+            headers,
+        )
+
+    def _limit(self, kind: str, params: dict[str, str]) -> tuple[int, int, str] | None:
+        """(status, code, message) if Twilio would refuse these parameters for a limit."""
+        if kind == "Messages.json":
+            body = params.get("Body", "")
+            if len(body) > BODY_LIMIT:
+                return (
+                    400,
+                    21617,
+                    f"The concatenated message body exceeds the {BODY_LIMIT} character limit.",
+                )
+            validity = params.get("ValidityPeriod")
+            if validity is not None:
+                low, high = VALIDITY_RANGE
+                if not validity.isdigit() or not low <= int(validity) <= high:
+                    return (400, 90007, f"ValidityPeriod must be between {low} and {high}.")
+        elif len(params.get("Twiml", "")) > TWIML_LIMIT:
+            return (400, 32018, f"Twiml must be at most {TWIML_LIMIT} characters.")
+        return None
+
+    def _retry_after(self, sender: str) -> int | None:
+        """Take a token from the sender's bucket; seconds to wait if there is none."""
+        if self.sender_rate <= 0:
+            return None
+        now = time.monotonic()
+        tokens, last = self._buckets.get(sender, (float(self.sender_burst), now))
+        tokens = min(float(self.sender_burst), tokens + (now - last) * self.sender_rate)
+        if tokens >= 1.0:
+            self._buckets[sender] = (tokens - 1.0, now)
+            return None
+        self._buckets[sender] = (tokens, now)
+        return max(1, math.ceil((1.0 - tokens) / self.sender_rate))
 
     def _authorized(self, h: BaseHTTPRequestHandler) -> bool:
         expected = (
             "Basic " + base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
         )
         if h.headers.get("Authorization") != expected:
-            self._reply(h, 401, {"code": 20003, "message": "Authenticate", "status": 401})
+            self._error(h, 401, 20003, "Authenticate")
             return False
         return True
 
@@ -142,91 +247,111 @@ class FakeTwilio:
         base = f"/2010-04-01/Accounts/{self.account_sid}/"
         kind = h.path.removeprefix(base)
         if kind not in ("Messages.json", "Calls.json"):
-            self._reply(h, 404, {"code": 20404, "message": "not found", "status": 404})
+            self._error(h, 404, 20404, "The requested resource was not found")
             return
         to = params.get("To", "")
         if self.delays.get(to):
             time.sleep(self.delays[to])
         with self._cond:
             self.requests += 1
+            sender = params.get("From") or params.get("MessagingServiceSid") or ""
             failure = self.failures.get(to)
-            if failure is not None and failure.times > 0:
+            refusal = self._limit(kind, params)
+            wait = None if refusal else self._retry_after(sender)
+            if refusal is None and wait is not None:
+                refusal = (429, 20429, "Too Many Requests")
+            if refusal is None and failure is not None and failure.times > 0:
                 failure.times -= 1
+                refusal = (failure.status, failure.code, failure.message)
+            if refusal is not None:
+                status, code, message = refusal
+                self.refused.append(Refused(kind, to, status, code, params, time.monotonic()))
                 self._cond.notify_all()
-                self._reply(
-                    h,
-                    failure.status,
-                    {"code": failure.code, "message": failure.message, "status": failure.status},
-                )
+                headers = {"Retry-After": str(wait)} if wait is not None else None
+                self._error(h, status, code, message, headers)
                 return
             if kind == "Calls.json":
-                sid = f"CA{next(self._ids):032x}"
-                self.calls.append(
-                    Call(
-                        to=to,
-                        twiml=params.get("Twiml", ""),
-                        params=params,
-                        at=time.monotonic(),
-                        sid=sid,
-                    )
+                call = Call(
+                    to=to,
+                    twiml=params.get("Twiml", ""),
+                    params=params,
+                    at=time.monotonic(),
+                    sid=f"CA{next(self._ids):032x}",
                 )
+                self.calls.append(call)
                 self._cond.notify_all()
-                self._reply(
-                    h,
-                    201,
-                    {
-                        "sid": sid,
-                        "account_sid": self.account_sid,
-                        "to": to,
-                        "from": params.get("From"),
-                        "status": "queued",
-                        "direction": "outbound-api",
-                        "uri": "",
-                    },
-                )
+                self._reply(h, 201, self._call_json(call))
                 return
-            sid = f"SM{next(self._ids):032x}"
-            self.sent.append(
-                Sent(
-                    to=to, body=params.get("Body", ""), params=params, at=time.monotonic(), sid=sid
-                )
+            sent = Sent(
+                to=to,
+                body=params.get("Body", ""),
+                params=params,
+                at=time.monotonic(),
+                sid=f"SM{next(self._ids):032x}",
             )
+            self.sent.append(sent)
             self._cond.notify_all()
-        self._reply(
-            h,
-            201,
-            {
-                "sid": sid,
-                "account_sid": self.account_sid,
-                "to": to,
-                "from": params.get("From"),
-                "body": params.get("Body"),
-                "status": "queued",
-                "num_segments": "1",
-                "direction": "outbound-api",
-                "api_version": "2010-04-01",
-                "date_created": None,
-                "uri": "",
-            },
-        )
+        self._reply(h, 201, self._message_json(sent))
+
+    def _message_json(self, s: Sent) -> dict[str, Any]:
+        return {
+            "sid": s.sid,
+            "account_sid": self.account_sid,
+            "to": s.to,
+            "from": s.params.get("From"),
+            "body": s.body,
+            "status": "queued",
+            "num_segments": "1",
+            "direction": "outbound-api",
+            "api_version": "2010-04-01",
+            "date_created": format_datetime(s.created),
+            "date_sent": None,
+            "uri": "",
+        }
+
+    def _call_json(self, c: Call) -> dict[str, Any]:
+        return {
+            "sid": c.sid,
+            "account_sid": self.account_sid,
+            "to": c.to,
+            "from": c.params.get("From"),
+            "status": "queued",
+            "direction": "outbound-api",
+            "api_version": "2010-04-01",
+            # A queued call has no start time yet.
+            "date_created": format_datetime(c.created),
+            "start_time": None,
+            "uri": "",
+        }
 
     def _list(self, h: BaseHTTPRequestHandler) -> None:
-        """GET Messages.json?To=...: what Twilio has sent to a number (newest first)."""
+        """GET Messages.json?To= or Calls.json?To=: what Twilio accepted for a number,
+        newest first (one page of up to 50, as Twilio pages lists)."""
         if not self._authorized(h):
             return
-        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(h.path).query))
+        split = urllib.parse.urlsplit(h.path)
+        kind = split.path.removeprefix(f"/2010-04-01/Accounts/{self.account_sid}/")
+        query = dict(urllib.parse.parse_qsl(split.query))
+        to = query.get("To")
         with self._cond:
-            found = [s for s in reversed(self.sent) if s.to == query.get("To")]
+            if kind == "Messages.json":
+                key = "messages"
+                items = [self._message_json(s) for s in reversed(self.sent) if s.to == to]
+            elif kind == "Calls.json":
+                key = "calls"
+                items = [self._call_json(c) for c in reversed(self.calls) if c.to == to]
+            else:
+                self._error(h, 404, 20404, "The requested resource was not found")
+                return
+        size = int(query.get("PageSize", "50"))
         self._reply(
             h,
             200,
             {
-                "messages": [
-                    {"sid": s.sid, "to": s.to, "body": s.body, "status": "sent"} for s in found
-                ],
+                key: items[:size],
                 "next_page_uri": None,
                 "page": 0,
-                "page_size": 50,
+                "page_size": size,
                 "uri": h.path,
             },
         )
