@@ -1,15 +1,21 @@
-"""The acknowledgement link's page: GET shows a button, POST acknowledges (once)."""
+"""The acknowledgement link's page: GET shows a button, POST acknowledges (once).
+
+A list link (from a bundled SMS) shows every open alarm of the person it was sent
+to, each with its own button; a button acknowledges that one alarm (once).
+"""
 
 from __future__ import annotations
 
 import html
 
 from fastapi import APIRouter, Form, Response
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from server.deps import RuntimeDep, SettingsDep
-from server.links import read_token, token_key
+from server.links import LIST, read_token, token_key
 from server.models import Incident, Page
+from server.runtime import Runtime
 
 router = APIRouter(tags=["acknowledgement links"])
 
@@ -43,10 +49,41 @@ def _gone() -> Response:
     )
 
 
+def _open_pages(runtime: Runtime, staff_id: str) -> list[tuple[Page, Incident]]:
+    """This person's newest page for each of their open alarms, oldest alarm first."""
+    with runtime.sessions() as s:
+        rows = s.execute(
+            select(Page, Incident)
+            .join(Incident, Incident.id == Page.incident_id)
+            .where(Page.staff_id == staff_id, Incident.state == "open")
+            .order_by(Incident.id, Page.id)
+        ).all()
+    newest = {incident.id: (page, incident) for page, incident in rows}
+    return list(newest.values())
+
+
+def _show_list(runtime: Runtime, page_id: int) -> Response:
+    with runtime.sessions() as s:
+        page = s.get(Page, page_id)
+    if page is None:
+        return _gone()
+    items = "".join(
+        f"<li>{html.escape(runtime.site.room(incident.room_id).label)}"
+        '<form method="post"><input type="hidden" name="confirm" value="1">'
+        f'<input type="hidden" name="page" value="{p.id}">'
+        "<button type=submit>I am going</button></form></li>"
+        for p, incident in _open_pages(runtime, page.staff_id)
+    )
+    return _page("Open alarms", f"<ul>{items}</ul>" if items else "<p>No open alarm.</p>")
+
+
 @router.get("/ack/{token}", response_class=Response)
 def show(token: str, runtime: RuntimeDep, settings: SettingsDep) -> Response:
     """Show the incident and an "I am going" button; opening the link changes nothing."""
-    page_id = read_token(settings.link_secret.get_secret_value(), token, runtime.clock())
+    secret, now = settings.link_secret.get_secret_value(), runtime.clock()
+    if (listed := read_token(secret, token, now, kind=LIST)) is not None:
+        return _show_list(runtime, listed)
+    page_id = read_token(secret, token, now)
     if page_id is None:
         return _gone()
     with runtime.sessions() as s:
@@ -69,18 +106,41 @@ def show(token: str, runtime: RuntimeDep, settings: SettingsDep) -> Response:
 
 @router.post("/ack/{token}", response_class=Response)
 async def acknowledge(
-    token: str, runtime: RuntimeDep, settings: SettingsDep, confirm: str = Form("")
+    token: str,
+    runtime: RuntimeDep,
+    settings: SettingsDep,
+    confirm: str = Form(""),
+    page: str = Form(""),
 ) -> Response:
-    """Acknowledge as the person the page was for; the token is used up."""
-    page_id = read_token(settings.link_secret.get_secret_value(), token, runtime.clock())
+    """Acknowledge as the person the page was for; the token is used up (a list token:
+    for the alarm chosen, which must be one of that person's)."""
+    secret, now = settings.link_secret.get_secret_value(), runtime.clock()
+    key = token_key(token)
+    listed = read_token(secret, token, now, kind=LIST)
+    page_id = read_token(secret, token, now) if listed is None else _chosen(page)
     if page_id is None or confirm != "1":
         return _gone()
-    if await run_in_threadpool(runtime.seen_webhook, token_key(token)):
+    if listed is not None:
+        with runtime.sessions() as s:
+            owner = s.get(Page, listed)
+            chosen = s.get(Page, page_id)
+        if owner is None or chosen is None or chosen.staff_id != owner.staff_id:
+            return _gone()
+        key = f"{key[:50]}:{page_id}"
+    if await run_in_threadpool(runtime.seen_webhook, key):
         return _gone()
     with runtime.sessions() as s:
-        page = s.get(Page, page_id)
-    if page is None:
+        page_row = s.get(Page, page_id)
+    if page_row is None:
         return _gone()
+    return await _acknowledged(runtime, page_row)
+
+
+def _chosen(value: str) -> int | None:
+    return int(value) if value.isdigit() and len(value) < 19 else None
+
+
+async def _acknowledged(runtime: Runtime, page: Page) -> Response:
     incident = await run_in_threadpool(
         lambda: runtime.acknowledge(
             incident_id=page.incident_id, staff_id=page.staff_id, via="link"

@@ -1,7 +1,10 @@
 """Acknowledgement links: a signed, expiring, single-use token per page.
 
 The token names a page (so a person and an incident) and an expiry, signed
-with HMAC-SHA256 under ``PANICBUTTON_LINK_SECRET``. Opening the link (GET)
+with HMAC-SHA256 under ``PANICBUTTON_LINK_SECRET``. A *list* token (a bundled
+SMS names only the rooms that fit) names a page in the same way but opens the
+list of that person's open alarms, each with its own button; it is told apart
+by its own signing label, and lives under the same ``/ack/`` path. Opening the link (GET)
 only shows a page with a button: link previews in messaging apps fetch URLs,
 and a fetch must never acknowledge. The button POSTs; the token is then used
 up. Pages are served with ``Cache-Control: no-store`` and every value is
@@ -28,21 +31,25 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def make_token(secret: str, page_id: int, now: datetime) -> str:
+#: Signing labels: one page's link, and a person's list of open alarms.
+PAGE, LIST = b"ack-link-v1", b"ack-list-v1"
+
+
+def make_token(secret: str, page_id: int, now: datetime, *, kind: bytes = PAGE) -> str:
     body = struct.pack(">QQ", page_id, int(now.timestamp()) + LINK_TTL)
-    mac = hmac.new(secret.encode(), b"ack-link-v1" + body, hashlib.sha256).digest()[:16]
+    mac = hmac.new(secret.encode(), kind + body, hashlib.sha256).digest()[:16]
     return f"{_b64(body)}.{_b64(mac)}"
 
 
-def read_token(secret: str, token: str, now: datetime) -> int | None:
-    """The page id if the token is genuine and not expired; None otherwise."""
+def read_token(secret: str, token: str, now: datetime, *, kind: bytes = PAGE) -> int | None:
+    """The page id if the token is genuine, of this kind and not expired; None otherwise."""
     try:
         body_text, mac_text = token.split(".")
         body, mac = _unb64(body_text), _unb64(mac_text)
         page_id, expires = struct.unpack(">QQ", body)
     except (ValueError, struct.error):
         return None
-    expected = hmac.new(secret.encode(), b"ack-link-v1" + body, hashlib.sha256).digest()[:16]
+    expected = hmac.new(secret.encode(), kind + body, hashlib.sha256).digest()[:16]
     if not secret or not hmac.compare_digest(mac, expected) or now.timestamp() > expires:
         return None
     return int(page_id)

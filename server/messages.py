@@ -173,6 +173,58 @@ def closed(lang: Language, *, room: str) -> str:
     return _CLOSED[lang].format(room=room)
 
 
+#: Characters of a room label written or spoken in a page (labels are the site's own
+#: text, of any length: a page must fit Twilio's limits whatever they hold).
+ROOM_CHARS = 40
+_MORE_ROOMS = {
+    "fr": "+{n} autres chambres.",
+    "nl": "+{n} andere kamers.",
+    "en": "+{n} more rooms.",
+}
+_FULL_LIST = {
+    "fr": "Toutes vos alertes ouvertes : {link}",
+    "nl": "Al uw open alarmen: {link}",
+    "en": "All your open alarms: {link}",
+}
+_MORE_SPOKEN = {
+    "fr": "{rooms}, et {n} autres chambres",
+    "nl": "{rooms}, en {n} andere kamers",
+    "en": "{rooms}, and {n} more rooms",
+}
+
+
+_PAGE_COMPACT = {
+    "fr": "ALERTE {room} {time}, code {code}.",
+    "nl": "ALARM {room} {time}, code {code}.",
+    "en": "ALARM {room} {time}, code {code}.",
+}
+
+
+def page_compact(lang: Language, *, room: str, at: datetime, timezone: str, code: int) -> str:
+    """The shortest page: what is sent after Twilio refused the usual one."""
+    return _PAGE_COMPACT[lang].format(room=room, time=local_time(at, timezone), code=code)
+
+
+def room_label(label: str, limit: int = ROOM_CHARS) -> str:
+    """``label`` cut to ``limit`` characters (an ellipsis marks the cut)."""
+    label = " ".join(label.split())
+    return label if len(label) <= limit else label[: limit - 1].rstrip() + "…"
+
+
+def bundle_footer(lang: Language, *, more: int, link: str | None) -> str:
+    """The end of a bundled SMS: how many rooms it did not name, and the full list."""
+    parts = [_MORE_ROOMS[lang].format(n=more)] if more else []
+    if link:
+        parts.append(_FULL_LIST[lang].format(link=link))
+    return " ".join(parts)
+
+
+def rooms_spoken(lang: Language, rooms: list[str], *, more: int) -> str:
+    """Rooms named in a call, and how many more there are."""
+    named = ", ".join(rooms)
+    return _MORE_SPOKEN[lang].format(rooms=named, n=more) if more else named
+
+
 def call_twiml(lang: Language, *, room: str, gather_url: str, follow: bool) -> str:
     """The voice call: the room, then "press 1", twice; a key press goes to ``gather_url``."""
     text = escape((_CALL_FOLLOW_UP if follow else _CALL)[lang].format(room=room))

@@ -15,10 +15,11 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
 from twilio.rest import Client
 
 from server.errors import NotifierError
@@ -59,6 +60,41 @@ class Notifier(Protocol):
         """The id of an SMS with this body already sent to ``to`` since ``since``, if any
         (to tell after a crash whether a half-sent page went out)."""
 
+    def find_call(
+        self, to: str, since: datetime, *, exclude: frozenset[str] = frozenset()
+    ) -> str | None:
+        """The id of the newest call to ``to`` created since ``since`` and not in
+        ``exclude``, if any (calls have no key of ours to look them up by: after a
+        crash, a call placed since the page was claimed is taken as that page's)."""
+
+
+class _HttpClient(TwilioHttpClient):  # type: ignore[misc]  # twilio ships no type hints
+    """twilio's HTTP client, keeping a 429's ``Retry-After`` for the thread that got it
+    (the library's exception does not carry response headers)."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(timeout=timeout, logger=_QUIET)
+        self._local = threading.local()
+
+    def request(self, *args: Any, **kwargs: Any) -> Response:
+        self._local.retry_after = None
+        response = super().request(*args, **kwargs)
+        if response.status_code == 429:
+            self._local.retry_after = _seconds((response.headers or {}).get("Retry-After"))
+        return response
+
+    def retry_after(self) -> float | None:
+        return getattr(self._local, "retry_after", None)
+
+
+def _seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` in seconds (RFC 9110 also allows an HTTP date; Twilio sends
+    seconds): None if absent or unreadable."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
 
 class TwilioNotifier:
     """SMS and voice calls through Twilio's REST API, with an explicit HTTP timeout.
@@ -74,10 +110,11 @@ class TwilioNotifier:
         )
         # environment={}: TWILIO_REGION / TWILIO_EDGE in the process environment
         # would otherwise rewrite the host we configured.
+        self._http = _HttpClient(settings.twilio_timeout)
         self._client = Client(
             settings.twilio_account_sid,
             settings.twilio_auth_token.get_secret_value(),
-            http_client=TwilioHttpClient(timeout=settings.twilio_timeout, logger=_QUIET),
+            http_client=self._http,
             environment={},
         )
         self._client.api.base_url = settings.twilio_api_base_url
@@ -89,7 +126,7 @@ class TwilioNotifier:
             else {"from_": self._from}
         )
         extra = {"status_callback": status_callback} if status_callback else {}
-        with _translated("SMS", to):
+        with self._translated("SMS", to):
             message = self._client.messages.create(
                 to=to, body=body, validity_period=self._validity, **sender, **extra
             )
@@ -111,7 +148,7 @@ class TwilioNotifier:
             if status_callback
             else {}
         )
-        with _translated("call", to):
+        with self._translated("call", to):
             # timeout: ring for 25 s, then Twilio reports no-answer (a voicemail may
             # still pick up: "completed" is never taken as acknowledged).
             placed = self._client.calls.create(
@@ -124,30 +161,42 @@ class TwilioNotifier:
         # date_sent_after is day-grained at Twilio and a queued message has no sent date:
         # filter on the creation time here, and when unsure, report "not found" (a
         # second page is better than a lost one).
-        with _translated("message list", to):
+        with self._translated("message list", to):
             for message in self._client.messages.list(to=to, date_sent_after=since, limit=50):
                 created = message.date_created
                 if message.body == body and created is not None and created >= since:
                     return str(message.sid)
         return None
 
+    def find_call(
+        self, to: str, since: datetime, *, exclude: frozenset[str] = frozenset()
+    ) -> str | None:
+        # A queued call has no start time yet: filter on the creation time here
+        # (start_time_after would miss it), newest first as Twilio lists them.
+        with self._translated("call list", to):
+            for placed in self._client.calls.list(to=to, limit=50):
+                created = placed.date_created
+                if created is not None and created >= since and placed.sid not in exclude:
+                    return str(placed.sid)
+        return None
 
-@contextmanager
-def _translated(what: str, to: str) -> Iterator[None]:
-    """Turn twilio's and the network's errors into :class:`NotifierError`."""
-    try:
-        yield
-    except TwilioRestException as exc:
-        raise NotifierError(
-            f"Twilio refused the {what} to {mask(to)}: {exc.code} {mask_numbers(str(exc.msg))}",
-            code=exc.code,
-            retryable=exc.status >= 500 or exc.status == 429,
-        ) from None
-    except (TwilioException, OSError) as exc:
-        raise NotifierError(
-            f"Twilio could not be reached for the {what} to {mask(to)}: {type(exc).__name__}",
-            retryable=True,
-        ) from None
+    @contextmanager
+    def _translated(self, what: str, to: str) -> Iterator[None]:
+        """Turn twilio's and the network's errors into :class:`NotifierError`."""
+        try:
+            yield
+        except TwilioRestException as exc:
+            raise NotifierError(
+                f"Twilio refused the {what} to {mask(to)}: {exc.code} {mask_numbers(str(exc.msg))}",
+                code=exc.code,
+                retryable=exc.status >= 500 or exc.status == 429,
+                retry_after=self._http.retry_after() if exc.status == 429 else None,
+            ) from None
+        except (TwilioException, OSError) as exc:
+            raise NotifierError(
+                f"Twilio could not be reached for the {what} to {mask(to)}: {type(exc).__name__}",
+                retryable=True,
+            ) from None
 
 
 class ConsoleNotifier:
@@ -178,4 +227,9 @@ class ConsoleNotifier:
         return f"CAconsole{count:08d}"
 
     def find_sms(self, to: str, body: str, since: datetime) -> str | None:
+        return None
+
+    def find_call(
+        self, to: str, since: datetime, *, exclude: frozenset[str] = frozenset()
+    ) -> str | None:
         return None

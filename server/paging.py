@@ -11,6 +11,15 @@ Bursts: pages go out on a pool of workers, so many alerts never queue behind
 one another. When one person gets pages for several incidents within a few
 seconds, the first goes out at once and the others are bundled into one SMS
 (or one call) that lists the rooms, instead of a flood.
+
+Limits: every request fits Twilio's limits by construction. A bundle names as
+many rooms as fit a budget well under Twilio's (an SMS ``Body`` at most 1,600
+characters, inline call TwiML at most 4,000), says how many more there are and
+links to the person's full list; room labels are cut to a fixed length. A page
+Twilio refuses for what it says (size or content) is never sent again as it
+was: it goes at once in a compact form, and that person's next pages on that
+channel use the compact form for a while. A 429 is waited out (its
+``Retry-After``), not counted as a refusal.
 """
 
 from __future__ import annotations
@@ -42,6 +51,25 @@ RETRY_PAUSE = 1.0
 #: Default seconds after a page to one person during which their pages for *other*
 #: incidents are bundled, by channel (settings: PANICBUTTON_SMS_BUNDLE_WINDOW, ...).
 BUNDLE_WINDOW = {"sms": 3.0, "call": 20.0}
+#: What a page may hold, in characters: an SMS body (Twilio refuses over 1,600, 21617)
+#: and a call's TwiML after XML escaping (Twilio refuses over 4,000, 32018). Well under
+#: Twilio's, and small enough for a person to read or hear in a hurry.
+BUDGET = {"sms": 1000, "call": 3000}
+#: The compact form, used after Twilio refused a page for what it says.
+COMPACT_BUDGET = {"sms": 320, "call": 1500}
+COMPACT_ROOM_CHARS = 20
+#: Rooms a call names (each is said twice); the others are counted.
+CALL_ROOMS = 5
+#: Seconds a person's pages on a channel stay compact after such a refusal.
+COMPACT_FOR = 600.0
+#: Twilio codes that refuse what a request says (its size or content), not whom it is
+#: for: 21617/21658 body too long, 21619 no body, 32018 TwiML too long, 11750 TwiML
+#: response too large, 12100 TwiML that cannot be parsed.
+REFUSED_CONTENT = frozenset({21617, 21658, 21619, 32018, 11750, 12100})
+#: Most seconds one send waits out 429s (each ``Retry-After``) before it counts as failed.
+RATE_WAIT_MAX = 60.0
+#: Page ids a callback URL names (the webhooks read at most this many).
+CALLBACK_PAGES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +101,7 @@ class Pager:
         clock: Callable[[], datetime] = now_utc,
         callback_url: Callable[[str], str | None] = lambda path: None,
         link_url: Callable[[int, datetime], str | None] = lambda page_id, created: None,
+        list_url: Callable[[int, datetime], str | None] = lambda page_id, created: None,
         bundle_window: dict[str, float] | None = None,
     ) -> None:
         self._sessions = sessions
@@ -81,6 +110,9 @@ class Pager:
         self._clock = clock
         self._callback_url = callback_url
         self._link_url = link_url
+        self._list_url = list_url
+        #: (staff, channel) -> monotonic time until which pages use the compact form.
+        self._compact: dict[tuple[str, str], float] = {}
         self._bundle_window = bundle_window or BUNDLE_WINDOW
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pager")
         self._inflight: set[Future[object]] = set()
@@ -165,13 +197,18 @@ class Pager:
         """A page the last run claimed but did not record: did the provider get it?"""
         rendered = self._render([page.id])
         found = None
-        if rendered is not None and page.channel == "sms":
-            try:
-                found = self._notifier.find_sms(
-                    rendered.member.phone, rendered.body, page.created_at - timedelta(seconds=5)
+        since = page.created_at - timedelta(seconds=5)
+        try:
+            if rendered is not None and page.channel == "sms":
+                found = self._notifier.find_sms(rendered.member.phone, rendered.body, since)
+            elif rendered is not None:
+                # Calls carry nothing of ours: a call to that number placed since the
+                # page was made, and not recorded for another page, is this page's.
+                found = self._notifier.find_call(
+                    rendered.member.phone, since, exclude=self._recorded_calls(page)
                 )
-            except NotifierError as exc:
-                log.warning("could not ask the provider about page %d: %s", page.id, exc)
+        except NotifierError as exc:
+            log.warning("could not ask the provider about page %d: %s", page.id, exc)
         with self._sessions.begin() as s:
             row = s.get_one(Page, page.id)
             if found is not None:
@@ -186,10 +223,26 @@ class Pager:
                     recovered=True,
                 )
                 return True
-            # Not found (or a call, which cannot be looked up): sending again is
-            # better than a page that never arrives.
+            # Not found: sending again is better than a page that never arrives.
             row.status = "pending"
         return False
+
+    def _recorded_calls(self, page: Page) -> frozenset[str]:
+        """Call ids already recorded for this person's other pages since this one."""
+        with self._sessions() as s:
+            return frozenset(
+                sid
+                for sid in s.scalars(
+                    select(Page.provider_sid).where(
+                        Page.staff_id == page.staff_id,
+                        Page.channel == "call",
+                        Page.id != page.id,
+                        Page.provider_sid.is_not(None),
+                        Page.created_at >= page.created_at - timedelta(hours=1),
+                    )
+                )
+                if sid
+            )
 
     # -- one page -------------------------------------------------------------------
     def _send_page(self, page_id: int) -> None:
@@ -259,13 +312,30 @@ class Pager:
         if not page_ids:
             return
         try:
-            rendered = self._render(page_ids)
+            rendered = self._render(page_ids, compact=self._compact_now(page_ids[0]))
         except LookupError as exc:  # the person or room was removed from the site file
             self._fail(page_ids, f"cannot render: {exc}")
             return
         if rendered is None:
             return
         sid, error = self._deliver(rendered)
+        if sid is None and error is not None and error.code in REFUSED_CONTENT:
+            # Refused for what it says: never send those bytes again. The compact form
+            # goes now, and this person's next pages on this channel are compact too
+            # (a hurried step would otherwise build the same bundle again).
+            log.warning(
+                "%s to staff %s refused for its content (%s); sending the compact form",
+                rendered.channel,
+                rendered.member.id,
+                error.code,
+            )
+            with self._lock:
+                key = (rendered.member.id, rendered.channel)
+                self._compact[key] = time.monotonic() + COMPACT_FOR
+            compact = self._render(page_ids, compact=True)
+            if compact is not None and compact.body != rendered.body:
+                rendered = compact
+                sid, error = self._deliver(rendered)
         now = self._clock()
         with self._sessions.begin() as s:
             for page_id in page_ids:
@@ -293,6 +363,13 @@ class Pager:
                     )
         for page_id, incident_id in zip(page_ids, rendered.incident_ids, strict=True):
             self.on_page_done(incident_id, page_id)
+
+    def _compact_now(self, page_id: int) -> bool:
+        with self._sessions() as s:
+            page = s.get_one(Page, page_id)
+            key = (page.staff_id, page.channel)
+        with self._lock:
+            return self._compact.get(key, 0.0) > time.monotonic()
 
     def _still_wanted(self, page_ids: list[int]) -> list[int]:
         """Drop pages whose incident moved on while they waited (a bundle held, a queue):
@@ -334,23 +411,29 @@ class Pager:
                 )
         log.error("pages %s failed: %s", page_ids, why)
 
-    def _render(self, page_ids: list[int]) -> Rendered | None:
+    def _render(self, page_ids: list[int], *, compact: bool = False) -> Rendered | None:
+        """The SMS or call for these pages (one person, one channel), within budget."""
         with self._sessions() as s:
             pages = [s.get_one(Page, i) for i in page_ids]
             incidents = [s.get_one(Incident, p.incident_id) for p in pages]
         first = pages[0]
         member = self._site.member(first.staff_id)
-        lang = member.language
-        rooms = [self._site.room(i.room_id).label for i in incidents]
+        limit = COMPACT_ROOM_CHARS if compact else messages.ROOM_CHARS
+        rooms = [messages.room_label(self._site.room(i.room_id).label, limit) for i in incidents]
+        budget = (COMPACT_BUDGET if compact else BUDGET)[first.channel]
         if first.channel == "call":
-            gather = self._callback_url(f"/twilio/voice?pages={','.join(map(str, page_ids))}")
-            body = messages.call_twiml(
-                lang, room=", ".join(rooms), gather_url=gather or "", follow=first.step < 0
-            )
+            body = self._call(pages, rooms, member, budget, 1 if compact else CALL_ROOMS)
         else:
-            body = "\n".join(
-                self._sms(page, incident, room, member)
+            lines = [
+                self._sms(page, incident, room, member, link=len(pages) == 1, compact=compact)
                 for page, incident, room in zip(pages, incidents, rooms, strict=True)
+            ]
+            link = self._list_url(first.id, first.created_at) if len(pages) > 1 else None
+            body = _fit(
+                lines,
+                rooms,
+                budget,
+                lambda more: messages.bundle_footer(member.language, more=more, link=link),
             )
         return Rendered(
             member=member,
@@ -361,7 +444,37 @@ class Pager:
             step=first.step,
         )
 
-    def _sms(self, page: Page, incident: Incident, room: str, member: Staff) -> str:
+    def _call(
+        self, pages: list[Page], rooms: list[str], member: Staff, budget: int, most: int
+    ) -> str:
+        """TwiML naming as many rooms as fit (at most ``most``), counting the others; key 1
+        acknowledges the rooms it named."""
+        lang = member.language
+        for named in range(min(most, len(pages)), 0, -1):
+            ids = ",".join(str(p.id) for p in pages[:named])
+            gather = self._callback_url(f"/twilio/voice?pages={ids}") or ""
+            more = len(set(rooms[named:]) - set(rooms[:named]))
+            twiml = messages.call_twiml(
+                lang,
+                room=messages.rooms_spoken(lang, rooms[:named], more=more),
+                gather_url=gather,
+                follow=pages[0].step < 0,
+            )
+            if len(twiml) <= budget:
+                return twiml
+        # Unreachable with the budgets above (one room is at most ROOM_CHARS long).
+        raise LookupError(f"a call for page {pages[0].id} cannot fit {budget} characters")
+
+    def _sms(
+        self,
+        page: Page,
+        incident: Incident,
+        room: str,
+        member: Staff,
+        *,
+        link: bool,
+        compact: bool = False,
+    ) -> str:
         lang, tz = member.language, self._site.timezone
         if incident.kind == "unit_offline":
             return messages.unit_offline(
@@ -378,6 +491,14 @@ class Pager:
                 code=page.reply_code,
             )
         opened = (incident.plan or {}).get("opened")  # a reopened incident's new start
+        if compact and incident.kind == "panic":
+            return messages.page_compact(
+                lang,
+                room=room,
+                at=datetime.fromisoformat(opened) if opened else incident.received_at,
+                timezone=tz,
+                code=page.reply_code,
+            )
         text = messages.page(
             lang,
             room=room,
@@ -386,17 +507,17 @@ class Pager:
             code=page.reply_code,
             test=incident.kind == "test",
         )
-        link = self._link_url(page.id, page.created_at) if incident.kind == "panic" else None
-        return f"{text} {link}" if link else text
+        url = (
+            self._link_url(page.id, page.created_at) if link and incident.kind == "panic" else None
+        )
+        return f"{text} {url}" if url else text
 
     def _deliver(self, r: Rendered) -> tuple[str | None, NotifierError | None]:
-        callback = (
-            self._callback_url(f"/twilio/status?pages={','.join(map(str, r.page_ids))}")
-            if r.page_ids
-            else None
-        )
+        ids = ",".join(map(str, r.page_ids[:CALLBACK_PAGES]))
+        callback = self._callback_url(f"/twilio/status?pages={ids}") if r.page_ids else None
         error: NotifierError | None = None
-        for attempt in range(RETRIES):
+        tries, waited = 0, 0.0
+        while tries < RETRIES:
             try:
                 if r.channel == "call":
                     return self._notifier.call(
@@ -407,12 +528,23 @@ class Pager:
                 ), None
             except NotifierError as exc:
                 error = exc
+                if exc.retry_after is not None and waited < RATE_WAIT_MAX:
+                    # Too many requests: Twilio did not process it and says when to come
+                    # back. Waiting is not a failed try.
+                    pause = min(max(exc.retry_after, 0.1), RATE_WAIT_MAX - waited)
+                    log.info(
+                        "%s to staff %s: Twilio asks to wait %.1f s", r.channel, r.member.id, pause
+                    )
+                    waited += pause
+                    time.sleep(pause)
+                    continue
+                tries += 1
                 log.warning(
-                    "%s to staff %s failed (try %d): %s", r.channel, r.member.id, attempt + 1, exc
+                    "%s to staff %s failed (try %d): %s", r.channel, r.member.id, tries, exc
                 )
-                if not exc.retryable:
+                if not exc.retryable or tries >= RETRIES:
                     break
-                time.sleep(RETRY_PAUSE * (attempt + 1))
+                time.sleep(RETRY_PAUSE * tries)
         return None, error
 
     # -- plain texts ------------------------------------------------------------------
@@ -421,6 +553,8 @@ class Pager:
         self._submit(self._send_text, member, body, incident_id, purpose)
 
     def _send_text(self, member: Staff, body: str, incident_id: int | None, purpose: str) -> None:
+        if len(body) > BUDGET["sms"]:  # a room label or a name of any length
+            body = body[: BUDGET["sms"] - 1] + "…"
         rendered = Rendered(
             member=member, channel="sms", page_ids=[], incident_ids=[], body=body, step=0
         )
@@ -438,3 +572,20 @@ class Pager:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def _fit(lines: list[str], rooms: list[str], budget: int, footer: Callable[[int], str]) -> str:
+    """As many of ``lines`` (one per page, about ``rooms``) as fit ``budget`` characters
+    with ``footer(rooms not named)`` after them (left out when empty)."""
+    used = -1  # no newline before the first line
+    best = ""
+    for named in range(1, len(lines) + 1):
+        used += 1 + len(lines[named - 1])
+        more = len(set(rooms[named:]) - set(rooms[:named]))
+        end = footer(more) if named < len(lines) or len(lines) > 1 else ""
+        if used + (1 + len(end) if end else 0) > budget:
+            break
+        best = "\n".join([*lines[:named], end] if end else lines[:named])
+    if not best:  # one line alone does not fit: never with capped room labels
+        best = lines[0][: budget - 1] + "…"
+    return best

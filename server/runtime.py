@@ -24,7 +24,7 @@ from server.audit import audit
 from server.clock import Clock, SystemClock
 from server.db import sessions
 from server.incidents import FEEDBACK_FOR, Outcome, State
-from server.links import make_token
+from server.links import LIST, make_token
 from server.models import (
     DeviceRecord,
     DutyOverride,
@@ -85,6 +85,7 @@ class Runtime:
             clock=self.clock,
             callback_url=self.callback_url,
             link_url=self.ack_link,
+            list_url=self.list_link,
             bundle_window=bundle_window,
         )
         self.pager.on_page_done = self._page_done
@@ -113,6 +114,14 @@ class Runtime:
         if not (self._public and self._link_secret):
             return None
         return f"{self._public}/ack/{make_token(self._link_secret, page_id, created)}"
+
+    def list_link(self, page_id: int, created: datetime) -> str | None:
+        """A signed link to the open alarms of the person a page is for (a bundle names
+        only the rooms that fit), or None without links."""
+        if not (self._public and self._link_secret):
+            return None
+        token = make_token(self._link_secret, page_id, created, kind=LIST)
+        return f"{self._public}/ack/{token}"
 
     def start(self) -> None:
         self.pager.redrive()

@@ -1,0 +1,236 @@
+"""Every page fits Twilio's published limits, and what Twilio refuses is never sent
+again unchanged.
+
+The fake Twilio enforces Twilio's limits (Body at most 1,600 characters, inline
+TwiML at most 4,000, ValidityPeriod 1-36,000 s, a per-sender rate answered with
+429 and Retry-After) and answers with Twilio's error JSON; the server talks to
+it through the real twilio library.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import select, update
+
+from panicbutton.wire import Alert, new_alert_id, now_utc
+from server.errors import NotifierError
+from server.models import Page
+from server.notifier import TwilioNotifier
+from tests.fakes.twilio import FakeTwilio
+from tests.harness import FLOOR, RECEPTION, System, wait_until
+
+#: Only step 0 within a test: step 1 (everyone) is far away.
+ONLY_STEP0 = {
+    "steps": [{"after": 0, "who": "on_duty"}, {"after": 3600, "who": "all_staff"}],
+    "repeat_every": 600,
+}
+SMS_ONLY = {
+    "steps": [
+        {"after": 0, "who": "on_duty", "channels": ["sms"]},
+        {"after": 3600, "who": "all_staff", "channels": ["sms"]},
+    ],
+    "repeat_every": 600,
+}
+LINK_SECRET = "k" * 40
+MANY = 40
+#: Room labels are the site's own text, of any length.
+LONG = "Room {i} " + "with a very long description of where it is, " * 4
+
+
+def many_rooms(n: int = MANY) -> list[dict[str, Any]]:
+    return [
+        {"id": f"room-{i}", "label": LONG.format(i=i).strip(), "device": f"unit-{i}"}
+        for i in range(1, n + 1)
+    ]
+
+
+def press(system: System, device: str) -> None:
+    """What the ingest does with a unit's alert (MQTT is exercised by the storm test)."""
+    assert system.server is not None
+    system.server.runtime.handle_alert(
+        Alert(device_id=device, alert_id=new_alert_id(), seq=1, pressed_at=now_utc())
+    )
+
+
+def idle(system: System, timeout: float = 30.0) -> None:
+    assert system.server is not None
+    pager = system.server.runtime.pager
+    assert wait_until(lambda: pager.backlog() == 0, timeout), "the pager did not finish"
+
+
+def rooms_named(text: str) -> set[int]:
+    return {int(n) for n in re.findall(r"Room (\d+)", text)}
+
+
+def rooms_more(text: str) -> int:
+    found = re.search(r"\+?(\d+) (?:more rooms|andere kamers)", text)
+    return int(found.group(1)) if found else 0
+
+
+def notifier(twilio: FakeTwilio, **settings: Any) -> TwilioNotifier:
+    from server.settings import Settings  # noqa: PLC0415 -- local to the helper
+
+    # Only the Twilio settings matter here (the rest is checked at server start).
+    return TwilioNotifier(
+        Settings.model_construct(
+            notifier="twilio",
+            twilio_account_sid=twilio.account_sid,
+            twilio_auth_token=SecretStr(twilio.auth_token),
+            twilio_from="+32460000000",
+            twilio_api_base_url=twilio.base_url,
+            twilio_timeout=5.0,
+            **settings,
+        )
+    )
+
+
+@pytest.fixture
+def twilio() -> Any:
+    fake = FakeTwilio(account_sid="AC" + "1" * 32, auth_token="t" * 32).start()
+    yield fake
+    fake.stop()
+
+
+def test_fake_twilio_refuses_what_twilio_refuses(twilio: FakeTwilio) -> None:
+    plain = notifier(twilio)
+    with pytest.raises(NotifierError) as body:
+        plain.send_sms(RECEPTION, "x" * 1601)
+    assert body.value.code == 21617
+    assert not body.value.retryable
+    assert plain.send_sms(RECEPTION, "x" * 1600).startswith("SM")
+    with pytest.raises(NotifierError) as twiml:
+        plain.call(RECEPTION, "<Response><Say>" + "x" * 4000 + "</Say></Response>")
+    assert twiml.value.code == 32018
+    with pytest.raises(NotifierError) as validity:
+        notifier(twilio, sms_validity=36001).send_sms(RECEPTION, "hello")
+    assert validity.value.code == 90007
+    # Twilio's error JSON, as the library reads it.
+    raw = httpx.post(
+        f"{twilio.base_url}/2010-04-01/Accounts/{twilio.account_sid}/Messages.json",
+        data={"To": RECEPTION, "From": "+32460000000", "Body": "x" * 1601},
+        auth=(twilio.account_sid, twilio.auth_token),
+    )
+    assert raw.status_code == 400
+    assert raw.json() == {
+        "code": 21617,
+        "message": "The concatenated message body exceeds the 1600 character limit.",
+        "more_info": "https://www.twilio.com/docs/errors/21617",
+        "status": 400,
+    }
+    # A per-sender rate: beyond it 429 / 20429 with Retry-After, which the error carries.
+    twilio.sender_rate, twilio.sender_burst = 0.25, 1
+    twilio._buckets.clear()
+    plain.send_sms(FLOOR, "first")
+    with pytest.raises(NotifierError) as rate:
+        plain.send_sms(FLOOR, "second")
+    assert (rate.value.code, rate.value.retryable, rate.value.retry_after) == (20429, True, 4.0)
+    assert [(r.status, r.code) for r in twilio.refused][-1] == (429, 20429)
+
+
+@pytest.mark.site(escalation=ONLY_STEP0, rooms=many_rooms())
+@pytest.mark.settings(link_secret=SecretStr(LINK_SECRET), call_bundle_window=2.0)
+def test_a_bundle_of_many_rooms_fits_and_names_or_counts_every_room(system: System) -> None:
+    for i in range(1, MANY + 1):
+        press(system, f"unit-{i}")
+    idle(system)
+    assert system.twilio.refused == [], [(r.to, r.code) for r in system.twilio.refused]
+    for phone in (RECEPTION, FLOOR):
+        texts = system.twilio.to(phone)
+        assert all(len(t) <= 1000 for t in texts), [len(t) for t in texts]
+        named = [rooms_named(t) for t in texts]
+        # Every room is named once or counted, and no text is longer than Twilio takes.
+        assert sum(len(n) + rooms_more(t) for n, t in zip(named, texts, strict=True)) == MANY
+        assert len(set().union(*named)) == sum(len(n) for n in named)
+        calls = system.twilio.calls_to(phone)
+        assert all(len(c.twiml) <= 3000 for c in calls)
+        spoken = [re.search(r"<Say[^>]*>([^<]*)</Say>", c.twiml) for c in calls]
+        heard = [s.group(1) if s else "" for s in spoken]
+        assert sum(len(rooms_named(h)) + rooms_more(h) for h in heard) == MANY, heard
+    # The bundle ends with a link to the person's open alarms: all of them, each with
+    # its own button, under /ack/ like every link.
+    bundle = system.twilio.to(RECEPTION)[-1]
+    assert "+" in bundle
+    assert "more rooms." in bundle
+    link = bundle.split()[-1]
+    assert link.startswith(f"{system.settings.public_base_url}/ack/")
+    local = link.replace(system.settings.public_base_url, system.base_url)
+    shown = httpx.get(local)
+    assert shown.status_code == 200
+    assert shown.headers["Cache-Control"] == "no-store"
+    assert rooms_named(shown.text) == set(range(1, MANY + 1))
+    chosen = re.findall(r'name="page" value="(\d+)"', shown.text)[5]
+    done = httpx.post(local, data={"confirm": "1", "page": chosen})
+    assert "You are going" in done.text
+    assert [i.state for i in system.incidents()].count("acknowledged") == 1
+    assert httpx.post(local, data={"confirm": "1", "page": chosen}).status_code == 410
+
+
+@pytest.mark.site(escalation=SMS_ONLY)
+def test_a_page_refused_for_its_content_goes_compact_not_unchanged(system: System) -> None:
+    system.twilio.fail(RECEPTION, code=21617, message="too long", times=1)
+    press(system, "unit-1")
+    idle(system)
+    [refused] = [r for r in system.twilio.refused if r.to == RECEPTION]
+    [accepted] = system.twilio.to(RECEPTION)
+    assert accepted != refused.params["Body"]
+    assert accepted.startswith("ALARM Room 1")
+    assert system.events("escalation.hurried") == []
+    assert [e.data["page"] for e in system.events("page.failed")] == []
+    # The person's next page on that channel is compact from the start.
+    press(system, "unit-2")
+    idle(system)
+    assert len(system.twilio.to(RECEPTION)) == 2
+    assert len([r for r in system.twilio.refused if r.to == RECEPTION]) == 1
+
+
+@pytest.mark.site(escalation=SMS_ONLY)
+def test_too_many_requests_are_waited_out_not_failed(system: System) -> None:
+    system.twilio.sender_rate, system.twilio.sender_burst = 0.25, 1
+    press(system, "unit-1")
+    idle(system, timeout=30)
+    assert len(system.twilio.to(RECEPTION)) == 1
+    assert len(system.twilio.to(FLOOR)) == 1
+    assert any(r.code == 20429 for r in system.twilio.refused)
+    assert system.events("page.failed") == []
+    assert system.events("escalation.hurried") == []
+
+
+@pytest.mark.site(escalation=ONLY_STEP0)
+def test_a_call_twilio_took_before_a_crash_is_not_placed_again(system: System) -> None:
+    press(system, "unit-1")
+    idle(system)
+    [call] = system.twilio.calls_to(RECEPTION)
+    assert system.server is not None
+    runtime = system.server.runtime
+    # The server dies after Twilio accepted the call and before it recorded it: the
+    # page is left "sending", with no call id.
+    system.stop_server()
+    with runtime.sessions.begin() as s:
+        page_id = s.scalar(
+            select(Page.id).where(Page.staff_id == "reception", Page.channel == "call")
+        )
+        s.execute(
+            update(Page)
+            .where(Page.id == page_id)
+            .values(
+                status="sending",
+                provider_sid=None,
+                sent_at=None,
+                created_at=now_utc() - timedelta(seconds=2),
+            )
+        )
+    system.start_server()
+    idle(system)
+    assert len(system.twilio.calls_to(RECEPTION)) == 1, "the call was placed twice"
+    with system.server.runtime.sessions() as s:
+        page = s.get_one(Page, page_id)
+        assert (page.status, page.provider_sid) == ("sent", call.sid)
+    assert any(
+        e.data.get("recovered") and e.data["page"] == page_id for e in system.events("page.sent")
+    )
