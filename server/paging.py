@@ -420,9 +420,13 @@ class Pager:
         member = self._site.member(first.staff_id)
         limit = COMPACT_ROOM_CHARS if compact else messages.ROOM_CHARS
         rooms = [messages.room_label(self._site.room(i.room_id).label, limit) for i in incidents]
+        room_ids = [i.room_id for i in incidents]  # what "+N more rooms" counts
         budget = (COMPACT_BUDGET if compact else BUDGET)[first.channel]
         if first.channel == "call":
-            body = self._call(pages, rooms, member, budget, 1 if compact else CALL_ROOMS)
+            most = 1 if compact else CALL_ROOMS
+            body = self._call(
+                pages, rooms=rooms, room_ids=room_ids, member=member, budget=budget, most=most
+            )
         else:
             lines = [
                 self._sms(page, incident, room, member, link=len(pages) == 1, compact=compact)
@@ -431,7 +435,7 @@ class Pager:
             link = self._list_url(first.id, first.created_at) if len(pages) > 1 else None
             body = _fit(
                 lines,
-                rooms,
+                room_ids,
                 budget,
                 lambda more: messages.bundle_footer(member.language, more=more, link=link),
             )
@@ -445,7 +449,14 @@ class Pager:
         )
 
     def _call(
-        self, pages: list[Page], rooms: list[str], member: Staff, budget: int, most: int
+        self,
+        pages: list[Page],
+        *,
+        rooms: list[str],
+        room_ids: list[str],
+        member: Staff,
+        budget: int,
+        most: int,
     ) -> str:
         """TwiML naming as many rooms as fit (at most ``most``), counting the others; key 1
         acknowledges the rooms it named."""
@@ -453,7 +464,7 @@ class Pager:
         for named in range(min(most, len(pages)), 0, -1):
             ids = ",".join(str(p.id) for p in pages[:named])
             gather = self._callback_url(f"/twilio/voice?pages={ids}") or ""
-            more = len(set(rooms[named:]) - set(rooms[:named]))
+            more = len(set(room_ids[named:]) - set(room_ids[:named]))
             twiml = messages.call_twiml(
                 lang,
                 room=messages.rooms_spoken(lang, rooms[:named], more=more),
@@ -575,14 +586,14 @@ class Pager:
 
 
 def _fit(lines: list[str], rooms: list[str], budget: int, footer: Callable[[int], str]) -> str:
-    """As many of ``lines`` (one per page, about ``rooms``) as fit ``budget`` characters
-    with ``footer(rooms not named)`` after them (left out when empty)."""
+    """As many of ``lines`` (one per page, about ``rooms``: room ids) as fit ``budget``
+    characters, a bundle's with ``footer(rooms not named)`` after them."""
     used = -1  # no newline before the first line
     best = ""
     for named in range(1, len(lines) + 1):
         used += 1 + len(lines[named - 1])
         more = len(set(rooms[named:]) - set(rooms[:named]))
-        end = footer(more) if named < len(lines) or len(lines) > 1 else ""
+        end = footer(more) if len(lines) > 1 else ""
         if used + (1 + len(end) if end else 0) > budget:
             break
         best = "\n".join([*lines[:named], end] if end else lines[:named])
