@@ -225,14 +225,18 @@ def rooms_spoken(lang: Language, rooms: list[str], *, more: int) -> str:
     return _MORE_SPOKEN[lang].format(rooms=named, n=more) if more else named
 
 
-def call_twiml(lang: Language, *, room: str, gather_url: str, follow: bool) -> str:
-    """The voice call: the room, then "press 1", twice; a key press goes to ``gather_url``."""
+def call_twiml(
+    lang: Language, *, room: str, gather_url: str, follow: bool, twice: bool = True
+) -> str:
+    """The voice call: the room, then "press 1", twice (once in the compact form); a key
+    press goes to ``gather_url``."""
     text = escape((_CALL_FOLLOW_UP if follow else _CALL)[lang].format(room=room))
     say = f'<Say language="{VOICE[lang]}">{text}</Say>'
+    said = f'{say}<Pause length="1"/>{say}' if twice else say
     return (
         '<?xml version="1.0" encoding="UTF-8"?><Response>'
         f'<Gather numDigits="1" action="{escape(gather_url)}" method="POST" timeout="8">'
-        f'{say}<Pause length="1"/>{say}</Gather>'
+        f"{said}</Gather>"
         f'<Say language="{VOICE[lang]}">{_CALL_NONE[lang]}</Say></Response>'
     )
 

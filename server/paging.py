@@ -459,7 +459,7 @@ class Pager:
         most: int,
     ) -> str:
         """TwiML naming as many rooms as fit (at most ``most``), counting the others; key 1
-        acknowledges the rooms it named."""
+        acknowledges the rooms it named. The compact form (``most`` 1) says it once."""
         lang = member.language
         for named in range(min(most, len(pages)), 0, -1):
             ids = ",".join(str(p.id) for p in pages[:named])
@@ -470,6 +470,7 @@ class Pager:
                 room=messages.rooms_spoken(lang, rooms[:named], more=more),
                 gather_url=gather,
                 follow=pages[0].step < 0,
+                twice=most > 1,
             )
             if len(twiml) <= budget:
                 return twiml

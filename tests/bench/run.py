@@ -355,17 +355,6 @@ def bench(args: argparse.Namespace, mosquitto: str, started: float) -> int:
             )
             for line in escalation_report(escalation, "PostgreSQL" if args.postgres else "SQLite"):
                 say(line)
-        if args.storm_rooms:
-            progress("storm")
-            (folder / "storm").mkdir()
-            storm = measure_storm(folder / "storm", args.storm_rooms)
-            say()
-            say(f"Storm: {args.storm_rooms} room units (plain paho clients, one broker user each)")
-            say("   publish one alert each within a second; the fake Twilio enforces Twilio's")
-            say("   limits (Body 1,600, TwiML 4,000, a per-sender rate answered 429). Seconds")
-            say("   from the last press until every on-duty phone's accepted SMS, and calls,")
-            say("   name or count every room (SQLite):")
-            say(f"   {storm.line()}")
         if args.log_entries:
             progress("incident log")
             appends = []
@@ -380,6 +369,17 @@ def bench(args: argparse.Namespace, mosquitto: str, started: float) -> int:
             check = measure_verify(args.log_entries * 50)
             for line in log_report(appends, check, "PostgreSQL" if args.postgres else "SQLite"):
                 say(line)
+        if args.storm_rooms:
+            progress("storm")
+            (folder / "storm").mkdir()
+            storm = measure_storm(folder / "storm", args.storm_rooms)
+            say()
+            say(f"Storm: {args.storm_rooms} room units (plain paho clients, one broker user each)")
+            say("   publish one alert each within a second; the fake Twilio enforces Twilio's")
+            say("   limits (Body 1,600, TwiML 4,000, a per-sender rate answered 429). Seconds")
+            say("   from the last press until every on-duty phone's accepted SMS, and calls,")
+            say("   name or count every room (SQLite):")
+            say(f"   {storm.line()}")
     say()
     say(f"load avg:  {load()} at end; bench took {time.monotonic() - started:.0f} s")
     return 0

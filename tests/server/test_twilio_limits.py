@@ -37,6 +37,13 @@ SMS_ONLY = {
     ],
     "repeat_every": 600,
 }
+CALL_ONLY = {
+    "steps": [
+        {"after": 0, "who": "on_duty", "channels": ["call"]},
+        {"after": 3600, "who": "all_staff", "channels": ["call"]},
+    ],
+    "repeat_every": 600,
+}
 LINK_SECRET = "k" * 40
 MANY = 40
 #: Room labels are the site's own text, of any length.
@@ -189,6 +196,19 @@ def test_a_page_refused_for_its_content_goes_compact_not_unchanged(system: Syste
     assert system.twilio.to(RECEPTION)[1].startswith("ALARM Room 2")
     assert ", code " in system.twilio.to(RECEPTION)[1]
     assert len([r for r in system.twilio.refused if r.to == RECEPTION]) == 1
+
+
+@pytest.mark.site(escalation=CALL_ONLY)
+def test_a_call_refused_for_its_content_goes_compact_not_unchanged(system: System) -> None:
+    system.twilio.fail(RECEPTION, code=32018, message="Twiml too long", times=1)
+    press(system, "unit-1")
+    idle(system)
+    [refused] = [r for r in system.twilio.refused if r.to == RECEPTION]
+    [accepted] = system.twilio.calls_to(RECEPTION)
+    assert accepted.twiml != refused.params["Twiml"]
+    assert accepted.spoken.startswith("Alarm. Room 1.")
+    assert accepted.twiml.count("<Say") < refused.params["Twiml"].count("<Say")
+    assert system.events("escalation.hurried") == []
 
 
 @pytest.mark.site(escalation=SMS_ONLY)
