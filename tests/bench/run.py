@@ -11,6 +11,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Iterator, Sequence
 from importlib.metadata import version
@@ -374,12 +375,12 @@ def bench(args: argparse.Namespace, mosquitto: str, started: float) -> int:
             (folder / "storm").mkdir()
             storm = measure_storm(folder / "storm", args.storm_rooms)
             say()
-            say(f"Storm: {args.storm_rooms} room units (plain paho clients, one broker user each)")
-            say("   publish one alert each within a second; the fake Twilio enforces Twilio's")
-            say("   limits (Body 1,600, TwiML 4,000, a per-sender rate answered 429). Seconds")
-            say("   from the last press until every on-duty phone's accepted SMS, and calls,")
-            say("   name or count every room (SQLite):")
-            say(f"   {storm.line()}")
+            say(f"6. Storm: {args.storm_rooms} room units (plain paho clients, one broker user")
+            say("   each) publish one alert each within a second; the fake Twilio enforces")
+            say("   Twilio's limits (Body 1,600, TwiML 4,000, a per-sender rate answered 429).")
+            say("   Seconds from the last press until every on-duty phone's accepted SMS, and")
+            say("   its accepted calls, name or count every room (SQLite, default bundle windows):")
+            say(textwrap.fill(storm.line(), 88, initial_indent="   ", subsequent_indent="   "))
     say()
     say(f"load avg:  {load()} at end; bench took {time.monotonic() - started:.0f} s")
     return 0
