@@ -6,6 +6,8 @@ import html
 
 from fastapi import APIRouter, Form, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.deps import RuntimeDep, SettingsDep
 from server.links import read_token, token_key
@@ -21,6 +23,29 @@ HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
     "form-action 'self'; frame-ancestors 'none'",
 }
+
+
+class PrivatePages:
+    """ASGI middleware: every answer under ``/ack/`` carries :data:`HEADERS`, errors
+    (404, 405, 410, 422) included, so no cache keeps it and no Referer carries it on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/ack/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_private(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                headers = MutableHeaders(scope=message)
+                for name, value in HEADERS.items():
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_private)
 
 
 def _page(title: str, body: str, status: int = 200) -> Response:

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from server.personal import Retention
 
@@ -180,6 +181,19 @@ class Settings(BaseSettings):
             access=self.retention_access_days,
             review=self.retention_review_days,
         )
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the logs to redact wherever it shows."""
+        values = [
+            self.api_token.get_secret_value(),
+            self.mqtt_password.get_secret_value(),
+            self.link_secret.get_secret_value(),
+            *self.twilio_tokens(),
+        ]
+        password = make_url(self.database_url).password
+        if password:
+            values.append(str(password))
+        return [v for v in values if v]
 
     def twilio_tokens(self) -> list[str]:
         """Auth tokens accepted on webhook signatures, primary first."""
