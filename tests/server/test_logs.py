@@ -24,11 +24,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from panicbutton.logs import REDACTED, protect_handlers, redact
 from panicbutton.wire import Alert
+from server.app import build
 from server.broker import SERVER_USER, free_port
 from server.links import make_token
+from server.settings import Settings
 from tests.conftest import missing
 from tests.fakes.twilio import FakeTwilio
 from tests.harness import (
@@ -37,6 +41,7 @@ from tests.harness import (
     RECEPTION,
     Broker,
     find_mosquitto,
+    sample_site,
     start_mosquitto,
     wait_until,
     write_log_key,
@@ -212,6 +217,31 @@ def test_link_pages_are_never_cached_nor_referred(served: Run) -> None:
     assert served.answers["POST again"].status_code == 410
     assert served.answers["GET expired"].status_code == 410
     assert served.answers["PUT"].status_code == 405
+
+
+def test_a_link_page_that_fails_is_not_cached_either(tmp_path: Path) -> None:
+    database = tmp_path / "pb.sqlite3"
+    settings = Settings(
+        demo=True,
+        notifier="console",
+        database_url=f"sqlite:///{database}",
+        log_checkpoint_file=None,
+        link_secret=SecretStr(secrets.token_urlsafe(32)),
+    )
+    server = build(settings, site=sample_site())
+    token = make_token(settings.link_secret.get_secret_value(), 1, datetime.now(UTC))
+    # The database is gone under the running server: the page cannot be read (500).
+    server.runtime.engine.dispose()
+    database.unlink()
+    try:
+        answer = TestClient(server.app, raise_server_exceptions=False).get(f"/ack/{token}")
+    finally:
+        server.runtime.close()
+        server.runtime.engine.dispose()
+
+    assert answer.status_code == 500
+    assert answer.headers.get("Cache-Control") == "no-store"
+    assert answer.headers.get("Referrer-Policy") == "no-referrer"
 
 
 def test_database_files_are_private(served: Run) -> None:
