@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from server.personal import Retention
 
@@ -65,6 +66,16 @@ def weakness(value: str, shortest: int) -> str | None:
     if bits < 2.25 * shortest:
         return "too weak: too few different characters"
     return None
+
+
+def _database_password(url: str) -> str | None:
+    """The password in a database URL; None without one (or if it is no URL: the
+    engine says so when it is made)."""
+    try:
+        password = make_url(url).password
+    except ArgumentError:
+        return None
+    return str(password) if password else None
 
 
 def _url_problem(name: str, url: str, *, http_on_loopback: bool, why: str) -> str | None:
@@ -221,6 +232,15 @@ class Settings(BaseSettings):
         ]
         if self.link_secret.get_secret_value():
             secrets.append(("PANICBUTTON_LINK_SECRET", self.link_secret, 32))
+        database_password = _database_password(self.database_url)
+        if database_password:  # none with peer or trust authentication on the machine
+            secrets.append(
+                (
+                    "the password in PANICBUTTON_DATABASE_URL",
+                    SecretStr(database_password),
+                    16,
+                )
+            )
         if self.notifier == "twilio":
             secrets.append(("PANICBUTTON_TWILIO_AUTH_TOKEN", self.twilio_auth_token, 32))
             secondary = self.twilio_auth_token_secondary
@@ -260,9 +280,9 @@ class Settings(BaseSettings):
             self.link_secret.get_secret_value(),
             *self.twilio_tokens(),
         ]
-        password = make_url(self.database_url).password
+        password = _database_password(self.database_url)
         if password:
-            values.append(str(password))
+            values.append(password)
         return [v for v in values if v]
 
     def twilio_tokens(self) -> list[str]:

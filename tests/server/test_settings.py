@@ -62,6 +62,10 @@ HOW = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
             {"twilio_auth_token_secondary": SecretStr("0" * 32)},
             "PANICBUTTON_TWILIO_AUTH_TOKEN_SECONDARY is too weak",
         ),
+        (
+            {"database_url": "postgresql+psycopg://app:secret123@db/pb"},
+            "the password in PANICBUTTON_DATABASE_URL is too short",
+        ),
     ],
 )
 def test_weak_secrets_are_refused_with_how_to_make_one(
@@ -74,6 +78,12 @@ def test_weak_secrets_are_refused_with_how_to_make_one(
     assert how in text
 
 
+def test_a_database_url_without_a_password_is_accepted() -> None:
+    # Peer or trust authentication on the machine itself: no password to judge.
+    url = "postgresql+psycopg://app@/pb?host=/run/postgresql"
+    assert Settings(**{**GOOD, "database_url": url}).database_url == url  # type: ignore[arg-type]
+
+
 def test_generated_secrets_are_accepted() -> None:
     # What the README, docker-compose.yml and the test harness generate, many times over.
     for _ in range(500):
@@ -82,6 +92,7 @@ def test_generated_secrets_are_accepted() -> None:
             "link_secret": SecretStr(secrets.token_hex(24)),
             "mqtt_password": SecretStr(secrets.token_urlsafe(12)),
             "twilio_auth_token": SecretStr(secrets.token_hex(16)),
+            "database_url": f"postgresql+psycopg://app:{secrets.token_hex(24)}@db/pb",
         }
         Settings(**{**GOOD, **generated})  # type: ignore[arg-type]
 
