@@ -10,6 +10,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from device.errors import ConfigError
 from device.press import Gesture, PressConfig
@@ -90,6 +91,8 @@ KNOWN = {
     "status": {"heartbeat"},
     "selftest": {"every_hours"},
 }
+#: This machine's loopback host names: the only hosts plain http may go to.
+LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 PIN_FACTORIES = ("auto", "lgpio", "rpigpio", "pigpio", "native", "mock")
 
 
@@ -215,10 +218,17 @@ def _https(r: _Reader) -> HttpsPath | None:
             "and server.token (or server.token_file) go together: "
             "both set the second path to the server; provisioning writes both",
         )
-    if not url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+    # NOTE: the parsed host, not the string's start: http://localhost.evil.example
+    # and http://localhost@evil.example go elsewhere.
+    parts = urlsplit(url)
+    if not (
+        (parts.scheme == "https" and parts.hostname)
+        or (parts.scheme == "http" and parts.hostname in LOOPBACK)
+    ):
         raise r.fail(
             "server.url",
-            f"must be https:// (a token must not cross the network in clear), got {url!r}",
+            "must be https://<host> (a token must not cross the network in clear; plain "
+            f"http only to this machine: localhost, 127.0.0.1, [::1]), got {url!r}",
         )
     return HttpsPath(
         url=url.rstrip("/"),

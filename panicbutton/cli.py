@@ -7,12 +7,14 @@ only the ``device`` extra) never imports server code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 from pathlib import Path
 
 from panicbutton import __version__
+from panicbutton.logs import protect_handlers
 
 
 def _server(args: argparse.Namespace) -> int:
@@ -26,23 +28,24 @@ def _server(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"panicbutton server: {_pydantic_message(exc)}", file=sys.stderr)
         return 2
-    import uvicorn  # noqa: PLC0415
+    from server.app import build, web_server  # noqa: PLC0415
 
-    from server.app import build  # noqa: PLC0415
-
+    protect_handlers(settings.secret_values())
     try:
         server = build(settings)
     except ServerError as exc:
         print(f"panicbutton server: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
-        server.app,
+    web = web_server(
+        server,
         host=args.host or settings.http_host,
         port=args.port or settings.http_port,
-        proxy_headers=False,
-        log_level="info",
+        log_level="debug" if args.verbose else "info",
     )
-    return 0
+    # Ctrl-C: uvicorn shuts down cleanly, then raises KeyboardInterrupt again.
+    with contextlib.suppress(KeyboardInterrupt):
+        web.run()
+    return 0 if web.started else 3  # 3: could not start (e.g. the port is taken)
 
 
 def _pydantic_message(exc: Exception) -> str:
@@ -295,6 +298,25 @@ def _db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configure_logging(args: argparse.Namespace) -> None:
+    """INFO by default (the demo: only warnings, it prints its own lines); -v: DEBUG.
+
+    Before any subcommand imports its libraries: some log on import (Alembic's
+    plugin set-up). Every handler redacts link tokens and secrets.
+    """
+
+    quiet = args.command == "demo"
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        # Alembic's INFO is its set-up chatter; the server says itself when the
+        # schema was upgraded (server/db.py).
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+    protect_handlers()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:2] == ["audit", "verify"]:
@@ -303,10 +325,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return verify_main(argv[2:])
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(args)
     code: int = args.func(args)
     return code
 

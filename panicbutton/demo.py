@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TextIO
 
 import httpx
-import uvicorn
 from gpiozero.pins.mock import MockFactory
 from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
@@ -27,7 +26,7 @@ from twilio.request_validator import RequestValidator
 from device.agent import Agent
 from device.config import parse_config
 from device.indicator import Light
-from server.app import Server, build
+from server.app import Server, build, web_server
 from server.broker import (
     SERVER_USER,
     BrokerFiles,
@@ -141,15 +140,7 @@ class Demo:
         )
         server = build(settings, site=demo_site(self.rooms), notifier=ConsoleNotifier(self.say))
         self.server = server
-        web = uvicorn.Server(
-            uvicorn.Config(
-                server.app,
-                host="127.0.0.1",
-                port=self.http_port,
-                log_level="warning",
-                lifespan="on",
-            )
-        )
+        web = web_server(server, host="127.0.0.1", port=self.http_port, log_level="warning")
         thread = threading.Thread(target=web.run, name="http", daemon=True)
         thread.start()
         stack.callback(thread.join, 10)

@@ -9,8 +9,11 @@ from __future__ import annotations
 import html
 
 from fastapi import APIRouter, Form, Response
+from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.deps import RuntimeDep, SettingsDep
 from server.links import LIST, read_token, token_key
@@ -27,6 +30,41 @@ HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
     "form-action 'self'; frame-ancestors 'none'",
 }
+
+
+class PrivatePages:
+    """ASGI middleware: every answer under ``/ack/`` carries :data:`HEADERS`, errors
+    (404, 405, 410, 422 and 500) included, so no cache keeps it and no Referer
+    carries it on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/ack/"):
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_private(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message.setdefault("headers", [])
+                headers = MutableHeaders(scope=message)
+                for name, value in HEADERS.items():
+                    headers[name] = value
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_private)
+        except Exception:
+            # Answer the 500 here, with the headers; the error still reaches the
+            # server's error log (its own 500 is skipped once one was sent).
+            if not started:
+                error = PlainTextResponse("Internal Server Error", 500, headers=HEADERS)
+                await error(scope, receive, send)
+            raise
 
 
 def _page(title: str, body: str, status: int = 200) -> Response:

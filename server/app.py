@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import uvicorn
 from fastapi import FastAPI
 
 from panicbutton import __version__, ledger
+from panicbutton.logs import protect_handlers
 from server import ack, api, devices, messages, records, webhooks
 from server.audit import audit
 from server.clock import Clock
@@ -133,6 +135,7 @@ def build(
         redoc_url=None,
         openapi_url=None,
     )
+    app.add_middleware(ack.PrivatePages)
     app.state.settings = settings
     app.state.runtime = runtime
     app.include_router(api.router)
@@ -142,6 +145,22 @@ def build(
     app.include_router(ack.router)
     server.app = app
     return server
+
+
+def web_server(server: Server, *, host: str, port: int, log_level: str = "info") -> uvicorn.Server:
+    """The HTTP server for ``server.app``, its logs (uvicorn's own and every other
+    handler) redacting link tokens and secrets (see :mod:`panicbutton.logs`)."""
+    config = uvicorn.Config(
+        server.app,
+        host=host,
+        port=port,
+        proxy_headers=False,
+        log_level=log_level,
+        lifespan="on",
+    )
+    # NOTE: after Config: it installs uvicorn's handlers, which must be covered too.
+    protect_handlers(server.settings.secret_values())
+    return uvicorn.Server(config)
 
 
 def _signer(settings: Settings, site: Site) -> ledger.Signer:

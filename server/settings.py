@@ -1,16 +1,23 @@
 """Server settings, from environment variables prefixed ``PANICBUTTON_``.
 
 Secrets are :class:`pydantic.SecretStr` so they never show in logs or reprs.
-Outside demo mode, placeholder or short secrets are refused at start.
+Outside demo mode, placeholder, short or predictable secrets are refused at
+start, and so is a public URL that is not https.
 """
 
 from __future__ import annotations
 
+import collections
+import itertools
+import math
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from server.personal import Retention
 
@@ -27,6 +34,60 @@ _PLACEHOLDERS = {
     "xxx",
     "default",
 }
+
+
+#: The command the messages suggest for a new secret (43 characters, 256 random bits).
+MAKE_ONE = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+#: Host names of this machine's loopback: plain http is allowed there where stated.
+LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def weakness(value: str, shortest: int) -> str | None:
+    """Why ``value`` is no good as a secret of at least ``shortest`` characters, or None.
+
+    Besides placeholders and short values, refuses what a guesser tries first: a
+    repeated pattern (``aaaa``, ``abab``, ``Summer1!Summer1!``), a run of
+    neighbouring characters (``abcd``, ``1234``), and values whose characters
+    carry less than 2.25 bits each by their own frequencies (a generated hex or
+    base64 secret carries about 3.6 and 5). This is a floor against mistakes, not
+    a measure of strength: generate secrets, never choose them.
+    """
+    if value.strip().lower() in _PLACEHOLDERS or value.lower().startswith("change"):
+        return "empty or a placeholder"
+    if len(value) < shortest:
+        return f"too short: at least {shortest} characters are needed, it has {len(value)}"
+    if any(value[k:] == value[:-k] for k in range(1, len(value) // 2 + 1)):
+        return "too weak: a repeated pattern"
+    steps = sum(abs(ord(a) - ord(b)) <= 1 for a, b in itertools.pairwise(value))
+    if steps >= 0.6 * (len(value) - 1):
+        return "too weak: runs of neighbouring characters (like abcd or 1234)"
+    counts = collections.Counter(value).values()
+    bits = -sum(n * math.log2(n / len(value)) for n in counts)
+    if bits < 2.25 * shortest:
+        return "too weak: too few different characters"
+    return None
+
+
+def _database_password(url: str) -> str | None:
+    """The password in a database URL; None without one (or if it is no URL: the
+    engine says so when it is made)."""
+    try:
+        password = make_url(url).password
+    except ArgumentError:
+        return None
+    return str(password) if password else None
+
+
+def _url_problem(name: str, url: str, *, http_on_loopback: bool, why: str) -> str | None:
+    """What is wrong with ``url`` (https:// with a host; http:// on loopback if allowed)."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return None
+    if http_on_loopback and parts.scheme == "http" and parts.hostname in LOOPBACK:
+        return None
+    return f"{name} must be https:// with a host name ({why}), got {url!r}"
 
 
 class Settings(BaseSettings):
@@ -124,8 +185,34 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:
-        if self.demo:
-            return self
+        problems = [
+            problem
+            for problem in (
+                _url_problem(
+                    "PANICBUTTON_PUBLIC_BASE_URL",
+                    self.public_base_url,
+                    # The demo's own server on this machine; Twilio and phones never see it.
+                    http_on_loopback=self.demo,
+                    why="staff open acknowledgement links on it and Twilio posts signed "
+                    "requests to it: over plain http both cross the network readable",
+                ),
+                _url_problem(
+                    "PANICBUTTON_TWILIO_API_BASE_URL",
+                    self.twilio_api_base_url,
+                    # A local stand-in for Twilio (tests): the auth token stays on the machine.
+                    http_on_loopback=True,
+                    why="every request carries the Twilio auth token",
+                ),
+            )
+            if problem
+        ]
+        if not self.demo:
+            problems += self._production_problems()
+        if problems:
+            raise ValueError("unsafe or missing settings:\n  - " + "\n  - ".join(problems))
+        return self
+
+    def _production_problems(self) -> list[str]:
         problems = []
         if self.notifier == "console":
             problems.append(
@@ -137,12 +224,28 @@ class Settings(BaseSettings):
                 "PANICBUTTON_LOG_KEY_FILE is not set: the incident log must be signed; make a "
                 "key with `panicbutton audit keygen --out /etc/panicbutton/log.key`"
             )
-        secrets = {
-            "PANICBUTTON_API_TOKEN": self.api_token,
-            "PANICBUTTON_MQTT_PASSWORD": self.mqtt_password,
-        }
+        # Each secret with its shortest acceptable length; empty is refused, except the
+        # link secret (empty: no links) and the secondary Twilio token (empty: none).
+        secrets = [
+            ("PANICBUTTON_API_TOKEN", self.api_token, 32),
+            ("PANICBUTTON_MQTT_PASSWORD", self.mqtt_password, 16),
+        ]
+        if self.link_secret.get_secret_value():
+            secrets.append(("PANICBUTTON_LINK_SECRET", self.link_secret, 32))
+        database_password = _database_password(self.database_url)
+        if database_password:  # none with peer or trust authentication on the machine
+            secrets.append(
+                (
+                    "the password in PANICBUTTON_DATABASE_URL",
+                    SecretStr(database_password),
+                    16,
+                )
+            )
         if self.notifier == "twilio":
-            secrets["PANICBUTTON_TWILIO_AUTH_TOKEN"] = self.twilio_auth_token
+            secrets.append(("PANICBUTTON_TWILIO_AUTH_TOKEN", self.twilio_auth_token, 32))
+            secondary = self.twilio_auth_token_secondary
+            if secondary is not None and secondary.get_secret_value():
+                secrets.append(("PANICBUTTON_TWILIO_AUTH_TOKEN_SECONDARY", secondary, 32))
             for name, value in (
                 ("PANICBUTTON_TWILIO_ACCOUNT_SID", self.twilio_account_sid),
                 ("PANICBUTTON_TWILIO_FROM", self.twilio_from),
@@ -150,28 +253,16 @@ class Settings(BaseSettings):
             ):
                 if not value:
                     problems.append(f"{name} is not set")
-        for name, secret in secrets.items():
-            value = secret.get_secret_value()
-            if value.strip().lower() in _PLACEHOLDERS or value.lower().startswith("change"):
+        for name, secret, shortest in secrets:
+            weak = weakness(secret.get_secret_value(), shortest)
+            if weak:
                 hint = (
-                    "copy it from the Twilio console"
+                    "copy it from the Twilio console (Account Info: Auth Token)"
                     if "TWILIO" in name
-                    else "generate one with "
-                    "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+                    else f"generate one with `{MAKE_ONE}`"
                 )
-                problems.append(f"{name} is empty or a placeholder; {hint}")
-        if len(self.api_token.get_secret_value()) < 32 and "PANICBUTTON_API_TOKEN" not in str(
-            problems
-        ):
-            problems.append("PANICBUTTON_API_TOKEN must be at least 32 characters")
-        link = self.link_secret.get_secret_value()
-        if link and len(link) < 32:
-            problems.append(
-                "PANICBUTTON_LINK_SECRET must be at least 32 characters (or empty for no links)"
-            )
-        if problems:
-            raise ValueError("unsafe or missing settings:\n  - " + "\n  - ".join(problems))
-        return self
+                problems.append(f"{name} is {weak}; {hint}")
+        return problems
 
     def retention(self) -> Retention:
         return Retention(
@@ -180,6 +271,19 @@ class Settings(BaseSettings):
             access=self.retention_access_days,
             review=self.retention_review_days,
         )
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the logs to redact wherever it shows."""
+        values = [
+            self.api_token.get_secret_value(),
+            self.mqtt_password.get_secret_value(),
+            self.link_secret.get_secret_value(),
+            *self.twilio_tokens(),
+        ]
+        password = _database_password(self.database_url)
+        if password:
+            values.append(password)
+        return [v for v in values if v]
 
     def twilio_tokens(self) -> list[str]:
         """Auth tokens accepted on webhook signatures, primary first."""

@@ -82,3 +82,16 @@ password = "{system.users["unit-3"]}"
     assert "press Enter to press the button" in out
     assert f"light: {Light.RECEIVED}" in out
     assert all("Room 3" in sent.body for sent in system.twilio.sent)
+
+
+def test_migrating_says_so_in_one_line_without_alembic_chatter(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'pb.sqlite3'}"
+
+    first = run("db", "migrate", env={"PANICBUTTON_DATABASE_URL": url})
+    again = run("db", "migrate", env={"PANICBUTTON_DATABASE_URL": url})
+
+    assert first.returncode == again.returncode == 0, first.stderr
+    assert "database schema upgraded from empty to " in first.stderr
+    assert "alembic" not in (first.stdout + first.stderr).lower()
+    assert again.stderr == ""  # nothing to upgrade, nothing said
+    assert "the database schema is up to date" in again.stdout

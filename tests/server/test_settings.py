@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 from pydantic import SecretStr, ValidationError
 
 from server.settings import Settings
 
+API_TOKEN = "Xq3vL0b9-TzR7wKp2Nf5Jc8Hd1Gm6Ys4Ae0Ui9Oo2Pl"
+TWILIO_TOKEN = "3f9c1a7e5b2d8c4f6a0e9b1d7c3f5a2e"
 GOOD = {
-    "api_token": SecretStr("k" * 40),
+    "api_token": SecretStr(API_TOKEN),
     "mqtt_password": SecretStr("a-real-broker-password"),
     "twilio_account_sid": "AC" + "0" * 32,
-    "twilio_auth_token": SecretStr("f" * 32),
+    "twilio_auth_token": SecretStr(TWILIO_TOKEN),
     "twilio_from": "+32460000000",
     "public_base_url": "https://alarm.example.test/",
     "log_key_file": "/etc/panicbutton/log.key",
@@ -21,7 +25,7 @@ GOOD = {
 def test_complete_settings_are_accepted_and_url_normalised() -> None:
     settings = Settings(**GOOD)  # type: ignore[arg-type]
     assert settings.public_base_url == "https://alarm.example.test"
-    assert settings.twilio_tokens() == ["f" * 32]
+    assert settings.twilio_tokens() == [TWILIO_TOKEN]
 
 
 @pytest.mark.parametrize(
@@ -40,10 +44,92 @@ def test_unsafe_settings_are_refused(change: dict[str, object], message: str) ->
         Settings(**{**GOOD, **change})  # type: ignore[arg-type]
 
 
+HOW = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"api_token": SecretStr("a" * 32)}, "PANICBUTTON_API_TOKEN is too weak"),
+        ({"api_token": SecretStr("ab" * 20)}, "PANICBUTTON_API_TOKEN is too weak"),
+        ({"api_token": SecretStr("0123456789" * 4)}, "PANICBUTTON_API_TOKEN is too weak"),
+        ({"api_token": SecretStr("abcdefghijklmnopqrstuvwxyzABCDEFGH")}, "API_TOKEN is too weak"),
+        ({"mqtt_password": SecretStr("x")}, "PANICBUTTON_MQTT_PASSWORD is too short"),
+        ({"mqtt_password": SecretStr("Summer2024!Summer2024!")}, "MQTT_PASSWORD is too weak"),
+        ({"link_secret": SecretStr("s" * 40)}, "PANICBUTTON_LINK_SECRET is too weak"),
+        ({"twilio_auth_token": SecretStr("f" * 32)}, "PANICBUTTON_TWILIO_AUTH_TOKEN is too weak"),
+        (
+            {"twilio_auth_token_secondary": SecretStr("0" * 32)},
+            "PANICBUTTON_TWILIO_AUTH_TOKEN_SECONDARY is too weak",
+        ),
+        (
+            {"database_url": "postgresql+psycopg://app:secret123@db/pb"},
+            "the password in PANICBUTTON_DATABASE_URL is too short",
+        ),
+    ],
+)
+def test_weak_secrets_are_refused_with_how_to_make_one(
+    change: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message) as caught:
+        Settings(**{**GOOD, **change})  # type: ignore[arg-type]
+    text = str(caught.value)
+    how = "copy it from the Twilio console" if "TWILIO" in message else HOW
+    assert how in text
+
+
+def test_a_database_url_without_a_password_is_accepted() -> None:
+    # Peer or trust authentication on the machine itself: no password to judge.
+    url = "postgresql+psycopg://app@/pb?host=/run/postgresql"
+    assert Settings(**{**GOOD, "database_url": url}).database_url == url  # type: ignore[arg-type]
+
+
+def test_generated_secrets_are_accepted() -> None:
+    # What the README, docker-compose.yml and the test harness generate, many times over.
+    for _ in range(500):
+        generated = {
+            "api_token": SecretStr(secrets.token_urlsafe(32)),
+            "link_secret": SecretStr(secrets.token_hex(24)),
+            "mqtt_password": SecretStr(secrets.token_urlsafe(12)),
+            "twilio_auth_token": SecretStr(secrets.token_hex(16)),
+            "database_url": f"postgresql+psycopg://app:{secrets.token_hex(24)}@db/pb",
+        }
+        Settings(**{**GOOD, **generated})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "demo"),
+    [
+        ("http://alarm.example.test", False),
+        ("http://127.0.0.1:8080", False),
+        ("http://localhost:8080", False),
+        ("ftp://alarm.example.test", False),
+        ("https://", False),
+        ("http://alarm.example.test", True),
+        ("http://localhost.evil.example", True),
+    ],
+)
+def test_public_base_url_must_be_https(url: str, demo: bool) -> None:
+    with pytest.raises(ValidationError, match="PANICBUTTON_PUBLIC_BASE_URL must be https://"):
+        Settings(**{**GOOD, "public_base_url": url, "demo": demo})  # type: ignore[arg-type]
+
+
+def test_the_demo_may_serve_plain_http_on_loopback() -> None:
+    for url in ("http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080"):
+        assert Settings(public_base_url=url, demo=True).public_base_url == url
+
+
+def test_twilio_api_base_url_is_https_except_on_loopback() -> None:
+    with pytest.raises(ValidationError, match="PANICBUTTON_TWILIO_API_BASE_URL must be https://"):
+        Settings(**{**GOOD, "twilio_api_base_url": "http://api.twilio.com"})  # type: ignore[arg-type]
+    local = Settings(**{**GOOD, "twilio_api_base_url": "http://127.0.0.1:5000"})  # type: ignore[arg-type]
+    assert local.twilio_api_base_url == "http://127.0.0.1:5000"
+
+
 def test_secrets_never_show_in_repr() -> None:
     settings = Settings(**GOOD)  # type: ignore[arg-type]
-    assert "k" * 40 not in repr(settings)
-    assert "f" * 32 not in str(settings.model_dump())
+    assert API_TOKEN not in repr(settings)
+    assert TWILIO_TOKEN not in str(settings.model_dump())
 
 
 def test_environment_is_read_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:

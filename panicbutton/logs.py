@@ -1,0 +1,82 @@
+"""What the server writes to its logs: never a credential.
+
+A link preview fetches ``/ack/<token>`` as soon as the SMS arrives, so without
+care a live acknowledgement token lands in uvicorn's access log (the journal,
+``docker logs``), and whoever reads logs could stop the paging with it. Rather
+than trusting every call site, every handler the process has gets a formatter
+that redacts the finished line (message, access-log request line and
+traceback alike): paths under ``/ack/``, secret-looking query parameters,
+passwords in URLs, ``Bearer``/``Basic`` credentials, and the configured
+secrets themselves wherever they appear.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+
+REDACTED = "[redacted]"
+#: Configured secrets shorter than this are not searched for (too many false hits).
+_MIN_KNOWN = 8
+
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # Everything after /ack/ (the token, and any path or query after it), also URL-encoded.
+    (re.compile(r"(?i)((?:/|%2F)ack(?:/|%2F))[^\s\"'<>]+"), rf"\1{REDACTED}"),
+    # Query or form parameters whose name says they carry a secret.
+    (
+        re.compile(
+            r"(?i)([?&;][\w.-]*(?:token|signature|sig|secret|password|passwd|pwd|key|auth|"
+            r"code|credential)[\w.-]*=)[^&\s\"'#<>]*"
+        ),
+        rf"\1{REDACTED}",
+    ),
+    # user:password@ in a URL (a database or broker URL).
+    (re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@"), rf"\1{REDACTED}@"),
+    # An Authorization header's value.
+    (re.compile(r"(?i)\b(bearer|basic)(\s+)[\w.~+/=-]{8,}"), rf"\1\2{REDACTED}"),
+)
+
+
+def redact(text: str, known: Iterable[str] = ()) -> str:
+    """``text`` with every credential it holds replaced by ``[redacted]``."""
+    for secret in known:
+        if len(secret) >= _MIN_KNOWN:
+            text = text.replace(secret, REDACTED)
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats with the handler's own formatter, then redacts the whole result."""
+
+    def __init__(self, inner: logging.Formatter | None, known: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+        self.known = known
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record), self.known)
+
+
+def protect_handlers(known: Iterable[str] = ()) -> None:
+    """Make every handler attached now (to any logger, and Python's last-resort
+    handler) redact what it writes. Call it again after anything that adds
+    handlers (uvicorn configures its own); calling it twice wraps nothing twice.
+
+    ``known`` are the configured secrets, redacted wherever they appear.
+    """
+    secrets = tuple(s for s in known if len(s) >= _MIN_KNOWN)
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    handlers = [h for lg in loggers for h in lg.handlers]
+    if logging.lastResort is not None:
+        handlers.append(logging.lastResort)
+    for handler in handlers:
+        current = handler.formatter
+        if isinstance(current, RedactingFormatter):
+            current.known = tuple(dict.fromkeys(current.known + secrets))
+        else:
+            handler.setFormatter(RedactingFormatter(current, secrets))

@@ -1,0 +1,292 @@
+"""No credential in any log: the server as deployed (`panicbutton server`, access
+log on, everything at DEBUG), walked through every route that takes a token,
+then its whole output searched for every token it issued.
+
+The same run shows the database files are private (mode 600).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import secrets
+import signal
+import stat
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from panicbutton.logs import REDACTED, protect_handlers, redact
+from panicbutton.wire import Alert
+from server.app import build
+from server.broker import SERVER_USER, free_port
+from server.links import make_token
+from server.settings import Settings
+from tests.conftest import missing
+from tests.fakes.twilio import FakeTwilio
+from tests.harness import (
+    DEVICE_TOKENS,
+    FLOOR,
+    RECEPTION,
+    Broker,
+    find_mosquitto,
+    sample_site,
+    start_mosquitto,
+    wait_until,
+    write_log_key,
+)
+
+PUBLIC = "https://alarm.example.test/hooks"
+SITE = f"""
+[site]
+name = "Log house"
+
+[[rooms]]
+id = "room-1"
+label = "Room 1"
+device = "unit-1"
+device_token_sha256 = "{hashlib.sha256(DEVICE_TOKENS["unit-1"].encode()).hexdigest()}"
+
+[[staff]]
+id = "reception"
+name = "Reception"
+phone = "{RECEPTION}"
+
+[[staff]]
+id = "floor"
+name = "Floor"
+phone = "{FLOOR}"
+
+[duty]
+on_duty = ["reception", "floor"]
+"""
+
+
+@dataclass
+class Run:
+    """One run of the real server: its output, what the walk was answered, its folder."""
+
+    output: str
+    folder: Path
+    issued: list[str]
+    answers: dict[str, httpx.Response] = field(default_factory=dict)
+    #: The database files' modes while the server runs, after it wrote.
+    modes: dict[str, str] = field(default_factory=dict)
+
+
+def _server_env(folder: Path, broker: Broker, twilio: FakeTwilio, http_port: int) -> dict[str, str]:
+    (folder / "site.toml").write_text(SITE, encoding="utf-8")
+    return {
+        **os.environ,
+        "PANICBUTTON_DATABASE_URL": f"sqlite:///{folder / 'panicbutton.sqlite3'}",
+        "PANICBUTTON_SITE_FILE": str(folder / "site.toml"),
+        "PANICBUTTON_HTTP_PORT": str(http_port),
+        "PANICBUTTON_API_TOKEN": secrets.token_urlsafe(32),
+        "PANICBUTTON_MQTT_PORT": str(broker.port),
+        "PANICBUTTON_MQTT_PASSWORD": broker.users[SERVER_USER],
+        "PANICBUTTON_MQTT_CLIENT_ID": f"server-{secrets.token_hex(3)}",
+        "PANICBUTTON_NOTIFIER": "twilio",
+        "PANICBUTTON_TWILIO_ACCOUNT_SID": twilio.account_sid,
+        "PANICBUTTON_TWILIO_AUTH_TOKEN": twilio.auth_token,
+        "PANICBUTTON_TWILIO_FROM": "+32460000000",
+        "PANICBUTTON_TWILIO_API_BASE_URL": twilio.base_url,
+        "PANICBUTTON_PUBLIC_BASE_URL": PUBLIC,
+        "PANICBUTTON_LINK_SECRET": secrets.token_urlsafe(32),
+        "PANICBUTTON_LOG_KEY_FILE": str(write_log_key(folder / "log.key")),
+        "PANICBUTTON_LOG_CHECKPOINT_FILE": str(folder / "log-checkpoints.jsonl"),
+    }
+
+
+def _walk(base: str, env: dict[str, str], twilio: FakeTwilio, run: Run) -> None:
+    """Raise an alarm, then use its links as a phone, a link preview and an attacker would."""
+    alert = Alert(
+        device_id="unit-1",
+        alert_id=uuid.uuid4().hex,
+        seq=1,
+        pressed_at=datetime.now(UTC),
+    )
+    unit = {"Authorization": f"Bearer {DEVICE_TOKENS['unit-1']}"}
+    pressed = httpx.post(
+        f"{base}/api/v1/devices/unit-1/alerts", content=alert.to_json(), headers=unit
+    )
+    assert pressed.status_code == 200, pressed.text
+    assert twilio.wait_for(lambda sent: len({s.to for s in sent if "/ack/" in s.body}) == 2, 20)
+    links = {s.to: s.body.split()[-1] for s in twilio.sent if "/ack/" in s.body}
+    tokens = {to: link.rsplit("/ack/", 1)[1] for to, link in links.items()}
+    expired = make_token(env["PANICBUTTON_LINK_SECRET"], 1, datetime.now(UTC) - timedelta(hours=3))
+    api_token = env["PANICBUTTON_API_TOKEN"]
+    run.issued += [*tokens.values(), expired, api_token]
+    floor, reception = tokens[FLOOR], tokens[RECEPTION]
+    preview = {"User-Agent": "WhatsApp/2.23 (link preview)"}
+    client = httpx.Client(base_url=base, timeout=10)
+    run.answers = {
+        "preview HEAD": client.head(f"/ack/{floor}", headers=preview),
+        "preview GET": client.get(f"/ack/{floor}", headers=preview),
+        "GET with a query": client.get(f"/ack/{floor}?utm_source=sms"),
+        "POST": client.post(f"/ack/{floor}", data={"confirm": "1"}),
+        "POST again": client.post(f"/ack/{floor}", data={"confirm": "1"}),
+        "GET after": client.get(f"/ack/{reception}"),
+        "POST without confirm": client.post(f"/ack/{reception}"),
+        "GET expired": client.get(f"/ack/{expired}"),
+        "POST expired": client.post(f"/ack/{expired}", data={"confirm": "1"}),
+        "GET forged": client.get(f"/ack/{floor[:-4]}AAAA"),
+        "PUT": client.put(f"/ack/{floor}"),
+        "under a longer path": client.get(f"/ack/{reception}/more"),
+    }
+    # A secret where none belongs: the API token as a query parameter.
+    client.get("/api/v1/paging", params={"access_token": api_token})
+    client.get(f"/api/v1/paging?token={api_token}")
+    client.close()
+    run.modes = {
+        f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in run.folder.glob("panicbutton.sqlite3*")
+    }
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    if find_mosquitto() is None:
+        missing("mosquitto is not installed (apt install mosquitto)")
+    folder = tmp_path_factory.mktemp("served")
+    twilio = FakeTwilio(account_sid="AC" + secrets.token_hex(16), auth_token=secrets.token_hex(16))
+    twilio.start()
+    http_port = free_port()
+    with start_mosquitto(folder / "mosquitto") as broker:
+        env = _server_env(folder, broker, twilio, http_port)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "panicbutton.cli", "-v", "server"],
+            env=env,
+            cwd=folder,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        base = f"http://127.0.0.1:{http_port}"
+        run = Run(output="", folder=folder, issued=[])
+        try:
+            assert wait_until(lambda: _up(base) or process.poll() is not None, 30)
+            _walk(base, env, twilio, run)
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                run.output, _ = process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                run.output, _ = process.communicate()
+            twilio.stop()
+        yield run
+
+
+def _up(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/api/v1/log/key", timeout=1).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+def test_no_issued_token_reaches_the_server_output(served: Run) -> None:
+    assert served.answers["POST"].status_code == 200, served.output[-3000:]
+    # The access log was on and logged the walk (so the search below means something).
+    assert '"GET /ack/' in served.output
+    assert "/api/v1/paging?access_token=" in served.output
+    # Two links, an expired one, the API token: the search below has something to find.
+    assert len(served.issued) == 4
+    assert all(re.fullmatch(r"[\w.-]{20,}", token) for token in served.issued)
+    leaked = [token for token in served.issued if token in served.output]
+
+    assert leaked == []
+    assert f'"GET /ack/{REDACTED} HTTP/1.1" 200' in served.output
+    assert f'"POST /ack/{REDACTED} HTTP/1.1" 410' in served.output
+    assert "DEBUG" in served.output  # everything was logged
+
+
+def test_link_pages_are_never_cached_nor_referred(served: Run) -> None:
+    for name, answer in served.answers.items():
+        assert answer.headers.get("Cache-Control") == "no-store", name
+        assert answer.headers.get("Referrer-Policy") == "no-referrer", name
+    assert served.answers["POST again"].status_code == 410
+    assert served.answers["GET expired"].status_code == 410
+    assert served.answers["PUT"].status_code == 405
+
+
+def test_a_link_page_that_fails_is_not_cached_either(tmp_path: Path) -> None:
+    database = tmp_path / "pb.sqlite3"
+    settings = Settings(
+        demo=True,
+        notifier="console",
+        database_url=f"sqlite:///{database}",
+        log_checkpoint_file=None,
+        link_secret=SecretStr(secrets.token_urlsafe(32)),
+    )
+    server = build(settings, site=sample_site())
+    token = make_token(settings.link_secret.get_secret_value(), 1, datetime.now(UTC))
+    # The database is gone under the running server: the page cannot be read (500).
+    server.runtime.engine.dispose()
+    database.unlink()
+    try:
+        answer = TestClient(server.app, raise_server_exceptions=False).get(f"/ack/{token}")
+    finally:
+        server.runtime.close()
+        server.runtime.engine.dispose()
+
+    assert answer.status_code == 500
+    assert answer.headers.get("Cache-Control") == "no-store"
+    assert answer.headers.get("Referrer-Policy") == "no-referrer"
+
+
+def test_database_files_are_private(served: Run) -> None:
+    # Names, numbers and notes are in there: the main file, its WAL and shared memory.
+    assert served.modes == {
+        "panicbutton.sqlite3": "0o600",
+        "panicbutton.sqlite3-wal": "0o600",
+        "panicbutton.sqlite3-shm": "0o600",
+    }
+
+
+def test_a_traceback_naming_a_link_is_redacted(tmp_path: Path) -> None:
+    path = tmp_path / "server.log"
+    handler = logging.FileHandler(path)
+    logger = logging.getLogger("tests.server.traceback")
+    logger.addHandler(handler)
+    token = "AAAAAAAAAAEAAAAAaWxSbQ.abcdefghijklmnopqrstuv"
+    secret = secrets.token_urlsafe(32)
+    try:
+        protect_handlers([secret])
+        try:
+            raise RuntimeError(f"could not fetch https://x.example/ack/{token} with {secret}")
+        except RuntimeError:
+            logger.exception("failed: %s", f"/ack/{token}?sig={secret[:10]}")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+    text = path.read_text(encoding="utf-8")
+    assert "Traceback" in text
+    assert token not in text
+    assert secret not in text
+    assert secret[:10] not in text
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('"GET /ack/abc.def HTTP/1.1" 200', f'"GET /ack/{REDACTED} HTTP/1.1" 200'),
+        ("GET /x?page=2&api_key=s3cr3t&b=1", f"GET /x?page=2&api_key={REDACTED}&b=1"),
+        ("postgresql+psycopg://app:pw@db/pb", f"postgresql+psycopg://app:{REDACTED}@db/pb"),
+        ("Authorization: Bearer abcdefgh12345", f"Authorization: Bearer {REDACTED}"),
+        ("POST /twilio/voice?pages=1,2", "POST /twilio/voice?pages=1,2"),
+        ("GET /api/v1/incidents/7", "GET /api/v1/incidents/7"),
+    ],
+)
+def test_redact_keeps_what_is_not_a_secret(line: str, expected: str) -> None:
+    assert redact(line) == expected
