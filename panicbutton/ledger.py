@@ -61,6 +61,7 @@ EVENT_TYPES: dict[str, frozenset[str]] = {
         "incident.reopened": ("round", "presses"),
         "device.sequence_gap": ("device", "expected", "got"),
         "device.sequence_reset": ("device", "previous", "got"),
+        "device.sequence_back": ("device", "previous", "got"),
         "device.online": ("device",),
         "device.offline": ("device", "reason"),
         "device.offline_alerted": ("device", "since"),

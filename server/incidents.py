@@ -132,26 +132,48 @@ def _reopen(session: Session, *, site: Site, incident: Incident, now: datetime) 
     return escalation.start(session=session, site=site, incident=incident, now=now)
 
 
+#: The most one alert may move a unit's sequence mark forward. A jump beyond it is
+#: flagged and moves the mark only when the unit's next alert goes on from there:
+#: one garbled or forged ``seq`` (say 10**9) must not hide every later gap.
+MAX_SEQ_STEP = 1000
+
+
 def _track_sequence(
     session: Session, *, device_id: str, seq: int, now: datetime, incident_id: int
 ) -> None:
+    """Compare a new alert's ``seq`` with the unit's mark (the highest accepted so far)
+    and log what does not follow: a gap, a counter reset to 1, or a step back."""
     device = session.get(DeviceRecord, device_id)
     if device is None:
         device = DeviceRecord(device_id=device_id, last_seq=0, online=True, last_seen=now)
         session.add(device)
-    # NOTE: a jump means alerts we never received; a step back means the unit's
-    # outbox was lost or replaced (the unit says so in its status too).
-    if device.last_seq and seq > device.last_seq + 1:
-        audit(
-            session,
-            at=now,
-            type="device.sequence_gap",
-            incident_id=incident_id,
-            device=device_id,
-            expected=device.last_seq + 1,
-            got=seq,
+    device.last_seen = now
+    mark = device.last_seq
+    if seq > mark + 1:
+        previous = session.scalar(
+            select(Incident.seq)
+            .where(Incident.device_id == device_id, Incident.id != incident_id, Incident.seq > 0)
+            .order_by(Incident.id.desc())
+            .limit(1)
         )
-    elif device.last_seq > 1 and seq == 1:
+        if previous == seq - 1 and previous > mark:
+            # The unit goes on from a jump flagged at its last alert: follow it.
+            device.last_seq = seq
+            return
+        if mark or seq > MAX_SEQ_STEP:
+            # NOTE: alerts we never received (a first alert far above 1 is flagged too).
+            audit(
+                session,
+                at=now,
+                type="device.sequence_gap",
+                incident_id=incident_id,
+                device=device_id,
+                expected=mark + 1,
+                got=seq,
+            )
+        if seq - mark <= MAX_SEQ_STEP:
+            device.last_seq = seq
+    elif seq == 1 and mark:
         # A fresh outbox (replaced SD card, or a corrupt file moved aside).
         audit(
             session,
@@ -159,12 +181,24 @@ def _track_sequence(
             type="device.sequence_reset",
             incident_id=incident_id,
             device=device_id,
-            previous=device.last_seq,
+            previous=mark,
             got=seq,
         )
         device.last_seq = seq
-    device.last_seq = max(device.last_seq, seq)
-    device.last_seen = now
+    elif seq <= mark:
+        # NOTE: a number at or below the mark that is not a reset: an old outbox put
+        # back, or a unit replaying numbers. The mark stays where it is.
+        audit(
+            session,
+            at=now,
+            type="device.sequence_back",
+            incident_id=incident_id,
+            device=device_id,
+            previous=mark,
+            got=seq,
+        )
+    else:
+        device.last_seq = seq
 
 
 def _move(

@@ -127,3 +127,41 @@ def test_sequence_gap_is_logged(engine: Engine) -> None:
     with sessions(engine)() as s:
         gap = s.scalars(select(LogEntry).where(LogEntry.type == "device.sequence_gap")).one()
         assert gap.data == {"device": "unit-1", "expected": 2, "got": 4}
+
+
+def log_of(engine: Engine, *types: str) -> list[tuple[str, dict[str, object]]]:
+    with sessions(engine)() as s:
+        rows = s.scalars(select(LogEntry).where(LogEntry.type.in_(types)).order_by(LogEntry.n))
+        return [(e.type, e.data) for e in rows]
+
+
+def test_sequence_going_back_is_logged(engine: Engine) -> None:
+    with sessions(engine).begin() as s:
+        for seq in (1, 2, 3, 4, 5, 6, 3, 7):
+            record(s, alert(seq=seq))
+    assert log_of(engine, "device.sequence_gap", "device.sequence_back") == [
+        ("device.sequence_back", {"device": "unit-1", "previous": 6, "got": 3})
+    ]
+
+
+def test_one_huge_jump_does_not_hide_later_gaps(engine: Engine) -> None:
+    with sessions(engine).begin() as s:
+        for seq in (1, 2, 10**9, 3, 5):
+            record(s, alert(seq=seq))
+    # The jump is flagged, but one message does not move the mark that far: the real
+    # gap after it (4 never arrived) is flagged too.
+    assert log_of(engine, "device.sequence_gap", "device.sequence_back") == [
+        ("device.sequence_gap", {"device": "unit-1", "expected": 3, "got": 10**9}),
+        ("device.sequence_gap", {"device": "unit-1", "expected": 4, "got": 5}),
+    ]
+
+
+def test_a_unit_that_goes_on_counting_after_a_jump_moves_the_mark(engine: Engine) -> None:
+    with sessions(engine).begin() as s:
+        for seq in (1, 5000, 5001, 5003, 2):
+            record(s, alert(seq=seq))
+    assert log_of(engine, "device.sequence_gap", "device.sequence_back") == [
+        ("device.sequence_gap", {"device": "unit-1", "expected": 2, "got": 5000}),
+        ("device.sequence_gap", {"device": "unit-1", "expected": 5002, "got": 5003}),
+        ("device.sequence_back", {"device": "unit-1", "previous": 5003, "got": 2}),
+    ]
