@@ -58,6 +58,7 @@ EVENT_TYPES: dict[str, frozenset[str]] = {
         # the room unit and its alerts
         "alert.raised": ("alert_id", "device", "room", "seq", "kind", "device_time"),
         "alert.re_pressed": ("alert_id", "presses"),
+        "alert.refused": ("alert_id", "device", "seq"),
         "incident.reopened": ("round", "presses"),
         "device.sequence_gap": ("device", "expected", "got"),
         "device.sequence_reset": ("device", "previous", "got"),

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from panicbutton.wire import Alert, FeedbackState, LinkState, Status
 from server import escalation
 from server.audit import audit
-from server.models import DeviceRecord, Incident
+from server.models import DeviceRecord, Incident, LogEntry
 from server.site import Room, Site
 
 
@@ -48,6 +48,8 @@ class AlertResult:
     new: bool
     page_ids: list[int] = field(default_factory=list)
     repressed: bool = False
+    #: The alert id is another unit's (``incident`` is that unit's): refused, see record_alert.
+    refused: bool = False
 
 
 def record_alert(
@@ -56,9 +58,14 @@ def record_alert(
     """Open an incident for ``alert``, or return the one it already opened.
 
     The device's alert id is the idempotency key: a redelivered alert, on any
-    path, returns the first incident and queues no new page.
+    path, returns the first incident and queues no new page. An incident is
+    found by (unit, alert id): an alert id the server holds for another unit is
+    refused (``refused``) and logged once, never counted on that room.
     """
     existing = session.scalar(select(Incident).where(Incident.alert_id == alert.alert_id))
+    if existing is not None and existing.device_id != alert.device_id:
+        _refuse(session, alert=alert, now=now)
+        return AlertResult(existing, new=False, refused=True)
     if existing is not None:
         if alert.presses <= existing.presses:
             return AlertResult(existing, new=False)
@@ -114,6 +121,22 @@ def record_alert(
 
     page_ids = escalation.start(session=session, site=site, incident=incident, now=now)
     return AlertResult(incident, new=True, page_ids=page_ids)
+
+
+def _refuse(session: Session, *, alert: Alert, now: datetime) -> None:
+    """Log an alert whose id belongs to another unit's incident, once per unit and id."""
+    key = f"refused:{alert.device_id}:{alert.alert_id}"
+    if session.scalar(select(LogEntry.n).where(LogEntry.key == key)) is not None:
+        return
+    audit(
+        session,
+        at=now,
+        type="alert.refused",
+        key=key,
+        alert_id=alert.alert_id,
+        device=alert.device_id,
+        seq=alert.seq,
+    )
 
 
 def _reopen(session: Session, *, site: Site, incident: Incident, now: datetime) -> list[int]:

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from panicbutton.wire import Alert, Feedback, Status
+from panicbutton.wire import Alert, Feedback, FeedbackState, Status
 from server import duty, escalation, incidents, messages, replies
 from server.audit import audit
 from server.clock import Clock, SystemClock
@@ -150,6 +150,8 @@ class Runtime:
                 result = incidents.record_alert(
                     session=s, site=self.site, room=room, alert=alert, now=now
                 )
+        if result.refused:
+            return self._refused(alert, now)
         incident = result.incident
         if result.new:
             log.info(
@@ -171,6 +173,29 @@ class Runtime:
             log.info("alert %s redelivered; incident %d already open", alert.alert_id, incident.id)
         self._send_feedback(incident, now)
         return self._feedback(incident, now)
+
+    def _refused(self, alert: Alert, now: datetime) -> Feedback:
+        """An alert id another unit's incident holds: nothing opened, nothing counted.
+
+        NOTE: the unit is told ``resolved`` (not retained: its own alerts' feedback
+        stays) so that it stops resending an alert that can never be accepted, and
+        its next press starts a new alert that pages for its own room.
+        """
+        log.error(
+            "alert %s from unit %s refused: that alert id belongs to another unit's "
+            "incident (a cloned memory card, or a forged unit); told the unit it is over",
+            alert.alert_id,
+            alert.device_id,
+        )
+        feedback = Feedback(
+            alert_id=alert.alert_id,
+            state=FeedbackState.RESOLVED,
+            at=now,
+            incident=0,
+            presses=alert.presses,
+        )
+        self.publish_feedback(alert.device_id, feedback, False)
+        return feedback
 
     @staticmethod
     def _feedback(incident: Incident, now: datetime) -> Feedback:

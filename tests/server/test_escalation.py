@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
+import threading
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from panicbutton.wire import Alert, alert_topic, new_alert_id
+from panicbutton.wire import Alert, Feedback, alert_topic, feedback_topic, new_alert_id
 from server.clock import ManualClock
 from server.models import EscalationJob, Incident
 from tests.harness import FLOOR, MANAGER, RECEPTION, System, wait_until
@@ -31,6 +33,8 @@ STEPS = {
     "repeat_every": 60,
     "follow_up_after": 600,
 }
+#: The reply code in a page, in each language.
+CODE = re.compile(r"(?:Reply|Antwoord|Répondez) (\d+)")
 
 
 def clock(system: System) -> ManualClock:
@@ -549,3 +553,83 @@ def test_after_an_outage_missed_repeats_are_not_fired_in_a_burst(system: System)
     advance(system, 60)  # ... and then the usual pace again
     assert len(sms(system, MANAGER)) == 2
     system.server.runtime.scheduler.stop()
+
+
+def code(system: System, phone: str, room: str = "Room 1") -> str:
+    """The reply code in the latest page about ``room`` that ``phone`` received."""
+    page = next(b for b in reversed(sms(system, phone)) if room in b and CODE.search(b))
+    found = CODE.search(page)
+    assert found is not None
+    return found.group(1)
+
+
+class Unit:
+    """A plain MQTT client logged in as ``device``: publishes alerts, collects its feedback."""
+
+    def __init__(self, system: System, device: str) -> None:
+        self.raw: list[bytes] = []
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device)
+        self._client.username_pw_set(device, system.users[device])
+        self._client.on_message = lambda c, u, msg: self.raw.append(bytes(msg.payload))
+        subscribed = threading.Event()
+        self._client.on_subscribe = lambda *args: subscribed.set()
+        self._client.connect("127.0.0.1", system.mqtt_port)
+        self._client.subscribe(feedback_topic(device), qos=1)
+        self._client.loop_start()
+        assert subscribed.wait(5)
+
+    @property
+    def seen(self) -> list[Feedback]:
+        return [Feedback.from_json(payload) for payload in self.raw]
+
+    def send(self, alert_: Alert) -> None:
+        self._client.publish(
+            alert_topic(alert_.device_id), alert_.to_json(), qos=1
+        ).wait_for_publish(5)
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS)
+def test_an_alert_id_from_another_unit_is_refused_and_never_touches_that_room(
+    system: System,
+) -> None:
+    first = Alert(
+        device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=clock(system).now()
+    )
+    publish(system, first)
+    assert wait_until(lambda: len(system.incidents()) == 1)
+    settle(system)
+    texts = len(system.twilio.sent)
+    unit_2 = Unit(system, "unit-2")
+    try:
+        # Unit 2 sends Room 1's alert id (a cloned memory card, or a forged unit).
+        unit_2.send(dataclasses.replace(first, device_id="unit-2", presses=2))
+        assert wait_until(lambda: len(unit_2.seen) == 1)
+        [refused] = system.events("alert.refused")
+        assert refused.data == {"alert_id": first.alert_id, "device": "unit-2", "seq": 1}
+        [room_1] = system.incidents()
+        assert (room_1.device_id, room_1.presses, room_1.state) == ("unit-1", 1, "open")
+        assert system.events("alert.re_pressed") == []
+        # Unit 2 is told the alert is over, so it stops resending it (never "received").
+        [told] = unit_2.seen
+        assert (told.alert_id, told.state, told.incident) == (first.alert_id, "resolved", 0)
+        settle(system)
+        assert len(system.twilio.sent) == texts  # nobody texted "Room 2: pressed again"
+
+        reply(system, RECEPTION, code(system, RECEPTION) + "g")
+        assert system.incidents()[0].state == "resolved"
+        texts = len(system.twilio.sent)
+        unit_2.send(dataclasses.replace(first, device_id="unit-2", presses=3))
+        assert wait_until(lambda: len(unit_2.seen) == 2)
+        settle(system)
+    finally:
+        unit_2.close()
+    # Resolved Room 1 is not reopened by unit 2; the refusal is logged once.
+    assert system.incidents()[0].state == "resolved"
+    assert system.events("incident.reopened") == []
+    assert len(system.events("alert.refused")) == 1
+    assert len(system.twilio.sent) == texts
