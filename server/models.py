@@ -81,8 +81,9 @@ class Incident(Base):
 class Page(Base):
     """One message to one staff member about one incident.
 
-    ``reply_code`` is what that person replies to acknowledge; it is the
-    smallest number not used by their other open incidents.
+    ``reply_code`` is what that person replies to acknowledge: three random
+    digits, the same on every page of one round of one incident to that
+    person, and not used by any of their other unresolved incidents.
     """
 
     __tablename__ = "pages"

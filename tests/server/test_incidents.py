@@ -10,7 +10,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from panicbutton.wire import Alert, new_alert_id
-from server import incidents
+from server import escalation, incidents
 from server.db import make_engine, migrate, sessions
 from server.incidents import Outcome, State
 from server.models import Incident, LogEntry, Page
@@ -56,14 +56,29 @@ def test_same_alert_opens_one_incident_and_pages_once(engine: Engine) -> None:
         assert s.scalars(select(LogEntry.type)).all().count("alert.raised") == 1
 
 
-def test_reply_codes_are_smallest_free_per_phone(engine: Engine) -> None:
+def test_reply_codes_are_random_three_digits_and_unique_per_phone(engine: Engine) -> None:
+    with sessions(engine).begin() as s:
+        opened = [record(s, alert(f"unit-{i}")).incident.id for i in (1, 2, 3)]
+    with sessions(engine)() as s:
+        codes = {(p.incident_id, p.staff_id): p.reply_code for p in s.scalars(select(Page))}
+    mine = [codes[(i, "reception")] for i in opened]
+    assert all(100 <= c <= 999 for c in codes.values())
+    assert len(set(mine)) == 3
+    assert mine != [1, 2, 3]
+
+
+def test_a_reply_code_is_never_reused_while_its_incident_is_open(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three codes only: uniqueness, not luck, must keep them apart.
+    monkeypatch.setattr(escalation, "CODES", range(100, 103))
     with sessions(engine).begin() as s:
         first = record(s, alert("unit-1"))
-        second = record(s, alert("unit-2"))
+        record(s, alert("unit-2"))
+        record(s, alert("unit-3"))
     with sessions(engine).begin() as s:
         codes = {(p.incident_id, p.staff_id): p.reply_code for p in s.scalars(select(Page))}
-        assert codes[(first.incident.id, "reception")] == 1
-        assert codes[(second.incident.id, "reception")] == 2
+        assert {c for (_, staff), c in codes.items() if staff == "reception"} == {100, 101, 102}
         incidents.resolve(
             session=s,
             incident=s.get_one(Incident, first.incident.id),
@@ -72,14 +87,15 @@ def test_reply_codes_are_smallest_free_per_phone(engine: Engine) -> None:
             now=NOW,
         )
     with sessions(engine).begin() as s:
-        third = record(s, alert("unit-3"))
+        fourth = record(s, alert("unit-1"))
+        # Only the resolved incident's code is free again.
         assert (
             s.scalar(
                 select(Page.reply_code).where(
-                    Page.incident_id == third.incident.id, Page.staff_id == "reception"
+                    Page.incident_id == fourth.incident.id, Page.staff_id == "reception"
                 )
             )
-            == 1
+            == codes[(first.incident.id, "reception")]
         )
 
 
