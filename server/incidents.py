@@ -8,7 +8,7 @@ never disagree. Keyword-only arguments; no HTTP, no MQTT.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import ColumnElement, select, update
@@ -19,6 +19,11 @@ from server import escalation
 from server.audit import audit
 from server.models import DeviceRecord, Incident, LogEntry
 from server.site import Room, Site
+
+#: The escalation job kind that sends re-press news held back by the throttle.
+REPRESS_NEWS = "repress_news"
+#: Seconds between two re-press texts to one person about one incident.
+NEWS_EVERY = 30
 
 
 class State(StrEnum):
@@ -88,6 +93,16 @@ def record_alert(
                 repressed=True,
                 page_ids=_reopen(session, site=site, incident=existing, now=now),
             )
+        # NOTE: the news of a press is throttled (server.runtime); this job, due when the
+        # window of the news sent now ends, sends what the window held back. Persisted,
+        # so a restart loses no news.
+        escalation.schedule(
+            session,
+            incident_id=existing.id,
+            kind=REPRESS_NEWS,
+            step=alert.presses,
+            due=now + timedelta(seconds=NEWS_EVERY),
+        )
         return AlertResult(existing, new=False, repressed=True)
     incident = Incident(
         alert_id=alert.alert_id,

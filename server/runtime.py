@@ -104,6 +104,8 @@ class Runtime:
         self._feedback_lock = threading.Lock()
         self._lock = threading.Lock()
         self._not_understood: dict[str, int] = {}
+        #: (incident, staff) -> (when, press count) of the last re-press news sent.
+        self._told: dict[tuple[int, str], tuple[datetime, int]] = {}
         #: Times of wrong reply codes per phone (kept in memory, see MAX_WRONG_CODES).
         self._guesses: dict[str, list[datetime]] = {}
         #: Set by server.app.build: the log keeper (signs checkpoints) and retention.
@@ -172,11 +174,8 @@ class Runtime:
             self.scheduler.wake()
         elif result.repressed:
             log.info("incident %d: button pressed again (%d)", incident.id, incident.presses)
-            self._tell_paged(
-                incident,
-                lambda m: messages.repress(m.language, room=room.label, presses=incident.presses),
-                purpose="repress",
-            )
+            self._repress_news(incident.id, now)
+            self.scheduler.wake()  # the job for the news this window holds back
         else:
             log.info("alert %s redelivered; incident %d already open", alert.alert_id, incident.id)
         self._send_feedback(incident, now)
@@ -204,6 +203,43 @@ class Runtime:
         )
         self.publish_feedback(alert.device_id, feedback, False)
         return feedback
+
+    def _repress_news(self, incident_id: int, now: datetime) -> None:
+        """Tell the people paged for an incident its press count, each at most every
+        NEWS_EVERY seconds: a button mashed 30 times is one text, then one more with the
+        count when the window ends (the ``repress_news`` job scheduled with each press).
+
+        NOTE: who was told what is kept in memory; after a restart the pending job tells
+        everyone paged the current count (at worst one text twice, never none).
+        """
+        with self.sessions() as s:
+            incident = s.get(Incident, incident_id)
+            if incident is None or incident.state == State.RESOLVED:
+                return
+            presses, room = incident.presses, self.site.room(incident.room_id).label
+            paged = sorted(
+                set(s.scalars(select(Page.staff_id).where(Page.incident_id == incident_id)))
+            )
+        window = timedelta(seconds=incidents.NEWS_EVERY)
+        tell = []
+        with self._lock:
+            for staff_id in paged:
+                told = self._told.get((incident_id, staff_id))
+                if told is not None and (told[1] >= presses or now < told[0] + window):
+                    continue  # nothing new, or told too recently: the job will tell
+                self._told[(incident_id, staff_id)] = (now, presses)
+                tell.append(staff_id)
+        for staff_id in tell:
+            try:
+                member = self.site.member(staff_id)
+            except LookupError:  # removed from the site file since the page
+                continue
+            self.pager.send_text(
+                member,
+                messages.repress(member.language, room=room, presses=presses),
+                incident_id=incident_id,
+                purpose="repress",
+            )
 
     @staticmethod
     def _feedback(incident: Incident, now: datetime) -> Feedback:
@@ -302,6 +338,14 @@ class Runtime:
 
     # -- escalation ----------------------------------------------------------------------
     def _run_job(self, job_id: int, now: datetime) -> None:
+        with self.sessions.begin() as s:
+            job = s.get_one(EscalationJob, job_id)
+            incident = s.get_one(Incident, job.incident_id)
+            if job.kind == incidents.REPRESS_NEWS:
+                job.status, job.done_at = "done", now
+        if job.kind == incidents.REPRESS_NEWS:
+            self._repress_news(incident.id, now)
+            return
         with self.sessions.begin() as s:
             job = s.get_one(EscalationJob, job_id)
             incident = s.get_one(Incident, job.incident_id)
@@ -489,6 +533,9 @@ class Runtime:
                 session=s, incident=incident, staff_id=staff_id, outcome=outcome, now=now
             )
         if changed:
+            with self._lock:  # no more re-press news for it
+                for key in [k for k in self._told if k[0] == incident_id]:
+                    del self._told[key]
             self._send_feedback(incident, now)
             room = self.site.room(incident.room_id).label
             self._tell_paged(

@@ -695,3 +695,38 @@ def test_duty_take_over_by_sms_tells_the_people_it_replaces(system: System) -> N
     assert sms(system, MANAGER)[-1].startswith("Vous êtes de garde jusqu'à 06:00.")
     reply(system, MANAGER, "DUTY")  # again: nobody else is replaced this time
     assert len(sms(system, RECEPTION)) == 1
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS)
+def test_button_mashing_sends_news_at_most_every_thirty_seconds(system: System) -> None:
+    first = Alert(
+        device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=clock(system).now()
+    )
+    unit = Unit(system, "unit-1")
+    try:
+        unit.send(first)
+        assert wait_until(lambda: len(system.incidents()) == 1)
+        settle(system)
+        for presses in range(2, 32):  # 30 re-presses in a burst
+            unit.send(dataclasses.replace(first, presses=presses))
+        assert wait_until(lambda: system.incidents()[0].presses == 31)
+        settle(system)
+    finally:
+        unit.close()
+    assert len(system.events("alert.re_pressed")) == 30  # every press is recorded
+
+    def news(phone: str) -> list[str]:
+        return [b for b in sms(system, phone) if "pressed again" in b or "opnieuw ingedrukt" in b]
+
+    # The first re-press is news at once; the rest wait for the window to end ...
+    assert system.twilio.wait_for(lambda sent: len(news(RECEPTION)) == 1 and len(news(FLOOR)) == 1)
+    assert len(sms(system, RECEPTION)) == 2  # the page and one news, not 31 texts
+    advance(system, 29)
+    assert len(news(RECEPTION)) == 1
+    advance(system, 1)  # ... and then go out once, with the count as it is now.
+    assert system.twilio.wait_for(lambda sent: len(news(RECEPTION)) == 2 and len(news(FLOOR)) == 2)
+    assert news(RECEPTION)[-1] == "Room 1: the button was pressed again (31 times)."
+    assert news(FLOOR)[-1] == "Room 1: de knop werd opnieuw ingedrukt (31 keer)."
+    advance(system, 60)
+    assert len(news(RECEPTION)) == 2  # nothing new to tell
