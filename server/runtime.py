@@ -341,22 +341,22 @@ class Runtime:
         with self.sessions.begin() as s:
             job = s.get_one(EscalationJob, job_id)
             incident = s.get_one(Incident, job.incident_id)
-            if job.kind == incidents.REPRESS_NEWS:
-                job.status, job.done_at = "done", now
-        if job.kind == incidents.REPRESS_NEWS:
-            self._repress_news(incident.id, now)
-            return
-        with self.sessions.begin() as s:
-            job = s.get_one(EscalationJob, job_id)
-            incident = s.get_one(Incident, job.incident_id)
+            news = job.kind == incidents.REPRESS_NEWS
             wanted = State.OPEN if job.kind == "step" else State.ACKNOWLEDGED
             # A job of an earlier round (left by a crash before a reopen) is over.
-            if incident.state != wanted or job.step // escalation.ROUND != incident.round:
+            if not news and (
+                incident.state != wanted or job.step // escalation.ROUND != incident.round
+            ):
                 job.status = "cancelled"
                 return
-            run = escalation.run_step if job.kind == "step" else escalation.run_follow_up
-            pages = run(session=s, incident=incident, n=job.step, due=job.due_at, now=now)
+            pages: list[int] = []
+            if not news:
+                run = escalation.run_step if job.kind == "step" else escalation.run_follow_up
+                pages = run(session=s, incident=incident, n=job.step, due=job.due_at, now=now)
             job.status, job.done_at = "done", now
+        if news:  # texts, after the commit like every other text
+            self._repress_news(incident.id, now)
+            return
         log.info("incident %d: %s %d paged %d", incident.id, job.kind, job.step, len(pages))
         self.pager.dispatch(pages)
 

@@ -24,7 +24,15 @@ from sqlalchemy import func, select
 from panicbutton.wire import Alert, Feedback, alert_topic, feedback_topic, new_alert_id
 from server.clock import ManualClock
 from server.models import EscalationJob, Incident
-from tests.harness import FLOOR, MANAGER, RECEPTION, System, reply_code, wait_until
+from tests.harness import (
+    DEVICE_TOKENS,
+    FLOOR,
+    MANAGER,
+    RECEPTION,
+    System,
+    reply_code,
+    wait_until,
+)
 
 START = "2026-11-27T21:00:00+00:00"  # 22:00 in Brussels
 STEPS = {
@@ -730,3 +738,32 @@ def test_button_mashing_sends_news_at_most_every_thirty_seconds(system: System) 
     assert news(FLOOR)[-1] == "Room 1: de knop werd opnieuw ingedrukt (31 keer)."
     advance(system, 60)
     assert len(news(RECEPTION)) == 2  # nothing new to tell
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS)
+def test_an_alert_id_from_another_unit_over_https_is_answered_resolved(system: System) -> None:
+    first = Alert(
+        device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=clock(system).now()
+    )
+    publish(system, first)
+    assert wait_until(lambda: len(system.incidents()) == 1)
+    settle(system)
+    forged = dataclasses.replace(first, device_id="unit-2", presses=5)
+    answer = httpx.post(
+        f"{system.api}/devices/unit-2/alerts",
+        content=forged.to_json(),
+        headers={"Authorization": f"Bearer {DEVICE_TOKENS['unit-2']}"},
+    )
+    # The unit's HTTPS path takes the answer as feedback: it stops resending.
+    assert answer.status_code == 200
+    told = Feedback.from_json(answer.content)
+    assert (told.alert_id, told.state, told.incident, told.presses) == (
+        first.alert_id,
+        "resolved",
+        0,
+        5,
+    )
+    [room_1] = system.incidents()
+    assert (room_1.presses, room_1.state) == (1, "open")
+    assert [e.data["device"] for e in system.events("alert.refused")] == ["unit-2"]
