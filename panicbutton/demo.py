@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import secrets
 import sys
 import tempfile
@@ -21,6 +22,7 @@ from typing import TextIO
 import httpx
 from gpiozero.pins.mock import MockFactory
 from pydantic import SecretStr
+from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
 from device.agent import Agent
@@ -35,6 +37,7 @@ from server.broker import (
     find_mosquitto,
     free_port,
 )
+from server.models import Incident, Page
 from server.notifier import ConsoleNotifier
 from server.settings import Settings
 from server.site import Site, parse_site
@@ -55,7 +58,8 @@ STAFF = (
 
 HELP = """commands:
   1, 2, 3 ...            press that room's button
-  reply PHONE TEXT       an SMS from a staff phone, e.g. `reply +32470000001 1`
+  reply PHONE TEXT       an SMS from a staff phone; `code` in TEXT stands for the reply
+                         code of that phone's newest alarm, e.g. `reply +32470000001 code`
   status                 show each room's light
   quit                   stop"""
 
@@ -207,6 +211,9 @@ class Demo:
         self.settle()
 
     def reply(self, phone: str, text: str) -> None:
+        code = self._code_for(phone)
+        if code is not None:
+            text = re.sub(r"(?i)\bcode", str(code), text)
         self.say(f"> SMS from {phone}: {text}")
         url = f"http://127.0.0.1:{self.http_port}/twilio/sms"
         params = {
@@ -222,6 +229,22 @@ class Demo:
         if response.status_code != 200:
             self.say(f"  webhook answered {response.status_code}")
         self.settle()
+
+    def _code_for(self, phone: str) -> int | None:
+        """The reply code in the newest page to ``phone`` about an unresolved alarm."""
+        assert self.server is not None
+        member = self.server.runtime.site.by_phone(phone)
+        if member is None:
+            return None
+        with self.server.runtime.sessions() as s:
+            code: int | None = s.scalar(
+                select(Page.reply_code)
+                .join(Incident, Incident.id == Page.incident_id)
+                .where(Page.staff_id == member.id, Incident.state != "resolved")
+                .order_by(Page.id.desc())
+                .limit(1)
+            )
+        return code
 
     def handle(self, line: str) -> bool:
         words = line.split()

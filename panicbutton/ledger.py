@@ -58,9 +58,11 @@ EVENT_TYPES: dict[str, frozenset[str]] = {
         # the room unit and its alerts
         "alert.raised": ("alert_id", "device", "room", "seq", "kind", "device_time"),
         "alert.re_pressed": ("alert_id", "presses"),
+        "alert.refused": ("alert_id", "device", "seq"),
         "incident.reopened": ("round", "presses"),
         "device.sequence_gap": ("device", "expected", "got"),
         "device.sequence_reset": ("device", "previous", "got"),
+        "device.sequence_back": ("device", "previous", "got"),
         "device.online": ("device",),
         "device.offline": ("device", "reason"),
         "device.offline_alerted": ("device", "since"),

@@ -18,6 +18,7 @@ Follow-up pages use negative step numbers (-1, -2, ...).
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -348,8 +349,13 @@ def hurry(session: Session, *, incident: Incident, failed_step: int, now: dateti
     return bool(moved)
 
 
+#: Reply codes: three digits, drawn at random, so that a reply with a spoofed sender
+#: number must guess one (and guesses are limited, see server.runtime).
+CODES = range(100, 1000)
+
+
 def _free_code(session: Session, staff_id: str) -> int:
-    """The smallest reply code not used by this person's unresolved incidents.
+    """A random reply code not used by any page of this person's unresolved incidents.
 
     NOTE: on PostgreSQL two transactions could pick the same code for one person
     (SQLite serialises writers); _page holds a per-person advisory lock to commit,
@@ -362,7 +368,7 @@ def _free_code(session: Session, staff_id: str) -> int:
             .where(Page.staff_id == staff_id, Incident.state != "resolved")
         )
     )
-    code = 1
-    while code in used:
-        code += 1
-    return code
+    free = [c for c in CODES if c not in used]
+    if not free:  # a person with every code open at once: go on with four digits
+        free = [c for c in range(CODES.stop, CODES.stop * 10) if c not in used]
+    return secrets.choice(free)

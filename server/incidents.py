@@ -8,7 +8,7 @@ never disagree. Keyword-only arguments; no HTTP, no MQTT.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import ColumnElement, select, update
@@ -17,8 +17,13 @@ from sqlalchemy.orm import Session
 from panicbutton.wire import Alert, FeedbackState, LinkState, Status
 from server import escalation
 from server.audit import audit
-from server.models import DeviceRecord, Incident
+from server.models import DeviceRecord, Incident, LogEntry
 from server.site import Room, Site
+
+#: The escalation job kind that sends re-press news held back by the throttle.
+REPRESS_NEWS = "repress_news"
+#: Seconds between two re-press texts to one person about one incident.
+NEWS_EVERY = 30
 
 
 class State(StrEnum):
@@ -48,6 +53,8 @@ class AlertResult:
     new: bool
     page_ids: list[int] = field(default_factory=list)
     repressed: bool = False
+    #: The alert id is another unit's (``incident`` is that unit's): refused, see record_alert.
+    refused: bool = False
 
 
 def record_alert(
@@ -56,9 +63,14 @@ def record_alert(
     """Open an incident for ``alert``, or return the one it already opened.
 
     The device's alert id is the idempotency key: a redelivered alert, on any
-    path, returns the first incident and queues no new page.
+    path, returns the first incident and queues no new page. An incident is
+    found by (unit, alert id): an alert id the server holds for another unit is
+    refused (``refused``) and logged once, never counted on that room.
     """
     existing = session.scalar(select(Incident).where(Incident.alert_id == alert.alert_id))
+    if existing is not None and existing.device_id != alert.device_id:
+        _refuse(session, alert=alert, now=now)
+        return AlertResult(existing, new=False, refused=True)
     if existing is not None:
         if alert.presses <= existing.presses:
             return AlertResult(existing, new=False)
@@ -81,6 +93,16 @@ def record_alert(
                 repressed=True,
                 page_ids=_reopen(session, site=site, incident=existing, now=now),
             )
+        # NOTE: the news of a press is throttled (server.runtime); this job, due when the
+        # window of the news sent now ends, sends what the window held back. Persisted,
+        # so a restart loses no news.
+        escalation.schedule(
+            session,
+            incident_id=existing.id,
+            kind=REPRESS_NEWS,
+            step=alert.presses,
+            due=now + timedelta(seconds=NEWS_EVERY),
+        )
         return AlertResult(existing, new=False, repressed=True)
     incident = Incident(
         alert_id=alert.alert_id,
@@ -116,6 +138,22 @@ def record_alert(
     return AlertResult(incident, new=True, page_ids=page_ids)
 
 
+def _refuse(session: Session, *, alert: Alert, now: datetime) -> None:
+    """Log an alert whose id belongs to another unit's incident, once per unit and id."""
+    key = f"refused:{alert.device_id}:{alert.alert_id}"
+    if session.scalar(select(LogEntry.n).where(LogEntry.key == key)) is not None:
+        return
+    audit(
+        session,
+        at=now,
+        type="alert.refused",
+        key=key,
+        alert_id=alert.alert_id,
+        device=alert.device_id,
+        seq=alert.seq,
+    )
+
+
 def _reopen(session: Session, *, site: Site, incident: Incident, now: datetime) -> list[int]:
     incident.round += 1
     incident.state = State.OPEN
@@ -132,26 +170,48 @@ def _reopen(session: Session, *, site: Site, incident: Incident, now: datetime) 
     return escalation.start(session=session, site=site, incident=incident, now=now)
 
 
+#: The most one alert may move a unit's sequence mark forward. A jump beyond it is
+#: flagged and moves the mark only when the unit's next alert goes on from there:
+#: one garbled or forged ``seq`` (say 10**9) must not hide every later gap.
+MAX_SEQ_STEP = 1000
+
+
 def _track_sequence(
     session: Session, *, device_id: str, seq: int, now: datetime, incident_id: int
 ) -> None:
+    """Compare a new alert's ``seq`` with the unit's mark (the highest accepted so far)
+    and log what does not follow: a gap, a counter reset to 1, or a step back."""
     device = session.get(DeviceRecord, device_id)
     if device is None:
         device = DeviceRecord(device_id=device_id, last_seq=0, online=True, last_seen=now)
         session.add(device)
-    # NOTE: a jump means alerts we never received; a step back means the unit's
-    # outbox was lost or replaced (the unit says so in its status too).
-    if device.last_seq and seq > device.last_seq + 1:
-        audit(
-            session,
-            at=now,
-            type="device.sequence_gap",
-            incident_id=incident_id,
-            device=device_id,
-            expected=device.last_seq + 1,
-            got=seq,
+    device.last_seen = now
+    mark = device.last_seq
+    if seq > mark + 1:
+        previous = session.scalar(
+            select(Incident.seq)
+            .where(Incident.device_id == device_id, Incident.id != incident_id, Incident.seq > 0)
+            .order_by(Incident.id.desc())
+            .limit(1)
         )
-    elif device.last_seq > 1 and seq == 1:
+        if previous == seq - 1 and previous > mark:
+            # The unit goes on from a jump flagged at its last alert: follow it.
+            device.last_seq = seq
+            return
+        if mark or seq > MAX_SEQ_STEP:
+            # NOTE: alerts we never received (a first alert far above 1 is flagged too).
+            audit(
+                session,
+                at=now,
+                type="device.sequence_gap",
+                incident_id=incident_id,
+                device=device_id,
+                expected=mark + 1,
+                got=seq,
+            )
+        if seq - mark <= MAX_SEQ_STEP:
+            device.last_seq = seq
+    elif seq == 1 and mark:
         # A fresh outbox (replaced SD card, or a corrupt file moved aside).
         audit(
             session,
@@ -159,12 +219,24 @@ def _track_sequence(
             type="device.sequence_reset",
             incident_id=incident_id,
             device=device_id,
-            previous=device.last_seq,
+            previous=mark,
             got=seq,
         )
         device.last_seq = seq
-    device.last_seq = max(device.last_seq, seq)
-    device.last_seen = now
+    elif seq <= mark:
+        # NOTE: a number at or below the mark that is not a reset: an old outbox put
+        # back, or a unit replaying numbers. The mark stays where it is.
+        audit(
+            session,
+            at=now,
+            type="device.sequence_back",
+            incident_id=incident_id,
+            device=device_id,
+            previous=mark,
+            got=seq,
+        )
+    else:
+        device.last_seq = seq
 
 
 def _move(

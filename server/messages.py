@@ -56,9 +56,22 @@ _UNIT_ONLINE = {
     "en": "The unit in {room} is back online.",
 }
 _NOT_UNDERSTOOD = {
-    "fr": "Non compris. Répondez avec le numéro de l'alerte, par ex. 1.",
-    "nl": "Niet begrepen. Antwoord met het nummer van het alarm, bv. 1.",
-    "en": "Not understood. Reply with the alert's number, e.g. 1.",
+    "fr": "Non compris. Répondez avec le code du message d'alerte, par ex. 482.",
+    "nl": "Niet begrepen. Antwoord met de code uit het alarmbericht, bv. 482.",
+    "en": "Not understood. Reply with the code in the alarm text, e.g. 482.",
+}
+_CODE_NEEDED = {
+    "fr": "Pas fait: votre réponse doit contenir le code de l'alerte: {codes}.",
+    "nl": "Niet gedaan: uw antwoord moet de code van het alarm bevatten: {codes}.",
+    "en": "Not done: your reply needs the alarm's code: {codes}.",
+}
+_CODES_LOCKED = {
+    "fr": "Trop de codes erronés depuis ce téléphone: les codes sont refusés jusqu'à {time}. "
+    "Appuyez sur 1 pendant l'appel d'alerte.",
+    "nl": "Te veel foute codes van deze telefoon: codes worden geweigerd tot {time}. "
+    "Druk op 1 tijdens de alarmoproep.",
+    "en": "Too many wrong codes from this phone: codes are refused until {time}. "
+    "Press 1 in the alarm call.",
 }
 
 
@@ -85,6 +98,16 @@ def already(lang: Language, *, name: str, room: str) -> str:
 
 def not_understood(lang: Language) -> str:
     return _NOT_UNDERSTOOD[lang]
+
+
+def code_needed(lang: Language, *, codes: list[tuple[int, str]]) -> str:
+    """The answer to a reply without a code (or with a wrong one): the person's own codes
+    (the answer goes to the staff phone, never to whoever spoofed its number)."""
+    return _CODE_NEEDED[lang].format(codes=", ".join(f"{c} ({room})" for c, room in codes))
+
+
+def codes_locked(lang: Language, *, until: datetime, timezone: str) -> str:
+    return _CODES_LOCKED[lang].format(time=local_time(until, timezone))
 
 
 def repress(lang: Language, *, room: str, presses: int) -> str:
@@ -136,6 +159,14 @@ _DUTY_ON = {
     "fr": "Vous êtes de garde jusqu'à {time}. Répondez DUTY OFF pour arrêter.",
     "nl": "U hebt dienst tot {time}. Antwoord DUTY OFF om te stoppen.",
     "en": "You are on duty until {time}. Reply DUTY OFF to stop.",
+}
+_DUTY_REPLACED = {
+    "fr": "{name} a pris la garde jusqu'à {time}: vous n'êtes pas de garde d'ici là. "
+    "Répondez DUTY si vous devriez l'être.",
+    "nl": "{name} heeft de dienst overgenomen tot {time}: u hebt tot dan geen dienst. "
+    "Antwoord DUTY als u dienst moet hebben.",
+    "en": "{name} has taken over duty until {time}: you are not on duty until then. "
+    "Reply DUTY if you should be.",
 }
 _DUTY_OFF = {
     "fr": "Votre prise de garde est terminée.",
@@ -258,6 +289,10 @@ def call_nothing(lang: Language) -> str:
 
 def duty_on(lang: Language, *, until: datetime, timezone: str) -> str:
     return _DUTY_ON[lang].format(time=local_time(until, timezone))
+
+
+def duty_replaced(lang: Language, *, name: str, until: datetime, timezone: str) -> str:
+    return _DUTY_REPLACED[lang].format(name=name, time=local_time(until, timezone))
 
 
 def duty_off(lang: Language) -> str:

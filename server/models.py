@@ -81,8 +81,9 @@ class Incident(Base):
 class Page(Base):
     """One message to one staff member about one incident.
 
-    ``reply_code`` is what that person replies to acknowledge; it is the
-    smallest number not used by their other open incidents.
+    ``reply_code`` is what that person replies to acknowledge: three random
+    digits, the same on every page of one round of one incident to that
+    person, and not used by any of their other unresolved incidents.
     """
 
     __tablename__ = "pages"
@@ -213,8 +214,10 @@ class WebhookReceipt(Base):
 class EscalationJob(Base):
     """One due step of an incident's escalation, persisted so a restart loses none.
 
-    ``kind`` is ``step`` (step ``n`` of the frozen plan, repeats counting on) or
-    ``follow_up`` (an acknowledged incident still not resolved). A job is
+    ``kind`` is ``step`` (step ``n`` of the frozen plan, repeats counting on),
+    ``follow_up`` (an acknowledged incident still not resolved) or
+    ``repress_news`` (re-press news held back by its throttle; ``step`` is the
+    press count that scheduled it). A job is
     claimed with a conditional UPDATE; the pages it creates are unique per
     (incident, staff, channel, step), so running a job twice sends nothing twice.
     """

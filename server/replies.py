@@ -1,9 +1,11 @@
 """SMS replies from staff: acknowledge or close by code, take over duty, opt-out words.
 
-In the style of GoAlert: each page carries a reply code, the smallest number
-free among that phone's unresolved incidents; "1" or "1a" acknowledges
-incident code 1, a bare "a" the latest. "1g" closes it as handled (genuine),
-"1f" as a false alarm. "DUTY" takes over duty now, "DUTY OFF" ends that.
+Each page carries a reply code: three random digits, unique among that
+person's unresolved incidents. The code is what authenticates a reply (a
+sender number can be spoofed): "482", "482a", "a 482" or "ok 482"
+acknowledges the incident with code 482; a bare "a", "ok" or "ack" does
+nothing but ask for the code. "482g" closes it as handled (genuine), "482f" as
+a false alarm. "DUTY" takes over duty now, "DUTY OFF" ends that.
 STOP, STOPALL, UNSUBSCRIBE, CANCEL, END and QUIT are never commands: they opt
 the number out at the carrier, and we record that. Unknown numbers get no reply.
 """
@@ -16,7 +18,12 @@ from enum import StrEnum
 
 OPT_OUT = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
 OPT_IN = frozenset({"START", "YES", "UNSTOP"})
-_ACK = re.compile(r"^(?:(?P<code>\d{1,3})\s*(?P<what>[agf])?|a|ack|ok)[.!]?$", re.IGNORECASE)
+_YES = r"(?:a|ack|ok)"
+#: Codes are three digits; up to six are read (a wrong code counts as a guess).
+_CODE = re.compile(
+    rf"^(?:{_YES}\s*)?(?P<code>\d{{1,6}})(?:\s*(?P<what>{_YES}|g|f))?[.!]?$", re.IGNORECASE
+)
+_CODELESS = re.compile(rf"^{_YES}[.!]?$", re.IGNORECASE)
 
 
 class Kind(StrEnum):
@@ -26,6 +33,8 @@ class Kind(StrEnum):
     DUTY_OFF = "duty_off"
     OPT_OUT = "opt_out"
     OPT_IN = "opt_in"
+    #: "a", "ok" or "ack" without a code: never acted on.
+    NO_CODE = "no_code"
     UNKNOWN = "unknown"
 
 
@@ -40,7 +49,7 @@ _WORDS = (
 @dataclass(frozen=True, slots=True)
 class Command:
     kind: Kind
-    code: int | None = None  # None with ACK: the latest open incident
+    code: int | None = None  # with ACK and RESOLVE
     outcome: str | None = None  # with RESOLVE: genuine or false_alarm
 
 
@@ -51,11 +60,15 @@ def parse(body: str) -> Command:
     for words, kind in _WORDS:
         if word in words:
             return Command(kind)
-    match = _ACK.fullmatch(text)
+    if _CODELESS.fullmatch(text):
+        return Command(Kind.NO_CODE)
+    match = _CODE.fullmatch(text)
     if match is None:
         return Command(Kind.UNKNOWN)
-    code = int(match.group("code")) if match.group("code") else None
-    what = (match.group("what") or "a").lower()
-    if what == "a":
-        return Command(Kind.ACK, code)
-    return Command(Kind.RESOLVE, code, "genuine" if what == "g" else "false_alarm")
+    code, what = int(match.group("code")), (match.group("what") or "a").lower()
+    # "a 482 g" mixes both: not understood rather than guessed at.
+    if what in ("g", "f") and text[0].isalpha():
+        return Command(Kind.UNKNOWN)
+    if what in ("g", "f"):
+        return Command(Kind.RESOLVE, code, "genuine" if what == "g" else "false_alarm")
+    return Command(Kind.ACK, code)

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from panicbutton.wire import Alert, Feedback, Status
+from panicbutton.wire import Alert, Feedback, FeedbackState, Status
 from server import duty, escalation, incidents, messages, replies
 from server.audit import audit
 from server.clock import Clock, SystemClock
@@ -49,6 +49,12 @@ FeedbackSink = Callable[[str, Feedback, bool], None]  # device id, feedback, ret
 
 #: "Not understood" replies per number before we stay silent (stops auto-responder loops).
 MAX_NOT_UNDERSTOOD = 5
+#: Wrong reply codes per number within GUESS_WINDOW before codes from it are refused
+#: until the window passes: with 900 codes, a guesser gets 5 tries per 15 minutes.
+MAX_WRONG_CODES = 5
+GUESS_WINDOW = timedelta(minutes=15)
+#: Open alarms listed in the answer to a reply without a code.
+CODES_SHOWN = 5
 #: Provider statuses that mean a page did not reach the person.
 FAILED = frozenset({"failed", "undelivered", "busy", "no-answer", "canceled"})
 #: Incident kinds that come from a room unit's button (they get feedback on its light).
@@ -99,6 +105,10 @@ class Runtime:
         self._feedback_lock = threading.Lock()
         self._lock = threading.Lock()
         self._not_understood: dict[str, int] = {}
+        #: (incident, staff) -> (when, press count) of the last re-press news sent.
+        self._told: dict[tuple[int, str], tuple[datetime, int]] = {}
+        #: Times of wrong reply codes per phone (kept in memory, see MAX_WRONG_CODES).
+        self._guesses: dict[str, list[datetime]] = {}
         #: Set by server.app.build: the log keeper (signs checkpoints) and retention.
         self.keeper: LogKeeper | None = None
         self.retention = Retention()
@@ -159,6 +169,8 @@ class Runtime:
                 result = incidents.record_alert(
                     session=s, site=self.site, room=room, alert=alert, now=now
                 )
+        if result.refused:
+            return self._refused(alert, now)
         incident = result.incident
         if result.new:
             log.info(
@@ -171,15 +183,72 @@ class Runtime:
             self.scheduler.wake()
         elif result.repressed:
             log.info("incident %d: button pressed again (%d)", incident.id, incident.presses)
-            self._tell_paged(
-                incident,
-                lambda m: messages.repress(m.language, room=room.label, presses=incident.presses),
-                purpose="repress",
-            )
+            self._repress_news(incident.id, now)
+            self.scheduler.wake()  # the job for the news this window holds back
         else:
             log.info("alert %s redelivered; incident %d already open", alert.alert_id, incident.id)
         self._send_feedback(incident, now)
         return self._feedback(incident, now)
+
+    def _refused(self, alert: Alert, now: datetime) -> Feedback:
+        """An alert id another unit's incident holds: nothing opened, nothing counted.
+
+        NOTE: the unit is told ``resolved`` (not retained: its own alerts' feedback
+        stays) so that it stops resending an alert that can never be accepted, and
+        its next press starts a new alert that pages for its own room.
+        """
+        log.error(
+            "alert %s from unit %s refused: that alert id belongs to another unit's "
+            "incident (a cloned memory card, or a forged unit); told the unit it is over",
+            alert.alert_id,
+            alert.device_id,
+        )
+        feedback = Feedback(
+            alert_id=alert.alert_id,
+            state=FeedbackState.RESOLVED,
+            at=now,
+            incident=0,
+            presses=alert.presses,
+        )
+        self.publish_feedback(alert.device_id, feedback, False)
+        return feedback
+
+    def _repress_news(self, incident_id: int, now: datetime) -> None:
+        """Tell the people paged for an incident its press count, each at most every
+        NEWS_EVERY seconds: a button mashed 30 times is one text, then one more with the
+        count when the window ends (the ``repress_news`` job scheduled with each press).
+
+        NOTE: who was told what is kept in memory; after a restart the pending job tells
+        everyone paged the current count (at worst one text twice, never none).
+        """
+        with self.sessions() as s:
+            incident = s.get(Incident, incident_id)
+            if incident is None or incident.state == State.RESOLVED:
+                return
+            presses, room = incident.presses, self.site.room(incident.room_id).label
+            paged = sorted(
+                set(s.scalars(select(Page.staff_id).where(Page.incident_id == incident_id)))
+            )
+        window = timedelta(seconds=incidents.NEWS_EVERY)
+        tell = []
+        with self._lock:
+            for staff_id in paged:
+                told = self._told.get((incident_id, staff_id))
+                if told is not None and (told[1] >= presses or now < told[0] + window):
+                    continue  # nothing new, or told too recently: the job will tell
+                self._told[(incident_id, staff_id)] = (now, presses)
+                tell.append(staff_id)
+        for staff_id in tell:
+            try:
+                member = self.site.member(staff_id)
+            except LookupError:  # removed from the site file since the page
+                continue
+            self.pager.send_text(
+                member,
+                messages.repress(member.language, room=room, presses=presses),
+                incident_id=incident_id,
+                purpose="repress",
+            )
 
     @staticmethod
     def _feedback(incident: Incident, now: datetime) -> Feedback:
@@ -281,14 +350,22 @@ class Runtime:
         with self.sessions.begin() as s:
             job = s.get_one(EscalationJob, job_id)
             incident = s.get_one(Incident, job.incident_id)
+            news = job.kind == incidents.REPRESS_NEWS
             wanted = State.OPEN if job.kind == "step" else State.ACKNOWLEDGED
             # A job of an earlier round (left by a crash before a reopen) is over.
-            if incident.state != wanted or job.step // escalation.ROUND != incident.round:
+            if not news and (
+                incident.state != wanted or job.step // escalation.ROUND != incident.round
+            ):
                 job.status = "cancelled"
                 return
-            run = escalation.run_step if job.kind == "step" else escalation.run_follow_up
-            pages = run(session=s, incident=incident, n=job.step, due=job.due_at, now=now)
+            pages: list[int] = []
+            if not news:
+                run = escalation.run_step if job.kind == "step" else escalation.run_follow_up
+                pages = run(session=s, incident=incident, n=job.step, due=job.due_at, now=now)
             job.status, job.done_at = "done", now
+        if news:  # texts, after the commit like every other text
+            self._repress_news(incident.id, now)
+            return
         log.info("incident %d: %s %d paged %d", incident.id, job.kind, job.step, len(pages))
         self.pager.dispatch(pages)
 
@@ -465,6 +542,9 @@ class Runtime:
                 session=s, incident=incident, staff_id=staff_id, outcome=outcome, now=now
             )
         if changed:
+            with self._lock:  # no more re-press news for it
+                for key in [k for k in self._told if k[0] == incident_id]:
+                    del self._told[key]
             self._send_feedback(incident, now)
             room = self.site.room(incident.room_id).label
             self._tell_paged(
@@ -494,12 +574,28 @@ class Runtime:
                 self._understood(member)
                 self.takeover(staff_id=member.id, on=command.kind is replies.Kind.DUTY_ON)
                 return
-            case replies.Kind.UNKNOWN:
-                self._not_understood_reply(member)
+            case replies.Kind.NO_CODE:
+                self._ask_for_code(member)
                 return
-        incident_id = self._incident_for_code(member.id, command.code)
+            case replies.Kind.UNKNOWN:
+                self._unclear(member, messages.not_understood(member.language))
+                return
+        self._act_on_code(member, command)
+
+    def _act_on_code(self, member: Staff, command: replies.Command) -> None:
+        """Acknowledge or resolve the incident a reply's code names, if the code is right."""
+        now = self.clock()
+        locked = self._codes_locked_until(member, now)
+        if locked is not None:
+            log.warning("staff %s: reply code refused: too many wrong codes lately", member.id)
+            text = messages.codes_locked(member.language, until=locked, timezone=self.site.timezone)
+            self._unclear(member, text)
+            return
+        incident_id = (
+            self._incident_for_code(member.id, command.code) if command.code is not None else None
+        )
         if incident_id is None:
-            self._not_understood_reply(member)
+            self._wrong_code(member, now)
             return
         self._understood(member)
         if command.kind is replies.Kind.RESOLVE:
@@ -518,37 +614,82 @@ class Runtime:
             return
         self.acknowledge(incident_id=incident_id, staff_id=member.id, via="sms")
 
-    def _incident_for_code(self, staff_id: str, code: int | None) -> int | None:
+    def _incident_for_code(self, staff_id: str, code: int) -> int | None:
         with self.sessions() as s:
-            query = (
+            found: int | None = s.scalar(
                 select(Incident.id)
                 .join(Page, Page.incident_id == Incident.id)
-                .where(Page.staff_id == staff_id, Incident.state != State.RESOLVED)
+                .where(
+                    Page.staff_id == staff_id,
+                    Page.reply_code == code,
+                    Incident.state != State.RESOLVED,
+                )
+                .limit(1)
             )
-            if code is not None:
-                query = query.where(Page.reply_code == code)
-            # "a" means the latest one still waiting for someone, before any already taken.
-            waiting = (Incident.state == State.OPEN).desc()
-            found: int | None = s.scalar(query.order_by(waiting, Incident.id.desc()).limit(1))
             return found
+
+    def _open_codes(self, staff_id: str) -> list[tuple[int, str]]:
+        """(code, room) of this person's unresolved incidents, newest page's code each."""
+        with self.sessions() as s:
+            rows = s.execute(
+                select(Incident.id, Incident.room_id, Page.reply_code)
+                .join(Page, Page.incident_id == Incident.id)
+                .where(Page.staff_id == staff_id, Incident.state != State.RESOLVED)
+                .order_by(Incident.id, Page.id)
+            ).all()
+        codes = {incident_id: (code, room_id) for incident_id, room_id, code in rows}
+        return [(code, self.site.room(room).label) for code, room in codes.values()][:CODES_SHOWN]
+
+    def _ask_for_code(self, member: Staff) -> None:
+        """A reply without a code (or a wrong one): say which codes this person can send."""
+        codes = self._open_codes(member.id)
+        lang = member.language
+        self._unclear(
+            member,
+            messages.code_needed(lang, codes=codes) if codes else messages.not_understood(lang),
+        )
+
+    def _wrong_code(self, member: Staff, now: datetime) -> None:
+        with self._lock:
+            recent = [t for t in self._guesses.get(member.phone, []) if t > now - GUESS_WINDOW]
+            self._guesses[member.phone] = [*recent, now]
+        log.warning(
+            "staff %s: reply code matches none of their open alarms (%d of %d allowed in %d min)",
+            member.id,
+            len(recent) + 1,
+            MAX_WRONG_CODES,
+            GUESS_WINDOW.total_seconds() // 60,
+        )
+        locked = self._codes_locked_until(member, now)
+        if locked is None:
+            self._ask_for_code(member)
+        else:  # said with the guess that starts it, so the limit on answers never hides it
+            lang, tz = member.language, self.site.timezone
+            self._unclear(member, messages.codes_locked(lang, until=locked, timezone=tz))
+
+    def _codes_locked_until(self, member: Staff, now: datetime) -> datetime | None:
+        """While a phone has sent MAX_WRONG_CODES wrong codes within GUESS_WINDOW, no code
+        from it is acted on (a spoofed sender must not try them all); until when."""
+        with self._lock:
+            recent = [t for t in self._guesses.get(member.phone, []) if t > now - GUESS_WINDOW]
+            self._guesses[member.phone] = recent
+        if len(recent) < MAX_WRONG_CODES:
+            return None
+        return recent[-MAX_WRONG_CODES] + GUESS_WINDOW
 
     def _understood(self, member: Staff) -> None:
         with self._lock:
             self._not_understood.pop(member.phone, None)
 
-    def _not_understood_reply(self, member: Staff) -> None:
+    def _unclear(self, member: Staff, text: str) -> None:
+        """Answer a reply we did not act on, at most MAX_NOT_UNDERSTOOD times in a row."""
         with self._lock:
             count = self._not_understood.get(member.phone, 0) + 1
             self._not_understood[member.phone] = count
         if count > MAX_NOT_UNDERSTOOD:
             log.warning("staff %s: reply not understood again; staying silent", member.id)
             return
-        self.pager.send_text(
-            member,
-            messages.not_understood(member.language),
-            incident_id=None,
-            purpose="not_understood",
-        )
+        self.pager.send_text(member, text, incident_id=None, purpose="not_understood")
 
     def _set_opt_out(self, s: Session, staff_id: str, out: bool, now: datetime) -> bool:
         state = s.get(StaffState, staff_id)
@@ -585,6 +726,7 @@ class Runtime:
         member = self.site.member(staff_id)
         until = now + timedelta(hours=hours or self.site.duty.takeover_hours)
         with self.sessions.begin() as s:
+            before = duty.takeovers(s, now)
             for row in s.scalars(
                 select(DutyOverride).where(
                     DutyOverride.staff_id == staff_id, DutyOverride.end_at > now
@@ -606,6 +748,30 @@ class Runtime:
             else messages.duty_off(member.language)
         )
         self.pager.send_text(member, text, incident_id=None, purpose="duty")
+        if on:
+            self._tell_replaced(member, before, until, now)
+
+    def _tell_replaced(
+        self, member: Staff, before: list[duty.Takeover], until: datetime, now: datetime
+    ) -> None:
+        """Tell whoever was on duty before ``member`` took over, and no longer is (a
+        take-over by a spoofed SMS is then seen at once by the people it replaced)."""
+        after = [o for o in before if o.staff_id != member.id]
+        after.append(duty.Takeover(member.id, now, until))
+        was = duty.responders(self.site, before, now)
+        still = set(duty.responders(self.site, after, now))
+        for staff_id in was:
+            if staff_id in still:
+                continue
+            other = self.site.member(staff_id)
+            self.pager.send_text(
+                other,
+                messages.duty_replaced(
+                    other.language, name=member.name, until=until, timezone=self.site.timezone
+                ),
+                incident_id=None,
+                purpose="duty_replaced",
+            )
 
     def check_duty_gap(self, warned: set[datetime | None]) -> datetime | None:
         """Warn managers once ahead of a stretch nobody covers; returns its start."""

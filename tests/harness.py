@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import secrets
 import threading
 import time
@@ -100,6 +101,19 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, step: flo
             return True
         time.sleep(step)
     return bool(predicate())
+
+
+#: The reply code in a page (SMS), in each language.
+REPLY_CODE = re.compile(r"(?:Reply|Antwoord|Répondez) (\d+)")
+
+
+def reply_code(texts: list[str], room: str | None = None) -> str:
+    """The reply code of the newest page among ``texts`` (about ``room``, if given)."""
+    for line in (ln for body in reversed(texts) for ln in reversed(body.splitlines())):
+        found = REPLY_CODE.search(line)
+        if found and (room is None or room in line):
+            return found.group(1)
+    raise AssertionError(f"no reply code{f' for {room}' if room else ''} in {texts!r}")
 
 
 @dataclass

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from device.indicator import Light
 from panicbutton.wire import Alert, alert_topic, new_alert_id, now_utc
 from server.models import Incident, LogEntry, Page
-from tests.harness import FLOOR, RECEPTION, System, wait_until
+from tests.harness import FLOOR, RECEPTION, System, reply_code, wait_until
 
 
 def incidents(system: System) -> list[Incident]:
@@ -42,13 +42,14 @@ def test_press_pages_duty_and_reply_shows_help_coming(system: System) -> None:
     [to_reception] = system.twilio.to(RECEPTION)
     [to_floor] = system.twilio.to(FLOOR)
     assert to_reception.startswith("ALARM Room 1 at ")
-    assert to_reception.endswith("Reply 1 if you are going.")
+    taken = reply_code([to_reception])
+    assert to_reception.endswith(f"Reply {taken} if you are going.")
     assert to_floor.startswith("ALARM Room 1 om ")
-    assert to_floor.endswith("Antwoord 1 als u gaat.")
+    assert to_floor.endswith(f"Antwoord {reply_code([to_floor])} als u gaat.")
     assert system.twilio.sent[0].params["ValidityPeriod"] == "300"
 
     reply = system.twilio.inbound_sms(
-        system.sms_webhook, public_url=system.sms_webhook_public, from_=RECEPTION, body="1"
+        system.sms_webhook, public_url=system.sms_webhook_public, from_=RECEPTION, body=taken
     )
     assert reply.status_code == 200
 
@@ -155,7 +156,7 @@ def test_replayed_reply_acts_once(system: System) -> None:
             system.sms_webhook,
             public_url=system.sms_webhook_public,
             from_=RECEPTION,
-            body="1",
+            body=reply_code(system.twilio.to(RECEPTION)),
             sid="SM" + "a" * 32,
         )
         assert r.status_code == 200
@@ -215,7 +216,10 @@ def test_logs_hold_no_phone_numbers_or_names(
         room.press()
         assert system.twilio.wait_for(lambda sent: len(sent) == 2)
         system.twilio.inbound_sms(
-            system.sms_webhook, public_url=system.sms_webhook_public, from_=RECEPTION, body="1"
+            system.sms_webhook,
+            public_url=system.sms_webhook_public,
+            from_=RECEPTION,
+            body=reply_code(system.twilio.to(RECEPTION)),
         )
         system.twilio.inbound_sms(
             system.sms_webhook,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from device.indicator import Light
-from tests.harness import MANAGER, RECEPTION, System, wait_until
+from tests.harness import MANAGER, RECEPTION, System, reply_code, wait_until
 
 
 def test_light_is_restored_after_a_reboot_from_retained_feedback(system: System) -> None:
@@ -13,7 +13,10 @@ def test_light_is_restored_after_a_reboot_from_retained_feedback(system: System)
     room.press()
     assert system.twilio.wait_for(lambda sent: len(sent) == 2)
     system.twilio.inbound_sms(
-        system.sms_webhook, public_url=system.sms_webhook_public, from_=RECEPTION, body="1"
+        system.sms_webhook,
+        public_url=system.sms_webhook_public,
+        from_=RECEPTION,
+        body=reply_code(system.twilio.to(RECEPTION)),
     )
     assert wait_until(lambda: room.light is Light.HELP_COMING)
     room.agent.close()  # power cut / reboot

@@ -21,7 +21,7 @@ from panicbutton import ledger, verify
 from panicbutton.wire import Alert, new_alert_id, now_utc
 from server.logkeeper import LogKeeper
 from server.models import LogEntry, PersonalData
-from tests.harness import MANAGER, RECEPTION, System, wait_until
+from tests.harness import MANAGER, RECEPTION, System, reply_code, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The files an inspector's verifier is made of: nothing of server/ or device/.
@@ -98,7 +98,10 @@ def test_full_export_verifies_without_any_server_code(system: System, tmp_path: 
     incident = raise_alert(system)
     assert system.twilio.wait_for(lambda sent: len(sent) >= 2)
     reply = system.twilio.inbound_sms(
-        system.sms_webhook, public_url=system.sms_webhook_public, from_=RECEPTION, body="1"
+        system.sms_webhook,
+        public_url=system.sms_webhook_public,
+        from_=RECEPTION,
+        body=reply_code(system.twilio.to(RECEPTION)),
     )
     assert reply.status_code == 200
     assert wait_until(lambda: system.incidents()[0].state == "acknowledged")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import threading
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,10 +21,18 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from panicbutton.wire import Alert, alert_topic, new_alert_id
+from panicbutton.wire import Alert, Feedback, alert_topic, feedback_topic, new_alert_id
 from server.clock import ManualClock
 from server.models import EscalationJob, Incident
-from tests.harness import FLOOR, MANAGER, RECEPTION, System, wait_until
+from tests.harness import (
+    DEVICE_TOKENS,
+    FLOOR,
+    MANAGER,
+    RECEPTION,
+    System,
+    reply_code,
+    wait_until,
+)
 
 START = "2026-11-27T21:00:00+00:00"  # 22:00 in Brussels
 STEPS = {
@@ -130,7 +139,7 @@ def test_nobody_acknowledges_for_thirty_minutes(system: System) -> None:
 def test_acknowledgement_stops_paging_and_tells_the_others(system: System) -> None:
     incident_id = alert(system)
     settle(system)
-    reply(system, FLOOR, "1")
+    reply(system, FLOOR, code(system, FLOOR))
     assert incident(system, incident_id).state == "acknowledged"
     assert system.twilio.wait_for(lambda sent: len(sms(system, RECEPTION)) == 2)
     assert sms(system, RECEPTION)[-1] == "Floor is going to Room 1."
@@ -223,11 +232,10 @@ def test_two_rooms_within_two_seconds_make_one_bundled_text(system: System) -> N
     assert first.startswith("ALARM Room 1")
     assert "ALARM Room 2" in bundle
     assert "ALARM Room 3" in bundle
-    assert "Reply 2" in bundle
-    assert "Reply 3" in bundle
+    assert reply_code([bundle], "Room 2") != reply_code([bundle], "Room 3")
     time.sleep(0.5)
     assert len(sms(system, RECEPTION)) == 2
-    reply(system, RECEPTION, "3")
+    reply(system, RECEPTION, code(system, RECEPTION, "Room 3"))
     assert [i.state for i in system.incidents()] == ["open", "open", "acknowledged"]
 
 
@@ -248,7 +256,7 @@ def test_stop_is_never_a_command_and_managers_are_warned(system: System) -> None
     reply(system, RECEPTION, "START")
     assert [e.data for e in system.events("staff.opt_in")] == [{"staff": "reception"}]
     assert incident(system, second).state == "open"
-    reply(system, RECEPTION, "1")
+    reply(system, RECEPTION, code(system, RECEPTION))
     assert incident(system, incident_id).state == "acknowledged"
 
 
@@ -257,14 +265,15 @@ def test_stop_is_never_a_command_and_managers_are_warned(system: System) -> None
 def test_follow_up_until_resolved_with_an_outcome(system: System) -> None:
     incident_id = alert(system)
     settle(system)
-    reply(system, RECEPTION, "1")
+    taken = code(system, RECEPTION)
+    reply(system, RECEPTION, taken)
     advance(system, 600)
     # Still not resolved: the acknowledger first ...
     assert sms(system, RECEPTION)[-1].startswith("STILL OPEN: Room 1, taken by Reception at 22:00")
     assert len(sms(system, MANAGER)) == 0
     advance(system, 60)  # ... then everyone
     assert sms(system, MANAGER)[-1].startswith("TOUJOURS OUVERT: Room 1")
-    reply(system, RECEPTION, "1f")
+    reply(system, RECEPTION, f"{taken}f")
     found = incident(system, incident_id)
     assert (found.state, found.outcome) == ("resolved", "false_alarm")
     assert system.twilio.wait_for(lambda sent: "Room 1 is afgesloten." in sms(system, FLOOR))
@@ -313,12 +322,13 @@ def test_incident_across_the_daylight_saving_change(system: System) -> None:
     incident_id = alert(system)
     settle(system)
     # The Saturday night shift covers 01:59 (winter time): reception is on duty.
-    assert sms(system, RECEPTION)[0] == "ALARM Room 1 at 01:59. Reply 1 if you are going."
+    taken = code(system, RECEPTION)
+    assert sms(system, RECEPTION)[0] == f"ALARM Room 1 at 01:59. Reply {taken} if you are going."
     assert sms(system, FLOOR) == []
     advance(system, 30)  # step 1 at 01:59:30, still winter time
     advance(system, 60)  # first repeat at 03:00:30: summer time, an hour "later" on the wall
     assert len(sms(system, MANAGER)) == 2
-    reply(system, MANAGER, "1")
+    reply(system, MANAGER, code(system, MANAGER))
     assert sms(system, RECEPTION)[-1] == "Manager is going to Room 1."
     advance(system, 600)
     assert sms(system, MANAGER)[-1].startswith(
@@ -363,7 +373,7 @@ def test_take_over_pages_only_the_person_who_took_over(system: System) -> None:
     assert sms(system, MANAGER)[-1].startswith("Vous êtes de garde jusqu'à 06:00.")
     alert(system)
     settle(system)
-    assert sms(system, RECEPTION) == []
+    assert not any(b.startswith("ALARM") for b in sms(system, RECEPTION))
     assert sms(system, MANAGER)[-1].startswith("ALERTE Room 1")
     [frozen] = system.events("escalation.plan_frozen")
     assert frozen.data["plan"]["steps"][0]["to"] == ["manager"]
@@ -450,7 +460,7 @@ def test_unit_offline_pages_managers_until_acknowledged(system: System) -> None:
     advance(system, 300)
     assert len(sms(system, MANAGER)) > count  # again, until someone takes it
     assert sms(system, RECEPTION) == []
-    reply(system, MANAGER, "a")
+    reply(system, MANAGER, code(system, MANAGER, None))
     acked = [i for i in system.incidents() if i.state == "acknowledged"]
     assert len(acked) == 1
 
@@ -479,7 +489,7 @@ def test_a_reply_that_failed_is_acted_on_when_twilio_retries(
             system.sms_webhook,
             public_url=system.sms_webhook_public,
             from_=RECEPTION,
-            body="1",
+            body=code(system, RECEPTION),
             sid="SM" + "b" * 32,
         )
         assert response.status_code == expected
@@ -509,20 +519,21 @@ def test_a_press_after_resolution_reopens_with_a_fresh_reply_code(system: System
     publish(system, first)
     assert wait_until(lambda: len(system.incidents()) == 1)
     settle(system)
-    reply(system, RECEPTION, "1g")  # closed by staff; the unit never heard it
-    other = alert(system, "unit-2")  # Room 2 now takes reception's code 1
+    reply(system, RECEPTION, code(system, RECEPTION) + "g")  # closed; the unit never heard it
+    other = alert(system, "unit-2")
     settle(system)
     assert sms(system, RECEPTION)[-1].startswith("ALARM Room 2")
-    assert "Reply 1" in sms(system, RECEPTION)[-1]
+    room_2 = code(system, RECEPTION, "Room 2")
 
     advance(system, 120)
     publish(system, dataclasses.replace(first, presses=2))  # pressed again in Room 1
     assert wait_until(lambda: any("ALARM Room 1 at 22:02" in b for b in sms(system, RECEPTION)))
     settle(system)
     reopened = next(b for b in sms(system, RECEPTION) if "ALARM Room 1 at 22:02" in b)
-    assert "Reply 2" in reopened  # not 1: that is Room 2's now
+    again = reply_code([reopened])
+    assert again != room_2  # a fresh code, never one of an open incident
     assert [e.data["round"] for e in system.events("incident.reopened")] == [1]
-    reply(system, RECEPTION, "2")
+    reply(system, RECEPTION, again)
     states = {i.id: i.state for i in system.incidents()}
     assert states[other] == "open"
     assert list(states.values()).count("acknowledged") == 1
@@ -549,3 +560,210 @@ def test_after_an_outage_missed_repeats_are_not_fired_in_a_burst(system: System)
     advance(system, 60)  # ... and then the usual pace again
     assert len(sms(system, MANAGER)) == 2
     system.server.runtime.scheduler.stop()
+
+
+def code(system: System, phone: str, room: str | None = "Room 1") -> str:
+    """The reply code in the latest page about ``room`` that ``phone`` received."""
+    return reply_code(sms(system, phone), room)
+
+
+class Unit:
+    """A plain MQTT client logged in as ``device``: publishes alerts, collects its feedback."""
+
+    def __init__(self, system: System, device: str) -> None:
+        self.raw: list[bytes] = []
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device)
+        self._client.username_pw_set(device, system.users[device])
+        self._client.on_message = lambda c, u, msg: self.raw.append(bytes(msg.payload))
+        subscribed = threading.Event()
+        self._client.on_subscribe = lambda *args: subscribed.set()
+        self._client.connect("127.0.0.1", system.mqtt_port)
+        self._client.subscribe(feedback_topic(device), qos=1)
+        self._client.loop_start()
+        assert subscribed.wait(5)
+
+    @property
+    def seen(self) -> list[Feedback]:
+        return [Feedback.from_json(payload) for payload in self.raw]
+
+    def send(self, alert_: Alert) -> None:
+        self._client.publish(
+            alert_topic(alert_.device_id), alert_.to_json(), qos=1
+        ).wait_for_publish(5)
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS)
+def test_an_alert_id_from_another_unit_is_refused_and_never_touches_that_room(
+    system: System,
+) -> None:
+    first = Alert(
+        device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=clock(system).now()
+    )
+    publish(system, first)
+    assert wait_until(lambda: len(system.incidents()) == 1)
+    settle(system)
+    texts = len(system.twilio.sent)
+    unit_2 = Unit(system, "unit-2")
+    try:
+        # Unit 2 sends Room 1's alert id (a cloned memory card, or a forged unit).
+        unit_2.send(dataclasses.replace(first, device_id="unit-2", presses=2))
+        assert wait_until(lambda: len(unit_2.seen) == 1)
+        [refused] = system.events("alert.refused")
+        assert refused.data == {"alert_id": first.alert_id, "device": "unit-2", "seq": 1}
+        [room_1] = system.incidents()
+        assert (room_1.device_id, room_1.presses, room_1.state) == ("unit-1", 1, "open")
+        assert system.events("alert.re_pressed") == []
+        # Unit 2 is told the alert is over, so it stops resending it (never "received").
+        [told] = unit_2.seen
+        assert (told.alert_id, told.state, told.incident) == (first.alert_id, "resolved", 0)
+        settle(system)
+        assert len(system.twilio.sent) == texts  # nobody texted "Room 2: pressed again"
+
+        reply(system, RECEPTION, code(system, RECEPTION) + "g")
+        assert system.incidents()[0].state == "resolved"
+        texts = len(system.twilio.sent)
+        unit_2.send(dataclasses.replace(first, device_id="unit-2", presses=3))
+        assert wait_until(lambda: len(unit_2.seen) == 2)
+        settle(system)
+    finally:
+        unit_2.close()
+    # Resolved Room 1 is not reopened by unit 2; the refusal is logged once.
+    assert system.incidents()[0].state == "resolved"
+    assert system.events("incident.reopened") == []
+    assert len(system.events("alert.refused")) == 1
+    assert len(system.twilio.sent) == texts
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS)
+def test_a_reply_without_the_code_acknowledges_nothing_and_says_what_to_send(
+    system: System,
+) -> None:
+    incident_id = alert(system)
+    settle(system)
+    taken = code(system, RECEPTION)
+    assert len(taken) == 3
+    # "a" from reception's number: anyone can send that with a spoofed sender.
+    reply(system, RECEPTION, "a")
+    assert incident(system, incident_id).state == "open"
+    assert system.twilio.wait_for(
+        lambda sent: (
+            sms(system, RECEPTION)[-1]
+            == f"Not done: your reply needs the alarm's code: {taken} (Room 1)."
+        )
+    )
+    assert system.events("incident.acknowledged") == []
+    reply(system, RECEPTION, f"a {taken}")
+    found = incident(system, incident_id)
+    assert (found.state, found.acknowledged_by) == ("acknowledged", "reception")
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS)
+def test_wrong_codes_are_limited_so_a_guesser_cannot_try_them_all(system: System) -> None:
+    incident_id = alert(system)
+    settle(system)
+    right = int(code(system, FLOOR))
+    wrong = [100 + (right - 100 + k) % 900 for k in range(1, 6)]
+    for guess in wrong:
+        reply(system, FLOOR, str(guess))
+    assert incident(system, incident_id).state == "open"
+    assert system.twilio.wait_for(
+        lambda sent: sms(system, FLOOR)[-1].startswith("Te veel foute codes")
+    )
+    assert "codes worden geweigerd tot 22:15" in sms(system, FLOOR)[-1]
+    # Five wrong codes: even the right one is refused from that number for a while ...
+    reply(system, FLOOR, str(right))
+    assert incident(system, incident_id).state == "open"
+    # ... and accepted again once the window has passed (the call's key 1 works meanwhile).
+    advance(system, 15 * 60)
+    reply(system, FLOOR, str(right))
+    assert incident(system, incident_id).state == "acknowledged"
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS)
+def test_duty_take_over_by_sms_tells_the_people_it_replaces(system: System) -> None:
+    reply(system, MANAGER, "DUTY")
+    assert system.twilio.wait_for(
+        lambda sent: len(sms(system, RECEPTION)) == 1 and len(sms(system, FLOOR)) == 1
+    )
+    assert sms(system, RECEPTION) == [
+        (
+            "Manager has taken over duty until 06:00: you are not on duty until then. "
+            "Reply DUTY if you should be."
+        )
+    ]
+    assert sms(system, FLOOR)[0].startswith("Manager heeft de dienst overgenomen tot 06:00")
+    assert sms(system, MANAGER)[-1].startswith("Vous êtes de garde jusqu'à 06:00.")
+    reply(system, MANAGER, "DUTY")  # again: nobody else is replaced this time
+    assert len(sms(system, RECEPTION)) == 1
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS)
+def test_button_mashing_sends_news_at_most_every_thirty_seconds(system: System) -> None:
+    first = Alert(
+        device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=clock(system).now()
+    )
+    unit = Unit(system, "unit-1")
+    try:
+        unit.send(first)
+        assert wait_until(lambda: len(system.incidents()) == 1)
+        settle(system)
+        for presses in range(2, 32):  # 30 re-presses in a burst
+            unit.send(dataclasses.replace(first, presses=presses))
+        assert wait_until(lambda: system.incidents()[0].presses == 31)
+        settle(system)
+    finally:
+        unit.close()
+    assert len(system.events("alert.re_pressed")) == 30  # every press is recorded
+
+    def news(phone: str) -> list[str]:
+        return [b for b in sms(system, phone) if "pressed again" in b or "opnieuw ingedrukt" in b]
+
+    # The first re-press is news at once; the rest wait for the window to end ...
+    assert system.twilio.wait_for(lambda sent: len(news(RECEPTION)) == 1 and len(news(FLOOR)) == 1)
+    assert len(sms(system, RECEPTION)) == 2  # the page and one news, not 31 texts
+    advance(system, 29)
+    assert len(news(RECEPTION)) == 1
+    advance(system, 1)  # ... and then go out once, with the count as it is now.
+    assert system.twilio.wait_for(lambda sent: len(news(RECEPTION)) == 2 and len(news(FLOOR)) == 2)
+    assert news(RECEPTION)[-1] == "Room 1: the button was pressed again (31 times)."
+    assert news(FLOOR)[-1] == "Room 1: de knop werd opnieuw ingedrukt (31 keer)."
+    advance(system, 60)
+    assert len(news(RECEPTION)) == 2  # nothing new to tell
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS)
+def test_an_alert_id_from_another_unit_over_https_is_answered_resolved(system: System) -> None:
+    first = Alert(
+        device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=clock(system).now()
+    )
+    publish(system, first)
+    assert wait_until(lambda: len(system.incidents()) == 1)
+    settle(system)
+    forged = dataclasses.replace(first, device_id="unit-2", presses=5)
+    answer = httpx.post(
+        f"{system.api}/devices/unit-2/alerts",
+        content=forged.to_json(),
+        headers={"Authorization": f"Bearer {DEVICE_TOKENS['unit-2']}"},
+    )
+    # The unit's HTTPS path takes the answer as feedback: it stops resending.
+    assert answer.status_code == 200
+    told = Feedback.from_json(answer.content)
+    assert (told.alert_id, told.state, told.incident, told.presses) == (
+        first.alert_id,
+        "resolved",
+        0,
+        5,
+    )
+    [room_1] = system.incidents()
+    assert (room_1.presses, room_1.state) == (1, "open")
+    assert [e.data["device"] for e in system.events("alert.refused")] == ["unit-2"]

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from panicbutton.wire import Alert, new_alert_id
-from server import incidents
+from server import escalation, incidents
 from server.db import make_engine, migrate, sessions
 from server.incidents import Outcome, State
 from server.models import Incident, LogEntry, Page
@@ -56,14 +56,29 @@ def test_same_alert_opens_one_incident_and_pages_once(engine: Engine) -> None:
         assert s.scalars(select(LogEntry.type)).all().count("alert.raised") == 1
 
 
-def test_reply_codes_are_smallest_free_per_phone(engine: Engine) -> None:
+def test_reply_codes_are_random_three_digits_and_unique_per_phone(engine: Engine) -> None:
+    with sessions(engine).begin() as s:
+        opened = [record(s, alert(f"unit-{i}")).incident.id for i in (1, 2, 3)]
+    with sessions(engine)() as s:
+        codes = {(p.incident_id, p.staff_id): p.reply_code for p in s.scalars(select(Page))}
+    mine = [codes[(i, "reception")] for i in opened]
+    assert all(100 <= c <= 999 for c in codes.values())
+    assert len(set(mine)) == 3
+    assert mine != [1, 2, 3]
+
+
+def test_a_reply_code_is_never_reused_while_its_incident_is_open(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three codes only: uniqueness, not luck, must keep them apart.
+    monkeypatch.setattr(escalation, "CODES", range(100, 103))
     with sessions(engine).begin() as s:
         first = record(s, alert("unit-1"))
-        second = record(s, alert("unit-2"))
+        record(s, alert("unit-2"))
+        record(s, alert("unit-3"))
     with sessions(engine).begin() as s:
         codes = {(p.incident_id, p.staff_id): p.reply_code for p in s.scalars(select(Page))}
-        assert codes[(first.incident.id, "reception")] == 1
-        assert codes[(second.incident.id, "reception")] == 2
+        assert {c for (_, staff), c in codes.items() if staff == "reception"} == {100, 101, 102}
         incidents.resolve(
             session=s,
             incident=s.get_one(Incident, first.incident.id),
@@ -72,14 +87,15 @@ def test_reply_codes_are_smallest_free_per_phone(engine: Engine) -> None:
             now=NOW,
         )
     with sessions(engine).begin() as s:
-        third = record(s, alert("unit-3"))
+        fourth = record(s, alert("unit-1"))
+        # Only the resolved incident's code is free again.
         assert (
             s.scalar(
                 select(Page.reply_code).where(
-                    Page.incident_id == third.incident.id, Page.staff_id == "reception"
+                    Page.incident_id == fourth.incident.id, Page.staff_id == "reception"
                 )
             )
-            == 1
+            == codes[(first.incident.id, "reception")]
         )
 
 
@@ -127,3 +143,41 @@ def test_sequence_gap_is_logged(engine: Engine) -> None:
     with sessions(engine)() as s:
         gap = s.scalars(select(LogEntry).where(LogEntry.type == "device.sequence_gap")).one()
         assert gap.data == {"device": "unit-1", "expected": 2, "got": 4}
+
+
+def log_of(engine: Engine, *types: str) -> list[tuple[str, dict[str, object]]]:
+    with sessions(engine)() as s:
+        rows = s.scalars(select(LogEntry).where(LogEntry.type.in_(types)).order_by(LogEntry.n))
+        return [(e.type, e.data) for e in rows]
+
+
+def test_sequence_going_back_is_logged(engine: Engine) -> None:
+    with sessions(engine).begin() as s:
+        for seq in (1, 2, 3, 4, 5, 6, 3, 7):
+            record(s, alert(seq=seq))
+    assert log_of(engine, "device.sequence_gap", "device.sequence_back") == [
+        ("device.sequence_back", {"device": "unit-1", "previous": 6, "got": 3})
+    ]
+
+
+def test_one_huge_jump_does_not_hide_later_gaps(engine: Engine) -> None:
+    with sessions(engine).begin() as s:
+        for seq in (1, 2, 10**9, 3, 5):
+            record(s, alert(seq=seq))
+    # The jump is flagged, but one message does not move the mark that far: the real
+    # gap after it (4 never arrived) is flagged too.
+    assert log_of(engine, "device.sequence_gap", "device.sequence_back") == [
+        ("device.sequence_gap", {"device": "unit-1", "expected": 3, "got": 10**9}),
+        ("device.sequence_gap", {"device": "unit-1", "expected": 4, "got": 5}),
+    ]
+
+
+def test_a_unit_that_goes_on_counting_after_a_jump_moves_the_mark(engine: Engine) -> None:
+    with sessions(engine).begin() as s:
+        for seq in (1, 5000, 5001, 5003, 2):
+            record(s, alert(seq=seq))
+    assert log_of(engine, "device.sequence_gap", "device.sequence_back") == [
+        ("device.sequence_gap", {"device": "unit-1", "expected": 2, "got": 5000}),
+        ("device.sequence_gap", {"device": "unit-1", "expected": 5002, "got": 5003}),
+        ("device.sequence_back", {"device": "unit-1", "previous": 5003, "got": 2}),
+    ]

@@ -10,11 +10,19 @@ from server.replies import Command, Kind, parse
 @pytest.mark.parametrize(
     ("body", "command"),
     [
-        ("1", Command(Kind.ACK, 1)),
-        (" 1a ", Command(Kind.ACK, 1)),
-        ("12A", Command(Kind.ACK, 12)),
-        ("a", Command(Kind.ACK, None)),
-        ("OK", Command(Kind.ACK, None)),
+        ("482", Command(Kind.ACK, 482)),
+        (" 482a ", Command(Kind.ACK, 482)),
+        ("482A", Command(Kind.ACK, 482)),
+        ("a 482", Command(Kind.ACK, 482)),
+        ("OK 482", Command(Kind.ACK, 482)),
+        ("ack 482.", Command(Kind.ACK, 482)),
+        ("482 ok", Command(Kind.ACK, 482)),
+        ("482g", Command(Kind.RESOLVE, 482, "genuine")),
+        ("482 F", Command(Kind.RESOLVE, 482, "false_alarm")),
+        # A bare "a" or "ok" could come from anyone who knows a staff number: it needs the code.
+        ("a", Command(Kind.NO_CODE)),
+        ("OK", Command(Kind.NO_CODE)),
+        ("ack!", Command(Kind.NO_CODE)),
         ("STOP", Command(Kind.OPT_OUT)),
         ("cancel", Command(Kind.OPT_OUT)),
         ("Quit", Command(Kind.OPT_OUT)),
@@ -22,6 +30,8 @@ from server.replies import Command, Kind, parse
         ("start", Command(Kind.OPT_IN)),
         ("on my way", Command(Kind.UNKNOWN)),
         ("1 2", Command(Kind.UNKNOWN)),
+        ("a 482 g", Command(Kind.UNKNOWN)),
+        ("1234567", Command(Kind.UNKNOWN)),
         ("", Command(Kind.UNKNOWN)),
     ],
 )
