@@ -7,15 +7,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.routing import Match
 
 from panicbutton import __version__, ledger
 from server import ack, api, devices, messages, records, webhooks
 from server.audit import audit
 from server.clock import Clock
 from server.db import make_engine, migrate
+from server.deps import answers
 from server.errors import SettingsError
 from server.ingest import Ingest
+from server.limits import BodyLimit
 from server.logkeeper import LogKeeper, load_signer, record_config
 from server.notifier import ConsoleNotifier, Notifier, TwilioNotifier
 from server.runtime import Runtime
@@ -24,6 +28,8 @@ from server.site import Site, load_site
 from server.supervision import SupervisionTimes, Supervisor
 
 log = logging.getLogger(__name__)
+#: The methods a 405 may name.
+METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 @dataclass
@@ -132,7 +138,10 @@ def build(
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        # The body limit (server/limits.py) holds on every route.
+        responses=answers(413),
     )
+    app.add_middleware(BodyLimit)
     app.state.settings = settings
     app.state.runtime = runtime
     app.include_router(api.router)
@@ -140,8 +149,26 @@ def build(
     app.include_router(webhooks.router)
     app.include_router(devices.router)
     app.include_router(ack.router)
+    app.add_exception_handler(405, _method_not_allowed)
     server.app = app
     return server
+
+
+async def _method_not_allowed(request: Request, _: Exception) -> JSONResponse:
+    """405 naming every method of the path (Starlette names only the first route's)."""
+    allowed = [
+        method
+        for method in METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+    return JSONResponse(
+        {"detail": f"{request.method} is not allowed here; use {', '.join(allowed)}"},
+        status_code=405,
+        headers={"Allow": ", ".join(allowed)},
+    )
 
 
 def _signer(settings: Settings, site: Site) -> ledger.Signer:

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 from twilio.request_validator import RequestValidator
 
-from server.deps import RuntimeDep, SettingsDep
+from server.deps import RuntimeDep, SettingsDep, answers, text_body
 
 T = TypeVar("T")
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
@@ -44,7 +44,28 @@ async def signed_form(request: Request, settings: SettingsDep) -> dict[str, str]
 
 
 SignedForm = Annotated[dict[str, str], Depends(signed_form)]
-router = APIRouter(prefix="/twilio", tags=["webhooks"])
+router = APIRouter(
+    prefix="/twilio",
+    tags=["webhooks"],
+    responses={200: text_body("application/xml", description="TwiML"), **answers(400, 403)},
+)
+#: The form fields read (Twilio sends more); all of them signed.
+FIELDS = ("From", "Body", "MessageSid", "SmsSid", "CallSid", "Digits", "MessageStatus")
+FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        f: {"type": "string"} for f in (*FIELDS, "CallStatus", "ErrorCode")
+                    },
+                }
+            }
+        },
+    }
+}
 
 
 def _xml(body: str = EMPTY_TWIML) -> Response:
@@ -79,7 +100,7 @@ async def _handle(request: Request, runtime: RuntimeDep, work: Callable[[], T]) 
         raise
 
 
-@router.post("/sms", response_class=Response)
+@router.post("/sms", response_class=Response, openapi_extra=FORM)
 async def inbound_sms(params: SignedForm, request: Request, runtime: RuntimeDep) -> Response:
     """A staff member's SMS: acknowledge or close by code, DUTY, opt-out words."""
     sid = params.get("MessageSid") or params.get("SmsSid") or ""
@@ -90,7 +111,7 @@ async def inbound_sms(params: SignedForm, request: Request, runtime: RuntimeDep)
     return _xml()
 
 
-@router.post("/voice", response_class=Response)
+@router.post("/voice", response_class=Response, responses=answers(422), openapi_extra=FORM)
 async def voice_key(
     params: SignedForm, request: Request, runtime: RuntimeDep, pages: str = ""
 ) -> Response:
@@ -106,7 +127,7 @@ async def voice_key(
     return _xml(twiml)
 
 
-@router.post("/status", response_class=Response)
+@router.post("/status", response_class=Response, responses=answers(422), openapi_extra=FORM)
 async def provider_status(
     params: SignedForm, request: Request, runtime: RuntimeDep, pages: str = ""
 ) -> Response:
