@@ -122,6 +122,10 @@ def parse_time(value: object, name: str) -> datetime:
         raise WireError(f"{name} {value!r} is not an RFC 3339 time") from None
     if moment.tzinfo is None:
         raise WireError(f"{name} {value!r} has no time zone; send UTC with a trailing Z")
+    try:
+        moment.astimezone(UTC)  # e.g. 9999-12-31T23:59:59-23:59 is past year 9999 in UTC
+    except OverflowError:
+        raise WireError(f"{name} {value!r} is out of range in UTC; send UTC") from None
     return moment
 
 

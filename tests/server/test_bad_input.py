@@ -24,7 +24,15 @@ from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 
 from device.indicator import Light
-from panicbutton.wire import Alert, alert_topic, new_alert_id, now_utc
+from panicbutton.wire import (
+    Alert,
+    LinkState,
+    Status,
+    alert_topic,
+    new_alert_id,
+    now_utc,
+    status_topic,
+)
 from server.app import Server, build
 from server.notifier import ConsoleNotifier
 from server.settings import Settings
@@ -122,6 +130,17 @@ def test_unit_count_out_of_range_is_refused(client: TestClient, field: str, big:
     assert answer.json() == {"detail": f"alert.{field} must be at most 2147483647, got {big}"}
 
 
+@pytest.mark.parametrize("moment", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"])
+def test_unit_time_out_of_range_is_refused(client: TestClient, moment: str) -> None:
+    answer = client.post(
+        "/api/v1/devices/unit-1/alerts", content=alert_body(pressed_at=moment), headers=UNIT
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.json() == {
+        "detail": f"alert.pressed_at {moment!r} is out of range in UTC; send UTC"
+    }
+
+
 def test_deeply_nested_json_on_the_api_is_refused(client: TestClient) -> None:
     answer = client.post(
         "/api/v1/duty/takeover", content=DEEP, headers={"Content-Type": "application/json"}
@@ -164,14 +183,16 @@ def test_wrong_method_names_every_method_of_the_path(client: TestClient) -> None
 
 
 # -- MQTT: a payload that can never be recorded is rejected, a failure is left for resend --
-def publish_raw(system: System, device_id: str, payloads: list[bytes]) -> None:
+def publish_raw(
+    system: System, device_id: str, payloads: list[bytes], topic: str | None = None
+) -> None:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id)
     client.username_pw_set(device_id, system.users[device_id])
     client.connect("127.0.0.1", system.mqtt_port)
     client.loop_start()
     try:
         for payload in payloads:
-            client.publish(alert_topic(device_id), payload, qos=1).wait_for_publish(5)
+            client.publish(topic or alert_topic(device_id), payload, qos=1).wait_for_publish(5)
     finally:
         client.loop_stop()
         client.disconnect()
@@ -204,6 +225,22 @@ def test_unrecordable_mqtt_alerts_are_rejected_in_one_line(
         )
     ]
     assert all(r.exc_info is None for r in lines), "a rejection is one line, no traceback"
+
+
+def test_unrecordable_mqtt_status_is_rejected_in_one_line(
+    system: System, caplog: pytest.LogCaptureFixture
+) -> None:
+    status = Status(device_id="unit-3", state=LinkState.ONLINE, at=now_utc())
+    huge = json.dumps({**json.loads(status.to_json()), "outbox": 2**63}).encode()
+    assert system.server is not None
+    with caplog.at_level(logging.INFO, logger="server.ingest"):
+        publish_raw(system, "unit-3", [huge], topic=status_topic("unit-3"))
+        assert wait_until(lambda: system.server is not None and system.server.ingest.rejected == 1)
+    lines = [r for r in caplog.records if r.name == "server.ingest" and r.levelno >= logging.ERROR]
+    why = f"status.outbox must be at most 2147483647, got {2**63}"
+    assert [r.getMessage() for r in lines] == [
+        f"rejected message on pb/v1/dev/unit-3/status: {why}"
+    ]
 
 
 @pytest.mark.parametrize(
