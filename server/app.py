@@ -8,7 +8,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from starlette.routing import Match
 
 from panicbutton import __version__, ledger
@@ -150,8 +152,21 @@ def build(
     app.include_router(devices.router)
     app.include_router(ack.router)
     app.add_exception_handler(405, _method_not_allowed)
+    app.add_exception_handler(RequestValidationError, _invalid)
     server.app = app
     return server
+
+
+async def _invalid(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422, except for a missing or wrong who/why header of a record's view: 400
+    saying what to send (server/records.py)."""
+    if not isinstance(exc, RequestValidationError):
+        raise exc
+    for error in exc.errors():
+        where = tuple(error.get("loc", ()))
+        if len(where) == 2 and where[0] == "header" and where[1] in records.HEADER_HELP:
+            return JSONResponse({"detail": records.HEADER_HELP[where[1]]}, status_code=400)
+    return await request_validation_exception_handler(request, exc)
 
 
 async def _method_not_allowed(request: Request, _: Exception) -> JSONResponse:

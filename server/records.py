@@ -53,27 +53,35 @@ class Access(BaseModel):
     justification: str
 
 
+#: What to send, per header: the 400 for a missing or wrong one (see server/app.py).
+HEADER_HELP = {
+    "x-panicbutton-actor": "say who you are: header X-Panicbutton-Actor with your staff id or "
+    "another pseudonymous id (lowercase letters, digits, '-')",
+    "x-panicbutton-justification": "say why: header X-Panicbutton-Justification with the "
+    "reason for this view or export (8 to 1000 characters); it is kept with the access record",
+}
+
+
 def access(
-    x_panicbutton_actor: Annotated[str | None, Header()] = None,
-    x_panicbutton_justification: Annotated[str | None, Header()] = None,
+    x_panicbutton_actor: Annotated[
+        str, Header(pattern=ACTOR_RE.pattern, description=HEADER_HELP["x-panicbutton-actor"])
+    ],
+    x_panicbutton_justification: Annotated[
+        str,
+        Header(
+            min_length=8,
+            max_length=1000,
+            pattern=r"^\S.*\S$",
+            description=HEADER_HELP["x-panicbutton-justification"],
+        ),
+    ],
 ) -> Access:
     """Who is reading a record and why; 400 without both."""
-    by = (x_panicbutton_actor or "").strip()
-    why = (x_panicbutton_justification or "").strip()
+    by, why = x_panicbutton_actor.strip(), x_panicbutton_justification.strip()
     if not ACTOR_RE.match(by):
-        raise HTTPException(
-            400,
-            "say who you are: header X-Panicbutton-Actor with your staff id or another "
-            "pseudonymous id (lowercase letters, digits, '-')",
-        )
-    if len(why) < 8:
-        raise HTTPException(
-            400,
-            "say why: header X-Panicbutton-Justification with the reason for this view or "
-            "export (at least 8 characters); it is kept with the access record",
-        )
-    if len(why) > 1000:
-        raise HTTPException(400, "X-Panicbutton-Justification: at most 1000 characters")
+        raise HTTPException(400, HEADER_HELP["x-panicbutton-actor"])
+    if not 8 <= len(why) <= 1000:
+        raise HTTPException(400, HEADER_HELP["x-panicbutton-justification"])
     return Access(by=by, justification=why)
 
 
