@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 from twilio.request_validator import RequestValidator
 
+from panicbutton.wire import INT_MAX
 from server.deps import RuntimeDep, SettingsDep, answers, text_body
 
 T = TypeVar("T")
@@ -74,9 +75,12 @@ def _xml(body: str = EMPTY_TWIML) -> Response:
 
 def _pages(pages: str) -> list[int]:
     try:
-        return [int(p) for p in pages.split(",") if p][:20]
+        ids = [int(p) for p in pages.split(",") if p][:20]
     except ValueError:
-        raise HTTPException(422, "pages must be page ids separated by commas") from None
+        ids = [-1]
+    if any(not 1 <= i <= INT_MAX for i in ids):
+        raise HTTPException(422, f"pages must be page ids (1 to {INT_MAX}) separated by commas")
+    return ids
 
 
 async def _replayed(request: Request, runtime: RuntimeDep, signed: str) -> bool:

@@ -182,6 +182,21 @@ def test_wrong_method_names_every_method_of_the_path(client: TestClient) -> None
     assert answer.json() == {"detail": "OPTIONS is not allowed here; use GET, POST"}
 
 
+@pytest.mark.parametrize("pages", ["99999999999", "1,-2", "x"])
+def test_signed_callback_with_page_ids_out_of_range_is_refused(system: System, pages: str) -> None:
+    for route in ("status", "voice"):
+        query = f"/twilio/{route}?pages={pages}"
+        answer = system.twilio.signed_post(
+            system.base_url + query,
+            {"CallSid": "CA" + "0" * 32, "CallStatus": "completed", "Digits": "1"},
+            public_url=system.settings.public_base_url + query,
+        )
+        assert answer.status_code == 422, answer.text
+        assert answer.json() == {
+            "detail": "pages must be page ids (1 to 2147483647) separated by commas"
+        }
+
+
 # -- MQTT: a payload that can never be recorded is rejected, a failure is left for resend --
 def publish_raw(
     system: System, device_id: str, payloads: list[bytes], topic: str | None = None
