@@ -15,11 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 from twilio.request_validator import RequestValidator
 
-from panicbutton.wire import INT_MAX
 from server.deps import RuntimeDep, SettingsDep, answers, text_body
 
 T = TypeVar("T")
@@ -54,7 +53,8 @@ router = APIRouter(
 FIELDS = ("From", "Body", "MessageSid", "SmsSid", "CallSid", "Digits", "MessageStatus")
 FORM = {
     "requestBody": {
-        "required": True,
+        # An empty form is answered (and ignored) like any other, once signed.
+        "required": False,
         "content": {
             "application/x-www-form-urlencoded": {
                 "schema": {
@@ -73,14 +73,18 @@ def _xml(body: str = EMPTY_TWIML) -> Response:
     return Response(body, media_type="application/xml")
 
 
+#: The page ids a callback URL names (the server writes them): up to 9 digits each.
+Pages = Annotated[
+    str,
+    Query(
+        pattern=r"^([1-9][0-9]{0,8}(,[1-9][0-9]{0,8})*)?$",
+        description="the page ids this callback is about, separated by commas",
+    ),
+]
+
+
 def _pages(pages: str) -> list[int]:
-    try:
-        ids = [int(p) for p in pages.split(",") if p][:20]
-    except ValueError:
-        ids = [-1]
-    if any(not 1 <= i <= INT_MAX for i in ids):
-        raise HTTPException(422, f"pages must be page ids (1 to {INT_MAX}) separated by commas")
-    return ids
+    return [int(p) for p in pages.split(",") if p][:20]
 
 
 async def _replayed(request: Request, runtime: RuntimeDep, signed: str) -> bool:
@@ -117,7 +121,7 @@ async def inbound_sms(params: SignedForm, request: Request, runtime: RuntimeDep)
 
 @router.post("/voice", response_class=Response, responses=answers(422), openapi_extra=FORM)
 async def voice_key(
-    params: SignedForm, request: Request, runtime: RuntimeDep, pages: str = ""
+    params: SignedForm, request: Request, runtime: RuntimeDep, pages: Pages = ""
 ) -> Response:
     """A key pressed during a page call ("1" acknowledges); answers with what to say."""
     ids = _pages(pages)
@@ -133,7 +137,7 @@ async def voice_key(
 
 @router.post("/status", response_class=Response, responses=answers(422), openapi_extra=FORM)
 async def provider_status(
-    params: SignedForm, request: Request, runtime: RuntimeDep, pages: str = ""
+    params: SignedForm, request: Request, runtime: RuntimeDep, pages: Pages = ""
 ) -> Response:
     """Delivery status of an SMS or a call. Never an acknowledgement."""
     ids = _pages(pages)

@@ -2,10 +2,11 @@
 
 Every check schemathesis has runs against the real server (uvicorn on loopback,
 Mosquitto, the fake Twilio, SQLite and PostgreSQL): no 500, every status and
-body as documented, invalid input refused, valid input accepted. Three callers:
+body as documented, invalid input refused, valid input accepted. Four callers:
 nobody (every route but the ack links answers 401 or 403), the console with
-the API token, and room unit ``unit-1`` with its own token. The Twilio webhooks
-answer 403 to all of them (no Twilio signature), as documented.
+the API token, room unit ``unit-1`` with its own token, and Twilio, which
+signs its webhook calls as Twilio does. The Twilio webhooks answer 403 to the
+others (no signature), as documented.
 
 Examples per operation are few (``EXAMPLES``) so the suite stays quick; the
 coverage phase still tries every documented boundary and type.
@@ -17,11 +18,13 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
+from twilio.request_validator import RequestValidator
 
 from tests.conftest import missing
 from tests.harness import (
@@ -73,14 +76,28 @@ def live(
             yield system
 
 
-@pytest.fixture(params=["nobody", "console", "unit"])
-def caller(request: pytest.FixtureRequest, live: System) -> dict[str, str]:
-    """The headers of each caller: none, the console's API token, a unit's own token."""
+@pytest.fixture(params=["nobody", "console", "unit", "twilio"])
+def caller(request: pytest.FixtureRequest, live: System) -> str:
+    return str(request.param)
+
+
+def credentials(caller: str, case: schemathesis.Case[Any], live: System) -> dict[str, str]:
+    """The headers of each caller: none, the console's API token, a unit's own token, or
+    Twilio's signature over the URL it would call and the form (webhooks only)."""
+    if caller == "twilio":
+        if not case.path.startswith("/twilio/"):
+            return {}
+        query = urlencode(case.query or {}, doseq=True)
+        url = live.settings.public_base_url + case.formatted_path + (f"?{query}" if query else "")
+        form = case.body if isinstance(case.body, dict) else {}
+        signed = {k: v for k, v in form.items() if isinstance(v, str)}
+        signature = RequestValidator(live.twilio.auth_token).compute_signature(url, signed)
+        return {"X-Twilio-Signature": signature}
     token = {
         "nobody": "",
         "console": live.settings.api_token.get_secret_value(),
         "unit": DEVICE_TOKENS["unit-1"],
-    }[request.param]
+    }[caller]
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
@@ -113,6 +130,6 @@ schema = schemathesis.openapi.from_path(OPENAPI, config=CONFIG)
 @schema.parametrize()
 @settings(deadline=None, max_examples=EXAMPLES, suppress_health_check=list(HealthCheck))
 def test_server_answers_as_documented(
-    case: schemathesis.Case[Any], live: System, caller: dict[str, str]
+    case: schemathesis.Case[Any], live: System, caller: str
 ) -> None:
-    case.call_and_validate(base_url=live.base_url, headers=caller)
+    case.call_and_validate(base_url=live.base_url, headers=credentials(caller, case, live))
