@@ -8,9 +8,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from panicbutton import __version__, ledger
@@ -151,10 +155,22 @@ def build(
     app.include_router(webhooks.router)
     app.include_router(devices.router)
     app.include_router(ack.router)
+    app.add_exception_handler(400, _bad_request)
     app.add_exception_handler(405, _method_not_allowed)
     app.add_exception_handler(RequestValidationError, _invalid)
     server.app = app
     return server
+
+
+async def _bad_request(request: Request, exc: Exception) -> Response:
+    """400 as FastAPI answers it, but saying why when a JSON body is nested too deeply."""
+    if not isinstance(exc, StarletteHTTPException):
+        raise exc
+    if isinstance(exc.__cause__, RecursionError):
+        exc = StarletteHTTPException(
+            400, "the JSON body is nested too deeply to read; send the object this route documents"
+        )
+    return await http_exception_handler(request, exc)
 
 
 async def _invalid(request: Request, exc: Exception) -> Response:
