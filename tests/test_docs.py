@@ -459,6 +459,24 @@ def test_only_the_twilio_webhooks_have_no_bearer_token(openapi_text: str) -> Non
     }
 
 
+def test_every_route_documents_the_errors_it_can_answer(openapi_text: str) -> None:
+    document = json.loads(openapi_text)
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            where = f"{method.upper()} {path}"
+            answers = operation["responses"]
+            assert "413" in answers, f"{where}: the body limit holds on every route"
+            if "security" in operation:
+                assert "401" in answers, f"{where}: a token is checked, so 401"
+            if path.startswith("/twilio/"):
+                assert "403" in answers, f"{where}: the signature is checked, so 403"
+            assert not [s for s in answers if s.startswith("5") and s != "503"], where
+            for status, answer in answers.items():
+                assert answer["description"], f"{where} {status}"
+                if status not in ("204",):
+                    assert answer.get("content"), f"{where} {status}: what body comes back"
+
+
 if __name__ == "__main__":
     OPENAPI.write_text(generate_openapi(), encoding="utf-8")
     print(f"wrote {OPENAPI}")
