@@ -348,6 +348,19 @@ def _parse_test(data: dict[str, Any], where: str, staff: tuple[Staff, ...]) -> t
 
 def parse_site(data: dict[str, Any], source: str = "<memory>") -> Site:
     """Check a parsed site file; raise :class:`SiteError` naming the first problem."""
+    try:
+        return _parse_site(data, source)
+    except SiteError:
+        raise
+    except (AttributeError, TypeError, ValueError) as exc:
+        # A table where a list belongs, a word where a number does: never a traceback.
+        raise SiteError(
+            f"site file {source}: a table or value is not of the kind expected ({exc}); "
+            "compare it with firmware_config/site.example.toml"
+        ) from None
+
+
+def _parse_site(data: dict[str, Any], source: str) -> Site:
     where = f"site file {source}"
     site = data.get("site", {})
     timezone = str(site.get("timezone", "Europe/Brussels"))

@@ -12,6 +12,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from panicbutton.wire import (
     status_topic,
 )
 from server.app import Server, build
+from server.errors import SiteError
 from server.notifier import ConsoleNotifier
 from server.settings import Settings
 from tests.harness import DEVICE_TOKENS, PG_ADMIN_URL, System, sample_site, wait_until
@@ -295,11 +297,9 @@ def test_database_outage_leaves_the_alert_for_the_unit_to_resend(
 
 
 # -- the site file ----------------------------------------------------------------------
-def test_binary_site_file_stops_the_server_with_a_clear_message(tmp_path: Path) -> None:
-    site = tmp_path / "site.toml"
-    site.write_bytes(b'[site]\nname = "Caf\xe9"\n\x00\x01\xff\xfe')
+def start_server(site: Path, folder: Path) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PANICBUTTON_")}
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "panicbutton.cli", "server"],
         capture_output=True,
         text=True,
@@ -309,13 +309,45 @@ def test_binary_site_file_stops_the_server_with_a_clear_message(tmp_path: Path) 
             **clean,
             "PANICBUTTON_DEMO": "1",
             "PANICBUTTON_SITE_FILE": str(site),
-            "PANICBUTTON_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            "PANICBUTTON_DATABASE_URL": f"sqlite:///{folder / 'db.sqlite3'}",
         },
     )
+
+
+def test_binary_site_file_stops_the_server_with_a_clear_message(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_bytes(b'[site]\nname = "Caf\xe9"\n\x00\x01\xff\xfe')
+    result = start_server(site, tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     # (Alembic's own INFO lines may come first: only the last line is ours.)
     assert result.stderr.strip().splitlines()[-1] == (
         f"panicbutton server: site file {site} is not UTF-8 text (byte 0xe9 at offset 18): "
         "save it as UTF-8 (a text editor's 'UTF-8' encoding) and start again"
+    )
+
+
+def test_site_file_with_a_value_of_the_wrong_kind_stops_the_server_clearly(
+    tmp_path: Path,
+) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text('site = "Test house"\nrooms = 5\n')
+    result = start_server(site, tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"panicbutton server: site file {site}: a table or value is not of the kind expected "
+        "('str' object has no attribute 'get'); compare it with "
+        "firmware_config/site.example.toml"
+    )
+
+
+@pytest.mark.parametrize("hours", ["0", "-1", "1e308", "nan", '"8"'])
+def test_site_file_takeover_hours_out_of_range_is_refused(hours: str) -> None:
+    data = tomllib.loads(f"takeover_hours = {hours}")
+    with pytest.raises(SiteError) as refused:
+        sample_site(duty={"on_duty": ["reception"], **data})
+    assert str(refused.value) == (
+        "site file tests: [duty] takeover_hours must be a number of hours above 0 and at "
+        f"most 168 (a week), got {data['takeover_hours']!r}"
     )
