@@ -34,6 +34,9 @@ QOS: Final = 1
 #: Device ids are also MQTT user names, client ids and topic levels: keep them plain,
 #: and within the 23 characters every MQTT 3.1.1 broker must accept as a client id.
 DEVICE_ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,22}$")
+#: The largest number any count on the wire may hold (``seq``, ``presses``, ``outbox``,
+#: ``uptime``): the server keeps them in 32-bit SQL integers.
+INT_MAX: Final = 2**31 - 1
 
 
 class WireError(ValueError):
@@ -119,6 +122,10 @@ def parse_time(value: object, name: str) -> datetime:
         raise WireError(f"{name} {value!r} is not an RFC 3339 time") from None
     if moment.tzinfo is None:
         raise WireError(f"{name} {value!r} has no time zone; send UTC with a trailing Z")
+    try:
+        moment.astimezone(UTC)  # e.g. 9999-12-31T23:59:59-23:59 is past year 9999 in UTC
+    except OverflowError:
+        raise WireError(f"{name} {value!r} is out of range in UTC; send UTC") from None
     return moment
 
 
@@ -129,6 +136,8 @@ def _load(payload: bytes, what: str) -> dict[str, Any]:
         data = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WireError(f"{what} payload is not JSON: {exc}") from None
+    except RecursionError:  # e.g. 2,000 nested brackets: within the size limit
+        raise WireError(f"{what} payload is not JSON: it is nested too deeply") from None
     if not isinstance(data, dict):
         raise WireError(f"{what} payload must be a JSON object")
     version = data.get("v")
@@ -144,6 +153,10 @@ def _field(data: dict[str, Any], name: str, kind: type, what: str) -> Any:
     # bool is an int in Python; a JSON true is never a valid number here.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise WireError(f"{what}.{name} must be {kind.__name__}, got {value!r}")
+    if isinstance(value, int) and value > INT_MAX:
+        raise WireError(f"{what}.{name} must be at most {INT_MAX}, got {value}")
+    if isinstance(value, int) and value < 0:
+        raise WireError(f"{what}.{name} must not be negative, got {value}")
     return value
 
 
@@ -181,10 +194,11 @@ class Alert:
         check_device_id(self.device_id)
         if not ALERT_ID_RE.fullmatch(self.alert_id):
             raise WireError(f"alert.alert_id {self.alert_id!r} must be 32 lowercase hex digits")
-        if self.seq < 1:
-            raise WireError(f"alert.seq must be a positive integer, got {self.seq}")
-        if self.presses < 1:
-            raise WireError(f"alert.presses must be a positive integer, got {self.presses}")
+        for name, value in (("seq", self.seq), ("presses", self.presses)):
+            if value < 1:
+                raise WireError(f"alert.{name} must be a positive integer, got {value}")
+            if value > INT_MAX:
+                raise WireError(f"alert.{name} must be at most {INT_MAX}, got {value}")
 
     def to_json(self) -> bytes:
         data = asdict(self)

@@ -15,12 +15,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.deps import RuntimeDep, SettingsDep
+from server.deps import MEANING, RuntimeDep, SettingsDep, answers, text_body
 from server.links import LIST, read_token, token_key
 from server.models import Incident, Page
 from server.runtime import Runtime
 
-router = APIRouter(tags=["acknowledgement links"])
+#: Both answers are HTML pages; a token that is not (or no longer) valid gets 410.
+PAGES: dict[int | str, dict[str, object]] = {
+    200: text_body("text/html", description="the page"),
+    410: text_body("text/html", description=MEANING[410]),
+}
+router = APIRouter(tags=["acknowledgement links"], responses=PAGES)
 
 HEADERS = {
     "Cache-Control": "no-store",
@@ -142,7 +147,7 @@ def show(token: str, runtime: RuntimeDep, settings: SettingsDep) -> Response:
     )
 
 
-@router.post("/ack/{token}", response_class=Response)
+@router.post("/ack/{token}", response_class=Response, responses=answers(400, 422))
 async def acknowledge(
     token: str,
     runtime: RuntimeDep,

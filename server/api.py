@@ -5,15 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from server.deps import RuntimeDep, require_token
+from server.deps import IncidentId, RuntimeDep, answers, require_token
 from server.incidents import Outcome
 from server.models import EscalationJob, Incident
+from server.site import TAKEOVER_HOURS_MAX
 
-router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)], tags=["incidents"])
+router = APIRouter(
+    prefix="/api/v1",
+    dependencies=[Depends(require_token)],
+    tags=["incidents"],
+    responses=answers(401),
+)
 
 
 class IncidentOut(BaseModel):
@@ -51,8 +57,10 @@ class ResolveIn(BaseModel):
     outcome: Outcome
 
 
-@router.post("/incidents/{incident_id}/resolve")
-async def resolve_incident(incident_id: int, body: ResolveIn, runtime: RuntimeDep) -> IncidentOut:
+@router.post("/incidents/{incident_id}/resolve", responses=answers(400, 404, 422))
+async def resolve_incident(
+    incident_id: IncidentId, body: ResolveIn, runtime: RuntimeDep
+) -> IncidentOut:
     """Close an incident with its outcome (a staff decision; nothing at the unit can)."""
     if not any(s.id == body.staff_id for s in runtime.site.staff):
         raise HTTPException(422, f"staff_id {body.staff_id!r} is not in the site file")
@@ -70,9 +78,9 @@ class AcknowledgeIn(BaseModel):
     staff_id: str
 
 
-@router.post("/incidents/{incident_id}/acknowledge")
+@router.post("/incidents/{incident_id}/acknowledge", responses=answers(400, 404, 422))
 async def acknowledge_incident(
-    incident_id: int, body: AcknowledgeIn, runtime: RuntimeDep
+    incident_id: IncidentId, body: AcknowledgeIn, runtime: RuntimeDep
 ) -> IncidentOut:
     """Acknowledge from the console: paging stops, the others are told who is going."""
     if not any(s.id == body.staff_id for s in runtime.site.staff):
@@ -87,11 +95,12 @@ async def acknowledge_incident(
 
 class TakeoverIn(BaseModel):
     staff_id: str
-    hours: float | None = None
+    #: How long, in hours (above 0, at most a week); the site's ``takeover_hours`` if None.
+    hours: float | None = Field(default=None, gt=0, le=TAKEOVER_HOURS_MAX, allow_inf_nan=False)
     on: bool = True
 
 
-@router.post("/duty/takeover", status_code=204)
+@router.post("/duty/takeover", status_code=204, responses=answers(400, 422))
 async def takeover(body: TakeoverIn, runtime: RuntimeDep) -> None:
     """ "I take over now": this person alone is on duty until the take-over ends."""
     if not any(s.id == body.staff_id for s in runtime.site.staff):

@@ -8,7 +8,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from panicbutton import __version__, ledger
 from panicbutton.logs import protect_handlers
@@ -16,8 +24,10 @@ from server import ack, api, devices, messages, records, webhooks
 from server.audit import audit
 from server.clock import Clock
 from server.db import make_engine, migrate
+from server.deps import answers
 from server.errors import SettingsError
 from server.ingest import Ingest
+from server.limits import BodyLimit
 from server.logkeeper import LogKeeper, load_signer, record_config
 from server.notifier import ConsoleNotifier, Notifier, TwilioNotifier
 from server.runtime import Runtime
@@ -26,6 +36,8 @@ from server.site import Site, load_site
 from server.supervision import SupervisionTimes, Supervisor
 
 log = logging.getLogger(__name__)
+#: The methods a 405 may name.
+METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 @dataclass
@@ -134,7 +146,11 @@ def build(
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        # The body limit (server/limits.py) holds on every route.
+        responses=answers(413),
     )
+    app.add_middleware(BodyLimit)
+    # Outermost: every /ack/ answer, a refused body's 413 included, is private.
     app.add_middleware(ack.PrivatePages)
     app.state.settings = settings
     app.state.runtime = runtime
@@ -143,6 +159,9 @@ def build(
     app.include_router(webhooks.router)
     app.include_router(devices.router)
     app.include_router(ack.router)
+    app.add_exception_handler(400, _bad_request)
+    app.add_exception_handler(405, _method_not_allowed)
+    app.add_exception_handler(RequestValidationError, _invalid)
     server.app = app
     return server
 
@@ -161,6 +180,46 @@ def web_server(server: Server, *, host: str, port: int, log_level: str = "info")
     # NOTE: after Config: it installs uvicorn's handlers, which must be covered too.
     protect_handlers(server.settings.secret_values())
     return uvicorn.Server(config)
+
+
+async def _bad_request(request: Request, exc: Exception) -> Response:
+    """400 as FastAPI answers it, but saying why when a JSON body is nested too deeply."""
+    if not isinstance(exc, StarletteHTTPException):
+        raise exc
+    if isinstance(exc.__cause__, RecursionError):
+        exc = StarletteHTTPException(
+            400, "the JSON body is nested too deeply to read; send the object this route documents"
+        )
+    return await http_exception_handler(request, exc)
+
+
+async def _invalid(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422, except for a missing or wrong who/why header of a record's view: 400
+    saying what to send (server/records.py)."""
+    if not isinstance(exc, RequestValidationError):
+        raise exc
+    for error in exc.errors():
+        where = tuple(error.get("loc", ()))
+        if len(where) == 2 and where[0] == "header" and where[1] in records.HEADER_HELP:
+            return JSONResponse({"detail": records.HEADER_HELP[where[1]]}, status_code=400)
+    return await request_validation_exception_handler(request, exc)
+
+
+async def _method_not_allowed(request: Request, _: Exception) -> JSONResponse:
+    """405 naming every method of the path (Starlette names only the first route's)."""
+    allowed = [
+        method
+        for method in METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+    return JSONResponse(
+        {"detail": f"{request.method} is not allowed here; use {', '.join(allowed)}"},
+        status_code=405,
+        headers={"Allow": ", ".join(allowed)},
+    )
 
 
 def _signer(settings: Settings, site: Site) -> ledger.Signer:

@@ -16,11 +16,40 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from panicbutton.wire import Alert, WireError
-from server.deps import RuntimeDep
+from panicbutton.wire import ALERT_ID_RE, DEVICE_ID_RE, INT_MAX, VERSION, Alert, WireError
+from server.deps import RuntimeDep, answers
 from server.site import Room
 
-router = APIRouter(prefix="/api/v1/devices", tags=["room units"])
+router = APIRouter(prefix="/api/v1/devices", tags=["room units"], responses=answers(401))
+
+_COUNT = {"type": "integer", "minimum": 1, "maximum": INT_MAX}
+_TIME = {"type": "string", "format": "date-time"}
+#: The alert and feedback JSON of docs/asyncapi.yaml, for the HTTP contract.
+ALERT_SCHEMA = {
+    "type": "object",
+    "required": ["v", "device_id", "alert_id", "seq", "pressed_at"],
+    "properties": {
+        "v": {"const": VERSION},
+        "device_id": {"type": "string", "pattern": DEVICE_ID_RE.pattern},
+        "alert_id": {"type": "string", "pattern": ALERT_ID_RE.pattern},
+        "seq": _COUNT,
+        "pressed_at": _TIME,
+        "kind": {"enum": ["panic", "test"], "default": "panic"},
+        "presses": {**_COUNT, "default": 1},
+    },
+}
+FEEDBACK_SCHEMA = {
+    "type": "object",
+    "required": ["v", "alert_id", "state", "at", "incident", "presses"],
+    "properties": {
+        "v": {"const": VERSION},
+        "alert_id": {"type": "string", "pattern": ALERT_ID_RE.pattern},
+        "state": {"enum": ["received", "acknowledged", "resolved"]},
+        "at": _TIME,
+        "incident": {"type": "integer", "minimum": 0, "maximum": INT_MAX},
+        "presses": _COUNT,
+    },
+}
 _bearer = HTTPBearer(auto_error=False)
 
 
@@ -43,7 +72,23 @@ def device_room(
 DeviceRoom = Annotated[Room, Depends(device_room)]
 
 
-@router.post("/{device_id}/alerts", response_class=Response)
+@router.post(
+    "/{device_id}/alerts",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the feedback JSON, as on the MQTT feedback topic",
+            "content": {"application/json": {"schema": FEEDBACK_SCHEMA}},
+        },
+        **answers(400, 403, 422),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ALERT_SCHEMA}},
+        }
+    },
+)
 async def post_alert(
     device_id: str, room: DeviceRoom, request: Request, runtime: RuntimeDep
 ) -> Response:

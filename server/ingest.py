@@ -10,6 +10,14 @@ the broker all the same but no ``received`` goes to the unit: the unit keeps
 the alert in its outbox and resends it until the server confirms. Holding the
 broker's message instead would fill the broker's in-flight window for this
 client (20 by default in Mosquitto) and stop every later alert.
+
+The two are told apart by what failed: the contract (:class:`WireError`: the
+payload itself is wrong, and resending it cannot help) or the database's
+refusal of a value (``DataError``) is a *rejection*, logged in one line and
+counted in :attr:`Ingest.rejected`; anything else is taken as a passing
+failure and left for the unit to resend, traceback and all. NOTE: an unknown
+error errs on the side of the resend: a dropped alarm is worse than a
+repeated log line.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from sqlalchemy.exc import DataError
 
 from panicbutton.wire import (
     ALERT_SUBSCRIPTION,
@@ -46,6 +55,8 @@ class Ingest:
         self._runtime = runtime
         self._settings = settings
         self.connected = threading.Event()
+        #: Messages refused since start: they can never be recorded, so nobody resends them.
+        self.rejected = 0
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.mqtt_client_id,
@@ -104,6 +115,11 @@ class Ingest:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
             self._handle(msg.topic, bytes(msg.payload), bool(msg.retain))
+        except (WireError, UnknownDeviceError) as exc:
+            self._reject(msg.topic, str(exc))
+        except DataError as exc:
+            name = type(exc.orig).__name__
+            self._reject(msg.topic, f"the database refuses a value in it ({name})")
         except Exception:
             # No feedback went out, so the unit resends from its outbox (see above).
             log.exception("could not record message on %s; the unit will resend it", msg.topic)
@@ -111,24 +127,26 @@ class Ingest:
             client.ack(msg.mid, msg.qos)
 
     def _handle(self, topic: str, payload: bytes, retained: bool) -> None:
-        try:
-            device_id, kind = parse_topic(topic)
-            if kind == "alert":
-                alert = Alert.from_json(payload)
-                if alert.device_id != device_id:
-                    raise WireError(
-                        f"alert names device {alert.device_id!r} but came on the topic "
-                        f"of {device_id!r}; a unit may only alert for itself"
-                    )
-                self._runtime.handle_alert(alert)  # records, pages and publishes the feedback
-            elif kind == "status":
-                if not payload:
-                    return  # a retained status being cleared
-                status = Status.from_json(payload)
-                if status.device_id != device_id:
-                    raise WireError(
-                        f"status names device {status.device_id!r} on the topic of {device_id!r}"
-                    )
-                self._runtime.handle_status(status, retained=retained)
-        except (WireError, UnknownDeviceError) as exc:
-            log.error("rejected message on %s: %s", topic, exc)
+        device_id, kind = parse_topic(topic)
+        if kind == "alert":
+            alert = Alert.from_json(payload)
+            if alert.device_id != device_id:
+                raise WireError(
+                    f"alert names device {alert.device_id!r} but came on the topic "
+                    f"of {device_id!r}; a unit may only alert for itself"
+                )
+            self._runtime.handle_alert(alert)  # records, pages and publishes the feedback
+        elif kind == "status":
+            if not payload:
+                return  # a retained status being cleared
+            status = Status.from_json(payload)
+            if status.device_id != device_id:
+                raise WireError(
+                    f"status names device {status.device_id!r} on the topic of {device_id!r}"
+                )
+            self._runtime.handle_status(status, retained=retained)
+
+    def _reject(self, topic: str, reason: str) -> None:
+        """A message that can never be recorded: one line, counted, and not left to resend."""
+        self.rejected += 1
+        log.error("rejected message on %s: %s", topic, reason)

@@ -28,14 +28,20 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from panicbutton import ledger, report
+from panicbutton.wire import INT_MAX
 from server import export, logkeeper, personal
 from server.api import IncidentOut
 from server.audit import audit
-from server.deps import RuntimeDep, require_token
+from server.deps import IncidentId, RuntimeDep, answers, require_token, text_body
 from server.models import Incident, LogEntry
 from server.runtime import Runtime
 
-router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)], tags=["records"])
+router = APIRouter(
+    prefix="/api/v1",
+    dependencies=[Depends(require_token)],
+    tags=["records"],
+    responses=answers(401),
+)
 
 ACTOR_RE = re.compile(f"^{export.ID_RE.pattern}$")
 #: One export at a time: each reads the whole log in this (the alarm server's) process.
@@ -47,27 +53,35 @@ class Access(BaseModel):
     justification: str
 
 
+#: What to send, per header: the 400 for a missing or wrong one (see server/app.py).
+HEADER_HELP = {
+    "x-panicbutton-actor": "say who you are: header X-Panicbutton-Actor with your staff id or "
+    "another pseudonymous id (lowercase letters, digits, '-')",
+    "x-panicbutton-justification": "say why: header X-Panicbutton-Justification with the "
+    "reason for this view or export (8 to 1000 characters); it is kept with the access record",
+}
+
+
 def access(
-    x_panicbutton_actor: Annotated[str | None, Header()] = None,
-    x_panicbutton_justification: Annotated[str | None, Header()] = None,
+    x_panicbutton_actor: Annotated[
+        str, Header(pattern=ACTOR_RE.pattern, description=HEADER_HELP["x-panicbutton-actor"])
+    ],
+    x_panicbutton_justification: Annotated[
+        str,
+        Header(
+            min_length=8,
+            max_length=1000,
+            pattern=r"^\S.*\S$",
+            description=HEADER_HELP["x-panicbutton-justification"],
+        ),
+    ],
 ) -> Access:
     """Who is reading a record and why; 400 without both."""
-    by = (x_panicbutton_actor or "").strip()
-    why = (x_panicbutton_justification or "").strip()
+    by, why = x_panicbutton_actor.strip(), x_panicbutton_justification.strip()
     if not ACTOR_RE.match(by):
-        raise HTTPException(
-            400,
-            "say who you are: header X-Panicbutton-Actor with your staff id or another "
-            "pseudonymous id (lowercase letters, digits, '-')",
-        )
-    if len(why) < 8:
-        raise HTTPException(
-            400,
-            "say why: header X-Panicbutton-Justification with the reason for this view or "
-            "export (at least 8 characters); it is kept with the access record",
-        )
-    if len(why) > 1000:
-        raise HTTPException(400, "X-Panicbutton-Justification: at most 1000 characters")
+        raise HTTPException(400, HEADER_HELP["x-panicbutton-actor"])
+    if not 8 <= len(why) <= 1000:
+        raise HTTPException(400, HEADER_HELP["x-panicbutton-justification"])
     return Access(by=by, justification=why)
 
 
@@ -94,7 +108,7 @@ _list_views: dict[tuple[str, str], float] = {}
 _list_views_lock = threading.Lock()
 
 
-@router.get("/incidents")
+@router.get("/incidents", responses=answers(400, 422))
 def list_incidents(
     runtime: RuntimeDep, who: AccessDep, state: str | None = None, limit: int = 100
 ) -> list[IncidentOut]:
@@ -130,8 +144,8 @@ class IncidentDetail(IncidentOut):
     events: list[EventOut]
 
 
-@router.get("/incidents/{incident_id}")
-def get_incident(incident_id: int, runtime: RuntimeDep, who: AccessDep) -> IncidentDetail:
+@router.get("/incidents/{incident_id}", responses=answers(400, 404, 422))
+def get_incident(incident_id: IncidentId, runtime: RuntimeDep, who: AccessDep) -> IncidentDetail:
     """One incident with its timeline from the log. The view is logged (who, why)."""
     with runtime.sessions() as s:
         if s.get(Incident, incident_id) is None:
@@ -183,8 +197,8 @@ def _append_personal(
     return Recorded(ref=ref)
 
 
-@router.post("/incidents/{incident_id}/notes", status_code=201)
-async def add_note(incident_id: int, body: NoteIn, runtime: RuntimeDep) -> Recorded:
+@router.post("/incidents/{incident_id}/notes", status_code=201, responses=answers(400, 404, 422))
+async def add_note(incident_id: IncidentId, body: NoteIn, runtime: RuntimeDep) -> Recorded:
     """Add a note to an incident. The text is personal data (kept apart, purged at the end
     of its retention); the log holds its ref and a salted commitment."""
     return await run_in_threadpool(
@@ -205,8 +219,8 @@ class ReviewIn(BaseModel):
     remarks: str = Field(default="", max_length=4000)
 
 
-@router.post("/incidents/{incident_id}/review", status_code=201)
-async def sign_off(incident_id: int, body: ReviewIn, runtime: RuntimeDep) -> Recorded:
+@router.post("/incidents/{incident_id}/review", status_code=201, responses=answers(400, 404, 422))
+async def sign_off(incident_id: IncidentId, body: ReviewIn, runtime: RuntimeDep) -> Recorded:
     """A manager signs off the review of an incident (remarks kept as personal data)."""
     return await run_in_threadpool(
         lambda: _append_personal(
@@ -221,7 +235,11 @@ async def sign_off(incident_id: int, body: ReviewIn, runtime: RuntimeDep) -> Rec
     )
 
 
-@router.get("/log/checkpoint", response_class=Response)
+@router.get(
+    "/log/checkpoint",
+    response_class=Response,
+    responses={200: text_body("text/plain"), **answers(503)},
+)
 def latest_checkpoint(runtime: RuntimeDep) -> Response:
     """The newest signed checkpoint (a C2SP note). Keep it: `--trusted` proves later
     exports still contain everything it covers."""
@@ -232,7 +250,7 @@ def latest_checkpoint(runtime: RuntimeDep) -> Response:
     return Response(newest.note, media_type="text/plain; charset=utf-8")
 
 
-@router.get("/log/key", response_class=Response)
+@router.get("/log/key", response_class=Response, responses={200: text_body("text/plain")})
 def verifier_key(runtime: RuntimeDep) -> Response:
     """The log's verifier key (C2SP note format), to publish and to pass to `--key`."""
     assert runtime.keeper is not None
@@ -245,8 +263,9 @@ def _bundle(runtime: Runtime, who: Access, scope: str, with_personal: bool) -> d
     except export.ExportError as exc:
         raise HTTPException(400, str(exc)) from None
     if scope.startswith("incident:"):
+        number = int(scope.partition(":")[2])
         with runtime.sessions() as s:
-            if s.get(Incident, int(scope.partition(":")[2])) is None:
+            if number > INT_MAX or s.get(Incident, number) is None:
                 raise HTTPException(404, f"no {scope.replace(':', ' ')}")
     if not _EXPORTING.acquire(blocking=False):
         raise HTTPException(503, "another export is being made; try again in a minute")
@@ -276,7 +295,11 @@ def _make_bundle(
             raise HTTPException(404, str(exc)) from None
 
 
-@router.get("/log/export", response_class=Response)
+@router.get(
+    "/log/export",
+    response_class=Response,
+    responses={200: text_body("application/zip"), **answers(400, 404, 422, 503)},
+)
 async def export_log(
     runtime: RuntimeDep,
     who: AccessDep,
@@ -295,7 +318,11 @@ async def export_log(
     )
 
 
-@router.get("/log/report.{fmt}", response_class=Response)
+@router.get(
+    "/log/report.{fmt}",
+    response_class=Response,
+    responses={200: text_body("text/csv", "application/pdf"), **answers(400, 404, 503)},
+)
 async def incident_report(fmt: str, runtime: RuntimeDep, who: AccessDep) -> Response:
     """The manager's report (``csv`` or ``pdf``) of every incident, derived from a full
     bundle made for it; it names that bundle's SHA-256 and checkpoint."""

@@ -98,6 +98,10 @@ class Shift:
         )
 
 
+#: The longest take-over, in hours (a week): the site's default and the API's ``hours``.
+TAKEOVER_HOURS_MAX = 168.0
+
+
 @dataclass(frozen=True, slots=True)
 class Duty:
     """Who is on duty: ``always`` (no roster), weekly ``shifts``, and the ``default``
@@ -267,6 +271,19 @@ def _parse_shift(sh: dict[str, Any], sw: str, known: set[str]) -> Shift:
     )
 
 
+def _takeover_hours(value: object, w: str) -> float:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not 0 < value <= TAKEOVER_HOURS_MAX
+    ):
+        raise SiteError(
+            f"{w} takeover_hours must be a number of hours above 0 and at most "
+            f"{TAKEOVER_HOURS_MAX:g} (a week), got {value!r}"
+        )
+    return float(value)
+
+
 def _parse_duty(data: dict[str, Any], where: str, staff: tuple[Staff, ...]) -> Duty:
     table = data.get("duty", {})
     known = {s.id for s in staff}
@@ -279,7 +296,7 @@ def _parse_duty(data: dict[str, Any], where: str, staff: tuple[Staff, ...]) -> D
         ),
         default=_ids(table.get("default", []), f"{w} default", known),
         gap_warning=int(table.get("gap_warning_minutes", 60)) * 60,
-        takeover_hours=float(table.get("takeover_hours", 8)),
+        takeover_hours=_takeover_hours(table.get("takeover_hours", 8), w),
     )
     if not (duty.always or duty.shifts or duty.default):
         raise SiteError(
@@ -331,6 +348,19 @@ def _parse_test(data: dict[str, Any], where: str, staff: tuple[Staff, ...]) -> t
 
 def parse_site(data: dict[str, Any], source: str = "<memory>") -> Site:
     """Check a parsed site file; raise :class:`SiteError` naming the first problem."""
+    try:
+        return _parse_site(data, source)
+    except SiteError:
+        raise
+    except (AttributeError, TypeError, ValueError) as exc:
+        # A table where a list belongs, a word where a number does: never a traceback.
+        raise SiteError(
+            f"site file {source}: a table or value is not of the kind expected ({exc}); "
+            "compare it with firmware_config/site.example.toml"
+        ) from None
+
+
+def _parse_site(data: dict[str, Any], source: str) -> Site:
     where = f"site file {source}"
     site = data.get("site", {})
     timezone = str(site.get("timezone", "Europe/Brussels"))
@@ -360,6 +390,12 @@ def load_site(path: Path) -> Site:
         raise SiteError(
             f"site file {path} not found; copy firmware_config/site.example.toml "
             "and set PANICBUTTON_SITE_FILE"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise SiteError(
+            f"site file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+            f"offset {exc.start}): save it as UTF-8 (a text editor's 'UTF-8' encoding) "
+            "and start again"
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise SiteError(f"site file {path}: not valid TOML: {exc}") from None

@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 from twilio.request_validator import RequestValidator
 
-from server.deps import RuntimeDep, SettingsDep
+from server.deps import RuntimeDep, SettingsDep, answers, text_body
 
 T = TypeVar("T")
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
@@ -44,18 +44,47 @@ async def signed_form(request: Request, settings: SettingsDep) -> dict[str, str]
 
 
 SignedForm = Annotated[dict[str, str], Depends(signed_form)]
-router = APIRouter(prefix="/twilio", tags=["webhooks"])
+router = APIRouter(
+    prefix="/twilio",
+    tags=["webhooks"],
+    responses={200: text_body("application/xml", description="TwiML"), **answers(400, 403)},
+)
+#: The form fields read (Twilio sends more); all of them signed.
+FIELDS = ("From", "Body", "MessageSid", "SmsSid", "CallSid", "Digits", "MessageStatus")
+FORM = {
+    "requestBody": {
+        # An empty form is answered (and ignored) like any other, once signed.
+        "required": False,
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        f: {"type": "string"} for f in (*FIELDS, "CallStatus", "ErrorCode")
+                    },
+                }
+            }
+        },
+    }
+}
 
 
 def _xml(body: str = EMPTY_TWIML) -> Response:
     return Response(body, media_type="application/xml")
 
 
+#: The page ids a callback URL names (the server writes them): up to 9 digits each.
+Pages = Annotated[
+    str,
+    Query(
+        pattern=r"^([1-9][0-9]{0,8}(,[1-9][0-9]{0,8})*)?$",
+        description="the page ids this callback is about, separated by commas",
+    ),
+]
+
+
 def _pages(pages: str) -> list[int]:
-    try:
-        return [int(p) for p in pages.split(",") if p][:20]
-    except ValueError:
-        raise HTTPException(422, "pages must be page ids separated by commas") from None
+    return [int(p) for p in pages.split(",") if p][:20]
 
 
 async def _replayed(request: Request, runtime: RuntimeDep, signed: str) -> bool:
@@ -79,7 +108,7 @@ async def _handle(request: Request, runtime: RuntimeDep, work: Callable[[], T]) 
         raise
 
 
-@router.post("/sms", response_class=Response)
+@router.post("/sms", response_class=Response, openapi_extra=FORM)
 async def inbound_sms(params: SignedForm, request: Request, runtime: RuntimeDep) -> Response:
     """A staff member's SMS: acknowledge or close by code, DUTY, opt-out words."""
     sid = params.get("MessageSid") or params.get("SmsSid") or ""
@@ -90,9 +119,9 @@ async def inbound_sms(params: SignedForm, request: Request, runtime: RuntimeDep)
     return _xml()
 
 
-@router.post("/voice", response_class=Response)
+@router.post("/voice", response_class=Response, responses=answers(422), openapi_extra=FORM)
 async def voice_key(
-    params: SignedForm, request: Request, runtime: RuntimeDep, pages: str = ""
+    params: SignedForm, request: Request, runtime: RuntimeDep, pages: Pages = ""
 ) -> Response:
     """A key pressed during a page call ("1" acknowledges); answers with what to say."""
     ids = _pages(pages)
@@ -106,9 +135,9 @@ async def voice_key(
     return _xml(twiml)
 
 
-@router.post("/status", response_class=Response)
+@router.post("/status", response_class=Response, responses=answers(422), openapi_extra=FORM)
 async def provider_status(
-    params: SignedForm, request: Request, runtime: RuntimeDep, pages: str = ""
+    params: SignedForm, request: Request, runtime: RuntimeDep, pages: Pages = ""
 ) -> Response:
     """Delivery status of an SMS or a call. Never an acknowledgement."""
     ids = _pages(pages)

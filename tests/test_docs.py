@@ -144,7 +144,7 @@ TYPES: dict[str, Callable[[Any], bool]] = {
 }
 #: Keywords the checker enforces, and annotations it may skip.
 CHECKED = {"type", "const", "enum", "required", "properties", "pattern", "format"}
-CHECKED |= {"minimum", "minLength", "maxLength"}
+CHECKED |= {"minimum", "maximum", "minLength", "maxLength"}
 ANNOTATIONS = {"description", "default", "title"}
 
 
@@ -166,6 +166,8 @@ def violations(doc: dict[str, Any], node: Any, value: Any, where: str = "payload
         found.append(f"{where} {value!r} is not an RFC 3339 date-time")
     if "minimum" in rule and value < rule["minimum"]:
         found.append(f"{where} must be at least {rule['minimum']}, got {value}")
+    if "maximum" in rule and value > rule["maximum"]:
+        found.append(f"{where} must be at most {rule['maximum']}, got {value}")
     if "minLength" in rule and len(value) < rule["minLength"]:
         found.append(f"{where} is shorter than {rule['minLength']}")
     if "maxLength" in rule and len(value) > rule["maxLength"]:
@@ -297,6 +299,23 @@ def test_message_examples_are_what_the_code_sends(asyncapi: dict[str, Any]) -> N
             payload = example["payload"]
             assert violations(asyncapi, rule, payload) == [], example["name"]
             assert WIRE[name].from_json(dump(payload)).to_json() == dump(payload), example["name"]
+
+
+def test_every_count_has_the_maximum_the_parser_enforces(asyncapi: dict[str, Any]) -> None:
+    counts = {
+        (name, key): rule
+        for name in WIRE
+        for key, rule in schema(asyncapi, name)["properties"].items()
+        if resolve(asyncapi, rule).get("type") == "integer"
+    }
+    assert ("Alert", "seq") in counts
+    for (name, key), rule in counts.items():
+        if key == "v":
+            continue
+        assert resolve(asyncapi, rule).get("maximum") == wire.INT_MAX, f"{name}.{key}"
+        sample = json.loads(SAMPLES[name][0])
+        assert not refused(WIRE[name].from_json, dump({**sample, key: wire.INT_MAX}))
+        assert refused(WIRE[name].from_json, dump({**sample, key: wire.INT_MAX + 1}))
 
 
 @pytest.mark.parametrize(("name", "payload"), SAMPLE_CASES)
@@ -438,6 +457,24 @@ def test_only_the_twilio_webhooks_have_no_bearer_token(openapi_text: str) -> Non
         "GET /ack/{token}",
         "POST /ack/{token}",
     }
+
+
+def test_every_route_documents_the_errors_it_can_answer(openapi_text: str) -> None:
+    document = json.loads(openapi_text)
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            where = f"{method.upper()} {path}"
+            answers = operation["responses"]
+            assert "413" in answers, f"{where}: the body limit holds on every route"
+            if "security" in operation:
+                assert "401" in answers, f"{where}: a token is checked, so 401"
+            if path.startswith("/twilio/"):
+                assert "403" in answers, f"{where}: the signature is checked, so 403"
+            assert not [s for s in answers if s.startswith("5") and s != "503"], where
+            for status, answer in answers.items():
+                assert answer["description"], f"{where} {status}"
+                if status not in ("204",):
+                    assert answer.get("content"), f"{where} {status}: what body comes back"
 
 
 if __name__ == "__main__":

@@ -1,0 +1,135 @@
+"""The live server answers as ``docs/openapi.json`` says, for any input (schemathesis).
+
+Every check schemathesis has runs against the real server (uvicorn on loopback,
+Mosquitto, the fake Twilio, SQLite and PostgreSQL): no 500, every status and
+body as documented, invalid input refused, valid input accepted. Four callers:
+nobody (every route but the ack links answers 401 or 403), the console with
+the API token, room unit ``unit-1`` with its own token, and Twilio, which
+signs its webhook calls as Twilio does. The Twilio webhooks answer 403 to the
+others (no signature), as documented.
+
+Examples per operation are few (``EXAMPLES``) so the suite stays quick; the
+coverage phase still tries every documented boundary and type.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.config import SchemathesisConfig
+from twilio.request_validator import RequestValidator
+
+from tests.conftest import missing
+from tests.harness import (
+    DEVICE_TOKENS,
+    System,
+    find_mosquitto,
+    postgres_database,
+    postgres_reachable,
+    start_mosquitto,
+)
+
+OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
+EXAMPLES = 12
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def live(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[System]:
+    """One running system per database for the whole module (starting one takes seconds)."""
+    if find_mosquitto() is None:
+        missing("mosquitto is not installed (apt install mosquitto)")
+    folder = tmp_path_factory.mktemp(f"contract-{request.param}")
+    with start_mosquitto(folder / "mosquitto") as broker:
+        if request.param == "sqlite":
+            with System(
+                mqtt_port=broker.port,
+                users=broker.users,
+                database_url=f"sqlite:///{folder / 'contract.sqlite3'}",
+                folder=folder,
+                broker=broker,
+            ) as system:
+                yield system
+            return
+        if not postgres_reachable():
+            missing("PostgreSQL is not reachable")
+        with (
+            postgres_database(f"pb_contract_{secrets.token_hex(4)}") as url,
+            System(
+                mqtt_port=broker.port,
+                users=broker.users,
+                database_url=url,
+                folder=folder,
+                broker=broker,
+            ) as system,
+        ):
+            yield system
+
+
+@pytest.fixture(params=["nobody", "console", "unit", "twilio"])
+def caller(request: pytest.FixtureRequest, live: System) -> str:
+    return str(request.param)
+
+
+def credentials(caller: str, case: schemathesis.Case[Any], live: System) -> dict[str, str]:
+    """The headers of each caller: none, the console's API token, a unit's own token, or
+    Twilio's signature over the URL it would call and the form (webhooks only)."""
+    if caller == "twilio":
+        if not case.path.startswith("/twilio/"):
+            return {}
+        query = urlencode(case.query or {}, doseq=True)
+        url = live.settings.public_base_url + case.formatted_path + (f"?{query}" if query else "")
+        form = case.body if isinstance(case.body, dict) else {}
+        signed = {k: v for k, v in form.items() if isinstance(v, str)}
+        signature = RequestValidator(live.twilio.auth_token).compute_signature(url, signed)
+        return {"X-Twilio-Signature": signature}
+    token = {
+        "nobody": "",
+        "console": live.settings.api_token.get_secret_value(),
+        "unit": DEVICE_TOKENS["unit-1"],
+    }[caller]
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+#: What schemathesis accepts for data valid by the schema: its default, and per route
+#: what the schema cannot know (documented, each with a message that says why).
+ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429"]
+SEMANTIC = [
+    # A link token of the right shape that the server did not sign, or that has expired.
+    ("^/ack/", ["410"]),
+    # A staff id of the right shape that the site file does not hold.
+    ("^/api/v1/(duty/takeover|incidents/[^/]+/(acknowledge|resolve))$", ["422"]),
+    # A scope of the right shape that names no incident or person, or is not a scope.
+    ("^/api/v1/log/export$", ["400"]),
+]
+CONFIG = SchemathesisConfig.from_dict(
+    {
+        "generation": {"mode": "all", "max-examples": EXAMPLES, "no-shrink": True},
+        "operations": [
+            {
+                "include-path-regex": path,
+                "checks": {"positive_data_acceptance": {"expected-statuses": ACCEPTED + extra}},
+            }
+            for path, extra in SEMANTIC
+        ],
+    }
+)
+schema = schemathesis.openapi.from_path(OPENAPI, config=CONFIG)
+
+
+@schema.parametrize()
+@settings(deadline=None, max_examples=EXAMPLES, suppress_health_check=list(HealthCheck))
+def test_server_answers_as_documented(
+    case: schemathesis.Case[Any], live: System, caller: str
+) -> None:
+    case.call_and_validate(base_url=live.base_url, headers=credentials(caller, case, live))
