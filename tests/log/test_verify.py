@@ -1133,8 +1133,47 @@ def test_the_worked_example_of_verify_md_is_reproduced() -> None:
     assert tree.root().hex() in example
     assert f"\n{signer.verifier}\n" in example
     assert ledger.VerifierKey.parse(str(signer.verifier)) == signer.verifier
-    assert signer.sign_checkpoint(3, tree.root()).note in example
+    note = signer.sign_checkpoint(3, tree.root()).note
+    assert note in example
     assert f"Commitment = `{commitment}`" in example
+    # The signed manifest of a bundle of these entries.
+    files = {
+        "checkpoints.jsonl": json.dumps(note).encode() + b"\n",
+        "entries.jsonl": b"".join(e + b"\n" for e in entries),
+        "log-key.pub": f"{signer.verifier}\n".encode(),
+    }
+    manifest = canonical.dumps(
+        {
+            "created": "2026-11-29T08:00:00.000Z",
+            "entries": 3,
+            "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+            "format": verify.BUNDLE_FORMAT,
+            "origin": signer.name,
+            "personal": False,
+            "scope": "full",
+            "tree_size": 3,
+        }
+    )
+    assert f"\n{manifest.decode()}\n" in example
+    assert f"({len(manifest)} bytes, no trailing LF)" in example
+    assert signer.sign_manifest(manifest) in example
+    assert ledger.open_manifest(signer.sign_manifest(manifest), signer.verifier) == (
+        hashlib.sha256(manifest).hexdigest()
+    )
+
+
+def test_the_value_types_of_verify_md_name_every_field_of_every_event() -> None:
+    section = VERIFY_MD.read_text().partition("### 4.1")[2].partition("\n## ")[0]
+    rows = re.findall(r"^\| ([a-z_.]+) \| (.*) \|$", section, re.MULTILINE)
+    table = {
+        name: frozenset()
+        if types == "—"
+        else frozenset(part.split(":")[0] for part in types.split("; "))
+        for name, types in rows
+        if name != "type"  # the header
+    }
+
+    assert table == ledger.EVENT_TYPES
 
 
 def test_the_event_table_of_verify_md_is_the_ledgers() -> None:
