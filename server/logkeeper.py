@@ -398,27 +398,28 @@ class LogKeeper:
         if self.failure is not None:
             raise LogFailedError(self.failure)
         now = self._clock()
-        with self.sessions.begin() as s:
-            size, root = self._prove(s)
-            if size <= self._signed:
-                return None
-            cp = self.signer.sign_checkpoint(size, root)
-            s.add(LogCheckpoint(size=cp.size, at=now, note=cp.note))
+        # NOTE: nothing is signed before the head is proven an extension of every
+        # checkpoint known; a failure is recorded (outside these transactions) and raised.
+        try:
+            if self._tree is None:
+                with self.sessions() as s:
+                    self._establish(s, self._read_file(whole=True))
+            # The file before the database: a checkpoint another process wrote there
+            # covers entries already committed, so the head read next holds them.
+            kept = self._read_file(whole=False)
+            with self.sessions.begin() as s:
+                size, root = self._extend(s, kept)
+                if size <= self._signed:
+                    return None
+                cp = self.signer.sign_checkpoint(size, root)
+                s.add(LogCheckpoint(size=cp.size, at=now, note=cp.note))
+        except verify.VerificationError as exc:
+            self._fail(str(exc))
         self._signed = cp.size
         self._append_file(cp)
         return cp
 
     # -- proving the log before signing -------------------------------------------------
-    def _prove(self, s: Session) -> tuple[int, bytes]:
-        """The stored head (size, root), once proven an extension of every checkpoint
-        known; records the failure and raises LogFailedError if it is not."""
-        try:
-            if self._tree is None:
-                self._establish(s, self._read_file(whole=True))
-            return self._extend(s, self._read_file(whole=False))
-        except verify.VerificationError as exc:
-            self._fail(str(exc))
-
     def _establish(self, s: Session, kept: list[ledger.Checkpoint]) -> verify.Report:
         """Check the whole stored log against every checkpoint known (what the verifier
         does); from then on, only what is appended needs checking."""
@@ -428,8 +429,12 @@ class LogKeeper:
         return report
 
     def _extend(self, s: Session, kept: list[ledger.Checkpoint]) -> tuple[int, bytes]:
+        """The stored head (size, root), once proven by an RFC 9162 consistency proof to
+        extend the tree checked so far, over the entries appended since; raises
+        VerificationError if it does not."""
         assert self._tree is not None
         tree = self._tree
+        known = self._known(s, kept)  # before the head: see _sign
         try:
             head = audit.frontier(s.connection())
         except ledger.LogFormatError as exc:
@@ -439,7 +444,7 @@ class LogKeeper:
                 f"the log head says {head.size} entries, but {tree.size} were checked "
                 "already: entries were removed (or an older backup restored)"
             )
-        want = self._unchecked(s, kept, tree, head.size)
+        want = self._unchecked(known, tree, head.size)
         new: list[bytes] = []
         last = self._last_leaf
         grown = ledger.Frontier(tree.size, tree.hashes)
@@ -458,10 +463,9 @@ class LogKeeper:
             last = ledger.leaf_hash(raw)
             new.append(last)
             grown.append(last)
-            signed = want.get(grown.size)
-            if signed is not None and signed.root != grown.root():
+            if want.get(grown.size, set()) - {grown.root()}:
                 raise verify.VerificationError(
-                    f"the signed checkpoint of size {signed.size} is not the log checked: "
+                    f"the signed checkpoint of size {grown.size} is not the log checked: "
                     "the log was rewritten (or forked)"
                 )
         if len(new) != head.size - tree.size:
@@ -482,19 +486,23 @@ class LogKeeper:
         self._tree, self._last_leaf = grown, last
         return head.size, head.root()
 
-    def _unchecked(
-        self, s: Session, kept: list[ledger.Checkpoint], tree: ledger.Frontier, head: int
-    ) -> dict[int, ledger.Checkpoint]:
-        """The checkpoints newer than ``tree`` (the file's new lines, the database's
-        latest), by size; one of ``tree``'s own size must have its root. (An older one
-        not seen before is left to the next whole check.)"""
+    def _known(self, s: Session, kept: list[ledger.Checkpoint]) -> list[ledger.Checkpoint]:
+        """The file's new checkpoints and the database's latest."""
         latest = latest_checkpoint(s)
-        known = list(kept)
-        if latest is not None:
-            try:
-                known.append(ledger.open_checkpoint(latest.note, self.signer.verifier))
-            except ledger.LogFormatError as exc:
-                raise verify.VerificationError(f"the database's latest checkpoint: {exc}") from None
+        if latest is None:
+            return kept
+        try:
+            return [*kept, ledger.open_checkpoint(latest.note, self.signer.verifier)]
+        except ledger.LogFormatError as exc:
+            raise verify.VerificationError(f"the database's latest checkpoint: {exc}") from None
+
+    @staticmethod
+    def _unchecked(
+        known: list[ledger.Checkpoint], tree: ledger.Frontier, head: int
+    ) -> dict[int, set[bytes]]:
+        """The roots of the checkpoints newer than ``tree``, by size; one of ``tree``'s
+        own size must have its root. (An older one not seen before is left to the next
+        whole check.)"""
         for cp in known:
             if cp.size > head:
                 raise verify.VerificationError(
@@ -506,7 +514,11 @@ class LogKeeper:
                     f"the signed checkpoint of size {cp.size} is not the log checked: "
                     "the log was rewritten (or forked)"
                 )
-        return {cp.size: cp for cp in known if cp.size > tree.size}
+        want: dict[int, set[bytes]] = {}
+        for cp in known:
+            if cp.size > tree.size:
+                want.setdefault(cp.size, set()).add(cp.root)
+        return want
 
     def _fail(self, reason: str) -> NoReturn:
         """Record the failure once, tell the managers, and raise LogFailedError."""
