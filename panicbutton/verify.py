@@ -658,12 +658,6 @@ def verify_bundle(
             workers=workers,
             sealed=True,
         )
-        said = bundle.manifest.get("tree_size")
-        if said != report.size:
-            raise VerificationError(
-                f"manifest.json says tree_size {said!r}, but the bundle's entries and its "
-                f"last checkpoint are of size {report.size}"
-            )
     else:
         if trusted is not None:
             raise BundleError("--trusted needs a full bundle: a partial one holds no history")
@@ -674,6 +668,13 @@ def verify_bundle(
             bundle.json_lines("proofs.jsonl"),
             personal,
             scope=scope,
+        )
+    said = bundle.manifest.get("tree_size"), bundle.manifest.get("entries")
+    held = report.size, report.size if report.disclosed is None else report.disclosed
+    if said != held:
+        raise VerificationError(
+            f"manifest.json says tree_size {said[0]!r} and entries {said[1]!r}, but the bundle's "
+            f"last checkpoint is of size {held[0]} and it holds {held[1]} entries"
         )
     if scope == "full" and bundle.manifest.get("personal") is True:
         _check_kept(parsed, personal, report)

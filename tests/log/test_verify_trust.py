@@ -88,7 +88,11 @@ def test_a_full_bundle_whose_manifest_size_is_not_its_last_checkpoint_fails(
     code, _, err = run(capsys, bundle)
 
     assert code == 1
-    assert "manifest.json says tree_size 3" in err
+    size = len(log.entries)
+    assert err == (
+        f"FAILED: manifest.json says tree_size 3 and entries {size}, but the bundle's last "
+        f"checkpoint is of size {size} and it holds {size} entries\n"
+    )
 
 
 # -- the manifest is signed ---------------------------------------------------------------
@@ -239,3 +243,27 @@ def test_a_personal_data_row_given_twice_is_refused(
 
     assert code == 1
     assert err == "FAILED: personal.jsonl line 2: personal data p-0001 is given twice\n"
+
+
+# -- control characters, as VERIFY.md section 3 says -------------------------------------
+@pytest.mark.parametrize(
+    ("raw", "canonical_"),
+    [
+        (b'"\\n"', True),
+        (b'"\\u001f"', True),
+        (b'"\\u0000"', True),
+        (b'"\x7f"', True),  # DEL, literal
+        ('"\x85"'.encode(), True),  # a C1 control, literal
+        (b'"\\u000a"', False),  # LF has a short form
+        (b'"\\u001F"', False),  # upper-case hex
+        (b'"\\/"', False),
+        (b'"\x01"', False),  # a raw control byte
+        (b'"\\ud800"', False),  # a lone surrogate
+    ],
+)
+def test_control_characters_are_as_verify_md_says(raw: bytes, canonical_: bool) -> None:
+    if canonical_:
+        assert canonical.dumps(canonical.loads(raw)) == raw
+    else:
+        with pytest.raises(canonical.CanonicalError):
+            canonical.loads(raw)
