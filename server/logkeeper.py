@@ -553,7 +553,11 @@ class LogKeeper:
             return
         self._remind = now + FAILURE_REPEAT
         if self._on_failure is not None:
-            self._on_failure()
+            try:
+                self._on_failure()
+            except Exception:
+                # NOTE: telling must not undo the refusal to sign; the next reminder retries.
+                log.exception("log keeper: could not tell the managers the log failed")
 
     def _read_file(self, *, whole: bool) -> list[ledger.Checkpoint]:
         """Valid checkpoints of the file: its last KEPT_TAIL bytes (``whole``), or the
