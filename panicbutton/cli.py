@@ -106,7 +106,55 @@ def _provision(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     if args.action == "keygen":
         return _keygen(args)
+    if args.action == "acknowledge-failure":
+        return _acknowledge(args)
     return _export(args)
+
+
+def _acknowledge(args: argparse.Namespace) -> int:
+    """Stop the texts about a failed check of the log; recorded, with who and why."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from server.clock import SystemClock  # noqa: PLC0415
+    from server.db import make_engine, sessions  # noqa: PLC0415
+    from server.export import ID_RE  # noqa: PLC0415
+    from server.logkeeper import acknowledge_failure  # noqa: PLC0415
+    from server.settings import Settings  # noqa: PLC0415
+
+    reason = (args.reason or "").strip()
+    if not args.by or not ID_RE.fullmatch(args.by) or len(reason) < 8:
+        print(
+            "panicbutton audit acknowledge-failure: give --by (your pseudonymous id: lowercase "
+            "letters, digits, '-') and --reason (what was done, at least 8 characters)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"panicbutton audit acknowledge-failure: {_pydantic_message(exc)}", file=sys.stderr)
+        return 2
+    engine = make_engine(settings.database_url)
+    try:
+        with sessions(engine).begin() as s:
+            acknowledge_failure(
+                s,
+                by=args.by,
+                reason=reason,
+                now=SystemClock().now(),
+                retention=settings.retention(),
+            )
+    except LookupError as exc:
+        print(f"panicbutton audit acknowledge-failure: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    print(
+        "acknowledged: the managers are no longer texted about this failure. The server "
+        "still signs nothing: keep the checkpoint file, and see README "
+        "'When the log fails its check'."
+    )
+    return 0
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -258,14 +306,19 @@ def parser() -> argparse.ArgumentParser:
         help="the incident log: make its key, export it, verify an export",
         description="keygen: make the log's Ed25519 signing key. export: write a "
         "verifiable bundle (needs the server's settings; the export is itself "
-        "logged). verify: check a bundle (needs only this package and cryptography).",
+        "logged). verify: check a bundle (needs only this package and cryptography). "
+        "acknowledge-failure: stop the hourly texts about a failed check of the log "
+        "(recorded in the log; the server still signs nothing).",
     )
-    a.add_argument("action", choices=["keygen", "export", "verify"])
+    a.add_argument("action", choices=["keygen", "export", "verify", "acknowledge-failure"])
     a.add_argument("bundle", nargs="?", type=Path, help="verify: the bundle (directory or .zip)")
     a.add_argument("--name", default="panicbutton.local/log", help="keygen: the log's name")
     a.add_argument("--out", type=Path, help="keygen: key file; export: bundle (.zip or directory)")
     a.add_argument("--scope", default="full", help="export: full, incident:<id> or person:<id>")
-    a.add_argument("--by", help="export: who asks (your pseudonymous id)")
+    a.add_argument("--by", help="export, acknowledge-failure: who asks (your pseudonymous id)")
+    a.add_argument(
+        "--reason", help="acknowledge-failure: what you know or did about the failed check"
+    )
     a.add_argument("--justification", help="export: why (kept with the access record)")
     a.add_argument("--with-personal", action="store_true", help="export: include personal data")
     a.add_argument(

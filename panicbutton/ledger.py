@@ -100,6 +100,7 @@ EVENT_TYPES: dict[str, frozenset[str]] = {
         "record.redacted": ("ref", "kind", "reason"),
         "review.signed_off": ("by", "ref", "commitment"),
         "log.verified": ("size", "root", "result", "findings"),
+        "log.failure_acknowledged": ("by", "ref", "commitment"),
         "log.heartbeat": (),
         "server.started": ("version",),
     }.items()
@@ -366,22 +367,57 @@ def split_note(note: str) -> tuple[str, list[tuple[str, bytes]]]:
     return head + "\n", sigs
 
 
-def open_checkpoint(note: str, key: VerifierKey) -> Checkpoint:
-    """Verify ``note``'s signature by ``key`` and parse its checkpoint; LogFormatError if not."""
+def open_note(note: str, key: VerifierKey, *, what: str = "checkpoint") -> str:
+    """The text of ``note`` once its signature by ``key`` verifies; LogFormatError if not."""
     text, sigs = split_note(note)
     public = Ed25519PublicKey.from_public_bytes(key.public)
     ours = [s for name, s in sigs if name == key.name and s[:4] == key.id]
     if not ours:
-        raise LogFormatError(f"the checkpoint carries no signature by {key.name}")
+        raise LogFormatError(f"the {what} carries no signature by {key.name}")
     for sig in ours:
         try:
             public.verify(sig[4:], text.encode())
         except InvalidSignature:
-            raise LogFormatError("the checkpoint's signature does not verify") from None
+            raise LogFormatError(f"the {what}'s signature does not verify") from None
+    return text
+
+
+def open_checkpoint(note: str, key: VerifierKey) -> Checkpoint:
+    """Verify ``note``'s signature by ``key`` and parse its checkpoint; LogFormatError if not."""
+    text = open_note(note, key)
     origin, size, root = parse_checkpoint_text(text)
     if origin != key.name:
         raise LogFormatError(f"checkpoint origin {origin!r} is not the key's name {key.name!r}")
     return Checkpoint(origin=origin, size=size, root=root, note=note)
+
+
+#: The second line of a signed manifest. Never a decimal number, so a signed manifest
+#: is never a checkpoint (whose second line is its size), nor a checkpoint a manifest.
+MANIFEST_LINE = "panicbutton-log-bundle/v1 manifest"
+
+
+def manifest_text(origin: str, manifest: bytes) -> str:
+    """What signs a bundle's manifest: origin, ``MANIFEST_LINE``, SHA-256 hex of the
+    manifest's bytes, each line ending in LF."""
+    _check_name(origin)
+    return f"{origin}\n{MANIFEST_LINE}\n{hashlib.sha256(manifest).hexdigest()}\n"
+
+
+def open_manifest(note: str, key: VerifierKey) -> str:
+    """The SHA-256 hex of the manifest that ``note`` (a signed manifest) signs, once its
+    signature by ``key`` verifies; LogFormatError if not."""
+    text = open_note(note, key, what="signed manifest")
+    lines = text.split("\n")
+    if len(lines) != 4 or lines[3] != "" or lines[1] != MANIFEST_LINE:
+        raise LogFormatError(
+            f"a signed manifest is three lines: origin, {MANIFEST_LINE!r}, and the "
+            "SHA-256 of manifest.json"
+        )
+    if lines[0] != key.name:
+        raise LogFormatError(f"its origin {lines[0]!r} is not the key's name {key.name!r}")
+    if not _HEX64_RE.fullmatch(lines[2]):
+        raise LogFormatError("the manifest's SHA-256 is not 64 lowercase hex digits")
+    return lines[2]
 
 
 class Signer:
@@ -430,8 +466,14 @@ class Signer:
         blob = base64.b64encode(bytes([ED25519]) + self._seed).decode()
         return f"PRIVATE+KEY+{self.name}+{self.verifier.id.hex()}+{blob}\n"
 
-    def sign_checkpoint(self, size: int, root: bytes) -> Checkpoint:
-        text = checkpoint_text(self.name, size, root)
+    def _note(self, text: str) -> str:
         sig = self.verifier.id + self._key.sign(text.encode())
-        note = f"{text}\n\u2014 {self.name} {base64.b64encode(sig).decode()}\n"
+        return f"{text}\n\u2014 {self.name} {base64.b64encode(sig).decode()}\n"
+
+    def sign_checkpoint(self, size: int, root: bytes) -> Checkpoint:
+        note = self._note(checkpoint_text(self.name, size, root))
         return Checkpoint(origin=self.name, size=size, root=root, note=note)
+
+    def sign_manifest(self, manifest: bytes) -> str:
+        """The signed note that binds a bundle's manifest (``manifest.sig``)."""
+        return self._note(manifest_text(self.name, manifest))

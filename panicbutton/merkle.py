@@ -73,6 +73,40 @@ def _subproof(m: int, leaves: Sequence[bytes], *, complete: bool) -> list[bytes]
     return [*_subproof(m - k, leaves[k:], complete=False), root(leaves[:k])]
 
 
+def consistency_proof_from(size1: int, edge: Sequence[bytes], new: Sequence[bytes]) -> list[bytes]:
+    """PROOF(size1, D[size1 + len(new)]) from the old tree's right edge alone (the roots
+    of its perfect subtrees, largest first) and the leaf hashes after it: the nodes a
+    consistency proof takes from the old tree are exactly those subtrees."""
+    size2 = size1 + len(new)
+    if size1 <= 0 or len(edge) != size1.bit_count():
+        raise ValueError(f"a tree of {size1} has {size1.bit_count()} edge hashes")
+    nodes, start = {}, 0
+    for bit, h in zip(
+        (b for b in (1 << i for i in reversed(range(size1.bit_length()))) if size1 & b),
+        edge,
+        strict=True,
+    ):
+        nodes[start, start + bit] = h
+        start += bit
+
+    def mth(a: int, b: int) -> bytes:
+        if (a, b) in nodes:
+            return nodes[a, b]
+        if a < size1:
+            raise ValueError(f"leaves {a}..{b - 1} are not a subtree of the old tree's edge")
+        return root(new[a - size1 : b - size1])
+
+    def sub(a: int, b: int, *, complete: bool) -> list[bytes]:
+        if size1 == b:
+            return [] if complete else [mth(a, b)]
+        k = _split(b - a)
+        if size1 <= a + k:
+            return [*sub(a, a + k, complete=complete), mth(a + k, b)]
+        return [*sub(a + k, b, complete=False), mth(a, a + k)]
+
+    return sub(0, size2, complete=True)
+
+
 def _check_hashes(*hashes: bytes) -> None:
     for h in hashes:
         if len(h) != 32:

@@ -1,7 +1,8 @@
 """Exports of the incident log: bundles an outsider can verify (``panicbutton.verify``).
 
-* ``full``: every entry, every checkpoint, the verifier key, a manifest and
-  ``VERIFY.md``. Personal data only when asked for (``with_personal``).
+* ``full``: every entry up to the latest checkpoint (which the export signs first, so
+  that it covers the export's own record), every checkpoint, the verifier key, a
+  manifest and ``VERIFY.md``. Personal data only when asked for (``with_personal``).
 * ``incident:<id>``: that incident's entries, each with an inclusion proof in
   the latest signed checkpoint: nothing else of the log is disclosed.
 * ``person:<id>``: the entries that name that pseudonymous id (as the staff
@@ -9,7 +10,9 @@
   notes recorded about them, with proofs and their own personal data: what a
   person's access request (GDPR art. 15) gets.
 
-Every export is itself logged (``record.exported``), with who asked and why.
+Every export is itself logged (``record.exported``), with who asked and why. The
+manifest (the SHA-256 of every other file, and the ``personal`` flag) is signed with
+the log's key as ``manifest.sig``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -33,6 +36,9 @@ from panicbutton import canonical, ledger, merkle, verify
 from server.logkeeper import latest_checkpoint, stored_entries, stored_notes
 from server.models import LogEntry, PersonalData
 from server.personal import reveal
+
+if TYPE_CHECKING:
+    from server.logkeeper import LogKeeper
 
 
 class ExportError(ValueError):
@@ -91,30 +97,46 @@ def _person_refs(session: Session, person: str) -> set[str]:
     return refs
 
 
+def make_bundle(
+    keeper: LogKeeper, *, scope: str, now: datetime, with_personal: bool = False
+) -> dict[str, bytes]:
+    """Sign the log's head (the keeper proves it consistent with every checkpoint first:
+    ``LogFailedError`` if it is not), then the bundle for ``scope``, its manifest signed."""
+    keeper.sign()
+    with keeper.sessions() as s:
+        return bundle_files(
+            s, scope=scope, signer=keeper.signer, now=now, with_personal=with_personal
+        )
+
+
 def bundle_files(
     session: Session,
     *,
     scope: str,
-    key: ledger.VerifierKey,
+    signer: ledger.Signer,
     now: datetime,
     with_personal: bool = False,
 ) -> dict[str, bytes]:
-    """The files of a bundle for ``scope`` (``full``, ``incident:<id>``, ``person:<id>``)."""
+    """The files of a bundle for ``scope`` (``full``, ``incident:<id>``, ``person:<id>``):
+    the entries up to the latest checkpoint, and the manifest signed by ``signer``."""
+    key = signer.verifier
     files: dict[str, bytes] = {"log-key.pub": f"{key}\n".encode()}
+    cp = latest_checkpoint(session)
+    if cp is None:
+        raise ExportError("no checkpoint has been signed yet; try again in a second")
+    size = cp.size
     if scope == "full":
-        notes = stored_notes(session)
-        entries = list(stored_entries(session))
-        size = len(entries)
+        # NOTE: up to the checkpoint only: an export signs every entry it holds, and the
+        # verifier takes an unsigned tail in a full bundle for tampering.
+        notes = stored_notes(session, upto=cp.id)
+        entries = list(stored_entries(session, stop=size))
         personal: list[dict[str, Any]] = []
         if with_personal:
             personal = [reveal(r) for r in session.scalars(select(PersonalData))]
     else:
         kind, _, which = scope.partition(":")
-        cp = latest_checkpoint(session)
-        if cp is None:
-            raise ExportError("no checkpoint has been signed yet; try again in a second")
-        notes, size = [cp.note], cp.size
-        bodies = list(stored_entries(session))[:size]
+        notes = [cp.note]
+        bodies = list(stored_entries(session, stop=size))
         leaves = [ledger.leaf_hash(b) for b in bodies]
         if kind == "incident" and which.isdigit():
             chosen = list(
@@ -167,6 +189,7 @@ def bundle_files(
             },
         }
     )
+    files["manifest.sig"] = signer.sign_manifest(files["manifest.json"]).encode()
     return files
 
 

@@ -7,6 +7,16 @@ Every 15 minutes it appends a ``log.heartbeat`` entry even when nothing
 happened, so that a quiet night can be proven. Once a day it verifies the whole
 stored log with the standalone verifier's code and records the result as a
 ``log.verified`` entry; every hour it purges personal data past retention.
+
+Nothing is signed before the log is proven consistent with every checkpoint the
+keeper knows (those in the database and in the file's last megabyte): once per
+process by checking the whole log (as the verifier does), then before each
+signing by an RFC 9162 consistency proof from the last proven tree (whose edge it
+keeps in memory) to the stored head, over the entries appended since. A log that
+fails is never signed again by this process: the failure is recorded
+(``log.verified`` failed) and the managers are texted, again every
+``FAILURE_REPEAT`` until someone acknowledges it
+(``panicbutton audit acknowledge-failure``, a ``log.failure_acknowledged`` entry).
 """
 
 from __future__ import annotations
@@ -18,15 +28,16 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from contextlib import suppress as contextlib_suppress
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from panicbutton import canonical, ledger, verify
+from panicbutton import canonical, ledger, merkle, verify
 from server import audit, personal
 from server.models import LogCheckpoint, LogEntry
 from server.personal import Retention
@@ -40,6 +51,12 @@ PURGE = timedelta(hours=1)
 RETRY = timedelta(minutes=1)
 #: Bytes read from the end of the checkpoint file at start (a few thousand checkpoints).
 KEPT_TAIL = 1 << 20
+#: How often the managers are texted again about a failed log until it is acknowledged.
+FAILURE_REPEAT = timedelta(hours=1)
+
+
+class LogFailedError(RuntimeError):
+    """The stored log is not consistent with its signed checkpoints: nothing is signed."""
 
 
 def load_signer(path: Path) -> ledger.Signer:
@@ -68,36 +85,70 @@ def latest_checkpoint(session: Session) -> LogCheckpoint | None:
     ).first()
 
 
-def stored_entries(session: Session, batch: int = 5000) -> Any:
-    """Every stored entry's bytes, in order, read in batches."""
-    start = 0
-    while True:
-        rows = session.scalars(
-            select(LogEntry.body).where(LogEntry.n >= start).order_by(LogEntry.n).limit(batch)
-        ).all()
+def stored_entries(session: Session, batch: int = 5000, *, start: int = 0, stop: int = -1) -> Any:
+    """The stored entries' bytes from ``start`` (up to ``stop``, if given), in order,
+    read in batches."""
+    while start != stop:
+        query = select(LogEntry.body).where(LogEntry.n >= start)
+        if stop >= 0:
+            query = query.where(LogEntry.n < stop)
+        rows = session.scalars(query.order_by(LogEntry.n).limit(batch)).all()
         yield from rows
         if len(rows) < batch:
             return
         start += batch
 
 
-def stored_notes(session: Session) -> list[str]:
-    return list(
-        session.scalars(
-            select(LogCheckpoint.note).order_by(LogCheckpoint.size, LogCheckpoint.id)
-        ).all()
-    )
+def stored_notes(session: Session, *, upto: int | None = None) -> list[str]:
+    """The checkpoints in the database, by size; those up to checkpoint id ``upto``
+    (and no larger than it), if given."""
+    query = select(LogCheckpoint.note).order_by(LogCheckpoint.size, LogCheckpoint.id)
+    if upto is not None:
+        cap = select(LogCheckpoint.size).where(LogCheckpoint.id == upto).scalar_subquery()
+        query = query.where(LogCheckpoint.id <= upto, LogCheckpoint.size <= cap)
+    return list(session.scalars(query).all())
 
 
 def verify_stored(
-    session: Session, key: ledger.VerifierKey, trusted: ledger.Checkpoint | None = None
+    session: Session,
+    key: ledger.VerifierKey,
+    trusted: ledger.Checkpoint | None = None,
+    kept: list[ledger.Checkpoint] | None = None,
 ) -> verify.Report:
-    """Verify the stored log as an inspector's verifier would; raises VerificationError."""
+    """Verify the stored log as an inspector's verifier would, against the database's
+    checkpoints and ``kept`` ones (the file's); raises VerificationError."""
+    notes = {note: _size(note) for note in stored_notes(session)}
+    notes.update({cp.note: cp.size for cp in kept or ()})
+    if not notes:
+        # A log never signed yet: its chain, and where it stands.
+        scan = verify._scan(stored_entries(session), 0, ledger.GENESIS)
+        if scan.fault is not None:
+            _, i, message = scan.fault
+            raise verify.VerificationError(
+                message or f"entry {i}: its prev is not the entry before it", i
+            )
+        tree = ledger.Frontier()
+        for j in range(0, len(scan.leaves), 32):
+            tree.append(scan.leaves[j : j + 32])
+        return verify.Report(
+            size=tree.size,
+            root=tree.root(),
+            frontier=list(tree.hashes),
+            last_leaf=scan.leaves[-32:] if tree.size else ledger.GENESIS,
+        )
     report, parsed = verify.verify_full(
-        stored_entries(session), stored_notes(session), key, trusted=trusted
+        stored_entries(session), sorted(notes, key=notes.__getitem__), key, trusted=trusted
     )
     verify.check_meaning(parsed, report, full=True)
     return report
+
+
+def _size(note: str) -> int:
+    """A checkpoint's size, to put it in order (its signature is checked later)."""
+    try:
+        return ledger.parse_checkpoint_text(ledger.split_note(note)[0])[1]
+    except ledger.LogFormatError:
+        return -1
 
 
 def describe_site(site: Site) -> dict[str, Any]:
@@ -206,9 +257,10 @@ class LogKeeper:
         heartbeat: timedelta = HEARTBEAT,
         on_failure: Callable[[], None] | None = None,
     ) -> None:
-        """``on_failure`` is called (on the keeper's thread) when a self-check fails."""
+        """``on_failure`` is called (on the keeper's thread) when the log fails a check,
+        and again every ``FAILURE_REPEAT`` until the failure is acknowledged."""
         self._engine = engine
-        self._sessions = sessions
+        self.sessions = sessions
         self.signer = signer
         self._file = checkpoint_file
         self._clock = clock
@@ -220,14 +272,27 @@ class LogKeeper:
         self._thread: threading.Thread | None = None
         self._remove: Any = None
         self._signed = -1
-        self._kept: ledger.Checkpoint | None = None
         self._signing = threading.Lock()
+        #: The tree proven consistent with every checkpoint known, and its last leaf.
+        self._tree: ledger.Frontier | None = None
+        self._last_leaf = ledger.GENESIS
+        #: How far the checkpoint file was read.
+        self._file_read = 0
+        #: Why the log failed, and when; the next text to the managers is due at _remind.
+        self.failure: str | None = None
+        self._failed_at: datetime | None = None
+        self._remind: datetime | None = None
         self._next_purge = self._next_verify = self._next_beat = None  # type: datetime | None
+
+    @property
+    def reminding(self) -> bool:
+        """True while the managers are texted about a failure nobody acknowledged yet."""
+        return self._remind is not None
 
     # -- life ---------------------------------------------------------------------------
     def start(self) -> None:
         now = self._clock()
-        with self._sessions() as s:
+        with self.sessions() as s:
             cp = latest_checkpoint(s)
             self._signed = cp.size if cp else -1
             self._next_beat = self._last(s, "log.heartbeat", now, self._heartbeat)
@@ -235,11 +300,10 @@ class LogKeeper:
                 s, "log.verified", now + timedelta(minutes=5), SELF_VERIFY
             )
         self._next_purge = now
-        # NOTE: the checkpoint file outlives a database restored from an older backup.
-        # Before signing anything, the first pass checks the database still holds what
-        # the file's last checkpoint covers (signing first would fork the log quietly).
-        self._kept = self._last_kept()
-        if self._kept is not None:
+        # NOTE: the checkpoint file outlives a database restored from an older backup or
+        # rewritten. The first pass checks the whole log against the file and the
+        # database's checkpoints before anything is signed, and records the result.
+        if self._read_file(whole=True):
             self._next_verify = now
         self._remove = audit.on_append(self._engine, self.poke)
         self._thread = threading.Thread(target=self._run, name="log-keeper", daemon=True)
@@ -253,7 +317,8 @@ class LogKeeper:
         self._wake.set()
         if self._thread:
             self._thread.join(timeout=10)
-        self.sign()
+        with contextlib_suppress(LogFailedError):
+            self.sign()
 
     def poke(self) -> None:
         """Something was appended: sign a checkpoint soon."""
@@ -275,23 +340,29 @@ class LogKeeper:
 
     def _tick(self) -> None:
         # NOTE: each duty on its own: a self-check that breaks must not stop the
-        # signing and the heartbeats (and is not retried every second).
+        # heartbeats (and is not retried every second).
         now = self._clock()
         if self._next_verify and now >= self._next_verify:
             try:
-                self.self_verify(now, trusted=self._kept)
+                self.self_verify(now)
             except Exception:
                 log.exception("log keeper: the self-check could not run; again in a minute")
                 self._next_verify = now + RETRY
             else:
-                self._kept = None
                 self._next_verify = now + SELF_VERIFY
         if self._next_beat and now >= self._next_beat:
             self._duty("heartbeat", lambda: self.heartbeat(now))
-        self._duty("signing", self.sign)
+        if self.failure is None:
+            self._duty("signing", self._sign_quietly)
+        else:
+            self._duty("failure reminder", lambda: self._remind_managers(now))
         if self._next_purge and now >= self._next_purge:
             self._next_purge = now + PURGE
             self._duty("retention", lambda: self.purge(now))
+
+    def _sign_quietly(self) -> None:
+        with contextlib_suppress(LogFailedError):  # recorded and told where it was found
+            self.sign()
 
     @staticmethod
     def _duty(name: str, work: Any) -> None:
@@ -301,7 +372,7 @@ class LogKeeper:
             log.exception("log keeper: the %s failed; the other duties go on", name)
 
     def purge(self, now: datetime) -> int:
-        with self._sessions.begin() as s:
+        with self.sessions.begin() as s:
             gone = personal.purge_expired(s, now=now, retention=self._retention)
         if gone:
             log.info("purged %d personal data row(s) past retention", gone)
@@ -309,7 +380,7 @@ class LogKeeper:
 
     # -- work ---------------------------------------------------------------------------
     def heartbeat(self, now: datetime) -> None:
-        with self._sessions.begin() as s:
+        with self.sessions.begin() as s:
             # Another instance may have written one already: one per period is enough.
             last = s.scalar(select(func.max(LogEntry.at)).where(LogEntry.type == "log.heartbeat"))
             if last is None or now - last >= self._heartbeat - timedelta(minutes=1):
@@ -317,21 +388,216 @@ class LogKeeper:
         self._next_beat = now + self._heartbeat
 
     def sign(self) -> ledger.Checkpoint | None:
-        """Sign the log's head if it grew since the last checkpoint; returns it."""
+        """Sign the log's head if it grew since the last checkpoint; returns it. Raises
+        LogFailedError (nothing signed) when the log is not proven consistent with every
+        checkpoint known."""
         with self._signing:  # the keeper's thread and an export's may both sign
             return self._sign()
 
     def _sign(self) -> ledger.Checkpoint | None:
+        if self.failure is not None:
+            raise LogFailedError(self.failure)
         now = self._clock()
-        with self._sessions.begin() as s:
-            head = audit.frontier(s.connection())
-            if head.size <= self._signed:
-                return None
-            cp = self.signer.sign_checkpoint(head.size, head.root())
-            s.add(LogCheckpoint(size=cp.size, at=now, note=cp.note))
+        # NOTE: nothing is signed before the head is proven an extension of every
+        # checkpoint known; a failure is recorded (outside these transactions) and raised.
+        try:
+            if self._tree is None:
+                with self.sessions() as s:
+                    self._establish(s, self._read_file(whole=True))
+            # The file before the database: a checkpoint another process wrote there
+            # covers entries already committed, so the head read next holds them.
+            kept = self._read_file(whole=False)
+            with self.sessions.begin() as s:
+                size, root = self._extend(s, kept)
+                if size <= self._signed:
+                    return None
+                cp = self.signer.sign_checkpoint(size, root)
+                s.add(LogCheckpoint(size=cp.size, at=now, note=cp.note))
+        except verify.VerificationError as exc:
+            self._fail(str(exc))
         self._signed = cp.size
         self._append_file(cp)
         return cp
+
+    # -- proving the log before signing -------------------------------------------------
+    def _establish(self, s: Session, kept: list[ledger.Checkpoint]) -> verify.Report:
+        """Check the whole stored log against every checkpoint known (what the verifier
+        does); from then on, only what is appended needs checking."""
+        report = verify_stored(s, self.signer.verifier, kept=kept)
+        self._tree = ledger.Frontier(report.size, report.frontier)
+        self._last_leaf = report.last_leaf
+        return report
+
+    def _extend(self, s: Session, kept: list[ledger.Checkpoint]) -> tuple[int, bytes]:
+        """The stored head (size, root), once proven by an RFC 9162 consistency proof to
+        extend the tree checked so far, over the entries appended since; raises
+        VerificationError if it does not."""
+        assert self._tree is not None
+        tree = self._tree
+        known = self._known(s, kept)  # before the head: see _sign
+        try:
+            head = audit.frontier(s.connection())
+        except ledger.LogFormatError as exc:
+            raise verify.VerificationError(f"the stored log head is damaged: {exc}") from None
+        if head.size < tree.size:
+            raise verify.VerificationError(
+                f"the log head says {head.size} entries, but {tree.size} were checked "
+                "already: entries were removed (or an older backup restored)"
+            )
+        want = self._unchecked(known, tree, head.size)
+        new: list[bytes] = []
+        last = self._last_leaf
+        grown = ledger.Frontier(tree.size, tree.hashes)
+        for raw in stored_entries(s, start=tree.size, stop=head.size):
+            n = tree.size + len(new)
+            try:
+                entry = ledger.parse_entry(raw)
+            except ledger.LogFormatError as exc:
+                raise verify.VerificationError(f"entry {n}: {exc}", n) from None
+            if entry.n != n or entry.prev != last:
+                raise verify.VerificationError(
+                    f"entry {n}: it is not the entry appended after the log checked "
+                    f"(entries before {n} were rewritten, or it was)",
+                    n,
+                )
+            last = ledger.leaf_hash(raw)
+            new.append(last)
+            grown.append(last)
+            if want.get(grown.size, set()) - {grown.root()}:
+                raise verify.VerificationError(
+                    f"the signed checkpoint of size {grown.size} is not the log checked: "
+                    "the log was rewritten (or forked)"
+                )
+        if len(new) != head.size - tree.size:
+            raise verify.VerificationError(
+                f"the log head says {head.size} entries, but only {tree.size + len(new)} are stored"
+            )
+        try:
+            if tree.size:
+                proof = merkle.consistency_proof_from(tree.size, tree.hashes, new)
+                merkle.verify_consistency(tree.size, head.size, tree.root(), head.root(), proof)
+            elif head.root() != grown.root():
+                raise merkle.ProofError("the head's root is not the entries' root")
+        except merkle.ProofError as exc:
+            raise verify.VerificationError(
+                f"the stored log head ({head.size} entries) is not consistent with the log "
+                f"checked up to {tree.size} entries ({exc}): the log was rewritten"
+            ) from None
+        self._tree, self._last_leaf = grown, last
+        return head.size, head.root()
+
+    def _known(self, s: Session, kept: list[ledger.Checkpoint]) -> list[ledger.Checkpoint]:
+        """The file's new checkpoints and the database's latest."""
+        latest = latest_checkpoint(s)
+        if latest is None:
+            return kept
+        try:
+            return [*kept, ledger.open_checkpoint(latest.note, self.signer.verifier)]
+        except ledger.LogFormatError as exc:
+            raise verify.VerificationError(f"the database's latest checkpoint: {exc}") from None
+
+    @staticmethod
+    def _unchecked(
+        known: list[ledger.Checkpoint], tree: ledger.Frontier, head: int
+    ) -> dict[int, set[bytes]]:
+        """The roots of the checkpoints newer than ``tree``, by size; one of ``tree``'s
+        own size must have its root. (An older one not seen before is left to the next
+        whole check.)"""
+        for cp in known:
+            if cp.size > head:
+                raise verify.VerificationError(
+                    f"a signed checkpoint covers {cp.size} entries but the log head says "
+                    f"{head}: entries were cut off (or an older backup restored)"
+                )
+            if cp.size == tree.size and cp.root != tree.root():
+                raise verify.VerificationError(
+                    f"the signed checkpoint of size {cp.size} is not the log checked: "
+                    "the log was rewritten (or forked)"
+                )
+        want: dict[int, set[bytes]] = {}
+        for cp in known:
+            if cp.size > tree.size:
+                want.setdefault(cp.size, set()).add(cp.root)
+        return want
+
+    def _fail(self, reason: str) -> NoReturn:
+        """Record the failure once, tell the managers, and raise LogFailedError."""
+        now = self._clock()
+        self.failure, self._failed_at, self._tree = reason, now, None
+        log.error(
+            "the incident log FAILED its check: %s. Nothing more is signed. If the "
+            "database was restored from a backup, the entries after it are lost; keep the "
+            "checkpoint file and tell whoever audits this log. Acknowledge with "
+            "`panicbutton audit acknowledge-failure` to stop the texts.",
+            reason,
+        )
+        with self.sessions.begin() as s:
+            audit.audit(
+                s, at=now, type="log.verified", result="failed", size=None, root=None, findings=0
+            )
+        self._remind = now
+        self._remind_managers(now)
+        raise LogFailedError(reason)
+
+    def _remind_managers(self, now: datetime) -> None:
+        """Text the managers about the failure, again every FAILURE_REPEAT, until someone
+        acknowledges it."""
+        if self._remind is None or now < self._remind or self._failed_at is None:
+            return
+        with self.sessions() as s:
+            acked = s.scalar(
+                select(func.max(LogEntry.at)).where(LogEntry.type == "log.failure_acknowledged")
+            )
+        if acked is not None and acked >= self._failed_at:
+            self._remind = None
+            return
+        self._remind = now + FAILURE_REPEAT
+        if self._on_failure is not None:
+            try:
+                self._on_failure()
+            except Exception:
+                # NOTE: telling must not undo the refusal to sign; the next reminder retries.
+                log.exception("log keeper: could not tell the managers the log failed")
+
+    def _read_file(self, *, whole: bool) -> list[ledger.Checkpoint]:
+        """Valid checkpoints of the file: its last KEPT_TAIL bytes (``whole``), or the
+        lines appended since it was last read."""
+        if self._file is None:
+            return []
+        try:
+            with self._file.open("rb") as f:
+                end = f.seek(0, os.SEEK_END)
+                if end < self._file_read:
+                    raise verify.VerificationError(
+                        f"the checkpoint file {self._file} is shorter than when it was read: "
+                        "it was cut or replaced"
+                    )
+                start = max(0, end - KEPT_TAIL) if whole else self._file_read
+                f.seek(start)
+                data = f.read(end - start)
+        except FileNotFoundError:
+            if self._file_read:
+                message = f"the checkpoint file {self._file} is gone"
+                raise verify.VerificationError(message) from None
+            return []
+        except OSError as exc:
+            log.error("cannot read %s (%s): the log is not compared with it", self._file, exc)
+            return []
+        whole_lines = data[: data.rfind(b"\n") + 1]
+        self._file_read = start + len(whole_lines)
+        lines = whole_lines.splitlines()[1 if whole and start else 0 :]  # the first may be cut
+        kept: list[ledger.Checkpoint] = []
+        bad = 0
+        for line in filter(None, lines):
+            try:
+                kept.append(ledger.open_checkpoint(json.loads(line), self.signer.verifier))
+            except (ValueError, TypeError, ledger.LogFormatError):
+                bad += 1
+        if bad:
+            log.error(
+                "%s: %d line(s) are not checkpoints signed by this log's key", self._file, bad
+            )
+        return kept
 
     def _append_file(self, cp: ledger.Checkpoint) -> None:
         if self._file is None:
@@ -357,64 +623,58 @@ class LogKeeper:
                 exc.strerror,
             )
 
-    def _last_kept(self) -> ledger.Checkpoint | None:
-        """The largest valid checkpoint among the file's last lines (not merely the last
-        line: after a restore and a restart the file's end holds the smaller sizes)."""
-        if self._file is None:
-            return None
-        try:
-            with self._file.open("rb") as f:
-                start = max(0, f.seek(0, os.SEEK_END) - KEPT_TAIL)
-                f.seek(start)
-                tail = f.read().splitlines()[1 if start else 0 :]  # the first may be cut
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            log.error("cannot read %s (%s): the log is not compared with it", self._file, exc)
-            return None
-        best: ledger.Checkpoint | None = None
-        bad = 0
-        for line in filter(None, tail):
+    def self_verify(self, now: datetime) -> verify.Report | None:
+        """Verify the whole stored log against every checkpoint known (the database's and
+        the file's) and record the result as a ``log.verified`` entry; None if it failed
+        (recorded, the managers told, nothing signed from then on)."""
+        with self._signing:
+            if self.failure is not None:
+                return None
             try:
-                cp = ledger.open_checkpoint(json.loads(line), self.signer.verifier)
-            except (ValueError, TypeError, ledger.LogFormatError):
-                bad += 1
-                continue
-            if best is None or cp.size > best.size:
-                best = cp
-        if bad:
-            log.error(
-                "%s: %d line(s) are not checkpoints signed by this log's key", self._file, bad
-            )
-        return best
-
-    def self_verify(
-        self, now: datetime, trusted: ledger.Checkpoint | None = None
-    ) -> verify.Report | None:
-        """Verify the stored log (against ``trusted`` too, when given) and record the
-        result as a ``log.verified`` entry; None (and an error in the server log) if it
-        failed."""
-        report: verify.Report | None = None
-        with self._sessions() as s:
-            try:
-                report = verify_stored(s, self.signer.verifier, trusted)
+                with self.sessions() as s:
+                    report = self._establish(s, self._read_file(whole=True))
             except verify.VerificationError as exc:
-                log.error(
-                    "the incident log FAILED its own verification: %s. If the database was "
-                    "restored from a backup, the entries after it are lost; keep the "
-                    "checkpoint file and tell whoever audits this log.",
-                    exc,
-                )
-                if self._on_failure is not None:
-                    self._on_failure()
-        result: dict[str, Any] = {"result": "failed", "size": None, "root": None, "findings": 0}
-        if report is not None:
-            result = {
-                "result": "ok",
-                "size": report.size,
-                "root": report.root.hex(),
-                "findings": len(report.findings),
-            }
-        with self._sessions.begin() as s:
-            audit.audit(s, at=now, type="log.verified", **result)
+                with contextlib_suppress(LogFailedError):
+                    self._fail(str(exc))
+                return None
+        with self.sessions.begin() as s:
+            audit.audit(
+                s,
+                at=now,
+                type="log.verified",
+                result="ok",
+                size=report.size,
+                root=report.root.hex(),
+                findings=len(report.findings),
+            )
         return report
+
+
+def acknowledge_failure(
+    session: Session, *, by: str, reason: str, now: datetime, retention: Retention
+) -> None:
+    """Record that ``by`` knows the log failed its check (``reason`` kept as personal
+    data): the keeper stops texting the managers about it. Signing stays stopped.
+    LookupError if no failed check is left unacknowledged."""
+    checks = session.execute(
+        select(LogEntry.at, LogEntry.body)
+        .where(LogEntry.type == "log.verified")
+        .order_by(LogEntry.n.desc())
+    )
+    failed = next((at for at, b in checks if json.loads(b)["data"]["result"] == "failed"), None)
+    acked = session.scalar(
+        select(func.max(LogEntry.at)).where(LogEntry.type == "log.failure_acknowledged")
+    )
+    if failed is None or (acked is not None and acked >= failed):
+        raise LookupError("no failed check of the log to acknowledge")
+    ref, commitment = personal.keep(
+        session,
+        kind="review",
+        value={"reason": reason},
+        subjects=[by],
+        now=now,
+        retention=retention,
+    )
+    audit.audit(
+        session, at=now, type="log.failure_acknowledged", by=by, ref=ref, commitment=commitment
+    )

@@ -326,12 +326,16 @@ _SERVER_LINK_BACK = {
 _LOG_FAILED = {
     "fr": "PANNE: le journal des incidents a échoué à sa vérification (modifié, ou base "
     "restaurée d'une sauvegarde plus ancienne). Les alarmes fonctionnent. Voir le journal "
-    "du serveur; gardez le fichier des checkpoints.",
+    "du serveur; gardez le fichier des checkpoints. Rien n'est plus signé. Répété toutes les "
+    "heures jusqu'à confirmation: panicbutton audit acknowledge-failure.",
     "nl": "STORING: het incidentenlogboek faalde bij zijn controle (gewijzigd, of database "
     "hersteld uit een oudere back-up). Alarmen werken. Zie het serverlogboek; bewaar het "
-    "checkpointbestand.",
+    "checkpointbestand. Er wordt niets meer ondertekend. Elk uur herhaald tot bevestiging: "
+    "panicbutton audit acknowledge-failure.",
     "en": "FAULT: the incident log failed its check (changed, or the database restored from "
-    "an older backup). Alarms still work. See the server's log; keep the checkpoint file.",
+    "an older backup). Alarms still work. See the server's log; keep the checkpoint file. "
+    "Nothing more is signed. Repeated hourly until acknowledged: "
+    "panicbutton audit acknowledge-failure.",
 }
 
 

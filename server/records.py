@@ -280,19 +280,20 @@ def _make_bundle(
 ) -> dict[str, bytes]:
     _log_access(runtime, type_="record.exported", who=who, scope=scope)
     assert runtime.keeper is not None
-    # NOTE: sign now, so the bundle's checkpoint covers the export's own record.
-    runtime.keeper.sign()
-    with runtime.sessions() as s:
-        try:
-            return export.bundle_files(
-                s,
-                scope=scope,
-                key=runtime.keeper.signer.verifier,
-                now=runtime.clock(),
-                with_personal=with_personal,
-            )
-        except export.ExportError as exc:
-            raise HTTPException(404, str(exc)) from None
+    # NOTE: signed now (once the log is proven consistent with its checkpoints), so the
+    # bundle's checkpoint covers the export's own record.
+    try:
+        return export.make_bundle(
+            runtime.keeper, scope=scope, now=runtime.clock(), with_personal=with_personal
+        )
+    except logkeeper.LogFailedError as exc:
+        raise HTTPException(
+            503,
+            f"the incident log failed its check ({exc}); nothing is signed, so no export "
+            "can be made. The managers were told; see the server's log.",
+        ) from None
+    except export.ExportError as exc:
+        raise HTTPException(404, str(exc)) from None
 
 
 @router.get(

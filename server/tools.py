@@ -12,7 +12,7 @@ from server.audit import audit
 from server.clock import SystemClock
 from server.db import make_engine, migrate, sessions
 from server.errors import SettingsError
-from server.logkeeper import LogKeeper, load_signer
+from server.logkeeper import LogFailedError, LogKeeper, load_signer
 from server.records import render_report
 from server.settings import Settings
 
@@ -75,18 +75,21 @@ def export_to(
                 ref=ref,
                 commitment=commitment,
             )
-        LogKeeper(
+        keeper = LogKeeper(
             engine=engine,
             sessions=maker,
             signer=signer,
             checkpoint_file=settings.log_checkpoint_file,
             clock=SystemClock().now,
             retention=settings.retention(),
-        ).sign()
-        with maker() as s:
-            files = export.bundle_files(
-                s, scope=scope, key=signer.verifier, now=now, with_personal=with_personal
-            )
+        )
+        try:
+            files = export.make_bundle(keeper, scope=scope, now=now, with_personal=with_personal)
+        except LogFailedError as exc:
+            raise ValueError(
+                f"the incident log failed its check ({exc}); nothing was signed or exported. "
+                "The failure is recorded in the log; see README 'When the log fails its check'"
+            ) from None
     finally:
         engine.dispose()
     path = export.write_bundle(files, out)

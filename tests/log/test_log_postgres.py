@@ -128,7 +128,9 @@ def export_and_verify(
     """Export a full bundle to ``out`` and run the inspector's verifier on it with the
     published key; returns (exit status, everything it printed)."""
     with sessions(engine)() as s:
-        files = export.bundle_files(s, scope="full", key=keeper.key, now=datetime.now(UTC))
+        files = export.bundle_files(
+            s, scope="full", signer=keeper.keeper.signer, now=datetime.now(UTC)
+        )
     bundle = export.write_bundle(files, out)
     capsys.readouterr()
     status = verify.main([str(bundle), "--key", str(keeper.key_file), *options])

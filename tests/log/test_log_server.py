@@ -17,9 +17,10 @@ import httpx
 import pytest
 from sqlalchemy import delete, select, text, update
 
-from panicbutton import ledger, verify
+from panicbutton import canonical, ledger, verify
+from panicbutton.cli import main
 from panicbutton.wire import Alert, new_alert_id, now_utc
-from server.logkeeper import LogKeeper
+from server.logkeeper import LogFailedError, LogKeeper
 from server.models import LogEntry, PersonalData
 from tests.harness import MANAGER, RECEPTION, System, reply_code, wait_until
 
@@ -371,14 +372,21 @@ def test_a_database_restored_from_an_older_backup_is_caught_at_start(
     system.stop_server()
     with sqlite3.connect(backup) as copy, sqlite3.connect(database) as live:
         copy.backup(live)
+    lines = _file_lines(system)
 
     system.start_server()
 
     assert wait_until(lambda: system.events("log.verified"), 15)
     [verified] = system.events("log.verified")
     assert verified.data["result"] == "failed"
-    assert "the trusted checkpoint covers" in caplog.text
+    # (The file's checkpoint of size 24 covers entries the older copy lacks, or, once the
+    # restarted server appended, different ones.)
+    assert "the incident log FAILED its check" in caplog.text
     assert "restored from a backup" in caplog.text
+    # Nothing is signed over the older copy (the file's checkpoints would fork).
+    with pytest.raises(LogFailedError):
+        keeper(system).sign()
+    assert _file_lines(system) == lines
     # The managers are told by SMS (alarms still work; the log needs a person).
     assert system.twilio.wait_for(
         lambda sent: any(
@@ -429,3 +437,198 @@ def test_a_scope_that_is_not_an_id_is_refused_before_anything_is_logged(
         missing = c.get("/log/export", params={"scope": "incident:424242"}, headers=who())
         assert missing.status_code == 404
     assert system.events("record.exported") == []
+
+
+# -- a rewritten log is never signed ----------------------------------------------------
+def rewrite_and_rechain(system: System) -> None:
+    """What a database superuser does to make a rewrite look whole: change the alarm's
+    room, recompute every later entry's prev and the log head, triggers off."""
+    assert system.server is not None
+    with system.server.runtime.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
+        # The head's lock first, as an append takes it: no entry is added meanwhile.
+        conn.execute(text("UPDATE log_state SET size = size WHERE id = 1"))
+        rows = conn.execute(text("SELECT n, body FROM log_entries ORDER BY n")).all()
+        tree, last = ledger.Frontier(), ledger.GENESIS
+        for n, body in rows:
+            entry = json.loads(bytes(body))
+            if entry["type"] == "alert.raised":
+                entry["data"]["room"] = "room-3"
+            entry["prev"] = last.hex()
+            new = canonical.dumps(entry)
+            conn.execute(text("UPDATE log_entries SET body = :b WHERE n = :n"), {"b": new, "n": n})
+            last = ledger.leaf_hash(new)
+            tree.append(last)
+        conn.execute(
+            text("UPDATE log_state SET frontier = :f, last_leaf = :l WHERE id = 1"),
+            {"f": b"".join(tree.hashes), "l": last},
+        )
+
+
+def _file_lines(system: System) -> list[str]:
+    assert system.settings.log_checkpoint_file is not None
+    return system.settings.log_checkpoint_file.read_text().splitlines()
+
+
+def _log_failed_texts(system: System) -> int:
+    return sum(
+        1
+        for s in system.twilio.sent
+        if s.to == MANAGER and s.body.startswith("PANNE: le journal des incidents")
+    )
+
+
+@pytest.mark.parametrize("by", ["an export", "the keeper after an alarm"])
+def test_a_rewritten_and_rechained_log_is_never_signed(system: System, by: str) -> None:
+    assert system.server is not None
+    raise_alert(system)
+    assert wait_until(lambda: _signed(system) == len(system.events()))
+    assert wait_until(lambda: system.server.runtime.pager.backlog() == 0)  # type: ignore[union-attr]
+    assert wait_until(lambda: _signed(system) == len(system.events()))
+    signed, lines = _signed(system), _file_lines(system)
+
+    rewrite_and_rechain(system)
+    if by == "an export":
+        with client(system) as c:
+            got = c.get("/log/export", params={"scope": "full"}, headers=who())
+        assert got.status_code == 503
+        assert got.json()["detail"].startswith("the incident log failed its check (")
+        assert "nothing is signed, so no export can be made" in got.json()["detail"]
+    else:
+        raise_alert(system, "unit-2")
+
+    assert wait_until(lambda: system.events("log.verified"))
+    [failed] = system.events("log.verified")
+    assert failed.data["result"] == "failed"
+    assert system.twilio.wait_for(lambda sent: _log_failed_texts(system) == 1)
+    # Nothing was signed over the rewritten log: not in the database, not in the file;
+    # and nothing will be (the keeper refuses from now on).
+    with pytest.raises(LogFailedError):
+        keeper(system).sign()
+    assert _signed(system) == signed
+    assert _file_lines(system) == lines
+
+    # The next start's check does not say ok either, and still signs nothing.
+    system.stop_server()
+    system.start_server()
+    assert wait_until(lambda: len(system.events("log.verified")) == 2, 15)
+    assert [e.data["result"] for e in system.events("log.verified")] == ["failed", "failed"]
+    assert _signed(system) == signed
+    assert _file_lines(system) == lines
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_cli_export_of_a_rewritten_log_signs_nothing(
+    system: System,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert system.server is not None
+    raise_alert(system)
+    assert wait_until(lambda: _signed(system) == len(system.events()))
+    system.stop_server()  # the server may be down: the export still checks before signing
+    rewrite_and_rechain_offline(system)
+    signed, lines = _signed_offline(system), _file_lines(system)
+    cli_env(system, monkeypatch)
+
+    code = main(
+        [
+            *("audit", "export", "--out", str(tmp_path / "log.zip"), "--by", "inspector-1"),
+            *("--justification", "annual inspection of the alarm records"),
+        ]
+    )
+
+    assert code == 2
+    assert "the incident log failed its check (" in capsys.readouterr().err
+    assert not (tmp_path / "log.zip").exists()
+    assert _signed_offline(system) == signed
+    assert _file_lines(system) == lines
+    system.start_server()
+    assert wait_until(lambda: len(system.events("log.verified")) == 2, 15)
+    # The export's own record of the failure, then the server's at its start.
+    assert [e.data["result"] for e in system.events("log.verified")] == ["failed", "failed"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.clock("2026-11-28T02:00:00+00:00")
+def test_managers_are_texted_every_hour_until_someone_acknowledges(
+    system: System, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert system.server is not None
+    assert system.clock is not None
+    raise_alert(system)
+    assert wait_until(lambda: _signed(system) == len(system.events()))
+    rewrite_and_rechain(system)
+    raise_alert(system, "unit-2")
+    assert system.twilio.wait_for(lambda sent: _log_failed_texts(system) == 1)
+    cli_env(system, monkeypatch)
+
+    system.clock.advance(3600)  # type: ignore[attr-defined]
+    keeper(system).poke()
+    assert system.twilio.wait_for(lambda sent: _log_failed_texts(system) == 2)
+    text_ = next(
+        s.body for s in system.twilio.sent if s.to == MANAGER and s.body.startswith("PANNE")
+    )
+    assert "panicbutton audit acknowledge-failure" in text_
+
+    assert main(["audit", "acknowledge-failure", "--by", "night-manager"]) == 2
+    assert "--reason" in capsys.readouterr().err
+    done = main(
+        [
+            *("audit", "acknowledge-failure", "--by", "night-manager"),
+            *("--reason", "database restored by the host; auditor informed"),
+        ]
+    )
+    assert done == 0
+    assert "no longer texted" in capsys.readouterr().out
+    [ack] = system.events("log.failure_acknowledged")
+    assert ack.data["by"] == "night-manager"
+    assert "restored" not in json.dumps(ack.data)  # the reason is personal data, kept apart
+
+    system.clock.advance(3600)  # type: ignore[attr-defined]
+    keeper(system).poke()
+    # The keeper saw the acknowledgement when the next text fell due, and sent none.
+    assert wait_until(lambda: not keeper(system).reminding)
+    assert _log_failed_texts(system) == 2
+    # Acknowledging stops the texts, not the refusal to sign.
+    with pytest.raises(LogFailedError):
+        keeper(system).sign()
+    # Nothing left to acknowledge.
+    assert main(["audit", "acknowledge-failure", "--by", "x", "--reason", "once more, why"]) == 2
+    assert "no failed check of the log to acknowledge" in capsys.readouterr().err
+
+
+def cli_env(system: System, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "PANICBUTTON_DEMO": "1",
+        "PANICBUTTON_DATABASE_URL": system.settings.database_url,
+        "PANICBUTTON_LOG_KEY_FILE": str(system.settings.log_key_file),
+        "PANICBUTTON_LOG_CHECKPOINT_FILE": str(system.settings.log_checkpoint_file),
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+def _signed_offline(system: System) -> int:
+    with sqlite3.connect(system.settings.database_url.removeprefix("sqlite:///")) as db:
+        return int(db.execute("SELECT max(size) FROM log_checkpoints").fetchone()[0] or 0)
+
+
+def rewrite_and_rechain_offline(system: System) -> None:
+    """``rewrite_and_rechain`` with the server stopped (SQLite, straight to the file)."""
+    with sqlite3.connect(system.settings.database_url.removeprefix("sqlite:///")) as db:
+        tree, last = ledger.Frontier(), ledger.GENESIS
+        for n, body in db.execute("SELECT n, body FROM log_entries ORDER BY n").fetchall():
+            entry = json.loads(bytes(body))
+            if entry["type"] == "alert.raised":
+                entry["data"]["room"] = "room-3"
+            entry["prev"] = last.hex()
+            new = canonical.dumps(entry)
+            db.execute("UPDATE log_entries SET body = ? WHERE n = ?", (new, n))
+            last = ledger.leaf_hash(new)
+            tree.append(last)
+        db.execute(
+            "UPDATE log_state SET frontier = ?, last_leaf = ? WHERE id = 1",
+            (b"".join(tree.hashes), last),
+        )

@@ -15,6 +15,7 @@ from panicbutton.merkle import (
     EMPTY_ROOT,
     ProofError,
     consistency_proof,
+    consistency_proof_from,
     inclusion_proof,
     leaf_hash,
     node_hash,
@@ -124,3 +125,20 @@ def test_a_changed_old_entry_breaks_consistency(hashes: list[bytes], data: st.Da
     proof = consistency_proof(size1, rewritten)
     with pytest.raises(ProofError):
         verify_consistency(size1, len(hashes), root(hashes[:size1]), root(rewritten), proof)
+
+
+def test_a_proof_from_the_old_trees_edge_is_the_proof_from_all_its_leaves() -> None:
+    """The log keeper proves the log's new head consistent with its last checkpoint from
+    that tree's edge (kept in memory) and the new leaves only."""
+    from panicbutton.ledger import Frontier  # noqa: PLC0415 - ledger is above merkle
+
+    hashes = [leaf_hash(bytes([i])) for i in range(70)]
+    for size1 in range(1, 40):
+        edge = Frontier()
+        for h in hashes[:size1]:
+            edge.append(h)
+        for size2 in range(size1, 70):
+            new = hashes[size1:size2]
+            proof = consistency_proof_from(size1, edge.hashes, new)
+            assert proof == consistency_proof(size1, hashes[:size2])
+            verify_consistency(size1, size2, edge.root(), root(hashes[:size2]), proof)

@@ -175,7 +175,9 @@ def with_changed_field(raw: bytes, name: str) -> bytes:
 
 
 # -- a bundle on disk --------------------------------------------------------------------
-def manifest(files: Mapping[str, bytes], *, scope: str, tree_size: int, entries: int) -> bytes:
+def manifest(
+    files: Mapping[str, bytes], *, scope: str, tree_size: int, entries: int, personal: bool = False
+) -> bytes:
     return canonical.dumps(
         {
             "created": ledger.format_time(START + timedelta(days=1)),
@@ -183,6 +185,7 @@ def manifest(files: Mapping[str, bytes], *, scope: str, tree_size: int, entries:
             "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
             "format": verify.BUNDLE_FORMAT,
             "origin": ORIGIN,
+            "personal": personal,
             "scope": scope,
             "tree_size": tree_size,
         }
@@ -199,8 +202,12 @@ def write_bundle(
     tree_size: int | None = None,
     proofs: Sequence[bytes] | None = None,
     personal: Sequence[Mapping[str, Any]] = (),
+    personal_lines: Sequence[bytes] = (),
+    personal_flag: bool = False,
+    signer: ledger.Signer = SIGNER,
 ) -> Path:
-    """A bundle directory exactly as VERIFY.md section 8 lays it out."""
+    """A bundle directory exactly as VERIFY.md section 8 lays it out, its manifest
+    signed by ``signer`` (``personal_lines``: rows as given, not made canonical)."""
     files = {
         "log-key.pub": f"{key}\n".encode(),
         "entries.jsonl": b"".join(e + b"\n" for e in entries),
@@ -209,10 +216,14 @@ def write_bundle(
     }
     if proofs is not None:
         files["proofs.jsonl"] = b"".join(p + b"\n" for p in proofs)
-    if personal:
-        files["personal.jsonl"] = b"".join(canonical.dumps(dict(r)) + b"\n" for r in personal)
+    if personal or personal_lines:
+        rows = [canonical.dumps(dict(r)) for r in personal] + list(personal_lines)
+        files["personal.jsonl"] = b"".join(r + b"\n" for r in rows)
     size = len(entries) if tree_size is None else tree_size
-    files["manifest.json"] = manifest(files, scope=scope, tree_size=size, entries=len(entries))
+    files["manifest.json"] = manifest(
+        files, scope=scope, tree_size=size, entries=len(entries), personal=personal_flag
+    )
+    files["manifest.sig"] = signer.sign_manifest(files["manifest.json"]).encode()
     path.mkdir(parents=True)
     for name, data in files.items():
         (path / name).write_bytes(data)
@@ -220,11 +231,13 @@ def write_bundle(
 
 
 def retouch(bundle: Path, name: str, data: bytes) -> None:
-    """Replace a file and its hash in the manifest (which nobody signs), as a forger would."""
+    """Replace a file and its hash in the manifest, and sign the manifest again: what a
+    forger holding the key could do. The checks below the manifest must still catch it."""
     (bundle / name).write_bytes(data)
     listed = canonical.loads((bundle / "manifest.json").read_bytes())
     listed["files"][name] = hashlib.sha256(data).hexdigest()
     (bundle / "manifest.json").write_bytes(canonical.dumps(listed))
+    (bundle / "manifest.sig").write_text(SIGNER.sign_manifest(canonical.dumps(listed)))
 
 
 def proof_lines(entries: Sequence[bytes], chosen: Sequence[int], size: int) -> list[bytes]:
@@ -431,19 +444,22 @@ def test_a_deleted_entry_is_named_even_with_the_manifest_recomputed(
     assert err.startswith("FAILED: entry 3: it says it is entry 4: an entry before it was removed")
 
 
-def test_an_entry_appended_after_the_last_checkpoint_is_reported_unsigned(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_in_the_live_log_an_entry_after_the_last_checkpoint_is_reported_unsigned() -> None:
+    # The server's own check: it signs a moment after each change. (In a bundle, which
+    # the export signs whole, such an entry is tampering: test_verify_trust.py.)
     log = quiet_log()
     notes = list(log.notes)
     log.sign_every = False
     n = log.acknowledge(8, staff="s-0666")
-    bundle = write_bundle(tmp_path / "b", log.entries, notes)
 
-    code, out, _ = run(capsys, bundle)
+    report, _ = verify.verify_full(log.entries, notes, KEY)
 
-    assert code == 3
-    assert f"finding: entries {n}..{n} came after the last signed checkpoint" in out
+    assert report.findings == [
+        (
+            f"entries {n}..{n} came after the last signed checkpoint: "
+            "nothing proves they were not changed"
+        )
+    ]
 
 
 @pytest.mark.parametrize("k", [0, 5])
@@ -1117,8 +1133,47 @@ def test_the_worked_example_of_verify_md_is_reproduced() -> None:
     assert tree.root().hex() in example
     assert f"\n{signer.verifier}\n" in example
     assert ledger.VerifierKey.parse(str(signer.verifier)) == signer.verifier
-    assert signer.sign_checkpoint(3, tree.root()).note in example
+    note = signer.sign_checkpoint(3, tree.root()).note
+    assert note in example
     assert f"Commitment = `{commitment}`" in example
+    # The signed manifest of a bundle of these entries.
+    files = {
+        "checkpoints.jsonl": json.dumps(note).encode() + b"\n",
+        "entries.jsonl": b"".join(e + b"\n" for e in entries),
+        "log-key.pub": f"{signer.verifier}\n".encode(),
+    }
+    manifest = canonical.dumps(
+        {
+            "created": "2026-11-29T08:00:00.000Z",
+            "entries": 3,
+            "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+            "format": verify.BUNDLE_FORMAT,
+            "origin": signer.name,
+            "personal": False,
+            "scope": "full",
+            "tree_size": 3,
+        }
+    )
+    assert f"\n{manifest.decode()}\n" in example
+    assert f"({len(manifest)} bytes, no trailing LF)" in example
+    assert signer.sign_manifest(manifest) in example
+    assert ledger.open_manifest(signer.sign_manifest(manifest), signer.verifier) == (
+        hashlib.sha256(manifest).hexdigest()
+    )
+
+
+def test_the_value_types_of_verify_md_name_every_field_of_every_event() -> None:
+    section = VERIFY_MD.read_text().partition("### 4.1")[2].partition("\n## ")[0]
+    rows = re.findall(r"^\| ([a-z_.]+) \| (.*) \|$", section, re.MULTILINE)
+    table = {
+        name: frozenset()
+        if types == "—"
+        else frozenset(part.split(":")[0] for part in types.split("; "))
+        for name, types in rows
+        if name != "type"  # the header
+    }
+
+    assert table == ledger.EVENT_TYPES
 
 
 def test_the_event_table_of_verify_md_is_the_ledgers() -> None:
@@ -1142,7 +1197,7 @@ def test_a_long_log_is_checked_on_every_core_with_the_same_verdict(
     bodies, notes, signer = synthetic_log(2 * verify.CHUNK + 10_000)
     if changed_at is not None:
         bodies[changed_at] = bodies[changed_at].replace(b'"at":"2026', b'"at":"2025')
-    bundle = write_bundle(tmp_path / "b", bodies, notes, key=signer.verifier)
+    bundle = write_bundle(tmp_path / "b", bodies, notes, key=signer.verifier, signer=signer)
 
     done = subprocess.run(
         [sys.executable, "-m", "panicbutton.cli", "audit", "verify", str(bundle)],
