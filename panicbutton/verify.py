@@ -105,7 +105,9 @@ def _checkpoints(notes: Sequence[object], key: ledger.VerifierKey) -> list[ledge
 KEPT = frozenset(
     {
         "alert.raised",
+        "alert.refused",
         "device.sequence_gap",
+        "device.sequence_back",
         "escalation.plan_frozen",
         "escalation.step_started",
         "escalation.follow_up",
@@ -464,6 +466,17 @@ def check_meaning(  # noqa: PLR0912 - one branch per kind of finding
             report.findings.append(
                 f"entry {e.n}: unit {e.data.get('device')} skipped alert numbers "
                 f"{e.data.get('expected')}..{number(e.data.get('got')) - 1}: alerts never received"
+            )
+        elif e.type == "device.sequence_back":
+            report.findings.append(
+                f"entry {e.n}: unit {e.data.get('device')} sent alert number "
+                f"{e.data.get('got')} after {e.data.get('previous')}: an old outbox put back, "
+                "or a unit replaying numbers"
+            )
+        elif e.type == "alert.refused":
+            report.findings.append(
+                f"entry {e.n}: unit {e.data.get('device')} sent an alert id that another unit's "
+                "incident holds (a cloned unit, or a unit's credentials misused): refused"
             )
         elif e.type in ("escalation.step_started", "escalation.follow_up"):
             lag = number(e.data.get("lag_ms"))

@@ -192,6 +192,29 @@ def test_a_failed_self_check_recorded_in_the_log_is_a_finding(
     ) in out.splitlines()
 
 
+def test_numbers_going_back_and_refused_alerts_are_findings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = quiet_log()
+    back = log.add("device.sequence_back", device="unit-2", previous=6, got=3)
+    refused = log.add("alert.refused", alert_id="ab" * 16, device="unit-2", seq=7)
+    log.heartbeat()
+    bundle = write_bundle(tmp_path / "b", log.entries, log.notes)
+
+    code, out, _ = run(capsys, bundle)
+
+    assert code == 3
+    lines = out.splitlines()
+    assert (
+        f"finding: entry {back}: unit unit-2 sent alert number 3 after 6: an old outbox put "
+        "back, or a unit replaying numbers"
+    ) in lines
+    assert (
+        f"finding: entry {refused}: unit unit-2 sent an alert id that another unit's incident "
+        "holds (a cloned unit, or a unit's credentials misused): refused"
+    ) in lines
+
+
 # -- personal-data rows --------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("line", "message"),
