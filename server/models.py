@@ -100,7 +100,7 @@ class Page(Base):
     #: What the provider last said: delivered, undelivered, failed, busy, no-answer,
     #: completed ... Never an acknowledgement, even "delivered" or "completed".
     provider_status: Mapped[str | None] = mapped_column(String(24))
-    provider_sid: Mapped[str | None] = mapped_column(String(64))
+    provider_sid: Mapped[str | None] = mapped_column(String(64), index=True)
     error: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]

@@ -421,11 +421,20 @@ class Runtime:
             self._opted_out(s, page.staff_id, now)
         return hurried
 
-    def handle_provider_status(self, *, page_ids: list[int], status: str, error_code: str) -> None:
-        """Twilio's status callback for an SMS or a call. Never an acknowledgement."""
+    def handle_provider_status(
+        self, *, page_ids: list[int], status: str, error_code: str, provider_sid: str = ""
+    ) -> None:
+        """Twilio's status callback for an SMS or a call. Never an acknowledgement.
+
+        ``page_ids`` come from the callback's URL, which names at most the first pages
+        of a bundle; every page sent as ``provider_sid`` is found by that id too.
+        """
         now = self.clock()
         wake = False
         with self._lock, self.sessions.begin() as s:
+            if provider_sid:
+                found = s.scalars(select(Page.id).where(Page.provider_sid == provider_sid))
+                page_ids = sorted({*page_ids, *found})
             for page_id in page_ids:
                 page = s.get(Page, page_id)
                 if page is None:

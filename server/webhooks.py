@@ -149,6 +149,8 @@ async def provider_status(
     await _handle(
         request,
         runtime,
-        lambda: runtime.handle_provider_status(page_ids=ids, status=status, error_code=code),
+        lambda: runtime.handle_provider_status(
+            page_ids=ids, status=status, error_code=code, provider_sid=sid
+        ),
     )
     return _xml()

@@ -256,3 +256,30 @@ def test_a_call_twilio_took_before_a_crash_is_not_placed_again(system: System) -
     assert any(
         e.data.get("recovered") and e.data["page"] == page_id for e in system.events("page.sent")
     )
+
+
+@pytest.mark.site(escalation=SMS_ONLY, rooms=many_rooms())
+@pytest.mark.settings(link_secret=SecretStr(LINK_SECRET))
+def test_a_status_callback_reaches_every_page_of_a_big_bundle(system: System) -> None:
+    for i in range(1, MANY + 1):
+        press(system, f"unit-{i}")
+    idle(system)
+    bundle = next(s for s in system.twilio.sent if s.to == RECEPTION and "more rooms" in s.body)
+    with system.server.runtime.sessions() as s:  # type: ignore[union-attr]
+        pages = set(s.scalars(select(Page.id).where(Page.provider_sid == bundle.sid)))
+    # More pages than the callback's URL can name.
+    assert len(pages) > 20
+    url = bundle.params["StatusCallback"]
+    public = system.settings.public_base_url
+    answer = system.twilio.signed_post(
+        url.replace(public, system.base_url),
+        {"MessageSid": bundle.sid, "MessageStatus": "undelivered", "ErrorCode": "30003"},
+        public_url=url,
+    )
+    assert answer.status_code == 200
+    # Every alarm of the undelivered bundle knows it, and its next step is brought forward.
+    assert {e.data["page"] for e in system.events("page.status")} == pages
+    hurried = {e.incident_id for e in system.events("escalation.hurried")}
+    with system.server.runtime.sessions() as s:  # type: ignore[union-attr]
+        incidents = set(s.scalars(select(Page.incident_id).where(Page.id.in_(pages))))
+    assert hurried == incidents
