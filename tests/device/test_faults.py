@@ -28,7 +28,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 import device.outbox
 from device.clock import ManualClock
 from device.indicator import Light
-from panicbutton.wire import ALERT_SUBSCRIPTION, Alert, now_utc
+from panicbutton.wire import (
+    ALERT_SUBSCRIPTION,
+    STATUS_SUBSCRIPTION,
+    Alert,
+    LinkState,
+    Status,
+    now_utc,
+)
 from server.broker import free_port
 from server.messages import local_time
 from tests.fakes.twilio import Sent
@@ -46,16 +53,17 @@ def toml(config: dict[str, Any]) -> str:
 
 
 @contextmanager
-def watch_alerts(system: System) -> Iterator[list[Alert]]:
-    """Every alert message that reaches the broker, as a second server user sees it."""
-    seen: list[Alert] = []
+def watch(system: System, subscription: str = ALERT_SUBSCRIPTION) -> Iterator[list[bytes]]:
+    """Every message on ``subscription`` that reaches the broker, as a second server
+    user sees it (alerts by default)."""
+    seen: list[bytes] = []
     monitor = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="monitor")
     monitor.username_pw_set(MONITOR, system.users[MONITOR])
-    monitor.on_message = lambda c, u, m: seen.append(Alert.from_json(bytes(m.payload)))
+    monitor.on_message = lambda c, u, m: seen.append(bytes(m.payload))
     subscribed = threading.Event()
     monitor.on_subscribe = lambda *_: subscribed.set()
     monitor.connect("127.0.0.1", system.mqtt_port)
-    monitor.subscribe(ALERT_SUBSCRIPTION, qos=1)
+    monitor.subscribe(subscription, qos=1)
     monitor.loop_start()
     try:
         assert subscribed.wait(10), "the monitor could not subscribe"
@@ -167,7 +175,7 @@ def test_agent_killed_between_press_and_publish(system: System, tmp_path: Path) 
 
 def test_agent_killed_between_publish_and_confirmation(system: System, tmp_path: Path) -> None:
     system.stop_server()  # nobody confirms: the alert is published, then the unit dies
-    with watch_alerts(system) as seen, agent_process(system, tmp_path) as proc:
+    with watch(system) as seen, agent_process(system, tmp_path) as proc:
         press(proc)
         assert wait_until(lambda: bool(seen)), "alert never reached the broker"
         kill(proc)
@@ -184,7 +192,7 @@ def test_server_down_for_two_minutes(system: System) -> None:
     room = system.room("unit-1", clock=clock)
     assert wait_until(lambda: room.light is Light.ARMED)
     system.stop_server()
-    with watch_alerts(system) as seen:
+    with watch(system) as seen:
         room.press()
         assert wait_until(lambda: room.light is Light.SENT)
         for _ in range(120):  # two minutes of the unit's time, a second at a time
@@ -196,12 +204,54 @@ def test_server_down_for_two_minutes(system: System) -> None:
         # (resend_max) up to 120 s: the same stored alert each time.
         assert wait_until(lambda: len(seen) >= 8), len(seen)
         assert wait_until(lambda: room.agent.link.alerts_delivered == 8)
-    assert len(seen) == 8, [a.alert_id for a in seen]
-    assert len({(a.alert_id, a.seq) for a in seen}) == 1
+    sent = [Alert.from_json(payload) for payload in seen]
+    assert len(sent) == 8, [a.alert_id for a in sent]
+    assert len({(a.alert_id, a.seq, a.presses) for a in sent}) == 1
 
     system.start_server()
     assert wait_until(lambda: room.light is Light.RECEIVED, timeout=40), room.lights
     assert_one_incident_paged(system)
+
+
+def test_broker_down_for_two_minutes_shows_no_link_then_delivers(system: System) -> None:
+    assert system.broker is not None
+    clock = ManualClock()
+    room = system.room("unit-1", clock=clock, mqtt={"keepalive": 5})
+    assert wait_until(lambda: room.light is Light.ARMED)
+    system.broker.stop()
+    assert wait_until(lambda: room.light is Light.NO_LINK)
+    room.press()
+    assert wait_until(lambda: room.agent.outbox.depth() == 1)
+    for _ in range(120):  # two minutes of the unit's time
+        clock.advance(1.0)
+        assert room.agent.sync()
+        # The worker sees all along that the alarm has not gone out.
+        assert room.light is Light.NO_LINK, room.lights
+    assert room.agent.outbox.depth() == 1
+
+    system.broker.start()  # the unit reconnects by itself and sends what it holds
+    assert wait_until(lambda: room.light is Light.RECEIVED, timeout=30), room.lights
+    assert_one_incident_paged(system)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the unit's side only
+def test_heartbeat_follows_the_units_clock(system: System) -> None:
+    clock = ManualClock()
+    with watch(system, STATUS_SUBSCRIPTION) as seen:
+        room = system.room("unit-1", clock=clock, status={"heartbeat": 20})
+        assert wait_until(lambda: room.light is Light.ARMED)
+        for _ in range(59):  # 59 s of the unit's time: beats at 20 and 40 s
+            clock.advance(1.0)
+            assert room.agent.sync()
+        assert wait_until(lambda: len(seen) >= 3), seen
+    statuses = [Status.from_json(payload) for payload in seen]
+    # One on connecting, then one per heartbeat, each with the unit's uptime.
+    assert [(s.state, s.uptime) for s in statuses] == [
+        (LinkState.ONLINE, 0),
+        (LinkState.ONLINE, 20),
+        (LinkState.ONLINE, 40),
+    ]
+    assert {s.outbox for s in statuses} == {0}
 
 
 def test_broker_unreachable_uses_https_path_without_duplicate(system: System) -> None:
