@@ -107,20 +107,14 @@ class Agent:
             self.button = self._own(
                 Button(config.button_pin, pull_up=True, bounce_time=None, pin_factory=pin_factory)
             )
-            self.button.when_pressed = lambda: self._events.put(Edge(True, self._clock.monotonic()))
-            self.button.when_released = lambda: self._events.put(
-                Edge(False, self._clock.monotonic())
-            )
+            self.button.when_pressed = self._on_edge(Edge, pressed=True)
+            self.button.when_released = self._on_edge(Edge, pressed=False)
             if config.test_pin is not None:
                 test = self._own(
                     Button(config.test_pin, pull_up=True, bounce_time=None, pin_factory=pin_factory)
                 )
-                test.when_pressed = lambda: self._events.put(
-                    TestEdge(True, self._clock.monotonic())
-                )
-                test.when_released = lambda: self._events.put(
-                    TestEdge(False, self._clock.monotonic())
-                )
+                test.when_pressed = self._on_edge(TestEdge, pressed=True)
+                test.when_released = self._on_edge(TestEdge, pressed=False)
             self.indicator = Indicator(self._own(LED(config.led_pin, pin_factory=pin_factory)))
             self.buzzer = (
                 self._own(Buzzer(config.buzzer_pin, pin_factory=pin_factory))
@@ -142,6 +136,10 @@ class Agent:
         self._thread = threading.Thread(
             target=self._run, name=f"agent-{config.device_id}", daemon=True
         )
+
+    def _on_edge(self, kind: type[Edge | TestEdge], *, pressed: bool) -> Callable[[], None]:
+        """A gpiozero callback (on gpiozero's thread) that queues the edge, timed now."""
+        return lambda: self._events.put(kind(pressed, self._clock.monotonic()))
 
     def _own(self, device: Any) -> Any:
         self._devices.append(device)

@@ -323,10 +323,10 @@ class System:
         ``published`` more by device, for tests that publish by hand) has been
         handled by the server; no unit has an alert left to send while connected,
         and each unit's thread has caught up; no escalation job is due or running;
-        no page is queued, held for a bundle or being sent; no supervision pass
-        under way. Checked twice around
-        the server's activity counters, so work that came and went in between
-        is not missed. Assert absences (no duplicate, no second text) after this.
+        no page is queued, held for a bundle or being sent; no supervision pass is
+        under way. The server's activity counters are read before and after, so
+        work that came and went during the check is not missed. Assert absences
+        (no duplicate, no second text) after this.
         """
         server = self.server
         assert server is not None
