@@ -176,6 +176,19 @@ def test_replayed_reply_acts_once(system: System) -> None:
     assert system.twilio.wait_for(lambda sent: len(system.twilio.to(FLOOR)) == 2)
     system.wait_idle()  # a second stand-down would be out by now
     assert len(system.twilio.to(FLOOR)) == 2  # the page and one stand-down, not two
+    # A reply whose replay would show: one that is answered every time it is acted on.
+    before = len(system.twilio.to(FLOOR))
+    for _ in range(2):
+        r = system.twilio.inbound_sms(
+            system.sms_webhook,
+            public_url=system.sms_webhook_public,
+            from_=FLOOR,
+            body="hello",
+            sid="SM" + "b" * 32,
+        )
+        assert r.status_code == 200
+    system.wait_idle()
+    assert len(system.twilio.to(FLOOR)) == before + 1, system.twilio.to(FLOOR)[before:]
 
 
 def publish_raw(system: System, device_id: str, topic: str, payloads: list[bytes]) -> None:
