@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from gpiozero import LED, Button, Buzzer, Factory
 
+from device.clock import Clock, SystemClock
 from device.config import DeviceConfig
 from device.https import HttpsSender
 from device.indicator import Indicator, Light
@@ -45,7 +45,7 @@ TICK = 0.5
 @dataclass(frozen=True, slots=True)
 class Edge:
     pressed: bool
-    at: float  # time.monotonic()
+    at: float  # the agent's clock.monotonic()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +64,21 @@ class _Stop:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    """Set once the agent's thread has handled every event queued before this one."""
+
+    done: threading.Event
+
+
 class Agent:
     """A room unit: a button, a light, an outbox and one or two paths to the server.
 
     ``pin_factory`` is gpiozero's (``MockFactory()`` in tests and ``--simulate``;
     None picks the board's own). ``on_light`` is called on the agent's thread
-    with each new light state.
+    with each new light state. ``clock`` times resends, the HTTPS fallback,
+    heartbeats, gestures and self-tests (defaults to the real clocks; a test
+    passes a :class:`device.clock.ManualClock`).
     """
 
     def __init__(
@@ -78,9 +87,11 @@ class Agent:
         *,
         pin_factory: Factory | None = None,
         on_light: Callable[[Light], None] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
-        self.started = time.monotonic()
+        self._clock: Clock = clock or SystemClock()
+        self.started = self._clock.monotonic()
         self._events: queue.Queue[Any] = queue.Queue()
         self._on_light = on_light
         self.detector = PressDetector(config.press)
@@ -96,14 +107,14 @@ class Agent:
             self.button = self._own(
                 Button(config.button_pin, pull_up=True, bounce_time=None, pin_factory=pin_factory)
             )
-            self.button.when_pressed = lambda: self._events.put(Edge(True, time.monotonic()))
-            self.button.when_released = lambda: self._events.put(Edge(False, time.monotonic()))
+            self.button.when_pressed = self._on_edge(Edge, pressed=True)
+            self.button.when_released = self._on_edge(Edge, pressed=False)
             if config.test_pin is not None:
                 test = self._own(
                     Button(config.test_pin, pull_up=True, bounce_time=None, pin_factory=pin_factory)
                 )
-                test.when_pressed = lambda: self._events.put(TestEdge(True, time.monotonic()))
-                test.when_released = lambda: self._events.put(TestEdge(False, time.monotonic()))
+                test.when_pressed = self._on_edge(TestEdge, pressed=True)
+                test.when_released = self._on_edge(TestEdge, pressed=False)
             self.indicator = Indicator(self._own(LED(config.led_pin, pin_factory=pin_factory)))
             self.buzzer = (
                 self._own(Buzzer(config.buzzer_pin, pin_factory=pin_factory))
@@ -116,7 +127,7 @@ class Agent:
         self._latest: str | None = None  # the alert the light speaks about
         self._states: dict[str, FeedbackState] = {}
         self._resend: dict[str, tuple[float, float]] = {}  # alert id -> (due, delay)
-        self._down_since: float | None = time.monotonic()
+        self._down_since: float | None = self._clock.monotonic()
         self._next_https = 0.0
         self._first_sent: dict[str, float] = {}  # alert id -> when first sent (monotonic)
         self._next_heartbeat = 0.0
@@ -125,6 +136,10 @@ class Agent:
         self._thread = threading.Thread(
             target=self._run, name=f"agent-{config.device_id}", daemon=True
         )
+
+    def _on_edge(self, kind: type[Edge | TestEdge], *, pressed: bool) -> Callable[[], None]:
+        """A gpiozero callback (on gpiozero's thread) that queues the edge, timed now."""
+        return lambda: self._events.put(kind(pressed, self._clock.monotonic()))
 
     def _own(self, device: Any) -> Any:
         self._devices.append(device)
@@ -163,6 +178,20 @@ class Agent:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def sync(self, timeout: float = 5.0) -> bool:
+        """Wait until the agent's thread has handled every event queued before this call
+        and done its timed work (resends, heartbeat, light) at the clock's current time;
+        False if it did not within ``timeout`` real seconds (or is not running)."""
+        if not self.running:
+            return False
+        turn = _Turn(threading.Event())
+        self._events.put(turn)
+        return turn.done.wait(timeout)
+
     def request_test(self) -> None:
         """Send a test alert through the whole chain (test button, ``device check``)."""
         self._events.put(TestRequested())
@@ -171,20 +200,19 @@ class Agent:
     def _run(self) -> None:
         watchdog = watchdog_interval()
         while True:
-            now = time.monotonic()
+            now = self._clock.monotonic()
             deadline = self.detector.next_deadline()
             timeout = TICK if deadline is None else min(TICK, max(0.0, deadline - now))
-            try:
-                event = self._events.get(timeout=timeout)
-            except queue.Empty:
-                event = None
+            event = self._clock.get(self._events, timeout)
             if isinstance(event, _Stop):
                 return
             try:
                 self._handle(event)
-                self._periodic(time.monotonic())
+                self._periodic(self._clock.monotonic())
             except Exception:  # a bug must not stop the agent from alerting
                 log.exception("agent event %r failed", event)
+            if isinstance(event, _Turn):
+                event.done.set()
             if watchdog is not None:
                 notify("WATCHDOG=1")
 
@@ -215,7 +243,7 @@ class Agent:
                 self.last_error = reason
                 log.warning("%s", reason)
                 if path == "mqtt" and self._down_since is None:
-                    self._down_since = time.monotonic()
+                    self._down_since = self._clock.monotonic()
             case FeedbackIn(payload=payload, via=via):
                 self._on_feedback(payload, via)
 
@@ -260,12 +288,12 @@ class Agent:
             self.last_error = self.outbox.fault
 
     def _send(self, alert: Alert) -> None:
-        self._first_sent.setdefault(alert.alert_id, time.monotonic())
+        self._first_sent.setdefault(alert.alert_id, self._clock.monotonic())
         self.link.publish_alert(alert)
         _, delay = self._resend.get(alert.alert_id, (0.0, RESEND_FIRST / 2))
         delay = min(delay * 2, self.config.resend_max)
-        self._resend[alert.alert_id] = (time.monotonic() + delay, delay)
-        self._https_due(time.monotonic())
+        self._resend[alert.alert_id] = (self._clock.monotonic() + delay, delay)
+        self._https_due(self._clock.monotonic())
 
     def _resend_due(self, now: float) -> None:
         if not self.link.connected:
@@ -311,7 +339,7 @@ class Agent:
     def _selftest_due(self) -> None:
         if not self.config.selftest_hours:
             return
-        now = time.time()
+        now = self._clock.time()
         try:
             last = float(self._selftest_file.read_text())
         except (OSError, ValueError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import ssl
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,14 @@ class Link:
         self._config = config
         self._events = events
         self.connected = False
+        #: Alerts the broker has accepted (PUBACK), resends included.
+        self.alerts_delivered = 0
+        # Message ids of alerts and statuses not yet accepted, and of acceptances that
+        # came in before publish() returned the id (paho's thread can be that quick).
+        self._alert_mids: set[int] = set()
+        self._status_mids: set[int] = set()
+        self._early: set[int] = set()
+        self._mids = threading.Lock()
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=config.device_id,
@@ -81,6 +90,7 @@ class Link:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_publish = self._on_publish
         self._client = c
 
     def _status(self, state: LinkState, outbox: int, uptime: int = 0, error: str = "") -> bytes:
@@ -118,16 +128,27 @@ class Link:
 
     def publish_alert(self, alert: Alert) -> None:
         # paho queues in memory while disconnected; the outbox is what is durable.
-        self._client.publish(alert_topic(alert.device_id), alert.to_json(), qos=QOS)
+        info = self._client.publish(alert_topic(alert.device_id), alert.to_json(), qos=QOS)
+        self._track(info.mid, alert=True)
 
     def publish_status(self, *, outbox: int, uptime: int, error: str) -> None:
         """The retained "online" status with health figures (also the heartbeat)."""
-        self._client.publish(
+        info = self._client.publish(
             status_topic(self._config.device_id),
             self._status(LinkState.ONLINE, outbox, uptime, error),
             qos=QOS,
             retain=True,
         )
+        self._track(info.mid, alert=False)
+
+    def _track(self, mid: int, *, alert: bool) -> None:
+        """Note a message just handed to paho, for :attr:`alerts_delivered`."""
+        with self._mids:
+            if mid in self._early:
+                self._early.discard(mid)
+                self.alerts_delivered += alert
+            else:
+                (self._alert_mids if alert else self._status_mids).add(mid)
 
     # paho callbacks: on paho's thread, so they only hand events over.
     def _on_connect(
@@ -145,6 +166,18 @@ class Link:
     ) -> None:
         self.connected = False
         self._events.put(LinkDown(f"disconnected: {reason}"))
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any
+    ) -> None:
+        with self._mids:
+            if mid in self._alert_mids:
+                self._alert_mids.discard(mid)
+                self.alerts_delivered += 1
+            elif mid in self._status_mids:
+                self._status_mids.discard(mid)
+            else:  # publish() has not returned this id yet
+                self._early.add(mid)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self._events.put(FeedbackIn(bytes(message.payload)))

@@ -50,6 +50,9 @@ class Scheduler:
         self._watchdog = watchdog
         self._wake = threading.Event()
         self._stop = threading.Event()
+        #: Passes finished, and whether one is under way (for tests waiting for quiet).
+        self.passes = 0
+        self.in_pass = False
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
 
     def start(self) -> None:
@@ -68,11 +71,15 @@ class Scheduler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
+            self.in_pass = True
             try:
                 next_due = self.run_due()
             except Exception:  # the loop must outlive a database hiccup
                 log.exception("escalation pass failed; trying again")
                 next_due = None
+            finally:
+                self.in_pass = False
+                self.passes += 1
             if self._stop.is_set():
                 return
             self._clock.wait(self._wake, next_due, self._watchdog)

@@ -48,6 +48,9 @@ class Supervisor:
         self._link_alerted = False
         self._times = times
         self._stop = threading.Event()
+        #: Passes finished, and whether one is under way (for tests waiting for quiet).
+        self.passes = 0
+        self.in_pass = False
         self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
         self._started = runtime.clock()
 
@@ -62,12 +65,16 @@ class Supervisor:
     def _run(self) -> None:
         warned: set[datetime | None] = set()
         while not self._stop.wait(self._times.interval):
+            self.in_pass = True
             try:
                 self.check()
                 self._check_own_link()
                 self._runtime.check_duty_gap(warned)
             except Exception:  # the loop must outlive a database hiccup
                 log.exception("supervision check failed; trying again")
+            finally:
+                self.in_pass = False
+                self.passes += 1
 
     def _check_own_link(self) -> None:
         """The server's own broker link: if it is down, every unit looks silent, so

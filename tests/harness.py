@@ -20,16 +20,18 @@ from typing import Any
 import uvicorn
 from gpiozero.pins.mock import MockFactory
 from pydantic import SecretStr
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, func, select, text
 
 from device.agent import Agent
+from device.clock import Clock as DeviceClock
 from device.config import parse_config
 from device.indicator import Light
 from panicbutton import ledger
+from panicbutton.wire import parse_topic
 from server.app import Server, build
 from server.broker import SERVER_USER, BrokerFiles, MosquittoProcess, find_mosquitto, free_port
 from server.clock import Clock
-from server.models import Incident, LogEntry
+from server.models import EscalationJob, Incident, LogEntry
 from server.settings import Settings
 from server.site import Site, parse_site
 from tests.fakes.twilio import FakeTwilio
@@ -248,6 +250,11 @@ class System:
         ).model_copy(update=settings or {})
         self.rooms: list[Room] = []
         self.server: Server | None = None
+        # Alert messages the server's MQTT side has finished with, by device, and how
+        # many it is handling now (see wait_idle).
+        self._handled: dict[str, int] = {}
+        self._handling = 0
+        self._handled_lock = threading.Lock()
         self._web: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -279,6 +286,7 @@ class System:
     def start_server(self) -> Server:
         """Start (or start again, as after a crash) the server on the same database."""
         self.server = build(self.settings, site=self.site, clock=self.clock)
+        self._count_handled(self.server)
         # Routes sit under the public URL's path behind the TLS proxy in
         # production; here the app serves them at the root.
         self._web = uvicorn.Server(
@@ -293,6 +301,113 @@ class System:
             "server did not start"
         )
         return server
+
+    def _count_handled(self, server: Server) -> None:
+        """Count the alert messages the server has handled (for :meth:`wait_idle`), by
+        wrapping its paho callback: nothing else of the server changes."""
+        client = server.ingest._client  # the test reads the ingest from outside
+        handle = client.on_message
+        assert handle is not None
+
+        def counted(c: Any, userdata: Any, msg: Any) -> None:
+            with self._handled_lock:
+                self._handling += 1
+            try:
+                handle(c, userdata, msg)
+            finally:
+                with self._handled_lock:
+                    self._handling -= 1
+                    try:
+                        device_id, kind = parse_topic(msg.topic)
+                    except ValueError:
+                        device_id, kind = "?", "?"
+                    if kind == "alert":
+                        self._handled[device_id] = self._handled.get(device_id, 0) + 1
+
+        client.on_message = counted
+
+    def handled_alerts(self, device_id: str) -> int:
+        """Alert messages on ``device_id``'s topic the server has handled."""
+        with self._handled_lock:
+            return self._handled.get(device_id, 0)
+
+    def wait_idle(self, timeout: float = 10.0, *, published: dict[str, int] | None = None) -> None:
+        """Wait until nothing more is going to happen, or fail the test after ``timeout`` s.
+
+        Idle means: every alert the units' links saw the broker accept (plus
+        ``published`` more by device, for tests that publish by hand) has been
+        handled by the server; no unit has an alert left to send while connected,
+        and each unit's thread has caught up; no escalation job is due or running;
+        no page is queued, held for a bundle or being sent; no supervision pass is
+        under way. The server's activity counters are read before and after, so
+        work that came and went during the check is not missed. Assert absences
+        (no duplicate, no second text) after this.
+        """
+        server = self.server
+        assert server is not None
+        runtime = server.runtime
+        expected = dict(published or {})
+        why = ["not checked yet"]
+
+        def activity() -> tuple[object, ...]:
+            with self._handled_lock:
+                handled, handling = tuple(sorted(self._handled.items())), self._handling
+            scheduler, supervisor = runtime.scheduler, server.supervisor
+            busy = handling or scheduler.in_pass or supervisor.in_pass
+            return handled, busy, scheduler.passes, supervisor.passes
+
+        def due_jobs() -> int:
+            with runtime.sessions() as s:
+                return (
+                    s.scalar(
+                        select(func.count())
+                        .select_from(EscalationJob)
+                        .where(
+                            EscalationJob.status.in_(("pending", "running")),
+                            EscalationJob.due_at <= runtime.clock(),
+                        )
+                    )
+                    or 0
+                )
+
+        def idle() -> bool:
+            before = activity()
+            if before[1]:
+                why[0] = "the server is handling a message, running due jobs or supervising"
+                return False
+            wanted = dict(expected)
+            for room in self.rooms:
+                agent = room.agent
+                device_id = agent.config.device_id
+                if agent.running:
+                    if not agent.sync():
+                        why[0] = f"{device_id}'s thread did not catch up"
+                        return False
+                    if agent.link.connected and agent.outbox.pending():
+                        why[0] = (
+                            f"{device_id} has {len(agent.outbox.pending())} unconfirmed alert(s)"
+                        )
+                        return False
+                    if agent.https is not None and agent.https.busy:
+                        why[0] = f"{device_id} is posting over HTTPS"
+                        return False
+                wanted[device_id] = wanted.get(device_id, 0) + agent.link.alerts_delivered
+            for device_id, n in wanted.items():
+                if (handled := self.handled_alerts(device_id)) < n:
+                    why[0] = f"the server has handled {handled} of {n} alert(s) from {device_id}"
+                    return False
+            if (due := due_jobs()) != 0:
+                why[0] = f"{due} escalation job(s) due"
+                return False
+            if (backlog := runtime.pager.backlog()) != 0:
+                why[0] = f"{backlog} page(s) queued, held or being sent"
+                return False
+            if activity() != before:
+                why[0] = "the server did more work while being checked"
+                return False
+            return True
+
+        assert wait_until(idle, timeout), f"not idle after {timeout} s: {why[0]}"
 
     def stop_server(self) -> None:
         if self._web is not None and self._thread is not None:
@@ -318,11 +433,24 @@ class System:
     def https_table(self, device_id: str = "unit-1", after: float = 1.0) -> dict[str, Any]:
         return {"url": self.base_url, "token": DEVICE_TOKENS[device_id], "fallback_after": after}
 
-    def room(self, device_id: str = "unit-1", **tables: dict[str, Any]) -> Room:
+    def room(
+        self,
+        device_id: str = "unit-1",
+        *,
+        clock: DeviceClock | None = None,
+        **tables: dict[str, Any],
+    ) -> Room:
+        """A started room unit; ``clock`` is the unit's (a ``device.clock.ManualClock``
+        lets a test move its timers by hand)."""
         config = parse_config(self.room_config(device_id, **tables), f"test {device_id}")
         factory = MockFactory()
         room: Room
-        agent = Agent(config, pin_factory=factory, on_light=lambda light: room.lights.append(light))  # noqa: PLW0108 -- room is bound below
+        agent = Agent(
+            config,
+            pin_factory=factory,
+            on_light=lambda light: room.lights.append(light),  # noqa: PLW0108 -- room is bound below
+            clock=clock,
+        )
         room = Room(agent, factory)
         agent.start()
         self.rooms.append(room)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from device.indicator import Light
-from tests.harness import System
+from tests.harness import System, wait_until
 
 CLI = [sys.executable, "-m", "panicbutton.cli"]
 
@@ -51,6 +52,18 @@ def test_device_with_missing_config_says_where_to_get_one(tmp_path: Path) -> Non
     assert "file not found; copy firmware_config/device.example.toml" in result.stderr
 
 
+def confirmed_on_disk(state_dir: Path) -> int:
+    """Alerts the unit's outbox holds as confirmed by the server."""
+    path = state_dir / "outbox.sqlite3"
+    if not path.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        try:
+            return int(db.execute("SELECT count(*) FROM alerts WHERE confirmed = 1").fetchone()[0])
+        except sqlite3.OperationalError:  # the unit has not created its table yet
+            return 0
+
+
 def test_simulated_unit_alerts_on_enter(system: System, tmp_path: Path) -> None:
     config = tmp_path / "device.toml"
     config.write_text(f"""
@@ -71,11 +84,11 @@ password = "{system.users["unit-3"]}"
     )
     try:
         assert proc.stdin is not None
-        time.sleep(1.0)
-        proc.stdin.write("\n")
+        proc.stdin.write("\n")  # read once the unit has started
         proc.stdin.flush()
         assert system.twilio.wait_for(lambda sent: len(sent) == 2, timeout=15)
-        time.sleep(0.5)
+        # The unit has the server's answer (and shows it) before stdin closes.
+        assert wait_until(lambda: confirmed_on_disk(tmp_path / "state") == 1, timeout=15)
         out, _ = proc.communicate(timeout=15)  # closes stdin: the simulation ends
     finally:
         proc.kill()

@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,8 +26,16 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 import device.outbox
+from device.clock import ManualClock
 from device.indicator import Light
-from panicbutton.wire import ALERT_SUBSCRIPTION, now_utc
+from panicbutton.wire import (
+    ALERT_SUBSCRIPTION,
+    STATUS_SUBSCRIPTION,
+    Alert,
+    LinkState,
+    Status,
+    now_utc,
+)
 from server.broker import free_port
 from server.messages import local_time
 from tests.fakes.twilio import Sent
@@ -41,6 +50,27 @@ def toml(config: dict[str, Any]) -> str:
         f"[{table}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in values.items())
         for table, values in config.items()
     )
+
+
+@contextmanager
+def watch(system: System, subscription: str = ALERT_SUBSCRIPTION) -> Iterator[list[bytes]]:
+    """Every message on ``subscription`` that reaches the broker, as a second server
+    user sees it (alerts by default)."""
+    seen: list[bytes] = []
+    monitor = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="monitor")
+    monitor.username_pw_set(MONITOR, system.users[MONITOR])
+    monitor.on_message = lambda c, u, m: seen.append(bytes(m.payload))
+    subscribed = threading.Event()
+    monitor.on_subscribe = lambda *_: subscribed.set()
+    monitor.connect("127.0.0.1", system.mqtt_port)
+    monitor.subscribe(subscription, qos=1)
+    monitor.loop_start()
+    try:
+        assert subscribed.wait(10), "the monitor could not subscribe"
+        yield seen
+    finally:
+        monitor.loop_stop()
+        monitor.disconnect()
 
 
 @contextmanager
@@ -103,9 +133,12 @@ def about_room_1(sent: list[Sent]) -> list[Sent]:
     return [s for s in sent if "Room 1 " in s.body]
 
 
-def assert_one_incident_paged(system: System) -> None:
+def assert_one_incident_paged(system: System, published: dict[str, int] | None = None) -> None:
+    """One incident, one SMS to each person on duty, once every copy of the alert that
+    reached the broker has been handled (``published``: copies sent by units that are
+    not in-process, such as a killed agent process)."""
     assert system.twilio.wait_for(lambda sent: len({s.to for s in sent} & {RECEPTION, FLOOR}) == 2)
-    time.sleep(0.5)  # room for a duplicate to show itself
+    system.wait_idle(published=published)  # every copy handled: a duplicate would show now
     assert len(system.incidents()) == 1
     assert sms_count(system, RECEPTION, FLOOR) == 2
 
@@ -129,8 +162,7 @@ def test_broker_restart_while_alert_pending(system: System) -> None:
 def test_agent_killed_between_press_and_publish(system: System, tmp_path: Path) -> None:
     unreachable = {"port": free_port(), "keepalive": 5}
     with agent_process(system, tmp_path, mqtt=unreachable) as proc:
-        time.sleep(1.0)
-        press(proc)
+        press(proc)  # read once the unit has started
         assert wait_until(lambda: pending_on_disk(system) == 1), "press not stored"
         kill(proc)
     assert system.incidents() == []
@@ -142,47 +174,84 @@ def test_agent_killed_between_press_and_publish(system: System, tmp_path: Path) 
 
 
 def test_agent_killed_between_publish_and_confirmation(system: System, tmp_path: Path) -> None:
-    seen: list[bytes] = []
-    monitor = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="monitor")
-    monitor.username_pw_set(MONITOR, system.users[MONITOR])
-    monitor.on_message = lambda c, u, m: seen.append(bytes(m.payload))
-    monitor.connect("127.0.0.1", system.mqtt_port)
-    monitor.subscribe(ALERT_SUBSCRIPTION, qos=1)
-    monitor.loop_start()
     system.stop_server()  # nobody confirms: the alert is published, then the unit dies
-    try:
-        with agent_process(system, tmp_path) as proc:
-            time.sleep(1.0)
-            press(proc)
-            assert wait_until(lambda: bool(seen)), "alert never reached the broker"
-            kill(proc)
-    finally:
-        monitor.loop_stop()
-        monitor.disconnect()
+    with watch(system) as seen, agent_process(system, tmp_path) as proc:
+        press(proc)
+        assert wait_until(lambda: bool(seen)), "alert never reached the broker"
+        kill(proc)
     assert pending_on_disk(system) == 1
 
     system.start_server()  # takes the alert queued for it at the broker
     room = system.room("unit-1")  # and the unit resends it from its outbox
     assert wait_until(lambda: room.light is Light.RECEIVED, timeout=15), room.lights
-    assert_one_incident_paged(system)
+    assert_one_incident_paged(system, published={"unit-1": len(seen)})
 
 
-@pytest.mark.slow
-# Two real minutes: once, on SQLite (the storage paths are the same as in the tests above).
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_server_down_for_two_minutes(system: System) -> None:
-    room = system.room("unit-1")
+    clock = ManualClock()  # the unit's timers; broker, server and pins stay real
+    room = system.room("unit-1", clock=clock)
     assert wait_until(lambda: room.light is Light.ARMED)
     system.stop_server()
-    room.press()
-    assert wait_until(lambda: room.light is Light.SENT)
-    time.sleep(120)
-    assert room.light is Light.SENT  # still waiting, still resending
-    assert room.agent.outbox.depth() == 1
+    with watch(system) as seen:
+        room.press()
+        assert wait_until(lambda: room.light is Light.SENT)
+        for _ in range(120):  # two minutes of the unit's time, a second at a time
+            clock.advance(1.0)
+            assert room.agent.sync()
+        assert room.light is Light.SENT  # still waiting, still resending
+        assert room.agent.outbox.depth() == 1
+        # Sent at 0 s, resent at 2, 6, 14 and 30 s (doubling from 2 s), then every 30 s
+        # (resend_max) up to 120 s: the same stored alert each time.
+        assert wait_until(lambda: len(seen) >= 8), len(seen)
+        assert wait_until(lambda: room.agent.link.alerts_delivered == 8)
+    sent = [Alert.from_json(payload) for payload in seen]
+    assert len(sent) == 8, [a.alert_id for a in sent]
+    assert len({(a.alert_id, a.seq, a.presses) for a in sent}) == 1
 
     system.start_server()
     assert wait_until(lambda: room.light is Light.RECEIVED, timeout=40), room.lights
     assert_one_incident_paged(system)
+
+
+def test_broker_down_for_two_minutes_shows_no_link_then_delivers(system: System) -> None:
+    assert system.broker is not None
+    clock = ManualClock()
+    room = system.room("unit-1", clock=clock, mqtt={"keepalive": 5})
+    assert wait_until(lambda: room.light is Light.ARMED)
+    system.broker.stop()
+    assert wait_until(lambda: room.light is Light.NO_LINK)
+    room.press()
+    assert wait_until(lambda: room.agent.outbox.depth() == 1)
+    for _ in range(120):  # two minutes of the unit's time
+        clock.advance(1.0)
+        assert room.agent.sync()
+        # The worker sees all along that the alarm has not gone out.
+        assert room.light is Light.NO_LINK, room.lights
+    assert room.agent.outbox.depth() == 1
+
+    system.broker.start()  # the unit reconnects by itself and sends what it holds
+    assert wait_until(lambda: room.light is Light.RECEIVED, timeout=30), room.lights
+    assert_one_incident_paged(system)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the unit's side only
+def test_heartbeat_follows_the_units_clock(system: System) -> None:
+    clock = ManualClock()
+    with watch(system, STATUS_SUBSCRIPTION) as seen:
+        room = system.room("unit-1", clock=clock, status={"heartbeat": 20})
+        assert wait_until(lambda: room.light is Light.ARMED)
+        for _ in range(59):  # 59 s of the unit's time: beats at 20 and 40 s
+            clock.advance(1.0)
+            assert room.agent.sync()
+        assert wait_until(lambda: len(seen) >= 3), seen
+    statuses = [Status.from_json(payload) for payload in seen]
+    # One on connecting, then one per heartbeat, each with the unit's uptime.
+    assert [(s.state, s.uptime) for s in statuses] == [
+        (LinkState.ONLINE, 0),
+        (LinkState.ONLINE, 20),
+        (LinkState.ONLINE, 40),
+    ]
+    assert {s.outbox for s in statuses} == {0}
 
 
 def test_broker_unreachable_uses_https_path_without_duplicate(system: System) -> None:

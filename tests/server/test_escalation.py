@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import threading
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,11 +18,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
-from sqlalchemy import func, select
 
 from panicbutton.wire import Alert, Feedback, alert_topic, feedback_topic, new_alert_id
 from server.clock import ManualClock
-from server.models import EscalationJob, Incident
+from server.models import Incident
 from tests.harness import (
     DEVICE_TOKENS,
     FLOOR,
@@ -69,25 +67,7 @@ def alert(system: System, device: str = "unit-1") -> int:
 
 def settle(system: System) -> None:
     """Wait until every job due by the hand-moved clock has run and its pages are out."""
-    assert system.server is not None
-    runtime = system.server.runtime
-
-    def due_jobs() -> int:
-        with runtime.sessions() as s:
-            return (
-                s.scalar(
-                    select(func.count())
-                    .select_from(EscalationJob)
-                    .where(
-                        EscalationJob.status.in_(("pending", "running")),
-                        EscalationJob.due_at <= runtime.clock(),
-                    )
-                )
-                or 0
-            )
-
-    assert wait_until(lambda: due_jobs() == 0 and runtime.pager.backlog() == 0, timeout=20)
-    time.sleep(0.05)
+    system.wait_idle(timeout=20)
 
 
 def advance(system: System, seconds: float) -> None:
@@ -233,7 +213,7 @@ def test_two_rooms_within_two_seconds_make_one_bundled_text(system: System) -> N
     assert "ALARM Room 2" in bundle
     assert "ALARM Room 3" in bundle
     assert reply_code([bundle], "Room 2") != reply_code([bundle], "Room 3")
-    time.sleep(0.5)
+    settle(system)  # a third text would be out by now
     assert len(sms(system, RECEPTION)) == 2
     reply(system, RECEPTION, code(system, RECEPTION, "Room 3"))
     assert [i.state for i in system.incidents()] == ["open", "open", "acknowledged"]
@@ -241,6 +221,7 @@ def test_two_rooms_within_two_seconds_make_one_bundled_text(system: System) -> N
 
 @pytest.mark.clock(START)
 @pytest.mark.site(escalation=STEPS)
+@pytest.mark.settings(call_bundle_window=2.0)  # the second call is bundled; keep the test short
 def test_stop_is_never_a_command_and_managers_are_warned(system: System) -> None:
     incident_id = alert(system)
     settle(system)

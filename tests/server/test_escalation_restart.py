@@ -29,12 +29,12 @@ import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
 from panicbutton.wire import Alert, alert_topic, new_alert_id, now_utc
 from server.broker import SERVER_USER, free_port
-from server.models import LogEntry
+from server.models import EscalationJob, LogEntry, Page
 from tests.fakes.twilio import FakeTwilio, Sent
 from tests.harness import FLOOR, MANAGER, RECEPTION, Broker, wait_until, write_log_key
 
@@ -264,6 +264,30 @@ def sleep_until(moment: float) -> None:
     time.sleep(max(0.0, moment - time.monotonic()))
 
 
+def settled(database_url: str) -> bool:
+    """The server process has nothing left to do now, as its database shows: no page
+    queued or being sent, and no escalation job due or running."""
+    engine = create_engine(database_url)
+    try:
+        with Session(engine) as s:
+            unsent = s.scalar(
+                select(func.count())
+                .select_from(Page)
+                .where(Page.status.in_(("pending", "sending")))
+            )
+            due = s.scalar(
+                select(func.count())
+                .select_from(EscalationJob)
+                .where(
+                    EscalationJob.status.in_(("pending", "running")),
+                    EscalationJob.due_at <= now_utc(),
+                )
+            )
+        return unsent == 0 and due == 0
+    finally:
+        engine.dispose()
+
+
 def counts(twilio: FakeTwilio) -> dict[str, int]:
     return {who: len(twilio.to(phone)) for who, phone in PHONES.items()}
 
@@ -340,8 +364,8 @@ def test_sigkill_between_steps_resumes_on_time_without_duplicates(
         + ", ".join(f"{s.at - due1:+.3f} s" for s in twilio.sent[2:5])
         + " from due"
     )
-    # Step 0 is not sent again, and step 1 only once.
-    sleep_until(due1 + LATE + 1)
+    # Step 0 is not sent again, and step 1 only once: every page made is out.
+    assert wait_until(lambda: settled(database_url), 10), server.log()
     assert counts(twilio) == {"reception": 2, "floor": 2, "manager": 1}, counts(twilio)
 
     # Paging keeps going after the restart: the first repeat, to everyone again.
@@ -349,7 +373,7 @@ def test_sigkill_between_steps_resumes_on_time_without_duplicates(
         f"first repeat missing: {counts(twilio)}\n{server.log()}"
     )
     check_step(twilio.sent[5:8], due2, t0, "first repeat (step 2)")
-    sleep_until(due2 + LATE + 1)
+    assert wait_until(lambda: settled(database_url), 10), server.log()
     assert counts(twilio) == {"reception": 3, "floor": 3, "manager": 2}, counts(twilio)
     server.stop()
 
@@ -392,7 +416,7 @@ def test_restart_after_step_was_due_runs_it_at_once(
         + ", ".join(f"+{s.at - t0:.2f} s" for s in batch)
     )
     # Exactly once: nothing more until the first repeat (step 2, +16 s).
-    sleep_until(restarted + LATE + 1.5)
+    assert wait_until(lambda: settled(database_url), 10), server.log()
     assert counts(twilio) == {"reception": 2, "floor": 2, "manager": 1}, counts(twilio)
     server.stop()
 

@@ -23,7 +23,7 @@ from server.errors import NotifierError
 from server.models import Page
 from server.notifier import TwilioNotifier
 from tests.fakes.twilio import FakeTwilio
-from tests.harness import FLOOR, RECEPTION, System, wait_until
+from tests.harness import FLOOR, RECEPTION, System
 
 #: Only step 0 within a test: step 1 (everyone) is far away.
 ONLY_STEP0 = {
@@ -66,9 +66,7 @@ def press(system: System, device: str) -> None:
 
 
 def idle(system: System, timeout: float = 30.0) -> None:
-    assert system.server is not None
-    pager = system.server.runtime.pager
-    assert wait_until(lambda: pager.backlog() == 0, timeout), "the pager did not finish"
+    system.wait_idle(timeout=timeout)
 
 
 def rooms_named(text: str) -> set[int]:
