@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     twilio_api_base_url: str = "https://api.twilio.com"
     #: Seconds a page SMS may wait in Twilio's queue before it expires (1-36000), so a
     #: stale alarm never arrives late; an expired one is escalated instead.
-    sms_validity: int = 300
+    sms_validity: int = Field(default=300, ge=1, le=36000)
     #: Seconds before a Twilio HTTP request is abandoned.
     twilio_timeout: float = 10.0
     #: The public HTTPS base URL Twilio calls our webhooks on, as Twilio sees it

@@ -37,6 +37,9 @@ def test_complete_settings_are_accepted_and_url_normalised() -> None:
         ({"public_base_url": ""}, "PANICBUTTON_PUBLIC_BASE_URL is not set"),
         ({"notifier": "console"}, "console is for the demo only"),
         ({"log_key_file": None}, "PANICBUTTON_LOG_KEY_FILE is not set"),
+        # Twilio refuses a ValidityPeriod outside 1-36000 s: every page would fail.
+        ({"sms_validity": 36001}, "sms_validity\n  Input should be less than or equal to 36000"),
+        ({"sms_validity": 0}, "sms_validity\n  Input should be greater than or equal to 1"),
     ],
 )
 def test_unsafe_settings_are_refused(change: dict[str, object], message: str) -> None:
