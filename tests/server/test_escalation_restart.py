@@ -401,7 +401,7 @@ def test_restart_after_step_was_due_runs_it_at_once(
     )
     assert resume < MAX_RESUME, f"resume took {resume:.1f} s"
 
-    assert twilio.wait_for(at_least(5), restarted + LATE + 2 - time.monotonic()), (
+    assert twilio.wait_for(at_least(5), restarted + resume + LATE + 2 - time.monotonic()), (
         f"overdue step 1 missing: {counts(twilio)}\n{server.log()}"
     )
     batch = twilio.sent[2:5]
@@ -411,9 +411,13 @@ def test_restart_after_step_was_due_runs_it_at_once(
         + " from the restart command"
     )
     assert sorted(s.to for s in batch) == sorted(PHONES.values())
-    assert all(restarted <= s.at <= restarted + LATE for s in batch), (
-        f"step 1 due at +{due1 - t0:.1f} s, restarted at +{restarted - t0:.2f} s, sent at "
-        + ", ".join(f"+{s.at - t0:.2f} s" for s in batch)
+    # "At once" counts from the server being up (its HTTP port answering): the
+    # interpreter's own start-up is not the scheduler's doing, and on a loaded
+    # machine it alone can take seconds.
+    up = restarted + resume
+    assert all(restarted <= s.at <= up + LATE for s in batch), (
+        f"step 1 due at +{due1 - t0:.1f} s, restarted at +{restarted - t0:.2f} s, up at "
+        f"+{up - t0:.2f} s, sent at " + ", ".join(f"+{s.at - t0:.2f} s" for s in batch)
     )
     # Exactly once: nothing more until the first repeat (step 2, +16 s).
     assert wait_until(lambda: settled(database_url), 10), server.log()
