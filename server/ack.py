@@ -16,6 +16,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.deps import MEANING, RuntimeDep, SettingsDep, answers, text_body
+from server.escalation import round_of
 from server.links import LIST, read_token, token_key
 from server.models import Incident, Page
 from server.runtime import Runtime
@@ -174,7 +175,10 @@ async def acknowledge(
         return _gone()
     with runtime.sessions() as s:
         page_row = s.get(Page, page_id)
-    if page_row is None:
+        incident = s.get(Incident, page_row.incident_id) if page_row else None
+    # A link from before the alarm was resolved and pressed again is for the old round:
+    # the new round's pages carry new links (as they carry new reply codes).
+    if page_row is None or incident is None or round_of(page_row.step) != incident.round:
         return _gone()
     return await _acknowledged(runtime, page_row)
 

@@ -211,7 +211,7 @@ def run_follow_up(
     return pages
 
 
-def _round_of(step: int) -> int:
+def round_of(step: int) -> int:
     """The round a page's step belongs to (follow-up steps are -1 - (base + n))."""
     return (step if step >= 0 else -1 - step) // ROUND
 
@@ -239,7 +239,7 @@ def _page(
     }
     # Codes are kept within a round only: a resolved round's codes were free for others.
     codes = {
-        p.staff_id: p.reply_code for p in existing.values() if _round_of(p.step) == incident.round
+        p.staff_id: p.reply_code for p in existing.values() if round_of(p.step) == incident.round
     }
     # SMS cannot reach someone who sent STOP (the carrier refuses, 21610): call them.
     opted_out = set(

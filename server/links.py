@@ -49,6 +49,11 @@ def read_token(secret: str, token: str, now: datetime, *, kind: bytes = PAGE) ->
         page_id, expires = struct.unpack(">QQ", body)
     except (ValueError, struct.error):
         return None
+    # NOTE: base64 decoding is lenient (padding, stray characters, unused low bits):
+    # only the one text this module writes is taken, so a used token cannot be made
+    # new again by spelling it differently (the used mark is on the text).
+    if token != f"{_b64(body)}.{_b64(mac)}":
+        return None
     expected = hmac.new(secret.encode(), kind + body, hashlib.sha256).digest()[:16]
     if not secret or not hmac.compare_digest(mac, expected) or now.timestamp() > expires:
         return None

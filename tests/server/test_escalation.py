@@ -399,6 +399,11 @@ def test_acknowledgement_link_shows_then_acknowledges_once(system: System) -> No
     found = incident(system, incident_id)
     assert (found.state, found.acknowledged_by) == ("acknowledged", "floor")
     assert httpx.post(local, data={"confirm": "1"}).status_code == 410  # single use
+    # ... however the used token is spelled (base64 decoding is lenient).
+    base, token = local.rsplit("/", 1)
+    body, mac = token.split(".")
+    for respelled in (f"{local}=", f"{local}===", f"{base}/{body}=.{mac}", f"{local}%0A"):
+        assert httpx.post(respelled, data={"confirm": "1"}).status_code == 410, respelled
     forged = local[:-3] + ("AAA" if not local.endswith("AAA") else "BBB")
     assert httpx.get(forged).status_code == 410
     assert [e.data["via"] for e in system.events("incident.acknowledged")] == ["link"]
@@ -518,6 +523,39 @@ def test_a_press_after_resolution_reopens_with_a_fresh_reply_code(system: System
     states = {i.id: i.state for i in system.incidents()}
     assert states[other] == "open"
     assert list(states.values()).count("acknowledged") == 1
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS)
+@pytest.mark.settings(
+    sms_bundle_window=0.0, call_bundle_window=0.0, link_secret=SecretStr(LINK_SECRET)
+)
+def test_a_link_from_before_a_reopen_does_not_acknowledge_the_new_alarm(
+    system: System,
+) -> None:
+    first = Alert(
+        device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=clock(system).now()
+    )
+    publish(system, first)
+    assert wait_until(lambda: len(system.incidents()) == 1)
+    settle(system)
+    [old_page] = sms(system, FLOOR)
+    old_link = old_page.split()[-1].replace(system.settings.public_base_url, system.base_url)
+    reply(system, RECEPTION, code(system, RECEPTION) + "g")  # closed; the unit never heard it
+    advance(system, 120)
+    publish(system, dataclasses.replace(first, presses=2))  # pressed again: reopened
+    linked = lambda: [t for t in sms(system, FLOOR) if "/ack/" in t]  # noqa: E731
+    assert wait_until(lambda: len(linked()) == 2)
+    settle(system)
+    # The floor manager's unused link of the first round stops nothing now.
+    assert httpx.post(old_link, data={"confirm": "1"}).status_code == 410
+    [found] = system.incidents()
+    assert (found.state, found.round) == ("open", 1)
+    # The new round's page carries its own link, which works.
+    new_link = linked()[-1].split()[-1]
+    local = new_link.replace(system.settings.public_base_url, system.base_url)
+    assert "You are going" in httpx.post(local, data={"confirm": "1"}).text
+    assert system.incidents()[0].state == "acknowledged"
 
 
 @pytest.mark.clock(START)
