@@ -544,7 +544,10 @@ def test_a_link_from_before_a_reopen_does_not_acknowledge_the_new_alarm(
     reply(system, RECEPTION, code(system, RECEPTION) + "g")  # closed; the unit never heard it
     advance(system, 120)
     publish(system, dataclasses.replace(first, presses=2))  # pressed again: reopened
-    linked = lambda: [t for t in sms(system, FLOOR) if "/ack/" in t]  # noqa: E731
+
+    def linked() -> list[str]:
+        return [t for t in sms(system, FLOOR) if "/ack/" in t]
+
     assert wait_until(lambda: len(linked()) == 2)
     settle(system)
     # The floor manager's unused link of the first round stops nothing now.
