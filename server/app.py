@@ -11,7 +11,6 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import (
     http_exception_handler,
-    request_validation_exception_handler,
 )
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -198,11 +197,19 @@ async def _invalid(request: Request, exc: Exception) -> Response:
     saying what to send (server/records.py)."""
     if not isinstance(exc, RequestValidationError):
         raise exc
-    for error in exc.errors():
+    errors = exc.errors()
+    for error in errors:
         where = tuple(error.get("loc", ()))
         if len(where) == 2 and where[0] == "header" and where[1] in records.HEADER_HELP:
             return JSONResponse({"detail": records.HEADER_HELP[where[1]]}, status_code=400)
-    return await request_validation_exception_handler(request, exc)
+    # NOTE: never the input back: it may be a value JSON cannot carry (NaN, bytes that
+    # are not UTF-8, a lone surrogate), which made the answer itself fail with a 500,
+    # and it may be personal data (a note's text).
+    detail = [
+        {"type": e.get("type"), "loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg")}
+        for e in errors
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
 
 
 async def _method_not_allowed(request: Request, _: Exception) -> JSONResponse:

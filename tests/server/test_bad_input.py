@@ -351,3 +351,39 @@ def test_site_file_takeover_hours_out_of_range_is_refused(hours: str) -> None:
         "site file tests: [duty] takeover_hours must be a number of hours above 0 and at "
         f"most 168 (a week), got {data['takeover_hours']!r}"
     )
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "content_type"),
+    [
+        ("/api/v1/duty/takeover", b'{"staff_id": NaN}', "application/json"),
+        ("/api/v1/incidents/1/acknowledge", b'{"staff_id": Infinity}', "application/json"),
+        ("/api/v1/incidents/1/notes", b"\xff\xfe not text", "text/plain"),
+        ("/api/v1/duty/takeover", b"\xff", "multipart/form-data; boundary=x"),
+        ("/api/v1/incidents/1/notes", b'{"text": "\\ud800", "about": []}', "application/json"),
+    ],
+)
+def test_values_json_cannot_carry_get_a_clear_4xx(
+    client: TestClient, route: str, body: bytes, content_type: str
+) -> None:
+    answer = client.post(route, content=body, headers={"Content-Type": content_type, **WHY})
+    assert 400 <= answer.status_code < 500, answer.text
+    assert answer.json()["detail"]
+
+
+def test_a_note_holding_half_a_character_is_refused(client: TestClient) -> None:
+    made = client.post("/api/v1/devices/unit-1/alerts", content=alert_body(), headers=UNIT)
+    assert made.status_code == 200
+    incident = made.json()["incident"]
+    for route, body in (
+        ("notes", b'{"by": "night-manager", "text": "a\\ud800b"}'),
+        ("review", b'{"by": "night-manager", "remarks": "a\\udc00"}'),
+    ):
+        answer = client.post(
+            f"/api/v1/incidents/{incident}/{route}",
+            content=body,
+            headers={"Content-Type": "application/json", **WHY},
+        )
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["detail"][0]["loc"][0] == "body"
+        assert "\\ud8" not in answer.text  # the personal text is not sent back
