@@ -113,17 +113,38 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+#: RFC 3339 section 5.6 ``date-time``: ASCII digits, ``T``/``t``, a fraction of any
+#: length, and ``Z``/``z`` or a numeric offset (which the contract requires).
+_RFC3339: Final = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
+    r"(?:([Zz])|([+-][0-9]{2}:[0-9]{2}))?"
+)
+
+
 def parse_time(value: object, name: str) -> datetime:
+    """An RFC 3339 time with an offset. A leap second (``:60``) is read as the last
+    microsecond of the minute before; other ISO 8601 forms (week dates, no separators,
+    a space for ``T``) are refused."""
     if not isinstance(value, str):
         raise WireError(f"{name} must be an RFC 3339 time string, got {type(value).__name__}")
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        raise WireError(f"{name} {value!r} is not an RFC 3339 time") from None
+    date, hour, minute, second, fraction, zulu, offset = match.groups()
+    if zulu is None and offset is None:
+        raise WireError(f"{name} {value!r} has no time zone; send UTC with a trailing Z")
+    leap = second == "60"
+    text = (
+        f"{date}T{hour}:{minute}:{'59' if leap else second}.{(fraction or '0')[:6]:0<6}"
+        f"{offset or '+00:00'}"
+    )
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text)
+        if leap:
+            moment = moment.replace(microsecond=999_999)
+        moment.astimezone(UTC)  # e.g. 9999-12-31T23:59:59-23:59 is past year 9999 in UTC
     except ValueError:
         raise WireError(f"{name} {value!r} is not an RFC 3339 time") from None
-    if moment.tzinfo is None:
-        raise WireError(f"{name} {value!r} has no time zone; send UTC with a trailing Z")
-    try:
-        moment.astimezone(UTC)  # e.g. 9999-12-31T23:59:59-23:59 is past year 9999 in UTC
     except OverflowError:
         raise WireError(f"{name} {value!r} is out of range in UTC; send UTC") from None
     return moment
@@ -133,15 +154,25 @@ def _load(payload: bytes, what: str) -> dict[str, Any]:
     if len(payload) > 4096:
         raise WireError(f"{what} payload is {len(payload)} bytes; the limit is 4096")
     try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # NOTE: decoded here, strictly: json.loads(bytes) would also take UTF-16,
+        # UTF-32 and a byte-order mark, which the contract does not allow.
+        data = json.loads(payload.decode("utf-8"))
+        # A "\udcff" escape decodes to half a character, which nothing can store.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise WireError(f"{what} payload is not UTF-8 text: {exc}") from None
+    except UnicodeEncodeError:
+        raise WireError(
+            f"{what} payload holds half a character (a lone UTF-16 surrogate escape)"
+        ) from None
+    except json.JSONDecodeError as exc:
         raise WireError(f"{what} payload is not JSON: {exc}") from None
     except RecursionError:  # e.g. 2,000 nested brackets: within the size limit
         raise WireError(f"{what} payload is not JSON: it is nested too deeply") from None
     if not isinstance(data, dict):
         raise WireError(f"{what} payload must be a JSON object")
     version = data.get("v")
-    if version != VERSION:
+    if type(version) is not int or version != VERSION:  # JSON true is not 1
         raise WireError(
             f"{what} payload has contract version {version!r}; this side speaks {VERSION}"
         )

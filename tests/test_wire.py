@@ -73,6 +73,14 @@ def test_status_and_feedback_round_trip() -> None:
         (alert_json(kind="drill"), "alert.kind must be 'panic' or 'test'"),
         (alert_json(presses=...), None),
         (b"{" + b" " * 5000 + b"}", "the limit is 4096"),
+        (alert_json(v=True), "contract version True"),
+        (alert_json().decode().encode("utf-16"), "alert payload is not UTF-8 text"),
+        (b"\xef\xbb\xbf" + alert_json(), "alert payload is not JSON: Unexpected UTF-8 BOM"),
+        (alert_json().replace(b'"unit-1"', b'"unit-1\\udcff"'), "half a character"),
+        (alert_json(pressed_at="2026-W48-1T12:00Z"), "is not an RFC 3339 time"),
+        (alert_json(pressed_at="20261128T120000Z"), "is not an RFC 3339 time"),
+        (alert_json(pressed_at="2026-11-28 12:00:00Z"), "is not an RFC 3339 time"),
+        (alert_json(pressed_at="2026-02-30T12:00:00Z"), "is not an RFC 3339 time"),
     ],
 )
 def test_malformed_alert_is_refused_with_a_reason(payload: bytes, message: str | None) -> None:
@@ -81,6 +89,19 @@ def test_malformed_alert_is_refused_with_a_reason(payload: bytes, message: str |
         return
     with pytest.raises(WireError, match=message.replace("(", r"\(").replace(")", r"\)")):
         Alert.from_json(payload)
+
+
+@pytest.mark.parametrize(
+    ("text", "moment"),
+    [
+        # RFC 3339 allows lower case t and z, any fraction and a leap second.
+        ("2026-11-30t18:48:29.156z", datetime(2026, 11, 30, 18, 48, 29, 156000, tzinfo=UTC)),
+        ("2016-12-31T23:59:60Z", datetime(2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+        ("2026-11-28T13:00:00.1234567+01:00", datetime(2026, 11, 28, 12, 0, 0, 123456, UTC)),
+    ],
+)
+def test_every_rfc_3339_time_is_read(text: str, moment: datetime) -> None:
+    assert Alert.from_json(alert_json(pressed_at=text)).pressed_at == moment
 
 
 def test_feedback_with_unknown_state_names_the_valid_ones() -> None:
