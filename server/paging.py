@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 #: Tries per page for errors that may pass (provider 5xx, 429, timeouts), and the pause between.
 RETRIES = 3
 RETRY_PAUSE = 1.0
+#: Seconds after an unexpected failure before a claimed page is looked up and re-sent.
+RECOVER_AFTER = 3.0
 #: Default seconds after a page to one person during which their pages for *other*
 #: incidents are bundled, by channel (settings: PANICBUTTON_SMS_BUNDLE_WINDOW, ...).
 BUNDLE_WINDOW = {"sms": 3.0, "call": 20.0}
@@ -259,16 +261,28 @@ class Pager:
         try:
             self._route(page_id)
         except BaseException:
-            # Not sent and not held: put it back, so it is sent now, not after a restart.
             with self._lock:
                 self._active.discard(page_id)
-            with self._sessions.begin() as s:
-                s.execute(
-                    update(Page)
-                    .where(Page.id == page_id, Page.status == "sending")
-                    .values(status="pending")
-                )
+            self._recover_later([page_id])
             raise
+
+    def _recover_later(self, page_ids: list[int]) -> None:
+        """A send failed unexpectedly (a database write, say): the provider may or may not
+        have the page. It stays "sending" (so a restart, too, asks the provider before
+        sending it again) and is looked up and re-sent shortly, not after a restart."""
+        timer = threading.Timer(RECOVER_AFTER, self._submit, (self._recover, page_ids))
+        timer.daemon = True
+        timer.start()
+
+    def _recover(self, page_ids: list[int]) -> None:
+        with self._sessions() as s:
+            pages = [p for p in (s.get(Page, i) for i in page_ids) if p and p.status == "sending"]
+        with self._lock:
+            pages = [p for p in pages if p.id not in self._active]
+        again = [p.id for p in pages if not self._went_out(p)]
+        if again:
+            log.warning("re-sending %d page(s) after a failed send", len(again))
+            self.dispatch(again)
 
     def _route(self, page_id: int) -> None:
         """Send a claimed page now, or hold it for a bundle with others to the same person."""
@@ -298,7 +312,11 @@ class Pager:
             ids = self._held.pop(key, [])
             self._last_sent[key] = (time.monotonic(), -1)
         if ids:
-            self._send(ids)
+            try:
+                self._send(ids)
+            except BaseException:
+                self._recover_later(ids)
+                raise
 
     def _send(self, page_ids: list[int]) -> None:
         try:

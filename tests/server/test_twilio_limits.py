@@ -17,13 +17,15 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 
 from panicbutton.wire import Alert, new_alert_id, now_utc
+from server import paging
 from server.errors import NotifierError
 from server.models import Page
 from server.notifier import TwilioNotifier
 from tests.fakes.twilio import FakeTwilio
-from tests.harness import FLOOR, RECEPTION, System
+from tests.harness import FLOOR, RECEPTION, System, wait_until
 
 #: Only step 0 within a test: step 1 (everyone) is far away.
 ONLY_STEP0 = {
@@ -281,3 +283,32 @@ def test_a_status_callback_reaches_every_page_of_a_big_bundle(system: System) ->
     with system.server.runtime.sessions() as s:  # type: ignore[union-attr]
         incidents = set(s.scalars(select(Page.incident_id).where(Page.id.in_(pages))))
     assert hurried == incidents
+
+
+@pytest.mark.site(escalation=ONLY_STEP0)
+def test_a_page_whose_record_fails_is_looked_up_and_never_sent_twice(
+    system: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Twilio takes the SMS and the call, then recording one of them fails once (a
+    # locked database, say): the page must end up recorded, sent once, without a restart.
+    real_audit = paging.audit
+    failed: list[str] = []
+
+    def flaky(session: Any, **fields: Any) -> None:
+        if fields.get("type") == "page.sent" and len(failed) < 2:
+            failed.append(str(fields["page"]))
+            raise OperationalError("INSERT", {}, Exception("database is locked"))
+        real_audit(session, **fields)
+
+    monkeypatch.setattr(paging, "audit", flaky)
+    press(system, "unit-1")
+    assert wait_until(lambda: len(failed) == 2)
+    assert wait_until(lambda: len(system.events("page.sent")) == 4, timeout=20)
+    idle(system)
+    for phone in (RECEPTION, FLOOR):
+        assert len(system.twilio.to(phone)) == 1, system.twilio.to(phone)
+        assert len(system.twilio.calls_to(phone)) == 1
+    recovered = [e.data["page"] for e in system.events("page.sent") if e.data.get("recovered")]
+    assert sorted(map(str, recovered)) == sorted(failed)
+    with system.server.runtime.sessions() as s:  # type: ignore[union-attr]
+        assert set(s.scalars(select(Page.status))) == {"sent"}
