@@ -291,7 +291,7 @@ def test_a_page_whose_record_fails_is_looked_up_and_never_sent_twice(
 ) -> None:
     # Twilio takes the SMS and the call, then recording one of them fails once (a
     # locked database, say): the page must end up recorded, sent once, without a restart.
-    real_audit = paging.audit
+    real_audit = paging.audit  # type: ignore[attr-defined]  # the name the pager calls
     failed: list[str] = []
 
     def flaky(session: Any, **fields: Any) -> None:
