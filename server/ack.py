@@ -93,13 +93,15 @@ def _gone() -> Response:
     )
 
 
-def _open_pages(runtime: Runtime, staff_id: str) -> list[tuple[Page, Incident]]:
-    """This person's newest page for each of their open alarms, oldest alarm first."""
+def _open_pages(runtime: Runtime, staff_id: str, upto: int) -> list[tuple[Page, Incident]]:
+    """This person's newest page (up to page ``upto``, the list link's own) for each of
+    their open alarms, oldest alarm first: an alarm opened after the link was sent has
+    no page that old, so a forwarded or stale link cannot stop its paging."""
     with runtime.sessions() as s:
         rows = s.execute(
             select(Page, Incident)
             .join(Incident, Incident.id == Page.incident_id)
-            .where(Page.staff_id == staff_id, Incident.state == "open")
+            .where(Page.staff_id == staff_id, Page.id <= upto, Incident.state == "open")
             .order_by(Incident.id, Page.id)
         ).all()
     newest = {incident.id: (page, incident) for page, incident in rows}
@@ -116,7 +118,7 @@ def _show_list(runtime: Runtime, page_id: int) -> Response:
         '<form method="post"><input type="hidden" name="confirm" value="1">'
         f'<input type="hidden" name="page" value="{p.id}">'
         "<button type=submit>I am going</button></form></li>"
-        for p, incident in _open_pages(runtime, page.staff_id)
+        for p, incident in _open_pages(runtime, page.staff_id, page.id)
     )
     return _page("Open alarms", f"<ul>{items}</ul>" if items else "<p>No open alarm.</p>")
 
@@ -168,7 +170,12 @@ async def acknowledge(
         with runtime.sessions() as s:
             owner = s.get(Page, listed)
             chosen = s.get(Page, page_id)
-        if owner is None or chosen is None or chosen.staff_id != owner.staff_id:
+        if (
+            owner is None
+            or chosen is None
+            or chosen.staff_id != owner.staff_id
+            or chosen.id > owner.id  # an alarm opened after the link was sent
+        ):
             return _gone()
         key = f"{key[:50]}:{page_id}"
     if await run_in_threadpool(runtime.seen_webhook, key):

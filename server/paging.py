@@ -450,7 +450,10 @@ class Pager:
                 self._sms(page, incident, room, member, link=len(pages) == 1, compact=compact)
                 for page, incident, room in zip(pages, incidents, rooms, strict=True)
             ]
-            link = self._list_url(first.id, first.created_at) if len(pages) > 1 else None
+            # The list names the alarms of this bundle and older ones, never an alarm
+            # opened after it was sent: the token carries the bundle's newest page.
+            newest = max(p.id for p in pages)
+            link = self._list_url(newest, first.created_at) if len(pages) > 1 else None
             body = _fit(
                 lines,
                 room_ids,

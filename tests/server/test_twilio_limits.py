@@ -170,7 +170,10 @@ def test_a_bundle_of_many_rooms_fits_and_names_or_counts_every_room(system: Syst
     shown = httpx.get(local)
     assert shown.status_code == 200
     assert shown.headers["Cache-Control"] == "no-store"
-    assert rooms_named(shown.text) == set(range(1, MANY + 1))
+    # Every alarm of this bundle and the older ones, oldest first; none opened later.
+    listed = rooms_named(shown.text)
+    assert rooms_named(bundle) <= listed
+    assert listed == set(range(1, max(listed) + 1))
     chosen = re.findall(r'name="page" value="(\d+)"', shown.text)[5]
     done = httpx.post(local, data={"confirm": "1", "page": chosen})
     assert "You are going" in done.text
@@ -312,3 +315,24 @@ def test_a_page_whose_record_fails_is_looked_up_and_never_sent_twice(
     assert sorted(map(str, recovered)) == sorted(failed)
     with system.server.runtime.sessions() as s:  # type: ignore[union-attr]
         assert set(s.scalars(select(Page.status))) == {"sent"}
+
+
+@pytest.mark.site(escalation=SMS_ONLY, rooms=many_rooms(4))
+@pytest.mark.settings(link_secret=SecretStr(LINK_SECRET), sms_bundle_window=1.0)
+def test_a_list_link_never_reaches_an_alarm_opened_after_it(system: System) -> None:
+    for i in (1, 2, 3):
+        press(system, f"unit-{i}")
+    idle(system)
+    bundle = next(t for t in system.twilio.to(RECEPTION) if "All your open alarms" in t)
+    local = bundle.split()[-1].replace(system.settings.public_base_url, system.base_url)
+    press(system, "unit-4")  # later: this link was never about it
+    idle(system)
+    listed = httpx.get(local)
+    assert rooms_named(listed.text) == {1, 2, 3}
+    with system.server.runtime.sessions() as s:  # type: ignore[union-attr]
+        room_4 = s.scalar(
+            select(Page.id).where(Page.staff_id == "reception", Page.incident_id == 4)
+        )
+    refused = httpx.post(local, data={"confirm": "1", "page": str(room_4)})
+    assert refused.status_code == 410
+    assert [i.state for i in system.incidents()].count("acknowledged") == 0
