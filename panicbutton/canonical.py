@@ -19,6 +19,9 @@ import json
 from typing import Any
 
 MAX_SAFE = 2**53 - 1
+#: 2**53 - 1 has 16 digits: a longer run of digits is refused before it is converted
+#: (converting thousands of digits is slow, and Python refuses more than 4300).
+MAX_DIGITS = 16
 
 _SHORT = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -138,6 +141,10 @@ def _no_constant(text: str) -> Any:
 
 
 def _safe_int(text: str) -> int:
+    if len(text.removeprefix("-")) > MAX_DIGITS:
+        raise CanonicalError(
+            f"integer {text[:20]}... has more than {MAX_DIGITS} digits: it is outside ±(2**53 - 1)"
+        )
     value = int(text)
     if not -MAX_SAFE <= value <= MAX_SAFE:
         raise CanonicalError(f"integer {text} is outside ±(2**53 - 1)")

@@ -126,7 +126,8 @@ def format_time(at: datetime) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
-_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+#: ASCII digits only (``\d`` would take any script's digits).
+_TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
 
 
 def parse_time(text: str) -> datetime:
@@ -210,6 +211,10 @@ def parse_entry(raw: bytes) -> Entry:
         raise LogFormatError("type must be a string and data an object")
     if type(at) is not str or not _TIME_RE.fullmatch(at):
         raise LogFormatError(f"at {at!r} is not a time as YYYY-MM-DDTHH:MM:SS.mmmZ")
+    try:
+        datetime.fromisoformat(at[:-1])
+    except ValueError:
+        raise LogFormatError(f"at {at!r} is not a real date and time") from None
     allowed = EVENT_TYPES.get(type_)
     if allowed is None or not allowed.issuperset(data):
         check_event(type_, data)
@@ -332,13 +337,19 @@ def checkpoint_text(origin: str, size: int, root: bytes) -> str:
     return f"{origin}\n{size}\n{base64.b64encode(root).decode()}\n"
 
 
+_SIZE_RE = re.compile(rf"0|[1-9][0-9]{{0,{canonical.MAX_DIGITS - 1}}}")
+
+
 def parse_checkpoint_text(text: str) -> tuple[str, int, bytes]:
     lines = text.split("\n")
     if len(lines) != 4 or lines[3] != "":
         raise LogFormatError("a checkpoint is three lines: origin, tree size, root hash")
     origin, size_s, root_s = lines[:3]
-    if not size_s.isdigit() or (size_s != "0" and size_s.startswith("0")):
-        raise LogFormatError(f"checkpoint tree size {size_s!r} is not a decimal number")
+    if not _SIZE_RE.fullmatch(size_s):
+        raise LogFormatError(
+            f"checkpoint tree size {size_s[:20]!r} is not a decimal number of ASCII digits "
+            f"(at most {canonical.MAX_DIGITS}, no leading zero)"
+        )
     try:
         root = base64.b64decode(root_s, validate=True)
     except ValueError:

@@ -74,6 +74,8 @@ class Report:
     open_incidents: list[int] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: The key the bundle was checked with, when it came from the bundle's own log-key.pub.
+    bundle_key: ledger.VerifierKey | None = None
 
 
 # -- integrity --------------------------------------------------------------------------
@@ -340,6 +342,8 @@ def verify_partial(
     if len(proofs) != len(entries):
         raise VerificationError("proofs.jsonl must hold one proof per entry")
     parsed: list[ledger.Entry] = []
+    person = scope.partition(":")[2] if scope.startswith("person:") else None
+    held = {str(row.get("ref")) for row in personal}
     for line, (raw, proof) in enumerate(zip(entries, proofs, strict=True)):
         try:
             entry = ledger.parse_entry(raw)
@@ -363,8 +367,23 @@ def verify_partial(
                 f"{scope}",
                 entry.n,
             )
+        hashes = proof["path"]
+        if type(hashes) is not list or not all(
+            type(h) is str and _HEX64_RE.fullmatch(h) for h in hashes
+        ):
+            raise VerificationError(
+                f"entry {entry.n}: its proof's path is not a list of hashes as 64 lowercase "
+                "hex digits",
+                entry.n,
+            )
+        if person is not None and not _names_person(entry, person, held):
+            raise VerificationError(
+                f"entry {entry.n} does not name {person} (as staff or by, or through personal "
+                f"data in this bundle): it is no part of this bundle's {scope}",
+                entry.n,
+            )
         try:
-            path = [bytes.fromhex(h) for h in proof["path"]]
+            path = [bytes.fromhex(h) for h in hashes]
             merkle.verify_inclusion(entry.n, cp.size, ledger.leaf_hash(raw), path, cp.root)
         except (KeyError, TypeError, ValueError) as exc:
             raise VerificationError(
@@ -378,6 +397,16 @@ def verify_partial(
     )
     _check_personal(parsed, personal, report)
     return report, parsed
+
+
+_HEX64_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def _names_person(entry: ledger.Entry, person: str, refs: set[str]) -> bool:
+    """A person's bundle holds the entries naming them as ``staff`` or ``by``, and those
+    whose ``ref`` is personal data about them (carried in the bundle's personal.jsonl)."""
+    data = entry.data
+    return any(data.get(f) == person for f in ledger.PERSON_FIELDS) or data.get("ref") in refs
 
 
 def _commitments(value: Any) -> Iterable[tuple[str, str]]:
@@ -426,22 +455,26 @@ _SALT_RE = re.compile(r"[0-9a-f]{32}")
 def _check_personal(
     entries: Sequence[ledger.Entry], rows: Sequence[dict[str, Any]], report: Report
 ) -> None:
-    committed = {ref: (e.n, c) for e in entries for ref, c in _commitments(e.data)}
+    # NOTE: every entry committing to a ref must match its row, not just one of them.
+    committed: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for e in entries:
+        for ref, c in _commitments(e.data):
+            committed[ref].append((e.n, c))
     for row in rows:
         ref = str(row.get("ref"))
         if ref not in committed:
             raise VerificationError(f"personal data {ref!r} is named by no entry in the bundle")
-        n, want = committed[ref]
         try:
             got = ledger.commitment(ref=ref, salt=bytes.fromhex(row["salt"]), value=row["value"])
         except (KeyError, TypeError, ValueError, canonical.CanonicalError):
             got = ""
-        if got != want:
-            raise VerificationError(
-                f"personal data {ref} does not match its commitment in entry {n}: "
-                "it was altered after it was recorded",
-                n,
-            )
+        for n, want in committed[ref]:
+            if got != want:
+                raise VerificationError(
+                    f"personal data {ref} does not match its commitment in entry {n}: "
+                    "it was altered after it was recorded",
+                    n,
+                )
         report.personal_checked += 1
 
 
@@ -498,6 +531,12 @@ def check_meaning(  # noqa: PLR0912 - one branch per kind of finding
                     "the server was not running or not writing its log"
                 )
             last_beat = at
+    if full and last_beat is not None and end - last_beat > SILENCE:
+        report.findings.append(
+            f"entry {entries[-1].n}: no heartbeat from {ledger.format_time(last_beat)} to the "
+            f"log's last entry at {entries[-1].at}: the server was not running or not "
+            "writing its log"
+        )
     for device, numbers in seqs.items():
         # In log order: a number lower than the one before is a reset (a new outbox),
         # not a gap.
@@ -561,9 +600,13 @@ class Bundle:
         self.files: dict[str, bytes] = {}
         try:
             if path.is_dir():
-                for p in path.iterdir():
-                    if p.is_file():
-                        self.files[p.name] = p.read_bytes()
+                for p in sorted(path.rglob("*")):
+                    if p.is_dir():
+                        continue
+                    name = p.relative_to(path).as_posix()
+                    # NOTE: a file in a subfolder is never a bundle file: kept by its path
+                    # (unread), so that check_files refuses it as unlisted, as in a zip.
+                    self.files[name] = p.read_bytes() if p.parent == path else b""
             else:
                 with zipfile.ZipFile(path) as zf:
                     for info in zf.infolist():
@@ -636,6 +679,16 @@ class Bundle:
                 raise VerificationError(f"{name} line {i + 1} is not JSON") from None
         return out
 
+    def canonical_lines(self, name: str) -> list[Any]:
+        """The lines of ``name``, each canonical JSON (section 3 of VERIFY.md)."""
+        out = []
+        for i, line in enumerate(self.lines(name)):
+            try:
+                out.append(canonical.loads(line))
+            except canonical.CanonicalError as exc:
+                raise VerificationError(f"{name} line {i + 1}: {exc}") from None
+        return out
+
 
 def verify_bundle(
     path: Path,
@@ -645,10 +698,16 @@ def verify_bundle(
     workers: int = 1,
 ) -> Report:
     bundle = Bundle(path)
+    own_key = key is None
     if key is None:
+        if "log-key.pub" not in bundle.files:
+            raise BundleError(
+                "no --key was given and the bundle has no log-key.pub: give the site's "
+                "published verifier key with --key"
+            )
         try:
             key = ledger.VerifierKey.parse(bundle.files["log-key.pub"].decode())
-        except (KeyError, UnicodeDecodeError, ledger.LogFormatError) as exc:
+        except (UnicodeDecodeError, ledger.LogFormatError) as exc:
             raise VerificationError(f"log-key.pub: {exc}") from None
     bundle.check_signature(key)
     bundle.check_files()
@@ -678,7 +737,7 @@ def verify_bundle(
             bundle.lines("entries.jsonl"),
             notes,
             key,
-            bundle.json_lines("proofs.jsonl"),
+            bundle.canonical_lines("proofs.jsonl"),
             personal,
             scope=scope,
         )
@@ -692,6 +751,8 @@ def verify_bundle(
     if scope == "full" and bundle.manifest.get("personal") is True:
         _check_kept(parsed, personal, report)
     check_meaning(parsed, report, full=scope == "full")
+    if own_key:
+        report.bundle_key = key
     return report
 
 
@@ -714,12 +775,27 @@ def _check_kept(
 def _trusted_note(value: str) -> str:
     """A kept checkpoint: the note itself, or a line of a checkpoint file (a JSON string);
     from a file of several lines, the last."""
+    p = Path(value)
+    if not p.is_file() and "\n" not in value:
+        raise BundleError(f"--trusted: no such file: {value}")
     text = _read_option(value)
+    if not text.strip():
+        raise BundleError(f"--trusted: {value} is empty: it holds no checkpoint")
+    if "\r" in text:
+        raise BundleError(
+            "--trusted: the file has CR LF line ends (saved by an editor?): a signed note's "
+            "lines end in LF only; use the file as it was exported"
+        )
     if not text.lstrip().startswith('"'):
         return text
+    last = text.strip().split("\n")[-1].strip()
     try:
-        note = json.loads(text.strip().splitlines()[-1])
-    except ValueError:
+        # NOTE: a JSON string nests nothing: anything else is refused before parsing,
+        # so no nesting depth can stop the parser.
+        if not last.startswith('"'):
+            raise ValueError(last[:20])
+        note = json.loads(last)
+    except (ValueError, RecursionError):
         raise BundleError("--trusted: the last line is not a whole JSON string") from None
     if not isinstance(note, str):
         raise BundleError("--trusted: the last line is not a checkpoint note")
@@ -729,7 +805,8 @@ def _trusted_note(value: str) -> str:
 def _read_option(value: str) -> str:
     p = Path(value)
     try:
-        return p.read_text(encoding="utf-8") if p.exists() else value
+        # NOTE: bytes, decoded as they are: read_text would turn CR LF into LF unseen.
+        return p.read_bytes().decode("utf-8") if p.is_file() else value
     except (OSError, UnicodeDecodeError) as exc:
         raise BundleError(f"cannot read {value}: {exc}") from None
 
@@ -787,8 +864,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{report.checkpoints} signed checkpoint(s), "
         f"{report.personal_checked} personal data row(s) matched"
     )
-    if key is None:
-        print("note: the key came from the bundle itself; compare its id with the published one")
+    if report.bundle_key is not None:
+        k = report.bundle_key
+        print(
+            f"note: the key came from the bundle itself: {k} (name {k.name}, key id "
+            f"{k.id.hex()}); compare it with the key the site publishes"
+        )
     for note in report.notes:
         print(f"note: {note}")
     if report.open_incidents:
