@@ -106,3 +106,30 @@ def test_unit_that_closed_the_alert_opens_it_again_when_the_server_reopens_it(
     system.wait_idle()
     assert [(i.id, i.state, i.round) for i in system.incidents()] == [(1, "acknowledged", 1)]
     assert again.light is Light.HELP_COMING
+
+
+def test_unit_rebooted_before_the_link_is_back_still_sends_the_press_and_shows_the_reopen(
+    system: System,
+) -> None:
+    assert system.broker is not None
+    room = system.room("unit-1", mqtt={"keepalive": 5})
+    room.press()
+    assert wait_until(lambda: room.light is Light.RECEIVED), room.lights
+    system.wait_idle()
+    system.broker.stop()
+    assert wait_until(lambda: not room.agent.link.connected)
+    console(system, 1, "resolve", staff_id="reception", outcome="genuine")
+    room.press()
+    assert wait_until(lambda: room.agent.outbox.depth() == 1)
+    room.agent.close()  # power cut while cut off: the press is on the unit's disk
+
+    system.broker.start()  # retained at the broker: "resolved" for 1 press, round 0
+    again = system.room("unit-1")
+    assert wait_until(
+        lambda: (
+            [(i.id, i.state, i.round, i.presses) for i in system.incidents()] == [(1, "open", 1, 2)]
+        ),
+        timeout=30,
+    ), [(i.id, i.state, i.round, i.presses) for i in system.incidents()]
+    system.wait_idle(timeout=30)
+    assert again.light is Light.RECEIVED, again.lights
