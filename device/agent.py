@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 
 _ORDER = {FeedbackState.RECEIVED: 1, FeedbackState.ACKNOWLEDGED: 2, FeedbackState.RESOLVED: 3}
 
+
+def _rank(fb: Feedback) -> tuple[int, int]:
+    """Where a feedback stands: by round (a reopened incident), then by state."""
+    return fb.round, _ORDER[fb.state]
+
+
 #: First resend of an unconfirmed alert after this many seconds; doubles up to resend_max.
 RESEND_FIRST = 2.0
 #: The longest the agent's loop sleeps, in seconds (it also feeds the systemd watchdog).
@@ -125,7 +131,7 @@ class Agent:
             self._close_devices()
             raise
         self._latest: str | None = None  # the alert the light speaks about
-        self._states: dict[str, FeedbackState] = {}
+        self._states: dict[str, Feedback] = {}  # alert id -> the newest feedback heard
         self._resend: dict[str, tuple[float, float]] = {}  # alert id -> (due, delay)
         self._down_since: float | None = self._clock.monotonic()
         self._next_https = 0.0
@@ -371,16 +377,47 @@ class Agent:
             self._resend.pop(fb.alert_id, None)
             self._first_sent.pop(fb.alert_id, None)
         known = self._states.get(fb.alert_id)
-        # Redelivered or retained feedback can arrive out of order: never step back.
-        if known is None or _ORDER[fb.state] > _ORDER[known]:
-            self._states[fb.alert_id] = fb.state
+        # Redelivered or queued feedback can arrive out of order: never step back within
+        # a round. A higher round is the one allowed step back (the incident reopened);
+        # a lower one is stale news, even a "resolved".
+        if known is not None and _rank(fb) < _rank(known):
+            log.info(
+                "stale feedback for alert %s ignored (%s, round %d; known: %s, round %d)",
+                fb.alert_id,
+                fb.state,
+                fb.round,
+                known.state,
+                known.round,
+            )
+            return
+        self._states[fb.alert_id] = fb
         if fb.state is FeedbackState.RESOLVED:
-            self.outbox.close(fb.alert_id)
+            if not self.outbox.close(fb.alert_id, fb.presses):
+                log.warning(
+                    "alert %s resolved after %d press(es); this unit has more: still "
+                    "sending it (the server reopens the incident for it)",
+                    fb.alert_id,
+                    fb.presses,
+                )
+        elif self.outbox.reopen(fb.alert_id, fb.presses):
+            # NOTE: after a reboot no round is known here, but the broker sends only the
+            # retained (newest) feedback to a clean session: open at the server is open.
+            log.warning(
+                "alert %s reopened by the server (incident %d, round %d): a press now is "
+                "a re-press of it",
+                fb.alert_id,
+                fb.incident,
+                fb.round,
+            )
+            current = self.outbox.open_alert()
+            if current is not None and current.alert_id == fb.alert_id:
+                self._latest = fb.alert_id
         if self._latest is None and not self.outbox.is_test(fb.alert_id):
             self._latest = fb.alert_id  # after a reboot: the retained feedback tells the state
 
     def _light(self) -> Light:
-        latest = self._states.get(self._latest) if self._latest else None
+        heard = self._states.get(self._latest) if self._latest else None
+        latest = heard.state if heard is not None else None
         pending = self._latest is not None and any(
             a.alert_id == self._latest for a in self.outbox.pending()
         )

@@ -228,18 +228,44 @@ class Outbox:
             self._write("UPDATE alerts SET confirmed = 1 WHERE alert_id = ?", (alert_id,))
         return True
 
-    def close(self, alert_id: str) -> None:
-        """The alert is resolved: a press from now on starts a new alert."""
+    def close(self, alert_id: str, presses: int | None = None) -> bool:
+        """The alert is resolved (after ``presses`` presses, the server's count): a press
+        from now on starts a new alert. False, and the alert stays open and unconfirmed,
+        when the unit holds more presses than that.
+
+        NOTE: such a press happened after staff resolved, unheard by the unit; it must
+        still reach the server (which reopens the incident for it), so it is not dropped.
+        """
+        row = self._row(alert_id)
+        if row is not None and presses is not None and presses < row.alert.presses:
+            return False
         if alert_id in self._memory:
             self._memory[alert_id].closed = True
             self._memory[alert_id].confirmed = True
-            return
+            return True
         self._write("UPDATE alerts SET closed = 1, confirmed = 1 WHERE alert_id = ?", (alert_id,))
         self._write(
             "DELETE FROM alerts WHERE closed = 1 AND seq <= "
             "(SELECT seq FROM counter WHERE id = 1) - ?",
             (KEEP_CLOSED,),
         )
+        return True
+
+    def reopen(self, alert_id: str, presses: int) -> bool:
+        """The server has reopened this resolved panic alert (a press it had not counted
+        when staff resolved it): open again, so that a press from now on is a re-press
+        of it, counted from ``presses`` (the server's count) if that is higher. True if
+        it was closed here and is open now."""
+        row = self._row(alert_id)
+        if row is None or not row.closed or row.alert.kind is not AlertKind.PANIC:
+            return False
+        alert = dataclasses.replace(row.alert, presses=max(row.alert.presses, presses))
+        if alert_id in self._memory or not self._write(
+            "UPDATE alerts SET payload = ?, confirmed = 1, closed = 0 WHERE alert_id = ?",
+            (alert.to_json(), alert_id),
+        ):
+            self._memory[alert_id] = _Row(alert, confirmed=True)
+        return True
 
     def _row(self, alert_id: str) -> _Row | None:
         if alert_id in self._memory:

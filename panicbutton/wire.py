@@ -309,6 +309,12 @@ class Feedback:
     broker has it). ``incident`` is the server's incident number, for display.
     ``presses`` is how many presses of this alert the server has recorded, so a
     re-press stays in the unit's outbox until the server has counted it.
+
+    ``round`` is the incident's round: 0, then one more each time a press the
+    unit sent before it heard ``resolved`` reopens the incident under the same
+    alert id. States only move forward within a round; a higher round is the
+    alert open again (the one allowed step back, from ``resolved`` to
+    ``received``), and a lower round is stale news.
     """
 
     alert_id: str
@@ -316,6 +322,7 @@ class Feedback:
     at: datetime
     incident: int
     presses: int = 1
+    round: int = 0
     v: int = field(default=VERSION)
 
     def to_json(self) -> bytes:
@@ -343,4 +350,5 @@ class Feedback:
             at=parse_time(data.get("at"), "feedback.at"),
             incident=_field(data, "incident", int, "feedback"),
             presses=_field({"presses": data.get("presses", 1)}, "presses", int, "feedback"),
+            round=_field({"round": data.get("round", 0)}, "round", int, "feedback"),
         )

@@ -40,7 +40,7 @@ ALERT_SCHEMA = {
 }
 FEEDBACK_SCHEMA = {
     "type": "object",
-    "required": ["v", "alert_id", "state", "at", "incident", "presses"],
+    "required": ["v", "alert_id", "state", "at", "incident", "presses", "round"],
     "properties": {
         "v": {"const": VERSION},
         "alert_id": {"type": "string", "pattern": ALERT_ID_RE.pattern},
@@ -48,6 +48,7 @@ FEEDBACK_SCHEMA = {
         "at": _TIME,
         "incident": {"type": "integer", "minimum": 0, "maximum": INT_MAX},
         "presses": _COUNT,
+        "round": {"type": "integer", "minimum": 0, "maximum": INT_MAX},
     },
 }
 _bearer = HTTPBearer(auto_error=False)

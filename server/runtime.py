@@ -258,6 +258,7 @@ class Runtime:
             at=now,
             incident=incident.id,
             presses=incident.presses,
+            round=incident.round,
         )
 
     def _send_feedback(self, incident: Incident, now: datetime) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from unittest import mock
 
 from device.outbox import Outbox
+from panicbutton.wire import AlertKind
 
 
 def test_press_survives_reopen_until_confirmed(tmp_path: Path) -> None:
@@ -61,6 +62,40 @@ def test_open_alert_takes_represses_until_closed(tmp_path: Path) -> None:
     assert box.open_alert() == again
     box.close(first.alert_id)
     assert box.open_alert() is None
+
+
+def test_resolve_keeps_a_press_the_server_has_not_counted(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "outbox.sqlite3")
+    first = box.add("unit-1")
+    assert box.confirm(first.alert_id, presses=1)
+    again = box.repress(first.alert_id)  # pressed after staff resolved, unheard here
+    assert box.close(first.alert_id, presses=1) is False  # resolved after 1 press only
+    assert box.open_alert() == again
+    assert box.pending() == [again]  # still sent until the server has it
+    assert box.close(first.alert_id, presses=2) is True
+    assert box.open_alert() is None
+    assert box.pending() == []
+
+
+def test_reopened_alert_takes_represses_again_across_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    box = Outbox(path)
+    first = box.add("unit-1")
+    box.close(first.alert_id, presses=1)
+    assert box.reopen(first.alert_id, presses=2) is True  # the server's count: 2
+    assert box.reopen(first.alert_id, presses=2) is False  # already open
+    box.shutdown()
+    box = Outbox(path)
+    reopened = box.open_alert()
+    assert reopened is not None
+    assert (reopened.alert_id, reopened.presses) == (first.alert_id, 2)
+    assert box.pending() == []  # the server has it
+    again = box.repress(first.alert_id)
+    assert again is not None
+    assert again.presses == 3  # counted on from the server's count
+    test = box.add("unit-1", AlertKind.TEST)
+    box.close(test.alert_id)
+    assert box.reopen(test.alert_id, presses=1) is False  # only a panic alert reopens
 
 
 def test_unwritable_location_is_reported_and_press_kept_in_memory() -> None:
