@@ -220,7 +220,7 @@ def test_malformed_alert_is_logged_and_loses_nothing_after_it(
     assert [i.alert_id for i in incidents(system)] == [good.alert_id]
     rejected = [r.getMessage() for r in caplog.records if "rejected message" in r.getMessage()]
     assert len(rejected) == 2
-    assert "alert payload is not JSON" in rejected[0]
+    assert "alert payload is not UTF-8 text" in rejected[0]
 
 
 def test_logs_hold_no_phone_numbers_or_names(
