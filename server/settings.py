@@ -83,6 +83,16 @@ def _url_problem(name: str, url: str, *, http_on_loopback: bool, why: str) -> st
     if not url:
         return None
     parts = urlsplit(url)
+    for part, present in (
+        ("a query", parts.query or "?" in url),
+        ("a fragment", parts.fragment or "#" in url),
+        ("a user or password", "@" in parts.netloc),
+    ):
+        if present:
+            # The URL itself is not repeated: a user info part may hold a password.
+            return (
+                f"{name} must not carry {part}: give the scheme, the host and any path prefix only"
+            )
     if parts.scheme == "https" and parts.hostname:
         return None
     if http_on_loopback and parts.scheme == "http" and parts.hostname in LOOPBACK:
@@ -181,7 +191,9 @@ class Settings(BaseSettings):
     @field_validator("public_base_url", "twilio_api_base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+        # NOTE: webhook signatures are checked against this URL + the path: a stray
+        # newline pasted with it would make every genuine Twilio request fail.
+        return value.strip().rstrip("/")
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:

@@ -139,3 +139,30 @@ def test_environment_is_read_with_prefix(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("PANICBUTTON_DEMO", "1")
     monkeypatch.setenv("PANICBUTTON_MQTT_PORT", "18830")
     assert Settings().mqtt_port == 18830
+
+
+def test_public_base_url_loses_surrounding_whitespace() -> None:
+    # Webhook signatures are checked against public_base_url + path: a stray newline
+    # (pasted from a file) would make every genuine Twilio webhook fail.
+    for url in (
+        "https://alarm.example.test\n",
+        " https://alarm.example.test/ ",
+        "\thttps://alarm.example.test",
+    ):
+        settings = Settings(**{**GOOD, "public_base_url": url})  # type: ignore[arg-type]
+        assert settings.public_base_url == "https://alarm.example.test"
+
+
+@pytest.mark.parametrize(
+    ("url", "part"),
+    [
+        ("https://alarm.example.test/?x=1", "a query"),
+        ("https://alarm.example.test#frag", "a fragment"),
+        ("https://user:pw@alarm.example.test", "a user or password"),
+        ("https://user@alarm.example.test", "a user or password"),
+    ],
+)
+def test_public_base_url_with_a_query_fragment_or_user_is_refused(url: str, part: str) -> None:
+    message = f"PANICBUTTON_PUBLIC_BASE_URL must not carry {part}:"
+    with pytest.raises(ValidationError, match=message):
+        Settings(**{**GOOD, "public_base_url": url})  # type: ignore[arg-type]
