@@ -22,13 +22,19 @@ log = logging.getLogger(__name__)
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, full sync, foreign keys and a busy timeout.
 
-    A SQLite file is made private (mode 600) before SQLite opens it.
+    A SQLite file is made private (mode 600) before SQLite opens it. Statement
+    parameters never show in an error (so never in a log): they are names, numbers
+    and notes.
     """
     if url.startswith("sqlite"):
         database = make_url(url).database
         if database and database != ":memory:" and not database.startswith("file:"):
             make_private(Path(database))
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            hide_parameters=True,
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -41,7 +47,7 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 def make_private(path: Path) -> None:

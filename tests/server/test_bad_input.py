@@ -35,10 +35,18 @@ from panicbutton.wire import (
     status_topic,
 )
 from server.app import Server, build
+from server.db import make_engine
 from server.errors import SiteError
 from server.notifier import ConsoleNotifier
 from server.settings import Settings
-from tests.harness import DEVICE_TOKENS, PG_ADMIN_URL, System, sample_site, wait_until
+from tests.harness import (
+    DEVICE_TOKENS,
+    PG_ADMIN_URL,
+    System,
+    postgres_database,
+    sample_site,
+    wait_until,
+)
 
 TOKEN = secrets.token_urlsafe(32)
 WHY = {"X-Panicbutton-Actor": "night-manager", "X-Panicbutton-Justification": "weekly review"}
@@ -199,6 +207,51 @@ def test_signed_callback_with_page_ids_out_of_range_is_refused(system: System, p
         assert answer.status_code == 422, answer.text
         [error] = answer.json()["detail"]
         assert (error["loc"], error["type"]) == (["query", "pages"], "string_pattern_mismatch")
+
+
+def test_incident_list_of_an_unknown_state_is_refused(client: TestClient) -> None:
+    # A NUL byte made PostgreSQL fail (500) with the query's parameters in the log.
+    for state in ("a\x00b", "closed"):
+        answer = client.get("/api/v1/incidents", params={"state": state}, headers=WHY)
+        assert answer.status_code == 422, answer.text
+        [error] = answer.json()["detail"]
+        assert error["loc"] == ["query", "state"]
+        assert "'open', 'acknowledged' or 'resolved'" in error["msg"]
+    listed = client.get("/api/v1/incidents", params={"state": "open"}, headers=WHY)
+    assert listed.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("route", "params"),
+    [
+        ("sms", {"From": "+32470000001", "Body": "ok", "MessageSid": "SM\x00x"}),
+        ("sms", {"From": "+32470000001", "Body": "a\x00b", "MessageSid": "SMnul1"}),
+        ("status?pages=1", {"MessageSid": "SMnul4", "MessageStatus": "fail\x00ed"}),
+        ("voice?pages=1", {"CallSid": "CA\x00", "Digits": "1"}),
+    ],
+)
+def test_signed_webhook_with_a_nul_byte_is_refused(
+    system: System, route: str, params: dict[str, str]
+) -> None:
+    query = f"/twilio/{route}"
+    answer = system.twilio.signed_post(
+        system.base_url + query, params, public_url=system.settings.public_base_url + query
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json() == {"detail": "a form field holds a NUL byte, which no Twilio field has"}
+
+
+@pytest.mark.postgres
+def test_a_database_error_never_logs_the_parameters(pg_available: None, tmp_path: Path) -> None:
+    with postgres_database(f"pb_test_{secrets.token_hex(4)}") as url:
+        engine = make_engine(url)
+        try:
+            with engine.connect() as conn, pytest.raises(Exception) as caught:
+                conn.execute(text("SELECT :value"), {"value": "private-note\x00"})
+        finally:
+            engine.dispose()
+    assert "private-note" not in str(caught.value)
+    assert "hidden due to hide_parameters=True" in str(caught.value)
 
 
 # -- MQTT: a payload that can never be recorded is rejected, a failure is left for resend --
