@@ -195,6 +195,17 @@ def test_wrong_method_names_every_method_of_the_path(client: TestClient) -> None
     assert answer.json() == {"detail": "OPTIONS is not allowed here; use GET, POST"}
 
 
+@pytest.mark.parametrize("path", ["/ack/some-token/", "/api/v1/incidents/", "/twilio/sms/"])
+def test_a_trailing_slash_is_not_found_rather_than_redirected(
+    client: TestClient, path: str
+) -> None:
+    # A redirect would be built from the Host header over plain http: for a link that
+    # drops https and the proxy's path prefix.
+    answer = client.request("GET", path, headers=WHY, follow_redirects=False)
+    assert answer.status_code == 404, answer.headers
+    assert "Location" not in answer.headers
+
+
 @pytest.mark.parametrize("pages", ["99999999999", "1,-2", "x"])
 def test_signed_callback_with_page_ids_out_of_range_is_refused(system: System, pages: str) -> None:
     for route in ("status", "voice"):
