@@ -98,7 +98,10 @@ class Shift:
         )
 
 
-#: The longest take-over, in hours (a week): the site's default and the API's ``hours``.
+#: The shortest and longest take-over, in hours (a quarter of an hour, a week): the
+#: site's default and the API's ``hours``. A take-over shorter than the shortest would
+#: end as it is confirmed ("on duty until" now).
+TAKEOVER_HOURS_MIN = 0.25
 TAKEOVER_HOURS_MAX = 168.0
 
 
@@ -275,11 +278,11 @@ def _takeover_hours(value: object, w: str) -> float:
     if (
         not isinstance(value, int | float)
         or isinstance(value, bool)
-        or not 0 < value <= TAKEOVER_HOURS_MAX
+        or not TAKEOVER_HOURS_MIN <= value <= TAKEOVER_HOURS_MAX
     ):
         raise SiteError(
-            f"{w} takeover_hours must be a number of hours above 0 and at most "
-            f"{TAKEOVER_HOURS_MAX:g} (a week), got {value!r}"
+            f"{w} takeover_hours must be a number of hours from {TAKEOVER_HOURS_MIN:g} (a "
+            f"quarter of an hour) to {TAKEOVER_HOURS_MAX:g} (a week), got {value!r}"
         )
     return float(value)
 

@@ -112,15 +112,29 @@ def test_incident_export_of_an_id_out_of_range_is_not_found(client: TestClient) 
     assert answer.json() == {"detail": "no incident 9999999999"}
 
 
-@pytest.mark.parametrize("hours", [1e308, 1e6, -1, 0])
+@pytest.mark.parametrize("hours", [1e308, 1e6, -1, 0, 1e-320, 0.2])
 def test_takeover_hours_out_of_range_is_refused(client: TestClient, hours: float) -> None:
     answer = client.post("/api/v1/duty/takeover", json={"staff_id": "floor", "hours": hours})
     assert answer.status_code == 422, answer.text
-    assert "hours" in answer.text
+    [error] = answer.json()["detail"]
+    assert error["loc"] == ["body", "hours"]
+    assert error["msg"] in (
+        "Input should be greater than or equal to 0.25",
+        "Input should be less than or equal to 168",
+    )
 
 
-def test_takeover_hours_within_range_is_taken(client: TestClient) -> None:
-    answer = client.post("/api/v1/duty/takeover", json={"staff_id": "floor", "hours": 168})
+@pytest.mark.parametrize("hours", ["12", True])
+def test_takeover_hours_that_are_no_number_are_refused(client: TestClient, hours: object) -> None:
+    answer = client.post("/api/v1/duty/takeover", json={"staff_id": "floor", "hours": hours})
+    assert answer.status_code == 422, answer.text
+    [error] = answer.json()["detail"]
+    assert (error["loc"], error["msg"]) == (["body", "hours"], "Input should be a valid number")
+
+
+@pytest.mark.parametrize("hours", [0.25, 12, 168])
+def test_takeover_hours_within_range_is_taken(client: TestClient, hours: float) -> None:
+    answer = client.post("/api/v1/duty/takeover", json={"staff_id": "floor", "hours": hours})
     assert answer.status_code == 204
 
 
@@ -406,14 +420,14 @@ def test_site_file_with_a_value_of_the_wrong_kind_stops_the_server_clearly(
     )
 
 
-@pytest.mark.parametrize("hours", ["0", "-1", "1e308", "nan", '"8"'])
+@pytest.mark.parametrize("hours", ["0", "-1", "1e308", "nan", '"8"', "true", "1e-320", "0.2"])
 def test_site_file_takeover_hours_out_of_range_is_refused(hours: str) -> None:
     data = tomllib.loads(f"takeover_hours = {hours}")
     with pytest.raises(SiteError) as refused:
         sample_site(duty={"on_duty": ["reception"], **data})
     assert str(refused.value) == (
-        "site file tests: [duty] takeover_hours must be a number of hours above 0 and at "
-        f"most 168 (a week), got {data['takeover_hours']!r}"
+        "site file tests: [duty] takeover_hours must be a number of hours from 0.25 (a "
+        f"quarter of an hour) to 168 (a week), got {data['takeover_hours']!r}"
     )
 
 
