@@ -7,6 +7,7 @@ import os
 import stat
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from alembic import command
 from alembic.config import Config
@@ -14,6 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.util import asbool
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger(__name__)
@@ -27,9 +29,9 @@ def make_engine(url: str) -> Engine:
     and notes.
     """
     if url.startswith("sqlite"):
-        database = make_url(url).database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            make_private(Path(database))
+        file = _sqlite_file(url)
+        if file is not None:
+            make_private(file)
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
@@ -48,6 +50,21 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, hide_parameters=True)
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names, also in URI form (``sqlite:///file:PATH?uri=true``);
+    None for a database in memory."""
+    parts = make_url(url)
+    database = parts.database
+    if not database or database == ":memory:":
+        return None
+    if database.startswith("file:") and asbool(parts.query.get("uri", False)):
+        if parts.query.get("mode") == "memory":
+            return None
+        path = unquote(urlsplit(database).path)
+        return Path(path) if path and path != ":memory:" else None
+    return Path(database)
 
 
 def make_private(path: Path) -> None:

@@ -388,7 +388,8 @@ def _parse_site(data: dict[str, Any], source: str) -> Site:
 
 def load_site(path: Path) -> Site:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: Notepad's "UTF-8" puts a byte-order mark in front; it is no TOML.
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise SiteError(
             f"site file {path} not found; copy firmware_config/site.example.toml "
@@ -402,6 +403,11 @@ def load_site(path: Path) -> Site:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise SiteError(f"site file {path}: not valid TOML: {exc}") from None
+    except RecursionError:  # Python's TOML reader recurses once per level
+        raise SiteError(
+            f"site file {path}: arrays or tables are nested too deeply to read; a site "
+            "file needs only a few levels (see firmware_config/site.example.toml)"
+        ) from None
     except OSError as exc:  # a folder where the file should be, no permission, ...
         raise SiteError(
             f"site file {path} cannot be read: {exc.strerror}; it must be a "

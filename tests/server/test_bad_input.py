@@ -420,6 +420,18 @@ def test_site_file_with_a_value_of_the_wrong_kind_stops_the_server_clearly(
     )
 
 
+def test_a_site_file_nested_too_deeply_stops_the_server_with_a_message(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text("z = " + "[" * 5000 + "]" * 5000)
+    result = start_server(site, tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"panicbutton server: site file {site}: arrays or tables are nested too deeply to "
+        "read; a site file needs only a few levels (see firmware_config/site.example.toml)"
+    )
+
+
 @pytest.mark.parametrize("hours", ["0", "-1", "1e308", "nan", '"8"', "true", "1e-320", "0.2"])
 def test_site_file_takeover_hours_out_of_range_is_refused(hours: str) -> None:
     data = tomllib.loads(f"takeover_hours = {hours}")

@@ -31,6 +31,7 @@ from panicbutton.logs import REDACTED, protect_handlers, redact
 from panicbutton.wire import Alert
 from server.app import build
 from server.broker import SERVER_USER, free_port
+from server.db import make_engine, migrate
 from server.links import make_token
 from server.settings import Settings
 from tests.conftest import missing
@@ -257,6 +258,23 @@ def test_database_files_are_private(served: Run) -> None:
         "panicbutton.sqlite3-wal": "0o600",
         "panicbutton.sqlite3-shm": "0o600",
     }
+
+
+@pytest.mark.parametrize("form", ["file:{path}?uri=true", "file://{path}?mode=rwc&uri=1"])
+def test_a_database_named_in_uri_form_is_private_too(tmp_path: Path, form: str) -> None:
+    path = tmp_path / "pb.sqlite3"
+    umask = os.umask(0o022)  # what a shell usually has: files readable by all
+    try:
+        engine = make_engine("sqlite:///" + form.format(path=path))
+        try:
+            migrate(engine)
+        finally:
+            engine.dispose()
+    finally:
+        os.umask(umask)
+    modes = {f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in tmp_path.glob("pb.sqlite3*")}
+    assert modes["pb.sqlite3"] == "0o600"
+    assert set(modes.values()) == {"0o600"}
 
 
 def test_a_traceback_naming_a_link_is_redacted(tmp_path: Path) -> None:
