@@ -5,7 +5,8 @@ care a live acknowledgement token lands in uvicorn's access log (the journal,
 ``docker logs``), and whoever reads logs could stop the paging with it. Rather
 than trusting every call site, every handler the process has gets a formatter
 that redacts the finished line (message, access-log request line and
-traceback alike): paths under ``/ack/``, secret-looking query parameters,
+traceback alike): paths under ``/ack/`` (and its near misses: ``/ack%252F``,
+``/ack\\``, ``/ack;/``), anything shaped like a link token, secret-looking query parameters,
 passwords in URLs, ``Bearer``/``Basic`` credentials, and the configured
 secrets themselves wherever they appear.
 """
@@ -20,9 +21,21 @@ REDACTED = "[redacted]"
 #: Configured secrets shorter than this are not searched for (too many false hits).
 _MIN_KNOWN = 8
 
+#: What may stand for the slash after ``ack``: a slash, backslash or semicolon, plain or
+#: percent-encoded any number of times (``%2F``, ``%252F``, ...).
+_SEPARATOR = r"/|\\|;|%(?:25)*(?:2F|5C|3B)"
+
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # Everything after /ack/ (the token, and any path or query after it), also URL-encoded.
-    (re.compile(r"(?i)((?:/|%2F)ack(?:/|%2F))[^\s\"'<>]+"), rf"\1{REDACTED}"),
+    # Everything after /ack/ (the token, and any path or query after it), also URL-encoded
+    # (once or twice) and with the near misses a client may send instead of the slash
+    # (``\``, ``;``): the access log shows the path as it was asked for.
+    (
+        re.compile(rf"(?i)((?:{_SEPARATOR})ack(?:{_SEPARATOR})+)[^\s\"'<>]+"),
+        rf"\1{REDACTED}",
+    ),
+    # Anything shaped like a link token (server/links.py: 16 bytes, a dot, 16 bytes, in
+    # unpadded base64url), wherever it shows.
+    (re.compile(r"[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{22}"), REDACTED),
     # Query or form parameters whose name says they carry a secret.
     (
         re.compile(

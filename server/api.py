@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from server.deps import IncidentId, RuntimeDep, answers, require_token
 from server.incidents import Outcome
 from server.models import EscalationJob, Incident
-from server.site import TAKEOVER_HOURS_MAX
+from server.site import TAKEOVER_HOURS_MAX, TAKEOVER_HOURS_MIN
 
 router = APIRouter(
     prefix="/api/v1",
@@ -95,8 +95,15 @@ async def acknowledge_incident(
 
 class TakeoverIn(BaseModel):
     staff_id: str
-    #: How long, in hours (above 0, at most a week); the site's ``takeover_hours`` if None.
-    hours: float | None = Field(default=None, gt=0, le=TAKEOVER_HOURS_MAX, allow_inf_nan=False)
+    #: How long, in hours (a quarter of an hour to a week); the site's ``takeover_hours``
+    #: if None. Strict: a number, not ``"12"`` nor ``true``.
+    hours: float | None = Field(
+        default=None,
+        ge=TAKEOVER_HOURS_MIN,
+        le=TAKEOVER_HOURS_MAX,
+        allow_inf_nan=False,
+        strict=True,
+    )
     on: bool = True
 
 

@@ -147,6 +147,15 @@ def build(
         openapi_url=None,
         # The body limit (server/limits.py) holds on every route.
         responses=answers(413),
+        # NOTE: no 307 to the path without its trailing slash: the redirect would be
+        # built from the Host header over plain http (for a link: https and any proxy
+        # prefix dropped). A path with a trailing slash is simply not found.
+        redirect_slashes=False,
+        # A 405 belongs to no operation (it answers a method the path lacks), so it
+        # is said here rather than in each operation's answers.
+        description="A method a path does not have is answered 405, with an `Allow` "
+        "header and a JSON `detail` naming the path's methods. A path with a trailing "
+        "slash is not redirected: it is not found (404).",
     )
     app.add_middleware(BodyLimit)
     # Outermost: every /ack/ answer, a refused body's 413 included, is private.

@@ -7,6 +7,7 @@ import os
 import stat
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from alembic import command
 from alembic.config import Config
@@ -14,6 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.util import asbool
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger(__name__)
@@ -22,13 +24,19 @@ log = logging.getLogger(__name__)
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, full sync, foreign keys and a busy timeout.
 
-    A SQLite file is made private (mode 600) before SQLite opens it.
+    A SQLite file is made private (mode 600) before SQLite opens it. Statement
+    parameters never show in an error (so never in a log): they are names, numbers
+    and notes.
     """
     if url.startswith("sqlite"):
-        database = make_url(url).database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            make_private(Path(database))
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        file = _sqlite_file(url)
+        if file is not None:
+            make_private(file)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            hide_parameters=True,
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -41,7 +49,22 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names, also in URI form (``sqlite:///file:PATH?uri=true``);
+    None for a database in memory."""
+    parts = make_url(url)
+    database = parts.database
+    if not database or database == ":memory:":
+        return None
+    if database.startswith("file:") and asbool(parts.query.get("uri", False)):
+        if parts.query.get("mode") == "memory":
+            return None
+        path = unquote(urlsplit(database).path)
+        return Path(path) if path and path != ":memory:" else None
+    return Path(database)
 
 
 def make_private(path: Path) -> None:

@@ -33,6 +33,7 @@ from server import export, logkeeper, personal
 from server.api import IncidentOut
 from server.audit import audit
 from server.deps import IncidentId, RuntimeDep, answers, require_token, text_body
+from server.incidents import State
 from server.models import Incident, LogEntry
 from server.runtime import Runtime
 
@@ -110,7 +111,7 @@ _list_views_lock = threading.Lock()
 
 @router.get("/incidents", responses=answers(400, 422))
 def list_incidents(
-    runtime: RuntimeDep, who: AccessDep, state: str | None = None, limit: int = 100
+    runtime: RuntimeDep, who: AccessDep, state: State | None = None, limit: int = 100
 ) -> list[IncidentOut]:
     """Newest first; ``state`` filters (open, acknowledged, resolved). A view like any
     other (who, why), recorded at most once per 15 minutes per viewer and reason, so a

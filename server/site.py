@@ -98,7 +98,10 @@ class Shift:
         )
 
 
-#: The longest take-over, in hours (a week): the site's default and the API's ``hours``.
+#: The shortest and longest take-over, in hours (a quarter of an hour, a week): the
+#: site's default and the API's ``hours``. A take-over shorter than the shortest would
+#: end as it is confirmed ("on duty until" now).
+TAKEOVER_HOURS_MIN = 0.25
 TAKEOVER_HOURS_MAX = 168.0
 
 
@@ -275,11 +278,11 @@ def _takeover_hours(value: object, w: str) -> float:
     if (
         not isinstance(value, int | float)
         or isinstance(value, bool)
-        or not 0 < value <= TAKEOVER_HOURS_MAX
+        or not TAKEOVER_HOURS_MIN <= value <= TAKEOVER_HOURS_MAX
     ):
         raise SiteError(
-            f"{w} takeover_hours must be a number of hours above 0 and at most "
-            f"{TAKEOVER_HOURS_MAX:g} (a week), got {value!r}"
+            f"{w} takeover_hours must be a number of hours from {TAKEOVER_HOURS_MIN:g} (a "
+            f"quarter of an hour) to {TAKEOVER_HOURS_MAX:g} (a week), got {value!r}"
         )
     return float(value)
 
@@ -385,7 +388,8 @@ def _parse_site(data: dict[str, Any], source: str) -> Site:
 
 def load_site(path: Path) -> Site:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: Notepad's "UTF-8" puts a byte-order mark in front; it is no TOML.
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise SiteError(
             f"site file {path} not found; copy firmware_config/site.example.toml "
@@ -399,6 +403,11 @@ def load_site(path: Path) -> Site:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise SiteError(f"site file {path}: not valid TOML: {exc}") from None
+    except RecursionError:  # Python's TOML reader recurses once per level
+        raise SiteError(
+            f"site file {path}: arrays or tables are nested too deeply to read; a site "
+            "file needs only a few levels (see firmware_config/site.example.toml)"
+        ) from None
     except OSError as exc:  # a folder where the file should be, no permission, ...
         raise SiteError(
             f"site file {path} cannot be read: {exc.strerror}; it must be a "

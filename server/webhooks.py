@@ -40,6 +40,12 @@ async def signed_form(request: Request, settings: SettingsDep) -> dict[str, str]
         or not any(RequestValidator(token).validate(url, params, signature) for token in tokens)
     ):
         raise HTTPException(status_code=403, detail="invalid Twilio signature")
+    # NOTE: PostgreSQL cannot store a NUL byte in text (500, with the values in the
+    # error): refused here, at the edge, before any field reaches storage.
+    if any("\x00" in value for value in params.values()):
+        raise HTTPException(
+            status_code=400, detail="a form field holds a NUL byte, which no Twilio field has"
+        )
     return params
 
 

@@ -11,7 +11,7 @@ if connection is None:
     # `alembic` on the command line: PANICBUTTON_DATABASE_URL names the database.
     from server.settings import Settings
 
-    engine = create_engine(Settings(demo=True).database_url)
+    engine = create_engine(Settings(demo=True).database_url, hide_parameters=True)
     with engine.begin() as conn:
         context.configure(connection=conn, target_metadata=Base.metadata, render_as_batch=True)
         with context.begin_transaction():

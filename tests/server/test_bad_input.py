@@ -35,10 +35,18 @@ from panicbutton.wire import (
     status_topic,
 )
 from server.app import Server, build
+from server.db import make_engine
 from server.errors import SiteError
 from server.notifier import ConsoleNotifier
 from server.settings import Settings
-from tests.harness import DEVICE_TOKENS, PG_ADMIN_URL, System, sample_site, wait_until
+from tests.harness import (
+    DEVICE_TOKENS,
+    PG_ADMIN_URL,
+    System,
+    postgres_database,
+    sample_site,
+    wait_until,
+)
 
 TOKEN = secrets.token_urlsafe(32)
 WHY = {"X-Panicbutton-Actor": "night-manager", "X-Panicbutton-Justification": "weekly review"}
@@ -104,15 +112,29 @@ def test_incident_export_of_an_id_out_of_range_is_not_found(client: TestClient) 
     assert answer.json() == {"detail": "no incident 9999999999"}
 
 
-@pytest.mark.parametrize("hours", [1e308, 1e6, -1, 0])
+@pytest.mark.parametrize("hours", [1e308, 1e6, -1, 0, 1e-320, 0.2])
 def test_takeover_hours_out_of_range_is_refused(client: TestClient, hours: float) -> None:
     answer = client.post("/api/v1/duty/takeover", json={"staff_id": "floor", "hours": hours})
     assert answer.status_code == 422, answer.text
-    assert "hours" in answer.text
+    [error] = answer.json()["detail"]
+    assert error["loc"] == ["body", "hours"]
+    assert error["msg"] in (
+        "Input should be greater than or equal to 0.25",
+        "Input should be less than or equal to 168",
+    )
 
 
-def test_takeover_hours_within_range_is_taken(client: TestClient) -> None:
-    answer = client.post("/api/v1/duty/takeover", json={"staff_id": "floor", "hours": 168})
+@pytest.mark.parametrize("hours", ["12", True])
+def test_takeover_hours_that_are_no_number_are_refused(client: TestClient, hours: object) -> None:
+    answer = client.post("/api/v1/duty/takeover", json={"staff_id": "floor", "hours": hours})
+    assert answer.status_code == 422, answer.text
+    [error] = answer.json()["detail"]
+    assert (error["loc"], error["msg"]) == (["body", "hours"], "Input should be a valid number")
+
+
+@pytest.mark.parametrize("hours", [0.25, 12, 168])
+def test_takeover_hours_within_range_is_taken(client: TestClient, hours: float) -> None:
+    answer = client.post("/api/v1/duty/takeover", json={"staff_id": "floor", "hours": hours})
     assert answer.status_code == 204
 
 
@@ -187,6 +209,17 @@ def test_wrong_method_names_every_method_of_the_path(client: TestClient) -> None
     assert answer.json() == {"detail": "OPTIONS is not allowed here; use GET, POST"}
 
 
+@pytest.mark.parametrize("path", ["/ack/some-token/", "/api/v1/incidents/", "/twilio/sms/"])
+def test_a_trailing_slash_is_not_found_rather_than_redirected(
+    client: TestClient, path: str
+) -> None:
+    # A redirect would be built from the Host header over plain http: for a link that
+    # drops https and the proxy's path prefix.
+    answer = client.request("GET", path, headers=WHY, follow_redirects=False)
+    assert answer.status_code == 404, answer.headers
+    assert "Location" not in answer.headers
+
+
 @pytest.mark.parametrize("pages", ["99999999999", "1,-2", "x"])
 def test_signed_callback_with_page_ids_out_of_range_is_refused(system: System, pages: str) -> None:
     for route in ("status", "voice"):
@@ -199,6 +232,51 @@ def test_signed_callback_with_page_ids_out_of_range_is_refused(system: System, p
         assert answer.status_code == 422, answer.text
         [error] = answer.json()["detail"]
         assert (error["loc"], error["type"]) == (["query", "pages"], "string_pattern_mismatch")
+
+
+def test_incident_list_of_an_unknown_state_is_refused(client: TestClient) -> None:
+    # A NUL byte made PostgreSQL fail (500) with the query's parameters in the log.
+    for state in ("a\x00b", "closed"):
+        answer = client.get("/api/v1/incidents", params={"state": state}, headers=WHY)
+        assert answer.status_code == 422, answer.text
+        [error] = answer.json()["detail"]
+        assert error["loc"] == ["query", "state"]
+        assert "'open', 'acknowledged' or 'resolved'" in error["msg"]
+    listed = client.get("/api/v1/incidents", params={"state": "open"}, headers=WHY)
+    assert listed.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("route", "params"),
+    [
+        ("sms", {"From": "+32470000001", "Body": "ok", "MessageSid": "SM\x00x"}),
+        ("sms", {"From": "+32470000001", "Body": "a\x00b", "MessageSid": "SMnul1"}),
+        ("status?pages=1", {"MessageSid": "SMnul4", "MessageStatus": "fail\x00ed"}),
+        ("voice?pages=1", {"CallSid": "CA\x00", "Digits": "1"}),
+    ],
+)
+def test_signed_webhook_with_a_nul_byte_is_refused(
+    system: System, route: str, params: dict[str, str]
+) -> None:
+    query = f"/twilio/{route}"
+    answer = system.twilio.signed_post(
+        system.base_url + query, params, public_url=system.settings.public_base_url + query
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json() == {"detail": "a form field holds a NUL byte, which no Twilio field has"}
+
+
+@pytest.mark.postgres
+def test_a_database_error_never_logs_the_parameters(pg_available: None, tmp_path: Path) -> None:
+    with postgres_database(f"pb_test_{secrets.token_hex(4)}") as url:
+        engine = make_engine(url)
+        try:
+            with engine.connect() as conn, pytest.raises(Exception) as caught:
+                conn.execute(text("SELECT :value"), {"value": "private-note\x00"})
+        finally:
+            engine.dispose()
+    assert "private-note" not in str(caught.value)
+    assert "hidden due to hide_parameters=True" in str(caught.value)
 
 
 # -- MQTT: a payload that can never be recorded is rejected, a failure is left for resend --
@@ -342,14 +420,26 @@ def test_site_file_with_a_value_of_the_wrong_kind_stops_the_server_clearly(
     )
 
 
-@pytest.mark.parametrize("hours", ["0", "-1", "1e308", "nan", '"8"'])
+def test_a_site_file_nested_too_deeply_stops_the_server_with_a_message(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text("z = " + "[" * 5000 + "]" * 5000)
+    result = start_server(site, tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"panicbutton server: site file {site}: arrays or tables are nested too deeply to "
+        "read; a site file needs only a few levels (see firmware_config/site.example.toml)"
+    )
+
+
+@pytest.mark.parametrize("hours", ["0", "-1", "1e308", "nan", '"8"', "true", "1e-320", "0.2"])
 def test_site_file_takeover_hours_out_of_range_is_refused(hours: str) -> None:
     data = tomllib.loads(f"takeover_hours = {hours}")
     with pytest.raises(SiteError) as refused:
         sample_site(duty={"on_duty": ["reception"], **data})
     assert str(refused.value) == (
-        "site file tests: [duty] takeover_hours must be a number of hours above 0 and at "
-        f"most 168 (a week), got {data['takeover_hours']!r}"
+        "site file tests: [duty] takeover_hours must be a number of hours from 0.25 (a "
+        f"quarter of an hour) to 168 (a week), got {data['takeover_hours']!r}"
     )
 
 

@@ -31,6 +31,7 @@ from panicbutton.logs import REDACTED, protect_handlers, redact
 from panicbutton.wire import Alert
 from server.app import build
 from server.broker import SERVER_USER, free_port
+from server.db import make_engine, migrate
 from server.links import make_token
 from server.settings import Settings
 from tests.conftest import missing
@@ -144,6 +145,9 @@ def _walk(base: str, env: dict[str, str], twilio: FakeTwilio, run: Run) -> None:
         "PUT": client.put(f"/ack/{floor}"),
         "under a longer path": client.get(f"/ack/{reception}/more"),
     }
+    # Near misses an attacker or a mangling client sends: no route, but logged.
+    for near in ("/ack%252F", "/ack\\", "/ack;/", "/api/v1/x/"):
+        assert client.get(near + reception).status_code == 404
     # A secret where none belongs: the API token as a query parameter.
     client.get("/api/v1/paging", params={"access_token": api_token})
     client.get(f"/api/v1/paging?token={api_token}")
@@ -208,6 +212,9 @@ def test_no_issued_token_reaches_the_server_output(served: Run) -> None:
     assert f'"GET /ack/{REDACTED} HTTP/1.1" 200' in served.output
     assert f'"POST /ack/{REDACTED} HTTP/1.1" 410' in served.output
     assert "DEBUG" in served.output  # everything was logged
+    # The near misses reached the access log (so their absence above means something).
+    for path in ("/ack%252F", "/ack%5C", "/ack%3B/", "/api/v1/x/"):
+        assert f'"GET {path}' in served.output, path
 
 
 def test_link_pages_are_never_cached_nor_referred(served: Run) -> None:
@@ -253,6 +260,23 @@ def test_database_files_are_private(served: Run) -> None:
     }
 
 
+@pytest.mark.parametrize("form", ["file:{path}?uri=true", "file://{path}?mode=rwc&uri=1"])
+def test_a_database_named_in_uri_form_is_private_too(tmp_path: Path, form: str) -> None:
+    path = tmp_path / "pb.sqlite3"
+    umask = os.umask(0o022)  # what a shell usually has: files readable by all
+    try:
+        engine = make_engine("sqlite:///" + form.format(path=path))
+        try:
+            migrate(engine)
+        finally:
+            engine.dispose()
+    finally:
+        os.umask(umask)
+    modes = {f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in tmp_path.glob("pb.sqlite3*")}
+    assert modes["pb.sqlite3"] == "0o600"
+    assert set(modes.values()) == {"0o600"}
+
+
 def test_a_traceback_naming_a_link_is_redacted(tmp_path: Path) -> None:
     path = tmp_path / "server.log"
     handler = logging.FileHandler(path)
@@ -277,6 +301,9 @@ def test_a_traceback_naming_a_link_is_redacted(tmp_path: Path) -> None:
     assert secret[:10] not in text
 
 
+TOKEN = "AAAAAAAAAAEAAAAAaWxSbQ.abcdefghijklmnopqrs_-v"
+
+
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
@@ -285,6 +312,12 @@ def test_a_traceback_naming_a_link_is_redacted(tmp_path: Path) -> None:
         ("postgresql+psycopg://app:pw@db/pb", f"postgresql+psycopg://app:{REDACTED}@db/pb"),
         ("Authorization: Bearer abcdefgh12345", f"Authorization: Bearer {REDACTED}"),
         ("POST /twilio/voice?pages=1,2", "POST /twilio/voice?pages=1,2"),
+        # Shaped like a link token (22 + 22 base64url characters), wherever it shows.
+        (f"GET /ack%252F{TOKEN} x", f"GET /ack%252F{REDACTED} x"),
+        (f"GET /ACK%5C{TOKEN}", f"GET /ACK%5C{REDACTED}"),
+        (f"GET /ack%3B/{TOKEN}", f"GET /ack%3B/{REDACTED}"),
+        (f"page token {TOKEN}== was used", f"page token {REDACTED}== was used"),
+        ("GET /api/v1/incidents?state=open", "GET /api/v1/incidents?state=open"),
         ("GET /api/v1/incidents/7", "GET /api/v1/incidents/7"),
     ],
 )

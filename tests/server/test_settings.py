@@ -13,7 +13,7 @@ API_TOKEN = "Xq3vL0b9-TzR7wKp2Nf5Jc8Hd1Gm6Ys4Ae0Ui9Oo2Pl"
 TWILIO_TOKEN = "3f9c1a7e5b2d8c4f6a0e9b1d7c3f5a2e"
 GOOD = {
     "api_token": SecretStr(API_TOKEN),
-    "mqtt_password": SecretStr("a-real-broker-password"),
+    "mqtt_password": SecretStr("Vb7-q2Lx9Rk4Wz0n"),
     "twilio_account_sid": "AC" + "0" * 32,
     "twilio_auth_token": SecretStr(TWILIO_TOKEN),
     "twilio_from": "+32460000000",
@@ -60,6 +60,24 @@ HOW = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
         ({"mqtt_password": SecretStr("x")}, "PANICBUTTON_MQTT_PASSWORD is too short"),
         ({"mqtt_password": SecretStr("Summer2024!Summer2024!")}, "MQTT_PASSWORD is too weak"),
         ({"link_secret": SecretStr("s" * 40)}, "PANICBUTTON_LINK_SECRET is too weak"),
+        # Near-periodic: a long part repeated with a little between.
+        (
+            {"api_token": SecretStr("Password1Password2Password3Password4")},
+            "PANICBUTTON_API_TOKEN is too weak: a long part of it repeats",
+        ),
+        (
+            {"link_secret": SecretStr("x7Kq-Rw2LmZ9x7Kq-Rw2LmZ9ab3Fh0Tq8Wc1")},
+            "PANICBUTTON_LINK_SECRET is too weak: a long part of it repeats",
+        ),
+        # Made of words a guesser tries first.
+        (
+            {"api_token": SecretStr("MyCompanyPanicButtonApiToken2024")},
+            "PANICBUTTON_API_TOKEN is too weak: mostly common words",
+        ),
+        (
+            {"mqtt_password": SecretStr("WelcomeSummer2026")},
+            "PANICBUTTON_MQTT_PASSWORD is too weak: mostly common words",
+        ),
         ({"twilio_auth_token": SecretStr("f" * 32)}, "PANICBUTTON_TWILIO_AUTH_TOKEN is too weak"),
         (
             {"twilio_auth_token_secondary": SecretStr("0" * 32)},
@@ -139,3 +157,30 @@ def test_environment_is_read_with_prefix(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("PANICBUTTON_DEMO", "1")
     monkeypatch.setenv("PANICBUTTON_MQTT_PORT", "18830")
     assert Settings().mqtt_port == 18830
+
+
+def test_public_base_url_loses_surrounding_whitespace() -> None:
+    # Webhook signatures are checked against public_base_url + path: a stray newline
+    # (pasted from a file) would make every genuine Twilio webhook fail.
+    for url in (
+        "https://alarm.example.test\n",
+        " https://alarm.example.test/ ",
+        "\thttps://alarm.example.test",
+    ):
+        settings = Settings(**{**GOOD, "public_base_url": url})  # type: ignore[arg-type]
+        assert settings.public_base_url == "https://alarm.example.test"
+
+
+@pytest.mark.parametrize(
+    ("url", "part"),
+    [
+        ("https://alarm.example.test/?x=1", "a query"),
+        ("https://alarm.example.test#frag", "a fragment"),
+        ("https://user:pw@alarm.example.test", "a user or password"),
+        ("https://user@alarm.example.test", "a user or password"),
+    ],
+)
+def test_public_base_url_with_a_query_fragment_or_user_is_refused(url: str, part: str) -> None:
+    message = f"PANICBUTTON_PUBLIC_BASE_URL must not carry {part}:"
+    with pytest.raises(ValidationError, match=message):
+        Settings(**{**GOOD, "public_base_url": url})  # type: ignore[arg-type]

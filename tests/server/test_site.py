@@ -76,3 +76,24 @@ def test_mistakes_are_named(changes: dict[str, Any], message: str) -> None:
 def test_missing_file_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(SiteError, match=r"copy firmware_config/site\.example\.toml"):
         load_site(tmp_path / "site.toml")
+
+
+EXAMPLE = Path(__file__).parents[2] / "firmware_config" / "site.example.toml"
+
+
+def test_a_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    # Notepad saves "UTF-8" with a byte-order mark in front.
+    path = tmp_path / "site.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + EXAMPLE.read_bytes())
+    assert load_site(path) == load_site(EXAMPLE)
+
+
+def test_a_file_nested_too_deeply_is_refused_with_a_message(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(EXAMPLE.read_text(encoding="utf-8") + "z = " + "[" * 5000 + "]" * 5000)
+    with pytest.raises(SiteError) as refused:
+        load_site(path)
+    assert str(refused.value) == (
+        f"site file {path}: arrays or tables are nested too deeply to read; a site file "
+        "needs only a few levels (see firmware_config/site.example.toml)"
+    )
