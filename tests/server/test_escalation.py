@@ -902,3 +902,30 @@ def test_a_locked_phone_sending_a_right_code_is_told_once_why_nothing_happens(
     settle(system)
     assert len(sms(system, FLOOR)) == before + 1
     assert incident(system, incident_id).state == "open"
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS)
+def test_someone_a_follow_up_asks_to_close_can_close_by_code(system: System) -> None:
+    incident_id = alert(system)
+    settle(system)
+    reply(system, RECEPTION, code(system, RECEPTION))
+    # Before any follow-up, Floor's code does not close what Reception took ...
+    theirs = code(system, FLOOR)
+    reply(system, FLOOR, f"{theirs}g")
+    assert incident(system, incident_id).state == "acknowledged"
+    assert system.twilio.wait_for(
+        lambda sent: (
+            sms(system, FLOOR)[-1]
+            == "Niet gedaan: Room 1 is opgenomen door Reception, die het afsluit."
+        )
+    )
+    advance(system, 600)
+    advance(system, 60)  # ... the follow-up reaches everyone, Floor too ...
+    assert sms(system, FLOOR)[-1].startswith("NOG OPEN: Room 1")
+    assert code(system, FLOOR) == theirs  # the same code all round
+    reply(system, FLOOR, f"{theirs}f")  # ... and asks them to close it.
+    found = incident(system, incident_id)
+    assert (found.state, found.outcome) == ("resolved", "false_alarm")
+    [closed] = system.events("incident.resolved")
+    assert closed.data["staff"] == "floor"
