@@ -687,18 +687,19 @@ class Runtime:
             return self._codes_paused
 
     def _incident_for_code(self, staff_id: str, code: int) -> int | None:
+        """The unresolved incident whose current round paged this person with ``code``: a
+        code from before a reopen (a late reply about the closed alarm) takes nothing."""
         with self.sessions() as s:
-            found: int | None = s.scalar(
-                select(Incident.id)
+            rows = s.execute(
+                select(Incident.id, Incident.round, Page.step)
                 .join(Page, Page.incident_id == Incident.id)
                 .where(
                     Page.staff_id == staff_id,
                     Page.reply_code == code,
                     Incident.state != State.RESOLVED,
                 )
-                .limit(1)
-            )
-            return found
+            ).all()
+        return next((i for i, now, step in rows if escalation.round_of(step) == now), None)
 
     def _open_codes(self, staff_id: str) -> list[tuple[int, str]]:
         """(code, room) of this person's unresolved incidents, newest page's code each."""

@@ -929,3 +929,27 @@ def test_someone_a_follow_up_asks_to_close_can_close_by_code(system: System) -> 
     assert (found.state, found.outcome) == ("resolved", "false_alarm")
     [closed] = system.events("incident.resolved")
     assert closed.data["staff"] == "floor"
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS)
+@pytest.mark.settings(sms_bundle_window=0.0, call_bundle_window=0.0)
+def test_a_late_code_from_before_a_reopen_does_not_take_the_new_alarm(system: System) -> None:
+    first = Alert(
+        device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=clock(system).now()
+    )
+    publish(system, first)
+    assert wait_until(lambda: len(system.incidents()) == 1)
+    settle(system)
+    old = code(system, FLOOR)  # Floor was paged too, and answers late
+    reply(system, RECEPTION, code(system, RECEPTION))
+    reply(system, RECEPTION, code(system, RECEPTION) + "g")
+    advance(system, 120)
+    publish(system, dataclasses.replace(first, presses=2))  # pressed again: reopened
+    assert wait_until(lambda: any("ALARM Room 1 om 22:02" in b for b in sms(system, FLOOR)))
+    settle(system)
+    assert code(system, FLOOR) != old
+    reply(system, FLOOR, old)  # meant for the alarm that was closed
+    assert system.incidents()[0].state == "open"
+    reply(system, FLOOR, code(system, FLOOR))
+    assert system.incidents()[0].state == "acknowledged"
