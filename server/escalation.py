@@ -251,7 +251,7 @@ def _page(
     )
     new: list[Page] = []
     for staff_id in staff_ids:
-        code = codes.get(staff_id) or _free_code(session, staff_id)
+        code = codes.get(staff_id) or _free_code(session, staff_id, incident, now)
         codes[staff_id] = code
         wanted = [("call" if c == "sms" and staff_id in opted_out else c) for c in channels]
         for channel in dict.fromkeys(wanted):
@@ -349,26 +349,42 @@ def hurry(session: Session, *, incident: Incident, failed_step: int, now: dateti
     return bool(moved)
 
 
-#: Reply codes: three digits, drawn at random, so that a reply with a spoofed sender
-#: number must guess one (and guesses are limited, see server.runtime).
-CODES = range(100, 1000)
+#: Reply codes, drawn at random, so that a reply with a spoofed sender number must guess
+#: one (and guesses are limited, see server.runtime). They grow longer as a person has
+#: more unresolved alarms, so one guess of any length hits with a chance of at most 4
+#: in 900: (most open alarms of that person, counting the new one; the codes).
+CODE_TIERS: tuple[tuple[int, range], ...] = (
+    (4, range(100, 1000)),
+    (40, range(1000, 10_000)),
+    (1_000_000, range(10_000, 100_000)),
+)
+#: A resolved incident's code stays out of use for its people this long, so a late
+#: "482g" meant for a closed room cannot find a new alarm that drew 482.
+CODE_HOLD = timedelta(hours=12)
 
 
-def _free_code(session: Session, staff_id: str) -> int:
-    """A random reply code not used by any page of this person's unresolved incidents.
+def _free_code(session: Session, staff_id: str, incident: Incident, now: datetime) -> int:
+    """A random reply code for this person's pages of ``incident``: not used by any page of
+    their unresolved incidents nor of one resolved within CODE_HOLD, and as long as
+    CODE_TIERS asks for their number of unresolved alarms.
 
     NOTE: on PostgreSQL two transactions could pick the same code for one person
     (SQLite serialises writers); _page holds a per-person advisory lock to commit,
     so the second waits and sees the first's page.
     """
-    used = set(
-        session.scalars(
-            select(Page.reply_code)
-            .join(Incident, Incident.id == Page.incident_id)
-            .where(Page.staff_id == staff_id, Incident.state != "resolved")
+    rows = session.execute(
+        select(Page.reply_code, Page.incident_id, Incident.state)
+        .join(Incident, Incident.id == Page.incident_id)
+        .where(
+            Page.staff_id == staff_id,
+            (Incident.state != "resolved") | (Incident.resolved_at > now - CODE_HOLD),
         )
-    )
-    free = [c for c in CODES if c not in used]
-    if not free:  # a person with every code open at once: go on with four digits
-        free = [c for c in range(CODES.stop, CODES.stop * 10) if c not in used]
-    return secrets.choice(free)
+    ).all()
+    used = {code for code, _, _ in rows}
+    open_alarms = {i for _, i, state in rows if state != "resolved"} | {incident.id}
+    for most, codes in CODE_TIERS:
+        if len(open_alarms) <= most or codes is CODE_TIERS[-1][1]:
+            free = [c for c in codes if c not in used]
+            if free:
+                return secrets.choice(free)
+    raise RuntimeError(f"no free reply code for {staff_id}")  # 90 000 open: not a real site

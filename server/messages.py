@@ -65,6 +65,28 @@ _CODE_NEEDED = {
     "nl": "Niet gedaan: uw antwoord moet de code van het alarm bevatten: {codes}.",
     "en": "Not done: your reply needs the alarm's code: {codes}.",
 }
+_CODES_PAUSED = {
+    "fr": "Pas fait: les codes envoyés par SMS sont suspendus jusqu'à {time} (trop de codes "
+    "erronés sur ce site). Pour prendre l'alerte, appuyez sur 1 pendant l'appel ou utilisez le "
+    "lien.",
+    "nl": "Niet gedaan: codes per sms worden niet aanvaard tot {time} (te veel foute codes op "
+    "deze locatie). Om het alarm op te nemen, druk op 1 tijdens de oproep of gebruik de link.",
+    "en": "Not done: codes sent by SMS are paused until {time} (too many wrong codes on this "
+    "site). To take the alarm, press 1 in the call or use the link.",
+}
+_TAKE_FIRST = {
+    "fr": "Pas fait: {room} n'est pas encore pris en charge. Répondez {code} si vous y allez, "
+    "puis {code}g (réglé) ou {code}f (fausse alerte) pour le clore.",
+    "nl": "Niet gedaan: {room} is nog niet opgenomen. Antwoord {code} als u gaat, daarna "
+    "{code}g (afgehandeld) of {code}f (vals alarm) om af te sluiten.",
+    "en": "Not done: {room} is not taken yet. Reply {code} if you are going, "
+    "then {code}g (handled) or {code}f (false alarm) to close it.",
+}
+_NOT_YOURS = {
+    "fr": "Pas fait: {room} est pris en charge par {name}, qui le clôt.",
+    "nl": "Niet gedaan: {room} is opgenomen door {name}, die het afsluit.",
+    "en": "Not done: {room} was taken by {name}, who closes it.",
+}
 _CODES_LOCKED = {
     "fr": "Trop de codes erronés depuis ce téléphone: les codes sont refusés jusqu'à {time}. "
     "Appuyez sur 1 pendant l'appel d'alerte.",
@@ -108,6 +130,21 @@ def code_needed(lang: Language, *, codes: list[tuple[int, str]]) -> str:
 
 def codes_locked(lang: Language, *, until: datetime, timezone: str) -> str:
     return _CODES_LOCKED[lang].format(time=local_time(until, timezone))
+
+
+def codes_paused(lang: Language, *, until: datetime, timezone: str) -> str:
+    """Too many wrong codes on the whole site: no code by SMS is acted on until ``until``."""
+    return _CODES_PAUSED[lang].format(time=local_time(until, timezone))
+
+
+def take_first(lang: Language, *, room: str, code: int) -> str:
+    """ "482g" or "482f" for an alarm nobody has taken: SMS never closes an open alarm."""
+    return _TAKE_FIRST[lang].format(room=room, code=code)
+
+
+def not_yours(lang: Language, *, room: str, name: str) -> str:
+    """ "482g" from someone who neither took the alarm nor was asked to close it."""
+    return _NOT_YOURS[lang].format(room=room, name=name)
 
 
 def repress(lang: Language, *, room: str, presses: int) -> str:

@@ -81,9 +81,11 @@ class Incident(Base):
 class Page(Base):
     """One message to one staff member about one incident.
 
-    ``reply_code`` is what that person replies to acknowledge: three random
-    digits, the same on every page of one round of one incident to that
-    person, and not used by any of their other unresolved incidents.
+    ``reply_code`` is what that person replies to acknowledge: random digits
+    (longer as they have more unresolved incidents, see escalation.CODE_TIERS),
+    the same on every page of one round of one incident to that person, and not
+    used by any of their other unresolved incidents nor by one resolved within
+    escalation.CODE_HOLD.
     """
 
     __tablename__ = "pages"

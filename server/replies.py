@@ -1,11 +1,12 @@
 """SMS replies from staff: acknowledge or close by code, take over duty, opt-out words.
 
-Each page carries a reply code: three random digits, unique among that
-person's unresolved incidents. The code is what authenticates a reply (a
-sender number can be spoofed): "482", "482a", "a 482" or "ok 482"
+Each page carries a reply code: random digits (3 to 5, longer as a person has
+more open alarms), unique among that person's unresolved incidents. The code is
+what authenticates a reply (a sender number can be spoofed): "482", "482a", "a 482" or "ok 482"
 acknowledges the incident with code 482; a bare "a", "ok" or "ack" does
 nothing but ask for the code. "482g" closes it as handled (genuine), "482f" as
-a false alarm. "DUTY" takes over duty now, "DUTY OFF" ends that.
+a false alarm, once it is acknowledged (never an open alarm: see server.runtime).
+"DUTY" takes over duty now, "DUTY OFF" ends that.
 STOP, STOPALL, UNSUBSCRIBE, CANCEL, END and QUIT are never commands: they opt
 the number out at the carrier, and we record that. Unknown numbers get no reply.
 """

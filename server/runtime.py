@@ -53,6 +53,10 @@ MAX_NOT_UNDERSTOOD = 5
 #: until the window passes: with 900 codes, a guesser gets 5 tries per 15 minutes.
 MAX_WRONG_CODES = 5
 GUESS_WINDOW = timedelta(minutes=15)
+#: Wrong reply codes from all numbers together within GUESS_WINDOW before no code by
+#: SMS is acted on for CODES_PAUSE (a spoofer has every staff number to send from).
+MAX_SITE_WRONG_CODES = 10
+CODES_PAUSE = timedelta(minutes=15)
 #: Open alarms listed in the answer to a reply without a code.
 CODES_SHOWN = 5
 #: Provider statuses that mean a page did not reach the person.
@@ -109,6 +113,11 @@ class Runtime:
         self._told: dict[tuple[int, str], tuple[datetime, int]] = {}
         #: Times of wrong reply codes per phone (kept in memory, see MAX_WRONG_CODES).
         self._guesses: dict[str, list[datetime]] = {}
+        #: Times of wrong reply codes from any phone, and the end of a site-wide pause.
+        self._site_guesses: list[datetime] = []
+        self._codes_paused: datetime | None = None
+        #: (phone, "phone" or "site") -> the end of the lock last explained to that phone.
+        self._lock_told: dict[tuple[str, str], datetime] = {}
         #: Set by server.app.build: the log keeper (signs checkpoints) and retention.
         self.keeper: LogKeeper | None = None
         self.retention = Retention()
@@ -595,11 +604,7 @@ class Runtime:
     def _act_on_code(self, member: Staff, command: replies.Command) -> None:
         """Acknowledge or resolve the incident a reply's code names, if the code is right."""
         now = self.clock()
-        locked = self._codes_locked_until(member, now)
-        if locked is not None:
-            log.warning("staff %s: reply code refused: too many wrong codes lately", member.id)
-            text = messages.codes_locked(member.language, until=locked, timezone=self.site.timezone)
-            self._unclear(member, text)
+        if self._codes_refused(member, now):
             return
         incident_id = (
             self._incident_for_code(member.id, command.code) if command.code is not None else None
@@ -609,34 +614,93 @@ class Runtime:
             return
         self._understood(member)
         if command.kind is replies.Kind.RESOLVE:
-            incident = self.resolve(
-                incident_id=incident_id,
-                staff_id=member.id,
-                outcome=Outcome(command.outcome or "genuine"),
-            )
-            if incident is not None:
-                self.pager.send_text(
-                    member,
-                    messages.closed(member.language, room=self.site.room(incident.room_id).label),
-                    incident_id=incident_id,
-                    purpose="closed",
-                )
+            self._close_by_code(member, incident_id, command)
             return
         self.acknowledge(incident_id=incident_id, staff_id=member.id, via="sms")
 
-    def _incident_for_code(self, staff_id: str, code: int) -> int | None:
+    def _close_by_code(self, member: Staff, incident_id: int, command: replies.Command) -> None:
+        """ "482g" or "482f": closes only an alarm already taken, and only for the person
+        who took it or whom a follow-up asked to close it. An open alarm is never closed
+        by SMS: a guessed code must not stop the paging."""
+        lang = member.language
         with self.sessions() as s:
-            found: int | None = s.scalar(
-                select(Incident.id)
+            incident = s.get_one(Incident, incident_id)
+            state, acker, room = incident.state, incident.acknowledged_by, incident.room_id
+            asked = acker == member.id or s.scalar(
+                select(Page.id)
+                .where(Page.incident_id == incident_id, Page.staff_id == member.id, Page.step < 0)
+                .limit(1)
+            )
+        label = self.site.room(room).label
+        if state == State.OPEN:
+            log.info("staff %s: close by SMS refused: the alarm is not taken yet", member.id)
+            text = messages.take_first(lang, room=label, code=command.code or 0)
+            self.pager.send_text(member, text, incident_id=incident_id, purpose="not_done")
+            return
+        if state == State.ACKNOWLEDGED and not asked:
+            log.info("staff %s: close by SMS refused: taken by someone else", member.id)
+            name = self.site.member(acker or member.id).name
+            text = messages.not_yours(lang, room=label, name=name)
+            self.pager.send_text(member, text, incident_id=incident_id, purpose="not_done")
+            return
+        closed = self.resolve(
+            incident_id=incident_id,
+            staff_id=member.id,
+            outcome=Outcome(command.outcome or "genuine"),
+        )
+        if closed is not None:
+            self.pager.send_text(
+                member,
+                messages.closed(lang, room=label),
+                incident_id=incident_id,
+                purpose="closed",
+            )
+
+    def _codes_refused(self, member: Staff, now: datetime) -> bool:
+        """True while codes from this phone (or from any, see MAX_SITE_WRONG_CODES) are not
+        acted on. The first code in each lock is answered with why, even past the limit on
+        answers (the real person may be the one locked out); later ones are not (no loop
+        with an auto-responder)."""
+        tz, lang = self.site.timezone, member.language
+        phone_until = self._codes_locked_until(member, now)
+        if phone_until is not None:
+            log.warning("staff %s: reply code refused: too many wrong codes lately", member.id)
+            key, until = "phone", phone_until
+            text = messages.codes_locked(lang, until=phone_until, timezone=tz)
+        else:
+            site_until = self._codes_paused_until(now)
+            if site_until is None:
+                return False
+            log.warning("staff %s: reply code refused: codes by SMS are paused", member.id)
+            key, until = "site", site_until
+            text = messages.codes_paused(lang, until=site_until, timezone=tz)
+        with self._lock:
+            told = self._lock_told.get((member.phone, key)) == until
+            self._lock_told[(member.phone, key)] = until
+        if not told:
+            self.pager.send_text(member, text, incident_id=None, purpose="not_understood")
+        return True
+
+    def _codes_paused_until(self, now: datetime) -> datetime | None:
+        with self._lock:
+            if self._codes_paused is not None and self._codes_paused <= now:
+                self._codes_paused = None
+            return self._codes_paused
+
+    def _incident_for_code(self, staff_id: str, code: int) -> int | None:
+        """The unresolved incident whose current round paged this person with ``code``: a
+        code from before a reopen (a late reply about the closed alarm) takes nothing."""
+        with self.sessions() as s:
+            rows = s.execute(
+                select(Incident.id, Incident.round, Page.step)
                 .join(Page, Page.incident_id == Incident.id)
                 .where(
                     Page.staff_id == staff_id,
                     Page.reply_code == code,
                     Incident.state != State.RESOLVED,
                 )
-                .limit(1)
-            )
-            return found
+            ).all()
+        return next((i for i, now, step in rows if escalation.round_of(step) == now), None)
 
     def _open_codes(self, staff_id: str) -> list[tuple[int, str]]:
         """(code, room) of this person's unresolved incidents, newest page's code each."""
@@ -663,6 +727,11 @@ class Runtime:
         with self._lock:
             recent = [t for t in self._guesses.get(member.phone, []) if t > now - GUESS_WINDOW]
             self._guesses[member.phone] = [*recent, now]
+            site = [*(t for t in self._site_guesses if t > now - GUESS_WINDOW), now]
+            paused = len(site) >= MAX_SITE_WRONG_CODES
+            self._site_guesses = [] if paused else site
+            if paused:
+                self._codes_paused = now + CODES_PAUSE
         log.warning(
             "staff %s: reply code matches none of their open alarms (%d of %d allowed in %d min)",
             member.id,
@@ -671,10 +740,19 @@ class Runtime:
             GUESS_WINDOW.total_seconds() // 60,
         )
         locked = self._codes_locked_until(member, now)
-        if locked is None:
+        lang, tz = member.language, self.site.timezone
+        if paused:  # said with the guess that starts it, so the limit on answers never hides it
+            log.warning(
+                "%d wrong reply codes on the site within %d min: codes by SMS paused for %d min",
+                MAX_SITE_WRONG_CODES,
+                GUESS_WINDOW.total_seconds() // 60,
+                CODES_PAUSE.total_seconds() // 60,
+            )
+            text = messages.codes_paused(lang, until=now + CODES_PAUSE, timezone=tz)
+            self.pager.send_text(member, text, incident_id=None, purpose="not_understood")
+        elif locked is None:
             self._ask_for_code(member)
         else:  # said with the guess that starts it, so the limit on answers never hides it
-            lang, tz = member.language, self.site.timezone
             self._unclear(member, messages.codes_locked(lang, until=locked, timezone=tz))
 
     def _codes_locked_until(self, member: Staff, now: datetime) -> datetime | None:

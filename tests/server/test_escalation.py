@@ -8,6 +8,7 @@ minutes of escalation take seconds while everything else is real.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import threading
 from datetime import datetime, timedelta
@@ -18,10 +19,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
+from sqlalchemy import select
 
 from panicbutton.wire import Alert, Feedback, alert_topic, feedback_topic, new_alert_id
 from server.clock import ManualClock
-from server.models import Incident
+from server.models import Incident, Page
 from tests.harness import (
     DEVICE_TOKENS,
     FLOOR,
@@ -33,6 +35,8 @@ from tests.harness import (
 )
 
 START = "2026-11-27T21:00:00+00:00"  # 22:00 in Brussels
+START_AT = datetime.fromisoformat(START)
+STAFF = ((RECEPTION, "reception"), (FLOOR, "floor"), (MANAGER, "manager"))
 STEPS = {
     "steps": [{"after": 0, "who": "on_duty"}, {"after": 30, "who": "all_staff"}],
     "repeat_every": 60,
@@ -505,6 +509,7 @@ def test_a_press_after_resolution_reopens_with_a_fresh_reply_code(system: System
     publish(system, first)
     assert wait_until(lambda: len(system.incidents()) == 1)
     settle(system)
+    reply(system, RECEPTION, code(system, RECEPTION))
     reply(system, RECEPTION, code(system, RECEPTION) + "g")  # closed; the unit never heard it
     other = alert(system, "unit-2")
     settle(system)
@@ -541,6 +546,7 @@ def test_a_link_from_before_a_reopen_does_not_acknowledge_the_new_alarm(
     settle(system)
     [old_page] = sms(system, FLOOR)
     old_link = old_page.split()[-1].replace(system.settings.public_base_url, system.base_url)
+    reply(system, RECEPTION, code(system, RECEPTION))
     reply(system, RECEPTION, code(system, RECEPTION) + "g")  # closed; the unit never heard it
     advance(system, 120)
     publish(system, dataclasses.replace(first, presses=2))  # pressed again: reopened
@@ -646,6 +652,7 @@ def test_an_alert_id_from_another_unit_is_refused_and_never_touches_that_room(
         settle(system)
         assert len(system.twilio.sent) == texts  # nobody texted "Room 2: pressed again"
 
+        reply(system, RECEPTION, code(system, RECEPTION))
         reply(system, RECEPTION, code(system, RECEPTION) + "g")
         assert system.incidents()[0].state == "resolved"
         texts = len(system.twilio.sent)
@@ -789,3 +796,160 @@ def test_an_alert_id_from_another_unit_over_https_is_answered_resolved(system: S
     [room_1] = system.incidents()
     assert (room_1.presses, room_1.state) == (1, "open")
     assert [e.data["device"] for e in system.events("alert.refused")] == ["unit-2"]
+
+
+STORM_ROOMS = 30
+SMS_ONLY = {"steps": [{"after": 0, "who": "on_duty", "channels": ["sms"]}], "repeat_every": 600}
+
+
+def codes_of(system: System, staff_id: str) -> dict[int, int]:
+    """incident -> the reply code ``staff_id`` was paged with (read where the phone got it)."""
+    assert system.server is not None
+    with system.server.runtime.sessions() as s:
+        return {
+            p.incident_id: p.reply_code
+            for p in s.scalars(select(Page).where(Page.staff_id == staff_id).order_by(Page.id))
+        }
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(
+    escalation=SMS_ONLY,
+    rooms=[
+        {
+            "id": f"room-{i}",
+            "label": f"Room {i}",
+            "device": f"unit-{i}",
+            "device_token_sha256": hashlib.sha256(b"unused").hexdigest(),
+        }
+        for i in range(1, STORM_ROOMS + 1)
+    ],
+)
+@pytest.mark.settings(sms_bundle_window=0.0)
+def test_a_storm_of_spoofed_guesses_from_several_numbers_takes_no_alarm(
+    system: System,
+) -> None:
+    assert system.server is not None
+    for i in range(1, STORM_ROOMS + 1):
+        system.server.runtime.handle_alert(
+            Alert(device_id=f"unit-{i}", alert_id=new_alert_id(), seq=1, pressed_at=START_AT)
+        )
+    settle(system)
+    mine = {phone: set(codes_of(system, who).values()) for phone, who in STAFF}
+    # A spoofer sends wrong codes from every staff number, each under its own limit ...
+    for phone, n in ((RECEPTION, 4), (FLOOR, 4), (MANAGER, 2)):
+        wrong = [c for c in range(100, 1000) if c not in mine[phone]][:n]
+        for guess in wrong:
+            reply(system, phone, f"{guess}g")
+    # ... and then even right codes (as a lucky guess would be) are not acted on.
+    for phone in (RECEPTION, FLOOR):
+        right = sorted(mine[phone])
+        reply(system, phone, f"{right[0]}")
+        reply(system, phone, f"{right[1]}g")
+    assert {i.state for i in system.incidents()} == {"open"}
+    assert system.events("incident.acknowledged") == []
+    assert system.events("incident.resolved") == []
+    assert system.twilio.wait_for(
+        lambda sent: sms(system, RECEPTION)[-1].startswith("Not done: codes sent by SMS")
+    )
+    assert "press 1 in the call or use the link" in sms(system, RECEPTION)[-1]
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS)
+def test_a_code_with_g_or_f_never_closes_an_open_alarm(system: System) -> None:
+    incident_id = alert(system)
+    settle(system)
+    taken = code(system, RECEPTION)
+    reply(system, RECEPTION, f"{taken}g")
+    assert incident(system, incident_id).state == "open"
+    assert system.events("incident.resolved") == []
+    assert system.twilio.wait_for(
+        lambda sent: (
+            sms(system, RECEPTION)[-1]
+            == f"Not done: Room 1 is not taken yet. Reply {taken} if you are going, "
+            f"then {taken}g (handled) or {taken}f (false alarm) to close it."
+        )
+    )
+    reply(system, RECEPTION, taken)
+    assert incident(system, incident_id).state == "acknowledged"
+    # Floor did not take it (nor was asked by a follow-up): their code does not close it.
+    reply(system, FLOOR, code(system, FLOOR) + "f")
+    assert incident(system, incident_id).state == "acknowledged"
+    reply(system, RECEPTION, f"{taken}g")
+    found = incident(system, incident_id)
+    assert (found.state, found.outcome) == ("resolved", "genuine")
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS)
+def test_a_locked_phone_sending_a_right_code_is_told_once_why_nothing_happens(
+    system: System,
+) -> None:
+    incident_id = alert(system)
+    settle(system)
+    right = int(code(system, FLOOR))
+    wrong = [100 + (right - 100 + k) % 900 for k in range(1, 6)]
+    for guess in wrong:
+        reply(system, FLOOR, str(guess))
+    reply(system, FLOOR, "hello")  # one more not understood: past the limit on answers
+    before = len(sms(system, FLOOR))
+    # The real person, locked out by the guesser, sends the right code: told once why.
+    reply(system, FLOOR, str(right))
+    assert system.twilio.wait_for(lambda sent: len(sms(system, FLOOR)) == before + 1)
+    assert sms(system, FLOOR)[-1].startswith("Te veel foute codes")
+    reply(system, FLOOR, str(right))  # again: no more answers for this lock (no loop)
+    settle(system)
+    assert len(sms(system, FLOOR)) == before + 1
+    assert incident(system, incident_id).state == "open"
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS)
+def test_someone_a_follow_up_asks_to_close_can_close_by_code(system: System) -> None:
+    incident_id = alert(system)
+    settle(system)
+    reply(system, RECEPTION, code(system, RECEPTION))
+    # Before any follow-up, Floor's code does not close what Reception took ...
+    theirs = code(system, FLOOR)
+    reply(system, FLOOR, f"{theirs}g")
+    assert incident(system, incident_id).state == "acknowledged"
+    assert system.twilio.wait_for(
+        lambda sent: (
+            sms(system, FLOOR)[-1]
+            == "Niet gedaan: Room 1 is opgenomen door Reception, die het afsluit."
+        )
+    )
+    advance(system, 600)
+    advance(system, 60)  # ... the follow-up reaches everyone, Floor too ...
+    assert sms(system, FLOOR)[-1].startswith("NOG OPEN: Room 1")
+    assert code(system, FLOOR) == theirs  # the same code all round
+    reply(system, FLOOR, f"{theirs}f")  # ... and asks them to close it.
+    found = incident(system, incident_id)
+    assert (found.state, found.outcome) == ("resolved", "false_alarm")
+    [closed] = system.events("incident.resolved")
+    assert closed.data["staff"] == "floor"
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS)
+@pytest.mark.settings(sms_bundle_window=0.0, call_bundle_window=0.0)
+def test_a_late_code_from_before_a_reopen_does_not_take_the_new_alarm(system: System) -> None:
+    first = Alert(
+        device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=clock(system).now()
+    )
+    publish(system, first)
+    assert wait_until(lambda: len(system.incidents()) == 1)
+    settle(system)
+    old = code(system, FLOOR)  # Floor was paged too, and answers late
+    reply(system, RECEPTION, code(system, RECEPTION))
+    reply(system, RECEPTION, code(system, RECEPTION) + "g")
+    advance(system, 120)
+    publish(system, dataclasses.replace(first, presses=2))  # pressed again: reopened
+    assert wait_until(lambda: any("ALARM Room 1 om 22:02" in b for b in sms(system, FLOOR)))
+    settle(system)
+    assert code(system, FLOOR) != old
+    reply(system, FLOOR, old)  # meant for the alarm that was closed
+    assert system.incidents()[0].state == "open"
+    reply(system, FLOOR, code(system, FLOOR))
+    assert system.incidents()[0].state == "acknowledged"

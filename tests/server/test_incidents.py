@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -14,6 +15,7 @@ from server import escalation, incidents
 from server.db import make_engine, migrate, sessions
 from server.incidents import Outcome, State
 from server.models import Incident, LogEntry, Page
+from server.site import Site
 from tests.harness import sample_site
 
 NOW = datetime(2026, 3, 29, 0, 59, tzinfo=UTC)  # 01:59 in Brussels, just before DST starts
@@ -71,32 +73,14 @@ def test_a_reply_code_is_never_reused_while_its_incident_is_open(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Three codes only: uniqueness, not luck, must keep them apart.
-    monkeypatch.setattr(escalation, "CODES", range(100, 103))
+    monkeypatch.setattr(escalation, "CODE_TIERS", ((10**6, range(100, 103)),))
     with sessions(engine).begin() as s:
-        first = record(s, alert("unit-1"))
+        record(s, alert("unit-1"))
         record(s, alert("unit-2"))
         record(s, alert("unit-3"))
     with sessions(engine).begin() as s:
         codes = {(p.incident_id, p.staff_id): p.reply_code for p in s.scalars(select(Page))}
         assert {c for (_, staff), c in codes.items() if staff == "reception"} == {100, 101, 102}
-        incidents.resolve(
-            session=s,
-            incident=s.get_one(Incident, first.incident.id),
-            staff_id="reception",
-            outcome=Outcome.FALSE_ALARM,
-            now=NOW,
-        )
-    with sessions(engine).begin() as s:
-        fourth = record(s, alert("unit-1"))
-        # Only the resolved incident's code is free again.
-        assert (
-            s.scalar(
-                select(Page.reply_code).where(
-                    Page.incident_id == fourth.incident.id, Page.staff_id == "reception"
-                )
-            )
-            == codes[(first.incident.id, "reception")]
-        )
 
 
 def test_acknowledge_counts_once_and_resolve_needs_outcome(engine: Engine) -> None:
@@ -181,3 +165,90 @@ def test_a_unit_that_goes_on_counting_after_a_jump_moves_the_mark(engine: Engine
         ("device.sequence_gap", {"device": "unit-1", "expected": 5002, "got": 5003}),
         ("device.sequence_back", {"device": "unit-1", "previous": 5003, "got": 2}),
     ]
+
+
+def many_rooms(n: int) -> Site:
+    """A site of ``n`` rooms (unit-1 .. unit-n), for alarm storms."""
+    token = hashlib.sha256(b"unused").hexdigest()
+    return sample_site(
+        rooms=[
+            {
+                "id": f"room-{i}",
+                "label": f"Room {i}",
+                "device": f"unit-{i}",
+                "device_token_sha256": token,
+            }
+            for i in range(1, n + 1)
+        ]
+    )
+
+
+def test_reply_codes_grow_longer_as_a_person_has_more_open_alarms(engine: Engine) -> None:
+    site = many_rooms(45)
+    with sessions(engine).begin() as s:
+        for room in site.rooms:
+            a = alert(room.device)
+            incidents.record_alert(session=s, site=site, room=room, alert=a, now=NOW)
+    with sessions(engine)() as s:
+        pages = s.scalars(
+            select(Page).where(Page.staff_id == "reception").order_by(Page.incident_id)
+        )
+        mine = list({p.incident_id: p.reply_code for p in pages}.values())
+    # Up to 4 open alarms 3 digits, up to 40 4 digits, beyond that 5: one guess of any
+    # length hits with a chance of at most 4 in 900.
+    assert [len(str(c)) for c in mine] == [3] * 4 + [4] * 36 + [5] * 5
+    assert len(set(mine)) == 45
+
+
+def test_a_resolved_alarms_code_is_not_given_to_a_new_alarm_for_twelve_hours(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three codes of each length only: the hold, not luck, must keep them apart.
+    monkeypatch.setattr(
+        escalation, "CODE_TIERS", ((10, range(100, 103)), (10**6, range(1000, 1003)))
+    )
+    with sessions(engine).begin() as s:
+        first = record(s, alert("unit-1"))
+        record(s, alert("unit-2"))
+        record(s, alert("unit-3"))
+        old = s.scalar(
+            select(Page.reply_code).where(
+                Page.incident_id == first.incident.id, Page.staff_id == "reception"
+            )
+        )
+        incidents.resolve(
+            session=s,
+            incident=s.get_one(Incident, first.incident.id),
+            staff_id="reception",
+            outcome=Outcome.FALSE_ALARM,
+            now=NOW,
+        )
+
+    def new_code(at: datetime) -> int | None:
+        with sessions(engine).begin() as s:
+            room = SITE.room_for_device("unit-1")
+            assert room is not None
+            a = Alert(device_id="unit-1", alert_id=new_alert_id(), seq=9, pressed_at=at)
+            result = incidents.record_alert(session=s, site=SITE, room=room, alert=a, now=at)
+            code = s.scalar(
+                select(Page.reply_code)
+                .where(Page.incident_id == result.incident.id, Page.staff_id == "reception")
+                .order_by(Page.id.desc())
+                .limit(1)
+            )
+            incidents.resolve(
+                session=s,
+                incident=result.incident,
+                staff_id="reception",
+                outcome=Outcome.TEST,
+                now=at,
+            )
+            return code
+
+    # A late "NNNg" for the closed room must not find a new alarm: its code stays out of use.
+    soon = new_code(NOW + timedelta(hours=11))
+    assert soon != old
+    assert soon is not None
+    assert soon >= 1000
+    # After the hold, it is free again (the only free three-digit code here).
+    assert new_code(NOW + timedelta(hours=13)) == old
