@@ -715,8 +715,15 @@ def _fit(
         if used + (1 + messages.units(end) if end else 0) > budget:
             break
         best = "\n".join([*lines[:named], end] if end else lines[:named])
-    if not best:  # one line alone does not fit: never with capped room labels
-        best = messages.cut(lines[0], budget)
+    if not best:
+        # The first line and the footer do not fit (the compact budget, a long link):
+        # cut the line, never the count or the link.
+        end = footer(len(set(rooms[1:]) - {rooms[0]} - before)) if bundle else ""
+        room_left = budget - (1 + messages.units(end) if end else 0)
+        if end and room_left >= 40:
+            best = f"{messages.cut(lines[0], room_left)}\n{end}"
+        else:
+            best = messages.cut(lines[0], budget)
     return best
 
 

@@ -25,7 +25,7 @@ from server import messages
 from server.errors import NotifierError
 from server.models import Page
 from server.notifier import TwilioNotifier
-from server.paging import BUNDLE_TEXTS, _split
+from server.paging import BUNDLE_TEXTS, COMPACT_BUDGET, COMPACT_ROOM_CHARS, _fit, _split
 from tests.fakes.twilio import FakeTwilio
 from tests.harness import FLOOR, RECEPTION, System
 
@@ -431,3 +431,37 @@ def test_a_bundle_without_a_link_is_at_most_twelve_texts_then_counts() -> None:
     assert len(named) == len(set(named))
     assert texts[-1].endswith(f"+{400 - len(named)} more rooms.")
     assert rooms_more(texts[-1]) + len(named) == 400
+
+
+def test_a_compact_follow_up_bundle_keeps_the_count_and_the_link() -> None:
+    link = "https://panicbutton.residentie-zonneschijn.be/hooks/ack/" + "t" * 120
+    room = messages.room_label("Kamer 12 (eerste verdieping, oostvleugel)", COMPACT_ROOM_CHARS)
+    at = now_utc()
+    lines = [
+        messages.follow_up(
+            "fr",
+            room=room,
+            name="Marie-Christine Vandenbroucke-Van Der Elst 😀😀😀",
+            at=at,
+            timezone="Europe/Brussels",
+            code=100 + i,
+        )
+        for i in range(30)
+    ]
+    body = _fit(
+        lines,
+        [f"room-{i}" for i in range(30)],
+        COMPACT_BUDGET["sms"],
+        lambda more: messages.bundle_footer("fr", more=more, link=link),
+    )
+    assert units(body) <= COMPACT_BUDGET["sms"]
+    assert body.startswith("TOUJOURS OUVERT: Kamer 12")
+    assert body.endswith(f"+29 autres chambres. Toutes vos alertes ouvertes : {link}")
+
+
+def test_staff_names_are_cut_in_follow_ups() -> None:
+    text = messages.follow_up(
+        "en", room="Room 1", name="😀" * 900, at=now_utc(), timezone="Europe/Brussels", code=123
+    )
+    assert units(text) < 200
+    assert text.endswith("Reply 123g (handled) or 123f (false alarm) to close.")
