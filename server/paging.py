@@ -388,8 +388,6 @@ class Pager:
         if rendered is None:
             return
         sid, error = self._deliver(rendered)
-        if sid is not None:
-            self._deliver_more(rendered)
         if sid is None and error is not None and error.code in REFUSED_CONTENT:
             # Refused for what it says: never send those bytes again. The compact form
             # goes now, and this person's next pages on this channel are compact too
@@ -407,8 +405,6 @@ class Pager:
             if compact is not None and compact.body != rendered.body:
                 rendered = compact
                 sid, error = self._deliver(rendered)
-                if sid is not None:
-                    self._deliver_more(rendered)
         now = self._clock()
         with self._sessions.begin() as s:
             for page_id in page_ids:
@@ -436,6 +432,8 @@ class Pager:
                     )
         for page_id, incident_id in zip(page_ids, rendered.incident_ids, strict=True):
             self.on_page_done(incident_id, page_id)
+        if sid is not None:
+            self._deliver_more(rendered)  # after the record: the page went with the first
 
     def _compact_now(self, page_id: int) -> bool:
         with self._sessions() as s:

@@ -566,7 +566,7 @@ class Runtime:
             )
             if incident is None:
                 continue
-            room = self.site.room(incident.room_id).label
+            room = messages.room_label(self.site.room(incident.room_id).label)
             if incident.acknowledged_by in (None, member.id):
                 mine.append(room)
             else:  # someone else was first: say so, never "you are going"
