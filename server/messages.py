@@ -106,16 +106,20 @@ def page(lang: Language, *, room: str, at: datetime, timezone: str, code: int, t
     return template.format(room=room, time=local_time(at, timezone), code=code)
 
 
+# Plain texts cut the room labels and names they are given (the site's own text, of
+# any length), like pages do: every text stays well within Twilio's 1,600 units.
+
+
 def confirm(lang: Language, *, room: str) -> str:
-    return _CONFIRM[lang].format(room=room)
+    return _CONFIRM[lang].format(room=room_label(room))
 
 
 def stand_down(lang: Language, *, name: str, room: str) -> str:
-    return _STAND_DOWN[lang].format(name=name, room=room)
+    return _STAND_DOWN[lang].format(name=name_label(name), room=room_label(room))
 
 
 def already(lang: Language, *, name: str, room: str) -> str:
-    return _ALREADY[lang].format(name=name, room=room)
+    return _ALREADY[lang].format(name=name_label(name), room=room_label(room))
 
 
 def not_understood(lang: Language) -> str:
@@ -125,7 +129,9 @@ def not_understood(lang: Language) -> str:
 def code_needed(lang: Language, *, codes: list[tuple[int, str]]) -> str:
     """The answer to a reply without a code (or with a wrong one): the person's own codes
     (the answer goes to the staff phone, never to whoever spoofed its number)."""
-    return _CODE_NEEDED[lang].format(codes=", ".join(f"{c} ({room})" for c, room in codes))
+    return _CODE_NEEDED[lang].format(
+        codes=", ".join(f"{c} ({room_label(room)})" for c, room in codes)
+    )
 
 
 def codes_locked(lang: Language, *, until: datetime, timezone: str) -> str:
@@ -148,15 +154,29 @@ def not_yours(lang: Language, *, room: str, name: str) -> str:
 
 
 def repress(lang: Language, *, room: str, presses: int) -> str:
-    return _REPRESS[lang].format(room=room, presses=presses)
+    return _REPRESS[lang].format(room=room_label(room), presses=presses)
+
+
+def repress_all(lang: Language, *, rooms: list[tuple[str, int]], budget: int) -> str:
+    """Re-press news for one or more rooms (label, presses) in one text: a line per room
+    while they fit ``budget`` UTF-16 units, then how many rooms more."""
+    lines = [repress(lang, room=room_label(room), presses=n) for room, n in rooms]
+    for named in range(len(lines), 0, -1):
+        more = len(lines) - named
+        text = "\n".join(lines[:named] + ([_MORE_ROOMS[lang].format(n=more)] if more else []))
+        if units(text) <= budget:
+            return text
+    return cut(lines[0], budget)
 
 
 def unit_offline(lang: Language, *, room: str, since: datetime, timezone: str, code: int) -> str:
-    return _UNIT_OFFLINE[lang].format(room=room, time=local_time(since, timezone), code=code)
+    return _UNIT_OFFLINE[lang].format(
+        room=room_label(room), time=local_time(since, timezone), code=code
+    )
 
 
 def unit_online(lang: Language, *, room: str) -> str:
-    return _UNIT_ONLINE[lang].format(room=room)
+    return _UNIT_ONLINE[lang].format(room=room_label(room))
 
 
 _FOLLOW_UP = {
@@ -234,16 +254,20 @@ VOICE = {"fr": "fr-FR", "nl": "nl-BE", "en": "en-GB"}
 def follow_up(
     lang: Language, *, room: str, name: str, at: datetime, timezone: str, code: int
 ) -> str:
-    return _FOLLOW_UP[lang].format(room=room, name=name, time=local_time(at, timezone), code=code)
+    return _FOLLOW_UP[lang].format(
+        room=room_label(room), name=name_label(name), time=local_time(at, timezone), code=code
+    )
 
 
 def closed(lang: Language, *, room: str) -> str:
-    return _CLOSED[lang].format(room=room)
+    return _CLOSED[lang].format(room=room_label(room))
 
 
 #: Characters of a room label written or spoken in a page (labels are the site's own
 #: text, of any length: a page must fit Twilio's limits whatever they hold).
 ROOM_CHARS = 40
+#: Characters (UTF-16 units) of a staff name in a text.
+NAME_CHARS = 30
 _MORE_ROOMS = {
     "fr": "+{n} autres chambres.",
     "nl": "+{n} andere kamers.",
@@ -273,10 +297,32 @@ def page_compact(lang: Language, *, room: str, at: datetime, timezone: str, code
     return _PAGE_COMPACT[lang].format(room=room, time=local_time(at, timezone), code=code)
 
 
+def units(text: str) -> int:
+    """The length of ``text`` as Twilio counts it: UTF-16 code units (an emoji is two)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-16 units (an ellipsis marks the cut)."""
+    if units(text) <= limit:
+        return text
+    kept, used = [], 1  # the ellipsis
+    for char in text:
+        used += units(char)
+        if used > limit:
+            break
+        kept.append(char)
+    return "".join(kept).rstrip() + "…"
+
+
 def room_label(label: str, limit: int = ROOM_CHARS) -> str:
-    """``label`` cut to ``limit`` characters (an ellipsis marks the cut)."""
-    label = " ".join(label.split())
-    return label if len(label) <= limit else label[: limit - 1].rstrip() + "…"
+    """``label`` cut to ``limit`` UTF-16 units (an ellipsis marks the cut)."""
+    return cut(" ".join(label.split()), limit)
+
+
+def name_label(name: str, limit: int = NAME_CHARS) -> str:
+    """A staff name cut to ``limit`` UTF-16 units (an ellipsis marks the cut)."""
+    return cut(" ".join(name.split()), limit)
 
 
 def bundle_footer(lang: Language, *, more: int, link: str | None) -> str:
@@ -329,7 +375,7 @@ def duty_on(lang: Language, *, until: datetime, timezone: str) -> str:
 
 
 def duty_replaced(lang: Language, *, name: str, until: datetime, timezone: str) -> str:
-    return _DUTY_REPLACED[lang].format(name=name, time=local_time(until, timezone))
+    return _DUTY_REPLACED[lang].format(name=name_label(name), time=local_time(until, timezone))
 
 
 def duty_off(lang: Language) -> str:
@@ -337,7 +383,7 @@ def duty_off(lang: Language) -> str:
 
 
 def opted_out(lang: Language, *, name: str) -> str:
-    return _OPTED_OUT[lang].format(name=name)
+    return _OPTED_OUT[lang].format(name=name_label(name))
 
 
 def gap(lang: Language, *, start: datetime, end: datetime | None, timezone: str) -> str:

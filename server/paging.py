@@ -10,7 +10,8 @@ looked up at the provider before it is sent again.
 Bursts: pages go out on a pool of workers, so many alerts never queue behind
 one another. When one person gets pages for several incidents within a few
 seconds, the first goes out at once and the others are bundled into one SMS
-(or one call) that lists the rooms, instead of a flood.
+(or one call) that lists the rooms, instead of a flood. The workers take alarm
+pages first, then plain texts, then re-press news: a page never waits behind news.
 
 Limits: every request fits Twilio's limits by construction. A bundle names as
 many rooms as fit a budget well under Twilio's (an SMS ``Body`` at most 1,600
@@ -24,11 +25,13 @@ channel use the compact form for a while. A 429 is waited out (its
 
 from __future__ import annotations
 
+import itertools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -53,9 +56,10 @@ RECOVER_AFTER = 3.0
 #: Default seconds after a page to one person during which their pages for *other*
 #: incidents are bundled, by channel (settings: PANICBUTTON_SMS_BUNDLE_WINDOW, ...).
 BUNDLE_WINDOW = {"sms": 3.0, "call": 20.0}
-#: What a page may hold, in characters: an SMS body (Twilio refuses over 1,600, 21617)
-#: and a call's TwiML after XML escaping (Twilio refuses over 4,000, 32018). Well under
-#: Twilio's, and small enough for a person to read or hear in a hurry.
+#: What a page may hold, in UTF-16 units as Twilio counts them (an emoji is two): an SMS
+#: body (Twilio refuses over 1,600, 21617) and a call's TwiML after XML escaping (Twilio
+#: refuses over 4,000, 32018). Well under Twilio's, and small enough for a person to read
+#: or hear in a hurry.
 BUDGET = {"sms": 1000, "call": 3000}
 #: The compact form, used after Twilio refused a page for what it says.
 COMPACT_BUDGET = {"sms": 320, "call": 1500}
@@ -72,6 +76,68 @@ REFUSED_CONTENT = frozenset({21617, 21658, 21619, 32018, 11750, 12100})
 RATE_WAIT_MAX = 60.0
 #: Page ids a callback URL names (the webhooks read at most this many).
 CALLBACK_PAGES = 20
+#: Most SMS one bundle is sent as when there is no full-list link (no
+#: PANICBUTTON_LINK_SECRET): the rooms that do not fit the first go in further SMS,
+#: each within budget, and the last counts what still did not fit. 200 rooms with
+#: ordinary labels fit in 12.
+BUNDLE_TEXTS = 12
+#: Order of the work queued for the workers: alarm pages first, then plain texts
+#: (confirmations, stand-downs), then re-press news. A page never waits behind news.
+PAGE, TEXT, NEWS = 0, 1, 2
+
+
+class _Pool:
+    """Worker threads taking the most urgent queued work first (lowest priority number,
+    then first come); like a ThreadPoolExecutor, submit gives a Future and raises
+    RuntimeError once closed, and shutdown runs what is queued."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._queue: queue.PriorityQueue[
+            tuple[int, int, Future[object] | None, Callable[..., object], tuple[object, ...]]
+        ] = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._closed = False
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, priority: int, fn: Callable[..., object], *args: object) -> Future[object]:
+        future: Future[object] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule new work after shutdown")
+            self._queue.put((priority, next(self._order), future, fn, args))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            _, _, future, fn, args = self._queue.get()
+            if future is None:  # shutdown: everything queued before it has run
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the Future, like an executor
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            last = 1 << 30  # after every queued piece of work
+            for _ in self._threads:
+                self._queue.put((last, next(self._order), None, print, ()))
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join()
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +150,9 @@ class Rendered:
     incident_ids: list[int]
     body: str  # SMS text, or TwiML for a call
     step: int
+    #: Further SMS after ``body``: the rooms of a bundle that did not fit, when there is
+    #: no full-list link to send instead.
+    more: tuple[str, ...] = ()
 
 
 class Pager:
@@ -116,7 +185,7 @@ class Pager:
         #: (staff, channel) -> monotonic time until which pages use the compact form.
         self._compact: dict[tuple[str, str], float] = {}
         self._bundle_window = bundle_window or BUNDLE_WINDOW
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pager")
+        self._pool = _Pool(workers, "pager")
         self._inflight: set[Future[object]] = set()
         self._lock = threading.Lock()
         #: (staff, channel) -> (monotonic time, incident id) of the last page sent.
@@ -137,9 +206,9 @@ class Pager:
         for page_id in page_ids:
             self._submit(self._send_page, page_id)
 
-    def _submit(self, fn: Callable[..., object], *args: object) -> None:
+    def _submit(self, fn: Callable[..., object], *args: object, priority: int = PAGE) -> None:
         try:
-            future = self._pool.submit(fn, *args)
+            future = self._pool.submit(priority, fn, *args)
         except RuntimeError:
             # Closed (a bundle's timer fired after shutdown): the held pages stay
             # queued in the database and the next start re-drives them.
@@ -381,6 +450,8 @@ class Pager:
                     )
         for page_id, incident_id in zip(page_ids, rendered.incident_ids, strict=True):
             self.on_page_done(incident_id, page_id)
+        if sid is not None:
+            self._deliver_more(rendered)  # after the record: the page went with the first
 
     def _compact_now(self, page_id: int) -> bool:
         with self._sessions() as s:
@@ -454,12 +525,14 @@ class Pager:
             # opened after it was sent: the token carries the bundle's newest page.
             newest = max(p.id for p in pages)
             link = self._list_url(newest, first.created_at) if len(pages) > 1 else None
-            body = _fit(
+            texts = _split(
                 lines,
                 room_ids,
                 budget,
                 lambda more: messages.bundle_footer(member.language, more=more, link=link),
+                most=1 if link else BUNDLE_TEXTS,
             )
+            body, more_texts = texts[0], tuple(texts[1:])
         return Rendered(
             member=member,
             channel=first.channel,
@@ -467,6 +540,7 @@ class Pager:
             incident_ids=[i.id for i in incidents],
             body=body,
             step=first.step,
+            more=more_texts if first.channel == "sms" else (),
         )
 
     def _call(
@@ -493,7 +567,7 @@ class Pager:
                 follow=pages[0].step < 0,
                 twice=most > 1,
             )
-            if len(twiml) <= budget:
+            if messages.units(twiml) <= budget:
                 return twiml
         # Unreachable with the budgets above (one room is at most ROOM_CHARS long).
         raise LookupError(f"a call for page {pages[0].id} cannot fit {budget} characters")
@@ -545,6 +619,16 @@ class Pager:
         )
         return f"{text} {url}" if url else text
 
+    def _deliver_more(self, r: Rendered) -> None:
+        """The further SMS of a bundle, after its first went: the page is sent once
+        its first SMS is (that one carries the status callback)."""
+        for body in r.more:
+            part = Rendered(
+                member=r.member, channel="sms", page_ids=[], incident_ids=[], body=body, step=0
+            )
+            if self._deliver(part)[0] is None:
+                log.warning("a further SMS of a bundle to staff %s failed", r.member.id)
+
     def _deliver(self, r: Rendered) -> tuple[str | None, NotifierError | None]:
         ids = ",".join(map(str, r.page_ids[:CALLBACK_PAGES]))
         callback = self._callback_url(f"/twilio/status?pages={ids}") if r.page_ids else None
@@ -581,13 +665,32 @@ class Pager:
         return None, error
 
     # -- plain texts ------------------------------------------------------------------
-    def send_text(self, member: Staff, body: str, *, incident_id: int | None, purpose: str) -> None:
-        """Send a plain text (confirmation, stand-down) in the background and log it."""
-        self._submit(self._send_text, member, body, incident_id, purpose)
+    def send_text(
+        self,
+        member: Staff,
+        body: str,
+        *,
+        incident_id: int | None,
+        purpose: str,
+        on_done: Callable[[bool], None] | None = None,
+    ) -> None:
+        """Send a plain text (confirmation, stand-down, news) in the background and log
+        it; ``on_done(sent)`` is called on the worker once Twilio took it, or not. Texts
+        wait behind every queued page, and re-press news behind every other text."""
+        priority = NEWS if purpose == "repress" else TEXT
+        self._submit(
+            self._send_text, member, body, incident_id, purpose, on_done, priority=priority
+        )
 
-    def _send_text(self, member: Staff, body: str, incident_id: int | None, purpose: str) -> None:
-        if len(body) > BUDGET["sms"]:  # a room label or a name of any length
-            body = body[: BUDGET["sms"] - 1] + "…"
+    def _send_text(
+        self,
+        member: Staff,
+        body: str,
+        incident_id: int | None,
+        purpose: str,
+        on_done: Callable[[bool], None] | None,
+    ) -> None:
+        body = messages.cut(body, BUDGET["sms"])  # a room label or a name of any length
         rendered = Rendered(
             member=member, channel="sms", page_ids=[], incident_ids=[], body=body, step=0
         )
@@ -602,23 +705,77 @@ class Pager:
                 purpose=purpose,
                 code=error.code if error else None,
             )
+        if on_done is not None:
+            on_done(sid is not None)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown()
 
 
-def _fit(lines: list[str], rooms: list[str], budget: int, footer: Callable[[int], str]) -> str:
+def _fit(
+    lines: list[str],
+    rooms: list[str],
+    budget: int,
+    footer: Callable[[int], str],
+    *,
+    bundle: bool | None = None,
+    before: frozenset[str] = frozenset(),
+) -> str:
     """As many of ``lines`` (one per page, about ``rooms``: room ids) as fit ``budget``
-    characters, a bundle's with ``footer(rooms not named)`` after them."""
+    UTF-16 units (as Twilio counts), a bundle's with ``footer(rooms not named)`` after
+    them (rooms in ``before`` were named in an earlier text)."""
+    bundle = len(lines) > 1 if bundle is None else bundle
     used = -1  # no newline before the first line
     best = ""
     for named in range(1, len(lines) + 1):
-        used += 1 + len(lines[named - 1])
-        more = len(set(rooms[named:]) - set(rooms[:named]))
-        end = footer(more) if len(lines) > 1 else ""
-        if used + (1 + len(end) if end else 0) > budget:
+        used += 1 + messages.units(lines[named - 1])
+        more = len(set(rooms[named:]) - set(rooms[:named]) - before)
+        end = footer(more) if bundle else ""
+        if used + (1 + messages.units(end) if end else 0) > budget:
             break
         best = "\n".join([*lines[:named], end] if end else lines[:named])
-    if not best:  # one line alone does not fit: never with capped room labels
-        best = lines[0][: budget - 1] + "…"
+    if not best:
+        # The first line and the footer do not fit (the compact budget, a long link):
+        # cut the line, never the count or the link.
+        end = footer(len(set(rooms[1:]) - {rooms[0]} - before)) if bundle else ""
+        room_left = budget - (1 + messages.units(end) if end else 0)
+        if end and room_left >= 40:
+            best = f"{messages.cut(lines[0], room_left)}\n{end}"
+        else:
+            best = messages.cut(lines[0], budget)
     return best
+
+
+def _split(
+    lines: list[str],
+    rooms: list[str],
+    budget: int,
+    footer: Callable[[int], str],
+    *,
+    most: int,
+) -> list[str]:
+    """``lines`` (one per page, about ``rooms``: room ids) over at most ``most`` texts
+    of ``budget`` UTF-16 units each, in order; the last (or only) one is :func:`_fit`'s,
+    its ``footer`` counting the rooms no text named."""
+    texts: list[str] = []
+    start = 0
+    while len(texts) < most - 1 and start < len(lines):
+        end, used = start + 1, messages.units(lines[start])
+        while end < len(lines) and used + 1 + messages.units(lines[end]) <= budget:
+            used += 1 + messages.units(lines[end])
+            end += 1
+        if end == len(lines):
+            break  # the rest fits one text: _fit writes it (with its footer, if any)
+        texts.append(messages.cut("\n".join(lines[start:end]), budget))
+        start = end
+    texts.append(
+        _fit(
+            lines[start:],
+            rooms[start:],
+            budget,
+            footer,
+            bundle=len(lines) > 1,
+            before=frozenset(rooms[:start]),
+        )
+    )
+    return texts

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -35,7 +35,7 @@ from server.models import (
     WebhookReceipt,
 )
 from server.notifier import Notifier, mask
-from server.paging import Pager
+from server.paging import BUDGET, Pager
 from server.personal import Retention
 from server.scheduler import Scheduler
 from server.site import Language, Room, Site, Staff
@@ -49,6 +49,9 @@ FeedbackSink = Callable[[str, Feedback, bool], None]  # device id, feedback, ret
 
 #: "Not understood" replies per number before we stay silent (stops auto-responder loops).
 MAX_NOT_UNDERSTOOD = 5
+#: A person paged about this many open (not yet taken) alarms or more gets no re-press
+#: news: their pages name the rooms, and news would only hold those pages back.
+NEWS_QUIET = 3
 #: Wrong reply codes per number within GUESS_WINDOW before codes from it are refused
 #: until the window passes: with 900 codes, a guesser gets 5 tries per 15 minutes.
 MAX_WRONG_CODES = 5
@@ -109,8 +112,10 @@ class Runtime:
         self._feedback_lock = threading.Lock()
         self._lock = threading.Lock()
         self._not_understood: dict[str, int] = {}
-        #: (incident, staff) -> (when, press count) of the last re-press news sent.
-        self._told: dict[tuple[int, str], tuple[datetime, int]] = {}
+        #: (incident, staff) -> the press count the last re-press news Twilio took said.
+        self._told: dict[tuple[int, str], int] = {}
+        #: staff -> when their last re-press news was sent (one text per NEWS_EVERY).
+        self._news_at: dict[str, datetime] = {}
         #: Times of wrong reply codes per phone (kept in memory, see MAX_WRONG_CODES).
         self._guesses: dict[str, list[datetime]] = {}
         #: Times of wrong reply codes from any phone, and the end of a site-wide pause.
@@ -222,10 +227,16 @@ class Runtime:
         self.publish_feedback(alert.device_id, feedback, False)
         return feedback
 
-    def _repress_news(self, incident_id: int, now: datetime) -> None:
-        """Tell the people paged for an incident its press count, each at most every
-        NEWS_EVERY seconds: a button mashed 30 times is one text, then one more with the
-        count when the window ends (the ``repress_news`` job scheduled with each press).
+    def _repress_news(self, incident_id: int, now: datetime) -> bool:
+        """Tell the people paged for an incident that its button was pressed again: each
+        person at most one text every NEWS_EVERY seconds, covering all their rooms with
+        news (a button mashed 30 times is one text, then one more with the count when
+        the window ends: the ``repress_news`` job scheduled with each press). Nobody
+        paged about NEWS_QUIET open alarms or more gets news. A person counts as told
+        only once Twilio took the text; a text that failed re-arms the job.
+
+        Return whether someone's news is held back for a reason no scheduled job
+        covers (they are being paged about many alarms): the job then runs again.
 
         NOTE: who was told what is kept in memory; after a restart the pending job tells
         everyone paged the current count (at worst one text twice, never none).
@@ -233,31 +244,98 @@ class Runtime:
         with self.sessions() as s:
             incident = s.get(Incident, incident_id)
             if incident is None or incident.state == State.RESOLVED:
-                return
-            presses, room = incident.presses, self.site.room(incident.room_id).label
+                return False
             paged = sorted(
                 set(s.scalars(select(Page.staff_id).where(Page.incident_id == incident_id)))
             )
+        held = False
+        for staff_id in paged:
+            held |= self._news_for(staff_id, now)
+        return held
+
+    def _news_for(self, staff_id: str, now: datetime) -> bool:
+        """Send one person their re-press news now if the throttle allows; return True
+        when it is held back because they are being paged about many open alarms."""
         window = timedelta(seconds=incidents.NEWS_EVERY)
-        tell = []
         with self._lock:
-            for staff_id in paged:
-                told = self._told.get((incident_id, staff_id))
-                if told is not None and (told[1] >= presses or now < told[0] + window):
-                    continue  # nothing new, or told too recently: the job will tell
-                self._told[(incident_id, staff_id)] = (now, presses)
-                tell.append(staff_id)
-        for staff_id in tell:
-            try:
-                member = self.site.member(staff_id)
-            except LookupError:  # removed from the site file since the page
-                continue
-            self.pager.send_text(
-                member,
-                messages.repress(member.language, room=room, presses=presses),
-                incident_id=incident_id,
-                purpose="repress",
+            last = self._news_at.get(staff_id)
+            if last is not None and now < last + window:
+                return False  # told too recently: the job of the press tells later
+        try:
+            member = self.site.member(staff_id)
+        except LookupError:  # removed from the site file since the page
+            return False
+        with self.sessions() as s:
+            rows = s.execute(
+                select(Incident.id, Incident.room_id, Incident.presses, Incident.state)
+                .where(
+                    Incident.state != State.RESOLVED,
+                    Incident.presses > 1,
+                    Incident.id.in_(select(Page.incident_id).where(Page.staff_id == staff_id)),
+                )
+                .order_by(Incident.id)
+            ).all()
+            paged_open = s.scalar(
+                select(func.count(func.distinct(Page.incident_id)))
+                .join(Incident, Incident.id == Page.incident_id)
+                .where(Page.staff_id == staff_id, Incident.state == State.OPEN)
             )
+        with self._lock:
+            last = self._news_at.get(staff_id)
+            if last is not None and now < last + window:
+                return False
+            news = [
+                (incident_id, room_id, presses)
+                for incident_id, room_id, presses, _ in rows
+                if presses > self._told.get((incident_id, staff_id), 1)
+            ]
+            if not news:
+                return False
+            if (paged_open or 0) >= NEWS_QUIET:
+                return True
+            self._news_at[staff_id] = now
+        rooms = [(self.site.room(room_id).label, presses) for _, room_id, presses in news]
+        self.pager.send_text(
+            member,
+            messages.repress_all(member.language, rooms=rooms, budget=BUDGET["sms"]),
+            incident_id=news[0][0],
+            purpose="repress",
+            on_done=lambda sent: self._news_done(staff_id, news, sent, now),
+        )
+        return False
+
+    def _news_done(
+        self, staff_id: str, news: list[tuple[int, str, int]], sent: bool, at: datetime
+    ) -> None:
+        """After a news text: mark its rooms told, or re-arm a job to send it again."""
+        if sent:
+            with self._lock:
+                for incident_id, _, presses in news:
+                    key = (incident_id, staff_id)
+                    self._told[key] = max(self._told.get(key, 1), presses)
+            return
+        with self._lock:
+            if self._news_at.get(staff_id) == at:
+                del self._news_at[staff_id]  # not told: the next news may go at once
+        self._news_again(news[0][0])
+
+    def _news_again(self, incident_id: int) -> None:
+        """Run the incident's latest re-press news job again in NEWS_EVERY seconds."""
+        due = self.clock() + timedelta(seconds=incidents.NEWS_EVERY)
+        with self.sessions.begin() as s:
+            job = s.scalars(
+                select(EscalationJob)
+                .where(
+                    EscalationJob.incident_id == incident_id,
+                    EscalationJob.kind == incidents.REPRESS_NEWS,
+                )
+                .order_by(EscalationJob.step.desc())
+                .limit(1)
+            ).first()
+            if job is None:
+                return
+            job.status, job.due_at, job.done_at = "pending", due, None
+        self.scheduler.wake()
 
     @staticmethod
     def _feedback(incident: Incident, now: datetime) -> Feedback:
@@ -361,6 +439,7 @@ class Runtime:
             job = s.get_one(EscalationJob, job_id)
             incident = s.get_one(Incident, job.incident_id)
             news = job.kind == incidents.REPRESS_NEWS
+            latest = job.step == incident.presses  # the news job of the last press
             wanted = State.OPEN if job.kind == "step" else State.ACKNOWLEDGED
             # A job of an earlier round (left by a crash before a reopen) is over.
             if not news and (
@@ -374,7 +453,8 @@ class Runtime:
                 pages = run(session=s, incident=incident, n=job.step, due=job.due_at, now=now)
             job.status, job.done_at = "done", now
         if news:  # texts, after the commit like every other text
-            self._repress_news(incident.id, now)
+            if self._repress_news(incident.id, now) and latest:
+                self._news_again(incident.id)  # someone is held back: try again later
             return
         log.info("incident %d: %s %d paged %d", incident.id, job.kind, job.step, len(pages))
         self.pager.dispatch(pages)
@@ -496,7 +576,7 @@ class Runtime:
             )
             if incident is None:
                 continue
-            room = self.site.room(incident.room_id).label
+            room = messages.room_label(self.site.room(incident.room_id).label)
             if incident.acknowledged_by in (None, member.id):
                 mine.append(room)
             else:  # someone else was first: say so, never "you are going"

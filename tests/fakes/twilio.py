@@ -8,7 +8,8 @@ Calls.json?To=``), and plays signed inbound SMS to our webhook like Twilio would
 It enforces Twilio's published limits, with Twilio's error JSON, so that no test
 can pass against limits Twilio does not have:
 
-- a message ``Body`` over 1,600 characters: 400, code 21617;
+- a message ``Body`` over 1,600 characters, counted in UTF-16 units like Twilio (an
+  emoji is two): 400, code 21617;
 - inline call ``Twiml`` over 4,000 characters: 400, code 32018;
 - ``ValidityPeriod`` outside 1-36,000 seconds: 400, code 90007;
 - a per-sender rate (per ``From``): a token bucket, :data:`SENDER_RATE` requests
@@ -47,6 +48,11 @@ VALIDITY_RANGE = (1, 36000)
 #: Default per-sender rate: requests a second per ``From``, and the burst allowed.
 SENDER_RATE = 10.0
 SENDER_BURST = 20
+
+
+def _units(text: str) -> int:
+    """A length as Twilio counts it: UTF-16 code units (an emoji counts two)."""
+    return len(text.encode("utf-16-le")) // 2
 
 
 def _more_info(code: int) -> str:
@@ -202,7 +208,7 @@ class FakeTwilio:
         """(status, code, message) if Twilio would refuse these parameters for a limit."""
         if kind == "Messages.json":
             body = params.get("Body", "")
-            if len(body) > BODY_LIMIT:
+            if _units(body) > BODY_LIMIT:
                 return (
                     400,
                     21617,
@@ -213,7 +219,7 @@ class FakeTwilio:
                 low, high = VALIDITY_RANGE
                 if not validity.isdigit() or not low <= int(validity) <= high:
                     return (400, 90007, f"ValidityPeriod must be between {low} and {high}.")
-        elif len(params.get("Twiml", "")) > TWIML_LIMIT:
+        elif _units(params.get("Twiml", "")) > TWIML_LIMIT:
             return (400, 32018, f"Twiml must be at most {TWIML_LIMIT} characters.")
         return None
 

@@ -771,6 +771,33 @@ def test_button_mashing_sends_news_at_most_every_thirty_seconds(system: System) 
 
 @pytest.mark.clock(START)
 @pytest.mark.site(escalation=STEPS)
+def test_re_press_news_twilio_refused_is_sent_again_later(system: System) -> None:
+    first = Alert(
+        device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=clock(system).now()
+    )
+    publish(system, first)
+    assert wait_until(lambda: len(system.incidents()) == 1)
+    settle(system)
+    system.twilio.fail(RECEPTION, code=21611, message="queue full", times=1)
+    publish(system, dataclasses.replace(first, presses=2))
+    assert wait_until(lambda: system.incidents()[0].presses == 2)
+    settle(system)
+    # Refused: reception was not told (floor was) ...
+    assert wait_until(lambda: len(system.events("message.failed")) == 1)
+    assert not [t for t in sms(system, RECEPTION) if "again" in t]
+    advance(system, 30)
+    # ... so the news goes again, once, when the job runs.
+    assert system.twilio.wait_for(
+        lambda sent: "Room 1: the button was pressed again (2 times)." in sms(system, RECEPTION)
+    )
+    advance(system, 60)
+    assert [t for t in system.twilio.to(RECEPTION) if "again" in t] == [
+        "Room 1: the button was pressed again (2 times)."
+    ]
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS)
 def test_an_alert_id_from_another_unit_over_https_is_answered_resolved(system: System) -> None:
     first = Alert(
         device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=clock(system).now()

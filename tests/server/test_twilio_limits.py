@@ -9,7 +9,9 @@ it through the real twilio library.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -20,10 +22,11 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
 from panicbutton.wire import Alert, new_alert_id, now_utc
-from server import paging
+from server import messages, paging
 from server.errors import NotifierError
 from server.models import Page
 from server.notifier import TwilioNotifier
+from server.paging import BUNDLE_TEXTS, COMPACT_BUDGET, COMPACT_ROOM_CHARS, _fit, _split
 from tests.fakes.twilio import FakeTwilio
 from tests.harness import FLOOR, RECEPTION, System, wait_until
 
@@ -111,6 +114,11 @@ def test_fake_twilio_refuses_what_twilio_refuses(twilio: FakeTwilio) -> None:
     assert body.value.code == 21617
     assert not body.value.retryable
     assert plain.send_sms(RECEPTION, "x" * 1600).startswith("SM")
+    # Twilio counts UTF-16 units: an emoji outside the BMP is two.
+    with pytest.raises(NotifierError) as emoji:
+        plain.send_sms(RECEPTION, "🚨" * 801)
+    assert emoji.value.code == 21617
+    assert plain.send_sms(RECEPTION, "🚨" * 800).startswith("SM")
     with pytest.raises(NotifierError) as twiml:
         plain.call(RECEPTION, "<Response><Say>" + "x" * 4000 + "</Say></Response>")
     assert twiml.value.code == 32018
@@ -336,3 +344,178 @@ def test_a_list_link_never_reaches_an_alarm_opened_after_it(system: System) -> N
     refused = httpx.post(local, data={"confirm": "1", "page": str(room_4)})
     assert refused.status_code == 410
     assert [i.state for i in system.incidents()].count("acknowledged") == 0
+
+
+STORM = 30
+
+
+@pytest.mark.site(
+    escalation=SMS_ONLY,
+    rooms=[
+        {"id": f"room-{i}", "label": f"Room {i}", "device": f"unit-{i}"}
+        for i in range(1, STORM + 1)
+    ],
+)
+def test_a_storm_of_mashed_buttons_sends_the_bundle_first_and_few_news(system: System) -> None:
+    assert system.server is not None
+    runtime = system.server.runtime
+    # A slow sender (2 SMS a second): what waits behind what shows.
+    system.twilio.sender_rate, system.twilio.sender_burst = 2.0, 4
+    start = time.monotonic()
+    alerts = [
+        Alert(device_id=f"unit-{i}", alert_id=new_alert_id(), seq=1, pressed_at=now_utc())
+        for i in range(1, STORM + 1)
+    ]
+    for a in alerts:  # every room pressed three times, within the bundle window
+        for presses in (1, 2, 3):
+            runtime.handle_alert(dataclasses.replace(a, presses=presses))
+    print(f"\n  presses took {time.monotonic() - start:.1f} s")
+
+    def bundle(phone: str) -> list[float]:
+        return [s.at for s in system.twilio.sent if s.to == phone and len(rooms_named(s.body)) > 1]
+
+    assert system.twilio.wait_for(lambda sent: all(bundle(p) for p in (RECEPTION, FLOOR)), 60)
+    for phone in (RECEPTION, FLOOR):
+        # The bundle of the other rooms goes out when the bundle window (3 s) after the
+        # first page ends, not behind a queue of news texts.
+        first = min(s.at for s in system.twilio.sent if s.to == phone)
+        print(f"  {phone[-3:]}: bundle {bundle(phone)[0] - first:.1f} s after the first page")
+        assert bundle(phone)[0] - first < 3.0 + 2.0, (phone[-3:], bundle(phone)[0] - first)
+    idle(system)
+    for phone in (RECEPTION, FLOOR):
+        news = [t for t in system.twilio.to(phone) if "again" in t or "opnieuw" in t]
+        assert len(news) <= 1, (phone[-3:], len(news))
+
+
+#: Emoji are two UTF-16 units each, as Twilio counts (a Python ``len`` says one).
+EMOJI_LABEL = "Room 1 " + "🚨" * 900
+EMOJI_NAME = "Reception " + "😀" * 900
+
+
+def units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+@pytest.mark.site(
+    escalation=SMS_ONLY,
+    rooms=[{"id": "room-1", "label": EMOJI_LABEL, "device": "unit-1"}],
+    staff=[
+        {"id": "reception", "name": EMOJI_NAME, "phone": RECEPTION, "language": "en"},
+        {"id": "floor", "name": "Floor", "phone": FLOOR, "language": "nl"},
+    ],
+)
+def test_emoji_room_labels_and_names_fit_twilio_in_every_text(system: System) -> None:
+    assert system.server is not None
+    first = Alert(device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=now_utc())
+    system.server.runtime.handle_alert(first)
+    system.server.runtime.handle_alert(dataclasses.replace(first, presses=2))
+    idle(system)
+
+    def inbound(phone: str, body: str) -> None:
+        answer = system.twilio.inbound_sms(
+            system.sms_webhook, public_url=system.sms_webhook_public, from_=phone, body=body
+        )
+        assert answer.status_code == 200
+        idle(system)
+
+    [page] = [t for t in system.twilio.to(RECEPTION) if t.startswith("ALARM")]
+    code = re.search(r"Reply (\d+)", page)
+    assert code is not None
+    inbound(RECEPTION, code.group(1))
+    inbound(FLOOR, code.group(1))  # not Floor's code: told Floor's codes, with the room
+    assert system.twilio.refused == [], [(r.to, r.code) for r in system.twilio.refused]
+    reception, floor = system.twilio.to(RECEPTION), system.twilio.to(FLOOR)
+    said = {
+        "page": page,
+        "news": next(t for t in reception if "pressed again" in t),
+        "confirmation": next(t for t in reception if t.startswith("Thanks.")),
+        "code needed": next(t for t in floor if t.startswith("Niet gedaan")),
+        "stand-down": next(t for t in floor if " gaat naar " in t),
+    }
+    for what, text in said.items():
+        # The room (and the name) are there, cut to a few words, well within Twilio's.
+        assert text.startswith(("Room 1 🚨", "ALARM Room 1 🚨", "Reception 😀")) or (
+            "Room 1 🚨" in text
+        ), (what, text[:80])
+        assert units(text) <= 200, (what, units(text))
+
+
+BIG = 200
+
+
+@pytest.mark.site(
+    escalation=SMS_ONLY,
+    rooms=[
+        {"id": f"room-{i}", "label": f"Room {i}", "device": f"unit-{i}"} for i in range(1, BIG + 1)
+    ],
+)
+def test_without_links_a_big_bundle_sends_every_room_and_its_code(system: System) -> None:
+    assert not system.settings.link_secret  # no full-list link to send instead
+    system.twilio.sender_rate = 0.0  # the rate is another test's subject
+    for i in range(1, BIG + 1):
+        press(system, f"unit-{i}")
+    idle(system, timeout=60)
+    assert system.twilio.refused == [], [(r.to, r.code) for r in system.twilio.refused]
+    assert system.server is not None
+    with system.server.runtime.sessions() as s:
+        pages = s.execute(select(Page.staff_id, Page.incident_id, Page.reply_code)).all()
+    room_of = {i.id: int(i.room_id.removeprefix("room-")) for i in system.incidents()}
+    for phone, staff_id, word in ((RECEPTION, "reception", "Reply"), (FLOOR, "floor", "Antwoord")):
+        texts = system.twilio.to(phone)
+        assert len(texts) <= 20, len(texts)  # about 18 pages a text, a few bundles
+        assert all(units(t) <= 1000 for t in texts)
+        got = {
+            (int(room), int(code))
+            for t in texts
+            for room, code in re.findall(rf"Room (\d+) \w+ \d\d:\d\d\. {word} (\d+)", t)
+        }
+        want = {(room_of[i], code) for who, i, code in pages if who == staff_id}
+        assert got == want, sorted(want - got)[:5]
+
+
+def test_a_bundle_without_a_link_is_at_most_twelve_texts_then_counts() -> None:
+    lines = [f"ALARM Room {i} at 22:04. Reply {100 + i} if you are going." for i in range(1, 401)]
+    rooms = [f"room-{i}" for i in range(1, 401)]
+    texts = _split(
+        lines, rooms, 1000, lambda more: messages.bundle_footer("en", more=more, link=None), most=12
+    )
+    assert len(texts) == BUNDLE_TEXTS == 12
+    assert all(units(t) <= 1000 for t in texts)
+    named = [n for t in texts for n in rooms_named(t)]
+    assert len(named) == len(set(named))
+    assert texts[-1].endswith(f"+{400 - len(named)} more rooms.")
+    assert rooms_more(texts[-1]) + len(named) == 400
+
+
+def test_a_compact_follow_up_bundle_keeps_the_count_and_the_link() -> None:
+    link = "https://panicbutton.residentie-zonneschijn.be/hooks/ack/" + "t" * 120
+    room = messages.room_label("Kamer 12 (eerste verdieping, oostvleugel)", COMPACT_ROOM_CHARS)
+    at = now_utc()
+    lines = [
+        messages.follow_up(
+            "fr",
+            room=room,
+            name="Marie-Christine Vandenbroucke-Van Der Elst 😀😀😀",
+            at=at,
+            timezone="Europe/Brussels",
+            code=100 + i,
+        )
+        for i in range(30)
+    ]
+    body = _fit(
+        lines,
+        [f"room-{i}" for i in range(30)],
+        COMPACT_BUDGET["sms"],
+        lambda more: messages.bundle_footer("fr", more=more, link=link),
+    )
+    assert units(body) <= COMPACT_BUDGET["sms"]
+    assert body.startswith("TOUJOURS OUVERT: Kamer 12")
+    assert body.endswith(f"+29 autres chambres. Toutes vos alertes ouvertes : {link}")
+
+
+def test_staff_names_are_cut_in_follow_ups() -> None:
+    text = messages.follow_up(
+        "en", room="Room 1", name="😀" * 900, at=now_utc(), timezone="Europe/Brussels", code=123
+    )
+    assert units(text) < 200
+    assert text.endswith("Reply 123g (handled) or 123f (false alarm) to close.")
