@@ -66,7 +66,9 @@ FORM = {
                 "schema": {
                     "type": "object",
                     "properties": {
-                        f: {"type": "string"} for f in (*FIELDS, "CallStatus", "ErrorCode")
+                        # No Twilio field holds a NUL byte (one is answered 400).
+                        f: {"type": "string", "pattern": "^[^\\u0000]*$"}
+                        for f in (*FIELDS, "CallStatus", "ErrorCode")
                     },
                 }
             }
