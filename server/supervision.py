@@ -18,6 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
 from server import incidents, messages
 from server.models import DeviceRecord
 from server.runtime import Runtime
@@ -101,6 +104,29 @@ class Supervisor:
                 purpose="server_link",
             )
 
+    def _record_new_units(self) -> None:
+        """A record for each unit of the site never heard of since this database began,
+        each in its own transaction: the unit's first message may make it meanwhile,
+        which must not fail the pass for every other room."""
+        rt = self._runtime
+        with rt.sessions() as s:
+            known = set(s.scalars(select(DeviceRecord.device_id)))
+        for room in rt.site.rooms:
+            if room.device in known:
+                continue
+            try:
+                with rt.sessions.begin() as s:
+                    s.add(
+                        DeviceRecord(
+                            device_id=room.device,
+                            last_seq=0,
+                            online=False,
+                            offline_since=self._started,
+                        )
+                    )
+            except IntegrityError:
+                pass  # recorded by the unit's own first message
+
     def check(self) -> list[str]:
         """One pass; returns the device ids managers were just told are offline."""
         rt = self._runtime
@@ -111,14 +137,12 @@ class Supervisor:
         judge = self._link_up() and now - self._started >= timedelta(seconds=self._times.silence)
         alert_before = now - timedelta(seconds=self._times.grace)
         newly: list[tuple[Room, datetime]] = []
+        self._record_new_units()
         with rt.sessions.begin() as s:
             for room in rt.site.rooms:
                 device = s.get(DeviceRecord, room.device)
-                if device is None:  # never heard of since this database began
-                    device = DeviceRecord(
-                        device_id=room.device, last_seq=0, online=False, offline_since=self._started
-                    )
-                    s.add(device)
+                if device is None:  # its first message raced the record: next pass
+                    continue
                 if (
                     judge
                     and device.online
