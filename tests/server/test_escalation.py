@@ -503,14 +503,8 @@ def publish(system: System, alert_: Alert) -> None:
 @pytest.mark.site(escalation=STEPS)
 @pytest.mark.settings(sms_bundle_window=0.0, call_bundle_window=0.0)
 def test_a_press_after_resolution_reopens_with_a_fresh_reply_code(system: System) -> None:
-    first = Alert(
-        device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=clock(system).now()
-    )
-    publish(system, first)
-    assert wait_until(lambda: len(system.incidents()) == 1)
-    settle(system)
-    reply(system, RECEPTION, code(system, RECEPTION))
-    reply(system, RECEPTION, code(system, RECEPTION) + "g")  # closed; the unit never heard it
+    first = pressed(system)
+    take_and_close(system)  # the unit never heard it
     other = alert(system, "unit-2")
     settle(system)
     assert sms(system, RECEPTION)[-1].startswith("ALARM Room 2")
@@ -538,16 +532,10 @@ def test_a_press_after_resolution_reopens_with_a_fresh_reply_code(system: System
 def test_a_link_from_before_a_reopen_does_not_acknowledge_the_new_alarm(
     system: System,
 ) -> None:
-    first = Alert(
-        device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=clock(system).now()
-    )
-    publish(system, first)
-    assert wait_until(lambda: len(system.incidents()) == 1)
-    settle(system)
+    first = pressed(system)
     [old_page] = sms(system, FLOOR)
     old_link = old_page.split()[-1].replace(system.settings.public_base_url, system.base_url)
-    reply(system, RECEPTION, code(system, RECEPTION))
-    reply(system, RECEPTION, code(system, RECEPTION) + "g")  # closed; the unit never heard it
+    take_and_close(system)  # the unit never heard it
     advance(system, 120)
     publish(system, dataclasses.replace(first, presses=2))  # pressed again: reopened
 
@@ -590,6 +578,23 @@ def test_after_an_outage_missed_repeats_are_not_fired_in_a_burst(system: System)
     system.server.runtime.scheduler.stop()
 
 
+def pressed(system: System) -> Alert:
+    """Room 1's unit sends its first alert; returns it once its pages are out."""
+    first = Alert(
+        device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=clock(system).now()
+    )
+    publish(system, first)
+    assert wait_until(lambda: len(system.incidents()) == 1)
+    settle(system)
+    return first
+
+
+def take_and_close(system: System) -> None:
+    """Reception takes Room 1's alarm by its code, then closes it as handled."""
+    reply(system, RECEPTION, code(system, RECEPTION))
+    reply(system, RECEPTION, code(system, RECEPTION) + "g")
+
+
 def code(system: System, phone: str, room: str | None = "Room 1") -> str:
     """The reply code in the latest page about ``room`` that ``phone`` received."""
     return reply_code(sms(system, phone), room)
@@ -629,12 +634,7 @@ class Unit:
 def test_an_alert_id_from_another_unit_is_refused_and_never_touches_that_room(
     system: System,
 ) -> None:
-    first = Alert(
-        device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=clock(system).now()
-    )
-    publish(system, first)
-    assert wait_until(lambda: len(system.incidents()) == 1)
-    settle(system)
+    first = pressed(system)
     texts = len(system.twilio.sent)
     unit_2 = Unit(system, "unit-2")
     try:
@@ -772,12 +772,7 @@ def test_button_mashing_sends_news_at_most_every_thirty_seconds(system: System) 
 @pytest.mark.clock(START)
 @pytest.mark.site(escalation=STEPS)
 def test_re_press_news_twilio_refused_is_sent_again_later(system: System) -> None:
-    first = Alert(
-        device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=clock(system).now()
-    )
-    publish(system, first)
-    assert wait_until(lambda: len(system.incidents()) == 1)
-    settle(system)
+    first = pressed(system)
     system.twilio.fail(RECEPTION, code=21611, message="queue full", times=1)
     publish(system, dataclasses.replace(first, presses=2))
     assert wait_until(lambda: system.incidents()[0].presses == 2)
@@ -799,12 +794,7 @@ def test_re_press_news_twilio_refused_is_sent_again_later(system: System) -> Non
 @pytest.mark.clock(START)
 @pytest.mark.site(escalation=STEPS)
 def test_an_alert_id_from_another_unit_over_https_is_answered_resolved(system: System) -> None:
-    first = Alert(
-        device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=clock(system).now()
-    )
-    publish(system, first)
-    assert wait_until(lambda: len(system.incidents()) == 1)
-    settle(system)
+    first = pressed(system)
     forged = dataclasses.replace(first, device_id="unit-2", presses=5)
     answer = httpx.post(
         f"{system.api}/devices/unit-2/alerts",
@@ -962,15 +952,9 @@ def test_someone_a_follow_up_asks_to_close_can_close_by_code(system: System) -> 
 @pytest.mark.site(escalation=STEPS)
 @pytest.mark.settings(sms_bundle_window=0.0, call_bundle_window=0.0)
 def test_a_late_code_from_before_a_reopen_does_not_take_the_new_alarm(system: System) -> None:
-    first = Alert(
-        device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=clock(system).now()
-    )
-    publish(system, first)
-    assert wait_until(lambda: len(system.incidents()) == 1)
-    settle(system)
+    first = pressed(system)
     old = code(system, FLOOR)  # Floor was paged too, and answers late
-    reply(system, RECEPTION, code(system, RECEPTION))
-    reply(system, RECEPTION, code(system, RECEPTION) + "g")
+    take_and_close(system)
     advance(system, 120)
     publish(system, dataclasses.replace(first, presses=2))  # pressed again: reopened
     assert wait_until(lambda: any("ALARM Room 1 om 22:02" in b for b in sms(system, FLOOR)))
