@@ -256,11 +256,16 @@ class Pager:
             stuck = list(
                 s.scalars(select(Page).where(Page.status == "sending", Page.created_at < cutoff))
             )
+        return self._redrive_claimed(stuck, "stuck while sending")
+
+    def _redrive_claimed(self, pages: list[Page], why: str) -> int:
+        """Send again those of ``pages`` (claimed, not recorded) the provider does not
+        have, leaving out what this process is still sending or holding."""
         with self._lock:
-            stuck = [p for p in stuck if p.id not in self._active]
-        again = [p.id for p in stuck if not self._went_out(p)]
+            pages = [p for p in pages if p.id not in self._active]
+        again = [p.id for p in pages if not self._went_out(p)]
         if again:
-            log.warning("re-driving %d page(s) stuck while sending", len(again))
+            log.warning("re-sending %d page(s) %s", len(again), why)
             self.dispatch(again)
         return len(again)
 
@@ -272,9 +277,12 @@ class Pager:
         try:
             if rendered is not None and page.channel == "sms":
                 found = self._notifier.find_sms(rendered.member.phone, rendered.body, since)
-            elif rendered is not None:
+            elif rendered is not None and not self._other_call_unrecorded(page):
                 # Calls carry nothing of ours: a call to that number placed since the
                 # page was made, and not recorded for another page, is this page's.
+                # With another of this person's calls also unrecorded, a call found
+                # could be that one's: the page is placed again (a second call is
+                # better than a page marked sent that never rang).
                 found = self._notifier.find_call(
                     rendered.member.phone, since, exclude=self._recorded_calls(page)
                 )
@@ -297,6 +305,19 @@ class Pager:
             # Not found: sending again is better than a page that never arrives.
             row.status = "pending"
         return False
+
+    def _other_call_unrecorded(self, page: Page) -> bool:
+        """Another call page to this person claimed but not recorded ("sending")."""
+        with self._sessions() as s:
+            other = s.scalar(
+                select(Page.id).where(
+                    Page.staff_id == page.staff_id,
+                    Page.channel == "call",
+                    Page.id != page.id,
+                    Page.status == "sending",
+                )
+            )
+        return other is not None
 
     def _recorded_calls(self, page: Page) -> frozenset[str]:
         """Call ids already recorded for this person's other pages since this one."""
@@ -346,12 +367,7 @@ class Pager:
     def _recover(self, page_ids: list[int]) -> None:
         with self._sessions() as s:
             pages = [p for p in (s.get(Page, i) for i in page_ids) if p and p.status == "sending"]
-        with self._lock:
-            pages = [p for p in pages if p.id not in self._active]
-        again = [p.id for p in pages if not self._went_out(p)]
-        if again:
-            log.warning("re-sending %d page(s) after a failed send", len(again))
-            self.dispatch(again)
+        self._redrive_claimed(pages, "after a failed send")
 
     def _route(self, page_id: int) -> None:
         """Send a claimed page now, or hold it for a bundle with others to the same person."""

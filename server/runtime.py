@@ -197,11 +197,13 @@ class Runtime:
             self.scheduler.wake()
         elif result.repressed:
             log.info("incident %d: button pressed again (%d)", incident.id, incident.presses)
-            self._repress_news(incident.id, now)
-            self.scheduler.wake()  # the job for the news this window holds back
         else:
             log.info("alert %s redelivered; incident %d already open", alert.alert_id, incident.id)
         self._send_feedback(incident, now)
+        if result.repressed:
+            # After the unit's feedback: the news (several queries) must not delay it.
+            self._repress_news(incident.id, now)
+            self.scheduler.wake()  # the job for the news this window holds back
         return self._feedback(incident, now)
 
     def _refused(self, alert: Alert, now: datetime) -> Feedback:

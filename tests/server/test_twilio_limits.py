@@ -519,3 +519,29 @@ def test_staff_names_are_cut_in_follow_ups() -> None:
     )
     assert units(text) < 200
     assert text.endswith("Reply 123g (handled) or 123f (false alarm) to close.")
+
+
+@pytest.mark.site(escalation=CALL_ONLY)
+@pytest.mark.settings(call_bundle_window=0.0)
+def test_a_half_sent_call_never_takes_another_half_sent_calls_place(system: System) -> None:
+    press(system, "unit-1")
+    press(system, "unit-2")
+    idle(system)
+    assert system.server is not None
+    runtime = system.server.runtime
+    system.stop_server()
+    # Both of reception's call pages were left "sending" by a crash; Twilio got only
+    # Room 2's call. Room 1's page must not be taken as sent by Room 2's call.
+    system.twilio.calls[:] = [
+        c for c in system.twilio.calls if not (c.to == RECEPTION and "Room 1" in c.spoken)
+    ]
+    with runtime.sessions.begin() as s:
+        s.execute(
+            update(Page)
+            .where(Page.staff_id == "reception", Page.channel == "call")
+            .values(status="sending", provider_sid=None, sent_at=None)
+        )
+    system.start_server()
+    idle(system)
+    heard = [c.spoken for c in system.twilio.calls_to(RECEPTION)]
+    assert any("Room 1" in h for h in heard), heard
