@@ -157,8 +157,10 @@ def _load(payload: bytes, what: str) -> dict[str, Any]:
         # NOTE: decoded here, strictly: json.loads(bytes) would also take UTF-16,
         # UTF-32 and a byte-order mark, which the contract does not allow.
         data = json.loads(payload.decode("utf-8"))
-        # A "\udcff" escape decodes to half a character, which nothing can store.
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
+        # A "\udcff" escape decodes to half a character, which nothing can store (the
+        # strict decode above already refused raw ones; only an escape can carry it).
+        if b"\\u" in payload:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeDecodeError as exc:
         raise WireError(f"{what} payload is not UTF-8 text: {exc}") from None
     except UnicodeEncodeError:
