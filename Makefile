@@ -25,7 +25,7 @@ test: $(STAMP) lint typecheck unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check panicbutton device server tests
+	$(BIN)/ruff format --check panicbutton device server demo tests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

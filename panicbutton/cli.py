@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from panicbutton import __version__
-from panicbutton.logs import protect_handlers
+from panicbutton.redact import protect_handlers
 
 
 def _server(args: argparse.Namespace) -> int:
@@ -72,14 +72,14 @@ def _device(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from panicbutton.demo import run_demo  # noqa: PLC0415
+    from demo.run import run_demo  # noqa: PLC0415
 
     return run_demo(broker=args.broker, rooms=args.rooms)
 
 
 def _provision(args: argparse.Namespace) -> int:
     from server.errors import ServerError  # noqa: PLC0415
-    from server.provision import provision  # noqa: PLC0415
+    from server.units.provision import provision  # noqa: PLC0415
 
     try:
         bundle = provision(
@@ -117,8 +117,8 @@ def _acknowledge(args: argparse.Namespace) -> int:
 
     from server.clock import SystemClock  # noqa: PLC0415
     from server.db import make_engine, sessions  # noqa: PLC0415
-    from server.export import ID_RE  # noqa: PLC0415
-    from server.logkeeper import acknowledge_failure  # noqa: PLC0415
+    from server.log.export import ID_RE  # noqa: PLC0415
+    from server.log.keeper import acknowledge_failure  # noqa: PLC0415
     from server.settings import Settings  # noqa: PLC0415
 
     reason = (args.reason or "").strip()
@@ -158,16 +158,16 @@ def _acknowledge(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from panicbutton import ledger  # noqa: PLC0415
+    from panicbutton.log import spec  # noqa: PLC0415
 
     out: Path | None = args.out
     if out is None:
         print("panicbutton audit keygen: say where with --out FILE", file=sys.stderr)
         return 2
     try:
-        signer = ledger.Signer.generate(args.name)
+        signer = spec.Signer.generate(args.name)
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except ledger.LogFormatError as exc:
+    except spec.LogFormatError as exc:
         print(f"panicbutton audit keygen: {exc}", file=sys.stderr)
         return 2
     except FileExistsError:
@@ -188,9 +188,9 @@ def _keygen(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from pydantic import ValidationError  # noqa: PLC0415
 
+    from server.commands import export_to  # noqa: PLC0415
     from server.errors import ServerError  # noqa: PLC0415
     from server.settings import Settings  # noqa: PLC0415
-    from server.tools import export_to  # noqa: PLC0415
 
     try:
         path, entries = export_to(
@@ -340,8 +340,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _db(args: argparse.Namespace) -> int:
+    from server.commands import db_command  # noqa: PLC0415
     from server.errors import ServerError  # noqa: PLC0415
-    from server.tools import db_command  # noqa: PLC0415
 
     try:
         print(db_command(args.action, args.role))
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:2] == ["audit", "verify"]:
         # The verifier parses its own options (--key, --trusted).
-        from panicbutton.verify import main as verify_main  # noqa: PLC0415
+        from panicbutton.log.verify import main as verify_main  # noqa: PLC0415
 
         return verify_main(argv[2:])
     args = parser().parse_args(argv)

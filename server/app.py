@@ -17,22 +17,24 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from panicbutton import __version__, ledger
-from panicbutton.logs import protect_handlers
-from server import ack, api, devices, messages, records, webhooks
-from server.audit import audit
+from panicbutton import __version__
+from panicbutton.log import spec
+from panicbutton.redact import protect_handlers
 from server.clock import Clock
 from server.db import make_engine, migrate
-from server.deps import answers
 from server.errors import SettingsError
-from server.ingest import Ingest
-from server.limits import BodyLimit
-from server.logkeeper import LogKeeper, load_signer, record_config
-from server.notifier import ConsoleNotifier, Notifier, TwilioNotifier
+from server.log.append import audit
+from server.log.keeper import LogKeeper, load_signer, record_config
+from server.paging import messages
+from server.paging.notifier import ConsoleNotifier, Notifier, TwilioNotifier
+from server.routes import ack, api, devices, records, webhooks
+from server.routes.deps import answers
+from server.routes.limits import BodyLimit
 from server.runtime import Runtime
 from server.settings import Settings
 from server.site import Site, load_site
-from server.supervision import SupervisionTimes, Supervisor
+from server.units.ingest import Ingest
+from server.units.supervision import SupervisionTimes, Supervisor
 
 log = logging.getLogger(__name__)
 #: The methods a 405 may name.
@@ -238,7 +240,7 @@ async def _method_not_allowed(request: Request, _: Exception) -> JSONResponse:
     )
 
 
-def _signer(settings: Settings, site: Site) -> ledger.Signer:
+def _signer(settings: Settings, site: Site) -> spec.Signer:
     if settings.log_key_file is not None:
         try:
             return load_signer(settings.log_key_file)
@@ -246,4 +248,4 @@ def _signer(settings: Settings, site: Site) -> ledger.Signer:
             raise SettingsError(str(exc)) from None
     # Only the demo gets here (settings refuse a missing key otherwise): a throwaway key.
     slug = "".join(c if c.isalnum() else "-" for c in site.name.lower()).strip("-") or "site"
-    return ledger.Signer.generate(f"panicbutton.demo/{slug}")
+    return spec.Signer.generate(f"panicbutton.demo/{slug}")

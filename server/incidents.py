@@ -15,8 +15,8 @@ from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from panicbutton.wire import Alert, FeedbackState, LinkState, Status
-from server import escalation
-from server.audit import audit
+from server.escalation import plans
+from server.log.append import audit
 from server.models import DeviceRecord, Incident, LogEntry
 from server.site import Room, Site
 
@@ -96,7 +96,7 @@ def record_alert(
         # NOTE: the news of a press is throttled (server.runtime); this job, due when the
         # window of the news sent now ends, sends what the window held back. Persisted,
         # so a restart loses no news.
-        escalation.schedule(
+        plans.schedule(
             session,
             incident_id=existing.id,
             kind=REPRESS_NEWS,
@@ -134,7 +134,7 @@ def record_alert(
         session, device_id=alert.device_id, seq=alert.seq, now=now, incident_id=incident.id
     )
 
-    page_ids = escalation.start(session=session, site=site, incident=incident, now=now)
+    page_ids = plans.start(session=session, site=site, incident=incident, now=now)
     return AlertResult(incident, new=True, page_ids=page_ids)
 
 
@@ -167,7 +167,7 @@ def _reopen(session: Session, *, site: Site, incident: Incident, now: datetime) 
         round=incident.round,
         presses=incident.presses,
     )
-    return escalation.start(session=session, site=site, incident=incident, now=now)
+    return plans.start(session=session, site=site, incident=incident, now=now)
 
 
 #: The most one alert may move a unit's sequence mark forward. A jump beyond it is
@@ -279,7 +279,7 @@ def acknowledge(
         staff=staff_id,
         via=via,
     )
-    escalation.acknowledged(session, incident=incident, now=now)
+    plans.acknowledged(session, incident=incident, now=now)
     return True
 
 
@@ -308,7 +308,7 @@ def resolve(
         staff=staff_id,
         outcome=str(outcome),
     )
-    escalation.resolved(session, incident=incident)
+    plans.resolved(session, incident=incident)
     return True
 
 

@@ -19,12 +19,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from panicbutton.wire import Alert, Feedback, FeedbackState, Status
-from server import duty, escalation, incidents, messages, replies
-from server.audit import audit
+from server import duty, incidents, replies
 from server.clock import Clock, SystemClock
 from server.db import sessions
+from server.escalation import plans
+from server.escalation.scheduler import Scheduler
 from server.incidents import FEEDBACK_FOR, Outcome, State
-from server.links import LIST, make_token
+from server.log.append import audit
+from server.log.personal import Retention
 from server.models import (
     DeviceRecord,
     DutyOverride,
@@ -34,14 +36,14 @@ from server.models import (
     StaffState,
     WebhookReceipt,
 )
-from server.notifier import Notifier, mask
-from server.paging import BUDGET, Pager
-from server.personal import Retention
-from server.scheduler import Scheduler
+from server.paging import messages
+from server.paging.links import LIST, make_token
+from server.paging.notifier import Notifier, mask
+from server.paging.pager import BUDGET, Pager
 from server.site import Language, Room, Site, Staff
 
 if TYPE_CHECKING:
-    from server.logkeeper import LogKeeper
+    from server.log.keeper import LogKeeper
 
 log = logging.getLogger(__name__)
 
@@ -403,7 +405,7 @@ class Runtime:
                 device=room.device,
                 since=since,
             )
-            pages = escalation.start(session=s, site=self.site, incident=incident, now=now)
+            pages = plans.start(session=s, site=self.site, incident=incident, now=now)
         self.pager.dispatch(pages)
         self.scheduler.wake()
 
@@ -444,14 +446,12 @@ class Runtime:
             latest = job.step == incident.presses  # the news job of the last press
             wanted = State.OPEN if job.kind == "step" else State.ACKNOWLEDGED
             # A job of an earlier round (left by a crash before a reopen) is over.
-            if not news and (
-                incident.state != wanted or job.step // escalation.ROUND != incident.round
-            ):
+            if not news and (incident.state != wanted or job.step // plans.ROUND != incident.round):
                 job.status = "cancelled"
                 return
             pages: list[int] = []
             if not news:
-                run = escalation.run_step if job.kind == "step" else escalation.run_follow_up
+                run = plans.run_step if job.kind == "step" else plans.run_follow_up
                 pages = run(session=s, incident=incident, n=job.step, due=job.due_at, now=now)
             job.status, job.done_at = "done", now
         if news:  # texts, after the commit like every other text
@@ -498,7 +498,7 @@ class Runtime:
         return hurried
 
     def _failed(self, s: Session, incident: Incident, page: Page, why: str, now: datetime) -> bool:
-        if escalation.hurry(s, incident=incident, failed_step=page.step, now=now):
+        if plans.hurry(s, incident=incident, failed_step=page.step, now=now):
             log.warning(
                 "incident %d: %s to staff %s failed (%s); next step now",
                 incident.id,
@@ -782,7 +782,7 @@ class Runtime:
                     Incident.state != State.RESOLVED,
                 )
             ).all()
-        return next((i for i, now, step in rows if escalation.round_of(step) == now), None)
+        return next((i for i, now, step in rows if plans.round_of(step) == now), None)
 
     def _open_codes(self, staff_id: str) -> list[tuple[int, str]]:
         """(code, room) of this person's unresolved incidents, newest page's code each."""

@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from server.personal import Retention
+from server.log.personal import Retention
 
 _PLACEHOLDERS = {
     "",

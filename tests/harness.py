@@ -26,14 +26,20 @@ from device.agent import Agent
 from device.clock import Clock as DeviceClock
 from device.config import parse_config
 from device.indicator import Light
-from panicbutton import ledger
+from panicbutton.log import spec
 from panicbutton.wire import parse_topic
 from server.app import Server, build
-from server.broker import SERVER_USER, BrokerFiles, MosquittoProcess, find_mosquitto, free_port
 from server.clock import Clock
 from server.models import EscalationJob, Incident, LogEntry
 from server.settings import Settings
 from server.site import Site, parse_site
+from server.units.broker import (
+    SERVER_USER,
+    BrokerFiles,
+    MosquittoProcess,
+    find_mosquitto,
+    free_port,
+)
 from tests.fakes.twilio import FakeTwilio
 
 __all__ = [
@@ -91,7 +97,7 @@ def sample_site(**changes: Any) -> Site:
 
 def write_log_key(path: Path, name: str = "panicbutton.test/log") -> Path:
     """A fresh log signing key at ``path`` (mode 600), as `panicbutton audit keygen` writes."""
-    path.write_text(ledger.Signer.generate(name).private_text())
+    path.write_text(spec.Signer.generate(name).private_text())
     path.chmod(0o600)
     return path
 

@@ -24,8 +24,8 @@ import yaml  # type: ignore[import-untyped]  # PyYAML has no inline types; types
 from device.config import parse_config
 from panicbutton import wire
 from server.app import build
-from server.broker import DEVICE_RULES, SERVER_RULES
 from server.settings import Settings
+from server.units.broker import DEVICE_RULES, SERVER_RULES
 from tests import harness
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

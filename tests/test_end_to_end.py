@@ -209,7 +209,7 @@ def test_malformed_alert_is_logged_and_loses_nothing_after_it(
     system: System, caplog: pytest.LogCaptureFixture
 ) -> None:
     good = Alert(device_id="unit-2", alert_id=new_alert_id(), seq=1, pressed_at=now_utc())
-    with caplog.at_level(logging.ERROR, logger="server.ingest"):
+    with caplog.at_level(logging.ERROR, logger="server.units.ingest"):
         publish_raw(
             system,
             "unit-2",

@@ -11,8 +11,8 @@ import pytest
 
 from device.config import KNOWN, load_config, parse_config
 from device.errors import ConfigError
-from server.broker import mosquitto_acl
 from server.site import load_site
+from server.units.broker import mosquitto_acl
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware_config"

@@ -23,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from twilio.http.http_client import TwilioHttpClient
 
 from panicbutton.wire import QOS, Alert, alert_topic, new_alert_id, now_utc
-from server.broker import SERVER_USER
+from server.units.broker import SERVER_USER
 from tests.bench.latency import GAP, TIMEOUT, at_least
 from tests.harness import MONITOR, RECEPTION, System
 

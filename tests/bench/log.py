@@ -22,9 +22,9 @@ from typing import Any
 
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, insert
 
-from panicbutton import ledger, verify
-from server.audit import audit
+from panicbutton.log import spec, verify
 from server.db import make_engine, migrate, sessions
+from server.log.append import audit
 
 STEP: dict[str, Any] = {"step": 1, "due": "2026-11-28T21:04:35.000Z", "lag_ms": 7}
 
@@ -58,7 +58,7 @@ def measure_append(url: str, *, entries: int, per_commit: int) -> AppendRun:
                 for _ in range(per_commit):
                     audit(s, at=at, type="escalation.step_started", incident_id=i, **STEP)
         seconds = time.perf_counter() - started
-        sample = ledger.entry_bytes(
+        sample = spec.entry_bytes(
             n=0, at=at, type_="escalation.step_started", incident=1, data=STEP, prev=b"\0" * 32
         )
         plain = Table(
@@ -99,10 +99,10 @@ class VerifyRun:
         return self.entries / self.parallel_seconds
 
 
-def synthetic_log(entries: int, every: int = 100) -> tuple[list[bytes], list[str], ledger.Signer]:
+def synthetic_log(entries: int, every: int = 100) -> tuple[list[bytes], list[str], spec.Signer]:
     """A log of ``entries`` realistic entries, signed every ``every`` entries."""
-    signer = ledger.Signer.generate("panicbutton.bench/log")
-    tree, last = ledger.Frontier(), ledger.GENESIS
+    signer = spec.Signer.generate("panicbutton.bench/log")
+    tree, last = spec.Frontier(), spec.GENESIS
     bodies: list[bytes] = []
     notes: list[str] = []
     start = datetime(2026, 11, 28, 21, 0, tzinfo=UTC)
@@ -117,7 +117,7 @@ def synthetic_log(entries: int, every: int = 100) -> tuple[list[bytes], list[str
         type_, data = kinds[n % len(kinds)]
         if type_ == "alert.raised":
             data = {**data, "seq": n // len(kinds) + 1, "kind": "test"}
-        body = ledger.entry_bytes(
+        body = spec.entry_bytes(
             n=n,
             at=start + timedelta(milliseconds=n),
             type_=type_,
@@ -126,7 +126,7 @@ def synthetic_log(entries: int, every: int = 100) -> tuple[list[bytes], list[str
             prev=last,
         )
         bodies.append(body)
-        last = ledger.leaf_hash(body)
+        last = spec.leaf_hash(body)
         tree.append(last)
         if tree.size % every == 0 or tree.size == entries:
             notes.append(signer.sign_checkpoint(tree.size, tree.root()).note)

@@ -36,8 +36,8 @@ from panicbutton.wire import (
     Status,
     now_utc,
 )
-from server.broker import free_port
-from server.messages import local_time
+from server.paging.messages import local_time
+from server.units.broker import free_port
 from tests.fakes.twilio import Sent
 from tests.harness import BUTTON, FLOOR, MANAGER, MONITOR, RECEPTION, System, wait_until
 

@@ -14,10 +14,10 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from panicbutton import canonical, ledger, verify
-from server import audit as audit_module
-from server.audit import audit, frontier
+from panicbutton.log import canonical, spec, verify
 from server.db import MIGRATIONS, make_engine, migrate, sessions
+from server.log import append as audit_module
+from server.log.append import audit, frontier
 from server.models import LogEntry, WebhookReceipt
 
 AT = datetime(2026, 11, 28, 21, 4, 5, 123000, tzinfo=UTC)
@@ -60,8 +60,8 @@ def test_commits_number_entries_without_gaps_and_verify(
         audit(s, at=AT, type="duty.takeover", staff="reception", until=AT)
 
     stored = bodies(engine)
-    assert [ledger.parse_entry(b).n for b in stored] == list(range(7))
-    signer = ledger.Signer.generate("panicbutton.test/log")
+    assert [spec.parse_entry(b).n for b in stored] == list(range(7))
+    signer = spec.Signer.generate("panicbutton.test/log")
     with engine.connect() as conn:
         head = frontier(conn)
     note = signer.sign_checkpoint(head.size, head.root()).note
@@ -72,9 +72,9 @@ def test_commits_number_entries_without_gaps_and_verify(
 
 def test_what_the_log_cannot_hold_is_refused_at_the_call(engine: Engine) -> None:
     with sessions(engine)() as s:
-        with pytest.raises(ledger.LogFormatError, match="not one of the log's version-1 types"):
+        with pytest.raises(spec.LogFormatError, match="not one of the log's version-1 types"):
             audit(s, at=AT, type="alert.cancelled")
-        with pytest.raises(ledger.LogFormatError, match="field\\(s\\) phone are not allowed"):
+        with pytest.raises(spec.LogFormatError, match="field\\(s\\) phone are not allowed"):
             audit(s, at=AT, type="incident.acknowledged", staff="reception", phone="+3247")
         with pytest.raises(canonical.CanonicalError, match="float cannot go into the log"):
             audit(s, at=AT, type="escalation.step_started", step=1, due=AT, lag_ms=1.5)
@@ -82,7 +82,7 @@ def test_what_the_log_cannot_hold_is_refused_at_the_call(engine: Engine) -> None
 
 
 def types(engine: Engine) -> list[str]:
-    return [ledger.parse_entry(b).type for b in bodies(engine)]
+    return [spec.parse_entry(b).type for b in bodies(engine)]
 
 
 def test_a_rolled_back_savepoint_takes_only_its_own_events(engine: Engine) -> None:
@@ -107,7 +107,7 @@ def test_events_of_a_session_closed_without_commit_never_reach_the_log(engine: E
 
 
 def test_a_time_without_zone_is_refused_at_the_call(engine: Engine) -> None:
-    with sessions(engine)() as s, pytest.raises(ledger.LogFormatError, match="time zone"):
+    with sessions(engine)() as s, pytest.raises(spec.LogFormatError, match="time zone"):
         audit(s, at=AT.replace(tzinfo=None), type="log.heartbeat")
 
 
@@ -134,12 +134,12 @@ def test_audit_events_of_an_older_install_become_the_first_log_entries(tmp_path:
     stored = bodies(engine)
     with engine.connect() as conn:
         head = frontier(conn)
-    signer = ledger.Signer.generate("panicbutton.test/log")
+    signer = spec.Signer.generate("panicbutton.test/log")
     note = signer.sign_checkpoint(head.size, head.root()).note
     _, parsed = verify.verify_full(stored, [note], signer.verifier)
     assert [(e.n, e.type) for e in parsed] == [(0, "log.heartbeat"), (1, "duty.takeover")]
     assert parsed[1].data == {"staff": "floor", "until": "2026-11-28T05:05:00.000Z"}
-    assert [ledger.parse_entry(b).at for b in stored] == [
+    assert [spec.parse_entry(b).at for b in stored] == [
         "2026-11-27T21:04:05.123Z",
         "2026-11-27T21:05:00.000Z",
     ]

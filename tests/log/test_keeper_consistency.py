@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from panicbutton import ledger
-from server.audit import audit
+from panicbutton.log import spec
 from server.db import make_engine, migrate, sessions
-from server.logkeeper import LogFailedError, LogKeeper
+from server.log.append import audit
+from server.log.keeper import LogFailedError, LogKeeper
+from server.log.personal import Retention
 from server.models import LogEntry
-from server.personal import Retention
 
 T0 = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
-SIGNER = ledger.Signer.generate("panicbutton.test/log")
+SIGNER = spec.Signer.generate("panicbutton.test/log")
 
 
 def database(path: Path) -> Engine:
@@ -64,7 +64,7 @@ def checks(engine: Engine) -> list[str]:
 
 def file_sizes(folder: Path) -> list[int]:
     lines = (folder / "checkpoints.jsonl").read_text().splitlines()
-    return [ledger.open_checkpoint(json.loads(line), SIGNER.verifier).size for line in lines]
+    return [spec.open_checkpoint(json.loads(line), SIGNER.verifier).size for line in lines]
 
 
 def test_a_log_that_contradicts_the_checkpoint_file_is_not_signed_at_all(
@@ -123,7 +123,7 @@ def test_two_checkpoints_of_one_size_in_the_file_stop_signing(
     a = database(tmp_path / "a.sqlite3")
     engines.append(a)
     beats(a, 3)
-    other = SIGNER.sign_checkpoint(3, ledger.leaf_hash(b"another root"))
+    other = SIGNER.sign_checkpoint(3, spec.leaf_hash(b"another root"))
     with (tmp_path / "checkpoints.jsonl").open("a") as f:
         f.write(json.dumps(other.note) + "\n")
 

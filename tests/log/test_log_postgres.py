@@ -28,15 +28,16 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from panicbutton import canonical, ledger, verify
+from panicbutton.log import canonical, spec, verify
 from panicbutton.wire import Alert, new_alert_id
-from server import export, incidents
-from server.audit import audit
+from server import incidents
+from server.commands import db_command
 from server.db import make_engine, migrate, sessions
-from server.logkeeper import LogKeeper, verify_stored
+from server.log import export
+from server.log.append import audit
+from server.log.keeper import LogKeeper, verify_stored
+from server.log.personal import Retention
 from server.models import Incident, LogCheckpoint, LogEntry, LogState
-from server.personal import Retention
-from server.tools import db_command
 from tests.harness import postgres_database, sample_site
 
 pytestmark = pytest.mark.postgres
@@ -71,17 +72,17 @@ class Keeper:
     checkpoint_file: Path
 
     @property
-    def key(self) -> ledger.VerifierKey:
+    def key(self) -> spec.VerifierKey:
         return self.keeper.signer.verifier
 
-    def sign(self) -> ledger.Checkpoint:
+    def sign(self) -> spec.Checkpoint:
         cp = self.keeper.sign()
         assert cp is not None, "the log did not grow since the last checkpoint"
         return cp
 
 
 def make_keeper(engine: Engine, folder: Path) -> Keeper:
-    signer = ledger.Signer.generate("panicbutton.test/log")
+    signer = spec.Signer.generate("panicbutton.test/log")
     key_file = folder / "log-key.pub"
     key_file.write_text(f"{signer.verifier}\n")
     checkpoint_file = folder / "cp.jsonl"
@@ -409,7 +410,7 @@ def test_edit_under_replica_replication_role_is_named_by_the_verifier(
 
     def later(entry: dict[str, Any]) -> None:
         # The alert made to look as if it came in five minutes later.
-        entry["at"] = ledger.format_time(ledger.parse_time(entry["at"]) + timedelta(minutes=5))
+        entry["at"] = spec.format_time(spec.parse_time(entry["at"]) + timedelta(minutes=5))
 
     rewrite_as_superuser(history.engine, k, later)
     assert_named(history, k, tmp_path / "after", capsys)

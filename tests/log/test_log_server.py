@@ -17,16 +17,16 @@ import httpx
 import pytest
 from sqlalchemy import delete, select, text, update
 
-from panicbutton import canonical, ledger, verify
 from panicbutton.cli import main
+from panicbutton.log import canonical, spec, verify
 from panicbutton.wire import Alert, new_alert_id, now_utc
-from server.logkeeper import LogFailedError, LogKeeper
+from server.log.keeper import LogFailedError, LogKeeper
 from server.models import LogEntry, PersonalData
 from tests.harness import MANAGER, RECEPTION, System, reply_code, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The files an inspector's verifier is made of: nothing of server/ or device/.
-VERIFIER_FILES = ("__init__.py", "canonical.py", "ledger.py", "merkle.py", "verify.py", "cli.py")
+VERIFIER_FILES = ("__init__.py", "canonical.py", "spec.py", "merkle.py", "verify.py", "cli.py")
 #: A verifier process that can import these fails at once: it must not need them.
 BLOCKED = ("server", "device", "sqlalchemy", "fastapi", "pydantic", "twilio", "paho", "starlette")
 
@@ -203,7 +203,7 @@ def test_purging_personal_data_keeps_the_log_verifiable(system: System, tmp_path
     assert system.server is not None
     runtime = system.server.runtime
     later = runtime.clock() + timedelta(days=runtime.retention.note + 1)
-    from server.personal import purge_expired  # noqa: PLC0415 - the unit under test
+    from server.log.personal import purge_expired  # noqa: PLC0415 - the unit under test
 
     with runtime.sessions.begin() as s:
         gone = purge_expired(s, now=later, retention=runtime.retention)
@@ -266,14 +266,14 @@ def test_checkpoints_are_signed_and_also_kept_in_a_file(system: System) -> None:
     assert wait_until(lambda: _signed(system) == size)
     with client(system) as c:
         served = c.get("/log/checkpoint")
-        verifier = ledger.VerifierKey.parse(c.get("/log/key").text)
+        verifier = spec.VerifierKey.parse(c.get("/log/key").text)
     assert served.status_code == 200
-    assert ledger.open_checkpoint(served.text, verifier).size == size
+    assert spec.open_checkpoint(served.text, verifier).size == size
     assert system.settings.log_checkpoint_file is not None
     kept = [
         json.loads(line) for line in system.settings.log_checkpoint_file.read_text().splitlines()
     ]
-    sizes = [ledger.open_checkpoint(note, verifier).size for note in kept]
+    sizes = [spec.open_checkpoint(note, verifier).size for note in kept]
     assert sizes == sorted(sizes)
     assert kept[-1] == served.text
 
@@ -449,7 +449,7 @@ def rewrite_and_rechain(system: System) -> None:
         # The head's lock first, as an append takes it: no entry is added meanwhile.
         conn.execute(text("UPDATE log_state SET size = size WHERE id = 1"))
         rows = conn.execute(text("SELECT n, body FROM log_entries ORDER BY n")).all()
-        tree, last = ledger.Frontier(), ledger.GENESIS
+        tree, last = spec.Frontier(), spec.GENESIS
         for n, body in rows:
             entry = json.loads(bytes(body))
             if entry["type"] == "alert.raised":
@@ -457,7 +457,7 @@ def rewrite_and_rechain(system: System) -> None:
             entry["prev"] = last.hex()
             new = canonical.dumps(entry)
             conn.execute(text("UPDATE log_entries SET body = :b WHERE n = :n"), {"b": new, "n": n})
-            last = ledger.leaf_hash(new)
+            last = spec.leaf_hash(new)
             tree.append(last)
         conn.execute(
             text("UPDATE log_state SET frontier = :f, last_leaf = :l WHERE id = 1"),
@@ -617,7 +617,7 @@ def _signed_offline(system: System) -> int:
 def rewrite_and_rechain_offline(system: System) -> None:
     """``rewrite_and_rechain`` with the server stopped (SQLite, straight to the file)."""
     with sqlite3.connect(system.settings.database_url.removeprefix("sqlite:///")) as db:
-        tree, last = ledger.Frontier(), ledger.GENESIS
+        tree, last = spec.Frontier(), spec.GENESIS
         for n, body in db.execute("SELECT n, body FROM log_entries ORDER BY n").fetchall():
             entry = json.loads(bytes(body))
             if entry["type"] == "alert.raised":
@@ -625,7 +625,7 @@ def rewrite_and_rechain_offline(system: System) -> None:
             entry["prev"] = last.hex()
             new = canonical.dumps(entry)
             db.execute("UPDATE log_entries SET body = ? WHERE n = ?", (new, n))
-            last = ledger.leaf_hash(new)
+            last = spec.leaf_hash(new)
             tree.append(last)
         db.execute(
             "UPDATE log_state SET frontier = ?, last_leaf = ? WHERE id = 1",

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from panicbutton import ledger, report
+from panicbutton.log import report, spec
 
 START = datetime(2026, 11, 28, 21, 4, 5, 123000, tzinfo=UTC)
 ORIGIN = "panicbutton.example/log"
@@ -23,14 +23,14 @@ class Log:
     """A small log of real, chained entries, built one event at a time."""
 
     def __init__(self) -> None:
-        self.tree = ledger.Frontier()
-        self.entries: list[ledger.Entry] = []
+        self.tree = spec.Frontier()
+        self.entries: list[spec.Entry] = []
         self.now = START
 
     def add(self, type_: str, incident: int | None = None, *, after: float = 0, **data: Any) -> str:
         """Append an event ``after`` seconds after the previous one; returns its time."""
         self.now += timedelta(seconds=after)
-        raw = ledger.entry_bytes(
+        raw = spec.entry_bytes(
             n=len(self.entries),
             at=self.now,
             type_=type_,
@@ -38,9 +38,9 @@ class Log:
             data=data,
             prev=self.tree.root(),
         )
-        self.tree.append(ledger.leaf_hash(raw))
-        self.entries.append(ledger.parse_entry(raw))
-        return ledger.format_time(self.now)
+        self.tree.append(spec.leaf_hash(raw))
+        self.entries.append(spec.parse_entry(raw))
+        return spec.format_time(self.now)
 
     def raise_alert(self, incident: int, room: str = "room-3", kind: str = "panic") -> str:
         return self.add(
@@ -52,14 +52,14 @@ class Log:
             room=room,
             seq=incident,
             kind=kind,
-            device_time=ledger.format_time(self.now),
+            device_time=spec.format_time(self.now),
         )
 
     def bundle_sha256(self) -> str:
         return hashlib.sha256(b"\n".join(e.raw for e in self.entries)).hexdigest()
 
     def checkpoint(self) -> str:
-        return ledger.checkpoint_text(ORIGIN, len(self.entries), self.tree.root())
+        return spec.checkpoint_text(ORIGIN, len(self.entries), self.tree.root())
 
 
 def by_incident(log: Log) -> dict[str, dict[str, str]]:
@@ -173,7 +173,7 @@ def test_csv_names_its_source_then_holds_the_rows() -> None:
     log = Log()
     log.raise_alert(1)
     log.add("incident.acknowledged", 1, after=4, staff="s-0002", via="sms")
-    signer = ledger.Signer.generate(ORIGIN)
+    signer = spec.Signer.generate(ORIGIN)
     note = signer.sign_checkpoint(len(log.entries), log.tree.root()).note
 
     text = report.to_csv(

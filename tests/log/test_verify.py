@@ -1,8 +1,8 @@
 """The standalone verifier on synthetic bundles in the real format (VERIFY.md).
 
 Every log here is built the way the server builds it: canonical entries, each
-``prev`` the leaf hash of the entry before (``ledger.GENESIS`` for entry 0), a
-``ledger.Frontier`` for the tree, checkpoints signed by a ``ledger.Signer``, and a
+``prev`` the leaf hash of the entry before (``spec.GENESIS`` for entry 0), a
+``spec.Frontier`` for the tree, checkpoints signed by a ``spec.Signer``, and a
 bundle directory laid out as VERIFY.md section 8 says.
 Tests go through ``verify.main`` (what an inspector sees: message and exit code)
 or ``verify.verify_full`` where a property needs the first bad entry's index.
@@ -28,15 +28,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from panicbutton import canonical, ledger, merkle, verify
+from panicbutton.log import canonical, merkle, spec, verify
 from tests.bench.log import synthetic_log
 
 START = datetime(2026, 11, 28, 21, 4, 5, 123000, tzinfo=UTC)
 ORIGIN = "panicbutton.test/log"
 
-SIGNER = ledger.Signer.generate(ORIGIN)
+SIGNER = spec.Signer.generate(ORIGIN)
 KEY = SIGNER.verifier
-VERIFY_MD = Path(ledger.__file__).with_name("VERIFY.md")
+VERIFY_MD = Path(spec.__file__).with_name("VERIFY.md")
 PLAN = {
     "duty_covered": True,
     "follow_up_after": 600,
@@ -62,10 +62,10 @@ class Event:
 class Log:
     """A log of real, chained entries, signed after every entry unless told otherwise."""
 
-    signer: ledger.Signer = SIGNER
+    signer: spec.Signer = SIGNER
     sign_every: bool = True
-    tree: ledger.Frontier = field(default_factory=ledger.Frontier)
-    last: bytes = ledger.GENESIS
+    tree: spec.Frontier = field(default_factory=spec.Frontier)
+    last: bytes = spec.GENESIS
     events: list[Event] = field(default_factory=list)
     entries: list[bytes] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -75,11 +75,11 @@ class Log:
     def add(self, type_: str, incident: int | None = None, *, after: float = 1, **data: Any) -> int:
         """Append an event ``after`` seconds after the previous one; returns its ``n``."""
         self.now += timedelta(seconds=after)
-        return self.append(Event(type_, incident, data, ledger.format_time(self.now)))
+        return self.append(Event(type_, incident, data, spec.format_time(self.now)))
 
     def append(self, event: Event) -> int:
         n = len(self.entries)
-        raw = ledger.entry_bytes(
+        raw = spec.entry_bytes(
             n=n,
             at=event.at,
             type_=event.type_,
@@ -87,7 +87,7 @@ class Log:
             data=event.data,
             prev=self.last,
         )
-        self.last = ledger.leaf_hash(raw)
+        self.last = spec.leaf_hash(raw)
         self.tree.append(self.last)
         self.events.append(event)
         self.entries.append(raw)
@@ -145,9 +145,9 @@ def replay(events: Sequence[Event], *, sign_every: bool = True) -> Log:
     return log
 
 
-def signed_at(entries: Sequence[bytes], sizes: Sequence[int], signer: ledger.Signer) -> list[str]:
+def signed_at(entries: Sequence[bytes], sizes: Sequence[int], signer: spec.Signer) -> list[str]:
     """Notes for checkpoints of ``entries`` at the chosen sizes."""
-    leaves = [ledger.leaf_hash(e) for e in entries]
+    leaves = [spec.leaf_hash(e) for e in entries]
     return [signer.sign_checkpoint(s, merkle.root(leaves[:s])).note for s in sizes]
 
 
@@ -180,7 +180,7 @@ def manifest(
 ) -> bytes:
     return canonical.dumps(
         {
-            "created": ledger.format_time(START + timedelta(days=1)),
+            "created": spec.format_time(START + timedelta(days=1)),
             "entries": entries,
             "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
             "format": verify.BUNDLE_FORMAT,
@@ -197,14 +197,14 @@ def write_bundle(
     entries: Sequence[bytes],
     notes: Sequence[str],
     *,
-    key: ledger.VerifierKey = KEY,
+    key: spec.VerifierKey = KEY,
     scope: str = "full",
     tree_size: int | None = None,
     proofs: Sequence[bytes] | None = None,
     personal: Sequence[Mapping[str, Any]] = (),
     personal_lines: Sequence[bytes] = (),
     personal_flag: bool = False,
-    signer: ledger.Signer = SIGNER,
+    signer: spec.Signer = SIGNER,
 ) -> Path:
     """A bundle directory exactly as VERIFY.md section 8 lays it out, its manifest
     signed by ``signer`` (``personal_lines``: rows as given, not made canonical)."""
@@ -241,7 +241,7 @@ def retouch(bundle: Path, name: str, data: bytes) -> None:
 
 
 def proof_lines(entries: Sequence[bytes], chosen: Sequence[int], size: int) -> list[bytes]:
-    leaves = [ledger.leaf_hash(e) for e in entries[:size]]
+    leaves = [spec.leaf_hash(e) for e in entries[:size]]
     return [
         canonical.dumps({"n": n, "path": [h.hex() for h in merkle.inclusion_proof(n, leaves)]})
         for n in chosen
@@ -252,7 +252,7 @@ def run(
     capsys: pytest.CaptureFixture[str],
     bundle: Path,
     *options: str,
-    key: ledger.VerifierKey | None = KEY,
+    key: spec.VerifierKey | None = KEY,
 ) -> tuple[int, str, str]:
     """``panicbutton audit verify BUNDLE [--key KEY] OPTIONS``: exit code, stdout, stderr."""
     argv = [str(bundle), *(["--key", str(key)] if key is not None else []), *options]
@@ -388,13 +388,13 @@ def tamper(kind: str, log: Log, data: st.DataObject) -> tuple[list[bytes], int]:
         return entries, i
     # a forged acknowledgement, with the n and prev it would have at that place
     i = data.draw(st.integers(0, last))
-    forged = ledger.entry_bytes(
+    forged = spec.entry_bytes(
         n=i,
         at=log.events[i].at,
         type_="incident.acknowledged",
         incident=1,
         data={"staff": "s-0666", "via": "sms"},
-        prev=ledger.leaf_hash(entries[i - 1]) if i else ledger.GENESIS,
+        prev=spec.leaf_hash(entries[i - 1]) if i else spec.GENESIS,
     )
     entries.insert(i, forged)
     return entries, i
@@ -565,7 +565,7 @@ def test_a_resigned_rewrite_of_the_same_size_is_refused_against_a_trusted_checkp
 
 def test_a_trusted_mismatch_names_no_entry_after_the_change() -> None:
     log = quiet_log()
-    trusted = ledger.open_checkpoint(log.notes[-1], KEY)
+    trusted = spec.open_checkpoint(log.notes[-1], KEY)
     forged = rewritten_and_resigned(log, 6)
 
     with pytest.raises(verify.VerificationError) as caught:
@@ -579,7 +579,7 @@ def test_a_trusted_checkpoint_by_another_key_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     log = quiet_log()
-    impostor = ledger.Signer.generate(ORIGIN)
+    impostor = spec.Signer.generate(ORIGIN)
     kept = tmp_path / "kept.txt"
     kept.write_text(impostor.sign_checkpoint(log.tree.size, log.tree.root()).note)
     bundle = write_bundle(tmp_path / "b", log.entries, log.notes)
@@ -664,7 +664,7 @@ def test_a_checkpoint_with_a_flipped_signature_is_refused(
 def test_checkpoints_by_an_unknown_key_only_are_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    other = ledger.Signer.generate(ORIGIN)
+    other = spec.Signer.generate(ORIGIN)
     log = Log(signer=other)
     log.add("server.started", version="0.1.0")
     log.heartbeat()
@@ -705,11 +705,11 @@ def test_a_bundle_without_checkpoints_proves_nothing(
 
 
 def test_a_verifier_key_with_plus_in_its_base64_parses_back() -> None:
-    keys = (ledger.Signer.generate(ORIGIN).verifier for _ in range(1000))
+    keys = (spec.Signer.generate(ORIGIN).verifier for _ in range(1000))
     key = next(k for k in keys if "+" in str(k).split("+", 2)[2])
 
-    assert ledger.VerifierKey.parse(str(key)) == key
-    assert ledger.VerifierKey.parse(f"  {key}\n") == key
+    assert spec.VerifierKey.parse(str(key)) == key
+    assert spec.VerifierKey.parse(f"  {key}\n") == key
 
 
 # -- partial bundles -----------------------------------------------------------------------
@@ -726,7 +726,7 @@ def incident_log() -> tuple[Log, list[int], dict[str, Any]]:
     first = log.alert(7)
     log.add("page.queued", 7, page=3, staff="s-0041", channel="sms", step=0)
     log.acknowledge(7)
-    commitment = ledger.commitment(ref="p-0001", salt=SALT, value=value)
+    commitment = spec.commitment(ref="p-0001", salt=SALT, value=value)
     log.add("note.added", 7, by="s-0041", ref="p-0001", commitment=commitment)
     log.heartbeat()
     log.add("incident.resolved", 7, staff="s-0041", outcome="genuine")
@@ -1118,13 +1118,13 @@ def test_duplicate_keys_are_named() -> None:
 def test_the_worked_example_of_verify_md_is_reproduced() -> None:
     example = VERIFY_MD.read_text(encoding="utf-8").partition("## 13.")[2]
     entries = [line.encode() for line in example.splitlines() if line.startswith('{"at":')]
-    tree = ledger.Frontier()
+    tree = spec.Frontier()
     for raw in entries:
-        assert ledger.parse_entry(raw).raw == raw  # canonical and well formed
-        tree.append(ledger.leaf_hash(raw))
-        assert ledger.leaf_hash(raw).hex() in example
-    signer = ledger.Signer("clinic.example/panicbutton", bytes(range(32)))
-    commitment = ledger.commitment(
+        assert spec.parse_entry(raw).raw == raw  # canonical and well formed
+        tree.append(spec.leaf_hash(raw))
+        assert spec.leaf_hash(raw).hex() in example
+    signer = spec.Signer("clinic.example/panicbutton", bytes(range(32)))
+    commitment = spec.commitment(
         ref="p-0001", salt=SALT, value="Client asked to leave; left calmly."
     )
 
@@ -1132,7 +1132,7 @@ def test_the_worked_example_of_verify_md_is_reproduced() -> None:
     assert len(entries[0]) == 168
     assert tree.root().hex() in example
     assert f"\n{signer.verifier}\n" in example
-    assert ledger.VerifierKey.parse(str(signer.verifier)) == signer.verifier
+    assert spec.VerifierKey.parse(str(signer.verifier)) == signer.verifier
     note = signer.sign_checkpoint(3, tree.root()).note
     assert note in example
     assert f"Commitment = `{commitment}`" in example
@@ -1157,7 +1157,7 @@ def test_the_worked_example_of_verify_md_is_reproduced() -> None:
     assert f"\n{manifest.decode()}\n" in example
     assert f"({len(manifest)} bytes, no trailing LF)" in example
     assert signer.sign_manifest(manifest) in example
-    assert ledger.open_manifest(signer.sign_manifest(manifest), signer.verifier) == (
+    assert spec.open_manifest(signer.sign_manifest(manifest), signer.verifier) == (
         hashlib.sha256(manifest).hexdigest()
     )
 
@@ -1173,7 +1173,7 @@ def test_the_value_types_of_verify_md_name_every_field_of_every_event() -> None:
         if name != "type"  # the header
     }
 
-    assert table == ledger.EVENT_TYPES
+    assert table == spec.EVENT_TYPES
 
 
 def test_the_event_table_of_verify_md_is_the_ledgers() -> None:
@@ -1183,7 +1183,7 @@ def test_the_event_table_of_verify_md_is_the_ledgers() -> None:
         for name, fields in rows
     }
 
-    assert table == ledger.EVENT_TYPES
+    assert table == spec.EVENT_TYPES
 
 
 # -- several processes ---------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from panicbutton import canonical, ledger
+from panicbutton.log import canonical, spec
 from tests.log.test_verify import (
     KEY,
     SALT,
@@ -301,8 +301,8 @@ def test_every_commitment_to_a_ref_must_match_its_row(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     log, _, row = incident_log()
-    good = ledger.commitment(ref="p-0001", salt=SALT, value=row["value"])
-    bad = ledger.commitment(ref="p-0001", salt=SALT, value="something else")
+    good = spec.commitment(ref="p-0001", salt=SALT, value=row["value"])
+    bad = spec.commitment(ref="p-0001", salt=SALT, value="something else")
     log.add("note.added", 7, by="s-0041", ref="p-0001", commitment=bad)
     log.add("note.added", 7, by="s-0041", ref="p-0001", commitment=good)
     bundle = write_bundle(tmp_path / "b", log.entries, log.notes, personal=[row])

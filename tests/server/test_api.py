@@ -14,7 +14,7 @@ from sqlalchemy import select
 from panicbutton.wire import Alert, new_alert_id, now_utc
 from server.app import Server, build
 from server.models import LogEntry, PersonalData
-from server.notifier import ConsoleNotifier
+from server.paging.notifier import ConsoleNotifier
 from server.settings import Settings
 from tests.harness import sample_site
 

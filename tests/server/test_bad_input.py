@@ -37,7 +37,7 @@ from panicbutton.wire import (
 from server.app import Server, build
 from server.db import make_engine
 from server.errors import SiteError
-from server.notifier import ConsoleNotifier
+from server.paging.notifier import ConsoleNotifier
 from server.settings import Settings
 from tests.harness import (
     DEVICE_TOKENS,
@@ -306,12 +306,14 @@ def test_unrecordable_mqtt_alerts_are_rejected_in_one_line(
         DEEP,
     ]
     assert system.server is not None
-    with caplog.at_level(logging.INFO, logger="server.ingest"):
+    with caplog.at_level(logging.INFO, logger="server.units.ingest"):
         publish_raw(system, "unit-2", [*bad, good.to_json()])
         assert wait_until(lambda: len(system.incidents()) == 1)
         assert wait_until(lambda: system.server is not None and system.server.ingest.rejected == 4)
     assert [i.alert_id for i in system.incidents()] == [good.alert_id]
-    lines = [r for r in caplog.records if r.name == "server.ingest" and r.levelno >= logging.ERROR]
+    lines = [
+        r for r in caplog.records if r.name == "server.units.ingest" and r.levelno >= logging.ERROR
+    ]
     assert [r.getMessage() for r in lines] == [
         f"rejected message on pb/v1/dev/unit-2/alert: {why}"
         for why in (
@@ -330,10 +332,12 @@ def test_unrecordable_mqtt_status_is_rejected_in_one_line(
     status = Status(device_id="unit-3", state=LinkState.ONLINE, at=now_utc())
     huge = json.dumps({**json.loads(status.to_json()), "outbox": 2**63}).encode()
     assert system.server is not None
-    with caplog.at_level(logging.INFO, logger="server.ingest"):
+    with caplog.at_level(logging.INFO, logger="server.units.ingest"):
         publish_raw(system, "unit-3", [huge], topic=status_topic("unit-3"))
         assert wait_until(lambda: system.server is not None and system.server.ingest.rejected == 1)
-    lines = [r for r in caplog.records if r.name == "server.ingest" and r.levelno >= logging.ERROR]
+    lines = [
+        r for r in caplog.records if r.name == "server.units.ingest" and r.levelno >= logging.ERROR
+    ]
     why = f"status.outbox must be at most 2147483647, got {2**63}"
     assert [r.getMessage() for r in lines] == [
         f"rejected message on pb/v1/dev/unit-3/status: {why}"
@@ -351,7 +355,7 @@ def test_database_outage_leaves_the_alert_for_the_unit_to_resend(
     name = system.settings.database_url.rsplit("/", 1)[1]
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
-        with admin.connect() as conn, caplog.at_level(logging.INFO, logger="server.ingest"):
+        with admin.connect() as conn, caplog.at_level(logging.INFO, logger="server.units.ingest"):
             conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
             conn.execute(
                 text(

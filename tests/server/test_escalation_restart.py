@@ -33,8 +33,8 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
 from panicbutton.wire import Alert, alert_topic, new_alert_id, now_utc
-from server.broker import SERVER_USER, free_port
 from server.models import EscalationJob, LogEntry, Page
+from server.units.broker import SERVER_USER, free_port
 from tests.fakes.twilio import FakeTwilio, Sent
 from tests.harness import FLOOR, MANAGER, RECEPTION, Broker, wait_until, write_log_key
 

@@ -22,11 +22,11 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
 from panicbutton.wire import Alert, new_alert_id, now_utc
-from server import messages, paging
 from server.errors import NotifierError
 from server.models import Page
-from server.notifier import TwilioNotifier
-from server.paging import BUNDLE_TEXTS, COMPACT_BUDGET, COMPACT_ROOM_CHARS, _fit, _split
+from server.paging import messages, pager
+from server.paging.notifier import TwilioNotifier
+from server.paging.pager import BUNDLE_TEXTS, COMPACT_BUDGET, COMPACT_ROOM_CHARS, _fit, _split
 from tests.fakes.twilio import FakeTwilio
 from tests.harness import FLOOR, RECEPTION, System, wait_until
 
@@ -302,7 +302,7 @@ def test_a_page_whose_record_fails_is_looked_up_and_never_sent_twice(
 ) -> None:
     # Twilio takes the SMS and the call, then recording one of them fails once (a
     # locked database, say): the page must end up recorded, sent once, without a restart.
-    real_audit = paging.audit  # type: ignore[attr-defined]  # the name the pager calls
+    real_audit = pager.audit  # type: ignore[attr-defined]  # the name the pager calls
     failed: list[str] = []
 
     def flaky(session: Any, **fields: Any) -> None:
@@ -311,7 +311,7 @@ def test_a_page_whose_record_fails_is_looked_up_and_never_sent_twice(
             raise OperationalError("INSERT", {}, Exception("database is locked"))
         real_audit(session, **fields)
 
-    monkeypatch.setattr(paging, "audit", flaky)
+    monkeypatch.setattr(pager, "audit", flaky)
     press(system, "unit-1")
     assert wait_until(lambda: len(failed) == 2)
     assert wait_until(lambda: len(system.events("page.sent")) == 4, timeout=20)

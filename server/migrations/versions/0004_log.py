@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import op
 
-from panicbutton import ledger
+from panicbutton.log import spec
 
 revision = "0004"
 down_revision = "0003"
@@ -71,7 +71,7 @@ def upgrade() -> None:
         _head_triggers()
 
 
-def _carry_over_audit_events() -> tuple[ledger.Frontier, bytes]:
+def _carry_over_audit_events() -> tuple[spec.Frontier, bytes]:
     bind = op.get_bind()
     old = sa.table(
         "audit_events",
@@ -90,10 +90,10 @@ def _carry_over_audit_events() -> tuple[ledger.Frontier, bytes]:
         sa.column("key", sa.String()),
         sa.column("body", sa.LargeBinary()),
     )
-    tree, last = ledger.Frontier(), ledger.GENESIS
+    tree, last = spec.Frontier(), spec.GENESIS
     for row in bind.execute(sa.select(old).order_by(old.c.id)):
         at = row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC)
-        body = ledger.entry_bytes(
+        body = spec.entry_bytes(
             n=tree.size,
             at=at,
             type_=row.type,
@@ -107,7 +107,7 @@ def _carry_over_audit_events() -> tuple[ledger.Frontier, bytes]:
                 n=tree.size, at=at, type=row.type, incident_id=row.incident_id, key=key, body=body
             )
         )
-        last = ledger.leaf_hash(body)
+        last = spec.leaf_hash(body)
         tree.append(last)
     return tree, last
 
@@ -117,13 +117,13 @@ TIME_FIELDS = ("device_time", "due", "since", "until", "start", "end")
 
 
 def _log_times(data: dict[str, object]) -> dict[str, object]:
-    """``data`` with its times in the log's one form (``ledger.format_time``)."""
+    """``data`` with its times in the log's one form (``spec.format_time``)."""
     out = dict(data)
     for name in TIME_FIELDS:
         value = out.get(name)
         if isinstance(value, str):
             at = datetime.fromisoformat(value)
-            out[name] = ledger.format_time(at if at.tzinfo else at.replace(tzinfo=UTC))
+            out[name] = spec.format_time(at if at.tzinfo else at.replace(tzinfo=UTC))
     return out
 
 

@@ -21,8 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from panicbutton import ledger
-from panicbutton.verify import LATE_MS, number
+from panicbutton.log import spec
+from panicbutton.log.verify import LATE_MS, number
 
 #: The report's columns, in order (the CSV header and the keys of each row).
 COLUMNS = (
@@ -94,8 +94,8 @@ class _Incident:
         raised = self.raised_at or self.first_at
         waited = ""
         if self.acknowledged_at:
-            start = ledger.parse_time(self.round_at or raised)
-            delta = ledger.parse_time(self.acknowledged_at) - start
+            start = spec.parse_time(self.round_at or raised)
+            delta = spec.parse_time(self.acknowledged_at) - start
             waited = str(round(delta.total_seconds()))
         return {
             "incident": str(incident),
@@ -116,7 +116,7 @@ class _Incident:
         }
 
 
-def incident_rows(entries: Iterable[ledger.Entry]) -> list[dict[str, str]]:
+def incident_rows(entries: Iterable[spec.Entry]) -> list[dict[str, str]]:
     """One row per incident (entries with an incident id), ordered by incident id.
 
     Each row maps every name in :data:`COLUMNS` to a string (blank when the log
@@ -141,8 +141,8 @@ def _source(bundle_sha256: str, checkpoint: str) -> tuple[str, int, str]:
     """
     if not re.fullmatch(r"[0-9a-f]{64}", bundle_sha256):
         raise ValueError("bundle_sha256 must be 64 lowercase hex digits")
-    origin, size, root = ledger.parse_checkpoint_text("\n".join(checkpoint.split("\n")[:3]) + "\n")
-    ledger.checkpoint_text(origin, size, root)  # refuses an origin with spaces or controls
+    origin, size, root = spec.parse_checkpoint_text("\n".join(checkpoint.split("\n")[:3]) + "\n")
+    spec.checkpoint_text(origin, size, root)  # refuses an origin with spaces or controls
     return origin, size, base64.b64encode(root).decode()
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from panicbutton.wire import DEVICE_ID_RE
-from server.broker import mosquitto_hash
 from server.errors import ServerError
+from server.units.broker import mosquitto_hash
 
 ETC = "/etc/panicbutton"
 

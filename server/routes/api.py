@@ -9,9 +9,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from server.deps import IncidentId, RuntimeDep, answers, require_token
 from server.incidents import Outcome
 from server.models import EscalationJob, Incident
+from server.routes.deps import IncidentId, RuntimeDep, answers, require_token
 from server.site import TAKEOVER_HOURS_MAX, TAKEOVER_HOURS_MIN
 
 router = APIRouter(

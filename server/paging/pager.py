@@ -39,11 +39,11 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton.wire import now_utc
-from server import messages
-from server.audit import audit
 from server.errors import NotifierError
+from server.log.append import audit
 from server.models import Incident, Page
-from server.notifier import Notifier
+from server.paging import messages
+from server.paging.notifier import Notifier
 from server.site import Site, Staff
 
 log = logging.getLogger(__name__)

@@ -7,13 +7,13 @@ from pathlib import Path
 
 from sqlalchemy import inspect, text
 
-from server import export, personal
-from server.audit import audit
 from server.clock import SystemClock
 from server.db import make_engine, migrate, sessions
 from server.errors import SettingsError
-from server.logkeeper import LogFailedError, LogKeeper, load_signer
-from server.records import render_report
+from server.log import export, personal
+from server.log.append import audit
+from server.log.keeper import LogFailedError, LogKeeper, load_signer
+from server.routes.records import render_report
 from server.settings import Settings
 
 #: The log's tables: the application role may read and append, nothing else.

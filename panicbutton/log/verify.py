@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from panicbutton import canonical, ledger, merkle
+from panicbutton.log import canonical, merkle, spec
 
 BUNDLE_FORMAT = "panicbutton-log-bundle/v1"
 #: The files a manifest cannot list: itself, and the signature over it.
@@ -70,16 +70,16 @@ class Report:
     #: The tree's right edge and last leaf hash once checked (full logs only): where the
     #: server's log keeper goes on from.
     frontier: list[bytes] = field(default_factory=list)
-    last_leaf: bytes = ledger.GENESIS
+    last_leaf: bytes = spec.GENESIS
     open_incidents: list[int] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     #: The key the bundle was checked with, when it came from the bundle's own log-key.pub.
-    bundle_key: ledger.VerifierKey | None = None
+    bundle_key: spec.VerifierKey | None = None
 
 
 # -- integrity --------------------------------------------------------------------------
-def _checkpoints(notes: Sequence[object], key: ledger.VerifierKey) -> list[ledger.Checkpoint]:
+def _checkpoints(notes: Sequence[object], key: spec.VerifierKey) -> list[spec.Checkpoint]:
     cps = []
     for i, note in enumerate(notes):
         if type(note) is not str:
@@ -87,8 +87,8 @@ def _checkpoints(notes: Sequence[object], key: ledger.VerifierKey) -> list[ledge
                 f"checkpoint {i + 1} in checkpoints.jsonl is not a JSON string (a signed note)"
             )
         try:
-            cps.append(ledger.open_checkpoint(note, key))
-        except ledger.LogFormatError as exc:
+            cps.append(spec.open_checkpoint(note, key))
+        except spec.LogFormatError as exc:
             raise VerificationError(f"checkpoint {i + 1} in checkpoints.jsonl: {exc}") from None
     for a, b in itertools.pairwise(cps):
         if b.size < a.size:
@@ -136,7 +136,7 @@ class _Scan:
     the first fault), the entries the later checks read, and the first fault."""
 
     leaves: bytes
-    kept: list[ledger.Entry]
+    kept: list[spec.Entry]
     fault: tuple[str, int, str] | None = None
 
 
@@ -144,13 +144,13 @@ def _scan(rows: Iterable[bytes], start: int, last: bytes) -> _Scan:
     """Canonical form, shape, numbering and the prev chain of entries ``start``.. (``last``
     is the leaf hash before them)."""
     leaves: list[bytes] = []
-    kept: list[ledger.Entry] = []
-    parse, leaf_hash, keep = ledger.parse_entry, ledger.leaf_hash, KEPT
+    kept: list[spec.Entry] = []
+    parse, leaf_hash, keep = spec.parse_entry, spec.leaf_hash, KEPT
     entry = None
     for i, raw in enumerate(rows, start):
         try:
             entry = parse(raw)
-        except ledger.LogFormatError as exc:
+        except spec.LogFormatError as exc:
             return _Scan(b"".join(leaves), kept, ("format", i, f"entry {i}: {exc}"))
         if entry.n != i:
             message = (
@@ -174,7 +174,7 @@ _SHARED: Sequence[bytes] = ()
 
 def _scan_span(span: tuple[int, int]) -> _Scan:
     a, b = span
-    return _scan(_SHARED[a:b], a, ledger.GENESIS if a == 0 else ledger.leaf_hash(_SHARED[a - 1]))
+    return _scan(_SHARED[a:b], a, spec.GENESIS if a == 0 else spec.leaf_hash(_SHARED[a - 1]))
 
 
 def _scans(entries: Iterable[bytes], workers: int) -> Iterator[_Scan]:
@@ -183,7 +183,7 @@ def _scans(entries: Iterable[bytes], workers: int) -> Iterator[_Scan]:
     global _SHARED  # noqa: PLW0603 - how forked workers see the entries without a copy
     rows = entries if isinstance(entries, Sequence) else None
     if workers < 2 or rows is None or len(rows) < 2 * CHUNK or not _can_fork():
-        yield _scan(entries, 0, ledger.GENESIS)
+        yield _scan(entries, 0, spec.GENESIS)
         return
     spans = [(a, min(a + CHUNK, len(rows))) for a in range(0, len(rows), CHUNK)]
     _SHARED = rows
@@ -201,13 +201,13 @@ def _can_fork() -> bool:
 def verify_full(
     entries: Iterable[bytes],
     notes: Sequence[str],
-    key: ledger.VerifierKey,
+    key: spec.VerifierKey,
     *,
-    trusted: ledger.Checkpoint | None = None,
+    trusted: spec.Checkpoint | None = None,
     personal: Sequence[dict[str, Any]] = (),
     workers: int = 1,
     sealed: bool = False,
-) -> tuple[Report, list[ledger.Entry]]:
+) -> tuple[Report, list[spec.Entry]]:
     """Check a whole log from entry 0; raise VerificationError at the first bad entry.
 
     Returns the report and the entries the meaning checks read (``KEPT`` types and the
@@ -232,13 +232,13 @@ def verify_full(
 def _verify_full(  # noqa: PLR0912 - one branch per check
     entries: Iterable[bytes],
     notes: Sequence[str],
-    key: ledger.VerifierKey,
+    key: spec.VerifierKey,
     *,
-    trusted: ledger.Checkpoint | None,
+    trusted: spec.Checkpoint | None,
     personal: Sequence[dict[str, Any]],
     workers: int,
     sealed: bool,
-) -> tuple[Report, list[ledger.Entry]]:
+) -> tuple[Report, list[spec.Entry]]:
     cps = _checkpoints(notes, key)
     if not cps:
         raise VerificationError("the bundle holds no signed checkpoint: nothing in it is signed")
@@ -251,9 +251,9 @@ def _verify_full(  # noqa: PLR0912 - one branch per check
         want[trusted.size].insert(0, ("the trusted checkpoint", trusted.root))
     if any(root != merkle.EMPTY_ROOT for _, root in want.get(0, [])):
         raise VerificationError("a checkpoint of size 0 has a root other than the empty tree's")
-    tree = ledger.Frontier()
+    tree = spec.Frontier()
     last_good_cp = 0
-    parsed: list[ledger.Entry] = []
+    parsed: list[spec.Entry] = []
     for scan in _scans(entries, workers):
         leaves = scan.leaves
         for j in range(0, len(leaves), 32):
@@ -289,7 +289,7 @@ def _verify_full(  # noqa: PLR0912 - one branch per check
         root=tree.root(),
         checkpoints=len(cps),
         frontier=list(tree.hashes),
-        last_leaf=leaves[-32:] if tree.size else ledger.GENESIS,
+        last_leaf=leaves[-32:] if tree.size else spec.GENESIS,
     )
     beyond = [cp.size for cp in cps if cp.size > tree.size]
     if beyond:
@@ -324,12 +324,12 @@ def _verify_full(  # noqa: PLR0912 - one branch per check
 def verify_partial(
     entries: Sequence[bytes],
     notes: Sequence[str],
-    key: ledger.VerifierKey,
+    key: spec.VerifierKey,
     proofs: Sequence[dict[str, Any]],
     personal: Sequence[dict[str, Any]] = (),
     *,
     scope: str = "",
-) -> tuple[Report, list[ledger.Entry]]:
+) -> tuple[Report, list[spec.Entry]]:
     """Check a few entries against one signed checkpoint with inclusion proofs.
 
     Each entry is proven to be in the signed log, in order and once; that no entry of
@@ -341,13 +341,13 @@ def verify_partial(
     cp = cps[0]
     if len(proofs) != len(entries):
         raise VerificationError("proofs.jsonl must hold one proof per entry")
-    parsed: list[ledger.Entry] = []
+    parsed: list[spec.Entry] = []
     person = scope.partition(":")[2] if scope.startswith("person:") else None
     held = {str(row.get("ref")) for row in personal}
     for line, (raw, proof) in enumerate(zip(entries, proofs, strict=True)):
         try:
-            entry = ledger.parse_entry(raw)
-        except ledger.LogFormatError as exc:
+            entry = spec.parse_entry(raw)
+        except spec.LogFormatError as exc:
             raise VerificationError(f"entries.jsonl line {line + 1}: {exc}") from None
         if type(proof) is not dict or proof.keys() != {"n", "path"}:
             raise VerificationError(
@@ -384,7 +384,7 @@ def verify_partial(
             )
         try:
             path = [bytes.fromhex(h) for h in hashes]
-            merkle.verify_inclusion(entry.n, cp.size, ledger.leaf_hash(raw), path, cp.root)
+            merkle.verify_inclusion(entry.n, cp.size, spec.leaf_hash(raw), path, cp.root)
         except (KeyError, TypeError, ValueError) as exc:
             raise VerificationError(
                 f"entry {entry.n}: not in the signed log of {cp.size} entries ({exc})", entry.n
@@ -402,11 +402,11 @@ def verify_partial(
 _HEX64_RE = re.compile(r"[0-9a-f]{64}")
 
 
-def _names_person(entry: ledger.Entry, person: str, refs: set[str]) -> bool:
+def _names_person(entry: spec.Entry, person: str, refs: set[str]) -> bool:
     """A person's bundle holds the entries naming them as ``staff`` or ``by``, and those
     whose ``ref`` is personal data about them (carried in the bundle's personal.jsonl)."""
     data = entry.data
-    return any(data.get(f) == person for f in ledger.PERSON_FIELDS) or data.get("ref") in refs
+    return any(data.get(f) == person for f in spec.PERSON_FIELDS) or data.get("ref") in refs
 
 
 def _commitments(value: Any) -> Iterable[tuple[str, str]]:
@@ -453,7 +453,7 @@ _SALT_RE = re.compile(r"[0-9a-f]{32}")
 
 
 def _check_personal(
-    entries: Sequence[ledger.Entry], rows: Sequence[dict[str, Any]], report: Report
+    entries: Sequence[spec.Entry], rows: Sequence[dict[str, Any]], report: Report
 ) -> None:
     # NOTE: every entry committing to a ref must match its row, not just one of them.
     committed: dict[str, list[tuple[int, str]]] = defaultdict(list)
@@ -465,7 +465,7 @@ def _check_personal(
         if ref not in committed:
             raise VerificationError(f"personal data {ref!r} is named by no entry in the bundle")
         try:
-            got = ledger.commitment(ref=ref, salt=bytes.fromhex(row["salt"]), value=row["value"])
+            got = spec.commitment(ref=ref, salt=bytes.fromhex(row["salt"]), value=row["value"])
         except (KeyError, TypeError, ValueError, canonical.CanonicalError):
             got = ""
         for n, want in committed[ref]:
@@ -480,14 +480,14 @@ def _check_personal(
 
 # -- meaning ----------------------------------------------------------------------------
 def check_meaning(  # noqa: PLR0912 - one branch per kind of finding
-    entries: Sequence[ledger.Entry], report: Report, *, full: bool
+    entries: Sequence[spec.Entry], report: Report, *, full: bool
 ) -> None:
     """Findings a reviewer must see: alarms never acknowledged, late or stopped paging,
     alerts lost between unit and server, silent periods of the server."""
     if not entries:
         return
-    end = ledger.parse_time(entries[-1].at)
-    by_incident: dict[int, list[ledger.Entry]] = defaultdict(list)
+    end = spec.parse_time(entries[-1].at)
+    by_incident: dict[int, list[spec.Entry]] = defaultdict(list)
     seqs: dict[str, list[tuple[int, int]]] = defaultdict(list)
     last_beat: datetime | None = None
     for e in entries:
@@ -524,16 +524,16 @@ def check_meaning(  # noqa: PLR0912 - one branch per kind of finding
                 "not match its signed checkpoints then (see the server's log of that time)"
             )
         elif e.type == "log.heartbeat" and full:
-            at = ledger.parse_time(e.at)
+            at = spec.parse_time(e.at)
             if last_beat and at - last_beat > SILENCE:
                 report.findings.append(
-                    f"entry {e.n}: no heartbeat from {ledger.format_time(last_beat)} to {e.at}: "
+                    f"entry {e.n}: no heartbeat from {spec.format_time(last_beat)} to {e.at}: "
                     "the server was not running or not writing its log"
                 )
             last_beat = at
     if full and last_beat is not None and end - last_beat > SILENCE:
         report.findings.append(
-            f"entry {entries[-1].n}: no heartbeat from {ledger.format_time(last_beat)} to the "
+            f"entry {entries[-1].n}: no heartbeat from {spec.format_time(last_beat)} to the "
             f"log's last entry at {entries[-1].at}: the server was not running or not "
             "writing its log"
         )
@@ -558,25 +558,25 @@ def number(value: object) -> int:
 
 
 def _check_incident(
-    incident: int, evs: Sequence[ledger.Entry], end: datetime, report: Report
+    incident: int, evs: Sequence[spec.Entry], end: datetime, report: Report
 ) -> None:
     raised = next((e for e in evs if e.type == "alert.raised"), None)
     if raised is None or raised.data.get("kind") != "panic":
         return
     acked = False
-    last_page = ledger.parse_time(raised.at)
+    last_page = spec.parse_time(raised.at)
     repeat: int | None = None
     for e in evs:
         if e.type == "incident.acknowledged":
             acked = True
         elif e.type == "incident.reopened":
             acked = False
-            last_page = ledger.parse_time(e.at)
+            last_page = spec.parse_time(e.at)
         elif e.type == "escalation.plan_frozen":
             plan = e.data.get("plan") or {}
             repeat = number(plan.get("repeat_every")) if isinstance(plan, dict) else None
         elif e.type == "escalation.step_started":
-            last_page = ledger.parse_time(e.at)
+            last_page = spec.parse_time(e.at)
     if acked:
         return
     report.open_incidents.append(incident)
@@ -587,7 +587,7 @@ def _check_incident(
     ):
         report.findings.append(
             f"incident {incident}: open and unacknowledged, but no one was paged after "
-            f"{ledger.format_time(last_page)} (log ends {ledger.format_time(end)})"
+            f"{spec.format_time(last_page)} (log ends {spec.format_time(end)})"
         )
 
 
@@ -631,15 +631,15 @@ class Bundle:
         if self.manifest.get("format") != BUNDLE_FORMAT:
             raise BundleError(f"manifest.json: format is not {BUNDLE_FORMAT}")
 
-    def check_signature(self, key: ledger.VerifierKey) -> None:
+    def check_signature(self, key: spec.VerifierKey) -> None:
         """``manifest.sig`` signs ``manifest.json`` (and so every file it lists, and its
         ``personal`` flag) with ``key``."""
         sig = self.files.get("manifest.sig")
         if sig is None:
             raise VerificationError("manifest.sig is missing: nothing signs this bundle's manifest")
         try:
-            signed = ledger.open_manifest(sig.decode("utf-8"), key)
-        except (UnicodeDecodeError, ledger.LogFormatError) as exc:
+            signed = spec.open_manifest(sig.decode("utf-8"), key)
+        except (UnicodeDecodeError, spec.LogFormatError) as exc:
             raise VerificationError(f"manifest.sig: {exc}") from None
         if signed != hashlib.sha256(self.files["manifest.json"]).hexdigest():
             raise VerificationError(
@@ -693,7 +693,7 @@ class Bundle:
 def verify_bundle(
     path: Path,
     *,
-    key: ledger.VerifierKey | None = None,
+    key: spec.VerifierKey | None = None,
     trusted_note: str | None = None,
     workers: int = 1,
 ) -> Report:
@@ -706,16 +706,16 @@ def verify_bundle(
                 "published verifier key with --key"
             )
         try:
-            key = ledger.VerifierKey.parse(bundle.files["log-key.pub"].decode())
-        except (UnicodeDecodeError, ledger.LogFormatError) as exc:
+            key = spec.VerifierKey.parse(bundle.files["log-key.pub"].decode())
+        except (UnicodeDecodeError, spec.LogFormatError) as exc:
             raise VerificationError(f"log-key.pub: {exc}") from None
     bundle.check_signature(key)
     bundle.check_files()
     trusted = None
     if trusted_note is not None:
         try:
-            trusted = ledger.open_checkpoint(trusted_note, key)
-        except ledger.LogFormatError as exc:
+            trusted = spec.open_checkpoint(trusted_note, key)
+        except spec.LogFormatError as exc:
             raise VerificationError(f"the trusted checkpoint: {exc}") from None
     notes = bundle.json_lines("checkpoints.jsonl")
     personal = personal_rows(bundle.lines("personal.jsonl"))
@@ -757,7 +757,7 @@ def verify_bundle(
 
 
 def _check_kept(
-    entries: Sequence[ledger.Entry], rows: Sequence[dict[str, Any]], report: Report
+    entries: Sequence[spec.Entry], rows: Sequence[dict[str, Any]], report: Report
 ) -> None:
     """In a full bundle that carries personal data, every row a log entry commits to is
     there, unless a ``record.redacted`` entry says it was purged."""
@@ -836,10 +836,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        key = ledger.VerifierKey.parse(_read_option(args.key)) if args.key else None
+        key = spec.VerifierKey.parse(_read_option(args.key)) if args.key else None
         trusted = _trusted_note(args.trusted) if args.trusted else None
         report = verify_bundle(args.bundle, key=key, trusted_note=trusted, workers=cores())
-    except (BundleError, ledger.LogFormatError) as exc:
+    except (BundleError, spec.LogFormatError) as exc:
         print(f"cannot verify: {exc}", file=sys.stderr)
         return UNREADABLE
     except VerificationError as exc:

@@ -15,10 +15,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.deps import MEANING, RuntimeDep, SettingsDep, answers, text_body
-from server.escalation import round_of
-from server.links import LIST, read_token, token_key
+from server.escalation.plans import round_of
 from server.models import Incident, Page
+from server.paging.links import LIST, read_token, token_key
+from server.routes.deps import MEANING, RuntimeDep, SettingsDep, answers, text_body
 from server.runtime import Runtime
 
 #: Both answers are HTML pages; a token that is not (or no longer) valid gets 410.

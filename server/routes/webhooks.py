@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 from twilio.request_validator import RequestValidator
 
-from server.deps import RuntimeDep, SettingsDep, answers, text_body
+from server.routes.deps import RuntimeDep, SettingsDep, answers, text_body
 
 T = TypeVar("T")
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'

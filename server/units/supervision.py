@@ -21,8 +21,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from server import incidents, messages
+from server import incidents
 from server.models import DeviceRecord
+from server.paging import messages
 from server.runtime import Runtime
 from server.site import Room
 

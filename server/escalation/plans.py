@@ -26,7 +26,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from server import duty
-from server.audit import audit
+from server.log.append import audit
 from server.models import EscalationJob, Incident, Page, StaffState
 from server.site import Site
 

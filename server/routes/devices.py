@@ -17,7 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from panicbutton.wire import ALERT_ID_RE, DEVICE_ID_RE, INT_MAX, VERSION, Alert, WireError
-from server.deps import RuntimeDep, answers
+from server.routes.deps import RuntimeDep, answers
 from server.site import Room
 
 router = APIRouter(prefix="/api/v1/devices", tags=["room units"], responses=answers(401))

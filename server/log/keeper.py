@@ -37,10 +37,10 @@ from typing import Any, NoReturn
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from panicbutton import canonical, ledger, merkle, verify
-from server import audit, personal
+from panicbutton.log import canonical, merkle, spec, verify
+from server.log import append, personal
+from server.log.personal import Retention
 from server.models import LogCheckpoint, LogEntry
-from server.personal import Retention
 from server.site import Site
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class LogFailedError(RuntimeError):
     """The stored log is not consistent with its signed checkpoints: nothing is signed."""
 
 
-def load_signer(path: Path) -> ledger.Signer:
+def load_signer(path: Path) -> spec.Signer:
     """The log's signing key from ``path``; ValueError says what is wrong and what to do."""
     try:
         mode = path.stat().st_mode
@@ -74,8 +74,8 @@ def load_signer(path: Path) -> ledger.Signer:
             f"PANICBUTTON_LOG_KEY_FILE: {path} is readable by other users; chmod 600 it"
         )
     try:
-        return ledger.Signer.parse(text)
-    except ledger.LogFormatError as exc:
+        return spec.Signer.parse(text)
+    except spec.LogFormatError as exc:
         raise ValueError(f"PANICBUTTON_LOG_KEY_FILE: {path}: {exc}") from None
 
 
@@ -111,9 +111,9 @@ def stored_notes(session: Session, *, upto: int | None = None) -> list[str]:
 
 def verify_stored(
     session: Session,
-    key: ledger.VerifierKey,
-    trusted: ledger.Checkpoint | None = None,
-    kept: list[ledger.Checkpoint] | None = None,
+    key: spec.VerifierKey,
+    trusted: spec.Checkpoint | None = None,
+    kept: list[spec.Checkpoint] | None = None,
 ) -> verify.Report:
     """Verify the stored log as an inspector's verifier would, against the database's
     checkpoints and ``kept`` ones (the file's); raises VerificationError."""
@@ -121,20 +121,20 @@ def verify_stored(
     notes.update({cp.note: cp.size for cp in kept or ()})
     if not notes:
         # A log never signed yet: its chain, and where it stands.
-        scan = verify._scan(stored_entries(session), 0, ledger.GENESIS)
+        scan = verify._scan(stored_entries(session), 0, spec.GENESIS)
         if scan.fault is not None:
             _, i, message = scan.fault
             raise verify.VerificationError(
                 message or f"entry {i}: its prev is not the entry before it", i
             )
-        tree = ledger.Frontier()
+        tree = spec.Frontier()
         for j in range(0, len(scan.leaves), 32):
             tree.append(scan.leaves[j : j + 32])
         return verify.Report(
             size=tree.size,
             root=tree.root(),
             frontier=list(tree.hashes),
-            last_leaf=scan.leaves[-32:] if tree.size else ledger.GENESIS,
+            last_leaf=scan.leaves[-32:] if tree.size else spec.GENESIS,
         )
     report, parsed = verify.verify_full(
         stored_entries(session), sorted(notes, key=notes.__getitem__), key, trusted=trusted
@@ -146,8 +146,8 @@ def verify_stored(
 def _size(note: str) -> int:
     """A checkpoint's size, to put it in order (its signature is checked later)."""
     try:
-        return ledger.parse_checkpoint_text(ledger.split_note(note)[0])[1]
-    except ledger.LogFormatError:
+        return spec.parse_checkpoint_text(spec.split_note(note)[0])[1]
+    except spec.LogFormatError:
         return -1
 
 
@@ -212,7 +212,7 @@ def record_config(
     ).first()
     if last is not None and json.loads(last)["data"]["site_sha256"] == digest:
         return False
-    audit.audit(
+    append.audit(
         session,
         at=now,
         type="config.changed",
@@ -231,7 +231,7 @@ def record_config(
             now=now,
             retention=retention,
         )
-        audit.audit(
+        append.audit(
             session,
             at=now,
             type="config.staff",
@@ -250,7 +250,7 @@ class LogKeeper:
         *,
         engine: Engine,
         sessions: sessionmaker[Session],
-        signer: ledger.Signer,
+        signer: spec.Signer,
         checkpoint_file: Path | None,
         clock: Any,
         retention: Retention,
@@ -274,8 +274,8 @@ class LogKeeper:
         self._signed = -1
         self._signing = threading.Lock()
         #: The tree proven consistent with every checkpoint known, and its last leaf.
-        self._tree: ledger.Frontier | None = None
-        self._last_leaf = ledger.GENESIS
+        self._tree: spec.Frontier | None = None
+        self._last_leaf = spec.GENESIS
         #: How far the checkpoint file was read.
         self._file_read = 0
         #: Why the log failed, and when; the next text to the managers is due at _remind.
@@ -305,7 +305,7 @@ class LogKeeper:
         # database's checkpoints before anything is signed, and records the result.
         if self._read_file(whole=True):
             self._next_verify = now
-        self._remove = audit.on_append(self._engine, self.poke)
+        self._remove = append.on_append(self._engine, self.poke)
         self._thread = threading.Thread(target=self._run, name="log-keeper", daemon=True)
         self._thread.start()
         self.poke()  # the first pass checks, then signs, at once
@@ -384,17 +384,17 @@ class LogKeeper:
             # Another instance may have written one already: one per period is enough.
             last = s.scalar(select(func.max(LogEntry.at)).where(LogEntry.type == "log.heartbeat"))
             if last is None or now - last >= self._heartbeat - timedelta(minutes=1):
-                audit.audit(s, at=now, type="log.heartbeat")
+                append.audit(s, at=now, type="log.heartbeat")
         self._next_beat = now + self._heartbeat
 
-    def sign(self) -> ledger.Checkpoint | None:
+    def sign(self) -> spec.Checkpoint | None:
         """Sign the log's head if it grew since the last checkpoint; returns it. Raises
         LogFailedError (nothing signed) when the log is not proven consistent with every
         checkpoint known."""
         with self._signing:  # the keeper's thread and an export's may both sign
             return self._sign()
 
-    def _sign(self) -> ledger.Checkpoint | None:
+    def _sign(self) -> spec.Checkpoint | None:
         if self.failure is not None:
             raise LogFailedError(self.failure)
         now = self._clock()
@@ -420,15 +420,15 @@ class LogKeeper:
         return cp
 
     # -- proving the log before signing -------------------------------------------------
-    def _establish(self, s: Session, kept: list[ledger.Checkpoint]) -> verify.Report:
+    def _establish(self, s: Session, kept: list[spec.Checkpoint]) -> verify.Report:
         """Check the whole stored log against every checkpoint known (what the verifier
         does); from then on, only what is appended needs checking."""
         report = verify_stored(s, self.signer.verifier, kept=kept)
-        self._tree = ledger.Frontier(report.size, report.frontier)
+        self._tree = spec.Frontier(report.size, report.frontier)
         self._last_leaf = report.last_leaf
         return report
 
-    def _extend(self, s: Session, kept: list[ledger.Checkpoint]) -> tuple[int, bytes]:
+    def _extend(self, s: Session, kept: list[spec.Checkpoint]) -> tuple[int, bytes]:
         """The stored head (size, root), once proven by an RFC 9162 consistency proof to
         extend the tree checked so far, over the entries appended since; raises
         VerificationError if it does not."""
@@ -436,8 +436,8 @@ class LogKeeper:
         tree = self._tree
         known = self._known(s, kept)  # before the head: see _sign
         try:
-            head = audit.frontier(s.connection())
-        except ledger.LogFormatError as exc:
+            head = append.frontier(s.connection())
+        except spec.LogFormatError as exc:
             raise verify.VerificationError(f"the stored log head is damaged: {exc}") from None
         if head.size < tree.size:
             raise verify.VerificationError(
@@ -447,12 +447,12 @@ class LogKeeper:
         want = self._unchecked(known, tree, head.size)
         new: list[bytes] = []
         last = self._last_leaf
-        grown = ledger.Frontier(tree.size, tree.hashes)
+        grown = spec.Frontier(tree.size, tree.hashes)
         for raw in stored_entries(s, start=tree.size, stop=head.size):
             n = tree.size + len(new)
             try:
-                entry = ledger.parse_entry(raw)
-            except ledger.LogFormatError as exc:
+                entry = spec.parse_entry(raw)
+            except spec.LogFormatError as exc:
                 raise verify.VerificationError(f"entry {n}: {exc}", n) from None
             if entry.n != n or entry.prev != last:
                 raise verify.VerificationError(
@@ -460,7 +460,7 @@ class LogKeeper:
                     f"(entries before {n} were rewritten, or it was)",
                     n,
                 )
-            last = ledger.leaf_hash(raw)
+            last = spec.leaf_hash(raw)
             new.append(last)
             grown.append(last)
             if want.get(grown.size, set()) - {grown.root()}:
@@ -486,19 +486,19 @@ class LogKeeper:
         self._tree, self._last_leaf = grown, last
         return head.size, head.root()
 
-    def _known(self, s: Session, kept: list[ledger.Checkpoint]) -> list[ledger.Checkpoint]:
+    def _known(self, s: Session, kept: list[spec.Checkpoint]) -> list[spec.Checkpoint]:
         """The file's new checkpoints and the database's latest."""
         latest = latest_checkpoint(s)
         if latest is None:
             return kept
         try:
-            return [*kept, ledger.open_checkpoint(latest.note, self.signer.verifier)]
-        except ledger.LogFormatError as exc:
+            return [*kept, spec.open_checkpoint(latest.note, self.signer.verifier)]
+        except spec.LogFormatError as exc:
             raise verify.VerificationError(f"the database's latest checkpoint: {exc}") from None
 
     @staticmethod
     def _unchecked(
-        known: list[ledger.Checkpoint], tree: ledger.Frontier, head: int
+        known: list[spec.Checkpoint], tree: spec.Frontier, head: int
     ) -> dict[int, set[bytes]]:
         """The roots of the checkpoints newer than ``tree``, by size; one of ``tree``'s
         own size must have its root. (An older one not seen before is left to the next
@@ -532,7 +532,7 @@ class LogKeeper:
             reason,
         )
         with self.sessions.begin() as s:
-            audit.audit(
+            append.audit(
                 s, at=now, type="log.verified", result="failed", size=None, root=None, findings=0
             )
         self._remind = now
@@ -559,7 +559,7 @@ class LogKeeper:
                 # NOTE: telling must not undo the refusal to sign; the next reminder retries.
                 log.exception("log keeper: could not tell the managers the log failed")
 
-    def _read_file(self, *, whole: bool) -> list[ledger.Checkpoint]:
+    def _read_file(self, *, whole: bool) -> list[spec.Checkpoint]:
         """Valid checkpoints of the file: its last KEPT_TAIL bytes (``whole``), or the
         lines appended since it was last read."""
         if self._file is None:
@@ -586,12 +586,12 @@ class LogKeeper:
         whole_lines = data[: data.rfind(b"\n") + 1]
         self._file_read = start + len(whole_lines)
         lines = whole_lines.splitlines()[1 if whole and start else 0 :]  # the first may be cut
-        kept: list[ledger.Checkpoint] = []
+        kept: list[spec.Checkpoint] = []
         bad = 0
         for line in filter(None, lines):
             try:
-                kept.append(ledger.open_checkpoint(json.loads(line), self.signer.verifier))
-            except (ValueError, TypeError, ledger.LogFormatError):
+                kept.append(spec.open_checkpoint(json.loads(line), self.signer.verifier))
+            except (ValueError, TypeError, spec.LogFormatError):
                 bad += 1
         if bad:
             log.error(
@@ -599,7 +599,7 @@ class LogKeeper:
             )
         return kept
 
-    def _append_file(self, cp: ledger.Checkpoint) -> None:
+    def _append_file(self, cp: spec.Checkpoint) -> None:
         if self._file is None:
             return
         line = json.dumps(cp.note).encode() + b"\n"
@@ -638,7 +638,7 @@ class LogKeeper:
                     self._fail(str(exc))
                 return None
         with self.sessions.begin() as s:
-            audit.audit(
+            append.audit(
                 s,
                 at=now,
                 type="log.verified",
@@ -675,6 +675,6 @@ def acknowledge_failure(
         now=now,
         retention=retention,
     )
-    audit.audit(
+    append.audit(
         session, at=now, type="log.failure_acknowledged", by=by, ref=ref, commitment=commitment
     )

@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from panicbutton import ledger
-from server.audit import audit
+from panicbutton.log import spec
+from server.log.append import audit
 from server.models import PersonalData
 
 DAY = timedelta(days=1)
@@ -71,7 +71,7 @@ def keep(
     if kind not in KINDS:
         raise ValueError(f"personal data kind {kind!r} is not one of {', '.join(KINDS)}")
     ref = "pd-" + secrets.token_hex(12)
-    salt = ledger.new_salt()
+    salt = spec.new_salt()
     session.add(
         PersonalData(
             ref=ref,
@@ -83,7 +83,7 @@ def keep(
             purge_after=now + retention.days(kind) * DAY,
         )
     )
-    return ref, ledger.commitment(ref=ref, salt=salt, value=value)
+    return ref, spec.commitment(ref=ref, salt=salt, value=value)
 
 
 def reveal(row: PersonalData) -> dict[str, Any]:

@@ -29,7 +29,11 @@ from device.agent import Agent
 from device.config import parse_config
 from device.indicator import Light
 from server.app import Server, build, web_server
-from server.broker import (
+from server.models import Incident, Page
+from server.paging.notifier import ConsoleNotifier
+from server.settings import Settings
+from server.site import Site, parse_site
+from server.units.broker import (
     SERVER_USER,
     BrokerFiles,
     EmbeddedBroker,
@@ -37,10 +41,6 @@ from server.broker import (
     find_mosquitto,
     free_port,
 )
-from server.models import Incident, Page
-from server.notifier import ConsoleNotifier
-from server.settings import Settings
-from server.site import Site, parse_site
 
 BUTTON_PIN = 17
 LIGHT_WORDS = {

@@ -20,8 +20,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.audit import audit
 from server.clock import Clock
+from server.log.append import audit
 from server.models import EscalationJob
 
 log = logging.getLogger(__name__)

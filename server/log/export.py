@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from panicbutton import canonical, ledger, merkle, verify
-from server.logkeeper import latest_checkpoint, stored_entries, stored_notes
+from panicbutton.log import canonical, merkle, spec, verify
+from server.log.keeper import latest_checkpoint, stored_entries, stored_notes
+from server.log.personal import reveal
 from server.models import LogEntry, PersonalData
-from server.personal import reveal
 
 if TYPE_CHECKING:
-    from server.logkeeper import LogKeeper
+    from server.log.keeper import LogKeeper
 
 
 class ExportError(ValueError):
@@ -113,7 +113,7 @@ def bundle_files(
     session: Session,
     *,
     scope: str,
-    signer: ledger.Signer,
+    signer: spec.Signer,
     now: datetime,
     with_personal: bool = False,
 ) -> dict[str, bytes]:
@@ -137,7 +137,7 @@ def bundle_files(
         kind, _, which = scope.partition(":")
         notes = [cp.note]
         bodies = list(stored_entries(session, stop=size))
-        leaves = [ledger.leaf_hash(b) for b in bodies]
+        leaves = [spec.leaf_hash(b) for b in bodies]
         if kind == "incident" and which.isdigit():
             chosen = list(
                 session.scalars(
@@ -172,12 +172,12 @@ def bundle_files(
     files["checkpoints.jsonl"] = b"".join(json.dumps(n).encode() + b"\n" for n in notes)
     if personal:
         files["personal.jsonl"] = b"".join(canonical.dumps(p) + b"\n" for p in personal)
-    files["VERIFY.md"] = resources.files("panicbutton").joinpath("VERIFY.md").read_bytes()
+    files["VERIFY.md"] = resources.files("panicbutton.log").joinpath("VERIFY.md").read_bytes()
     files["manifest.json"] = canonical.dumps(
         {
             "format": verify.BUNDLE_FORMAT,
             "scope": scope,
-            "created": ledger.format_time(now),
+            "created": spec.format_time(now),
             "origin": key.name,
             "tree_size": size,
             "entries": len(entries),
@@ -194,7 +194,7 @@ def bundle_files(
 
 
 def _names(data: dict[str, Any], person: str, refs: set[str]) -> bool:
-    return any(data.get(f) == person for f in ledger.PERSON_FIELDS) or data.get("ref") in refs
+    return any(data.get(f) == person for f in spec.PERSON_FIELDS) or data.get("ref") in refs
 
 
 def bundle_sha256(files: dict[str, bytes]) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, event, insert, select, update
 from sqlalchemy.orm import Session, SessionTransaction
 
-from panicbutton import canonical, ledger
+from panicbutton.log import canonical, spec
 from server.models import LogEntry, LogState
 
 _PENDING = "panicbutton.log.pending"
@@ -47,7 +47,7 @@ class _Event:
 
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
-        return ledger.format_time(value)
+        return spec.format_time(value)
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -72,11 +72,11 @@ def audit(
     cannot hold, at the call rather than at commit.
     """
     if at.tzinfo is None:
-        raise ledger.LogFormatError(f"event {type}: its time must carry a time zone (UTC)")
+        raise spec.LogFormatError(f"event {type}: its time must carry a time zone (UTC)")
     if incident_id is not None and type_of(incident_id) is not int:
-        raise ledger.LogFormatError(f"event {type}: incident_id must be a number or None")
+        raise spec.LogFormatError(f"event {type}: incident_id must be a number or None")
     clean = {k: _plain(v) for k, v in data.items()}
-    ledger.check_event(type, clean)
+    spec.check_event(type, clean)
     canonical.dumps(clean)
     if not session.in_transaction():
         # Tie the event to a transaction, so that closing the session without a commit
@@ -90,10 +90,10 @@ def _hashes(blob: bytes) -> list[bytes]:
     return [blob[i : i + _HASH] for i in range(0, len(blob), _HASH)]
 
 
-def frontier(conn: Connection) -> ledger.Frontier:
+def frontier(conn: Connection) -> spec.Frontier:
     """The log head as stored (size and right edge of the tree)."""
     size, blob, _ = conn.execute(_READ).one()
-    return ledger.Frontier(size, _hashes(blob))
+    return spec.Frontier(size, _hashes(blob))
 
 
 # Built once: appending is on every state change's commit.
@@ -145,10 +145,10 @@ def _write(session: Session, pending: list[_Event]) -> None:
         conn.execute(_CLAIM_ONLY, {"batch": len(pending)})
         size, blob, last = conn.execute(_READ).one()
     # The stored size already counts this batch; the stored hashes do not yet.
-    tree = ledger.Frontier(size - len(pending), _hashes(blob))
+    tree = spec.Frontier(size - len(pending), _hashes(blob))
     rows = []
     for ev in pending:
-        body = ledger.entry_bytes(
+        body = spec.entry_bytes(
             n=tree.size, at=ev.at, type_=ev.type, incident=ev.incident_id, data=ev.data, prev=last
         )
         rows.append(
@@ -161,7 +161,7 @@ def _write(session: Session, pending: list[_Event]) -> None:
                 "body": body,
             }
         )
-        last = ledger.leaf_hash(body)
+        last = spec.leaf_hash(body)
         tree.append(last)
     conn.execute(_INSERT, rows)
     conn.execute(_STORE, {"new_frontier": b"".join(tree.hashes), "new_last": last})

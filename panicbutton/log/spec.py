@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from panicbutton import canonical, merkle
+from panicbutton.log import canonical, merkle
 
 VERSION = 1
 #: Prefix of every leaf's input: the log's name and format version, so an entry

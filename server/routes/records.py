@@ -27,14 +27,14 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from panicbutton import ledger, report
+from panicbutton.log import report, spec
 from panicbutton.wire import INT_MAX
-from server import export, logkeeper, personal
-from server.api import IncidentOut
-from server.audit import audit
-from server.deps import IncidentId, RuntimeDep, answers, require_token, text_body
 from server.incidents import State
+from server.log import export, keeper, personal
+from server.log.append import audit
 from server.models import Incident, LogEntry
+from server.routes.api import IncidentOut
+from server.routes.deps import IncidentId, RuntimeDep, answers, require_token, text_body
 from server.runtime import Runtime
 
 router = APIRouter(
@@ -245,7 +245,7 @@ def latest_checkpoint(runtime: RuntimeDep) -> Response:
     """The newest signed checkpoint (a C2SP note). Keep it: `--trusted` proves later
     exports still contain everything it covers."""
     with runtime.sessions() as s:
-        newest = logkeeper.latest_checkpoint(s)
+        newest = keeper.latest_checkpoint(s)
     if newest is None:
         raise HTTPException(503, "no checkpoint signed yet; try again in a second")
     return Response(newest.note, media_type="text/plain; charset=utf-8")
@@ -287,7 +287,7 @@ def _make_bundle(
         return export.make_bundle(
             runtime.keeper, scope=scope, now=runtime.clock(), with_personal=with_personal
         )
-    except logkeeper.LogFailedError as exc:
+    except keeper.LogFailedError as exc:
         raise HTTPException(
             503,
             f"the incident log failed its check ({exc}); nothing is signed, so no export "
@@ -337,11 +337,11 @@ async def incident_report(fmt: str, runtime: RuntimeDep, who: AccessDep) -> Resp
 
 def render_report(files: dict[str, bytes], *, fmt: str, now: datetime) -> tuple[bytes, str]:
     """A report from a bundle's files (``csv`` or ``pdf``) and its media type."""
-    entries = [ledger.parse_entry(line) for line in files["entries.jsonl"].splitlines()]
+    entries = [spec.parse_entry(line) for line in files["entries.jsonl"].splitlines()]
     rows = report.incident_rows(entries)
     digest = export.bundle_sha256(files)
     notes = files["checkpoints.jsonl"].splitlines()
-    checkpoint = ledger.split_note(json.loads(notes[-1]))[0] if notes else ""
+    checkpoint = spec.split_note(json.loads(notes[-1]))[0] if notes else ""
     if fmt == "csv":
         return report.to_csv(rows, bundle_sha256=digest, checkpoint=checkpoint), "text/csv"
     return (
@@ -350,7 +350,7 @@ def render_report(files: dict[str, bytes], *, fmt: str, now: datetime) -> tuple[
             title="panicbutton incident report",
             bundle_sha256=digest,
             checkpoint=checkpoint,
-            generated_at=ledger.format_time(now),
+            generated_at=spec.format_time(now),
         ),
         "application/pdf",
     )
