@@ -25,8 +25,6 @@ from server.models import LogEntry, PersonalData
 from tests.harness import MANAGER, RECEPTION, System, reply_code, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-#: The files an inspector's verifier is made of: nothing of server/ or device/.
-VERIFIER_FILES = ("__init__.py", "canonical.py", "spec.py", "merkle.py", "verify.py", "cli.py")
 #: A verifier process that can import these fails at once: it must not need them.
 BLOCKED = ("server", "device", "sqlalchemy", "fastapi", "pydantic", "twilio", "paho", "starlette")
 
@@ -70,9 +68,8 @@ def run_verifier(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     where importing server code (or the server's libraries) fails."""
     pkg = folder / "verifier" / "panicbutton"
     if not pkg.exists():
-        pkg.mkdir(parents=True)
-        for name in VERIFIER_FILES:
-            shutil.copy(ROOT / "panicbutton" / name, pkg / name)
+        # The whole package an inspector installs: nothing of server/, device/ or demo/.
+        shutil.copytree(ROOT / "panicbutton", pkg, ignore=shutil.ignore_patterns("__pycache__"))
     script = (
         "import sys\n"
         f"sys.path.insert(0, {str(pkg.parent)!r})\n"
