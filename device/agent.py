@@ -22,7 +22,6 @@ from typing import Any
 
 from gpiozero import LED, Button, Buzzer, Factory
 
-from device.clock import Clock, SystemClock
 from device.config import DeviceConfig
 from device.https import HttpsSender
 from device.indicator import Indicator, Light
@@ -30,6 +29,7 @@ from device.link import FeedbackIn, Link, LinkDown, LinkUp
 from device.outbox import Outbox
 from device.press import PressConfig, PressDetector
 from device.systemd import notify, watchdog_interval
+from panicbutton.clock import Clock, SystemClock
 from panicbutton.wire import Alert, AlertKind, Feedback, FeedbackState, WireError
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class Agent:
     None picks the board's own). ``on_light`` is called on the agent's thread
     with each new light state. ``clock`` times resends, the HTTPS fallback,
     heartbeats, gestures and self-tests (defaults to the real clocks; a test
-    passes a :class:`device.clock.ManualClock`).
+    passes a :class:`panicbutton.clock.ManualClock`).
     """
 
     def __init__(
@@ -103,8 +103,8 @@ class Agent:
         self.detector = PressDetector(config.press)
         # The test button is debounced like the alarm button, single press.
         self._test_detector = PressDetector(PressConfig(debounce=config.press.debounce))
-        self.outbox = Outbox(config.outbox_path)
-        self.link = Link(config, self._events)
+        self.outbox = Outbox(config.outbox_path, clock=self._clock)
+        self.link = Link(config, self._events, clock=self._clock)
         self.https = (
             HttpsSender(config.https, config.device_id, self._events) if config.https else None
         )

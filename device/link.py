@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from device.config import DeviceConfig
 from panicbutton import __version__
+from panicbutton.clock import Clock, SystemClock
 from panicbutton.wire import (
     QOS,
     Alert,
@@ -26,7 +27,6 @@ from panicbutton.wire import (
     Status,
     alert_topic,
     feedback_topic,
-    now_utc,
     status_topic,
 )
 
@@ -57,11 +57,15 @@ class Link:
     """One MQTT session to the broker, reconnecting by itself.
 
     ``connect_async`` plus ``loop_start`` keeps retrying at boot when the
-    network or the broker is not up yet.
+    network or the broker is not up yet. ``clock`` dates each status (defaults
+    to the real clocks); paho's keepalive and reconnect timers stay on real time.
     """
 
-    def __init__(self, config: DeviceConfig, events: queue.Queue[Any]) -> None:
+    def __init__(
+        self, config: DeviceConfig, events: queue.Queue[Any], *, clock: Clock | None = None
+    ) -> None:
         self._config = config
+        self._clock: Clock = clock or SystemClock()
         self._events = events
         self.connected = False
         #: Alerts the broker has accepted (PUBACK), resends included.
@@ -97,7 +101,7 @@ class Link:
         return Status(
             device_id=self._config.device_id,
             state=state,
-            at=now_utc(),
+            at=self._clock.now(),
             version=__version__,
             outbox=outbox,
             uptime=uptime,
