@@ -1,5 +1,8 @@
 """The durable outbox: a press is on disk before the light says "sent".
 
+(Over 300 lines: every operation has its disk path and its in-memory fallback
+side by side, which is clearer kept together than split.)
+
 One SQLite file with synchronous commits. It holds the device's alert
 sequence counter (which survives reboots, so the server can tell a lost alert
 from a quiet room), every alert the server has not yet confirmed, and the
