@@ -70,7 +70,7 @@ class Link:
     """One MQTT session to the broker, reconnecting by itself.
 
     ``connect_async`` plus ``loop_start`` keeps retrying at boot when the
-    network or the broker is not up yet. ``post`` hands each :data:`LinkEvent`
+    network or the broker is not up yet. ``hand_over`` gives each :data:`LinkEvent`
     to the agent's thread (it is called on paho's). ``clock`` dates each status
     (defaults to the real clocks); paho's keepalive and reconnect timers stay on
     real time.
@@ -79,13 +79,13 @@ class Link:
     def __init__(
         self,
         config: DeviceConfig,
-        post: Callable[[LinkEvent], None],
+        hand_over: Callable[[LinkEvent], None],
         *,
         clock: Clock | None = None,
     ) -> None:
         self._config = config
         self._clock: Clock = clock or SystemClock()
-        self._post = post
+        self._hand_over = hand_over
         self.connected = False
         #: Alerts the broker has accepted (PUBACK), resends included.
         self.alerts_delivered = 0
@@ -178,17 +178,17 @@ class Link:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         if reason.is_failure:
-            self._post(LinkDown(f"broker refused the connection: {reason}"))
+            self._hand_over(LinkDown(f"broker refused the connection: {reason}"))
             return
         self.connected = True
         client.subscribe(feedback_topic(self._config.device_id), qos=QOS)
-        self._post(LinkUp())
+        self._hand_over(LinkUp())
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         self.connected = False
-        self._post(LinkDown(f"disconnected: {reason}"))
+        self._hand_over(LinkDown(f"disconnected: {reason}"))
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any
@@ -203,4 +203,4 @@ class Link:
                 self._early.add(mid)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._post(FeedbackIn(bytes(message.payload)))
+        self._hand_over(FeedbackIn(bytes(message.payload)))

@@ -23,8 +23,8 @@ class SelfTestSchedule:
         self._clock = clock
 
     def due(self) -> bool:
-        """True if a test is due now, and note it as done; raises OSError if the time
-        cannot be written (then no test is sent, so a broken disk does not send one a tick)."""
+        """True if a test is due now, and note it as done. Raises OSError if that time
+        cannot be recorded: then no test goes (or a broken disk would send one a tick)."""
         if not self._hours:
             return False
         now = self._clock.time()
