@@ -2,10 +2,11 @@
 
 Path of a press: gpiozero's callback (on gpiozero's thread) puts an
 :class:`Edge` on the queue -> :class:`~device.press.PressDetector` decides it
-is an alarm -> :mod:`device.outbox` stores it on disk -> :mod:`device.link`
-publishes it (and :mod:`device.https` posts it too when the broker has been out
-of reach for a while) -> the light says "sent". The server's feedback confirms
-it; ``acknowledged`` turns the light steady ("help is coming").
+is an alarm -> :mod:`device.outbox` stores it on disk -> :mod:`device.delivery`
+publishes it through :mod:`device.link` (and posts it through :mod:`device.https`
+too when the server has not answered for a while) -> the light says "sent".
+The server's feedback (:mod:`device.standing`) confirms it; ``acknowledged``
+turns the light steady ("help is coming").
 
 Nothing at the unit cancels an alert. A press while this room's alert is still
 open is a re-press of it (counted, and sent again), not a new incident.
@@ -22,47 +23,39 @@ from typing import Any
 
 from gpiozero import LED, Button, Buzzer, Factory
 
-from device.clock import Clock, SystemClock
 from device.config import DeviceConfig
+from device.delivery import Delivery
 from device.https import HttpsSender
 from device.indicator import Indicator, Light
-from device.link import FeedbackIn, Link, LinkDown, LinkUp
+from device.link import FeedbackIn, Link, LinkDown, LinkEvent, LinkUp, Via
 from device.outbox import Outbox
 from device.press import PressConfig, PressDetector
+from device.selftest import SelfTestSchedule
+from device.standing import Standing
 from device.systemd import notify, watchdog_interval
-from panicbutton.wire import Alert, AlertKind, Feedback, FeedbackState, WireError
+from panicbutton.clock import Clock, SystemClock
+from panicbutton.wire import AlertKind
 
 log = logging.getLogger(__name__)
 
-_ORDER = {FeedbackState.RECEIVED: 1, FeedbackState.ACKNOWLEDGED: 2, FeedbackState.RESOLVED: 3}
-
-
-def _rank(fb: Feedback) -> tuple[int, int]:
-    """Where a feedback stands: by round (a reopened incident), then by state."""
-    return fb.round, _ORDER[fb.state]
-
-
-#: First resend of an unconfirmed alert after this many seconds; doubles up to resend_max.
-RESEND_FIRST = 2.0
 #: The longest the agent's loop sleeps, in seconds (it also feeds the systemd watchdog).
 TICK = 0.5
 
 
 @dataclass(frozen=True, slots=True)
 class Edge:
+    """The alarm button's pin changed (on gpiozero's thread)."""
+
     pressed: bool
     at: float  # the agent's clock.monotonic()
 
 
 @dataclass(frozen=True, slots=True)
 class TestEdge:
+    """The test button's pin changed."""
+
     pressed: bool
     at: float
-
-
-@dataclass(frozen=True, slots=True)
-class TestRequested:
-    scheduled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +70,10 @@ class _Turn:
     done: threading.Event
 
 
+#: Everything the agent's thread is handed.
+Event = Edge | TestEdge | LinkEvent | _Stop | _Turn
+
+
 class Agent:
     """A room unit: a button, a light, an outbox and one or two paths to the server.
 
@@ -84,7 +81,7 @@ class Agent:
     None picks the board's own). ``on_light`` is called on the agent's thread
     with each new light state. ``clock`` times resends, the HTTPS fallback,
     heartbeats, gestures and self-tests (defaults to the real clocks; a test
-    passes a :class:`device.clock.ManualClock`).
+    passes a :class:`panicbutton.clock.ManualClock`).
     """
 
     def __init__(
@@ -98,15 +95,27 @@ class Agent:
         self.config = config
         self._clock: Clock = clock or SystemClock()
         self.started = self._clock.monotonic()
-        self._events: queue.Queue[Any] = queue.Queue()
+        self._events: queue.Queue[Event] = queue.Queue()
         self._on_light = on_light
         self.detector = PressDetector(config.press)
         # The test button is debounced like the alarm button, single press.
         self._test_detector = PressDetector(PressConfig(debounce=config.press.debounce))
-        self.outbox = Outbox(config.outbox_path)
-        self.link = Link(config, self._events)
+        self.outbox = Outbox(config.outbox_path, clock=self._clock)
+        self.link = Link(config, self._events.put, clock=self._clock)
         self.https = (
-            HttpsSender(config.https, config.device_id, self._events) if config.https else None
+            HttpsSender(config.https, config.device_id, self._events.put) if config.https else None
+        )
+        self._delivery = Delivery(
+            outbox=self.outbox,
+            link=self.link,
+            https=self.https,
+            https_after=config.https.after if config.https is not None else float("inf"),
+            resend_max=config.resend_max,
+            clock=self._clock,
+        )
+        self._standing = Standing(self.outbox, self._delivery)
+        self._selftest = SelfTestSchedule(
+            config.state_dir / "selftest.last", config.selftest_hours, self._clock
         )
         self._devices: list[Any] = []
         try:
@@ -130,14 +139,7 @@ class Agent:
         except Exception:
             self._close_devices()
             raise
-        self._latest: str | None = None  # the alert the light speaks about
-        self._states: dict[str, Feedback] = {}  # alert id -> the newest feedback heard
-        self._resend: dict[str, tuple[float, float]] = {}  # alert id -> (due, delay)
-        self._down_since: float | None = self._clock.monotonic()
-        self._next_https = 0.0
-        self._first_sent: dict[str, float] = {}  # alert id -> when first sent (monotonic)
         self._next_heartbeat = 0.0
-        self._selftest_file = config.state_dir / "selftest.last"
         self.last_error: str | None = self.outbox.fault
         self._thread = threading.Thread(
             target=self._run, name=f"agent-{config.device_id}", daemon=True
@@ -159,7 +161,7 @@ class Agent:
     def start(self) -> None:
         open_alert = self.outbox.open_alert()
         if open_alert is not None:
-            self._latest = open_alert.alert_id
+            self._standing.latest = open_alert.alert_id
         if pending := self.outbox.pending():
             log.warning("%d unconfirmed alert(s) in the outbox; resending", len(pending))
         self._refresh_light()
@@ -198,10 +200,6 @@ class Agent:
         self._events.put(turn)
         return turn.done.wait(timeout)
 
-    def request_test(self) -> None:
-        """Send a test alert through the whole chain (test button, ``device check``)."""
-        self._events.put(TestRequested())
-
     # -- the owner thread --------------------------------------------------------
     def _run(self) -> None:
         watchdog = watchdog_interval()
@@ -209,7 +207,7 @@ class Agent:
             now = self._clock.monotonic()
             deadline = self.detector.next_deadline()
             timeout = TICK if deadline is None else min(TICK, max(0.0, deadline - now))
-            event = self._clock.get(self._events, timeout)
+            event: Event | None = self._clock.get(self._events, timeout)
             if isinstance(event, _Stop):
                 return
             try:
@@ -222,7 +220,7 @@ class Agent:
             if watchdog is not None:
                 notify("WATCHDOG=1")
 
-    def _handle(self, event: object) -> None:
+    def _handle(self, event: Event | None) -> None:
         match event:
             case Edge(pressed=pressed, at=at):
                 if self.detector.edge(pressed, at):
@@ -230,35 +228,23 @@ class Agent:
             case TestEdge(pressed=pressed, at=at):
                 if self._test_detector.edge(pressed, at):
                     self._test(scheduled=False)
-            case TestRequested(scheduled=scheduled):
-                self._test(scheduled=scheduled)
             case LinkUp():
                 log.info("connected to %s:%d", self.config.mqtt.host, self.config.mqtt.port)
-                self._down_since = None
                 self._next_heartbeat = 0.0
-                for alert in self.outbox.pending():
-                    self._send(alert)
-                # The open alert again, even if confirmed: the server answers with where
-                # it stands now, so a "resolved" missed while away is not missed for good.
-                current = self.outbox.open_alert()
-                if current is not None and current.alert_id not in {
-                    a.alert_id for a in self.outbox.pending()
-                }:
-                    self.link.publish_alert(current)
+                self._delivery.link_up()
             case LinkDown(reason=reason, path=path):
                 self.last_error = reason
                 log.warning("%s", reason)
-                if path == "mqtt" and self._down_since is None:
-                    self._down_since = self._clock.monotonic()
+                if path is Via.MQTT:
+                    self._delivery.link_down()
             case FeedbackIn(payload=payload, via=via):
-                self._on_feedback(payload, via)
+                self._standing.take(payload, via)
 
     def _periodic(self, now: float) -> None:
         if self.detector.tick(now):
             self._alarm()
         self._test_detector.tick(now)
-        self._resend_due(now)
-        self._https_due(now)
+        self._delivery.due(now)
         self._heartbeat_due(now)
         self._selftest_due()
         self._refresh_light()
@@ -272,12 +258,11 @@ class Agent:
         if alert is None:
             alert = self.outbox.add(self.config.device_id, AlertKind.PANIC)
         self._note_fault()
-        self._latest = alert.alert_id
+        self._standing.latest = alert.alert_id
         log.info(
             "press: alert %s seq %d presses %d stored", alert.alert_id, alert.seq, alert.presses
         )
-        self._resend.pop(alert.alert_id, None)
-        self._send(alert)
+        self._delivery.send(alert, anew=True)
 
     def _test(self, *, scheduled: bool) -> None:
         alert = self.outbox.add(self.config.device_id, AlertKind.TEST)
@@ -285,54 +270,13 @@ class Agent:
         # The person testing watches the light; a scheduled test is silent, and a
         # test never takes the light away from an open panic alert.
         if not scheduled and self.outbox.open_alert() is None:
-            self._latest = alert.alert_id
+            self._standing.latest = alert.alert_id
         log.info("test alert %s (%s)", alert.alert_id, "scheduled" if scheduled else "by hand")
-        self._send(alert)
+        self._delivery.send(alert)
 
     def _note_fault(self) -> None:
         if self.outbox.fault:
             self.last_error = self.outbox.fault
-
-    def _send(self, alert: Alert) -> None:
-        self._first_sent.setdefault(alert.alert_id, self._clock.monotonic())
-        self.link.publish_alert(alert)
-        _, delay = self._resend.get(alert.alert_id, (0.0, RESEND_FIRST / 2))
-        delay = min(delay * 2, self.config.resend_max)
-        self._resend[alert.alert_id] = (self._clock.monotonic() + delay, delay)
-        self._https_due(self._clock.monotonic())
-
-    def _resend_due(self, now: float) -> None:
-        if not self.link.connected:
-            return
-        for alert in self.outbox.pending():
-            due, _ = self._resend.get(alert.alert_id, (0.0, 0.0))
-            if due <= now:
-                self._send(alert)
-
-    def _https_due(self, now: float) -> None:
-        """Use the second path when an alert has waited ``after`` seconds for the server:
-        the broker out of reach, or reachable but nobody confirming."""
-        if self.https is None or self.https.busy or now < self._next_https:
-            return
-        after = self.https_after
-        waiting = [
-            a for a in self.outbox.pending() if now - self._first_sent.get(a.alert_id, now) >= after
-        ]
-        if not waiting:
-            return
-        self._next_https = now + after
-        for alert in waiting:
-            log.warning(
-                "alert %s unconfirmed for %.0f s (%s): sending it over HTTPS too",
-                alert.alert_id,
-                now - self._first_sent[alert.alert_id],
-                "broker out of reach" if self._down_since is not None else "no answer",
-            )
-            self.https.submit(alert)
-
-    @property
-    def https_after(self) -> float:
-        return self.config.https.after if self.config.https is not None else float("inf")
 
     def _heartbeat_due(self, now: float) -> None:
         if not self.link.connected or now < self._next_heartbeat:
@@ -343,99 +287,17 @@ class Agent:
         )
 
     def _selftest_due(self) -> None:
-        if not self.config.selftest_hours:
-            return
-        now = self._clock.time()
         try:
-            last = float(self._selftest_file.read_text())
-        except (OSError, ValueError):
-            last = None
-        if last is not None and now - last < self.config.selftest_hours * 3600:
-            return
-        try:
-            self._selftest_file.write_text(f"{now:.0f}")
+            due = self._selftest.due()
         except OSError as exc:
             self.last_error = f"cannot record the self-test time: {exc.strerror}"
             return
-        if last is not None:  # the first start only sets the schedule
+        if due:
             self._test(scheduled=True)
 
-    # -- feedback and the light -------------------------------------------------------
-    def _on_feedback(self, payload: bytes, via: str) -> None:
-        try:
-            fb = Feedback.from_json(payload)
-        except WireError as exc:
-            log.error("ignored feedback from the server (%s): %s", via, exc)
-            return
-        if self.outbox.confirm(fb.alert_id, fb.presses):
-            log.info(
-                "alert %s confirmed by the server via %s (incident %d)",
-                fb.alert_id,
-                via,
-                fb.incident,
-            )
-            self._resend.pop(fb.alert_id, None)
-            self._first_sent.pop(fb.alert_id, None)
-        known = self._states.get(fb.alert_id)
-        # Redelivered or queued feedback can arrive out of order: never step back within
-        # a round. A higher round is the one allowed step back (the incident reopened);
-        # a lower one is stale news, even a "resolved".
-        if known is not None and _rank(fb) < _rank(known):
-            log.info(
-                "stale feedback for alert %s ignored (%s, round %d; known: %s, round %d)",
-                fb.alert_id,
-                fb.state,
-                fb.round,
-                known.state,
-                known.round,
-            )
-            return
-        self._states[fb.alert_id] = fb
-        if fb.state is FeedbackState.RESOLVED:
-            if not self.outbox.close(fb.alert_id, fb.presses):
-                log.warning(
-                    "alert %s resolved after %d press(es); this unit has more: still "
-                    "sending it (the server reopens the incident for it)",
-                    fb.alert_id,
-                    fb.presses,
-                )
-        elif self.outbox.reopen(fb.alert_id, fb.presses):
-            # NOTE: after a reboot no round is known here, but the broker sends only the
-            # retained (newest) feedback to a clean session: open at the server is open.
-            log.warning(
-                "alert %s reopened by the server (incident %d, round %d): a press now is "
-                "a re-press of it",
-                fb.alert_id,
-                fb.incident,
-                fb.round,
-            )
-            current = self.outbox.open_alert()
-            if current is not None and current.alert_id == fb.alert_id:
-                self._latest = fb.alert_id
-        if self._latest is None and not self.outbox.is_test(fb.alert_id):
-            self._latest = fb.alert_id  # after a reboot: the retained feedback tells the state
-
-    def _light(self) -> Light:
-        heard = self._states.get(self._latest) if self._latest else None
-        latest = heard.state if heard is not None else None
-        pending = self._latest is not None and any(
-            a.alert_id == self._latest for a in self.outbox.pending()
-        )
-        if latest is FeedbackState.ACKNOWLEDGED:
-            return Light.HELP_COMING  # help is on its way whatever the link does now
-        if latest is FeedbackState.RECEIVED:
-            # A re-press the server has not had yet, with no link: say so.
-            return Light.NO_LINK if pending and not self.link.connected else Light.RECEIVED
-        if pending:
-            return Light.SENT if self.link.connected else Light.NO_LINK
-        if not self.link.connected:
-            return Light.NO_LINK
-        if self.outbox.fault:
-            return Light.FAULT
-        return Light.ARMED
-
+    # -- the light -------------------------------------------------------------------
     def _refresh_light(self) -> None:
-        light = self._light()
+        light = self._standing.light(connected=self.link.connected)
         if self.indicator.show(light):
             log.info("light: %s", light)
             if self.buzzer is not None and light in (Light.NO_LINK, Light.FAULT):

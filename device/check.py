@@ -8,7 +8,6 @@ recipients, confirmed by the server); and the HTTPS path's token.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 import urllib.error
@@ -23,6 +22,7 @@ from device.errors import DeviceError
 from device.https import HttpsSender, describe
 from device.outbox import Outbox
 from device.pins import make_factory
+from panicbutton.clock import Clock, SystemClock
 from panicbutton.wire import QOS, AlertKind, Feedback, WireError, alert_topic, feedback_topic
 
 
@@ -46,8 +46,13 @@ def check(
     wait_press: float = 0,
     test_alert: bool = True,
     pin_factory: Any = None,
+    clock: Clock | None = None,
 ) -> int:
-    """Run every check; return the number that failed."""
+    """Run every check; return the number that failed.
+
+    ``wait_press`` is how long to wait for a real press, in seconds (0, the default,
+    skips it); ``clock`` times the server's answer (defaults to the real clocks).
+    """
     report = Report(say)
     report.ok(
         "config",
@@ -57,7 +62,7 @@ def check(
     client = _broker(config, report)
     if client is not None:
         if test_alert:
-            _round_trip(config, report, client)
+            _round_trip(config, report, client, clock or SystemClock())
         client.disconnect()
         client.loop_stop()
     _https(config, report)
@@ -144,8 +149,8 @@ def _broker(config: DeviceConfig, report: Report) -> mqtt.Client | None:
     return client
 
 
-def _round_trip(config: DeviceConfig, report: Report, client: mqtt.Client) -> None:
-    outbox = Outbox(config.outbox_path)
+def _round_trip(config: DeviceConfig, report: Report, client: mqtt.Client, clock: Clock) -> None:
+    outbox = Outbox(config.outbox_path, clock=clock)
     alert = outbox.add(config.device_id, AlertKind.TEST)
     confirmed: list[Feedback] = []
     done = threading.Event()
@@ -161,14 +166,14 @@ def _round_trip(config: DeviceConfig, report: Report, client: mqtt.Client) -> No
 
     client.on_message = on_message
     client.subscribe(feedback_topic(config.device_id), qos=QOS)
-    time.sleep(0.2)
-    started = time.monotonic()
+    time.sleep(0.2)  # the broker's pace, on real time: let the subscription settle
+    started = clock.monotonic()
     client.publish(alert_topic(config.device_id), alert.to_json(), qos=QOS)
-    if done.wait(15):
+    if clock.wait(done, None, 15):
         outbox.confirm(alert.alert_id, confirmed[0].presses)
         report.ok(
             "server",
-            f"confirmed the test alert in {time.monotonic() - started:.2f} s "
+            f"confirmed the test alert in {clock.monotonic() - started:.2f} s "
             f"(incident {confirmed[0].incident}); test recipients were paged",
         )
     else:
@@ -187,7 +192,7 @@ def _https(config: DeviceConfig, report: Report) -> None:
             "https path", "not configured (set [server] url and token_file for a second path)"
         )
         return
-    sender = HttpsSender(config.https, config.device_id, queue.Queue())
+    sender = HttpsSender(config.https, config.device_id, lambda _event: None)  # checks only
     try:
         sender.check()
         report.ok("https path", f"{config.https.url} accepts this unit's token")

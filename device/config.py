@@ -1,5 +1,8 @@
 """The room unit's firmware config: one TOML file, validated at start.
 
+(Over 300 lines: the typed settings and the check of each sit together, so a
+setting and its error message are read in one place.)
+
 ``firmware_config/device.example.toml`` shows every setting with its unit and
 default. Errors name the file and the setting, and say how to fix it.
 """
@@ -13,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from device.errors import ConfigError
+from device.pins import PinFactory
 from device.press import Gesture, PressConfig
 from panicbutton.wire import DEVICE_ID_RE
 
@@ -62,7 +66,7 @@ class DeviceConfig:
     press: PressConfig = field(default_factory=PressConfig)
     test_pin: int | None = None
     buzzer_pin: int | None = None
-    pin_factory: str = "auto"
+    pin_factory: PinFactory = PinFactory.AUTO
     https: HttpsPath | None = None
     resend_max: float = 30.0
     heartbeat: float = 20.0
@@ -93,7 +97,6 @@ KNOWN = {
 }
 #: This machine's loopback host names: the only hosts plain http may go to.
 LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
-PIN_FACTORIES = ("auto", "lgpio", "rpigpio", "pigpio", "native", "mock")
 
 
 class _Reader:
@@ -250,9 +253,13 @@ def parse_config(data: dict[str, Any], source: str = "<memory>") -> DeviceConfig
     if button == led:
         raise r.fail("pins.led", f"must differ from pins.button (both are GPIO{button})")
     taken = {button: "pins.button", led: "pins.led"}
-    factory: str = r.get("pins.factory", str, "auto")
-    if factory not in PIN_FACTORIES:
-        raise r.fail("pins.factory", f"must be one of {', '.join(PIN_FACTORIES)}, got {factory!r}")
+    factory_name: str = r.get("pins.factory", str, "auto")
+    try:
+        factory = PinFactory(factory_name)
+    except ValueError:
+        raise r.fail(
+            "pins.factory", f"must be one of {', '.join(PinFactory)}, got {factory_name!r}"
+        ) from None
 
     password = _secret(r, "mqtt.password", "anonymous MQTT is not allowed")
     if password is None:

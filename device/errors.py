@@ -14,7 +14,3 @@ class ConfigError(DeviceError, ValueError):
 
     The message names the file, the setting, what is wrong and how to fix it.
     """
-
-
-class OutboxError(DeviceError, OSError):
-    """The on-disk outbox cannot be written (full or read-only disk, corrupt file)."""

@@ -15,10 +15,10 @@ import ssl
 import threading
 import urllib.error
 import urllib.request
-from typing import Any
+from collections.abc import Callable
 
 from device.config import HttpsPath
-from device.link import FeedbackIn, LinkDown
+from device.link import FeedbackIn, LinkDown, LinkEvent, Via
 from panicbutton.wire import Alert
 
 log = logging.getLogger(__name__)
@@ -28,12 +28,15 @@ TIMEOUT = 5.0
 
 
 class HttpsSender:
-    """Posts alerts one at a time; answers go back on the agent's queue as feedback."""
+    """Posts alerts one at a time; each answer goes to ``hand_over`` as feedback, each
+    failure as :class:`~device.link.LinkDown` (called on this sender's thread)."""
 
-    def __init__(self, config: HttpsPath, device_id: str, events: queue.Queue[Any]) -> None:
+    def __init__(
+        self, config: HttpsPath, device_id: str, hand_over: Callable[[LinkEvent], None]
+    ) -> None:
         self._base = f"{config.url}/api/v1/devices/{device_id}"
         self._token = config.token
-        self._events = events
+        self._hand_over = hand_over
         self._context = ssl.create_default_context(
             cafile=str(config.ca_file) if config.ca_file else None
         )
@@ -57,12 +60,13 @@ class HttpsSender:
         while (alert := self._jobs.get()) is not None:
             self._busy.set()
             try:
-                self._events.put(FeedbackIn(self.post(alert), via="https"))
+                self._hand_over(FeedbackIn(self.post(alert), via=Via.HTTPS))
                 log.info("alert %s delivered over the HTTPS path", alert.alert_id)
             except OSError as exc:  # URLError, HTTPError, timeouts and TLS errors
-                self._events.put(LinkDown(f"HTTPS path: {describe(exc)}", path="https"))
+                self._hand_over(LinkDown(f"HTTPS path: {describe(exc)}", path=Via.HTTPS))
             except Exception as exc:  # noqa: BLE001 -- e.g. a proxy's garbage status line
-                self._events.put(LinkDown(f"HTTPS path: {type(exc).__name__}: {exc}", path="https"))
+                reason = f"HTTPS path: {type(exc).__name__}: {exc}"
+                self._hand_over(LinkDown(reason, path=Via.HTTPS))
             finally:
                 self._busy.clear()
 

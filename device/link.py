@@ -8,10 +8,11 @@ the outbox and the light.
 from __future__ import annotations
 
 import logging
-import queue
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -19,6 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from device.config import DeviceConfig
 from panicbutton import __version__
+from panicbutton.clock import Clock, SystemClock
 from panicbutton.wire import (
     QOS,
     Alert,
@@ -26,30 +28,41 @@ from panicbutton.wire import (
     Status,
     alert_topic,
     feedback_topic,
-    now_utc,
     status_topic,
 )
 
 log = logging.getLogger(__name__)
 
 
+class Via(StrEnum):
+    """The unit's two paths to the server."""
+
+    MQTT = "mqtt"
+    HTTPS = "https"
+
+
 @dataclass(frozen=True, slots=True)
 class LinkUp:
-    pass
+    """The broker accepted the unit's login (again)."""
 
 
 @dataclass(frozen=True, slots=True)
 class LinkDown:
+    """A path failed; ``reason`` says how, for the log and the status."""
+
     reason: str
-    path: str = "mqtt"
+    path: Via = Via.MQTT
 
 
 @dataclass(frozen=True, slots=True)
 class FeedbackIn:
+    """The server's feedback JSON, as it came over ``via``."""
+
     payload: bytes
-    via: str = "mqtt"
+    via: Via = Via.MQTT
 
 
+#: What the paths hand to the agent's thread.
 LinkEvent = LinkUp | LinkDown | FeedbackIn
 
 
@@ -57,12 +70,22 @@ class Link:
     """One MQTT session to the broker, reconnecting by itself.
 
     ``connect_async`` plus ``loop_start`` keeps retrying at boot when the
-    network or the broker is not up yet.
+    network or the broker is not up yet. ``hand_over`` gives each :data:`LinkEvent`
+    to the agent's thread (it is called on paho's). ``clock`` dates each status
+    (defaults to the real clocks); paho's keepalive and reconnect timers stay on
+    real time.
     """
 
-    def __init__(self, config: DeviceConfig, events: queue.Queue[Any]) -> None:
+    def __init__(
+        self,
+        config: DeviceConfig,
+        hand_over: Callable[[LinkEvent], None],
+        *,
+        clock: Clock | None = None,
+    ) -> None:
         self._config = config
-        self._events = events
+        self._clock: Clock = clock or SystemClock()
+        self._hand_over = hand_over
         self.connected = False
         #: Alerts the broker has accepted (PUBACK), resends included.
         self.alerts_delivered = 0
@@ -97,7 +120,7 @@ class Link:
         return Status(
             device_id=self._config.device_id,
             state=state,
-            at=now_utc(),
+            at=self._clock.now(),
             version=__version__,
             outbox=outbox,
             uptime=uptime,
@@ -155,17 +178,17 @@ class Link:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         if reason.is_failure:
-            self._events.put(LinkDown(f"broker refused the connection: {reason}"))
+            self._hand_over(LinkDown(f"broker refused the connection: {reason}"))
             return
         self.connected = True
         client.subscribe(feedback_topic(self._config.device_id), qos=QOS)
-        self._events.put(LinkUp())
+        self._hand_over(LinkUp())
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         self.connected = False
-        self._events.put(LinkDown(f"disconnected: {reason}"))
+        self._hand_over(LinkDown(f"disconnected: {reason}"))
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any
@@ -180,4 +203,4 @@ class Link:
                 self._early.add(mid)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._events.put(FeedbackIn(bytes(message.payload)))
+        self._hand_over(FeedbackIn(bytes(message.payload)))

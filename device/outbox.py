@@ -1,5 +1,8 @@
 """The durable outbox: a press is on disk before the light says "sent".
 
+(Over 300 lines: every operation has its disk path and its in-memory fallback
+side by side, which is clearer kept together than split.)
+
 One SQLite file with synchronous commits. It holds the device's alert
 sequence counter (which survives reboots, so the server can tell a lost alert
 from a quiet room), every alert the server has not yet confirmed, and the
@@ -18,10 +21,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sqlite3
-import time
+from datetime import datetime
 from pathlib import Path
 
-from panicbutton.wire import Alert, AlertKind, new_alert_id, now_utc
+from panicbutton.clock import Clock, SystemClock
+from panicbutton.wire import Alert, AlertKind, new_alert_id
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +56,14 @@ class _Row:
 class Outbox:
     """Alerts not yet confirmed by the server, and the room's open alert.
 
-    Not thread-safe: the agent's own thread is its only user.
+    Not thread-safe: the agent's own thread is its only user. ``clock`` gives each
+    alert's ``pressed_at`` and dates a corrupt file moved aside (defaults to the
+    real clocks).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
         self.path = path
+        self._clock: Clock = clock or SystemClock()
         self.fault: str | None = None
         self._memory: dict[str, _Row] = {}
         self._memory_seq = 0
@@ -93,7 +100,7 @@ class Outbox:
 
     def _recover_corrupt(self, exc: Exception) -> None:
         """Move a corrupt file aside and start a new one; the fault stays reported."""
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(self._clock.time())}")
         try:
             for suffix in ("", "-wal", "-shm"):
                 part = Path(str(self.path) + suffix)
@@ -165,7 +172,7 @@ class Outbox:
         """Record a new press and return its alert, stored before this returns."""
         if self._db is not None:
             try:
-                return self._add_durably(self._db, device_id, kind)
+                return self._add_durably(self._db, device_id, kind, self._clock.now())
             except sqlite3.Error as exc:
                 self._go_to_memory(f"outbox {self.path} cannot be written: {exc}")
         self._memory_seq += 1
@@ -173,14 +180,16 @@ class Outbox:
             device_id=device_id,
             alert_id=new_alert_id(),
             seq=self._memory_seq,
-            pressed_at=now_utc(),
+            pressed_at=self._clock.now(),
             kind=kind,
         )
         self._memory[alert.alert_id] = _Row(alert)
         return alert
 
     @staticmethod
-    def _add_durably(db: sqlite3.Connection, device_id: str, kind: AlertKind) -> Alert:
+    def _add_durably(
+        db: sqlite3.Connection, device_id: str, kind: AlertKind, pressed_at: datetime
+    ) -> Alert:
         db.execute("BEGIN IMMEDIATE")
         try:
             seq = int(db.execute("SELECT seq FROM counter WHERE id = 1").fetchone()[0]) + 1
@@ -188,7 +197,7 @@ class Outbox:
                 device_id=device_id,
                 alert_id=new_alert_id(),
                 seq=seq,
-                pressed_at=now_utc(),
+                pressed_at=pressed_at,
                 kind=kind,
             )
             db.execute("UPDATE counter SET seq = ? WHERE id = 1", (seq,))
@@ -296,9 +305,6 @@ class Outbox:
     def is_test(self, alert_id: str) -> bool:
         row = self._row(alert_id)
         return row is not None and row.alert.kind is AlertKind.TEST
-
-    def knows(self, alert_id: str) -> bool:
-        return self._row(alert_id) is not None
 
     def depth(self) -> int:
         return len(self.pending())

@@ -9,22 +9,44 @@ start instead of a silent fallback.
 from __future__ import annotations
 
 import importlib
+from enum import StrEnum
 from typing import Any
 
 from device.errors import ConfigError
 
+
+class PinFactory(StrEnum):
+    """The values ``pins.factory`` may take."""
+
+    AUTO = "auto"
+    LGPIO = "lgpio"
+    RPIGPIO = "rpigpio"
+    PIGPIO = "pigpio"
+    NATIVE = "native"
+    MOCK = "mock"
+
+
+#: Each named factory: (module, class, how to install what it needs).
 FACTORIES = {
-    "lgpio": ("gpiozero.pins.lgpio", "LGPIOFactory", "sudo apt install python3-lgpio"),
-    "rpigpio": ("gpiozero.pins.rpigpio", "RPiGPIOFactory", "sudo apt install python3-rpi.gpio"),
-    "pigpio": ("gpiozero.pins.pigpio", "PiGPIOFactory", "sudo apt install pigpio python3-pigpio"),
-    "native": ("gpiozero.pins.native", "NativeFactory", "(built into gpiozero)"),
-    "mock": ("gpiozero.pins.mock", "MockFactory", "(built into gpiozero)"),
+    PinFactory.LGPIO: ("gpiozero.pins.lgpio", "LGPIOFactory", "sudo apt install python3-lgpio"),
+    PinFactory.RPIGPIO: (
+        "gpiozero.pins.rpigpio",
+        "RPiGPIOFactory",
+        "sudo apt install python3-rpi.gpio",
+    ),
+    PinFactory.PIGPIO: (
+        "gpiozero.pins.pigpio",
+        "PiGPIOFactory",
+        "sudo apt install pigpio python3-pigpio",
+    ),
+    PinFactory.NATIVE: ("gpiozero.pins.native", "NativeFactory", "(built into gpiozero)"),
+    PinFactory.MOCK: ("gpiozero.pins.mock", "MockFactory", "(built into gpiozero)"),
 }
 
 
-def make_factory(name: str) -> Any:
+def make_factory(name: PinFactory) -> Any:
     """A pin factory by config name; None for ``auto`` (gpiozero's own choice)."""
-    if name == "auto":
+    if name is PinFactory.AUTO:
         return None
     module, cls, install = FACTORIES[name]
     try:

@@ -15,12 +15,12 @@ from pathlib import Path
 from device.agent import Agent
 from device.check import check
 from device.config import load_config
-from device.pins import make_factory
+from device.pins import PinFactory, make_factory
 
 
 def run(*, config_path: Path, simulate: bool) -> int:
     config = load_config(config_path)
-    factory = make_factory("mock" if simulate else config.pin_factory)
+    factory = make_factory(PinFactory.MOCK if simulate else config.pin_factory)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with Agent(
@@ -47,6 +47,6 @@ def run_check(*, config_path: Path, wait_press: float, test_alert: bool, simulat
         config,
         wait_press=wait_press,
         test_alert=test_alert,
-        pin_factory=make_factory("mock") if simulate else None,
+        pin_factory=make_factory(PinFactory.MOCK) if simulate else None,
     )
     return 1 if failed else 0

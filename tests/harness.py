@@ -23,9 +23,9 @@ from pydantic import SecretStr
 from sqlalchemy import create_engine, func, select, text
 
 from device.agent import Agent
-from device.clock import Clock as DeviceClock
 from device.config import parse_config
 from device.indicator import Light
+from panicbutton.clock import Clock as DeviceClock
 from panicbutton.log import spec
 from panicbutton.wire import parse_topic
 from server.app import Server, build

@@ -25,16 +25,14 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-import device.outbox
-from device.clock import ManualClock
 from device.indicator import Light
+from panicbutton.clock import ManualClock
 from panicbutton.wire import (
     ALERT_SUBSCRIPTION,
     STATUS_SUBSCRIPTION,
     Alert,
     LinkState,
     Status,
-    now_utc,
 )
 from server.paging.messages import local_time
 from server.units.broker import free_port
@@ -306,9 +304,8 @@ def test_bounce_storm_is_one_press(system: System) -> None:
     assert room.agent.detector.edges >= 99  # every edge seen, one press taken
 
 
-def test_device_clock_a_year_off(system: System, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(device.outbox, "now_utc", lambda: now_utc() - timedelta(days=365))
-    room = system.room("unit-1")
+def test_device_clock_a_year_off(system: System) -> None:
+    room = system.room("unit-1", clock=ManualClock(datetime.now(UTC) - timedelta(days=365)))
     room.press()
     assert wait_until(lambda: room.light is Light.RECEIVED), room.lights
     assert_one_incident_paged(system)
