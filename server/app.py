@@ -1,8 +1,10 @@
-"""Builds the server: runtime, MQTT ingest and the FastAPI app, from settings."""
+"""Builds the server: its services, MQTT ingest, supervision and the FastAPI app, from
+settings."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,23 +20,38 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from panicbutton import __version__
+from panicbutton.clock import Clock, SystemClock
 from panicbutton.log import spec
 from panicbutton.redact import protect_handlers
-from server.clock import Clock
-from server.db import make_engine, migrate
+from server.db import make_engine, migrate, sessions
 from server.errors import SettingsError
+from server.escalation.scheduler import Scheduler
 from server.log.append import audit
 from server.log.keeper import LogKeeper, load_signer, record_config
+from server.news import RepressNews, Tell
 from server.paging import messages
 from server.paging.notifier import ConsoleNotifier, Notifier, TwilioNotifier
+from server.paging.pager import Pager
+from server.receipts import Receipts
+from server.replies.codes import ReplyLimits
+from server.replies.optout import OptOut
+from server.replies.sms import SmsReplies
+from server.replies.voice import VoiceKeys
+from server.response import Responder
+from server.rota import Rota
 from server.routes import ack, api, devices, records, webhooks
 from server.routes.deps import answers
 from server.routes.limits import BodyLimit
-from server.runtime import Runtime
+from server.runner import Runner
+from server.services import Services
 from server.settings import Settings
 from server.site import Site, load_site
-from server.units.ingest import Ingest
+from server.units.alerts import Alerts
+from server.units.feedback import Lights
+from server.units.ingest import Ingest, feedback_publisher, server_client
+from server.units.statuses import Statuses
 from server.units.supervision import SupervisionTimes, Supervisor
+from server.urls import PublicUrls
 
 log = logging.getLogger(__name__)
 #: The methods a 405 may name.
@@ -46,34 +63,34 @@ class Server:
     """Everything one server instance runs; ``start``/``stop`` around its life."""
 
     settings: Settings
-    runtime: Runtime
+    services: Services
     ingest: Ingest
     supervisor: Supervisor
-    keeper: LogKeeper
     app: FastAPI
 
     def start(self) -> None:
-        now = self.runtime.clock()
-        with self.runtime.sessions.begin() as s:
+        sv = self.services
+        now = sv.clock.now()
+        with sv.sessions.begin() as s:
             audit(s, at=now, type="server.started", version=__version__)
             record_config(
                 s,
-                site=self.runtime.site,
-                retention=self.settings.retention(),
+                site=sv.site,
+                retention=sv.retention,
                 now=now,
-                digest_key=self.keeper.signer.derive(b"panicbutton/config-digest"),
+                digest_key=sv.keeper.signer.derive(b"panicbutton/config-digest"),
             )
-        self.keeper.start()
-        self.runtime.start()
+        sv.keeper.start()
+        sv.start()
         self.ingest.start()
         self.supervisor.start()
 
     def stop(self) -> None:
         self.supervisor.stop()
         self.ingest.stop()
-        self.runtime.close()
-        self.keeper.stop()
-        self.runtime.engine.dispose()
+        self.services.stop()
+        self.services.keeper.stop()
+        self.services.engine.dispose()
 
 
 def build(
@@ -83,26 +100,119 @@ def build(
     notifier: Notifier | None = None,
     clock: Clock | None = None,
 ) -> Server:
-    """Wire a server from ``settings``; the site and notifier can be given (demo, tests)."""
+    """Wire a server from ``settings``; the site, notifier and clock can be given (demo,
+    tests). Each part is built once, with everything it needs, lowest layer first."""
     site = site or load_site(settings.site_file)
     if notifier is None:
         notifier = ConsoleNotifier() if settings.notifier == "console" else TwilioNotifier(settings)
+    clock = clock or SystemClock()
     signer = _signer(settings, site)
     engine = make_engine(settings.database_url)
     migrate(engine)
-    runtime = Runtime(
-        site=site,
-        engine=engine,
-        notifier=notifier,
-        clock=clock,
+    db = sessions(engine)
+    client = server_client(settings)
+    jobs_moved = threading.Event()  # set when a job is added or moved: the scheduler looks
+    wake = jobs_moved.set
+    urls = PublicUrls(
         public_base_url=settings.public_base_url,
         link_secret=settings.link_secret.get_secret_value(),
-        bundle_window={"sms": settings.sms_bundle_window, "call": settings.call_bundle_window},
     )
-    ingest = Ingest(settings, runtime)
+    # NOTE: the pager reports each page's result to the runner, which pages through
+    # the pager: the one cycle of the server, closed by this late-bound call.
+    pager = Pager(
+        sessions=db,
+        site=site,
+        notifier=notifier,
+        clock=clock,
+        callback_url=urls.callback,
+        link_url=urls.ack_link,
+        list_url=urls.list_link,
+        bundle_window={"sms": settings.sms_bundle_window, "call": settings.call_bundle_window},
+        # A lambda: ``runner`` is bound below (see the NOTE above).
+        on_page_done=lambda incident_id, page_id: runner.page_done(incident_id, page_id),  # noqa: PLW0108
+    )
+    lights = Lights(sessions=db, publish=feedback_publisher(client))
+    tell = Tell(sessions=db, site=site, pager=pager)
+    news = RepressNews(sessions=db, site=site, pager=pager, clock=clock, wake=wake)
+    optout = OptOut(site=site, pager=pager)
+    runner = Runner(
+        sessions=db, clock=clock, pager=pager, lights=lights, news=news, optout=optout, wake=wake
+    )
+    scheduler = Scheduler(
+        sessions=db,
+        clock=clock,
+        run_job=runner.run_job,
+        on_pass=pager.request_sweep,
+        wake=jobs_moved,
+    )
+    responder = Responder(
+        sessions=db,
+        site=site,
+        clock=clock,
+        pager=pager,
+        lights=lights,
+        news=news,
+        tell=tell,
+        wake=wake,
+    )
+    rota = Rota(sessions=db, site=site, clock=clock, pager=pager)
+    keeper = LogKeeper(
+        engine=engine,
+        sessions=db,
+        signer=signer,
+        checkpoint_file=settings.log_checkpoint_file,
+        clock=clock.now,
+        retention=settings.retention(),
+        on_failure=lambda: tell.managers(
+            lambda m: messages.log_failed(m.language), purpose="log_failed"
+        ),
+    )
+    services = Services(
+        site=site,
+        clock=clock,
+        engine=engine,
+        sessions=db,
+        retention=settings.retention(),
+        keeper=keeper,
+        pager=pager,
+        scheduler=scheduler,
+        lights=lights,
+        tell=tell,
+        news=news,
+        alerts=Alerts(
+            sessions=db, site=site, clock=clock, pager=pager, lights=lights, news=news, wake=wake
+        ),
+        statuses=Statuses(sessions=db, site=site, clock=clock, pager=pager, tell=tell, wake=wake),
+        runner=runner,
+        responder=responder,
+        rota=rota,
+        receipts=Receipts(sessions=db, clock=clock),
+        sms=SmsReplies(
+            sessions=db,
+            site=site,
+            clock=clock,
+            pager=pager,
+            responder=responder,
+            rota=rota,
+            optout=optout,
+            limits=ReplyLimits(),
+        ),
+        voice=VoiceKeys(sessions=db, site=site, responder=responder),
+    )
+    ingest = Ingest(
+        settings,
+        client,
+        on_alert=services.alerts.handle,
+        on_status=lambda status, retained: services.statuses.handle(status, retained=retained),
+    )
     supervisor = Supervisor(
-        runtime,
-        SupervisionTimes(
+        sessions=db,
+        site=site,
+        clock=clock,
+        statuses=services.statuses,
+        rota=rota,
+        tell=tell,
+        times=SupervisionTimes(
             silence=settings.offline_silence,
             grace=settings.offline_grace,
             interval=settings.supervision_interval,
@@ -110,25 +220,11 @@ def build(
         ),
         link_up=ingest.connected.is_set,
     )
-    keeper = LogKeeper(
-        engine=engine,
-        sessions=runtime.sessions,
-        signer=signer,
-        checkpoint_file=settings.log_checkpoint_file,
-        clock=runtime.clock,
-        retention=settings.retention(),
-        on_failure=lambda: runtime.tell_managers(
-            lambda m: messages.log_failed(m.language), purpose="log_failed"
-        ),
-    )
-    runtime.keeper = keeper
-    runtime.retention = settings.retention()
     server = Server(
         settings=settings,
-        runtime=runtime,
+        services=services,
         ingest=ingest,
         supervisor=supervisor,
-        keeper=keeper,
         app=FastAPI(),
     )
 
@@ -163,7 +259,7 @@ def build(
     # Outermost: every /ack/ answer, a refused body's 413 included, is private.
     app.add_middleware(ack.PrivatePages)
     app.state.settings = settings
-    app.state.runtime = runtime
+    app.state.services = services
     app.include_router(api.router)
     app.include_router(records.router)
     app.include_router(webhooks.router)
