@@ -21,7 +21,9 @@ LAYER_LINE = re.compile(r"^\s*(\d+)\. [^:]+: (.+)$")
 def layers() -> dict[str, int]:
     """``server`` module prefixes -> their layer number, from the package docstring."""
     found: dict[str, int] = {}
-    for line in (server.__doc__ or "").splitlines():
+    # A layer's list may go on over the next line, after a trailing comma.
+    text = re.sub(r",\n\s+", ", ", server.__doc__ or "")
+    for line in text.splitlines():
         if (match := LAYER_LINE.match(line)) is not None:
             for name in match.group(2).split(","):
                 found[f"server.{name.strip()}"] = int(match.group(1))
