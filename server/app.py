@@ -10,14 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.exception_handlers import (
-    http_exception_handler,
-)
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from fastapi import FastAPI
 
 from panicbutton import __version__
 from panicbutton.clock import Clock, SystemClock
@@ -39,7 +32,7 @@ from server.replies.sms import SmsReplies
 from server.replies.voice import VoiceKeys
 from server.response import Responder
 from server.rota import Rota
-from server.routes import ack, api, devices, records, webhooks
+from server.routes import ack, api, devices, errors, records, webhooks
 from server.routes.deps import answers
 from server.routes.limits import BodyLimit
 from server.runner import Runner
@@ -54,8 +47,6 @@ from server.units.supervision import SupervisionTimes, Supervisor
 from server.urls import PublicUrls
 
 log = logging.getLogger(__name__)
-#: The methods a 405 may name.
-METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 @dataclass
@@ -265,9 +256,7 @@ def build(
     app.include_router(webhooks.router)
     app.include_router(devices.router)
     app.include_router(ack.router)
-    app.add_exception_handler(400, _bad_request)
-    app.add_exception_handler(405, _method_not_allowed)
-    app.add_exception_handler(RequestValidationError, _invalid)
+    errors.install(app)
     server.app = app
     return server
 
@@ -286,54 +275,6 @@ def web_server(server: Server, *, host: str, port: int, log_level: str = "info")
     # NOTE: after Config: it installs uvicorn's handlers, which must be covered too.
     protect_handlers(server.settings.secret_values())
     return uvicorn.Server(config)
-
-
-async def _bad_request(request: Request, exc: Exception) -> Response:
-    """400 as FastAPI answers it, but saying why when a JSON body is nested too deeply."""
-    if not isinstance(exc, StarletteHTTPException):
-        raise exc
-    if isinstance(exc.__cause__, RecursionError):
-        exc = StarletteHTTPException(
-            400, "the JSON body is nested too deeply to read; send the object this route documents"
-        )
-    return await http_exception_handler(request, exc)
-
-
-async def _invalid(request: Request, exc: Exception) -> Response:
-    """FastAPI's 422, except for a missing or wrong who/why header of a record's view: 400
-    saying what to send (server/records.py)."""
-    if not isinstance(exc, RequestValidationError):
-        raise exc
-    errors = exc.errors()
-    for error in errors:
-        where = tuple(error.get("loc", ()))
-        if len(where) == 2 and where[0] == "header" and where[1] in records.HEADER_HELP:
-            return JSONResponse({"detail": records.HEADER_HELP[where[1]]}, status_code=400)
-    # NOTE: never the input back: it may be a value JSON cannot carry (NaN, bytes that
-    # are not UTF-8, a lone surrogate), which made the answer itself fail with a 500,
-    # and it may be personal data (a note's text).
-    detail = [
-        {"type": e.get("type"), "loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg")}
-        for e in errors
-    ]
-    return JSONResponse({"detail": detail}, status_code=422)
-
-
-async def _method_not_allowed(request: Request, _: Exception) -> JSONResponse:
-    """405 naming every method of the path (Starlette names only the first route's)."""
-    allowed = [
-        method
-        for method in METHODS
-        if any(
-            route.matches({**request.scope, "method": method})[0] is Match.FULL
-            for route in request.app.router.routes
-        )
-    ]
-    return JSONResponse(
-        {"detail": f"{request.method} is not allowed here; use {', '.join(allowed)}"},
-        status_code=405,
-        headers={"Allow": ", ".join(allowed)},
-    )
 
 
 def _signer(settings: Settings, site: Site) -> spec.Signer:
