@@ -188,7 +188,7 @@ class Demo:
     def settle(self, timeout: float = 10.0) -> None:
         """Wait until no page, text or alert is under way, so piped input reads in order."""
         assert self.server is not None
-        pager = self.server.runtime.pager
+        pager = self.server.services.pager
         time.sleep(0.2)
         self.wait_for(
             lambda: (
@@ -233,10 +233,10 @@ class Demo:
     def _code_for(self, phone: str) -> int | None:
         """The reply code in the newest page to ``phone`` about an unresolved alarm."""
         assert self.server is not None
-        member = self.server.runtime.site.by_phone(phone)
+        member = self.server.services.site.by_phone(phone)
         if member is None:
             return None
-        with self.server.runtime.sessions() as s:
+        with self.server.services.sessions() as s:
             code: int | None = s.scalar(
                 select(Page.reply_code)
                 .join(Incident, Incident.id == Page.incident_id)

@@ -115,7 +115,7 @@ def _acknowledge(args: argparse.Namespace) -> int:
     """Stop the texts about a failed check of the log; recorded, with who and why."""
     from pydantic import ValidationError  # noqa: PLC0415
 
-    from server.clock import SystemClock  # noqa: PLC0415
+    from panicbutton.clock import SystemClock  # noqa: PLC0415
     from server.db import make_engine, sessions  # noqa: PLC0415
     from server.log.export import ID_RE  # noqa: PLC0415
     from server.log.keeper import acknowledge_failure  # noqa: PLC0415

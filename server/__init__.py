@@ -1,7 +1,27 @@
 """The central server: takes alerts from room units, pages staff, keeps the log.
 
-Path of an alert: :mod:`server.ingest` (MQTT) -> :mod:`server.incidents`
-(committed with its audit event) -> feedback ``received`` to the room unit ->
-:mod:`server.paging` -> :mod:`server.notifier` (Twilio SMS) ->
-:mod:`server.webhooks` (the staff member's reply) -> ``acknowledged``.
+Path of an alert: :mod:`server.units.ingest` (MQTT) -> :mod:`server.units.alerts`
+-> :mod:`server.incidents` (committed with its audit event and the frozen plan of
+:mod:`server.escalation.plans`) -> feedback ``received`` to the room unit
+(:mod:`server.units.feedback`) -> :mod:`server.paging` (Twilio SMS and calls) ->
+:mod:`server.routes.webhooks` (the staff member's reply) ->
+:mod:`server.replies.sms` -> :mod:`server.response` -> ``acknowledged``. Later
+steps are run by :mod:`server.escalation.scheduler` through :mod:`server.runner`.
+:mod:`server.app` builds every part once, in this order, and
+:mod:`server.services` holds them for the routes.
+
+Layers, bottom first. A module imports only from its own layer or lower ones
+(``tests/test_layers.py`` holds every module of ``server`` to these lines):
+
+1. foundation: errors, site, db, models, duty, replies.words, replies.codes
+2. the log and settings: log, settings, migrations
+3. incidents and their escalation plans: escalation, incidents
+4. paging: paging, urls
+5. what goes out to people: units.feedback, news, replies.optout, receipts, rota
+6. alarms: units.alerts, units.statuses, response, runner
+7. what comes in: replies.sms, replies.voice, units.ingest, units.supervision,
+   units.broker, units.provision
+8. the container: services
+9. HTTP: routes
+10. the whole: app, commands
 """

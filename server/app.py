@@ -1,44 +1,52 @@
-"""Builds the server: runtime, MQTT ingest and the FastAPI app, from settings."""
+"""Builds the server: its services, MQTT ingest, supervision and the FastAPI app, from
+settings."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.exception_handlers import (
-    http_exception_handler,
-)
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from fastapi import FastAPI
 
 from panicbutton import __version__
+from panicbutton.clock import Clock, SystemClock
 from panicbutton.log import spec
 from panicbutton.redact import protect_handlers
-from server.clock import Clock
-from server.db import make_engine, migrate
+from server.db import make_engine, migrate, sessions
 from server.errors import SettingsError
+from server.escalation.scheduler import Scheduler
 from server.log.append import audit
 from server.log.keeper import LogKeeper, load_signer, record_config
+from server.news import RepressNews, Tell
 from server.paging import messages
 from server.paging.notifier import ConsoleNotifier, Notifier, TwilioNotifier
-from server.routes import ack, api, devices, records, webhooks
+from server.paging.pager import Pager
+from server.receipts import Receipts
+from server.replies.codes import ReplyLimits
+from server.replies.optout import OptOut
+from server.replies.sms import SmsReplies
+from server.replies.voice import VoiceKeys
+from server.response import Responder
+from server.rota import Rota
+from server.routes import ack, api, devices, errors, records, webhooks
 from server.routes.deps import answers
 from server.routes.limits import BodyLimit
-from server.runtime import Runtime
+from server.runner import Runner
+from server.services import Services
 from server.settings import Settings
 from server.site import Site, load_site
-from server.units.ingest import Ingest
+from server.units.alerts import Alerts
+from server.units.feedback import Lights
+from server.units.ingest import Ingest, feedback_publisher, server_client
+from server.units.statuses import Statuses
 from server.units.supervision import SupervisionTimes, Supervisor
+from server.urls import PublicUrls
 
 log = logging.getLogger(__name__)
-#: The methods a 405 may name.
-METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 @dataclass
@@ -46,34 +54,34 @@ class Server:
     """Everything one server instance runs; ``start``/``stop`` around its life."""
 
     settings: Settings
-    runtime: Runtime
+    services: Services
     ingest: Ingest
     supervisor: Supervisor
-    keeper: LogKeeper
     app: FastAPI
 
     def start(self) -> None:
-        now = self.runtime.clock()
-        with self.runtime.sessions.begin() as s:
+        sv = self.services
+        now = sv.clock.now()
+        with sv.sessions.begin() as s:
             audit(s, at=now, type="server.started", version=__version__)
             record_config(
                 s,
-                site=self.runtime.site,
-                retention=self.settings.retention(),
+                site=sv.site,
+                retention=sv.retention,
                 now=now,
-                digest_key=self.keeper.signer.derive(b"panicbutton/config-digest"),
+                digest_key=sv.keeper.signer.derive(b"panicbutton/config-digest"),
             )
-        self.keeper.start()
-        self.runtime.start()
+        sv.keeper.start()
+        sv.start()
         self.ingest.start()
         self.supervisor.start()
 
     def stop(self) -> None:
         self.supervisor.stop()
         self.ingest.stop()
-        self.runtime.close()
-        self.keeper.stop()
-        self.runtime.engine.dispose()
+        self.services.stop()
+        self.services.keeper.stop()
+        self.services.engine.dispose()
 
 
 def build(
@@ -83,26 +91,119 @@ def build(
     notifier: Notifier | None = None,
     clock: Clock | None = None,
 ) -> Server:
-    """Wire a server from ``settings``; the site and notifier can be given (demo, tests)."""
+    """Wire a server from ``settings``; the site, notifier and clock can be given (demo,
+    tests). Each part is built once, with everything it needs, lowest layer first."""
     site = site or load_site(settings.site_file)
     if notifier is None:
         notifier = ConsoleNotifier() if settings.notifier == "console" else TwilioNotifier(settings)
+    clock = clock or SystemClock()
     signer = _signer(settings, site)
     engine = make_engine(settings.database_url)
     migrate(engine)
-    runtime = Runtime(
-        site=site,
-        engine=engine,
-        notifier=notifier,
-        clock=clock,
+    db = sessions(engine)
+    client = server_client(settings)
+    jobs_moved = threading.Event()  # set when a job is added or moved: the scheduler looks
+    wake = jobs_moved.set
+    urls = PublicUrls(
         public_base_url=settings.public_base_url,
         link_secret=settings.link_secret.get_secret_value(),
-        bundle_window={"sms": settings.sms_bundle_window, "call": settings.call_bundle_window},
     )
-    ingest = Ingest(settings, runtime)
+    # NOTE: the pager reports each page's result to the runner, which pages through
+    # the pager: the one cycle of the server, closed by this late-bound call.
+    pager = Pager(
+        sessions=db,
+        site=site,
+        notifier=notifier,
+        clock=clock,
+        callback_url=urls.callback,
+        link_url=urls.ack_link,
+        list_url=urls.list_link,
+        bundle_window={"sms": settings.sms_bundle_window, "call": settings.call_bundle_window},
+        # A lambda: ``runner`` is bound below (see the NOTE above).
+        on_page_done=lambda incident_id, page_id: runner.page_done(incident_id, page_id),  # noqa: PLW0108
+    )
+    lights = Lights(sessions=db, publish=feedback_publisher(client))
+    tell = Tell(sessions=db, site=site, pager=pager)
+    news = RepressNews(sessions=db, site=site, pager=pager, clock=clock, wake=wake)
+    optout = OptOut(site=site, pager=pager)
+    runner = Runner(
+        sessions=db, clock=clock, pager=pager, lights=lights, news=news, optout=optout, wake=wake
+    )
+    scheduler = Scheduler(
+        sessions=db,
+        clock=clock,
+        run_job=runner.run_job,
+        on_pass=pager.request_sweep,
+        wake=jobs_moved,
+    )
+    responder = Responder(
+        sessions=db,
+        site=site,
+        clock=clock,
+        pager=pager,
+        lights=lights,
+        news=news,
+        tell=tell,
+        wake=wake,
+    )
+    rota = Rota(sessions=db, site=site, clock=clock, pager=pager)
+    keeper = LogKeeper(
+        engine=engine,
+        sessions=db,
+        signer=signer,
+        checkpoint_file=settings.log_checkpoint_file,
+        clock=clock.now,
+        retention=settings.retention(),
+        on_failure=lambda: tell.managers(
+            lambda m: messages.log_failed(m.language), purpose="log_failed"
+        ),
+    )
+    services = Services(
+        site=site,
+        clock=clock,
+        engine=engine,
+        sessions=db,
+        retention=settings.retention(),
+        keeper=keeper,
+        pager=pager,
+        scheduler=scheduler,
+        lights=lights,
+        tell=tell,
+        news=news,
+        alerts=Alerts(
+            sessions=db, site=site, clock=clock, pager=pager, lights=lights, news=news, wake=wake
+        ),
+        statuses=Statuses(sessions=db, site=site, clock=clock, pager=pager, tell=tell, wake=wake),
+        runner=runner,
+        responder=responder,
+        rota=rota,
+        receipts=Receipts(sessions=db, clock=clock),
+        sms=SmsReplies(
+            sessions=db,
+            site=site,
+            clock=clock,
+            pager=pager,
+            responder=responder,
+            rota=rota,
+            optout=optout,
+            limits=ReplyLimits(),
+        ),
+        voice=VoiceKeys(sessions=db, site=site, responder=responder),
+    )
+    ingest = Ingest(
+        settings,
+        client,
+        on_alert=services.alerts.handle,
+        on_status=lambda status, retained: services.statuses.handle(status, retained=retained),
+    )
     supervisor = Supervisor(
-        runtime,
-        SupervisionTimes(
+        sessions=db,
+        site=site,
+        clock=clock,
+        statuses=services.statuses,
+        rota=rota,
+        tell=tell,
+        times=SupervisionTimes(
             silence=settings.offline_silence,
             grace=settings.offline_grace,
             interval=settings.supervision_interval,
@@ -110,25 +211,11 @@ def build(
         ),
         link_up=ingest.connected.is_set,
     )
-    keeper = LogKeeper(
-        engine=engine,
-        sessions=runtime.sessions,
-        signer=signer,
-        checkpoint_file=settings.log_checkpoint_file,
-        clock=runtime.clock,
-        retention=settings.retention(),
-        on_failure=lambda: runtime.tell_managers(
-            lambda m: messages.log_failed(m.language), purpose="log_failed"
-        ),
-    )
-    runtime.keeper = keeper
-    runtime.retention = settings.retention()
     server = Server(
         settings=settings,
-        runtime=runtime,
+        services=services,
         ingest=ingest,
         supervisor=supervisor,
-        keeper=keeper,
         app=FastAPI(),
     )
 
@@ -163,15 +250,13 @@ def build(
     # Outermost: every /ack/ answer, a refused body's 413 included, is private.
     app.add_middleware(ack.PrivatePages)
     app.state.settings = settings
-    app.state.runtime = runtime
+    app.state.services = services
     app.include_router(api.router)
     app.include_router(records.router)
     app.include_router(webhooks.router)
     app.include_router(devices.router)
     app.include_router(ack.router)
-    app.add_exception_handler(400, _bad_request)
-    app.add_exception_handler(405, _method_not_allowed)
-    app.add_exception_handler(RequestValidationError, _invalid)
+    errors.install(app)
     server.app = app
     return server
 
@@ -190,54 +275,6 @@ def web_server(server: Server, *, host: str, port: int, log_level: str = "info")
     # NOTE: after Config: it installs uvicorn's handlers, which must be covered too.
     protect_handlers(server.settings.secret_values())
     return uvicorn.Server(config)
-
-
-async def _bad_request(request: Request, exc: Exception) -> Response:
-    """400 as FastAPI answers it, but saying why when a JSON body is nested too deeply."""
-    if not isinstance(exc, StarletteHTTPException):
-        raise exc
-    if isinstance(exc.__cause__, RecursionError):
-        exc = StarletteHTTPException(
-            400, "the JSON body is nested too deeply to read; send the object this route documents"
-        )
-    return await http_exception_handler(request, exc)
-
-
-async def _invalid(request: Request, exc: Exception) -> Response:
-    """FastAPI's 422, except for a missing or wrong who/why header of a record's view: 400
-    saying what to send (server/records.py)."""
-    if not isinstance(exc, RequestValidationError):
-        raise exc
-    errors = exc.errors()
-    for error in errors:
-        where = tuple(error.get("loc", ()))
-        if len(where) == 2 and where[0] == "header" and where[1] in records.HEADER_HELP:
-            return JSONResponse({"detail": records.HEADER_HELP[where[1]]}, status_code=400)
-    # NOTE: never the input back: it may be a value JSON cannot carry (NaN, bytes that
-    # are not UTF-8, a lone surrogate), which made the answer itself fail with a 500,
-    # and it may be personal data (a note's text).
-    detail = [
-        {"type": e.get("type"), "loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg")}
-        for e in errors
-    ]
-    return JSONResponse({"detail": detail}, status_code=422)
-
-
-async def _method_not_allowed(request: Request, _: Exception) -> JSONResponse:
-    """405 naming every method of the path (Starlette names only the first route's)."""
-    allowed = [
-        method
-        for method in METHODS
-        if any(
-            route.matches({**request.scope, "method": method})[0] is Match.FULL
-            for route in request.app.router.routes
-        )
-    ]
-    return JSONResponse(
-        {"detail": f"{request.method} is not allowed here; use {', '.join(allowed)}"},
-        status_code=405,
-        headers={"Allow": ", ".join(allowed)},
-    )
 
 
 def _signer(settings: Settings, site: Site) -> spec.Signer:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import inspect, text
 
-from server.clock import SystemClock
+from panicbutton.clock import SystemClock
 from server.db import make_engine, migrate, sessions
 from server.errors import SettingsError
 from server.log import export, personal

@@ -93,7 +93,7 @@ def record_alert(
                 repressed=True,
                 page_ids=_reopen(session, site=site, incident=existing, now=now),
             )
-        # NOTE: the news of a press is throttled (server.runtime); this job, due when the
+        # NOTE: the news of a press is throttled (server.news); this job, due when the
         # window of the news sent now ends, sends what the window held back. Persisted,
         # so a restart loses no news.
         plans.schedule(

@@ -25,11 +25,10 @@ from sqlalchemy import create_engine, func, select, text
 from device.agent import Agent
 from device.config import parse_config
 from device.indicator import Light
-from panicbutton.clock import Clock as DeviceClock
+from panicbutton.clock import Clock
 from panicbutton.log import spec
 from panicbutton.wire import parse_topic
 from server.app import Server, build
-from server.clock import Clock
 from server.models import EscalationJob, Incident, LogEntry
 from server.settings import Settings
 from server.site import Site, parse_site
@@ -351,26 +350,26 @@ class System:
         """
         server = self.server
         assert server is not None
-        runtime = server.runtime
+        services = server.services
         expected = dict(published or {})
         why = ["not checked yet"]
 
         def activity() -> tuple[object, ...]:
             with self._handled_lock:
                 handled, handling = tuple(sorted(self._handled.items())), self._handling
-            scheduler, supervisor = runtime.scheduler, server.supervisor
+            scheduler, supervisor = services.scheduler, server.supervisor
             busy = handling or scheduler.in_pass or supervisor.in_pass
             return handled, busy, scheduler.passes, supervisor.passes
 
         def due_jobs() -> int:
-            with runtime.sessions() as s:
+            with services.sessions() as s:
                 return (
                     s.scalar(
                         select(func.count())
                         .select_from(EscalationJob)
                         .where(
                             EscalationJob.status.in_(("pending", "running")),
-                            EscalationJob.due_at <= runtime.clock(),
+                            EscalationJob.due_at <= services.clock.now(),
                         )
                     )
                     or 0
@@ -405,7 +404,7 @@ class System:
             if (due := due_jobs()) != 0:
                 why[0] = f"{due} escalation job(s) due"
                 return False
-            if (backlog := runtime.pager.backlog()) != 0:
+            if (backlog := services.pager.backlog()) != 0:
                 why[0] = f"{backlog} page(s) queued, held or being sent"
                 return False
             if activity() != before:
@@ -443,10 +442,10 @@ class System:
         self,
         device_id: str = "unit-1",
         *,
-        clock: DeviceClock | None = None,
+        clock: Clock | None = None,
         **tables: dict[str, Any],
     ) -> Room:
-        """A started room unit; ``clock`` is the unit's (a ``device.clock.ManualClock``
+        """A started room unit; ``clock`` is the unit's (a ``panicbutton.clock.ManualClock``
         lets a test move its timers by hand)."""
         config = parse_config(self.room_config(device_id, **tables), f"test {device_id}")
         factory = MockFactory()
@@ -464,12 +463,12 @@ class System:
 
     def incidents(self) -> list[Incident]:
         assert self.server is not None
-        with self.server.runtime.sessions() as s:
+        with self.server.services.sessions() as s:
             return list(s.scalars(select(Incident).order_by(Incident.id)))
 
     def events(self, type_: str | None = None) -> list[LogEntry]:
         assert self.server is not None
-        with self.server.runtime.sessions() as s:
+        with self.server.services.sessions() as s:
             query = select(LogEntry).order_by(LogEntry.n)
             if type_ is not None:
                 query = query.where(LogEntry.type == type_)

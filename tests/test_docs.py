@@ -419,8 +419,8 @@ def generate_openapi() -> str:
         try:
             document = server.app.openapi()
         finally:
-            server.runtime.close()
-            server.runtime.engine.dispose()
+            server.services.stop()
+            server.services.engine.dispose()
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 

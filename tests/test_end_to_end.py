@@ -23,7 +23,7 @@ from tests.harness import FLOOR, RECEPTION, System, reply_code, wait_until
 
 def incidents(system: System) -> list[Incident]:
     assert system.server is not None
-    with system.server.runtime.sessions() as s:
+    with system.server.services.sessions() as s:
         return list(s.scalars(select(Incident).order_by(Incident.id)))
 
 
@@ -66,7 +66,7 @@ def test_press_pages_duty_and_reply_shows_help_coming(system: System) -> None:
     assert "You are going to Room 1" in system.twilio.to(RECEPTION)[-1]
     # Each change is in the log, with ids only.
     assert system.server is not None
-    with system.server.runtime.sessions() as s:
+    with system.server.services.sessions() as s:
         types = list(
             s.scalars(
                 select(LogEntry.type)
@@ -165,7 +165,7 @@ def test_replayed_reply_acts_once(system: System) -> None:
     assert wait_until(lambda: room.light is Light.HELP_COMING)
     system.wait_idle()
     assert system.server is not None
-    with system.server.runtime.sessions() as s:
+    with system.server.services.sessions() as s:
         acks = s.scalar(
             select(func.count())
             .select_from(LogEntry)

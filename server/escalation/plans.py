@@ -4,7 +4,8 @@ When an alert opens an incident, the plan (who, which channel, when) is
 computed from the site's escalation steps and who is on duty at that moment,
 copied onto the incident and logged. Step 0 runs in the incident's own
 transaction (no scheduler hop before the first page); every later step is a
-row in ``escalation_jobs`` with a due time, run by :mod:`server.scheduler`.
+row in ``escalation_jobs`` with a due time, run by
+:mod:`server.escalation.scheduler` through :mod:`server.runner`.
 After the last step the last group is paged again every ``repeat_every``
 seconds: paging stops only when a person acknowledges.
 
@@ -183,12 +184,14 @@ def run_follow_up(
 ) -> list[int]:
     """An acknowledged incident still not resolved: the acknowledger first, then everyone."""
     plan = incident.plan or {}
-    if n == _base(incident) and incident.acknowledged_by:
-        to = [incident.acknowledged_by]
+    acker = incident.acknowledged_by
+    # A follow-up runs only while the incident is acknowledged, which sets who took it.
+    assert acker is not None, f"incident {incident.id}: a follow-up with no acknowledger"
+    if n == _base(incident):
+        to = [acker]
     else:
         last, _ = step_group(plan, len(plan.get("steps", [])))
-        mine = [incident.acknowledged_by] if incident.acknowledged_by else []
-        to = list(dict.fromkeys([*mine, *last]))
+        to = list(dict.fromkeys([acker, *last]))
     audit(
         session,
         at=now,
@@ -350,7 +353,7 @@ def hurry(session: Session, *, incident: Incident, failed_step: int, now: dateti
 
 
 #: Reply codes, drawn at random, so that a reply with a spoofed sender number must guess
-#: one (and guesses are limited, see server.runtime). They grow longer as a person has
+#: one (and guesses are limited, see server.replies.codes). They grow longer as a person has
 #: more unresolved alarms, so one guess of any length hits with a chance of at most 4
 #: in 900: (most open alarms of that person, counting the new one; the codes).
 CODE_TIERS: tuple[tuple[int, range], ...] = (

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.clock import Clock
+from panicbutton.clock import Clock
 from server.log.append import audit
 from server.models import EscalationJob
 
@@ -32,7 +32,8 @@ STUCK_AFTER = 10.0
 
 
 class Scheduler:
-    """``run_job(job_id)`` does one claimed job and returns page ids to dispatch."""
+    """``run_job(job_id, now)`` does one claimed job. ``wake`` is set by whoever adds
+    or moves a job (the services get its ``set``); the scheduler then looks again."""
 
     def __init__(
         self,
@@ -42,13 +43,14 @@ class Scheduler:
         run_job: Callable[[int, datetime], None],
         watchdog: float = 5.0,
         on_pass: Callable[[], object] = lambda: None,
+        wake: threading.Event | None = None,
     ) -> None:
         self._on_pass = on_pass
         self._sessions = sessions
         self._clock = clock
         self._run_job = run_job
         self._watchdog = watchdog
-        self._wake = threading.Event()
+        self._wake = wake or threading.Event()
         self._stop = threading.Event()
         #: Passes finished, and whether one is under way (for tests waiting for quiet).
         self.passes = 0
@@ -56,6 +58,11 @@ class Scheduler:
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
 
     def start(self) -> None:
+        """Start running due jobs (again, after :meth:`stop`)."""
+        if self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

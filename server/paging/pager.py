@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from panicbutton.wire import now_utc
+from panicbutton.clock import Clock, SystemClock
 from server.errors import NotifierError
 from server.log.append import audit
 from server.models import Incident, Page
@@ -169,16 +169,17 @@ class Pager:
         site: Site,
         notifier: Notifier,
         workers: int = 8,
-        clock: Callable[[], datetime] = now_utc,
+        clock: Clock | None = None,
         callback_url: Callable[[str], str | None] = lambda path: None,
         link_url: Callable[[int, datetime], str | None] = lambda page_id, created: None,
         list_url: Callable[[int, datetime], str | None] = lambda page_id, created: None,
         bundle_window: dict[str, float] | None = None,
+        on_page_done: Callable[[int, int], None] = lambda incident_id, page_id: None,
     ) -> None:
         self._sessions = sessions
         self._site = site
         self._notifier = notifier
-        self._clock = clock
+        self._clock = (clock or SystemClock()).now
         self._callback_url = callback_url
         self._link_url = link_url
         self._list_url = list_url
@@ -194,7 +195,7 @@ class Pager:
         self._active: set[int] = set()  # pages this process has claimed and not recorded
         self._next_sweep = 0.0
         #: Called on a worker thread after each page is sent or failed: (incident id, page id).
-        self.on_page_done: Callable[[int, int], None] = lambda incident_id, page_id: None
+        self.on_page_done = on_page_done
 
     def backlog(self) -> int:
         """Sends queued or under way in this process, plus pages held for a bundle."""

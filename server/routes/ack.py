@@ -10,16 +10,14 @@ import html
 
 from fastapi import APIRouter, Form, Response
 from fastapi.responses import PlainTextResponse
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.escalation.plans import round_of
-from server.models import Incident, Page
+from server.models import Page
 from server.paging.links import LIST, read_token, token_key
-from server.routes.deps import MEANING, RuntimeDep, SettingsDep, answers, text_body
-from server.runtime import Runtime
+from server.routes.deps import MEANING, ServicesDep, SettingsDep, answers, text_body
+from server.services import Services
 
 #: Both answers are HTML pages; a token that is not (or no longer) valid gets 410.
 PAGES: dict[int | str, dict[str, object]] = {
@@ -93,51 +91,32 @@ def _gone() -> Response:
     )
 
 
-def _open_pages(runtime: Runtime, staff_id: str, upto: int) -> list[tuple[Page, Incident]]:
-    """This person's newest page (up to page ``upto``, the list link's own) for each of
-    their open alarms, oldest alarm first: an alarm opened after the link was sent has
-    no page that old, so a forwarded or stale link cannot stop its paging."""
-    with runtime.sessions() as s:
-        rows = s.execute(
-            select(Page, Incident)
-            .join(Incident, Incident.id == Page.incident_id)
-            .where(Page.staff_id == staff_id, Page.id <= upto, Incident.state == "open")
-            .order_by(Incident.id, Page.id)
-        ).all()
-    newest = {incident.id: (page, incident) for page, incident in rows}
-    return list(newest.values())
-
-
-def _show_list(runtime: Runtime, page_id: int) -> Response:
-    with runtime.sessions() as s:
-        page = s.get(Page, page_id)
-    if page is None:
+def _show_list(services: Services, page_id: int) -> Response:
+    pages = services.responder.open_pages(page_id)
+    if pages is None:
         return _gone()
     items = "".join(
-        f"<li>{html.escape(runtime.site.room(incident.room_id).label)}"
+        f"<li>{html.escape(services.site.room(incident.room_id).label)}"
         '<form method="post"><input type="hidden" name="confirm" value="1">'
         f'<input type="hidden" name="page" value="{p.id}">'
         "<button type=submit>I am going</button></form></li>"
-        for p, incident in _open_pages(runtime, page.staff_id, page.id)
+        for p, incident in pages
     )
     return _page("Open alarms", f"<ul>{items}</ul>" if items else "<p>No open alarm.</p>")
 
 
 @router.get("/ack/{token}", response_class=Response)
-def show(token: str, runtime: RuntimeDep, settings: SettingsDep) -> Response:
+def show(token: str, services: ServicesDep, settings: SettingsDep) -> Response:
     """Show the incident and an "I am going" button; opening the link changes nothing."""
-    secret, now = settings.link_secret.get_secret_value(), runtime.clock()
+    secret, now = settings.link_secret.get_secret_value(), services.clock.now()
     if (listed := read_token(secret, token, now, kind=LIST)) is not None:
-        return _show_list(runtime, listed)
+        return _show_list(services, listed)
     page_id = read_token(secret, token, now)
-    if page_id is None:
+    found = services.responder.page(page_id) if page_id is not None else None
+    if found is None:
         return _gone()
-    with runtime.sessions() as s:
-        page = s.get(Page, page_id)
-        incident = s.get(Incident, page.incident_id) if page else None
-    if page is None or incident is None:
-        return _gone()
-    room = runtime.site.room(incident.room_id).label
+    _, incident = found
+    room = services.site.room(incident.room_id).label
     if incident.state != "open":
         return _page(room, f"<p>Already {html.escape(incident.state)}.</p>")
     return _page(
@@ -153,58 +132,54 @@ def show(token: str, runtime: RuntimeDep, settings: SettingsDep) -> Response:
 @router.post("/ack/{token}", response_class=Response, responses=answers(400, 422))
 async def acknowledge(
     token: str,
-    runtime: RuntimeDep,
+    services: ServicesDep,
     settings: SettingsDep,
     confirm: str = Form(""),
     page: str = Form(""),
 ) -> Response:
     """Acknowledge as the person the page was for; the token is used up (a list token:
     for the alarm chosen, which must be one of that person's)."""
-    secret, now = settings.link_secret.get_secret_value(), runtime.clock()
+    secret, now = settings.link_secret.get_secret_value(), services.clock.now()
     key = token_key(token)
     listed = read_token(secret, token, now, kind=LIST)
     page_id = read_token(secret, token, now) if listed is None else _chosen(page)
     if page_id is None or confirm != "1":
         return _gone()
     if listed is not None:
-        with runtime.sessions() as s:
-            owner = s.get(Page, listed)
-            chosen = s.get(Page, page_id)
+        owner = await run_in_threadpool(services.responder.page, listed)
+        chosen = await run_in_threadpool(services.responder.page, page_id)
         if (
             owner is None
             or chosen is None
-            or chosen.staff_id != owner.staff_id
-            or chosen.id > owner.id  # an alarm opened after the link was sent
+            or chosen[0].staff_id != owner[0].staff_id
+            or chosen[0].id > owner[0].id  # an alarm opened after the link was sent
         ):
             return _gone()
         key = f"{key[:50]}:{page_id}"
-    if await run_in_threadpool(runtime.seen_webhook, key):
+    if await run_in_threadpool(services.receipts.seen, key):
         return _gone()
-    with runtime.sessions() as s:
-        page_row = s.get(Page, page_id)
-        incident = s.get(Incident, page_row.incident_id) if page_row else None
-    # A link from before the alarm was resolved and pressed again is for the old round:
-    # the new round's pages carry new links (as they carry new reply codes).
-    if page_row is None or incident is None or round_of(page_row.step) != incident.round:
+    # A link from before the alarm was resolved and pressed again is for the old round.
+    page_row = await run_in_threadpool(services.responder.current_page, page_id)
+    if page_row is None:
         return _gone()
-    return await _acknowledged(runtime, page_row)
+    return await _acknowledged(services, page_row)
 
 
 def _chosen(value: str) -> int | None:
     return int(value) if value.isdigit() and len(value) < 19 else None
 
 
-async def _acknowledged(runtime: Runtime, page: Page) -> Response:
+async def _acknowledged(services: Services, page: Page) -> Response:
     incident = await run_in_threadpool(
-        lambda: runtime.acknowledge(
+        lambda: services.responder.acknowledge(
             incident_id=page.incident_id, staff_id=page.staff_id, via="link"
         )
     )
     if incident is None:
         return _gone()
-    room = runtime.site.room(incident.room_id).label
+    room = services.site.room(incident.room_id).label
     who = incident.acknowledged_by
     if who != page.staff_id and who is not None:
-        name = html.escape(runtime.site.member(who).name)
+        name = html.escape(services.site.member(who).name)
         return _page(room, f"<p>{name} is already going.</p>")
     return _page(room, "<p>Thank you. You are going; the others have been told.</p>")

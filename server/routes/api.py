@@ -6,12 +6,11 @@ from datetime import datetime
 
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from server.incidents import Outcome
-from server.models import EscalationJob, Incident
-from server.routes.deps import IncidentId, RuntimeDep, answers, require_token
+from server.models import Incident
+from server.routes.deps import IncidentId, ServicesDep, answers, require_token
 from server.site import TAKEOVER_HOURS_MAX, TAKEOVER_HOURS_MIN
 
 router = APIRouter(
@@ -59,13 +58,13 @@ class ResolveIn(BaseModel):
 
 @router.post("/incidents/{incident_id}/resolve", responses=answers(400, 404, 422))
 async def resolve_incident(
-    incident_id: IncidentId, body: ResolveIn, runtime: RuntimeDep
+    incident_id: IncidentId, body: ResolveIn, services: ServicesDep
 ) -> IncidentOut:
     """Close an incident with its outcome (a staff decision; nothing at the unit can)."""
-    if not any(s.id == body.staff_id for s in runtime.site.staff):
+    if not any(s.id == body.staff_id for s in services.site.staff):
         raise HTTPException(422, f"staff_id {body.staff_id!r} is not in the site file")
     incident = await run_in_threadpool(
-        lambda: runtime.resolve(
+        lambda: services.responder.resolve(
             incident_id=incident_id, staff_id=body.staff_id, outcome=body.outcome
         )
     )
@@ -80,13 +79,15 @@ class AcknowledgeIn(BaseModel):
 
 @router.post("/incidents/{incident_id}/acknowledge", responses=answers(400, 404, 422))
 async def acknowledge_incident(
-    incident_id: IncidentId, body: AcknowledgeIn, runtime: RuntimeDep
+    incident_id: IncidentId, body: AcknowledgeIn, services: ServicesDep
 ) -> IncidentOut:
     """Acknowledge from the console: paging stops, the others are told who is going."""
-    if not any(s.id == body.staff_id for s in runtime.site.staff):
+    if not any(s.id == body.staff_id for s in services.site.staff):
         raise HTTPException(422, f"staff_id {body.staff_id!r} is not in the site file")
     incident = await run_in_threadpool(
-        lambda: runtime.acknowledge(incident_id=incident_id, staff_id=body.staff_id, via="console")
+        lambda: services.responder.acknowledge(
+            incident_id=incident_id, staff_id=body.staff_id, via="console"
+        )
     )
     if incident is None:
         raise HTTPException(404, f"no incident {incident_id}")
@@ -108,12 +109,12 @@ class TakeoverIn(BaseModel):
 
 
 @router.post("/duty/takeover", status_code=204, responses=answers(400, 422))
-async def takeover(body: TakeoverIn, runtime: RuntimeDep) -> None:
+async def takeover(body: TakeoverIn, services: ServicesDep) -> None:
     """ "I take over now": this person alone is on duty until the take-over ends."""
-    if not any(s.id == body.staff_id for s in runtime.site.staff):
+    if not any(s.id == body.staff_id for s in services.site.staff):
         raise HTTPException(422, f"staff_id {body.staff_id!r} is not in the site file")
     await run_in_threadpool(
-        lambda: runtime.takeover(staff_id=body.staff_id, on=body.on, hours=body.hours)
+        lambda: services.rota.takeover(staff_id=body.staff_id, on=body.on, hours=body.hours)
     )
 
 
@@ -124,16 +125,11 @@ class PagingOut(BaseModel):
 
 
 @router.get("/paging")
-def paging_state(runtime: RuntimeDep) -> PagingOut:
+def paging_state(services: ServicesDep) -> PagingOut:
     """The send backlog (sends queued, under way or held for a bundle) and pending steps."""
-    with runtime.sessions() as s:
-        pending = s.scalars(
-            select(EscalationJob.due_at)
-            .where(EscalationJob.status == "pending")
-            .order_by(EscalationJob.due_at)
-        ).all()
+    state = services.runner.paging_state()
     return PagingOut(
-        send_backlog=runtime.pager.backlog(),
-        jobs_pending=len(pending),
-        next_job_due=pending[0] if pending else None,
+        send_backlog=state.send_backlog,
+        jobs_pending=state.jobs_pending,
+        next_job_due=state.next_job_due,
     )

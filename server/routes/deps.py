@@ -1,4 +1,4 @@
-"""FastAPI dependencies: settings, the runtime, bearer-token auth, and the error answers.
+"""FastAPI dependencies: settings, the services, bearer-token auth, and the error answers.
 
 Every route documents each status it can answer (``answers(...)``), with the
 body it then carries: ``{"detail": "what is wrong and what to do"}``, or for
@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from panicbutton.wire import INT_MAX
-from server.runtime import Runtime
+from server.services import Services
 from server.settings import Settings
 
 
@@ -24,9 +24,9 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
 
 
 class Problem(BaseModel):
@@ -80,7 +80,7 @@ def text_body(*media_types: str, description: str = "") -> dict[str, Any]:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+ServicesDep = Annotated[Services, Depends(get_services)]
 _bearer = HTTPBearer(auto_error=False)
 #: An incident number in a path: the database keeps them in 32-bit integers.
 IncidentId = Annotated[int, Path(ge=1, le=INT_MAX, description="the incident's number")]

@@ -17,7 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from panicbutton.wire import ALERT_ID_RE, DEVICE_ID_RE, INT_MAX, VERSION, Alert, WireError
-from server.routes.deps import RuntimeDep, answers
+from server.routes.deps import ServicesDep, answers
 from server.site import Room
 
 router = APIRouter(prefix="/api/v1/devices", tags=["room units"], responses=answers(401))
@@ -56,11 +56,11 @@ _bearer = HTTPBearer(auto_error=False)
 
 def device_room(
     device_id: str,
-    runtime: RuntimeDep,
+    services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Room:
     """The unit's room, once its token checks out (401 otherwise, saying nothing more)."""
-    room = runtime.site.room_for_device(device_id)
+    room = services.site.room_for_device(device_id)
     given = hashlib.sha256(credentials.credentials.encode()).hexdigest() if credentials else ""
     expected = room.token_sha256 if room is not None and room.token_sha256 else "-"
     if not hmac.compare_digest(given, expected) or room is None:
@@ -91,7 +91,7 @@ DeviceRoom = Annotated[Room, Depends(device_room)]
     },
 )
 async def post_alert(
-    device_id: str, room: DeviceRoom, request: Request, runtime: RuntimeDep
+    device_id: str, room: DeviceRoom, request: Request, services: ServicesDep
 ) -> Response:
     """An alert over HTTPS; answers with the feedback JSON, like the MQTT feedback topic."""
     body = await request.body()
@@ -101,8 +101,8 @@ async def post_alert(
         raise HTTPException(422, str(exc)) from None
     if alert.device_id != room.device:
         raise HTTPException(403, "a unit may only alert for itself")
-    # handle_alert also publishes the feedback on MQTT, so the light agrees later.
-    feedback = await run_in_threadpool(runtime.handle_alert, alert)
+    # The alert service also publishes the feedback on MQTT, so the light agrees later.
+    feedback = await run_in_threadpool(services.alerts.handle, alert)
     return Response(feedback.to_json(), media_type="application/json")
 
 

@@ -34,8 +34,8 @@ from server.log import export, keeper, personal
 from server.log.append import audit
 from server.models import Incident, LogEntry
 from server.routes.api import IncidentOut
-from server.routes.deps import IncidentId, RuntimeDep, answers, require_token, text_body
-from server.runtime import Runtime
+from server.routes.deps import IncidentId, ServicesDep, answers, require_token, text_body
+from server.services import Services
 
 router = APIRouter(
     prefix="/api/v1",
@@ -89,8 +89,8 @@ def access(
 AccessDep = Annotated[Access, Depends(access)]
 
 
-def _log_access(runtime: Runtime, *, type_: str, who: Access, scope: str) -> None:
-    now = runtime.clock()
+def _log_access(runtime: Services, *, type_: str, who: Access, scope: str) -> None:
+    now = runtime.clock.now()
     with runtime.sessions.begin() as s:
         ref, commitment = personal.keep(
             s,
@@ -111,7 +111,7 @@ _list_views_lock = threading.Lock()
 
 @router.get("/incidents", responses=answers(400, 422))
 def list_incidents(
-    runtime: RuntimeDep, who: AccessDep, state: State | None = None, limit: int = 100
+    runtime: ServicesDep, who: AccessDep, state: State | None = None, limit: int = 100
 ) -> list[IncidentOut]:
     """Newest first; ``state`` filters (open, acknowledged, resolved). A view like any
     other (who, why), recorded at most once per 15 minutes per viewer and reason, so a
@@ -146,7 +146,7 @@ class IncidentDetail(IncidentOut):
 
 
 @router.get("/incidents/{incident_id}", responses=answers(400, 404, 422))
-def get_incident(incident_id: IncidentId, runtime: RuntimeDep, who: AccessDep) -> IncidentDetail:
+def get_incident(incident_id: IncidentId, runtime: ServicesDep, who: AccessDep) -> IncidentDetail:
     """One incident with its timeline from the log. The view is logged (who, why)."""
     with runtime.sessions() as s:
         if s.get(Incident, incident_id) is None:
@@ -178,7 +178,7 @@ class Recorded(BaseModel):
 
 
 def _append_personal(
-    runtime: Runtime,
+    runtime: Services,
     *,
     incident_id: int,
     type_: str,
@@ -187,7 +187,7 @@ def _append_personal(
     by: str,
     subjects: list[str],
 ) -> Recorded:
-    now = runtime.clock()
+    now = runtime.clock.now()
     with runtime.sessions.begin() as s:
         if s.get(Incident, incident_id) is None:
             raise HTTPException(404, f"no incident {incident_id}")
@@ -199,7 +199,7 @@ def _append_personal(
 
 
 @router.post("/incidents/{incident_id}/notes", status_code=201, responses=answers(400, 404, 422))
-async def add_note(incident_id: IncidentId, body: NoteIn, runtime: RuntimeDep) -> Recorded:
+async def add_note(incident_id: IncidentId, body: NoteIn, runtime: ServicesDep) -> Recorded:
     """Add a note to an incident. The text is personal data (kept apart, purged at the end
     of its retention); the log holds its ref and a salted commitment."""
     return await run_in_threadpool(
@@ -221,7 +221,7 @@ class ReviewIn(BaseModel):
 
 
 @router.post("/incidents/{incident_id}/review", status_code=201, responses=answers(400, 404, 422))
-async def sign_off(incident_id: IncidentId, body: ReviewIn, runtime: RuntimeDep) -> Recorded:
+async def sign_off(incident_id: IncidentId, body: ReviewIn, runtime: ServicesDep) -> Recorded:
     """A manager signs off the review of an incident (remarks kept as personal data)."""
     return await run_in_threadpool(
         lambda: _append_personal(
@@ -241,7 +241,7 @@ async def sign_off(incident_id: IncidentId, body: ReviewIn, runtime: RuntimeDep)
     response_class=Response,
     responses={200: text_body("text/plain"), **answers(503)},
 )
-def latest_checkpoint(runtime: RuntimeDep) -> Response:
+def latest_checkpoint(runtime: ServicesDep) -> Response:
     """The newest signed checkpoint (a C2SP note). Keep it: `--trusted` proves later
     exports still contain everything it covers."""
     with runtime.sessions() as s:
@@ -252,13 +252,12 @@ def latest_checkpoint(runtime: RuntimeDep) -> Response:
 
 
 @router.get("/log/key", response_class=Response, responses={200: text_body("text/plain")})
-def verifier_key(runtime: RuntimeDep) -> Response:
+def verifier_key(runtime: ServicesDep) -> Response:
     """The log's verifier key (C2SP note format), to publish and to pass to `--key`."""
-    assert runtime.keeper is not None
     return Response(f"{runtime.keeper.signer.verifier}\n", media_type="text/plain")
 
 
-def _bundle(runtime: Runtime, who: Access, scope: str, with_personal: bool) -> dict[str, bytes]:
+def _bundle(runtime: Services, who: Access, scope: str, with_personal: bool) -> dict[str, bytes]:
     try:
         export.check_scope(scope)
     except export.ExportError as exc:
@@ -277,15 +276,14 @@ def _bundle(runtime: Runtime, who: Access, scope: str, with_personal: bool) -> d
 
 
 def _make_bundle(
-    runtime: Runtime, who: Access, scope: str, with_personal: bool
+    runtime: Services, who: Access, scope: str, with_personal: bool
 ) -> dict[str, bytes]:
     _log_access(runtime, type_="record.exported", who=who, scope=scope)
-    assert runtime.keeper is not None
     # NOTE: signed now (once the log is proven consistent with its checkpoints), so the
     # bundle's checkpoint covers the export's own record.
     try:
         return export.make_bundle(
-            runtime.keeper, scope=scope, now=runtime.clock(), with_personal=with_personal
+            runtime.keeper, scope=scope, now=runtime.clock.now(), with_personal=with_personal
         )
     except keeper.LogFailedError as exc:
         raise HTTPException(
@@ -303,7 +301,7 @@ def _make_bundle(
     responses={200: text_body("application/zip"), **answers(400, 404, 422, 503)},
 )
 async def export_log(
-    runtime: RuntimeDep,
+    runtime: ServicesDep,
     who: AccessDep,
     scope: str = "full",
     with_personal: bool = False,
@@ -325,13 +323,13 @@ async def export_log(
     response_class=Response,
     responses={200: text_body("text/csv", "application/pdf"), **answers(400, 404, 503)},
 )
-async def incident_report(fmt: str, runtime: RuntimeDep, who: AccessDep) -> Response:
+async def incident_report(fmt: str, runtime: ServicesDep, who: AccessDep) -> Response:
     """The manager's report (``csv`` or ``pdf``) of every incident, derived from a full
     bundle made for it; it names that bundle's SHA-256 and checkpoint."""
     if fmt not in ("csv", "pdf"):
         raise HTTPException(404, "the report comes as report.csv or report.pdf")
     files = await run_in_threadpool(lambda: _bundle(runtime, who, "full", False))
-    body, media = render_report(files, fmt=fmt, now=runtime.clock())
+    body, media = render_report(files, fmt=fmt, now=runtime.clock.now())
     return Response(body, media_type=media)
 
 

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 from twilio.request_validator import RequestValidator
 
-from server.routes.deps import RuntimeDep, SettingsDep, answers, text_body
+from server.routes.deps import ServicesDep, SettingsDep, answers, text_body
 
 T = TypeVar("T")
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
@@ -95,69 +95,69 @@ def _pages(pages: str) -> list[int]:
     return [int(p) for p in pages.split(",") if p][:20]
 
 
-async def _replayed(request: Request, runtime: RuntimeDep, signed: str) -> bool:
+async def _replayed(request: Request, services: ServicesDep, signed: str) -> bool:
     """True for a webhook handled before. ``signed`` is made of signed fields (the
     message or call id), so a captured request replayed with a fresh idempotency
     header (which the signature does not cover) is still caught."""
     if not signed:
         return False
     request.state.receipt = f"twilio:{signed}"
-    return await run_in_threadpool(runtime.seen_webhook, request.state.receipt)
+    return await run_in_threadpool(services.receipts.seen, request.state.receipt)
 
 
-async def _handle(request: Request, runtime: RuntimeDep, work: Callable[[], T]) -> T:
+async def _handle(request: Request, services: ServicesDep, work: Callable[[], T]) -> T:
     """Run ``work``; if it fails, forget the receipt so Twilio's retry is acted on."""
     try:
         return await run_in_threadpool(work)
     except Exception:
         receipt = getattr(request.state, "receipt", None)
         if receipt:
-            await run_in_threadpool(runtime.forget_webhook, receipt)
+            await run_in_threadpool(services.receipts.forget, receipt)
         raise
 
 
 @router.post("/sms", response_class=Response, openapi_extra=FORM)
-async def inbound_sms(params: SignedForm, request: Request, runtime: RuntimeDep) -> Response:
+async def inbound_sms(params: SignedForm, request: Request, services: ServicesDep) -> Response:
     """A staff member's SMS: acknowledge or close by code, DUTY, opt-out words."""
     sid = params.get("MessageSid") or params.get("SmsSid") or ""
-    if await _replayed(request, runtime, f"sms:{sid}" if sid else ""):
+    if await _replayed(request, services, f"sms:{sid}" if sid else ""):
         return _xml()
     phone, body = params.get("From", ""), params.get("Body", "")
-    await _handle(request, runtime, lambda: runtime.handle_sms(phone=phone, body=body))
+    await _handle(request, services, lambda: services.sms.handle(phone=phone, body=body))
     return _xml()
 
 
 @router.post("/voice", response_class=Response, responses=answers(422), openapi_extra=FORM)
 async def voice_key(
-    params: SignedForm, request: Request, runtime: RuntimeDep, pages: Pages = ""
+    params: SignedForm, request: Request, services: ServicesDep, pages: Pages = ""
 ) -> Response:
     """A key pressed during a page call ("1" acknowledges); answers with what to say."""
     ids = _pages(pages)
     sid = params.get("CallSid", "")
-    if await _replayed(request, runtime, f"voice:{sid}:{pages}" if sid else ""):
+    if await _replayed(request, services, f"voice:{sid}:{pages}" if sid else ""):
         return _xml()
     digits = params.get("Digits", "")
     twiml = await _handle(
-        request, runtime, lambda: runtime.handle_voice(page_ids=ids, digits=digits)
+        request, services, lambda: services.voice.handle(page_ids=ids, digits=digits)
     )
     return _xml(twiml)
 
 
 @router.post("/status", response_class=Response, responses=answers(422), openapi_extra=FORM)
 async def provider_status(
-    params: SignedForm, request: Request, runtime: RuntimeDep, pages: Pages = ""
+    params: SignedForm, request: Request, services: ServicesDep, pages: Pages = ""
 ) -> Response:
     """Delivery status of an SMS or a call. Never an acknowledgement."""
     ids = _pages(pages)
     status = params.get("MessageStatus") or params.get("CallStatus") or ""
     sid = params.get("MessageSid") or params.get("CallSid") or ""
-    if await _replayed(request, runtime, f"status:{sid}:{status}" if sid else ""):
+    if await _replayed(request, services, f"status:{sid}:{status}" if sid else ""):
         return _xml()
     code = params.get("ErrorCode", "")
     await _handle(
         request,
-        runtime,
-        lambda: runtime.handle_provider_status(
+        services,
+        lambda: services.runner.provider_status(
             page_ids=ids, status=status, error_code=code, provider_sid=sid
         ),
     )

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -42,39 +43,63 @@ from panicbutton.wire import (
     feedback_topic,
     parse_topic,
 )
-from server.runtime import Runtime, UnknownDeviceError
 from server.settings import Settings
+from server.units.feedback import FeedbackSink
+from server.units.statuses import UnknownDeviceError
 
 log = logging.getLogger(__name__)
 
 
-class Ingest:
-    """One MQTT session for the server; publishes feedback for the runtime too."""
+def server_client(settings: Settings) -> mqtt.Client:
+    """The server's MQTT client, not yet connected: :class:`Ingest` runs it."""
+    c = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=settings.mqtt_client_id,
+        # A persistent session: alerts published while the server is down
+        # wait at the broker (and the units resend them anyway).
+        clean_session=False,
+        protocol=MQTTProtocolVersion.MQTTv311,
+        manual_ack=True,
+    )
+    c.username_pw_set(settings.mqtt_username, settings.mqtt_password.get_secret_value())
+    if settings.mqtt_ca_file is not None:
+        c.tls_set(ca_certs=str(settings.mqtt_ca_file), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    c.reconnect_delay_set(min_delay=1, max_delay=10)
+    return c
 
-    def __init__(self, settings: Settings, runtime: Runtime) -> None:
-        self._runtime = runtime
+
+def feedback_publisher(client: mqtt.Client) -> FeedbackSink:
+    """Publishes feedback on ``client``: retained for panic alerts, so a unit that
+    reboots shows where its alert stands; a test's feedback is not retained (it
+    must never hide a real alert's state)."""
+
+    def publish(device_id: str, feedback: Feedback, retain: bool) -> None:
+        client.publish(feedback_topic(device_id), feedback.to_json(), qos=QOS, retain=retain)
+
+    return publish
+
+
+class Ingest:
+    """Runs the server's MQTT session: hands alerts and statuses to their services."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: mqtt.Client,
+        *,
+        on_alert: Callable[[Alert], object],
+        on_status: Callable[[Status, bool], None],
+    ) -> None:
         self._settings = settings
+        self._on_alert = on_alert
+        self._on_status = on_status
         self.connected = threading.Event()
         #: Messages refused since start: they can never be recorded, so nobody resends them.
         self.rejected = 0
-        c = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=settings.mqtt_client_id,
-            # A persistent session: alerts published while the server is down
-            # wait at the broker (and the units resend them anyway).
-            clean_session=False,
-            protocol=MQTTProtocolVersion.MQTTv311,
-            manual_ack=True,
-        )
-        c.username_pw_set(settings.mqtt_username, settings.mqtt_password.get_secret_value())
-        if settings.mqtt_ca_file is not None:
-            c.tls_set(ca_certs=str(settings.mqtt_ca_file), tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        c.reconnect_delay_set(min_delay=1, max_delay=10)
-        c.on_connect = self._on_connect
-        c.on_disconnect = self._on_disconnect
-        c.on_message = self._on_message
-        self._client = c
-        runtime.publish_feedback = self.publish_feedback
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
 
     def start(self) -> None:
         self._client.connect_async(self._settings.mqtt_host, self._settings.mqtt_port, keepalive=15)
@@ -83,11 +108,6 @@ class Ingest:
     def stop(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
-
-    def publish_feedback(self, device_id: str, feedback: Feedback, retain: bool) -> None:
-        """Retained for panic alerts, so a unit that reboots shows where its alert stands;
-        a test's feedback is not retained (it must never hide a real alert's state)."""
-        self._client.publish(feedback_topic(device_id), feedback.to_json(), qos=QOS, retain=retain)
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
@@ -135,7 +155,7 @@ class Ingest:
                     f"alert names device {alert.device_id!r} but came on the topic "
                     f"of {device_id!r}; a unit may only alert for itself"
                 )
-            self._runtime.handle_alert(alert)  # records, pages and publishes the feedback
+            self._on_alert(alert)  # records, pages and publishes the feedback
         elif kind == "status":
             if not payload:
                 return  # a retained status being cleared
@@ -144,7 +164,7 @@ class Ingest:
                 raise WireError(
                     f"status names device {status.device_id!r} on the topic of {device_id!r}"
                 )
-            self._runtime.handle_status(status, retained=retained)
+            self._on_status(status, retained)
 
     def _reject(self, topic: str, reason: str) -> None:
         """A message that can never be recorded: one line, counted, and not left to resend."""

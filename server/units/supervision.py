@@ -20,12 +20,16 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
+from panicbutton.clock import Clock
 from server import incidents
 from server.models import DeviceRecord
+from server.news import Tell
 from server.paging import messages
-from server.runtime import Runtime
-from server.site import Room
+from server.rota import Rota
+from server.site import Room, Site
+from server.units.statuses import Statuses
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +47,26 @@ class SupervisionTimes:
 
 
 class Supervisor:
+    """A thread that checks units, the server's own broker link and duty gaps."""
+
     def __init__(
-        self, runtime: Runtime, times: SupervisionTimes, link_up: Callable[[], bool] = lambda: True
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        site: Site,
+        clock: Clock,
+        statuses: Statuses,
+        rota: Rota,
+        tell: Tell,
+        times: SupervisionTimes,
+        link_up: Callable[[], bool] = lambda: True,
     ) -> None:
-        self._runtime = runtime
+        self._sessions = sessions
+        self._site = site
+        self._clock = clock
+        self._statuses = statuses
+        self._rota = rota
+        self._tell = tell
         self._link_up = link_up
         self._link_down_since: datetime | None = None
         self._link_alerted = False
@@ -56,7 +76,7 @@ class Supervisor:
         self.passes = 0
         self.in_pass = False
         self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
-        self._started = runtime.clock()
+        self._started = clock.now()
 
     def start(self) -> None:
         self._thread.start()
@@ -73,7 +93,7 @@ class Supervisor:
             try:
                 self.check()
                 self._check_own_link()
-                self._runtime.check_duty_gap(warned)
+                self._rota.check_gap(warned)
             except Exception:  # the loop must outlive a database hiccup
                 log.exception("supervision check failed; trying again")
             finally:
@@ -83,12 +103,11 @@ class Supervisor:
     def _check_own_link(self) -> None:
         """The server's own broker link: if it is down, every unit looks silent, so
         say what is really wrong (once), and when it is back."""
-        rt = self._runtime
-        now = rt.clock()
+        now = self._clock.now()
         if self._link_up():
             if self._link_alerted:
                 log.warning("broker link restored")
-                rt.tell_managers(
+                self._tell.managers(
                     lambda m: messages.server_link_back(m.language), purpose="server_link"
                 )
             self._link_down_since, self._link_alerted = None, False
@@ -98,9 +117,9 @@ class Supervisor:
         if not self._link_alerted and now - down >= timedelta(seconds=self._times.link_grace):
             self._link_alerted = True
             log.error("no broker link since %s: telling managers", down.isoformat())
-            rt.tell_managers(
+            self._tell.managers(
                 lambda m: messages.server_link_lost(
-                    m.language, since=down, timezone=rt.site.timezone
+                    m.language, since=down, timezone=self._site.timezone
                 ),
                 purpose="server_link",
             )
@@ -109,14 +128,13 @@ class Supervisor:
         """A record for each unit of the site never heard of since this database began,
         each in its own transaction: the unit's first message may make it meanwhile,
         which must not fail the pass for every other room."""
-        rt = self._runtime
-        with rt.sessions() as s:
+        with self._sessions() as s:
             known = set(s.scalars(select(DeviceRecord.device_id)))
-        for room in rt.site.rooms:
+        for room in self._site.rooms:
             if room.device in known:
                 continue
             try:
-                with rt.sessions.begin() as s:
+                with self._sessions.begin() as s:
                     s.add(
                         DeviceRecord(
                             device_id=room.device,
@@ -130,8 +148,7 @@ class Supervisor:
 
     def check(self) -> list[str]:
         """One pass; returns the device ids managers were just told are offline."""
-        rt = self._runtime
-        now = rt.clock()
+        now = self._clock.now()
         silent_before = now - timedelta(seconds=self._times.silence)
         # Judge silence only while the server hears the broker, and not before it
         # could have heard a heartbeat since it started (retained ones do not count).
@@ -139,8 +156,8 @@ class Supervisor:
         alert_before = now - timedelta(seconds=self._times.grace)
         newly: list[tuple[Room, datetime]] = []
         self._record_new_units()
-        with rt.sessions.begin() as s:
-            for room in rt.site.rooms:
+        with self._sessions.begin() as s:
+            for room in self._site.rooms:
                 device = s.get(DeviceRecord, room.device)
                 if device is None:  # its first message raced the record: next pass
                     continue
@@ -163,7 +180,7 @@ class Supervisor:
                 since.isoformat(timespec="seconds"),
             )
             try:
-                rt.unit_offline(room, since)
+                self._statuses.offline(room, since)
             except Exception:  # the next pass tries again: the unit is not marked yet
                 log.exception("could not open the offline alert for %s", room.device)
         return [room.device for room, _ in newly]

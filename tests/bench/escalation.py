@@ -109,7 +109,7 @@ def _measure(
     system: System, incidents: int, progress: Callable[[str], None] | None
 ) -> EscalationRun:
     assert system.server is not None
-    sessions = system.server.runtime.sessions
+    sessions = system.server.services.sessions
     staff = len(system.site.staff)
     # wall time (time.time(), the server's clock) = time.monotonic() + offset
     offset = time.time() - time.monotonic()
@@ -196,11 +196,13 @@ def _resolve_all(system: System) -> None:
     """Close every incident (outcome: test), so nothing keeps paging."""
     if system.server is None:
         return
-    runtime = system.server.runtime
-    with runtime.sessions() as s:
+    services = system.server.services
+    with services.sessions() as s:
         open_ids = list(s.scalars(select(Incident.id).where(Incident.state != State.RESOLVED)))
     for incident_id in open_ids:
-        runtime.resolve(incident_id=incident_id, staff_id="reception", outcome=Outcome.TEST)
+        services.responder.resolve(
+            incident_id=incident_id, staff_id="reception", outcome=Outcome.TEST
+        )
 
 
 def escalation_report(run: EscalationRun, db: str) -> list[str]:

@@ -79,7 +79,7 @@ def _more_than(receipts: dict[tuple[str, int], float], n: int) -> Callable[[], b
 
 def measure_footprint(system: System, presses: int, folder: Path) -> Footprint:
     assert system.server is not None
-    pager = system.server.runtime.pager
+    pager = system.server.services.pager
     # First receipt of each (alert id, presses): a resend of the same alert is not counted.
     receipts: dict[tuple[str, int], float] = {}
 

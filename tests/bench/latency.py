@@ -100,7 +100,7 @@ def install_probes(system: System, rooms: list[Room], marks: Marks) -> list[str]
             if not wrap(obj, attr, marks, before=before, after=after):
                 missing.append(f"{type(obj).__name__}.{attr}")
     assert system.server is not None
-    pager = system.server.runtime.pager
+    pager = system.server.services.pager
     if not wrap(pager, "dispatch", marks, before="server.dispatch"):
         missing.append("Pager.dispatch")
     if not wrap(pager, "_send_page", marks, before="pager.send_page"):
@@ -158,14 +158,14 @@ def _need(ok: bool, what: str) -> None:
 def resolve_latest(system: System) -> None:
     """Resolve the newest incident (a test), so the room's next press is a new alert."""
     assert system.server is not None
-    system.server.runtime.resolve(
+    system.server.services.responder.resolve(
         incident_id=_latest_incident(system), staff_id="reception", outcome=Outcome.TEST
     )
 
 
 def _latest_incident(system: System) -> int:
     assert system.server is not None
-    with system.server.runtime.sessions() as s:
+    with system.server.services.sessions() as s:
         latest = s.scalar(select(func.max(Incident.id)))
     if latest is None:
         raise RuntimeError("bench: no incident was recorded")
@@ -177,7 +177,7 @@ def measure_app(
 ) -> AppRun:
     """Press rooms unit-1..3 round-robin; one incident per press, each resolved before the next."""
     assert system.server is not None
-    runtime = system.server.runtime
+    services = system.server.services
     rooms = [system.room(d) for d in DEVICES]
     for room in rooms:
         _need(
@@ -196,7 +196,7 @@ def measure_app(
         marks.mark("press", at)
         _need(twilio.wait_for(at_least(before + 2), TIMEOUT), "both SMS requests")
         _need(wait_until(shows(room, Light.RECEIVED), TIMEOUT), "the light to show RECEIVED")
-        _need(wait_until(lambda: runtime.pager.backlog() == 0, TIMEOUT), "the pager to be idle")
+        _need(wait_until(lambda: services.pager.backlog() == 0, TIMEOUT), "the pager to be idle")
         first = twilio.sent[before].at
         marks.mark("twilio.receipt", first)
         if i >= warmup:

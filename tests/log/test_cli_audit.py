@@ -42,7 +42,7 @@ def test_export_on_the_server_then_verify_as_an_inspector(
 ) -> None:
     assert system.server is not None
     alert = Alert(device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=now_utc())
-    system.server.runtime.handle_alert(alert)
+    system.server.services.alerts.handle(alert)
     for name, value in {
         "PANICBUTTON_DEMO": "1",
         "PANICBUTTON_DATABASE_URL": system.settings.database_url,
@@ -80,7 +80,7 @@ def test_export_on_the_server_then_verify_as_an_inspector(
     assert stat.S_IMODE(bundle.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "log-report.csv").stat().st_mode) == 0o600
 
-    key = str(system.server.keeper.signer.verifier)
+    key = str(system.server.services.keeper.signer.verifier)
     code = main(["audit", "verify", str(bundle), "--key", key])
     out = capsys.readouterr().out
     assert code in (0, 3)

@@ -42,13 +42,13 @@ def client(system: System) -> httpx.Client:
 
 def keeper(system: System) -> LogKeeper:
     assert system.server is not None
-    return system.server.keeper
+    return system.server.services.keeper
 
 
 def raise_alert(system: System, device: str = "unit-1", seq: int = 1) -> int:
     assert system.server is not None
     alert = Alert(device_id=device, alert_id=new_alert_id(), seq=seq, pressed_at=now_utc())
-    incident = system.server.runtime.handle_alert(alert).incident
+    incident = system.server.services.alerts.handle(alert).incident
     assert incident is not None
     return incident
 
@@ -198,19 +198,19 @@ def test_purging_personal_data_keeps_the_log_verifiable(system: System, tmp_path
             == 201
         )
     assert system.server is not None
-    runtime = system.server.runtime
-    later = runtime.clock() + timedelta(days=runtime.retention.note + 1)
+    services = system.server.services
+    later = services.clock.now() + timedelta(days=services.retention.note + 1)
     from server.log.personal import purge_expired  # noqa: PLC0415 - the unit under test
 
-    with runtime.sessions.begin() as s:
-        gone = purge_expired(s, now=later, retention=runtime.retention)
+    with services.sessions.begin() as s:
+        gone = purge_expired(s, now=later, retention=services.retention)
     assert gone >= 1
-    with runtime.sessions() as s:
+    with services.sessions() as s:
         kinds = s.scalars(select(PersonalData.kind)).all()
         redacted = s.scalars(select(LogEntry).where(LogEntry.type == "record.redacted")).all()
     assert "note" not in kinds
     assert {r.data["kind"] for r in redacted} >= {"note"}
-    assert keeper(system).self_verify(runtime.clock()) is not None
+    assert keeper(system).self_verify(services.clock.now()) is not None
     bundle = export(system, tmp_path, with_personal="true")
     done = run_verifier(tmp_path, str(bundle), "--key", str(keeper(system).signer.verifier))
     assert done.returncode in (verify.OK, verify.FINDINGS), done.stderr
@@ -225,7 +225,7 @@ def test_altered_personal_data_breaks_its_commitment(system: System, tmp_path: P
             json={"by": "night-manager", "text": "Staff arrived in 40 seconds."},
         ).json()
     assert system.server is not None
-    with system.server.runtime.sessions.begin() as s:
+    with system.server.services.sessions.begin() as s:
         s.execute(
             update(PersonalData)
             .where(PersonalData.ref == note["ref"])
@@ -289,21 +289,21 @@ def test_quiet_hours_still_get_a_signed_heartbeat(system: System) -> None:
 
 
 def _signed(system: System) -> int:
-    with system.server.runtime.sessions() as s:  # type: ignore[union-attr]
+    with system.server.services.sessions() as s:  # type: ignore[union-attr]
         return int(s.scalar(text("SELECT max(size) FROM log_checkpoints")) or 0)
 
 
 def test_nightly_self_check_records_ok_then_catches_an_edit(system: System) -> None:
     raise_alert(system)
     assert system.server is not None
-    runtime = system.server.runtime
-    assert keeper(system).self_verify(runtime.clock()) is not None
+    services = system.server.services
+    assert keeper(system).self_verify(services.clock.now()) is not None
     [ok] = system.events("log.verified")
     assert ok.data["result"] == "ok"
     keeper(system).sign()
     # An edit behind the server's back (SQLite has no triggers; on PostgreSQL the
     # superuser turns them off first).
-    with runtime.engine.begin() as conn:
+    with services.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SET session_replication_role = replica"))
         body = conn.scalar(text("SELECT body FROM log_entries WHERE type = 'alert.raised'"))
@@ -311,7 +311,7 @@ def test_nightly_self_check_records_ok_then_catches_an_edit(system: System) -> N
             text("UPDATE log_entries SET body = :b WHERE type = 'alert.raised'"),
             {"b": bytes(body).replace(b'"room-1"', b'"room-3"')},
         )
-    assert keeper(system).self_verify(runtime.clock()) is None
+    assert keeper(system).self_verify(services.clock.now()) is None
     results = [e.data["result"] for e in system.events("log.verified")]
     assert results == ["ok", "failed"]
 
@@ -341,7 +341,7 @@ def test_personal_data_deleted_without_redaction_is_reported(
     assert system.server is not None
     # The application may delete personal data (purging needs it), so nothing stops
     # this; the verifier tells.
-    with system.server.runtime.sessions.begin() as s:
+    with system.server.services.sessions.begin() as s:
         s.execute(delete(PersonalData).where(PersonalData.ref == note["ref"]))
     bundle = export(system, tmp_path, with_personal="true")
     done = run_verifier(tmp_path, str(bundle), "--key", str(keeper(system).signer.verifier))
@@ -440,7 +440,7 @@ def rewrite_and_rechain(system: System) -> None:
     """What a database superuser does to make a rewrite look whole: change the alarm's
     room, recompute every later entry's prev and the log head, triggers off."""
     assert system.server is not None
-    with system.server.runtime.engine.begin() as conn:
+    with system.server.services.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SET LOCAL session_replication_role = replica"))
         # The head's lock first, as an append takes it: no entry is added meanwhile.
@@ -480,7 +480,7 @@ def test_a_rewritten_and_rechained_log_is_never_signed(system: System, by: str) 
     assert system.server is not None
     raise_alert(system)
     assert wait_until(lambda: _signed(system) == len(system.events()))
-    assert wait_until(lambda: system.server.runtime.pager.backlog() == 0)  # type: ignore[union-attr]
+    assert wait_until(lambda: system.server.services.pager.backlog() == 0)  # type: ignore[union-attr]
     assert wait_until(lambda: _signed(system) == len(system.events()))
     signed, lines = _signed(system), _file_lines(system)
 

@@ -34,7 +34,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     sms: list[str] = []
     built = build(settings, site=sample_site(), notifier=ConsoleNotifier(sms.append))
     yield built
-    built.runtime.close()
+    built.services.stop()
 
 
 def test_every_api_route_refuses_missing_or_wrong_token(server: Server) -> None:
@@ -66,7 +66,7 @@ def test_unsigned_webhook_is_refused(server: Server) -> None:
 def test_incident_timeline_and_resolve_with_token(server: Server) -> None:
     client = TestClient(server.app, headers={"Authorization": f"Bearer {TOKEN}"})
     alert = Alert(device_id="unit-2", alert_id=new_alert_id(), seq=1, pressed_at=now_utc())
-    feedback = server.runtime.handle_alert(alert)
+    feedback = server.services.alerts.handle(alert)
 
     board = {"X-Panicbutton-Actor": "reception", "X-Panicbutton-Justification": "on duty: board"}
     assert client.get("/api/v1/incidents").status_code == 400  # who and why, as any view
@@ -76,7 +76,7 @@ def test_incident_timeline_and_resolve_with_token(server: Server) -> None:
     ]
     # A board polls: one record per viewer and reason per 15 minutes, not one per poll.
     assert client.get("/api/v1/incidents", headers=board).status_code == 200
-    with server.runtime.sessions() as s:
+    with server.services.sessions() as s:
         scopes = [e.data["scope"] for e in s.scalars(select(LogEntry)) if e.type == "record.viewed"]
     assert scopes == ["incidents"]
 
@@ -103,7 +103,7 @@ def test_incident_timeline_and_resolve_with_token(server: Server) -> None:
 def test_viewing_an_incident_needs_who_and_why_and_is_logged(server: Server) -> None:
     client = TestClient(server.app, headers={"Authorization": f"Bearer {TOKEN}"})
     alert = Alert(device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=now_utc())
-    incident = server.runtime.handle_alert(alert).incident
+    incident = server.services.alerts.handle(alert).incident
     url = f"/api/v1/incidents/{incident}"
 
     anonymous = client.get(url)
@@ -118,7 +118,7 @@ def test_viewing_an_incident_needs_who_and_why_and_is_logged(server: Server) -> 
         "X-Panicbutton-Justification": "worker asked what happened on her shift",
     }
     assert client.get(url, headers=why).status_code == 200
-    with server.runtime.sessions() as s:
+    with server.services.sessions() as s:
         viewed = s.scalars(select(LogEntry).where(LogEntry.type == "record.viewed")).one()
         kept = s.get(PersonalData, viewed.data["ref"])
     assert viewed.data["by"] == "night-manager"

@@ -78,8 +78,8 @@ def client(database_url: str, tmp_path: Path) -> Iterator[TestClient]:
             headers={"Authorization": f"Bearer {TOKEN}"},
         )
     finally:
-        server.runtime.close()
-        server.runtime.engine.dispose()
+        server.services.stop()
+        server.services.engine.dispose()
 
 
 def alert_body(**changes: Any) -> bytes:

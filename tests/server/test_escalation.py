@@ -21,8 +21,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from panicbutton.clock import ManualClock
 from panicbutton.wire import Alert, Feedback, alert_topic, feedback_topic, new_alert_id
-from server.clock import ManualClock
 from server.models import Incident, Page
 from tests.harness import (
     DEVICE_TOKENS,
@@ -335,15 +335,15 @@ GAP = {
 def test_managers_are_warned_ahead_of_a_gap_and_the_default_group_covers_it(system: System) -> None:
     assert system.server is not None
     warned: set[Any] = set()
-    start = system.server.runtime.check_duty_gap(warned)
+    start = system.server.services.rota.check_gap(warned)
     assert start is not None
     assert start == clock(system).now() + timedelta(minutes=30)
     assert system.twilio.wait_for(
         lambda sent: any("Personne n'est de garde de 22:30 à" in b for b in sms(system, MANAGER))
     )
-    assert system.server.runtime.check_duty_gap(warned) is None  # once per gap
+    assert system.server.services.rota.check_gap(warned) is None  # once per gap
     advance(system, 45 * 60)  # 22:45: nobody's shift
-    assert system.server.runtime.check_duty_gap(warned) is None  # still once, inside it
+    assert system.server.services.rota.check_gap(warned) is None  # still once, inside it
     alert(system)
     settle(system)
     assert sms(system, RECEPTION) == []
@@ -463,8 +463,8 @@ def test_a_reply_that_failed_is_acted_on_when_twilio_retries(
     incident_id = alert(system)
     settle(system)
     assert system.server is not None
-    runtime = system.server.runtime
-    real = runtime.handle_sms
+    services = system.server.services
+    real = services.sms.handle
     calls: list[str] = []
 
     def flaky(*, phone: str, body: str) -> None:
@@ -473,7 +473,7 @@ def test_a_reply_that_failed_is_acted_on_when_twilio_retries(
             raise RuntimeError("database went away")
         real(phone=phone, body=body)
 
-    monkeypatch.setattr(runtime, "handle_sms", flaky)
+    monkeypatch.setattr(services.sms, "handle", flaky)
     for expected in (500, 200):  # Twilio retries the same message after an error
         response = system.twilio.inbound_sms(
             system.sms_webhook,
@@ -561,21 +561,17 @@ def test_after_an_outage_missed_repeats_are_not_fired_in_a_burst(system: System)
     alert(system)
     settle(system)
     assert system.server is not None
-    system.server.runtime.scheduler.stop()  # the server stalls for half an hour
+    scheduler = system.server.services.scheduler
+    scheduler.stop()  # the server stalls for half an hour
     clock(system).advance(1800)
-    system.server.runtime.scheduler = type(system.server.runtime.scheduler)(
-        sessions=system.server.runtime.sessions,
-        clock=clock(system),
-        run_job=system.server.runtime._run_job,
-    )
-    system.server.runtime.scheduler.start()
+    scheduler.start()
     settle(system)
     # One catch-up page (step 1, everyone), not 30 missed repeats at once ...
     assert len(sms(system, MANAGER)) == 1
     assert [e.data["skipped"] for e in system.events("escalation.repeats_skipped")] == [29]
     advance(system, 60)  # ... and then the usual pace again
     assert len(sms(system, MANAGER)) == 2
-    system.server.runtime.scheduler.stop()
+    scheduler.stop()
 
 
 def pressed(system: System) -> Alert:
@@ -822,7 +818,7 @@ SMS_ONLY = {"steps": [{"after": 0, "who": "on_duty", "channels": ["sms"]}], "rep
 def codes_of(system: System, staff_id: str) -> dict[int, int]:
     """incident -> the reply code ``staff_id`` was paged with (read where the phone got it)."""
     assert system.server is not None
-    with system.server.runtime.sessions() as s:
+    with system.server.services.sessions() as s:
         return {
             p.incident_id: p.reply_code
             for p in s.scalars(select(Page).where(Page.staff_id == staff_id).order_by(Page.id))
@@ -848,7 +844,7 @@ def test_a_storm_of_spoofed_guesses_from_several_numbers_takes_no_alarm(
 ) -> None:
     assert system.server is not None
     for i in range(1, STORM_ROOMS + 1):
-        system.server.runtime.handle_alert(
+        system.server.services.alerts.handle(
             Alert(device_id=f"unit-{i}", alert_id=new_alert_id(), seq=1, pressed_at=START_AT)
         )
     settle(system)

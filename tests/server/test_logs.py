@@ -238,13 +238,13 @@ def test_a_link_page_that_fails_is_not_cached_either(tmp_path: Path) -> None:
     server = build(settings, site=sample_site())
     token = make_token(settings.link_secret.get_secret_value(), 1, datetime.now(UTC))
     # The database is gone under the running server: the page cannot be read (500).
-    server.runtime.engine.dispose()
+    server.services.engine.dispose()
     database.unlink()
     try:
         answer = TestClient(server.app, raise_server_exceptions=False).get(f"/ack/{token}")
     finally:
-        server.runtime.close()
-        server.runtime.engine.dispose()
+        server.services.stop()
+        server.services.engine.dispose()
 
     assert answer.status_code == 500
     assert answer.headers.get("Cache-Control") == "no-store"

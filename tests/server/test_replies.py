@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.replies import Command, Kind, parse
+from server.replies.words import Command, Kind, parse
 
 
 @pytest.mark.parametrize(

@@ -65,7 +65,7 @@ def many_rooms(n: int = MANY) -> list[dict[str, Any]]:
 def press(system: System, device: str) -> None:
     """What the ingest does with a unit's alert (MQTT is exercised by the storm test)."""
     assert system.server is not None
-    system.server.runtime.handle_alert(
+    system.server.services.alerts.handle(
         Alert(device_id=device, alert_id=new_alert_id(), seq=1, pressed_at=now_utc())
     )
 
@@ -240,11 +240,11 @@ def test_a_call_twilio_took_before_a_crash_is_not_placed_again(system: System) -
     idle(system)
     [call] = system.twilio.calls_to(RECEPTION)
     assert system.server is not None
-    runtime = system.server.runtime
+    services = system.server.services
     # The server dies after Twilio accepted the call and before it recorded it: the
     # page is left "sending", with no call id.
     system.stop_server()
-    with runtime.sessions.begin() as s:
+    with services.sessions.begin() as s:
         page_id = s.scalar(
             select(Page.id).where(Page.staff_id == "reception", Page.channel == "call")
         )
@@ -261,7 +261,7 @@ def test_a_call_twilio_took_before_a_crash_is_not_placed_again(system: System) -
     system.start_server()
     idle(system)
     assert len(system.twilio.calls_to(RECEPTION)) == 1, "the call was placed twice"
-    with system.server.runtime.sessions() as s:
+    with system.server.services.sessions() as s:
         page = s.get_one(Page, page_id)
         assert (page.status, page.provider_sid) == ("sent", call.sid)
     assert any(
@@ -276,7 +276,7 @@ def test_a_status_callback_reaches_every_page_of_a_big_bundle(system: System) ->
         press(system, f"unit-{i}")
     idle(system)
     bundle = next(s for s in system.twilio.sent if s.to == RECEPTION and "more rooms" in s.body)
-    with system.server.runtime.sessions() as s:  # type: ignore[union-attr]
+    with system.server.services.sessions() as s:  # type: ignore[union-attr]
         pages = set(s.scalars(select(Page.id).where(Page.provider_sid == bundle.sid)))
     # More pages than the callback's URL can name.
     assert len(pages) > 20
@@ -291,7 +291,7 @@ def test_a_status_callback_reaches_every_page_of_a_big_bundle(system: System) ->
     # Every alarm of the undelivered bundle knows it, and its next step is brought forward.
     assert {e.data["page"] for e in system.events("page.status")} == pages
     hurried = {e.incident_id for e in system.events("escalation.hurried")}
-    with system.server.runtime.sessions() as s:  # type: ignore[union-attr]
+    with system.server.services.sessions() as s:  # type: ignore[union-attr]
         incidents = set(s.scalars(select(Page.incident_id).where(Page.id.in_(pages))))
     assert hurried == incidents
 
@@ -321,7 +321,7 @@ def test_a_page_whose_record_fails_is_looked_up_and_never_sent_twice(
         assert len(system.twilio.calls_to(phone)) == 1
     recovered = [e.data["page"] for e in system.events("page.sent") if e.data.get("recovered")]
     assert sorted(map(str, recovered)) == sorted(failed)
-    with system.server.runtime.sessions() as s:  # type: ignore[union-attr]
+    with system.server.services.sessions() as s:  # type: ignore[union-attr]
         assert set(s.scalars(select(Page.status))) == {"sent"}
 
 
@@ -337,7 +337,7 @@ def test_a_list_link_never_reaches_an_alarm_opened_after_it(system: System) -> N
     idle(system)
     listed = httpx.get(local)
     assert rooms_named(listed.text) == {1, 2, 3}
-    with system.server.runtime.sessions() as s:  # type: ignore[union-attr]
+    with system.server.services.sessions() as s:  # type: ignore[union-attr]
         room_4 = s.scalar(
             select(Page.id).where(Page.staff_id == "reception", Page.incident_id == 4)
         )
@@ -358,7 +358,7 @@ STORM = 30
 )
 def test_a_storm_of_mashed_buttons_sends_the_bundle_first_and_few_news(system: System) -> None:
     assert system.server is not None
-    runtime = system.server.runtime
+    services = system.server.services
     # A slow sender (2 SMS a second): what waits behind what shows.
     system.twilio.sender_rate, system.twilio.sender_burst = 2.0, 4
     start = time.monotonic()
@@ -368,7 +368,7 @@ def test_a_storm_of_mashed_buttons_sends_the_bundle_first_and_few_news(system: S
     ]
     for a in alerts:  # every room pressed three times, within the bundle window
         for presses in (1, 2, 3):
-            runtime.handle_alert(dataclasses.replace(a, presses=presses))
+            services.alerts.handle(dataclasses.replace(a, presses=presses))
     print(f"\n  presses took {time.monotonic() - start:.1f} s")
 
     def bundle(phone: str) -> list[float]:
@@ -407,8 +407,8 @@ def units(text: str) -> int:
 def test_emoji_room_labels_and_names_fit_twilio_in_every_text(system: System) -> None:
     assert system.server is not None
     first = Alert(device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=now_utc())
-    system.server.runtime.handle_alert(first)
-    system.server.runtime.handle_alert(dataclasses.replace(first, presses=2))
+    system.server.services.alerts.handle(first)
+    system.server.services.alerts.handle(dataclasses.replace(first, presses=2))
     idle(system)
 
     def inbound(phone: str, body: str) -> None:
@@ -457,7 +457,7 @@ def test_without_links_a_big_bundle_sends_every_room_and_its_code(system: System
     idle(system, timeout=60)
     assert system.twilio.refused == [], [(r.to, r.code) for r in system.twilio.refused]
     assert system.server is not None
-    with system.server.runtime.sessions() as s:
+    with system.server.services.sessions() as s:
         pages = s.execute(select(Page.staff_id, Page.incident_id, Page.reply_code)).all()
     room_of = {i.id: int(i.room_id.removeprefix("room-")) for i in system.incidents()}
     for phone, staff_id, word in ((RECEPTION, "reception", "Reply"), (FLOOR, "floor", "Antwoord")):
@@ -528,14 +528,14 @@ def test_a_half_sent_call_never_takes_another_half_sent_calls_place(system: Syst
     press(system, "unit-2")
     idle(system)
     assert system.server is not None
-    runtime = system.server.runtime
+    services = system.server.services
     system.stop_server()
     # Both of reception's call pages were left "sending" by a crash; Twilio got only
     # Room 2's call. Room 1's page must not be taken as sent by Room 2's call.
     system.twilio.calls[:] = [
         c for c in system.twilio.calls if not (c.to == RECEPTION and "Room 1" in c.spoken)
     ]
-    with runtime.sessions.begin() as s:
+    with services.sessions.begin() as s:
         s.execute(
             update(Page)
             .where(Page.staff_id == "reception", Page.channel == "call")

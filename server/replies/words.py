@@ -5,7 +5,7 @@ more open alarms), unique among that person's unresolved incidents. The code is
 what authenticates a reply (a sender number can be spoofed): "482", "482a", "a 482" or "ok 482"
 acknowledges the incident with code 482; a bare "a", "ok" or "ack" does
 nothing but ask for the code. "482g" closes it as handled (genuine), "482f" as
-a false alarm, once it is acknowledged (never an open alarm: see server.runtime).
+a false alarm, once it is acknowledged (never an open alarm: see server.replies.sms).
 "DUTY" takes over duty now, "DUTY OFF" ends that.
 STOP, STOPALL, UNSUBSCRIBE, CANCEL, END and QUIT are never commands: they opt
 the number out at the carrier, and we record that. Unknown numbers get no reply.

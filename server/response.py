@@ -1,0 +1,148 @@
+"""Taking and closing an alarm: a person acknowledges (paging stops, the others
+are told who is going, the unit shows "help is coming"), and staff resolve it
+with its outcome. Also the reads the acknowledgement links need."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from panicbutton.clock import Clock
+from server import incidents
+from server.escalation.plans import round_of
+from server.incidents import Outcome
+from server.models import Incident, Page
+from server.news import RepressNews, Tell
+from server.paging import messages
+from server.paging.pager import Pager
+from server.site import Site
+from server.units.feedback import Lights
+
+log = logging.getLogger(__name__)
+
+
+class Responder:
+    """Acknowledges and resolves incidents for staff, by any path (SMS, call, link, API)."""
+
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        site: Site,
+        clock: Clock,
+        pager: Pager,
+        lights: Lights,
+        news: RepressNews,
+        tell: Tell,
+        wake: Callable[[], object],
+    ) -> None:
+        self._sessions = sessions
+        self._site = site
+        self._clock = clock
+        self._pager = pager
+        self._lights = lights
+        self._news = news
+        self._tell = tell
+        self._wake = wake
+
+    def acknowledge(
+        self, *, incident_id: int, staff_id: str, via: str, confirm: bool = True
+    ) -> Incident | None:
+        """A person acknowledges: paging stops, the others are told who is going, and the
+        room unit shows "help is coming". Returns the incident, or None if unknown."""
+        member = self._site.member(staff_id)
+        now = self._clock.now()
+        with self._sessions.begin() as s:
+            incident = s.get(Incident, incident_id)
+            if incident is None:
+                return None
+            changed = incidents.acknowledge(
+                session=s, incident=incident, staff_id=staff_id, via=via, now=now
+            )
+        room = self._site.room(incident.room_id).label
+        if not changed:
+            if incident.acknowledged_by != staff_id and confirm:
+                acker = self._site.member(incident.acknowledged_by or staff_id)
+                self._pager.send_text(
+                    member,
+                    messages.already(member.language, name=acker.name, room=room),
+                    incident_id=incident.id,
+                    purpose="already_acknowledged",
+                )
+            return incident
+        log.info("incident %d acknowledged by staff %s via %s", incident.id, staff_id, via)
+        self._lights.show(incident, now)
+        self._wake()
+        if confirm:
+            self._pager.send_text(
+                member,
+                messages.confirm(member.language, room=room),
+                incident_id=incident.id,
+                purpose="confirm",
+            )
+        self._tell.paged(
+            incident.id,
+            lambda other: messages.stand_down(other.language, name=member.name, room=room),
+            purpose="stand_down",
+            but=staff_id,
+        )
+        return incident
+
+    def resolve(self, *, incident_id: int, staff_id: str, outcome: Outcome) -> Incident | None:
+        """Close an incident with its outcome: a staff decision, never the room unit's."""
+        now = self._clock.now()
+        with self._sessions.begin() as s:
+            incident = s.get(Incident, incident_id)
+            if incident is None:
+                return None
+            changed = incidents.resolve(
+                session=s, incident=incident, staff_id=staff_id, outcome=outcome, now=now
+            )
+        if changed:
+            self._news.forget(incident_id)
+            self._lights.show(incident, now)
+            room = self._site.room(incident.room_id).label
+            self._tell.paged(
+                incident.id,
+                lambda m: messages.closed(m.language, room=room),
+                purpose="closed",
+                but=staff_id,
+            )
+        return incident
+
+    def page(self, page_id: int) -> tuple[Page, Incident] | None:
+        """A page and its incident, or None if either is unknown."""
+        with self._sessions() as s:
+            page = s.get(Page, page_id)
+            incident = s.get(Incident, page.incident_id) if page else None
+        return (page, incident) if page is not None and incident is not None else None
+
+    def current_page(self, page_id: int) -> Page | None:
+        """The page, if it belongs to its incident's current round: a link from before
+        the alarm was resolved and pressed again is for the old round (the new round's
+        pages carry new links, as they carry new reply codes)."""
+        found = self.page(page_id)
+        if found is None or round_of(found[0].step) != found[1].round:
+            return None
+        return found[0]
+
+    def open_pages(self, page_id: int) -> list[tuple[Page, Incident]] | None:
+        """For the person page ``page_id`` was for: their newest page (up to that one,
+        a list link's own) for each of their open alarms, oldest alarm first: an alarm
+        opened after the link was sent has no page that old, so a forwarded or stale
+        link cannot stop its paging. None if the page is unknown."""
+        with self._sessions() as s:
+            page = s.get(Page, page_id)
+            if page is None:
+                return None
+            rows = s.execute(
+                select(Page, Incident)
+                .join(Incident, Incident.id == Page.incident_id)
+                .where(Page.staff_id == page.staff_id, Page.id <= page.id, Incident.state == "open")
+                .order_by(Incident.id, Page.id)
+            ).all()
+        newest = {incident.id: (page, incident) for page, incident in rows}
+        return list(newest.values())

@@ -1,0 +1,61 @@
+"""Every service of one server, built once by :func:`server.app.build` in
+dependency order and handed to the routes (:mod:`server.routes.deps`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from panicbutton.clock import Clock
+from server.escalation.scheduler import Scheduler
+from server.log.keeper import LogKeeper
+from server.log.personal import Retention
+from server.news import RepressNews, Tell
+from server.paging.pager import Pager
+from server.receipts import Receipts
+from server.replies.sms import SmsReplies
+from server.replies.voice import VoiceKeys
+from server.response import Responder
+from server.rota import Rota
+from server.runner import Runner
+from server.site import Site
+from server.units.alerts import Alerts
+from server.units.feedback import Lights
+from server.units.statuses import Statuses
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """The server's parts, from the database up; each built with all it needs."""
+
+    site: Site
+    clock: Clock
+    engine: Engine
+    sessions: sessionmaker[Session]
+    #: How long personal data is kept (notes, reviews, exports).
+    retention: Retention
+    keeper: LogKeeper
+    pager: Pager
+    scheduler: Scheduler
+    lights: Lights
+    tell: Tell
+    news: RepressNews
+    alerts: Alerts
+    statuses: Statuses
+    runner: Runner
+    responder: Responder
+    rota: Rota
+    receipts: Receipts
+    sms: SmsReplies
+    voice: VoiceKeys
+
+    def start(self) -> None:
+        """Send what a crash left queued, then run due jobs."""
+        self.pager.redrive()
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        self.scheduler.stop()
+        self.pager.close()

@@ -1,0 +1,67 @@
+"""What a room unit's light should show for its incident, and sending it there.
+
+The feedback goes out through an injected sink (the MQTT link in production),
+read fresh under a lock so that two threads publishing for one incident
+cannot leave an older state retained at the broker.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from panicbutton.wire import Alert, Feedback, FeedbackState
+from server.incidents import FEEDBACK_FOR, State
+from server.models import Incident
+
+#: Publishes feedback to a unit: (device id, feedback, retain).
+FeedbackSink = Callable[[str, Feedback, bool], None]
+#: Incident kinds that come from a room unit's button (they get feedback on its light).
+FROM_BUTTON = ("panic", "test")
+
+
+def feedback_of(incident: Incident, now: datetime) -> Feedback:
+    """Where ``incident`` stands, as its unit's feedback message."""
+    return Feedback(
+        alert_id=incident.alert_id,
+        state=FEEDBACK_FOR[State(incident.state)],
+        at=now,
+        incident=incident.id,
+        presses=incident.presses,
+        round=incident.round,
+    )
+
+
+class Lights:
+    """Tells room units where their alerts stand."""
+
+    def __init__(self, *, sessions: sessionmaker[Session], publish: FeedbackSink) -> None:
+        self._sessions = sessions
+        self._publish = publish
+        self._lock = threading.Lock()
+
+    def show(self, incident: Incident, now: datetime) -> None:
+        """Tell the unit of ``incident`` where it stands now (button incidents only);
+        retained for a panic alert, not for a test."""
+        if incident.kind not in FROM_BUTTON:
+            return
+        with self._lock, self._sessions() as s:
+            fresh = s.get_one(Incident, incident.id)
+            self._publish(fresh.device_id, feedback_of(fresh, now), fresh.kind == "panic")
+
+    def refuse(self, alert: Alert, now: datetime) -> Feedback:
+        """Tell a unit its alert is over without opening anything (see
+        :meth:`server.units.alerts.Alerts.handle`); not retained, so the feedback
+        of its own alerts stays."""
+        feedback = Feedback(
+            alert_id=alert.alert_id,
+            state=FeedbackState.RESOLVED,
+            at=now,
+            incident=0,
+            presses=alert.presses,
+        )
+        self._publish(alert.device_id, feedback, False)
+        return feedback
