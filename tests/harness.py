@@ -22,6 +22,7 @@ from gpiozero.pins.mock import MockFactory
 from pydantic import SecretStr
 from sqlalchemy import create_engine, func, select, text
 
+from demo.broker import MosquittoProcess, find_mosquitto, free_port
 from device.agent import Agent
 from device.clock import Clock as DeviceClock
 from device.config import parse_config
@@ -33,13 +34,7 @@ from server.clock import Clock
 from server.models import EscalationJob, Incident, LogEntry
 from server.settings import Settings
 from server.site import Site, parse_site
-from server.units.broker import (
-    SERVER_USER,
-    BrokerFiles,
-    MosquittoProcess,
-    find_mosquitto,
-    free_port,
-)
+from server.units.broker import SERVER_USER, BrokerFiles
 from tests.fakes.twilio import FakeTwilio
 
 __all__ = [

@@ -26,6 +26,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 import device.outbox
+from demo.broker import free_port
 from device.clock import ManualClock
 from device.indicator import Light
 from panicbutton.wire import (
@@ -37,7 +38,6 @@ from panicbutton.wire import (
     now_utc,
 )
 from server.paging.messages import local_time
-from server.units.broker import free_port
 from tests.fakes.twilio import Sent
 from tests.harness import BUTTON, FLOOR, MANAGER, MONITOR, RECEPTION, System, wait_until
 
