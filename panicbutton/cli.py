@@ -158,14 +158,14 @@ def _acknowledge(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from panicbutton.log import spec  # noqa: PLC0415
+    from panicbutton.log import checkpoints, spec  # noqa: PLC0415
 
     out: Path | None = args.out
     if out is None:
         print("panicbutton audit keygen: say where with --out FILE", file=sys.stderr)
         return 2
     try:
-        signer = spec.Signer.generate(args.name)
+        signer = checkpoints.Signer.generate(args.name)
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except spec.LogFormatError as exc:
         print(f"panicbutton audit keygen: {exc}", file=sys.stderr)

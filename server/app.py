@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from panicbutton import __version__
-from panicbutton.log import spec
+from panicbutton.log import checkpoints
 from panicbutton.redact import protect_handlers
 from server.clock import Clock
 from server.db import make_engine, migrate
@@ -240,7 +240,7 @@ async def _method_not_allowed(request: Request, _: Exception) -> JSONResponse:
     )
 
 
-def _signer(settings: Settings, site: Site) -> spec.Signer:
+def _signer(settings: Settings, site: Site) -> checkpoints.Signer:
     if settings.log_key_file is not None:
         try:
             return load_signer(settings.log_key_file)
@@ -248,4 +248,4 @@ def _signer(settings: Settings, site: Site) -> spec.Signer:
             raise SettingsError(str(exc)) from None
     # Only the demo gets here (settings refuse a missing key otherwise): a throwaway key.
     slug = "".join(c if c.isalnum() else "-" for c in site.name.lower()).strip("-") or "site"
-    return spec.Signer.generate(f"panicbutton.demo/{slug}")
+    return checkpoints.Signer.generate(f"panicbutton.demo/{slug}")

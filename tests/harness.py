@@ -27,7 +27,7 @@ from device.agent import Agent
 from device.clock import Clock as DeviceClock
 from device.config import parse_config
 from device.indicator import Light
-from panicbutton.log import spec
+from panicbutton.log import checkpoints
 from panicbutton.wire import parse_topic
 from server.app import Server, build
 from server.clock import Clock
@@ -92,7 +92,7 @@ def sample_site(**changes: Any) -> Site:
 
 def write_log_key(path: Path, name: str = "panicbutton.test/log") -> Path:
     """A fresh log signing key at ``path`` (mode 600), as `panicbutton audit keygen` writes."""
-    path.write_text(spec.Signer.generate(name).private_text())
+    path.write_text(checkpoints.Signer.generate(name).private_text())
     path.chmod(0o600)
     return path
 

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import delete, select, text, update
 
 from panicbutton.cli import main
-from panicbutton.log import canonical, spec, verify
+from panicbutton.log import canonical, checkpoints, spec, verify
 from panicbutton.wire import Alert, new_alert_id, now_utc
 from server.log.keeper import LogFailedError, LogKeeper
 from server.models import LogEntry, PersonalData
@@ -266,14 +266,14 @@ def test_checkpoints_are_signed_and_also_kept_in_a_file(system: System) -> None:
     assert wait_until(lambda: _signed(system) == size)
     with client(system) as c:
         served = c.get("/log/checkpoint")
-        verifier = spec.VerifierKey.parse(c.get("/log/key").text)
+        verifier = checkpoints.VerifierKey.parse(c.get("/log/key").text)
     assert served.status_code == 200
-    assert spec.open_checkpoint(served.text, verifier).size == size
+    assert checkpoints.open_checkpoint(served.text, verifier).size == size
     assert system.settings.log_checkpoint_file is not None
     kept = [
         json.loads(line) for line in system.settings.log_checkpoint_file.read_text().splitlines()
     ]
-    sizes = [spec.open_checkpoint(note, verifier).size for note in kept]
+    sizes = [checkpoints.open_checkpoint(note, verifier).size for note in kept]
     assert sizes == sorted(sizes)
     assert kept[-1] == served.text
 
