@@ -27,6 +27,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final, Self
 
+from panicbutton.fields import REQUIRED, read_field
+from panicbutton.log.spec import format_time
+
 VERSION: Final = 1
 PREFIX: Final = f"pb/v{VERSION}/dev"
 QOS: Final = 1
@@ -106,13 +109,6 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def format_time(moment: datetime) -> str:
-    """RFC 3339 in UTC with milliseconds, e.g. ``2026-11-28T12:00:00.123Z``."""
-    if moment.tzinfo is None:
-        raise WireError("times on the wire must carry a time zone")
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 #: RFC 3339 section 5.6 ``date-time``: ASCII digits, ``T``/``t``, a fraction of any
 #: length, and ``Z``/``z`` or a numeric offset (which the contract requires).
 _RFC3339: Final = re.compile(
@@ -181,11 +177,11 @@ def _load(payload: bytes, what: str) -> dict[str, Any]:
     return data
 
 
-def _field(data: dict[str, Any], name: str, kind: type, what: str) -> Any:
-    value = data.get(name)
-    # bool is an int in Python; a JSON true is never a valid number here.
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise WireError(f"{what}.{name} must be {kind.__name__}, got {value!r}")
+def _field(data: dict[str, Any], name: str, kind: type, what: str, default: Any = REQUIRED) -> Any:
+    """``what.name``, typed as :func:`read_field` reads it; a count is within ``INT_MAX``."""
+    value = read_field(
+        data, name, kind, lambda problem: WireError(f"{what}.{name} {problem}"), default=default
+    )
     if isinstance(value, int) and value > INT_MAX:
         raise WireError(f"{what}.{name} must be at most {INT_MAX}, got {value}")
     if isinstance(value, int) and value < 0:
@@ -193,8 +189,14 @@ def _field(data: dict[str, Any], name: str, kind: type, what: str) -> Any:
     return value
 
 
-def _dump(obj: object) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+def _to_json(message: Alert | Status | Feedback) -> bytes:
+    """A message as compact JSON, keys sorted: times in ``format_time``'s form, states
+    and kinds as their values."""
+    data = {
+        name: format_time(value) if isinstance(value, datetime) else value
+        for name, value in asdict(message).items()
+    }
+    return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
 
 
 def new_alert_id() -> str:
@@ -234,10 +236,7 @@ class Alert:
                 raise WireError(f"alert.{name} must be at most {INT_MAX}, got {value}")
 
     def to_json(self) -> bytes:
-        data = asdict(self)
-        data["pressed_at"] = format_time(self.pressed_at)
-        data["kind"] = str(self.kind)
-        return _dump(data)
+        return _to_json(self)
 
     @classmethod
     def from_json(cls, payload: bytes) -> Self:
@@ -253,7 +252,7 @@ class Alert:
             seq=_field(data, "seq", int, "alert"),
             pressed_at=parse_time(data.get("pressed_at"), "alert.pressed_at"),
             kind=alert_kind,
-            presses=_field({"presses": data.get("presses", 1)}, "presses", int, "alert"),
+            presses=_field(data, "presses", int, "alert", 1),
         )
 
 
@@ -277,10 +276,7 @@ class Status:
     v: int = field(default=VERSION)
 
     def to_json(self) -> bytes:
-        data = asdict(self)
-        data["at"] = format_time(self.at)
-        data["state"] = str(self.state)
-        return _dump(data)
+        return _to_json(self)
 
     @classmethod
     def from_json(cls, payload: bytes) -> Self:
@@ -296,9 +292,9 @@ class Status:
             state=state,
             at=parse_time(data.get("at"), "status.at"),
             version=str(data.get("version", "")),
-            outbox=_field({"outbox": data.get("outbox", 0)}, "outbox", int, "status"),
-            uptime=_field({"uptime": data.get("uptime", 0)}, "uptime", int, "status"),
-            error=_field({"error": data.get("error", "")}, "error", str, "status")[:200],
+            outbox=_field(data, "outbox", int, "status", 0),
+            uptime=_field(data, "uptime", int, "status", 0),
+            error=_field(data, "error", str, "status", "")[:200],
         )
 
 
@@ -328,10 +324,7 @@ class Feedback:
     v: int = field(default=VERSION)
 
     def to_json(self) -> bytes:
-        data = asdict(self)
-        data["at"] = format_time(self.at)
-        data["state"] = str(self.state)
-        return _dump(data)
+        return _to_json(self)
 
     @classmethod
     def from_json(cls, payload: bytes) -> Self:
@@ -351,6 +344,6 @@ class Feedback:
             state=state,
             at=parse_time(data.get("at"), "feedback.at"),
             incident=_field(data, "incident", int, "feedback"),
-            presses=_field({"presses": data.get("presses", 1)}, "presses", int, "feedback"),
-            round=_field({"round": data.get("round", 0)}, "round", int, "feedback"),
+            presses=_field(data, "presses", int, "feedback", 1),
+            round=_field(data, "round", int, "feedback", 0),
         )

@@ -107,11 +107,16 @@ class LogFormatError(ValueError):
 
 
 def format_time(at: datetime) -> str:
-    """UTC, millisecond precision, with a Z: ``2026-11-28T21:04:05.123Z``."""
+    """UTC, millisecond precision (truncated), with a Z: ``2026-11-28T21:04:05.123Z``.
+
+    The one form of a time in the log and on the wire (:mod:`panicbutton.wire` uses
+    this function)."""
     if at.tzinfo is None:
-        raise LogFormatError("log times must carry a time zone")
-    utc = at.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+        raise LogFormatError("times in the log and on the wire must carry a time zone")
+    # NOTE: the same bytes as strftime("%Y-%m-%dT%H:%M:%S.") + milliseconds + "Z" for
+    # every year the format holds (1000-9999); below 1000, isoformat pads the year to
+    # four digits, as parse_time requires, where strftime would not.
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 #: ASCII digits only (``\d`` would take any script's digits).
