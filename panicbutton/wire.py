@@ -1,8 +1,10 @@
 """The MQTT wire contract between room units and the server, version 1.
 
 Both sides import this module, so it uses the standard library only (a room
-unit is a Raspberry Pi Zero 2 W). ``docs/asyncapi.yaml`` documents the same
-topics and payloads for readers who do not read Python.
+unit is a Raspberry Pi Zero 2 W), with :mod:`panicbutton.fields` and the log's
+``format_time`` (:mod:`panicbutton.log.spec`), standard library themselves.
+``docs/asyncapi.yaml`` documents the same topics and payloads for readers who do not
+read Python.
 
 Topics carry the contract version and the device id::
 
