@@ -6,8 +6,8 @@ print. Both renderings name their source (the bundle's SHA-256 and the signed
 checkpoint it was checked against), so a reader can tie a printed page back to
 the log that produced it.
 
-Standard library only (and ``panicbutton.ledger``): this runs in the standalone
-verifier's environment. The rows hold pseudonymous ids only, as the log does.
+Standard library only (with :mod:`.spec` and the thresholds of :mod:`.meaning`): this
+runs in the standalone verifier's environment. The rows hold pseudonymous ids only, as the log does.
 """
 
 from __future__ import annotations
