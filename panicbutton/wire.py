@@ -17,6 +17,8 @@ name is its device id); the server checks again that the id inside a payload
 matches the topic it came on.
 
 Everything works over MQTT 3.1.1: no user properties, no response topics.
+
+Over 300 lines on purpose: the whole contract is one module, as its AsyncAPI is one file.
 """
 
 from __future__ import annotations
