@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
+from demo.broker import EmbeddedBroker, MosquittoProcess, find_mosquitto, free_port
 from device.agent import Agent
 from device.config import parse_config
 from device.indicator import Light
@@ -33,14 +34,7 @@ from server.models import Incident, Page
 from server.paging.notifier import ConsoleNotifier
 from server.settings import Settings
 from server.site import Site, parse_site
-from server.units.broker import (
-    SERVER_USER,
-    BrokerFiles,
-    EmbeddedBroker,
-    MosquittoProcess,
-    find_mosquitto,
-    free_port,
-)
+from server.units.broker import SERVER_USER, BrokerFiles
 
 BUTTON_PIN = 17
 LIGHT_WORDS = {

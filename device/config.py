@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 from device.errors import ConfigError
 from device.pins import PinFactory
 from device.press import Gesture, PressConfig
+from panicbutton.fields import read_field
 from panicbutton.wire import DEVICE_ID_RE
 
 #: BCM numbers usable for a button or LED on a 40-pin header (0 and 1 are the HAT EEPROM bus).
@@ -118,12 +120,7 @@ class _Reader:
             if default is ...:
                 raise self.fail(key, f"is missing: add it under [{section}]")
             return default
-        value = table[name]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise self.fail(key, f"must be {_kind_name(kind)}, got {value!r}")
-        return value
+        return read_field(table, name, kind, partial(self.fail, key), kind_name=_kind_name(kind))
 
     def pin(self, key: str, default: int) -> int:
         value: int = self.get(key, int, default)

@@ -1,8 +1,10 @@
 """The MQTT wire contract between room units and the server, version 1.
 
 Both sides import this module, so it uses the standard library only (a room
-unit is a Raspberry Pi Zero 2 W). ``docs/asyncapi.yaml`` documents the same
-topics and payloads for readers who do not read Python.
+unit is a Raspberry Pi Zero 2 W), with :mod:`panicbutton.fields` and the log's
+``format_time`` (:mod:`panicbutton.log.spec`), standard library themselves.
+``docs/asyncapi.yaml`` documents the same topics and payloads for readers who do not
+read Python.
 
 Topics carry the contract version and the device id::
 
@@ -15,6 +17,8 @@ name is its device id); the server checks again that the id inside a payload
 matches the topic it came on.
 
 Everything works over MQTT 3.1.1: no user properties, no response topics.
+
+Over 300 lines on purpose: the whole contract is one module, as its AsyncAPI is one file.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final, Self
+
+from panicbutton.fields import REQUIRED, read_field
+from panicbutton.log.spec import format_time
 
 VERSION: Final = 1
 PREFIX: Final = f"pb/v{VERSION}/dev"
@@ -106,13 +113,6 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def format_time(moment: datetime) -> str:
-    """RFC 3339 in UTC with milliseconds, e.g. ``2026-11-28T12:00:00.123Z``."""
-    if moment.tzinfo is None:
-        raise WireError("times on the wire must carry a time zone")
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 #: RFC 3339 section 5.6 ``date-time``: ASCII digits, ``T``/``t``, a fraction of any
 #: length, and ``Z``/``z`` or a numeric offset (which the contract requires).
 _RFC3339: Final = re.compile(
@@ -181,11 +181,11 @@ def _load(payload: bytes, what: str) -> dict[str, Any]:
     return data
 
 
-def _field(data: dict[str, Any], name: str, kind: type, what: str) -> Any:
-    value = data.get(name)
-    # bool is an int in Python; a JSON true is never a valid number here.
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise WireError(f"{what}.{name} must be {kind.__name__}, got {value!r}")
+def _field(data: dict[str, Any], name: str, kind: type, what: str, default: Any = REQUIRED) -> Any:
+    """``what.name``, typed as :func:`read_field` reads it; a count is within ``INT_MAX``."""
+    value = read_field(
+        data, name, kind, lambda problem: WireError(f"{what}.{name} {problem}"), default=default
+    )
     if isinstance(value, int) and value > INT_MAX:
         raise WireError(f"{what}.{name} must be at most {INT_MAX}, got {value}")
     if isinstance(value, int) and value < 0:
@@ -193,8 +193,14 @@ def _field(data: dict[str, Any], name: str, kind: type, what: str) -> Any:
     return value
 
 
-def _dump(obj: object) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+def _to_json(message: Alert | Status | Feedback) -> bytes:
+    """A message as compact JSON, keys sorted: times in ``format_time``'s form, states
+    and kinds as their values."""
+    data = {
+        name: format_time(value) if isinstance(value, datetime) else value
+        for name, value in asdict(message).items()
+    }
+    return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
 
 
 def new_alert_id() -> str:
@@ -234,10 +240,7 @@ class Alert:
                 raise WireError(f"alert.{name} must be at most {INT_MAX}, got {value}")
 
     def to_json(self) -> bytes:
-        data = asdict(self)
-        data["pressed_at"] = format_time(self.pressed_at)
-        data["kind"] = str(self.kind)
-        return _dump(data)
+        return _to_json(self)
 
     @classmethod
     def from_json(cls, payload: bytes) -> Self:
@@ -253,7 +256,7 @@ class Alert:
             seq=_field(data, "seq", int, "alert"),
             pressed_at=parse_time(data.get("pressed_at"), "alert.pressed_at"),
             kind=alert_kind,
-            presses=_field({"presses": data.get("presses", 1)}, "presses", int, "alert"),
+            presses=_field(data, "presses", int, "alert", 1),
         )
 
 
@@ -277,10 +280,7 @@ class Status:
     v: int = field(default=VERSION)
 
     def to_json(self) -> bytes:
-        data = asdict(self)
-        data["at"] = format_time(self.at)
-        data["state"] = str(self.state)
-        return _dump(data)
+        return _to_json(self)
 
     @classmethod
     def from_json(cls, payload: bytes) -> Self:
@@ -296,9 +296,9 @@ class Status:
             state=state,
             at=parse_time(data.get("at"), "status.at"),
             version=str(data.get("version", "")),
-            outbox=_field({"outbox": data.get("outbox", 0)}, "outbox", int, "status"),
-            uptime=_field({"uptime": data.get("uptime", 0)}, "uptime", int, "status"),
-            error=_field({"error": data.get("error", "")}, "error", str, "status")[:200],
+            outbox=_field(data, "outbox", int, "status", 0),
+            uptime=_field(data, "uptime", int, "status", 0),
+            error=_field(data, "error", str, "status", "")[:200],
         )
 
 
@@ -328,10 +328,7 @@ class Feedback:
     v: int = field(default=VERSION)
 
     def to_json(self) -> bytes:
-        data = asdict(self)
-        data["at"] = format_time(self.at)
-        data["state"] = str(self.state)
-        return _dump(data)
+        return _to_json(self)
 
     @classmethod
     def from_json(cls, payload: bytes) -> Self:
@@ -351,6 +348,6 @@ class Feedback:
             state=state,
             at=parse_time(data.get("at"), "feedback.at"),
             incident=_field(data, "incident", int, "feedback"),
-            presses=_field({"presses": data.get("presses", 1)}, "presses", int, "feedback"),
-            round=_field({"round": data.get("round", 0)}, "round", int, "feedback"),
+            presses=_field(data, "presses", int, "feedback", 1),
+            round=_field(data, "round", int, "feedback", 0),
         )

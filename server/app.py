@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from panicbutton import __version__
 from panicbutton.clock import Clock, SystemClock
-from panicbutton.log import spec
+from panicbutton.log import checkpoints
 from panicbutton.redact import protect_handlers
 from server.db import make_engine, migrate, sessions
 from server.errors import SettingsError
@@ -277,7 +277,7 @@ def web_server(server: Server, *, host: str, port: int, log_level: str = "info")
     return uvicorn.Server(config)
 
 
-def _signer(settings: Settings, site: Site) -> spec.Signer:
+def _signer(settings: Settings, site: Site) -> checkpoints.Signer:
     if settings.log_key_file is not None:
         try:
             return load_signer(settings.log_key_file)
@@ -285,4 +285,4 @@ def _signer(settings: Settings, site: Site) -> spec.Signer:
             raise SettingsError(str(exc)) from None
     # Only the demo gets here (settings refuse a missing key otherwise): a throwaway key.
     slug = "".join(c if c.isalnum() else "-" for c in site.name.lower()).strip("-") or "site"
-    return spec.Signer.generate(f"panicbutton.demo/{slug}")
+    return checkpoints.Signer.generate(f"panicbutton.demo/{slug}")

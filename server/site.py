@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from panicbutton.fields import read_field
 from panicbutton.wire import DEVICE_ID_RE
 from server.errors import SiteError
 
@@ -175,12 +176,7 @@ class Site:
 
 
 def _need(table: dict[str, Any], key: str, where: str, kind: type = str) -> Any:
-    if key not in table:
-        raise SiteError(f"{where}: `{key}` is missing")
-    value = table[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise SiteError(f"{where}: `{key}` must be {kind.__name__}, got {value!r}")
-    return value
+    return read_field(table, key, kind, lambda problem: SiteError(f"{where}: `{key}` {problem}"))
 
 
 def _parse_rooms(data: dict[str, Any], where: str) -> tuple[Room, ...]:

@@ -22,23 +22,18 @@ from gpiozero.pins.mock import MockFactory
 from pydantic import SecretStr
 from sqlalchemy import create_engine, func, select, text
 
+from demo.broker import MosquittoProcess, find_mosquitto, free_port
 from device.agent import Agent
 from device.config import parse_config
 from device.indicator import Light
 from panicbutton.clock import Clock
-from panicbutton.log import spec
+from panicbutton.log import checkpoints
 from panicbutton.wire import parse_topic
 from server.app import Server, build
 from server.models import EscalationJob, Incident, LogEntry
 from server.settings import Settings
 from server.site import Site, parse_site
-from server.units.broker import (
-    SERVER_USER,
-    BrokerFiles,
-    MosquittoProcess,
-    find_mosquitto,
-    free_port,
-)
+from server.units.broker import SERVER_USER, BrokerFiles
 from tests.fakes.twilio import FakeTwilio
 
 __all__ = [
@@ -96,7 +91,7 @@ def sample_site(**changes: Any) -> Site:
 
 def write_log_key(path: Path, name: str = "panicbutton.test/log") -> Path:
     """A fresh log signing key at ``path`` (mode 600), as `panicbutton audit keygen` writes."""
-    path.write_text(spec.Signer.generate(name).private_text())
+    path.write_text(checkpoints.Signer.generate(name).private_text())
     path.chmod(0o600)
     return path
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from server.units.broker import find_mosquitto
+from demo.broker import find_mosquitto
 from tests.conftest import missing
 
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")

@@ -6,8 +6,8 @@ print. Both renderings name their source (the bundle's SHA-256 and the signed
 checkpoint it was checked against), so a reader can tie a printed page back to
 the log that produced it.
 
-Standard library only (and ``panicbutton.ledger``): this runs in the standalone
-verifier's environment. The rows hold pseudonymous ids only, as the log does.
+Standard library only (with :mod:`.spec` and the thresholds of :mod:`.meaning`): this
+runs in the standalone verifier's environment. The rows hold pseudonymous ids only, as the log does.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from panicbutton.log import spec
-from panicbutton.log.verify import LATE_MS, number
+from panicbutton.log import checkpoints, spec
+from panicbutton.log.meaning import LATE_MS, number
 
 #: The report's columns, in order (the CSV header and the keys of each row).
 COLUMNS = (
@@ -141,8 +141,10 @@ def _source(bundle_sha256: str, checkpoint: str) -> tuple[str, int, str]:
     """
     if not re.fullmatch(r"[0-9a-f]{64}", bundle_sha256):
         raise ValueError("bundle_sha256 must be 64 lowercase hex digits")
-    origin, size, root = spec.parse_checkpoint_text("\n".join(checkpoint.split("\n")[:3]) + "\n")
-    spec.checkpoint_text(origin, size, root)  # refuses an origin with spaces or controls
+    origin, size, root = checkpoints.parse_checkpoint_text(
+        "\n".join(checkpoint.split("\n")[:3]) + "\n"
+    )
+    checkpoints.checkpoint_text(origin, size, root)  # refuses an origin with spaces or controls
     return origin, size, base64.b64encode(root).decode()
 
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from panicbutton.log import canonical, merkle, spec, verify
+from panicbutton.log import bundles, canonical, checkpoints, merkle, spec
 from server.log.keeper import latest_checkpoint, stored_entries, stored_notes
 from server.log.personal import reveal
 from server.models import LogEntry, PersonalData
@@ -113,7 +113,7 @@ def bundle_files(
     session: Session,
     *,
     scope: str,
-    signer: spec.Signer,
+    signer: checkpoints.Signer,
     now: datetime,
     with_personal: bool = False,
 ) -> dict[str, bytes]:
@@ -175,7 +175,7 @@ def bundle_files(
     files["VERIFY.md"] = resources.files("panicbutton.log").joinpath("VERIFY.md").read_bytes()
     files["manifest.json"] = canonical.dumps(
         {
-            "format": verify.BUNDLE_FORMAT,
+            "format": bundles.BUNDLE_FORMAT,
             "scope": scope,
             "created": spec.format_time(now),
             "origin": key.name,

@@ -37,7 +37,7 @@ from typing import Any, NoReturn
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from panicbutton.log import canonical, merkle, spec, verify
+from panicbutton.log import canonical, checkpoints, integrity, meaning, merkle, spec, verdict
 from server.log import append, personal
 from server.log.personal import Retention
 from server.models import LogCheckpoint, LogEntry
@@ -59,7 +59,7 @@ class LogFailedError(RuntimeError):
     """The stored log is not consistent with its signed checkpoints: nothing is signed."""
 
 
-def load_signer(path: Path) -> spec.Signer:
+def load_signer(path: Path) -> checkpoints.Signer:
     """The log's signing key from ``path``; ValueError says what is wrong and what to do."""
     try:
         mode = path.stat().st_mode
@@ -74,7 +74,7 @@ def load_signer(path: Path) -> spec.Signer:
             f"PANICBUTTON_LOG_KEY_FILE: {path} is readable by other users; chmod 600 it"
         )
     try:
-        return spec.Signer.parse(text)
+        return checkpoints.Signer.parse(text)
     except spec.LogFormatError as exc:
         raise ValueError(f"PANICBUTTON_LOG_KEY_FILE: {path}: {exc}") from None
 
@@ -111,42 +111,42 @@ def stored_notes(session: Session, *, upto: int | None = None) -> list[str]:
 
 def verify_stored(
     session: Session,
-    key: spec.VerifierKey,
-    trusted: spec.Checkpoint | None = None,
-    kept: list[spec.Checkpoint] | None = None,
-) -> verify.Report:
+    key: checkpoints.VerifierKey,
+    trusted: checkpoints.Checkpoint | None = None,
+    kept: list[checkpoints.Checkpoint] | None = None,
+) -> verdict.Report:
     """Verify the stored log as an inspector's verifier would, against the database's
     checkpoints and ``kept`` ones (the file's); raises VerificationError."""
     notes = {note: _size(note) for note in stored_notes(session)}
     notes.update({cp.note: cp.size for cp in kept or ()})
     if not notes:
         # A log never signed yet: its chain, and where it stands.
-        scan = verify._scan(stored_entries(session), 0, spec.GENESIS)
+        scan = integrity.scan_entries(stored_entries(session), 0, spec.GENESIS)
         if scan.fault is not None:
             _, i, message = scan.fault
-            raise verify.VerificationError(
+            raise verdict.VerificationError(
                 message or f"entry {i}: its prev is not the entry before it", i
             )
         tree = spec.Frontier()
         for j in range(0, len(scan.leaves), 32):
             tree.append(scan.leaves[j : j + 32])
-        return verify.Report(
+        return verdict.Report(
             size=tree.size,
             root=tree.root(),
             frontier=list(tree.hashes),
             last_leaf=scan.leaves[-32:] if tree.size else spec.GENESIS,
         )
-    report, parsed = verify.verify_full(
+    report, parsed = integrity.verify_full(
         stored_entries(session), sorted(notes, key=notes.__getitem__), key, trusted=trusted
     )
-    verify.check_meaning(parsed, report, full=True)
+    meaning.check_meaning(parsed, report, full=True)
     return report
 
 
 def _size(note: str) -> int:
     """A checkpoint's size, to put it in order (its signature is checked later)."""
     try:
-        return spec.parse_checkpoint_text(spec.split_note(note)[0])[1]
+        return checkpoints.parse_checkpoint_text(checkpoints.split_note(note)[0])[1]
     except spec.LogFormatError:
         return -1
 
@@ -250,7 +250,7 @@ class LogKeeper:
         *,
         engine: Engine,
         sessions: sessionmaker[Session],
-        signer: spec.Signer,
+        signer: checkpoints.Signer,
         checkpoint_file: Path | None,
         clock: Any,
         retention: Retention,
@@ -387,14 +387,14 @@ class LogKeeper:
                 append.audit(s, at=now, type="log.heartbeat")
         self._next_beat = now + self._heartbeat
 
-    def sign(self) -> spec.Checkpoint | None:
+    def sign(self) -> checkpoints.Checkpoint | None:
         """Sign the log's head if it grew since the last checkpoint; returns it. Raises
         LogFailedError (nothing signed) when the log is not proven consistent with every
         checkpoint known."""
         with self._signing:  # the keeper's thread and an export's may both sign
             return self._sign()
 
-    def _sign(self) -> spec.Checkpoint | None:
+    def _sign(self) -> checkpoints.Checkpoint | None:
         if self.failure is not None:
             raise LogFailedError(self.failure)
         now = self._clock()
@@ -413,14 +413,14 @@ class LogKeeper:
                     return None
                 cp = self.signer.sign_checkpoint(size, root)
                 s.add(LogCheckpoint(size=cp.size, at=now, note=cp.note))
-        except verify.VerificationError as exc:
+        except verdict.VerificationError as exc:
             self._fail(str(exc))
         self._signed = cp.size
         self._append_file(cp)
         return cp
 
     # -- proving the log before signing -------------------------------------------------
-    def _establish(self, s: Session, kept: list[spec.Checkpoint]) -> verify.Report:
+    def _establish(self, s: Session, kept: list[checkpoints.Checkpoint]) -> verdict.Report:
         """Check the whole stored log against every checkpoint known (what the verifier
         does); from then on, only what is appended needs checking."""
         report = verify_stored(s, self.signer.verifier, kept=kept)
@@ -428,7 +428,7 @@ class LogKeeper:
         self._last_leaf = report.last_leaf
         return report
 
-    def _extend(self, s: Session, kept: list[spec.Checkpoint]) -> tuple[int, bytes]:
+    def _extend(self, s: Session, kept: list[checkpoints.Checkpoint]) -> tuple[int, bytes]:
         """The stored head (size, root), once proven by an RFC 9162 consistency proof to
         extend the tree checked so far, over the entries appended since; raises
         VerificationError if it does not."""
@@ -438,9 +438,9 @@ class LogKeeper:
         try:
             head = append.frontier(s.connection())
         except spec.LogFormatError as exc:
-            raise verify.VerificationError(f"the stored log head is damaged: {exc}") from None
+            raise verdict.VerificationError(f"the stored log head is damaged: {exc}") from None
         if head.size < tree.size:
-            raise verify.VerificationError(
+            raise verdict.VerificationError(
                 f"the log head says {head.size} entries, but {tree.size} were checked "
                 "already: entries were removed (or an older backup restored)"
             )
@@ -453,9 +453,9 @@ class LogKeeper:
             try:
                 entry = spec.parse_entry(raw)
             except spec.LogFormatError as exc:
-                raise verify.VerificationError(f"entry {n}: {exc}", n) from None
+                raise verdict.VerificationError(f"entry {n}: {exc}", n) from None
             if entry.n != n or entry.prev != last:
-                raise verify.VerificationError(
+                raise verdict.VerificationError(
                     f"entry {n}: it is not the entry appended after the log checked "
                     f"(entries before {n} were rewritten, or it was)",
                     n,
@@ -464,12 +464,12 @@ class LogKeeper:
             new.append(last)
             grown.append(last)
             if want.get(grown.size, set()) - {grown.root()}:
-                raise verify.VerificationError(
+                raise verdict.VerificationError(
                     f"the signed checkpoint of size {grown.size} is not the log checked: "
                     "the log was rewritten (or forked)"
                 )
         if len(new) != head.size - tree.size:
-            raise verify.VerificationError(
+            raise verdict.VerificationError(
                 f"the log head says {head.size} entries, but only {tree.size + len(new)} are stored"
             )
         try:
@@ -479,38 +479,40 @@ class LogKeeper:
             elif head.root() != grown.root():
                 raise merkle.ProofError("the head's root is not the entries' root")
         except merkle.ProofError as exc:
-            raise verify.VerificationError(
+            raise verdict.VerificationError(
                 f"the stored log head ({head.size} entries) is not consistent with the log "
                 f"checked up to {tree.size} entries ({exc}): the log was rewritten"
             ) from None
         self._tree, self._last_leaf = grown, last
         return head.size, head.root()
 
-    def _known(self, s: Session, kept: list[spec.Checkpoint]) -> list[spec.Checkpoint]:
+    def _known(
+        self, s: Session, kept: list[checkpoints.Checkpoint]
+    ) -> list[checkpoints.Checkpoint]:
         """The file's new checkpoints and the database's latest."""
         latest = latest_checkpoint(s)
         if latest is None:
             return kept
         try:
-            return [*kept, spec.open_checkpoint(latest.note, self.signer.verifier)]
+            return [*kept, checkpoints.open_checkpoint(latest.note, self.signer.verifier)]
         except spec.LogFormatError as exc:
-            raise verify.VerificationError(f"the database's latest checkpoint: {exc}") from None
+            raise verdict.VerificationError(f"the database's latest checkpoint: {exc}") from None
 
     @staticmethod
     def _unchecked(
-        known: list[spec.Checkpoint], tree: spec.Frontier, head: int
+        known: list[checkpoints.Checkpoint], tree: spec.Frontier, head: int
     ) -> dict[int, set[bytes]]:
         """The roots of the checkpoints newer than ``tree``, by size; one of ``tree``'s
         own size must have its root. (An older one not seen before is left to the next
         whole check.)"""
         for cp in known:
             if cp.size > head:
-                raise verify.VerificationError(
+                raise verdict.VerificationError(
                     f"a signed checkpoint covers {cp.size} entries but the log head says "
                     f"{head}: entries were cut off (or an older backup restored)"
                 )
             if cp.size == tree.size and cp.root != tree.root():
-                raise verify.VerificationError(
+                raise verdict.VerificationError(
                     f"the signed checkpoint of size {cp.size} is not the log checked: "
                     "the log was rewritten (or forked)"
                 )
@@ -559,7 +561,7 @@ class LogKeeper:
                 # NOTE: telling must not undo the refusal to sign; the next reminder retries.
                 log.exception("log keeper: could not tell the managers the log failed")
 
-    def _read_file(self, *, whole: bool) -> list[spec.Checkpoint]:
+    def _read_file(self, *, whole: bool) -> list[checkpoints.Checkpoint]:
         """Valid checkpoints of the file: its last KEPT_TAIL bytes (``whole``), or the
         lines appended since it was last read."""
         if self._file is None:
@@ -568,7 +570,7 @@ class LogKeeper:
             with self._file.open("rb") as f:
                 end = f.seek(0, os.SEEK_END)
                 if end < self._file_read:
-                    raise verify.VerificationError(
+                    raise verdict.VerificationError(
                         f"the checkpoint file {self._file} is shorter than when it was read: "
                         "it was cut or replaced"
                     )
@@ -578,7 +580,7 @@ class LogKeeper:
         except FileNotFoundError:
             if self._file_read:
                 message = f"the checkpoint file {self._file} is gone"
-                raise verify.VerificationError(message) from None
+                raise verdict.VerificationError(message) from None
             return []
         except OSError as exc:
             log.error("cannot read %s (%s): the log is not compared with it", self._file, exc)
@@ -586,11 +588,11 @@ class LogKeeper:
         whole_lines = data[: data.rfind(b"\n") + 1]
         self._file_read = start + len(whole_lines)
         lines = whole_lines.splitlines()[1 if whole and start else 0 :]  # the first may be cut
-        kept: list[spec.Checkpoint] = []
+        kept: list[checkpoints.Checkpoint] = []
         bad = 0
         for line in filter(None, lines):
             try:
-                kept.append(spec.open_checkpoint(json.loads(line), self.signer.verifier))
+                kept.append(checkpoints.open_checkpoint(json.loads(line), self.signer.verifier))
             except (ValueError, TypeError, spec.LogFormatError):
                 bad += 1
         if bad:
@@ -599,7 +601,7 @@ class LogKeeper:
             )
         return kept
 
-    def _append_file(self, cp: spec.Checkpoint) -> None:
+    def _append_file(self, cp: checkpoints.Checkpoint) -> None:
         if self._file is None:
             return
         line = json.dumps(cp.note).encode() + b"\n"
@@ -623,7 +625,7 @@ class LogKeeper:
                 exc.strerror,
             )
 
-    def self_verify(self, now: datetime) -> verify.Report | None:
+    def self_verify(self, now: datetime) -> verdict.Report | None:
         """Verify the whole stored log against every checkpoint known (the database's and
         the file's) and record the result as a ``log.verified`` entry; None if it failed
         (recorded, the managers told, nothing signed from then on)."""
@@ -633,7 +635,7 @@ class LogKeeper:
             try:
                 with self.sessions() as s:
                     report = self._establish(s, self._read_file(whole=True))
-            except verify.VerificationError as exc:
+            except verdict.VerificationError as exc:
                 with contextlib_suppress(LogFailedError):
                     self._fail(str(exc))
                 return None

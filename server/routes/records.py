@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from panicbutton.log import report, spec
+from panicbutton.log import checkpoints, report, spec
 from panicbutton.wire import INT_MAX
 from server.incidents import State
 from server.log import export, keeper, personal
@@ -339,7 +339,7 @@ def render_report(files: dict[str, bytes], *, fmt: str, now: datetime) -> tuple[
     rows = report.incident_rows(entries)
     digest = export.bundle_sha256(files)
     notes = files["checkpoints.jsonl"].splitlines()
-    checkpoint = spec.split_note(json.loads(notes[-1]))[0] if notes else ""
+    checkpoint = checkpoints.split_note(json.loads(notes[-1]))[0] if notes else ""
     if fmt == "csv":
         return report.to_csv(rows, bundle_sha256=digest, checkpoint=checkpoint), "text/csv"
     return (

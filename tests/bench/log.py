@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, insert
 
-from panicbutton.log import spec, verify
+from panicbutton.log import checkpoints, integrity, spec
 from server.db import make_engine, migrate, sessions
 from server.log.append import audit
 
@@ -99,9 +99,11 @@ class VerifyRun:
         return self.entries / self.parallel_seconds
 
 
-def synthetic_log(entries: int, every: int = 100) -> tuple[list[bytes], list[str], spec.Signer]:
+def synthetic_log(
+    entries: int, every: int = 100
+) -> tuple[list[bytes], list[str], checkpoints.Signer]:
     """A log of ``entries`` realistic entries, signed every ``every`` entries."""
-    signer = spec.Signer.generate("panicbutton.bench/log")
+    signer = checkpoints.Signer.generate("panicbutton.bench/log")
     tree, last = spec.Frontier(), spec.GENESIS
     bodies: list[bytes] = []
     notes: list[str] = []
@@ -139,7 +141,7 @@ def measure_verify(entries: int) -> VerifyRun:
     seconds = []
     for n in (1, workers):
         started = time.perf_counter()
-        report, _ = verify.verify_full(bodies, notes, signer.verifier, workers=n)
+        report, _ = integrity.verify_full(bodies, notes, signer.verifier, workers=n)
         seconds.append(time.perf_counter() - started)
         if report.size != entries:
             raise RuntimeError("the verify bench verified the wrong number of entries")

@@ -25,6 +25,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from demo.broker import free_port
 from device.indicator import Light
 from panicbutton.clock import ManualClock
 from panicbutton.wire import (
@@ -35,7 +36,6 @@ from panicbutton.wire import (
     Status,
 )
 from server.paging.messages import local_time
-from server.units.broker import free_port
 from tests.fakes.twilio import Sent
 from tests.harness import BUTTON, FLOOR, MANAGER, MONITOR, RECEPTION, System, wait_until
 

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from panicbutton.log import canonical, spec, verify
+from panicbutton.log import canonical, checkpoints, integrity, spec
 from server.db import MIGRATIONS, make_engine, migrate, sessions
 from server.log import append as audit_module
 from server.log.append import audit, frontier
@@ -61,11 +61,11 @@ def test_commits_number_entries_without_gaps_and_verify(
 
     stored = bodies(engine)
     assert [spec.parse_entry(b).n for b in stored] == list(range(7))
-    signer = spec.Signer.generate("panicbutton.test/log")
+    signer = checkpoints.Signer.generate("panicbutton.test/log")
     with engine.connect() as conn:
         head = frontier(conn)
     note = signer.sign_checkpoint(head.size, head.root()).note
-    report, parsed = verify.verify_full(stored, [note], signer.verifier)
+    report, parsed = integrity.verify_full(stored, [note], signer.verifier)
     assert report.size == 7
     assert parsed[-1].data == {"staff": "reception", "until": "2026-11-28T21:04:05.123Z"}
 
@@ -134,9 +134,9 @@ def test_audit_events_of_an_older_install_become_the_first_log_entries(tmp_path:
     stored = bodies(engine)
     with engine.connect() as conn:
         head = frontier(conn)
-    signer = spec.Signer.generate("panicbutton.test/log")
+    signer = checkpoints.Signer.generate("panicbutton.test/log")
     note = signer.sign_checkpoint(head.size, head.root()).note
-    _, parsed = verify.verify_full(stored, [note], signer.verifier)
+    _, parsed = integrity.verify_full(stored, [note], signer.verifier)
     assert [(e.n, e.type) for e in parsed] == [(0, "log.heartbeat"), (1, "duty.takeover")]
     assert parsed[1].data == {"staff": "floor", "until": "2026-11-28T05:05:00.000Z"}
     assert [spec.parse_entry(b).at for b in stored] == [

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from panicbutton.cli import main
-from panicbutton.log import spec
+from panicbutton.log import checkpoints
 from panicbutton.wire import Alert, new_alert_id, now_utc
 from tests.harness import System
 
@@ -23,14 +23,14 @@ def test_keygen_writes_a_private_key_and_prints_the_verifier_key(
     assert main(["audit", "keygen", "--name", "house.example/log", "--out", str(key)]) == 0
     printed = capsys.readouterr().out
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    signer = spec.Signer.parse(key.read_text())
+    signer = checkpoints.Signer.parse(key.read_text())
     assert str(signer.verifier) in printed
     assert f"PANICBUTTON_LOG_KEY_FILE={key}" in printed
 
     # A log keeps its key for life: a second keygen never overwrites it.
     assert main(["audit", "keygen", "--out", str(key)]) == 2
     assert "exists" in capsys.readouterr().err
-    assert spec.Signer.parse(key.read_text()).verifier == signer.verifier
+    assert checkpoints.Signer.parse(key.read_text()).verifier == signer.verifier
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

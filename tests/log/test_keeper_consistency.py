@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from panicbutton.log import spec
+from panicbutton.log import checkpoints, spec
 from server.db import make_engine, migrate, sessions
 from server.log.append import audit
 from server.log.keeper import LogFailedError, LogKeeper
@@ -22,7 +22,7 @@ from server.log.personal import Retention
 from server.models import LogEntry
 
 T0 = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
-SIGNER = spec.Signer.generate("panicbutton.test/log")
+SIGNER = checkpoints.Signer.generate("panicbutton.test/log")
 
 
 def database(path: Path) -> Engine:
@@ -64,7 +64,7 @@ def checks(engine: Engine) -> list[str]:
 
 def file_sizes(folder: Path) -> list[int]:
     lines = (folder / "checkpoints.jsonl").read_text().splitlines()
-    return [spec.open_checkpoint(json.loads(line), SIGNER.verifier).size for line in lines]
+    return [checkpoints.open_checkpoint(json.loads(line), SIGNER.verifier).size for line in lines]
 
 
 def test_a_log_that_contradicts_the_checkpoint_file_is_not_signed_at_all(

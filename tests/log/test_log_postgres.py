@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from panicbutton.log import canonical, spec, verify
+from panicbutton.log import canonical, checkpoints, integrity, spec, verdict, verify
 from panicbutton.wire import Alert, new_alert_id
 from server import incidents
 from server.commands import db_command
@@ -72,17 +72,17 @@ class Keeper:
     checkpoint_file: Path
 
     @property
-    def key(self) -> spec.VerifierKey:
+    def key(self) -> checkpoints.VerifierKey:
         return self.keeper.signer.verifier
 
-    def sign(self) -> spec.Checkpoint:
+    def sign(self) -> checkpoints.Checkpoint:
         cp = self.keeper.sign()
         assert cp is not None, "the log did not grow since the last checkpoint"
         return cp
 
 
 def make_keeper(engine: Engine, folder: Path) -> Keeper:
-    signer = spec.Signer.generate("panicbutton.test/log")
+    signer = checkpoints.Signer.generate("panicbutton.test/log")
     key_file = folder / "log-key.pub"
     key_file.write_text(f"{signer.verifier}\n")
     checkpoint_file = folder / "cp.jsonl"
@@ -291,7 +291,7 @@ def test_twenty_concurrent_writers_get_gapless_numbers(
     keeper = make_keeper(engine, tmp_path)
     cp = keeper.sign()
     assert cp.size == total
-    report, parsed = verify.verify_full(bodies(engine), [cp.note], keeper.key)
+    report, parsed = integrity.verify_full(bodies(engine), [cp.note], keeper.key)
     assert report.size == total
     assert report.root == cp.root
     assert [e.n for e in parsed] == list(range(total))
@@ -397,7 +397,7 @@ def assert_named(history: History, k: int, bundle: Path, capsys: Any) -> None:
     status, printed = export_and_verify(history.engine, history.keeper, bundle, capsys)
     assert status == verify.FAILED, printed
     assert f"FAILED: entry {k}:" in printed
-    with sessions(history.engine)() as s, pytest.raises(verify.VerificationError) as caught:
+    with sessions(history.engine)() as s, pytest.raises(verdict.VerificationError) as caught:
         verify_stored(s, history.keeper.key)
     assert caught.value.entry == k
 

@@ -5,10 +5,7 @@ heartbeats and the nightly self-check. Runs on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
-import subprocess
-import sys
 import zipfile
 from datetime import timedelta
 from pathlib import Path
@@ -18,15 +15,12 @@ import pytest
 from sqlalchemy import delete, select, text, update
 
 from panicbutton.cli import main
-from panicbutton.log import canonical, spec, verify
+from panicbutton.log import canonical, checkpoints, spec, verify
 from panicbutton.wire import Alert, new_alert_id, now_utc
 from server.log.keeper import LogFailedError, LogKeeper
 from server.models import LogEntry, PersonalData
 from tests.harness import MANAGER, RECEPTION, System, reply_code, wait_until
-
-ROOT = Path(__file__).resolve().parents[2]
-#: A verifier process that can import these fails at once: it must not need them.
-BLOCKED = ("server", "device", "sqlalchemy", "fastapi", "pydantic", "twilio", "paho", "starlette")
+from tests.log.test_standalone import run_verifier
 
 
 def who(by: str = "night-manager", why: str = "quarterly review of alarms") -> dict[str, str]:
@@ -61,35 +55,6 @@ def export(system: System, folder: Path, scope: str = "full", **params: str) -> 
     out = folder / f"{scope.replace(':', '-')}.zip"
     out.write_bytes(got.content)
     return out
-
-
-def run_verifier(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``panicbutton audit verify`` from a copy of the verifier's files alone, in a process
-    where importing server code (or the server's libraries) fails."""
-    pkg = folder / "verifier" / "panicbutton"
-    if not pkg.exists():
-        # The whole package an inspector installs: nothing of server/, device/ or demo/.
-        shutil.copytree(ROOT / "panicbutton", pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    script = (
-        "import sys\n"
-        f"sys.path.insert(0, {str(pkg.parent)!r})\n"
-        f"BLOCKED = {BLOCKED!r}\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in BLOCKED:\n"
-        "            raise ImportError(f'the verifier must not import {name}')\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "from panicbutton.cli import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
-    )
-    return subprocess.run(
-        [sys.executable, "-I", "-c", script, "audit", "verify", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=folder,
-    )
 
 
 def test_full_export_verifies_without_any_server_code(system: System, tmp_path: Path) -> None:
@@ -263,14 +228,14 @@ def test_checkpoints_are_signed_and_also_kept_in_a_file(system: System) -> None:
     assert wait_until(lambda: _signed(system) == size)
     with client(system) as c:
         served = c.get("/log/checkpoint")
-        verifier = spec.VerifierKey.parse(c.get("/log/key").text)
+        verifier = checkpoints.VerifierKey.parse(c.get("/log/key").text)
     assert served.status_code == 200
-    assert spec.open_checkpoint(served.text, verifier).size == size
+    assert checkpoints.open_checkpoint(served.text, verifier).size == size
     assert system.settings.log_checkpoint_file is not None
     kept = [
         json.loads(line) for line in system.settings.log_checkpoint_file.read_text().splitlines()
     ]
-    sizes = [spec.open_checkpoint(note, verifier).size for note in kept]
+    sizes = [checkpoints.open_checkpoint(note, verifier).size for note in kept]
     assert sizes == sorted(sizes)
     assert kept[-1] == served.text
 

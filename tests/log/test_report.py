@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from panicbutton.log import report, spec
+from panicbutton.log import checkpoints, report, spec
 
 START = datetime(2026, 11, 28, 21, 4, 5, 123000, tzinfo=UTC)
 ORIGIN = "panicbutton.example/log"
@@ -59,7 +59,7 @@ class Log:
         return hashlib.sha256(b"\n".join(e.raw for e in self.entries)).hexdigest()
 
     def checkpoint(self) -> str:
-        return spec.checkpoint_text(ORIGIN, len(self.entries), self.tree.root())
+        return checkpoints.checkpoint_text(ORIGIN, len(self.entries), self.tree.root())
 
 
 def by_incident(log: Log) -> dict[str, dict[str, str]]:
@@ -173,7 +173,7 @@ def test_csv_names_its_source_then_holds_the_rows() -> None:
     log = Log()
     log.raise_alert(1)
     log.add("incident.acknowledged", 1, after=4, staff="s-0002", via="sms")
-    signer = spec.Signer.generate(ORIGIN)
+    signer = checkpoints.Signer.generate(ORIGIN)
     note = signer.sign_checkpoint(len(log.entries), log.tree.root()).note
 
     text = report.to_csv(

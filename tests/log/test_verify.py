@@ -2,10 +2,10 @@
 
 Every log here is built the way the server builds it: canonical entries, each
 ``prev`` the leaf hash of the entry before (``spec.GENESIS`` for entry 0), a
-``spec.Frontier`` for the tree, checkpoints signed by a ``spec.Signer``, and a
+``spec.Frontier`` for the tree, checkpoints signed by a ``checkpoints.Signer``, and a
 bundle directory laid out as VERIFY.md section 8 says.
 Tests go through ``verify.main`` (what an inspector sees: message and exit code)
-or ``verify.verify_full`` where a property needs the first bad entry's index.
+or ``integrity.verify_full`` where a property needs the first bad entry's index.
 """
 
 from __future__ import annotations
@@ -28,13 +28,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from panicbutton.log import canonical, merkle, spec, verify
+from panicbutton.log import (
+    bundles,
+    canonical,
+    checkpoints,
+    integrity,
+    merkle,
+    spec,
+    verdict,
+    verify,
+)
 from tests.bench.log import synthetic_log
 
 START = datetime(2026, 11, 28, 21, 4, 5, 123000, tzinfo=UTC)
 ORIGIN = "panicbutton.test/log"
 
-SIGNER = spec.Signer.generate(ORIGIN)
+SIGNER = checkpoints.Signer.generate(ORIGIN)
 KEY = SIGNER.verifier
 VERIFY_MD = Path(spec.__file__).with_name("VERIFY.md")
 PLAN = {
@@ -62,7 +71,7 @@ class Event:
 class Log:
     """A log of real, chained entries, signed after every entry unless told otherwise."""
 
-    signer: spec.Signer = SIGNER
+    signer: checkpoints.Signer = SIGNER
     sign_every: bool = True
     tree: spec.Frontier = field(default_factory=spec.Frontier)
     last: bytes = spec.GENESIS
@@ -145,7 +154,9 @@ def replay(events: Sequence[Event], *, sign_every: bool = True) -> Log:
     return log
 
 
-def signed_at(entries: Sequence[bytes], sizes: Sequence[int], signer: spec.Signer) -> list[str]:
+def signed_at(
+    entries: Sequence[bytes], sizes: Sequence[int], signer: checkpoints.Signer
+) -> list[str]:
     """Notes for checkpoints of ``entries`` at the chosen sizes."""
     leaves = [spec.leaf_hash(e) for e in entries]
     return [signer.sign_checkpoint(s, merkle.root(leaves[:s])).note for s in sizes]
@@ -183,7 +194,7 @@ def manifest(
             "created": spec.format_time(START + timedelta(days=1)),
             "entries": entries,
             "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
-            "format": verify.BUNDLE_FORMAT,
+            "format": bundles.BUNDLE_FORMAT,
             "origin": ORIGIN,
             "personal": personal,
             "scope": scope,
@@ -197,14 +208,14 @@ def write_bundle(
     entries: Sequence[bytes],
     notes: Sequence[str],
     *,
-    key: spec.VerifierKey = KEY,
+    key: checkpoints.VerifierKey = KEY,
     scope: str = "full",
     tree_size: int | None = None,
     proofs: Sequence[bytes] | None = None,
     personal: Sequence[Mapping[str, Any]] = (),
     personal_lines: Sequence[bytes] = (),
     personal_flag: bool = False,
-    signer: spec.Signer = SIGNER,
+    signer: checkpoints.Signer = SIGNER,
 ) -> Path:
     """A bundle directory exactly as VERIFY.md section 8 lays it out, its manifest
     signed by ``signer`` (``personal_lines``: rows as given, not made canonical)."""
@@ -252,7 +263,7 @@ def run(
     capsys: pytest.CaptureFixture[str],
     bundle: Path,
     *options: str,
-    key: spec.VerifierKey | None = KEY,
+    key: checkpoints.VerifierKey | None = KEY,
 ) -> tuple[int, str, str]:
     """``panicbutton audit verify BUNDLE [--key KEY] OPTIONS``: exit code, stdout, stderr."""
     argv = [str(bundle), *(["--key", str(key)] if key is not None else []), *options]
@@ -408,8 +419,8 @@ def test_any_single_tampering_names_the_first_changed_entry(
 ) -> None:
     entries, first = tamper(kind, log, data)
 
-    with pytest.raises(verify.VerificationError) as caught:
-        verify.verify_full(entries, log.notes, KEY)
+    with pytest.raises(verdict.VerificationError) as caught:
+        integrity.verify_full(entries, log.notes, KEY)
 
     assert caught.value.entry == first
     assert re.search(rf"\bentr(?:y|ies) {first}\b", str(caught.value))
@@ -452,7 +463,7 @@ def test_in_the_live_log_an_entry_after_the_last_checkpoint_is_reported_unsigned
     log.sign_every = False
     n = log.acknowledge(8, staff="s-0666")
 
-    report, _ = verify.verify_full(log.entries, notes, KEY)
+    report, _ = integrity.verify_full(log.entries, notes, KEY)
 
     assert report.findings == [
         (
@@ -470,8 +481,8 @@ def test_an_entry_with_an_edited_prev_is_named_itself(k: int) -> None:
     obj["prev"] = hashlib.sha256(b"forged").hexdigest()
     entries[k] = canonical.dumps(obj)
 
-    with pytest.raises(verify.VerificationError) as caught:
-        verify.verify_full(entries, log.notes, KEY)
+    with pytest.raises(verdict.VerificationError) as caught:
+        integrity.verify_full(entries, log.notes, KEY)
 
     assert caught.value.entry == k
     assert str(caught.value).startswith(f"entry {k}:")
@@ -495,8 +506,8 @@ def test_a_consistent_rewrite_is_caught_from_the_last_matching_checkpoint(
     events[k] = Event(old.type_, old.incident, {**old.data, name: changed(old.data[name])}, old.at)
     rewritten = replay(events, sign_every=False).entries
 
-    with pytest.raises(verify.VerificationError) as caught:
-        verify.verify_full(rewritten, notes, KEY)
+    with pytest.raises(verdict.VerificationError) as caught:
+        integrity.verify_full(rewritten, notes, KEY)
 
     matching = max((s for s in sizes if s <= k), default=0)
     assert caught.value.entry == matching
@@ -565,11 +576,11 @@ def test_a_resigned_rewrite_of_the_same_size_is_refused_against_a_trusted_checkp
 
 def test_a_trusted_mismatch_names_no_entry_after_the_change() -> None:
     log = quiet_log()
-    trusted = spec.open_checkpoint(log.notes[-1], KEY)
+    trusted = checkpoints.open_checkpoint(log.notes[-1], KEY)
     forged = rewritten_and_resigned(log, 6)
 
-    with pytest.raises(verify.VerificationError) as caught:
-        verify.verify_full(forged.entries, forged.notes, KEY, trusted=trusted)
+    with pytest.raises(verdict.VerificationError) as caught:
+        integrity.verify_full(forged.entries, forged.notes, KEY, trusted=trusted)
 
     assert caught.value.entry is not None
     assert caught.value.entry <= 6
@@ -579,7 +590,7 @@ def test_a_trusted_checkpoint_by_another_key_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     log = quiet_log()
-    impostor = spec.Signer.generate(ORIGIN)
+    impostor = checkpoints.Signer.generate(ORIGIN)
     kept = tmp_path / "kept.txt"
     kept.write_text(impostor.sign_checkpoint(log.tree.size, log.tree.root()).note)
     bundle = write_bundle(tmp_path / "b", log.entries, log.notes)
@@ -664,7 +675,7 @@ def test_a_checkpoint_with_a_flipped_signature_is_refused(
 def test_checkpoints_by_an_unknown_key_only_are_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    other = spec.Signer.generate(ORIGIN)
+    other = checkpoints.Signer.generate(ORIGIN)
     log = Log(signer=other)
     log.add("server.started", version="0.1.0")
     log.heartbeat()
@@ -705,11 +716,11 @@ def test_a_bundle_without_checkpoints_proves_nothing(
 
 
 def test_a_verifier_key_with_plus_in_its_base64_parses_back() -> None:
-    keys = (spec.Signer.generate(ORIGIN).verifier for _ in range(1000))
+    keys = (checkpoints.Signer.generate(ORIGIN).verifier for _ in range(1000))
     key = next(k for k in keys if "+" in str(k).split("+", 2)[2])
 
-    assert spec.VerifierKey.parse(str(key)) == key
-    assert spec.VerifierKey.parse(f"  {key}\n") == key
+    assert checkpoints.VerifierKey.parse(str(key)) == key
+    assert checkpoints.VerifierKey.parse(f"  {key}\n") == key
 
 
 # -- partial bundles -----------------------------------------------------------------------
@@ -1010,8 +1021,8 @@ def test_an_entry_not_in_canonical_form_is_refused(rewrite: Any, reason: str) ->
     entries[k] = rewrite(entries[k])
     assert entries[k] != log.entries[k]
 
-    with pytest.raises(verify.VerificationError) as caught:
-        verify.verify_full(entries, log.notes, KEY)
+    with pytest.raises(verdict.VerificationError) as caught:
+        integrity.verify_full(entries, log.notes, KEY)
 
     assert caught.value.entry == k
     assert str(caught.value).startswith(f"entry {k}: ")
@@ -1123,7 +1134,7 @@ def test_the_worked_example_of_verify_md_is_reproduced() -> None:
         assert spec.parse_entry(raw).raw == raw  # canonical and well formed
         tree.append(spec.leaf_hash(raw))
         assert spec.leaf_hash(raw).hex() in example
-    signer = spec.Signer("clinic.example/panicbutton", bytes(range(32)))
+    signer = checkpoints.Signer("clinic.example/panicbutton", bytes(range(32)))
     commitment = spec.commitment(
         ref="p-0001", salt=SALT, value="Client asked to leave; left calmly."
     )
@@ -1132,7 +1143,7 @@ def test_the_worked_example_of_verify_md_is_reproduced() -> None:
     assert len(entries[0]) == 168
     assert tree.root().hex() in example
     assert f"\n{signer.verifier}\n" in example
-    assert spec.VerifierKey.parse(str(signer.verifier)) == signer.verifier
+    assert checkpoints.VerifierKey.parse(str(signer.verifier)) == signer.verifier
     note = signer.sign_checkpoint(3, tree.root()).note
     assert note in example
     assert f"Commitment = `{commitment}`" in example
@@ -1147,7 +1158,7 @@ def test_the_worked_example_of_verify_md_is_reproduced() -> None:
             "created": "2026-11-29T08:00:00.000Z",
             "entries": 3,
             "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
-            "format": verify.BUNDLE_FORMAT,
+            "format": bundles.BUNDLE_FORMAT,
             "origin": signer.name,
             "personal": False,
             "scope": "full",
@@ -1157,7 +1168,7 @@ def test_the_worked_example_of_verify_md_is_reproduced() -> None:
     assert f"\n{manifest.decode()}\n" in example
     assert f"({len(manifest)} bytes, no trailing LF)" in example
     assert signer.sign_manifest(manifest) in example
-    assert spec.open_manifest(signer.sign_manifest(manifest), signer.verifier) == (
+    assert checkpoints.open_manifest(signer.sign_manifest(manifest), signer.verifier) == (
         hashlib.sha256(manifest).hexdigest()
     )
 
@@ -1194,7 +1205,7 @@ def test_a_long_log_is_checked_on_every_core_with_the_same_verdict(
     """Above two chunks the command checks entries on several processes; the first bad
     entry it names is the one a single process names. (A fresh process: forking a
     test runner's threads is not what an inspector's shell does.)"""
-    bodies, notes, signer = synthetic_log(2 * verify.CHUNK + 10_000)
+    bodies, notes, signer = synthetic_log(2 * integrity.CHUNK + 10_000)
     if changed_at is not None:
         bodies[changed_at] = bodies[changed_at].replace(b'"at":"2026', b'"at":"2025')
     bundle = write_bundle(tmp_path / "b", bodies, notes, key=signer.verifier, signer=signer)
@@ -1213,8 +1224,8 @@ def test_a_long_log_is_checked_on_every_core_with_the_same_verdict(
     else:
         assert done.returncode == 1
         assert done.stderr.startswith(f"FAILED: entry {changed_at}: it is not the entry")
-        with pytest.raises(verify.VerificationError) as alone:
-            verify.verify_full(bodies, notes, signer.verifier, workers=1)
+        with pytest.raises(verdict.VerificationError) as alone:
+            integrity.verify_full(bodies, notes, signer.verifier, workers=1)
         assert alone.value.entry == changed_at
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from panicbutton.log import canonical, spec, verify
+from panicbutton.log import canonical, checkpoints, spec, verify
 from tests.log.test_verify import (
     SIGNER,
     incident_log,
@@ -171,7 +171,7 @@ def test_a_manifest_signature_is_no_checkpoint_and_a_checkpoint_no_manifest_sign
     assert "manifest.sig: a signed manifest is three lines" in err
 
     with pytest.raises(spec.LogFormatError, match="is not a decimal number"):
-        spec.open_checkpoint(sig, SIGNER.verifier)
+        checkpoints.open_checkpoint(sig, SIGNER.verifier)
 
 
 # -- a failed self-check inside the log ---------------------------------------------------

@@ -32,9 +32,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
+from demo.broker import free_port
 from panicbutton.wire import Alert, alert_topic, new_alert_id, now_utc
 from server.models import EscalationJob, LogEntry, Page
-from server.units.broker import SERVER_USER, free_port
+from server.units.broker import SERVER_USER
 from tests.fakes.twilio import FakeTwilio, Sent
 from tests.harness import FLOOR, MANAGER, RECEPTION, Broker, wait_until, write_log_key
 

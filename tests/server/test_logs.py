@@ -27,13 +27,14 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from demo.broker import free_port
 from panicbutton.redact import REDACTED, protect_handlers, redact
 from panicbutton.wire import Alert
 from server.app import build
 from server.db import make_engine, migrate
 from server.paging.links import make_token
 from server.settings import Settings
-from server.units.broker import SERVER_USER, free_port
+from server.units.broker import SERVER_USER
 from tests.conftest import missing
 from tests.fakes.twilio import FakeTwilio
 from tests.harness import (
