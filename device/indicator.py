@@ -13,7 +13,7 @@ help_coming    steady on                    a staff member acknowledged and is c
 fault          0.15 s on, 0.35 s off        the unit has a fault (disk, config)
 =============  ===========================  =======================================
 
-``firmware_config/WIRING.md`` has the same table for the card beside the button.
+``docs/use/light-card.md`` has the same table, in fr/nl/en, for the card beside the button.
 """
 
 from __future__ import annotations

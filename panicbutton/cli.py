@@ -29,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
         "server",
         help="run the central server (MQTT ingest, paging, HTTP API)",
         description="Run the central server. Settings come from PANICBUTTON_* "
-        "environment variables (see README: 'Running the server'); the site file "
+        "environment variables (see docs/install/server.md); the site file "
         "(rooms, staff, duty) from PANICBUTTON_SITE_FILE.",
     )
     s.add_argument(
