@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
@@ -17,27 +16,19 @@ from sqlalchemy.orm import Session
 from panicbutton.wire import Alert, FeedbackState, LinkState, Status
 from server.escalation import plans
 from server.log.append import audit
-from server.models import DeviceRecord, Incident, LogEntry
+from server.models import (
+    DeviceRecord,
+    Incident,
+    IncidentKind,
+    JobKind,
+    LogEntry,
+    Outcome,
+    State,
+)
 from server.site import Room, Site
 
-#: The escalation job kind that sends re-press news held back by the throttle.
-REPRESS_NEWS = "repress_news"
 #: Seconds between two re-press texts to one person about one incident.
 NEWS_EVERY = 30
-
-
-class State(StrEnum):
-    OPEN = "open"
-    ACKNOWLEDGED = "acknowledged"
-    RESOLVED = "resolved"
-
-
-class Outcome(StrEnum):
-    GENUINE = "genuine"
-    FALSE_ALARM = "false_alarm"
-    TEST = "test"
-    #: A technical alert that ended by itself (the unit came back).
-    RECOVERED = "recovered"
 
 
 FEEDBACK_FOR = {
@@ -84,7 +75,7 @@ def record_alert(
             alert_id=alert.alert_id,
             presses=alert.presses,
         )
-        if existing.state == State.RESOLVED and existing.kind == "panic":
+        if existing.state == State.RESOLVED and existing.kind == IncidentKind.PANIC:
             # Pressed again after staff closed it (the unit never heard "resolved"):
             # someone is in danger now. Reopen and page whoever is on duty now.
             return AlertResult(
@@ -99,7 +90,7 @@ def record_alert(
         plans.schedule(
             session,
             incident_id=existing.id,
-            kind=REPRESS_NEWS,
+            kind=JobKind.REPRESS_NEWS,
             step=alert.presses,
             due=now + timedelta(seconds=NEWS_EVERY),
         )

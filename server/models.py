@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -24,6 +25,65 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class IncidentKind(StrEnum):
+    """What raised an incident: a room's button (``panic``, or ``test`` from its self-test
+    or a test press) or the server's supervision (``unit_offline``, a technical alert)."""
+
+    PANIC = "panic"
+    TEST = "test"
+    UNIT_OFFLINE = "unit_offline"
+
+
+#: Incidents about the system, not a person: they page managers, never the room's staff.
+TECHNICAL_KINDS = (IncidentKind.UNIT_OFFLINE,)
+#: Incidents from a room unit's button: they get feedback on its light.
+FROM_BUTTON = (IncidentKind.PANIC, IncidentKind.TEST)
+
+
+# An incident's state: open -> acknowledged -> resolved. (No docstring: the HTTP
+# contract names this schema "State" with none.)
+class State(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+# How an incident ended, as the person who resolved it said.
+class Outcome(StrEnum):
+    GENUINE = "genuine"
+    FALSE_ALARM = "false_alarm"
+    TEST = "test"
+    #: A technical alert that ended by itself (the unit came back).
+    RECOVERED = "recovered"
+
+
+class PageStatus(StrEnum):
+    """Our side of a page's hand-over to the provider: pending -> sending -> sent | failed."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class JobKind(StrEnum):
+    """An escalation job: step ``n`` of the frozen plan, the follow-up of an acknowledged
+    incident still open, or re-press news held back by its throttle."""
+
+    STEP = "step"
+    FOLLOW_UP = "follow_up"
+    REPRESS_NEWS = "repress_news"
+
+
+class JobStatus(StrEnum):
+    """pending -> running -> done | cancelled."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    CANCELLED = "cancelled"
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -16,8 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton.clock import Clock
 from server import incidents
-from server.incidents import State
-from server.models import EscalationJob, Incident, Page
+from server.models import EscalationJob, Incident, JobKind, JobStatus, Page, State
 from server.paging import messages
 from server.paging.pager import BUDGET, Pager
 from server.site import Site, Staff
@@ -127,14 +126,14 @@ class RepressNews:
                 select(EscalationJob)
                 .where(
                     EscalationJob.incident_id == incident_id,
-                    EscalationJob.kind == incidents.REPRESS_NEWS,
+                    EscalationJob.kind == JobKind.REPRESS_NEWS,
                 )
                 .order_by(EscalationJob.step.desc())
                 .limit(1)
             ).first()
             if job is None:
                 return
-            job.status, job.due_at, job.done_at = "pending", due, None
+            job.status, job.due_at, job.done_at = JobStatus.PENDING, due, None
         self._wake()
 
     def _news_for(self, staff_id: str, now: datetime) -> bool:

@@ -13,8 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from panicbutton.clock import Clock
 from server import incidents
 from server.escalation.plans import round_of
-from server.incidents import Outcome
-from server.models import Incident, Page
+from server.models import Incident, Outcome, Page, State
 from server.news import RepressNews, Tell
 from server.paging import messages
 from server.paging.pager import Pager
@@ -141,7 +140,11 @@ class Responder:
             rows = s.execute(
                 select(Page, Incident)
                 .join(Incident, Incident.id == Page.incident_id)
-                .where(Page.staff_id == page.staff_id, Page.id <= page.id, Incident.state == "open")
+                .where(
+                    Page.staff_id == page.staff_id,
+                    Page.id <= page.id,
+                    Incident.state == State.OPEN,
+                )
                 .order_by(Incident.id, Page.id)
             ).all()
         newest = {incident.id: (page, incident) for page, incident in rows}

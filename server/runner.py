@@ -16,9 +16,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from panicbutton.clock import Clock
 from server import incidents
 from server.escalation import plans
-from server.incidents import Outcome, State
 from server.log.append import audit
-from server.models import EscalationJob, Incident, Page
+from server.models import (
+    EscalationJob,
+    Incident,
+    IncidentKind,
+    JobKind,
+    JobStatus,
+    Outcome,
+    Page,
+    PageStatus,
+    State,
+)
 from server.news import RepressNews
 from server.paging.pager import Pager
 from server.replies.optout import OptOut
@@ -68,18 +77,18 @@ class Runner:
         with self._sessions.begin() as s:
             job = s.get_one(EscalationJob, job_id)
             incident = s.get_one(Incident, job.incident_id)
-            news = job.kind == incidents.REPRESS_NEWS
+            news = job.kind == JobKind.REPRESS_NEWS
             latest = job.step == incident.presses  # the news job of the last press
-            wanted = State.OPEN if job.kind == "step" else State.ACKNOWLEDGED
+            wanted = State.OPEN if job.kind == JobKind.STEP else State.ACKNOWLEDGED
             # A job of an earlier round (left by a crash before a reopen) is over.
             if not news and (incident.state != wanted or job.step // plans.ROUND != incident.round):
-                job.status = "cancelled"
+                job.status = JobStatus.CANCELLED
                 return
             pages: list[int] = []
             if not news:
-                run = plans.run_step if job.kind == "step" else plans.run_follow_up
+                run = plans.run_step if job.kind == JobKind.STEP else plans.run_follow_up
                 pages = run(session=s, incident=incident, n=job.step, due=job.due_at, now=now)
-            job.status, job.done_at = "done", now
+            job.status, job.done_at = JobStatus.DONE, now
         if news:  # texts, after the commit like every other text
             if self._news.send(incident.id, now) and latest:
                 self._news.again(incident.id)  # someone is held back: try again later
@@ -98,15 +107,15 @@ class Runner:
         with self._lock, self._sessions.begin() as s:
             incident = s.get_one(Incident, incident_id)
             page = s.get_one(Page, page_id)
-            hurried = page.status == "failed" and self._failed(
+            hurried = page.status == PageStatus.FAILED and self._failed(
                 s, incident, page, page.error or "", now
             )
-            if incident.kind != "test" or incident.state == State.RESOLVED:
+            if incident.kind != IncidentKind.TEST or incident.state == State.RESOLVED:
                 return hurried
             statuses = list(s.scalars(select(Page.status).where(Page.incident_id == incident_id)))
-            if any(status in ("pending", "sending") for status in statuses):
+            if any(status in (PageStatus.PENDING, PageStatus.SENDING) for status in statuses):
                 return hurried
-            sent = statuses.count("sent")
+            sent = statuses.count(PageStatus.SENT)
             audit(
                 s,
                 at=now,
@@ -176,7 +185,7 @@ class Runner:
         with self._sessions() as s:
             pending = s.scalars(
                 select(EscalationJob.due_at)
-                .where(EscalationJob.status == "pending")
+                .where(EscalationJob.status == JobStatus.PENDING)
                 .order_by(EscalationJob.due_at)
             ).all()
         return PagingState(

@@ -28,21 +28,31 @@ from sqlalchemy.orm import Session
 
 from server import duty
 from server.log.append import audit
-from server.models import EscalationJob, Incident, Page, StaffState
+from server.models import (
+    TECHNICAL_KINDS,
+    EscalationJob,
+    Incident,
+    IncidentKind,
+    JobKind,
+    JobStatus,
+    Page,
+    PageStatus,
+    StaffState,
+    State,
+)
 from server.site import Site
 
 PLAN_VERSION = 1
 #: Step numbers of a reopened incident's round start at ``round * ROUND``.
 ROUND = 1_000_000
 #: Pages a unit-offline alert to managers by SMS; calls are for people in danger.
-TECHNICAL_KINDS = ("unit_offline",)
 
 
 def freeze_plan(*, session: Session, site: Site, kind: str, at: datetime) -> dict[str, Any]:
     """The plan for an incident of ``kind`` opened at ``at``: ids only, no names or numbers."""
     overrides = duty.takeovers(session, at)
     covered = bool(duty.covering(site, overrides, at))
-    if kind == "test":
+    if kind == IncidentKind.TEST:
         steps = [{"after": 0, "to": [m.id for m in site.test_group()], "channels": ["sms"]}]
         repeat: int | None = None
     elif kind in TECHNICAL_KINDS:
@@ -97,7 +107,7 @@ def schedule(session: Session, *, incident_id: int, kind: str, step: int, due: d
     if exists is None:
         session.add(
             EscalationJob(
-                incident_id=incident_id, kind=kind, step=step, due_at=due, status="pending"
+                incident_id=incident_id, kind=kind, step=step, due_at=due, status=JobStatus.PENDING
             )
         )
 
@@ -116,15 +126,15 @@ def start(*, session: Session, site: Site, incident: Incident, now: datetime) ->
     audit(
         session, at=now, type="escalation.plan_frozen", incident_id=incident.id, plan=incident.plan
     )
-    if not incident.plan["duty_covered"] and incident.kind == "panic":
+    if not incident.plan["duty_covered"] and incident.kind == IncidentKind.PANIC:
         audit(session, at=now, type="duty.uncovered", incident_id=incident.id)
     session.add(
         EscalationJob(
             incident_id=incident.id,
-            kind="step",
+            kind=JobKind.STEP,
             step=_base(incident),
             due_at=now,
-            status="done",
+            status=JobStatus.DONE,
             claimed_at=now,
             done_at=now,
         )
@@ -175,7 +185,7 @@ def run_step(
             skipped=nxt - n - 1,
         )
     if following is not None:
-        schedule(session, incident_id=incident.id, kind="step", step=nxt, due=following)
+        schedule(session, incident_id=incident.id, kind=JobKind.STEP, step=nxt, due=following)
     return pages
 
 
@@ -207,7 +217,7 @@ def run_follow_up(
     schedule(
         session,
         incident_id=incident.id,
-        kind="follow_up",
+        kind=JobKind.FOLLOW_UP,
         step=n + 1,
         due=max(due, now) + timedelta(seconds=pace),
     )
@@ -266,7 +276,7 @@ def _page(
                 channel=channel,
                 step=step,
                 reply_code=code,
-                status="pending",
+                status=PageStatus.PENDING,
                 created_at=now,
             )
             session.add(page)
@@ -289,23 +299,23 @@ def _page(
 def cancel(session: Session, *, incident_id: int, kind: str | None = None) -> None:
     """Cancel pending jobs of an incident (all, or of one kind)."""
     query = update(EscalationJob).where(
-        EscalationJob.incident_id == incident_id, EscalationJob.status == "pending"
+        EscalationJob.incident_id == incident_id, EscalationJob.status == JobStatus.PENDING
     )
     if kind is not None:
         query = query.where(EscalationJob.kind == kind)
-    session.execute(query.values(status="cancelled"))
+    session.execute(query.values(status=JobStatus.CANCELLED))
 
 
 def acknowledged(session: Session, *, incident: Incident, now: datetime) -> None:
     """Stop the steps; watch for the incident to be resolved."""
-    cancel(session, incident_id=incident.id, kind="step")
-    if incident.kind == "test" or incident.kind in TECHNICAL_KINDS:
+    cancel(session, incident_id=incident.id, kind=JobKind.STEP)
+    if incident.kind == IncidentKind.TEST or incident.kind in TECHNICAL_KINDS:
         return  # a unit offline closes itself when the unit returns
     after = (incident.plan or {}).get("follow_up_after") or 600
     schedule(
         session,
         incident_id=incident.id,
-        kind="follow_up",
+        kind=JobKind.FOLLOW_UP,
         step=_base(incident),
         due=now + timedelta(seconds=after),
     )
@@ -324,7 +334,7 @@ def hurry(session: Session, *, incident: Incident, failed_step: int, now: dateti
     plan = incident.plan or {}
     nxt = failed_step + 1
     if (
-        incident.state != "open"
+        incident.state != State.OPEN
         or failed_step < 0
         or nxt - _base(incident) >= len(plan.get("steps", []))
     ):
@@ -333,9 +343,9 @@ def hurry(session: Session, *, incident: Incident, failed_step: int, now: dateti
         update(EscalationJob)
         .where(
             EscalationJob.incident_id == incident.id,
-            EscalationJob.kind == "step",
+            EscalationJob.kind == JobKind.STEP,
             EscalationJob.step == nxt,
-            EscalationJob.status == "pending",
+            EscalationJob.status == JobStatus.PENDING,
             EscalationJob.due_at > now,
         )
         .values(due_at=now)
@@ -380,11 +390,11 @@ def _free_code(session: Session, staff_id: str, incident: Incident, now: datetim
         .join(Incident, Incident.id == Page.incident_id)
         .where(
             Page.staff_id == staff_id,
-            (Incident.state != "resolved") | (Incident.resolved_at > now - CODE_HOLD),
+            (Incident.state != State.RESOLVED) | (Incident.resolved_at > now - CODE_HOLD),
         )
     ).all()
     used = {code for code, _, _ in rows}
-    open_alarms = {i for _, i, state in rows if state != "resolved"} | {incident.id}
+    open_alarms = {i for _, i, state in rows if state != State.RESOLVED} | {incident.id}
     for most, codes in CODE_TIERS:
         if len(open_alarms) <= most or codes is CODE_TIERS[-1][1]:
             # NOTE: drawn, not listed: listing 90,000 codes for every page of a storm

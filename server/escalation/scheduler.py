@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton.clock import Clock
 from server.log.append import audit
-from server.models import EscalationJob
+from server.models import EscalationJob, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class Scheduler:
             due = list(
                 s.scalars(
                     select(EscalationJob.id)
-                    .where(EscalationJob.status == "pending", EscalationJob.due_at <= now)
+                    .where(EscalationJob.status == JobStatus.PENDING, EscalationJob.due_at <= now)
                     .order_by(EscalationJob.due_at, EscalationJob.id)
                 )
             )
@@ -112,7 +112,9 @@ class Scheduler:
                     log.exception("escalation job %d failed; it will be re-driven", job_id)
         with self._sessions() as s:
             nxt: datetime | None = s.scalar(
-                select(func.min(EscalationJob.due_at)).where(EscalationJob.status == "pending")
+                select(func.min(EscalationJob.due_at)).where(
+                    EscalationJob.status == JobStatus.PENDING
+                )
             )
         if nxt is not None and nxt.tzinfo is None:  # SQLite's min() bypasses the column type
             nxt = nxt.replace(tzinfo=UTC)
@@ -122,8 +124,8 @@ class Scheduler:
         with self._sessions.begin() as s:
             claimed = s.execute(
                 update(EscalationJob)
-                .where(EscalationJob.id == job_id, EscalationJob.status == "pending")
-                .values(status="running", claimed_at=self._clock.now())
+                .where(EscalationJob.id == job_id, EscalationJob.status == JobStatus.PENDING)
+                .values(status=JobStatus.RUNNING, claimed_at=self._clock.now())
             ).rowcount  # type: ignore[attr-defined]
         return bool(claimed)
 
@@ -133,12 +135,12 @@ class Scheduler:
             stuck = list(
                 s.scalars(
                     select(EscalationJob).where(
-                        EscalationJob.status == "running", EscalationJob.claimed_at < cutoff
+                        EscalationJob.status == JobStatus.RUNNING, EscalationJob.claimed_at < cutoff
                     )
                 )
             )
             for job in stuck:
-                job.status = "pending"
+                job.status = JobStatus.PENDING
                 audit(
                     s,
                     at=now,

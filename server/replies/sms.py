@@ -12,8 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton.clock import Clock
 from server.escalation import plans
-from server.incidents import Outcome, State
-from server.models import Incident, Page
+from server.models import Incident, Outcome, Page, State
 from server.paging import messages
 from server.paging.notifier import mask
 from server.paging.pager import Pager

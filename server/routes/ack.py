@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.models import Page
+from server.models import Page, State
 from server.paging.links import LIST, read_token, token_key
 from server.routes.deps import MEANING, ServicesDep, SettingsDep, answers, text_body
 from server.services import Services
@@ -117,7 +117,7 @@ def show(token: str, services: ServicesDep, settings: SettingsDep) -> Response:
         return _gone()
     _, incident = found
     room = services.site.room(incident.room_id).label
-    if incident.state != "open":
+    if incident.state != State.OPEN:
         return _page(room, f"<p>Already {html.escape(incident.state)}.</p>")
     return _page(
         room,

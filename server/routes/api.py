@@ -8,8 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from server.incidents import Outcome
-from server.models import Incident
+from server.models import Incident, Outcome
 from server.routes.deps import IncidentId, ServicesDep, answers, require_token
 from server.site import TAKEOVER_HOURS_MAX, TAKEOVER_HOURS_MIN
 

@@ -29,10 +29,9 @@ from starlette.concurrency import run_in_threadpool
 
 from panicbutton.log import checkpoints, report, spec
 from panicbutton.wire import INT_MAX
-from server.incidents import State
 from server.log import export, keeper, personal
 from server.log.append import audit
-from server.models import Incident, LogEntry
+from server.models import Incident, LogEntry, State
 from server.routes.api import IncidentOut
 from server.routes.deps import IncidentId, ServicesDep, answers, require_token, text_body
 from server.services import Services

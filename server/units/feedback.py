@@ -14,13 +14,12 @@ from datetime import datetime
 from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton.wire import Alert, Feedback, FeedbackState
-from server.incidents import FEEDBACK_FOR, State
-from server.models import Incident
+from server.incidents import FEEDBACK_FOR
+from server.models import FROM_BUTTON, Incident, IncidentKind, State
 
 #: Publishes feedback to a unit: (device id, feedback, retain).
 FeedbackSink = Callable[[str, Feedback, bool], None]
 #: Incident kinds that come from a room unit's button (they get feedback on its light).
-FROM_BUTTON = ("panic", "test")
 
 
 def feedback_of(incident: Incident, now: datetime) -> Feedback:
@@ -50,7 +49,9 @@ class Lights:
             return
         with self._lock, self._sessions() as s:
             fresh = s.get_one(Incident, incident.id)
-            self._publish(fresh.device_id, feedback_of(fresh, now), fresh.kind == "panic")
+            self._publish(
+                fresh.device_id, feedback_of(fresh, now), fresh.kind == IncidentKind.PANIC
+            )
 
     def refuse(self, alert: Alert, now: datetime) -> Feedback:
         """Tell a unit its alert is over without opening anything (see

@@ -14,9 +14,8 @@ from panicbutton.clock import Clock
 from panicbutton.wire import Status
 from server import incidents
 from server.escalation import plans
-from server.incidents import Outcome, State
 from server.log.append import audit
-from server.models import DeviceRecord, Incident
+from server.models import DeviceRecord, Incident, IncidentKind, Outcome, State
 from server.news import Tell
 from server.paging import messages
 from server.paging.pager import Pager
@@ -72,7 +71,7 @@ class Statuses:
                 alert_id=uuid.uuid4().hex,
                 device_id=room.device,
                 room_id=room.id,
-                kind="unit_offline",
+                kind=IncidentKind.UNIT_OFFLINE,
                 seq=0,
                 pressed_at=since,
                 received_at=now,
@@ -101,7 +100,7 @@ class Statuses:
                 s.scalars(
                     select(Incident).where(
                         Incident.device_id == room.device,
-                        Incident.kind == "unit_offline",
+                        Incident.kind == IncidentKind.UNIT_OFFLINE,
                         Incident.state != State.RESOLVED,
                     )
                 )

@@ -30,8 +30,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from panicbutton.wire import QOS, Alert, alert_topic, new_alert_id, now_utc
-from server.incidents import Outcome, State
-from server.models import Incident, Page
+from server.models import Incident, Outcome, Page, State
 from server.site import Site
 from tests.bench.floor import close, connect
 from tests.bench.stats import SUMMARY_HEADERS, Summary, table

@@ -23,8 +23,7 @@ from sqlalchemy import func, select
 
 from device.indicator import Light
 from panicbutton.wire import ALERT_SUBSCRIPTION
-from server.incidents import Outcome
-from server.models import Incident
+from server.models import Incident, Outcome
 from tests.fakes.twilio import Sent
 from tests.harness import BUTTON, DEVICES, Room, System, wait_until
 

@@ -14,8 +14,7 @@ from panicbutton.wire import Alert, new_alert_id
 from server import incidents
 from server.db import make_engine, migrate, sessions
 from server.escalation import plans
-from server.incidents import Outcome, State
-from server.models import Incident, LogEntry, Page
+from server.models import Incident, LogEntry, Outcome, Page, State
 from server.site import Site
 from tests.harness import sample_site
 
@@ -101,7 +100,11 @@ def test_acknowledge_counts_once_and_resolve_needs_outcome(engine: Engine) -> No
         )
     with sessions(engine)() as s:
         inc = s.get_one(Incident, opened.incident.id)
-        assert (inc.state, inc.acknowledged_by, inc.outcome) == (State.RESOLVED, "floor", "genuine")
+        assert (inc.state, inc.acknowledged_by, inc.outcome) == (
+            State.RESOLVED,
+            "floor",
+            "genuine",
+        )
         assert inc.acknowledged_at == later  # aware UTC on both backends
         types = s.scalars(select(LogEntry.type).order_by(LogEntry.n)).all()
         assert types.count("incident.acknowledged") == 1
