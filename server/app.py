@@ -24,7 +24,9 @@ from server.clock import Clock
 from server.db import make_engine, migrate
 from server.errors import SettingsError
 from server.log.append import audit
-from server.log.keeper import LogKeeper, load_signer, record_config
+from server.log.checkpoints import load_signer
+from server.log.config import record_config
+from server.log.keeper import LogKeeper
 from server.paging import messages
 from server.paging.notifier import ConsoleNotifier, Notifier, TwilioNotifier
 from server.routes import ack, api, devices, records, webhooks

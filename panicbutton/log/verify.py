@@ -131,7 +131,7 @@ CHUNK = 25_000
 
 
 @dataclass
-class _Scan:
+class Scan:
     """What checking a run of entries found: their leaf hashes (32 bytes each, up to
     the first fault), the entries the later checks read, and the first fault."""
 
@@ -140,9 +140,10 @@ class _Scan:
     fault: tuple[str, int, str] | None = None
 
 
-def _scan(rows: Iterable[bytes], start: int, last: bytes) -> _Scan:
+def scan(rows: Iterable[bytes], start: int, last: bytes) -> Scan:
     """Canonical form, shape, numbering and the prev chain of entries ``start``.. (``last``
-    is the leaf hash before them)."""
+    is the leaf hash before them); stops at the first fault. The server's log keeper
+    checks what was appended since its last check with it too."""
     leaves: list[bytes] = []
     kept: list[spec.Entry] = []
     parse, leaf_hash, keep = spec.parse_entry, spec.leaf_hash, KEPT
@@ -151,39 +152,39 @@ def _scan(rows: Iterable[bytes], start: int, last: bytes) -> _Scan:
         try:
             entry = parse(raw)
         except spec.LogFormatError as exc:
-            return _Scan(b"".join(leaves), kept, ("format", i, f"entry {i}: {exc}"))
+            return Scan(b"".join(leaves), kept, ("format", i, f"entry {i}: {exc}"))
         if entry.n != i:
             message = (
                 f"entry {i}: it says it is entry {entry.n}: an entry before it was "
                 "removed, or entries were inserted or reordered"
             )
-            return _Scan(b"".join(leaves), kept, ("number", i, message))
+            return Scan(b"".join(leaves), kept, ("number", i, message))
         if entry.prev != last:
-            return _Scan(b"".join(leaves), kept, ("prev", i, ""))
+            return Scan(b"".join(leaves), kept, ("prev", i, ""))
         last = leaf_hash(raw)
         leaves.append(last)
         if entry.type in keep:
             kept.append(entry._replace(raw=b"", prev=b""))
     if entry is not None and (not kept or kept[-1].n != entry.n):
         kept.append(entry._replace(raw=b"", prev=b""))  # the last entry: where the log ends
-    return _Scan(b"".join(leaves), kept, None)
+    return Scan(b"".join(leaves), kept, None)
 
 
 _SHARED: Sequence[bytes] = ()
 
 
-def _scan_span(span: tuple[int, int]) -> _Scan:
+def _scan_span(span: tuple[int, int]) -> Scan:
     a, b = span
-    return _scan(_SHARED[a:b], a, spec.GENESIS if a == 0 else spec.leaf_hash(_SHARED[a - 1]))
+    return scan(_SHARED[a:b], a, spec.GENESIS if a == 0 else spec.leaf_hash(_SHARED[a - 1]))
 
 
-def _scans(entries: Iterable[bytes], workers: int) -> Iterator[_Scan]:
+def _scans(entries: Iterable[bytes], workers: int) -> Iterator[Scan]:
     """Scan results in log order: in this process, or on ``workers`` forked processes
     (each reads its share of the entries from memory it inherited, not a pipe)."""
     global _SHARED  # noqa: PLW0603 - how forked workers see the entries without a copy
     rows = entries if isinstance(entries, Sequence) else None
     if workers < 2 or rows is None or len(rows) < 2 * CHUNK or not _can_fork():
-        yield _scan(entries, 0, spec.GENESIS)
+        yield scan(entries, 0, spec.GENESIS)
         return
     spans = [(a, min(a + CHUNK, len(rows))) for a in range(0, len(rows), CHUNK)]
     _SHARED = rows
@@ -254,8 +255,8 @@ def _verify_full(  # noqa: PLR0912 - one branch per check
     tree = spec.Frontier()
     last_good_cp = 0
     parsed: list[spec.Entry] = []
-    for scan in _scans(entries, workers):
-        leaves = scan.leaves
+    for part in _scans(entries, workers):
+        leaves = part.leaves
         for j in range(0, len(leaves), 32):
             tree.append(leaves[j : j + 32])
             for who, signed in want.get(tree.size, ()):
@@ -270,9 +271,9 @@ def _verify_full(  # noqa: PLR0912 - one branch per check
                         first,
                     )
                 last_good_cp = tree.size
-        parsed.extend(scan.kept)
-        if scan.fault is not None:
-            kind, i, message = scan.fault
+        parsed.extend(part.kept)
+        if part.fault is not None:
+            kind, i, message = part.fault
             if kind != "prev":
                 raise VerificationError(message, i)
             if i in (0, last_good_cp):
