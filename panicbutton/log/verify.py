@@ -140,10 +140,9 @@ class Scan:
     fault: tuple[str, int, str] | None = None
 
 
-def scan(rows: Iterable[bytes], start: int, last: bytes) -> Scan:
+def scan_entries(rows: Iterable[bytes], start: int, last: bytes) -> Scan:
     """Canonical form, shape, numbering and the prev chain of entries ``start``.. (``last``
-    is the leaf hash before them); stops at the first fault. The server's log keeper
-    checks what was appended since its last check with it too."""
+    is the leaf hash before them)."""
     leaves: list[bytes] = []
     kept: list[spec.Entry] = []
     parse, leaf_hash, keep = spec.parse_entry, spec.leaf_hash, KEPT
@@ -175,7 +174,7 @@ _SHARED: Sequence[bytes] = ()
 
 def _scan_span(span: tuple[int, int]) -> Scan:
     a, b = span
-    return scan(_SHARED[a:b], a, spec.GENESIS if a == 0 else spec.leaf_hash(_SHARED[a - 1]))
+    return scan_entries(_SHARED[a:b], a, spec.GENESIS if a == 0 else spec.leaf_hash(_SHARED[a - 1]))
 
 
 def _scans(entries: Iterable[bytes], workers: int) -> Iterator[Scan]:
@@ -184,7 +183,7 @@ def _scans(entries: Iterable[bytes], workers: int) -> Iterator[Scan]:
     global _SHARED  # noqa: PLW0603 - how forked workers see the entries without a copy
     rows = entries if isinstance(entries, Sequence) else None
     if workers < 2 or rows is None or len(rows) < 2 * CHUNK or not _can_fork():
-        yield scan(entries, 0, spec.GENESIS)
+        yield scan_entries(entries, 0, spec.GENESIS)
         return
     spans = [(a, min(a + CHUNK, len(rows))) for a in range(0, len(rows), CHUNK)]
     _SHARED = rows
@@ -255,8 +254,8 @@ def _verify_full(  # noqa: PLR0912 - one branch per check
     tree = spec.Frontier()
     last_good_cp = 0
     parsed: list[spec.Entry] = []
-    for part in _scans(entries, workers):
-        leaves = part.leaves
+    for scan in _scans(entries, workers):
+        leaves = scan.leaves
         for j in range(0, len(leaves), 32):
             tree.append(leaves[j : j + 32])
             for who, signed in want.get(tree.size, ()):
@@ -271,9 +270,9 @@ def _verify_full(  # noqa: PLR0912 - one branch per check
                         first,
                     )
                 last_good_cp = tree.size
-        parsed.extend(part.kept)
-        if part.fault is not None:
-            kind, i, message = part.fault
+        parsed.extend(scan.kept)
+        if scan.fault is not None:
+            kind, i, message = scan.fault
             if kind != "prev":
                 raise VerificationError(message, i)
             if i in (0, last_good_cp):

@@ -62,7 +62,7 @@ def verify_stored(
     notes.update({cp.note: cp.size for cp in kept or ()})
     if not notes:
         # A log never signed yet: its chain, and where it stands.
-        scan = verify.scan(stored_entries(session), 0, spec.GENESIS)
+        scan = verify.scan_entries(stored_entries(session), 0, spec.GENESIS)
         if scan.fault is not None:
             _, i, message = scan.fault
             raise verify.VerificationError(
@@ -124,7 +124,7 @@ def verify_appended(
             "already: entries were removed (or an older backup restored)"
         )
     want = _unchecked(known, tree, head.size)
-    scan = verify.scan(
+    scan = verify.scan_entries(
         stored_entries(session, start=tree.size, stop=head.size), tree.size, proven.last_leaf
     )
     new = [scan.leaves[j : j + 32] for j in range(0, len(scan.leaves), 32)]

@@ -11,7 +11,7 @@ FOUNDATION = {"server.errors", "server.settings", "server.site", "server.db", "s
 
 
 def _server_imports(path: Path) -> set[str]:
-    found = set()
+    found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.module == "server":
             found.update(f"server.{a.name}" for a in node.names)
