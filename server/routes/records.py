@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import re
 import threading
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from server.incidents import State
@@ -32,7 +31,6 @@ from server.log.keeper import LogFailedError
 from server.records import Access, BusyError, Records
 from server.routes.api import IncidentOut
 from server.routes.deps import IncidentId, RuntimeDep, answers, require_token, text_body
-from server.runtime import Runtime
 
 router = APIRouter(
     prefix="/api/v1",
@@ -43,18 +41,18 @@ router = APIRouter(
 
 ACTOR_RE = re.compile(f"^{export.ID_RE.pattern}$")
 
-#: The records service of each runtime (until the app wires one in).
-_services: weakref.WeakKeyDictionary[Runtime, Records] = weakref.WeakKeyDictionary()
-_services_lock = threading.Lock()
+#: Makes one records service per app, on first use.
+_making = threading.Lock()
 
 
-def get_records(runtime: RuntimeDep) -> Records:
-    """The records service, made on first use from the runtime's parts."""
-    with _services_lock:
-        records = _services.get(runtime)
+def get_records(request: Request, runtime: RuntimeDep) -> Records:
+    """The app's records service, made on first use from the runtime's parts (until
+    the app wires one in)."""
+    with _making:
+        records: Records | None = getattr(request.app.state, "records", None)
         if records is None:
             assert runtime.keeper is not None  # set by server.app.build
-            records = _services[runtime] = Records(
+            records = request.app.state.records = Records(
                 sessions=runtime.sessions,
                 keeper=runtime.keeper,
                 clock=runtime.clock,
