@@ -118,7 +118,7 @@ def _acknowledge(args: argparse.Namespace) -> int:
     from panicbutton.clock import SystemClock  # noqa: PLC0415
     from server.db import make_engine, sessions  # noqa: PLC0415
     from server.log.export import ID_RE  # noqa: PLC0415
-    from server.log.keeper import acknowledge_failure  # noqa: PLC0415
+    from server.log.failure import acknowledge_failure  # noqa: PLC0415
     from server.settings import Settings  # noqa: PLC0415
 
     reason = (args.reason or "").strip()

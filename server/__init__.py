@@ -20,7 +20,7 @@ Layers, bottom first. A module imports only from its own layer or lower ones
 5. what goes out to people: units.feedback, news, replies.optout, receipts, rota
 6. alarms: units.alerts, units.statuses, response, runner
 7. what comes in: replies.sms, replies.voice, units.ingest, units.supervision,
-   units.broker, units.provision
+   units.broker, units.provision, records
 8. the container: services
 9. HTTP: routes
 10. the whole: app, commands

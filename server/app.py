@@ -20,12 +20,15 @@ from server.db import make_engine, migrate, sessions
 from server.errors import SettingsError
 from server.escalation.scheduler import Scheduler
 from server.log.append import audit
-from server.log.keeper import LogKeeper, load_signer, record_config
+from server.log.config import record_config
+from server.log.keeper import LogKeeper
+from server.log.signing import load_signer
 from server.news import RepressNews, Tell
 from server.paging import messages
 from server.paging.notifier import ConsoleNotifier, Notifier, TwilioNotifier
 from server.paging.pager import Pager
 from server.receipts import Receipts
+from server.records import Records
 from server.replies.codes import ReplyLimits
 from server.replies.optout import OptOut
 from server.replies.sms import SmsReplies
@@ -189,6 +192,7 @@ def build(
             limits=ReplyLimits(),
         ),
         voice=VoiceKeys(sessions=db, site=site, responder=responder),
+        records=Records(sessions=db, keeper=keeper, clock=clock, retention=settings.retention()),
     )
     ingest = Ingest(
         settings,

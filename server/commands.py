@@ -11,9 +11,8 @@ from panicbutton.clock import SystemClock
 from server.db import make_engine, migrate, sessions
 from server.errors import SettingsError
 from server.log import export, personal
-from server.log.append import audit
-from server.log.keeper import LogFailedError, LogKeeper, load_signer
-from server.routes.records import render_report
+from server.log.keeper import LogFailedError, LogKeeper
+from server.log.signing import load_signer
 from server.settings import Settings
 
 #: The log's tables: the application role may read and append, nothing else.
@@ -58,22 +57,16 @@ def export_to(
         maker = sessions(engine)
         now = SystemClock().now()
         with maker.begin() as s:
-            ref, commitment = personal.keep(
+            personal.record(
                 s,
+                type="record.exported",
                 kind="access",
                 value={"justification": justification.strip()},
                 subjects=[by],
                 now=now,
                 retention=settings.retention(),
-            )
-            audit(
-                s,
-                at=now,
-                type="record.exported",
                 by=by,
                 scope=scope,
-                ref=ref,
-                commitment=commitment,
             )
         keeper = LogKeeper(
             engine=engine,
@@ -94,7 +87,7 @@ def export_to(
         engine.dispose()
     path = export.write_bundle(files, out)
     if report_path is not None and report is not None:
-        body, _ = render_report(files, fmt=report, now=now)
+        body, _ = export.render_report(files, fmt=report, now=now)
         export.write_private(report_path, body)
     return path, files["entries.jsonl"].count(b"\n")
 

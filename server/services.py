@@ -15,6 +15,7 @@ from server.log.personal import Retention
 from server.news import RepressNews, Tell
 from server.paging.pager import Pager
 from server.receipts import Receipts
+from server.records import Records
 from server.replies.sms import SmsReplies
 from server.replies.voice import VoiceKeys
 from server.response import Responder
@@ -50,6 +51,7 @@ class Services:
     receipts: Receipts
     sms: SmsReplies
     voice: VoiceKeys
+    records: Records
 
     def start(self) -> None:
         """Send what a crash left queued, then run due jobs."""

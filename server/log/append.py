@@ -67,7 +67,7 @@ def audit(
     """Append one event to the incident log when ``session`` commits.
 
     ``key`` is an idempotency key (unique in the log). Raises
-    :class:`~panicbutton.ledger.LogFormatError` for a type outside the closed set
+    :class:`~panicbutton.log.spec.LogFormatError` for a type outside the closed set
     or a field it may not hold, and ``CanonicalError`` for a value the log
     cannot hold, at the call rather than at commit.
     """

@@ -1,4 +1,4 @@
-"""Exports of the incident log: bundles an outsider can verify (``panicbutton.verify``).
+"""Exports of the incident log: bundles an outsider can verify (``panicbutton.log.verify``).
 
 * ``full``: every entry up to the latest checkpoint (which the export signs first, so
   that it covers the export's own record), every checkpoint, the verifier key, a
@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from panicbutton.log import bundles, canonical, checkpoints, merkle, spec
-from server.log.keeper import latest_checkpoint, stored_entries, stored_notes
+from panicbutton.log import bundles, canonical, checkpoints, merkle, report, spec
 from server.log.personal import reveal
+from server.log.stored import latest_checkpoint, stored_entries, stored_notes
 from server.models import LogEntry, PersonalData
 
 if TYPE_CHECKING:
@@ -201,6 +201,28 @@ def bundle_sha256(files: dict[str, bytes]) -> str:
     """What a report names as its source: the SHA-256 of the bundle's manifest (which
     holds the SHA-256 of every other file)."""
     return hashlib.sha256(files["manifest.json"]).hexdigest()
+
+
+def render_report(files: dict[str, bytes], *, fmt: str, now: datetime) -> tuple[bytes, str]:
+    """The manager's report from a bundle's files (``csv`` or ``pdf``), and its media
+    type; it names the bundle's SHA-256 and last checkpoint."""
+    entries = [spec.parse_entry(line) for line in files["entries.jsonl"].splitlines()]
+    rows = report.incident_rows(entries)
+    digest = bundle_sha256(files)
+    notes = files["checkpoints.jsonl"].splitlines()
+    checkpoint = checkpoints.split_note(json.loads(notes[-1]))[0] if notes else ""
+    if fmt == "csv":
+        return report.to_csv(rows, bundle_sha256=digest, checkpoint=checkpoint), "text/csv"
+    return (
+        report.to_pdf(
+            rows,
+            title="panicbutton incident report",
+            bundle_sha256=digest,
+            checkpoint=checkpoint,
+            generated_at=spec.format_time(now),
+        ),
+        "application/pdf",
+    )
 
 
 def zip_bytes(files: dict[str, bytes], folder: str = "panicbutton-log") -> bytes:

@@ -3,7 +3,7 @@
 Names and numbers of a roster, free-text notes, the justifications given for
 viewing or exporting records: each is one row of ``personal_data`` with a
 random ref and salt. The log entry that refers to it holds the ref and a
-salted commitment only (``panicbutton.ledger.commitment``). At the end of its
+salted commitment only (``panicbutton.log.spec.commitment``). At the end of its
 retention the row is deleted and a ``record.redacted`` entry says so: the log
 stays verifiable, and what it no longer holds cannot be recovered from it.
 """
@@ -84,6 +84,35 @@ def keep(
         )
     )
     return ref, spec.commitment(ref=ref, salt=salt, value=value)
+
+
+def record(
+    session: Session,
+    *,
+    type: str,
+    kind: str,
+    value: Any,
+    subjects: list[str],
+    now: datetime,
+    retention: Retention,
+    incident_id: int | None = None,
+    **data: Any,
+) -> str:
+    """Keep ``value`` as personal data and append a ``type`` entry that names it (its
+    ref and commitment, besides ``data``); returns the ref."""
+    ref, commitment = keep(
+        session, kind=kind, value=value, subjects=subjects, now=now, retention=retention
+    )
+    audit(
+        session,
+        at=now,
+        type=type,
+        incident_id=incident_id,
+        **data,
+        ref=ref,
+        commitment=commitment,
+    )
+    return ref
 
 
 def reveal(row: PersonalData) -> dict[str, Any]:

@@ -35,8 +35,9 @@ from server.commands import db_command
 from server.db import make_engine, migrate, sessions
 from server.log import export
 from server.log.append import audit
-from server.log.keeper import LogKeeper, verify_stored
+from server.log.keeper import LogKeeper
 from server.log.personal import Retention
+from server.log.stored import verify_stored
 from server.models import Incident, LogCheckpoint, LogEntry, LogState
 from tests.harness import postgres_database, sample_site
 
