@@ -4,8 +4,10 @@ Each subclasses :class:`DeviceError` and the matching builtin, so callers can
 catch either.
 """
 
+from panicbutton.errors import PanicbuttonError
 
-class DeviceError(Exception):
+
+class DeviceError(PanicbuttonError):
     """Base class for room unit errors."""
 
 

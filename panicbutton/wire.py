@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final, Self
 
+from panicbutton.errors import PanicbuttonError
 from panicbutton.fields import REQUIRED, read_field
 from panicbutton.log.spec import format_time
 
@@ -46,7 +47,7 @@ DEVICE_ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,22}$")
 INT_MAX: Final = 2**31 - 1
 
 
-class WireError(ValueError):
+class WireError(PanicbuttonError, ValueError):
     """A payload or topic that does not follow the contract.
 
     The message says what is wrong in terms a person can act on.

@@ -1,7 +1,9 @@
 """Errors raised by the server; each subclasses :class:`ServerError` and a builtin."""
 
+from panicbutton.errors import PanicbuttonError
 
-class ServerError(Exception):
+
+class ServerError(PanicbuttonError):
     """Base class for server errors."""
 
 

@@ -10,6 +10,6 @@ It owns the written contract (``VERIFY.md`` says the same in prose): canonical J
 ``server/log/``.
 
 Standard library and ``cryptography`` only, so an inspector can run the verifier with
-nothing else installed; its modules import ``panicbutton.log.*`` and nothing else of
-ours (``tests/log/test_standalone.py`` checks it).
+nothing else installed; its modules import ``panicbutton.log.*`` and ``panicbutton.errors``
+(the project's error base), nothing else of ours (``tests/log/test_standalone.py`` checks it).
 """

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from panicbutton.errors import PanicbuttonError
+
 MAX_SAFE = 2**53 - 1
 #: 2**53 - 1 has 16 digits: a longer run of digits is refused before it is converted
 #: (converting thousands of digits is slow, and Python refuses more than 4300).
@@ -26,7 +28,7 @@ MAX_DIGITS = 16
 _SHORT = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-class CanonicalError(ValueError):
+class CanonicalError(PanicbuttonError, ValueError):
     """A value the log cannot hold, or bytes that are not in canonical form."""
 
 

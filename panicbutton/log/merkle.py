@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from panicbutton.errors import PanicbuttonError
+
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 
-class ProofError(ValueError):
+class ProofError(PanicbuttonError, ValueError):
     """A proof that does not prove what it claims; the message says where it fails."""
 
 

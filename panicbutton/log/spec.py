@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from panicbutton.errors import PanicbuttonError
 from panicbutton.log import canonical, merkle
 
 VERSION = 1
@@ -102,7 +103,7 @@ GENESIS = bytes(32)
 _ENTRY_KEYS = frozenset({"v", "n", "at", "type", "incident", "data", "prev"})
 
 
-class LogFormatError(ValueError):
+class LogFormatError(PanicbuttonError, ValueError):
     """An entry, key or checkpoint that does not follow this format."""
 
 

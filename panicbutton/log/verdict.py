@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from panicbutton.errors import PanicbuttonError
 from panicbutton.log import merkle, spec
 from panicbutton.log.checkpoints import VerifierKey
 
 
-class VerificationError(Exception):
+# NOTE: no builtin fits a bundle that fails its checks (it is neither a bad argument nor an
+# OS failure), and callers that catch ValueError around parsing must not swallow a verdict.
+class VerificationError(PanicbuttonError):
     """The log is not what was signed; ``entry`` is the first bad entry, when known."""
 
     def __init__(self, message: str, entry: int | None = None) -> None:
@@ -18,7 +21,7 @@ class VerificationError(Exception):
         self.entry = entry
 
 
-class BundleError(Exception):
+class BundleError(PanicbuttonError):
     """The bundle or an option cannot be read at all."""
 
 

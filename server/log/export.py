@@ -33,6 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from panicbutton.log import bundles, canonical, checkpoints, merkle, report, spec
+from server.errors import ServerError
 from server.log.personal import reveal
 from server.log.stored import latest_checkpoint, stored_entries, stored_notes
 from server.models import LogEntry, PersonalData
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from server.log.keeper import LogKeeper
 
 
-class ExportError(ValueError):
+class ExportError(ServerError, ValueError):
     """An export that cannot be made; the message says why."""
 
 

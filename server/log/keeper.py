@@ -33,6 +33,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton.log import checkpoints, verdict
+from server.errors import ServerError
 from server.log import append, personal
 from server.log.failure import Reminder
 from server.log.personal import Retention
@@ -48,7 +49,7 @@ PURGE = timedelta(hours=1)
 RETRY = timedelta(minutes=1)
 
 
-class LogFailedError(RuntimeError):
+class LogFailedError(ServerError, RuntimeError):
     """The stored log is not consistent with its signed checkpoints: nothing is signed."""
 
 

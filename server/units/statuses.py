@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from panicbutton.clock import Clock
 from panicbutton.wire import Status
 from server import incidents
+from server.errors import ServerError
 from server.escalation import plans
 from server.log.append import audit
 from server.models import DeviceRecord, Incident, IncidentKind, Outcome, State
@@ -22,7 +23,7 @@ from server.paging.pager import Pager
 from server.site import Room, Site
 
 
-class UnknownDeviceError(LookupError):
+class UnknownDeviceError(ServerError, LookupError):
     """A status from a unit the site file does not list."""
 
 
