@@ -117,9 +117,9 @@ def _acknowledge(args: argparse.Namespace) -> int:
 
     from panicbutton.clock import SystemClock  # noqa: PLC0415
     from server.db import make_engine, sessions  # noqa: PLC0415
-    from server.log.export import ID_RE  # noqa: PLC0415
     from server.log.failure import acknowledge_failure  # noqa: PLC0415
     from server.settings import Settings  # noqa: PLC0415
+    from server.site import ID_RE  # noqa: PLC0415
 
     reason = (args.reason or "").strip()
     if not args.by or not ID_RE.fullmatch(args.by) or len(reason) < 8:

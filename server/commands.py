@@ -14,6 +14,7 @@ from server.log import export, personal
 from server.log.keeper import LogFailedError, LogKeeper
 from server.log.signing import load_signer
 from server.settings import Settings
+from server.site import ID_RE
 
 #: The log's tables: the application role may read and append, nothing else.
 APPEND_ONLY = ("log_entries", "log_checkpoints")
@@ -42,7 +43,7 @@ def export_to(
             "an export needs --out, --by (who you are) and --justification (why, at least "
             "8 characters): the export is itself recorded in the log"
         )
-    if not export.ID_RE.fullmatch(by):
+    if not ID_RE.fullmatch(by):
         raise ValueError("--by: your pseudonymous id, in lowercase letters, digits and '-'")
     export.check_scope(scope)
     report_path = out.with_name(out.stem + f"-report.{report}") if report else None

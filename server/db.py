@@ -6,13 +6,13 @@ import logging
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Executable, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.util import asbool
@@ -112,3 +112,9 @@ def migrate(engine: Engine) -> None:
 
 def sessions(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def changed(session: Session, statement: Executable) -> int:
+    """Run an UPDATE or DELETE in ``session``; the number of rows it changed (how a
+    conditional UPDATE tells which of two racing threads or servers won)."""
+    return cast("CursorResult[Any]", session.execute(statement)).rowcount

@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from panicbutton.wire import Alert, FeedbackState, LinkState, Status
+from server.db import changed
 from server.escalation import plans
 from server.log.append import audit
 from server.models import (
@@ -235,12 +236,13 @@ def _move(
 ) -> bool:
     """Change ``incident`` only if ``allowed`` still holds in the database (a conditional
     UPDATE, safe against a racing thread or server); True if this call won."""
-    won = session.execute(
+    won = changed(
+        session,
         update(Incident)
         .where(Incident.id == incident.id, allowed)
         .values(**values)
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
+        .execution_options(synchronize_session=False),
+    )
     session.refresh(incident)
     return bool(won)
 

@@ -24,7 +24,9 @@ Language = Literal["fr", "nl", "en"]
 LANGUAGES: tuple[Language, ...] = ("fr", "nl", "en")
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+#: A pseudonymous id (room, staff member, or anyone named in the log): the one rule.
+ID = r"[a-z0-9][a-z0-9-]{0,62}"
+ID_RE = re.compile(f"^{ID}$")
 
 
 #: Room id prefix for incidents from units the site file does not list.

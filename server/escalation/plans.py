@@ -27,6 +27,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from server import duty
+from server.db import changed
 from server.log.append import audit
 from server.models import (
     TECHNICAL_KINDS,
@@ -339,7 +340,8 @@ def hurry(session: Session, *, incident: Incident, failed_step: int, now: dateti
         or nxt - _base(incident) >= len(plan.get("steps", []))
     ):
         return False
-    moved = session.execute(
+    moved = changed(
+        session,
         update(EscalationJob)
         .where(
             EscalationJob.incident_id == incident.id,
@@ -348,8 +350,8 @@ def hurry(session: Session, *, incident: Incident, failed_step: int, now: dateti
             EscalationJob.status == JobStatus.PENDING,
             EscalationJob.due_at > now,
         )
-        .values(due_at=now)
-    ).rowcount  # type: ignore[attr-defined]
+        .values(due_at=now),
+    )
     if moved:
         audit(
             session,

@@ -21,6 +21,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton.clock import Clock
+from server.db import changed
 from server.log.append import audit
 from server.models import EscalationJob, JobStatus
 
@@ -122,11 +123,12 @@ class Scheduler:
 
     def _claim(self, job_id: int) -> bool:
         with self._sessions.begin() as s:
-            claimed = s.execute(
+            claimed = changed(
+                s,
                 update(EscalationJob)
                 .where(EscalationJob.id == job_id, EscalationJob.status == JobStatus.PENDING)
-                .values(status=JobStatus.RUNNING, claimed_at=self._clock.now())
-            ).rowcount  # type: ignore[attr-defined]
+                .values(status=JobStatus.RUNNING, claimed_at=self._clock.now()),
+            )
         return bool(claimed)
 
     def _redrive(self, now: datetime) -> None:

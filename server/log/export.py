@@ -37,6 +37,7 @@ from server.errors import ServerError
 from server.log.personal import reveal
 from server.log.stored import latest_checkpoint, stored_entries, stored_notes
 from server.models import LogEntry, PersonalData
+from server.site import ID
 
 if TYPE_CHECKING:
     from server.log.keeper import LogKeeper
@@ -47,8 +48,7 @@ class ExportError(ServerError, ValueError):
 
 
 #: A pseudonymous id: a staff id, a worker's id, ``inspector-1``.
-ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-_SCOPE_RE = re.compile(r"full|incident:[1-9][0-9]{0,9}|person:" + ID_RE.pattern)
+_SCOPE_RE = re.compile(r"full|incident:[1-9][0-9]{0,9}|person:" + ID)
 
 
 def check_scope(scope: str) -> str:

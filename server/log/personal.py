@@ -19,6 +19,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from panicbutton.log import spec
+from server.db import changed
 from server.log.append import audit
 from server.models import PersonalData
 
@@ -140,8 +141,7 @@ def purge_expired(
             .limit(limit)
         ).all()
         for (ref,) in rows:
-            deleted = session.execute(delete(PersonalData).where(PersonalData.ref == ref))
-            if deleted.rowcount != 1:  # type: ignore[attr-defined]
+            if changed(session, delete(PersonalData).where(PersonalData.ref == ref)) != 1:
                 continue
             audit(session, at=now, type="record.redacted", ref=ref, kind=kind, reason="retention")
             gone += 1

@@ -15,7 +15,6 @@ work is the records service's (``server/records.py``); these routes parse and sh
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -30,6 +29,7 @@ from server.models import State
 from server.records import Access, BusyError, Records
 from server.routes.api import IncidentOut
 from server.routes.deps import IncidentId, ServicesDep, answers, require_token, text_body
+from server.site import ID_RE
 
 router = APIRouter(
     prefix="/api/v1",
@@ -38,7 +38,7 @@ router = APIRouter(
     responses=answers(401),
 )
 
-ACTOR_RE = re.compile(f"^{export.ID_RE.pattern}$")
+ACTOR_RE = ID_RE
 
 
 def get_records(services: ServicesDep) -> Records:
