@@ -241,7 +241,6 @@ class PersonalData(Base):
     #: Pseudonymous ids of the people this row is about (for a person's export).
     subjects: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[datetime]
-    purge_after: Mapped[datetime] = mapped_column(index=True)
 
 
 class DeviceRecord(Base):

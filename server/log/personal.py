@@ -81,7 +81,6 @@ def keep(
             value=value,
             subjects=subjects,
             created_at=now,
-            purge_after=now + retention.days(kind) * DAY,
         )
     )
     return ref, spec.commitment(ref=ref, salt=salt, value=value)

@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 import sqlite3
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import inspect, text
 
-from server.db import make_engine, migrate
+from server.db import MIGRATIONS, make_engine, migrate
 
 
 def mode(path: Path) -> int:
@@ -50,4 +54,46 @@ def test_a_new_database_is_created_private(tmp_path: Path) -> None:
             "new.sqlite3-shm": "0o600",
         }
         conn.close()
+    engine.dispose()
+
+
+def test_migration_0006_drops_the_unread_purge_date_and_keeps_the_rows(database_url: str) -> None:
+    """A database at 0005 holding personal data comes to head with every row kept and
+    no ``purge_after``; it goes back to 0005 and up again (SQLite and PostgreSQL)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    engine = make_engine(database_url)
+
+    def to(revision: str, *, down: bool = False) -> None:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            (command.downgrade if down else command.upgrade)(cfg, revision)
+
+    def columns() -> set[str]:
+        return {c["name"] for c in inspect(engine).get_columns("personal_data")}
+
+    to("0005")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO personal_data (ref, kind, salt, value, subjects, created_at, "
+                "purge_after) VALUES ('r1', 'note', :salt, '\"kept\"', '[]', :at, :at)"
+            ),
+            {"salt": b"\x00" * 16, "at": datetime(2026, 1, 2, tzinfo=UTC)},
+        )
+    assert "purge_after" in columns()
+
+    migrate(engine)
+    assert "purge_after" not in columns()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT ref, kind FROM personal_data")).all() == [("r1", "note")]
+
+    to("0005", down=True)
+    assert "purge_after" in columns()
+    with engine.connect() as conn:
+        assert conn.execute(
+            text("SELECT ref FROM personal_data WHERE purge_after IS NOT NULL")
+        ).all() == [("r1",)]
+    migrate(engine)
+    assert "purge_after" not in columns()
     engine.dispose()
