@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from panicbutton.wire import Alert, FeedbackState, LinkState, Status
 from server.db import changed
-from server.escalation import plans
+from server.escalation import steps
 from server.log.append import audit
 from server.models import (
     DeviceRecord,
@@ -88,7 +88,7 @@ def record_alert(
         # NOTE: the news of a press is throttled (server.news); this job, due when the
         # window of the news sent now ends, sends what the window held back. Persisted,
         # so a restart loses no news.
-        plans.schedule(
+        steps.schedule(
             session,
             incident_id=existing.id,
             kind=JobKind.REPRESS_NEWS,
@@ -126,7 +126,7 @@ def record_alert(
         session, device_id=alert.device_id, seq=alert.seq, now=now, incident_id=incident.id
     )
 
-    page_ids = plans.start(session=session, site=site, incident=incident, now=now)
+    page_ids = steps.start(session=session, site=site, incident=incident, now=now)
     return AlertResult(incident, new=True, page_ids=page_ids)
 
 
@@ -159,7 +159,7 @@ def _reopen(session: Session, *, site: Site, incident: Incident, now: datetime) 
         round=incident.round,
         presses=incident.presses,
     )
-    return plans.start(session=session, site=site, incident=incident, now=now)
+    return steps.start(session=session, site=site, incident=incident, now=now)
 
 
 #: The most one alert may move a unit's sequence mark forward. A jump beyond it is
@@ -272,7 +272,7 @@ def acknowledge(
         staff=staff_id,
         via=via,
     )
-    plans.acknowledged(session, incident=incident, now=now)
+    steps.acknowledged(session, incident=incident, now=now)
     return True
 
 
@@ -301,7 +301,7 @@ def resolve(
         staff=staff_id,
         outcome=str(outcome),
     )
-    plans.resolved(session, incident=incident)
+    steps.resolved(session, incident=incident)
     return True
 
 

@@ -142,10 +142,10 @@ class Page(Base):
     """One message to one staff member about one incident.
 
     ``reply_code`` is what that person replies to acknowledge: random digits
-    (longer as they have more unresolved incidents, see escalation.CODE_TIERS),
+    (longer as they have more unresolved incidents, see server.escalation.reply_codes),
     the same on every page of one round of one incident to that person, and not
     used by any of their other unresolved incidents nor by one resolved within
-    escalation.CODE_HOLD.
+    reply_codes.CODE_HOLD.
     """
 
     __tablename__ = "pages"

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton.clock import Clock
 from server import incidents
-from server.escalation import plans
+from server.escalation import plans, steps
 from server.log.append import audit
 from server.models import (
     EscalationJob,
@@ -86,7 +86,7 @@ class Runner:
                 return
             pages: list[int] = []
             if not news:
-                run = plans.run_step if job.kind == JobKind.STEP else plans.run_follow_up
+                run = steps.run_step if job.kind == JobKind.STEP else steps.run_follow_up
                 pages = run(session=s, incident=incident, n=job.step, due=job.due_at, now=now)
             job.status, job.done_at = JobStatus.DONE, now
         if news:  # texts, after the commit like every other text
@@ -133,7 +133,7 @@ class Runner:
         return hurried
 
     def _failed(self, s: Session, incident: Incident, page: Page, why: str, now: datetime) -> bool:
-        hurried = plans.hurry(s, incident=incident, failed_step=page.step, now=now)
+        hurried = steps.hurry(s, incident=incident, failed_step=page.step, now=now)
         if hurried:
             log.warning(
                 "incident %d: %s to staff %s failed (%s); next step now",

@@ -14,7 +14,7 @@ from panicbutton.clock import Clock
 from panicbutton.wire import Status
 from server import incidents
 from server.errors import ServerError
-from server.escalation import plans
+from server.escalation import steps
 from server.log.append import audit
 from server.models import DeviceRecord, Incident, IncidentKind, Outcome, State
 from server.news import Tell
@@ -89,7 +89,7 @@ class Statuses:
                 device=room.device,
                 since=since,
             )
-            pages = plans.start(session=s, site=self._site, incident=incident, now=now)
+            pages = steps.start(session=s, site=self._site, incident=incident, now=now)
         self._pager.dispatch(pages)
         self._wake()
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from panicbutton.wire import Alert, new_alert_id
 from server import incidents
 from server.db import make_engine, migrate, sessions
-from server.escalation import plans
+from server.escalation import reply_codes
 from server.models import Incident, LogEntry, Outcome, Page, State
 from server.site import Site
 from tests.harness import sample_site
@@ -73,7 +73,7 @@ def test_a_reply_code_is_never_reused_while_its_incident_is_open(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Three codes only: uniqueness, not luck, must keep them apart.
-    monkeypatch.setattr(plans, "CODE_TIERS", ((10**6, range(100, 103)),))
+    monkeypatch.setattr(reply_codes, "CODE_TIERS", ((10**6, range(100, 103)),))
     with sessions(engine).begin() as s:
         record(s, alert("unit-1"))
         record(s, alert("unit-2"))
@@ -208,7 +208,9 @@ def test_a_resolved_alarms_code_is_not_given_to_a_new_alarm_for_twelve_hours(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Three codes of each length only: the hold, not luck, must keep them apart.
-    monkeypatch.setattr(plans, "CODE_TIERS", ((10, range(100, 103)), (10**6, range(1000, 1003))))
+    monkeypatch.setattr(
+        reply_codes, "CODE_TIERS", ((10, range(100, 103)), (10**6, range(1000, 1003)))
+    )
     with sessions(engine).begin() as s:
         first = record(s, alert("unit-1"))
         record(s, alert("unit-2"))
