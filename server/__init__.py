@@ -13,7 +13,7 @@ steps are run by :mod:`server.escalation.scheduler` through :mod:`server.runner`
 Layers, bottom first. A module imports only from its own layer or lower ones
 (``tests/test_layers.py`` holds every module of ``server`` to these lines):
 
-1. foundation: errors, site, db, models, duty, replies.words, replies.codes
+1. foundation: errors, strength, site, db, models, duty, replies.words, replies.codes
 2. the log and settings: log, settings, migrations
 3. incidents and their escalation plans: escalation, incidents
 4. paging: paging, urls

@@ -3,6 +3,10 @@
 Every function here runs inside the caller's transaction and writes the audit
 event for each change in that same transaction, so the log and the state can
 never disagree. Keyword-only arguments; no HTTP, no MQTT.
+
+(Over 300 lines: an incident's states and the checks between them — once per
+alert, re-press, reopen, acknowledge, resolve, a unit's sequence — are one
+machine, read best in one file.)
 """
 
 from __future__ import annotations

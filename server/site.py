@@ -3,6 +3,9 @@
 Declarative TOML, read at start (``firmware_config/site.example.toml`` shows
 every field). Staff names and phone numbers live only here and in the SMS sent
 to them: the incident log refers to staff by their pseudonymous ``id``.
+
+(Over 300 lines: each part of the file and the check that names its errors sit
+together, so a setting and what is said when it is wrong are read in one place.)
 """
 
 from __future__ import annotations
