@@ -18,9 +18,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from panicbutton import __version__
+from panicbutton.clock import Clock
 from panicbutton.log import spec
 from panicbutton.redact import protect_handlers
-from server.clock import Clock
 from server.db import make_engine, migrate
 from server.errors import SettingsError
 from server.log.append import audit

@@ -18,9 +18,9 @@ from sqlalchemy import Engine, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from panicbutton.clock import Clock, SystemClock
 from panicbutton.wire import Alert, Feedback, FeedbackState, Status
 from server import duty, incidents, replies
-from server.clock import Clock, SystemClock
 from server.db import sessions
 from server.escalation import plans
 from server.escalation.scheduler import Scheduler
@@ -37,9 +37,10 @@ from server.models import (
     WebhookReceipt,
 )
 from server.paging import messages
+from server.paging.fit import BUDGET
 from server.paging.links import LIST, make_token
 from server.paging.notifier import Notifier, mask
-from server.paging.pager import BUDGET, Pager
+from server.paging.pager import Pager
 from server.site import Language, Room, Site, Staff
 
 if TYPE_CHECKING:
@@ -97,13 +98,13 @@ class Runtime:
             sessions=self.sessions,
             site=site,
             notifier=notifier,
-            clock=self.clock,
+            clock=self.time,
             callback_url=self.callback_url,
             link_url=self.ack_link,
             list_url=self.list_link,
             bundle_window=bundle_window,
+            on_page_done=self._page_done,
         )
-        self.pager.on_page_done = self._page_done
         self.scheduler = Scheduler(
             sessions=self.sessions,
             clock=self.time,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from server.clock import ManualClock
+from panicbutton.clock import ManualClock
 from tests.harness import (
     PG_ADMIN_URL,
     Broker,

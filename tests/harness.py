@@ -26,10 +26,10 @@ from device.agent import Agent
 from device.clock import Clock as DeviceClock
 from device.config import parse_config
 from device.indicator import Light
+from panicbutton.clock import Clock
 from panicbutton.log import spec
 from panicbutton.wire import parse_topic
 from server.app import Server, build
-from server.clock import Clock
 from server.models import EscalationJob, Incident, LogEntry
 from server.settings import Settings
 from server.site import Site, parse_site

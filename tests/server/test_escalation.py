@@ -21,8 +21,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from panicbutton.clock import ManualClock
 from panicbutton.wire import Alert, Feedback, alert_topic, feedback_topic, new_alert_id
-from server.clock import ManualClock
 from server.models import Incident, Page
 from tests.harness import (
     DEVICE_TOKENS,

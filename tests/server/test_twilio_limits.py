@@ -23,10 +23,11 @@ from sqlalchemy.exc import OperationalError
 
 from panicbutton.wire import Alert, new_alert_id, now_utc
 from server.errors import NotifierError
+from server.log.append import audit
 from server.models import Page
-from server.paging import messages, pager
+from server.paging import messages, status
+from server.paging.fit import BUNDLE_TEXTS, COMPACT_BUDGET, COMPACT_ROOM_CHARS, fit, split
 from server.paging.notifier import TwilioNotifier
-from server.paging.pager import BUNDLE_TEXTS, COMPACT_BUDGET, COMPACT_ROOM_CHARS, _fit, _split
 from tests.fakes.twilio import FakeTwilio
 from tests.harness import FLOOR, RECEPTION, System, wait_until
 
@@ -302,16 +303,15 @@ def test_a_page_whose_record_fails_is_looked_up_and_never_sent_twice(
 ) -> None:
     # Twilio takes the SMS and the call, then recording one of them fails once (a
     # locked database, say): the page must end up recorded, sent once, without a restart.
-    real_audit = pager.audit  # type: ignore[attr-defined]  # the name the pager calls
     failed: list[str] = []
 
     def flaky(session: Any, **fields: Any) -> None:
         if fields.get("type") == "page.sent" and len(failed) < 2:
             failed.append(str(fields["page"]))
             raise OperationalError("INSERT", {}, Exception("database is locked"))
-        real_audit(session, **fields)
+        audit(session, **fields)
 
-    monkeypatch.setattr(pager, "audit", flaky)
+    monkeypatch.setattr(status, "audit", flaky)  # the name page records are written by
     press(system, "unit-1")
     assert wait_until(lambda: len(failed) == 2)
     assert wait_until(lambda: len(system.events("page.sent")) == 4, timeout=20)
@@ -476,7 +476,7 @@ def test_without_links_a_big_bundle_sends_every_room_and_its_code(system: System
 def test_a_bundle_without_a_link_is_at_most_twelve_texts_then_counts() -> None:
     lines = [f"ALARM Room {i} at 22:04. Reply {100 + i} if you are going." for i in range(1, 401)]
     rooms = [f"room-{i}" for i in range(1, 401)]
-    texts = _split(
+    texts = split(
         lines, rooms, 1000, lambda more: messages.bundle_footer("en", more=more, link=None), most=12
     )
     assert len(texts) == BUNDLE_TEXTS == 12
@@ -502,7 +502,7 @@ def test_a_compact_follow_up_bundle_keeps_the_count_and_the_link() -> None:
         )
         for i in range(30)
     ]
-    body = _fit(
+    body = fit(
         lines,
         [f"room-{i}" for i in range(30)],
         COMPACT_BUDGET["sms"],
