@@ -8,18 +8,16 @@ instances) never send the same page. A page left half-sent by a crash is
 looked up at the provider before it is sent again (:mod:`server.paging.recovery`).
 
 Bursts: pages go out on a pool of workers, so many alerts never queue behind
-one another. When one person gets pages for several incidents within a few
-seconds, the first goes out at once and the others are bundled into one SMS
-(or one call) that lists the rooms, instead of a flood. The workers take alarm
-pages first, then plain texts, then re-press news: a page never waits behind news.
+one another, and a person's pages for several incidents within a few seconds
+are bundled (:mod:`server.paging.bundles`). The workers take alarm pages first,
+then plain texts, then re-press news: a page never waits behind news.
 
 Limits: every request fits Twilio's limits by construction (:mod:`server.paging.fit`).
 A page Twilio refuses for what it says (size or content) is never sent again as
 it was: it goes at once in a compact form, and that person's next pages on that
 channel use the compact form for a while.
 
-Every time the pager reads or waits (bundling windows, sweeps, retries, 429s) is
-on its clock, so a test can move it by hand.
+The pager reads and waits (bundle windows, sweeps, retries, 429s) on its clock.
 """
 
 from __future__ import annotations
@@ -36,6 +34,7 @@ from panicbutton.clock import Clock, SystemClock
 from server.log.append import audit
 from server.models import Page
 from server.paging import messages, status
+from server.paging.bundles import BUNDLE_WINDOW, Bundles, Key
 from server.paging.delivery import REFUSED_CONTENT, Sender
 from server.paging.fit import BUDGET
 from server.paging.notifier import Notifier
@@ -44,7 +43,7 @@ from server.paging.recovery import Recovery
 from server.paging.render import Rendered, Renderer
 from server.site import Site, Staff
 
-__all__ = ["BUNDLE_WINDOW", "Pager"]
+__all__ = ["Pager"]
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +52,6 @@ RECOVER_AFTER = 3.0
 #: Seconds between sweeps for pages stuck "sending", and how old such a page must be.
 SWEEP_EVERY = 30.0
 STUCK_AFTER = 90.0
-#: Default seconds after a page to one person during which their pages for *other*
-#: incidents are bundled, by channel (settings: PANICBUTTON_SMS_BUNDLE_WINDOW, ...).
-BUNDLE_WINDOW = {"sms": 3.0, "call": 20.0}
 #: Seconds a person's pages on a channel stay compact after a refusal for content.
 COMPACT_FOR = 600.0
 #: Order of the work queued for the workers: alarm pages first, then plain texts
@@ -101,23 +97,21 @@ class Pager:
         self._recovery = Recovery(
             sessions=sessions, notifier=notifier, renderer=self._renderer, clock=self._clock
         )
-        self._bundle_window = bundle_window or BUNDLE_WINDOW
+        self._bundles = Bundles(
+            clock=self._clock,
+            windows=bundle_window or BUNDLE_WINDOW,
+            on_open=lambda key, seconds: self._later(seconds, self._flush, key),
+        )
         self._pool = PriorityPool(workers, "pager")
-        self._inflight: set[Future[object]] = set()
         self._lock = threading.Lock()
         #: (staff, channel) -> monotonic time until which pages use the compact form.
-        self._compact: dict[tuple[str, str], float] = {}
-        #: (staff, channel) -> (monotonic time, incident id) of the last page sent.
-        self._last_sent: dict[tuple[str, str], tuple[float, int]] = {}
-        self._held: dict[tuple[str, str], list[int]] = {}
+        self._compact: dict[Key, float] = {}
         self._active: set[int] = set()  # pages this process has claimed and not recorded
         self._next_sweep = 0.0
 
     def backlog(self) -> int:
         """Sends queued or under way in this process, plus pages held for a bundle."""
-        with self._lock:
-            held = sum(len(v) for v in self._held.values())
-        return held + sum(1 for f in list(self._inflight) if not f.done())
+        return self._bundles.held() + self._pool.pending()
 
     def dispatch(self, page_ids: list[int]) -> None:
         for page_id in page_ids:
@@ -131,13 +125,10 @@ class Pager:
             # queued in the database and the next start re-drives them.
             log.info("pager closed; a held send is left for the next start")
             return
-        with self._lock:
-            self._inflight.add(future)
-        future.add_done_callback(self._forget)
+        future.add_done_callback(self._log_failure)
 
-    def _forget(self, future: Future[object]) -> None:
-        with self._lock:
-            self._inflight.discard(future)
+    @staticmethod
+    def _log_failure(future: Future[object]) -> None:
         if not future.cancelled() and (exc := future.exception()) is not None:
             # A page left "sending" is re-driven by sweep(), from the scheduler's loop.
             log.error("a send failed unexpectedly: %r", exc, exc_info=exc)
@@ -214,28 +205,12 @@ class Pager:
         """Send a claimed page now, or hold it for a bundle with others to the same person."""
         with self._sessions() as s:
             page = s.get_one(Page, page_id)
-            key = (page.staff_id, page.channel)
-        with self._lock:
-            last_at, last_incident = self._last_sent.get(key, (-1e9, 0))
-            since = self._clock.monotonic() - last_at
-            window = self._bundle_window[page.channel]
-            other_incident = last_incident != page.incident_id
-            if (since < window and other_incident) or key in self._held:
-                # Another page just went to this person: bundle this one with any
-                # others arriving in the window, instead of a flood.
-                first = key not in self._held
-                self._held.setdefault(key, []).append(page_id)
-                if first:
-                    self._later(window - since, self._flush, key)
-                return
-            self._last_sent[key] = (self._clock.monotonic(), page.incident_id)
-        self._send([page_id])
+            key, incident_id = (page.staff_id, page.channel), page.incident_id
+        if not self._bundles.hold(key, incident_id, page_id):
+            self._send([page_id])
 
-    def _flush(self, key: tuple[str, str]) -> None:
-        with self._lock:
-            ids = self._held.pop(key, [])
-            self._last_sent[key] = (self._clock.monotonic(), -1)
-        if ids:
+    def _flush(self, key: Key) -> None:
+        if ids := self._bundles.release(key):
             try:
                 self._send(ids)
             except BaseException:

@@ -26,6 +26,7 @@ class PriorityPool:
         self._queue: queue.PriorityQueue[_Work] = queue.PriorityQueue()
         self._order = itertools.count()
         self._closed = False
+        self._pending = 0  # submitted and not finished
         self._lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
@@ -40,21 +41,34 @@ class PriorityPool:
             if self._closed:
                 raise RuntimeError("cannot schedule new work after shutdown")
             self._queue.put((priority, next(self._order), future, fn, args))
+            self._pending += 1
         return future
+
+    def pending(self) -> int:
+        """Work submitted and not finished (queued or running)."""
+        with self._lock:
+            return self._pending
 
     def _work(self) -> None:
         while True:
             _, _, future, fn, args = self._queue.get()
             if future is None:  # shutdown: everything queued before it has run
                 return
-            if not future.set_running_or_notify_cancel():
-                continue
             try:
-                result = fn(*args)
-            except BaseException as exc:  # noqa: BLE001 - handed to the Future, like an executor
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
+                if future.set_running_or_notify_cancel():
+                    self._run(future, fn, args)
+            finally:
+                with self._lock:
+                    self._pending -= 1
+
+    @staticmethod
+    def _run(future: Future[object], fn: Callable[..., object], args: tuple[object, ...]) -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the Future, like an executor
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
 
     def shutdown(self) -> None:
         with self._lock:
