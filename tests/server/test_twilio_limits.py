@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from pydantic import SecretStr
 from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
+from panicbutton.clock import ManualClock
 from panicbutton.wire import Alert, new_alert_id, now_utc
 from server.errors import NotifierError
 from server.log.append import audit
@@ -73,6 +75,31 @@ def press(system: System, device: str) -> None:
 
 def idle(system: System, timeout: float = 30.0) -> None:
     system.wait_idle(timeout=timeout)
+
+
+#: The start of the hand-moved clock of tests that move the pager's time (its bundle
+#: windows and waits) instead of sleeping through it.
+START = "2026-11-27T21:00:00+00:00"
+
+
+def run_clock(
+    system: System, until: Callable[[], bool] | None = None, timeout: float = 30.0
+) -> None:
+    """Move the server's hand-moved clock on a second at a time until the pager has
+    nothing queued, held or being sent (and ``until()`` holds), then wait for idle."""
+    clock = system.clock
+    assert isinstance(clock, ManualClock)
+    assert system.server is not None
+    pager = system.server.runtime.pager
+
+    def done() -> bool:
+        if pager.backlog() == 0 and (until is None or until()):
+            return True
+        clock.advance(1.0)
+        return False
+
+    assert wait_until(done, timeout, step=0.05), f"pager not done: {pager.backlog()} left"
+    idle(system, timeout)
 
 
 def rooms_named(text: str) -> set[int]:
@@ -149,12 +176,13 @@ def test_fake_twilio_refuses_what_twilio_refuses(twilio: FakeTwilio) -> None:
     assert [(r.status, r.code) for r in twilio.refused][-1] == (429, 20429)
 
 
+@pytest.mark.clock(START)
 @pytest.mark.site(escalation=ONLY_STEP0, rooms=many_rooms())
 @pytest.mark.settings(link_secret=SecretStr(LINK_SECRET), call_bundle_window=2.0)
 def test_a_bundle_of_many_rooms_fits_and_names_or_counts_every_room(system: System) -> None:
     for i in range(1, MANY + 1):
         press(system, f"unit-{i}")
-    idle(system)
+    run_clock(system)
     assert system.twilio.refused == [], [(r.to, r.code) for r in system.twilio.refused]
     for phone in (RECEPTION, FLOOR):
         texts = system.twilio.to(phone)
@@ -223,11 +251,12 @@ def test_a_call_refused_for_its_content_goes_compact_not_unchanged(system: Syste
     assert system.events("escalation.hurried") == []
 
 
+@pytest.mark.clock(START)
 @pytest.mark.site(escalation=SMS_ONLY)
 def test_too_many_requests_are_waited_out_not_failed(system: System) -> None:
     system.twilio.sender_rate, system.twilio.sender_burst = 0.25, 1
     press(system, "unit-1")
-    idle(system, timeout=30)
+    run_clock(system)  # each 429 asks to wait 4 s
     assert len(system.twilio.to(RECEPTION)) == 1
     assert len(system.twilio.to(FLOOR)) == 1
     assert any(r.code == 20429 for r in system.twilio.refused)
@@ -270,12 +299,13 @@ def test_a_call_twilio_took_before_a_crash_is_not_placed_again(system: System) -
     )
 
 
+@pytest.mark.clock(START)
 @pytest.mark.site(escalation=SMS_ONLY, rooms=many_rooms())
 @pytest.mark.settings(link_secret=SecretStr(LINK_SECRET))
 def test_a_status_callback_reaches_every_page_of_a_big_bundle(system: System) -> None:
     for i in range(1, MANY + 1):
         press(system, f"unit-{i}")
-    idle(system)
+    run_clock(system)
     bundle = next(s for s in system.twilio.sent if s.to == RECEPTION and "more rooms" in s.body)
     with system.server.runtime.sessions() as s:  # type: ignore[union-attr]
         pages = set(s.scalars(select(Page.id).where(Page.provider_sid == bundle.sid)))
@@ -297,6 +327,7 @@ def test_a_status_callback_reaches_every_page_of_a_big_bundle(system: System) ->
     assert hurried == incidents
 
 
+@pytest.mark.clock(START)
 @pytest.mark.site(escalation=ONLY_STEP0)
 def test_a_page_whose_record_fails_is_looked_up_and_never_sent_twice(
     system: System, monkeypatch: pytest.MonkeyPatch
@@ -314,8 +345,8 @@ def test_a_page_whose_record_fails_is_looked_up_and_never_sent_twice(
     monkeypatch.setattr(status, "audit", flaky)  # the name page records are written by
     press(system, "unit-1")
     assert wait_until(lambda: len(failed) == 2)
-    assert wait_until(lambda: len(system.events("page.sent")) == 4, timeout=20)
-    idle(system)
+    # Looked up a few seconds (of the server's clock) later.
+    run_clock(system, until=lambda: len(system.events("page.sent")) == 4)
     for phone in (RECEPTION, FLOOR):
         assert len(system.twilio.to(phone)) == 1, system.twilio.to(phone)
         assert len(system.twilio.calls_to(phone)) == 1
@@ -325,16 +356,17 @@ def test_a_page_whose_record_fails_is_looked_up_and_never_sent_twice(
         assert set(s.scalars(select(Page.status))) == {"sent"}
 
 
+@pytest.mark.clock(START)
 @pytest.mark.site(escalation=SMS_ONLY, rooms=many_rooms(4))
 @pytest.mark.settings(link_secret=SecretStr(LINK_SECRET), sms_bundle_window=1.0)
 def test_a_list_link_never_reaches_an_alarm_opened_after_it(system: System) -> None:
     for i in (1, 2, 3):
         press(system, f"unit-{i}")
-    idle(system)
+    run_clock(system)
     bundle = next(t for t in system.twilio.to(RECEPTION) if "All your open alarms" in t)
     local = bundle.split()[-1].replace(system.settings.public_base_url, system.base_url)
     press(system, "unit-4")  # later: this link was never about it
-    idle(system)
+    run_clock(system)
     listed = httpx.get(local)
     assert rooms_named(listed.text) == {1, 2, 3}
     with system.server.runtime.sessions() as s:  # type: ignore[union-attr]
@@ -443,6 +475,7 @@ def test_emoji_room_labels_and_names_fit_twilio_in_every_text(system: System) ->
 BIG = 200
 
 
+@pytest.mark.clock(START)
 @pytest.mark.site(
     escalation=SMS_ONLY,
     rooms=[
@@ -454,7 +487,7 @@ def test_without_links_a_big_bundle_sends_every_room_and_its_code(system: System
     system.twilio.sender_rate = 0.0  # the rate is another test's subject
     for i in range(1, BIG + 1):
         press(system, f"unit-{i}")
-    idle(system, timeout=60)
+    run_clock(system, timeout=60)
     assert system.twilio.refused == [], [(r.to, r.code) for r in system.twilio.refused]
     assert system.server is not None
     with system.server.runtime.sessions() as s:
