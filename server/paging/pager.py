@@ -12,10 +12,9 @@ one another, and a person's pages for several incidents within a few seconds
 are bundled (:mod:`server.paging.bundles`). The workers take alarm pages first,
 then plain texts, then re-press news: a page never waits behind news.
 
-Limits: every request fits Twilio's limits by construction (:mod:`server.paging.fit`).
-A page Twilio refuses for what it says (size or content) is never sent again as
-it was: it goes at once in a compact form, and that person's next pages on that
-channel use the compact form for a while.
+Limits: every request fits Twilio's (:mod:`server.paging.fit`). A page Twilio
+refuses for what it says goes at once in a compact form, never again as it was,
+and that person's next pages on that channel are compact for a while.
 
 The pager reads and waits (bundle windows, sweeps, retries, 429s) on its clock.
 """
@@ -31,7 +30,6 @@ from datetime import datetime
 from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton.clock import Clock, SystemClock
-from server.log.append import audit
 from server.models import Page
 from server.paging import messages, status
 from server.paging.bundles import BUNDLE_WINDOW, Bundles, Key
@@ -103,6 +101,7 @@ class Pager:
             on_open=lambda key, seconds: self._later(seconds, self._flush, key),
         )
         self._pool = PriorityPool(workers, "pager")
+        self._closed = threading.Event()
         self._lock = threading.Lock()
         #: (staff, channel) -> monotonic time until which pages use the compact form.
         self._compact: dict[Key, float] = {}
@@ -137,7 +136,8 @@ class Pager:
         """Queue ``fn(*args)`` for the workers after ``seconds`` of the clock's time."""
 
         def wait_then_submit() -> None:
-            self._clock.sleep(seconds)
+            # Cut short by close(), whose closed pool then refuses the work.
+            self._clock.wait(self._closed, None, seconds)
             self._submit(fn, *args)
 
         threading.Thread(target=wait_then_submit, name="pager_timer", daemon=True).start()
@@ -293,18 +293,18 @@ class Pager:
     ) -> None:
         body = messages.cut(body, BUDGET["sms"])  # a room label or a name of any length
         sid, error = self._sender.send(Rendered.text(member, body))
-        with self._sessions.begin() as s:
-            audit(
-                s,
-                at=self._clock.now(),
-                type="message.sent" if sid else "message.failed",
-                incident_id=incident_id,
-                staff=member.id,
-                purpose=purpose,
-                code=error.code if error else None,
-            )
+        status.record_text(
+            self._sessions,
+            member.id,
+            sent=sid is not None,
+            error=error,
+            now=self._clock.now(),
+            incident_id=incident_id,
+            purpose=purpose,
+        )
         if on_done is not None:
             on_done(sid is not None)
 
     def close(self) -> None:
         self._pool.shutdown()
+        self._closed.set()

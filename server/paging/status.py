@@ -1,4 +1,4 @@
-"""What became of each page: its row's status, and the log entry that says so.
+"""What became of each page (its row's status, and the log entry that says so) and text.
 
 A page is "pending" until a worker claims it ("sending"), then "sent",
 "failed" or "cancelled" (its incident moved on while it waited). Each change
@@ -16,7 +16,7 @@ from server.errors import NotifierError
 from server.log.append import audit
 from server.models import Incident, Page
 
-__all__ = ["claim", "fail", "record", "still_wanted"]
+__all__ = ["claim", "fail", "record", "record_text", "still_wanted"]
 
 
 def claim(sessions: sessionmaker[Session], page_id: int) -> bool:
@@ -103,3 +103,26 @@ def fail(sessions: sessionmaker[Session], page_ids: list[int], why: str, now: da
                 page=page.id,
                 code=None,
             )
+
+
+def record_text(
+    sessions: sessionmaker[Session],
+    staff_id: str,
+    *,
+    sent: bool,
+    error: NotifierError | None,
+    now: datetime,
+    incident_id: int | None,
+    purpose: str,
+) -> None:
+    """Log a plain text (no page row) as taken by the provider, or failed with ``error``."""
+    with sessions.begin() as s:
+        audit(
+            s,
+            at=now,
+            type="message.sent" if sent else "message.failed",
+            incident_id=incident_id,
+            staff=staff_id,
+            purpose=purpose,
+            code=error.code if error else None,
+        )
