@@ -18,7 +18,8 @@ from panicbutton.clock import Clock
 from server import incidents
 from server.models import EscalationJob, Incident, JobKind, JobStatus, Page, State
 from server.paging import messages
-from server.paging.pager import BUDGET, Pager
+from server.paging.fit import BUDGET
+from server.paging.pager import Pager
 from server.site import Site, Staff
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from demo.broker import MosquittoProcess, find_mosquitto, free_port
 from device.agent import Agent
 from device.config import parse_config
 from device.indicator import Light
-from panicbutton.clock import Clock
+from panicbutton.clock import Clock, SystemClock
 from panicbutton.log import checkpoints
 from panicbutton.wire import parse_topic
 from server.app import Server, build
@@ -227,7 +227,9 @@ class System:
         self.clock = clock
         self.site = site or sample_site()
         self.twilio = FakeTwilio(
-            account_sid="AC" + secrets.token_hex(16), auth_token=secrets.token_hex(16)
+            account_sid="AC" + secrets.token_hex(16),
+            auth_token=secrets.token_hex(16),
+            clock=clock or SystemClock(),
         )
         self.http_port = free_port()
         self.settings = Settings(

@@ -1,4 +1,6 @@
-"""What staff read: SMS texts in French, Dutch and English.
+"""What staff read and hear: SMS texts and call words in French, Dutch and English.
+
+(Over 300 lines because it is a table: every text in three languages side by side.)
 
 Every page names the room and the time (site time zone) and says how to
 acknowledge. Texts stay within one GSM-7 segment where the room label allows.

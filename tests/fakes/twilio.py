@@ -18,6 +18,10 @@ can pass against limits Twilio does not have:
   about 1 to 10 segments a second) and answers 429 when an account has too many
   requests in flight; refusing here is stricter than Twilio, so a client that
   copes here copes there.
+
+Its rate and the times it stamps on requests (``at``) are on its ``clock``: the
+server's, when a test moves the server's clock by hand, so a 429's wait passes
+when the test moves time on.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ from typing import Any
 
 import httpx
 from twilio.request_validator import RequestValidator
+
+from panicbutton.clock import Clock, SystemClock
 
 #: Twilio's published limits (twilio.com/docs/api/errors/21617, /32018, /90007).
 BODY_LIMIT = 1600
@@ -78,7 +84,7 @@ class Sent:
     to: str
     body: str
     params: dict[str, str]
-    at: float  # time.monotonic() when received
+    at: float  # the clock's monotonic() when received
     sid: str = ""
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -127,6 +133,8 @@ class FakeTwilio:
     #: Per-sender rate (requests a second per From) and burst; rate 0 turns it off.
     sender_rate: float = SENDER_RATE
     sender_burst: int = SENDER_BURST
+    #: The clock of the rate and of ``at`` (the server's, if a test moves it).
+    clock: Clock = field(default_factory=SystemClock)
     _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
@@ -227,7 +235,7 @@ class FakeTwilio:
         """Take a token from the sender's bucket; seconds to wait if there is none."""
         if self.sender_rate <= 0:
             return None
-        now = time.monotonic()
+        now = self.clock.monotonic()
         tokens, last = self._buckets.get(sender, (float(self.sender_burst), now))
         tokens = min(float(self.sender_burst), tokens + (now - last) * self.sender_rate)
         if tokens >= 1.0:
@@ -271,7 +279,7 @@ class FakeTwilio:
                 refusal = (failure.status, failure.code, failure.message)
             if refusal is not None:
                 status, code, message = refusal
-                self.refused.append(Refused(kind, to, status, code, params, time.monotonic()))
+                self.refused.append(Refused(kind, to, status, code, params, self.clock.monotonic()))
                 self._cond.notify_all()
                 headers = {"Retry-After": str(wait)} if wait is not None else None
                 self._error(h, status, code, message, headers)
@@ -281,7 +289,7 @@ class FakeTwilio:
                     to=to,
                     twiml=params.get("Twiml", ""),
                     params=params,
-                    at=time.monotonic(),
+                    at=self.clock.monotonic(),
                     sid=f"CA{next(self._ids):032x}",
                 )
                 self.calls.append(call)
@@ -292,7 +300,7 @@ class FakeTwilio:
                 to=to,
                 body=params.get("Body", ""),
                 params=params,
-                at=time.monotonic(),
+                at=self.clock.monotonic(),
                 sid=f"SM{next(self._ids):032x}",
             )
             self.sent.append(sent)

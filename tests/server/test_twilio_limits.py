@@ -12,21 +12,24 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
+from panicbutton.clock import ManualClock
 from panicbutton.wire import Alert, new_alert_id, now_utc
 from server.errors import NotifierError
+from server.log.append import audit
 from server.models import Page
-from server.paging import messages, pager
+from server.paging import messages, status
+from server.paging.fit import BUNDLE_TEXTS, COMPACT_BUDGET, COMPACT_ROOM_CHARS, fit, split
 from server.paging.notifier import TwilioNotifier
-from server.paging.pager import BUNDLE_TEXTS, COMPACT_BUDGET, COMPACT_ROOM_CHARS, _fit, _split
 from tests.fakes.twilio import FakeTwilio
 from tests.harness import FLOOR, RECEPTION, System, wait_until
 
@@ -72,6 +75,40 @@ def press(system: System, device: str) -> None:
 
 def idle(system: System, timeout: float = 30.0) -> None:
     system.wait_idle(timeout=timeout)
+
+
+#: The start of the hand-moved clock of tests that move the pager's time (its bundle
+#: windows and waits) instead of sleeping through it.
+START = "2026-11-27T21:00:00+00:00"
+
+
+def run_clock(
+    system: System, until: Callable[[], bool] | None = None, timeout: float = 30.0
+) -> None:
+    """Once the pager has taken every page made so far, move the server's hand-moved
+    clock on half a second at a time until it has nothing queued, held or being sent
+    (and ``until()`` holds), then wait for idle."""
+    clock = system.clock
+    assert isinstance(clock, ManualClock)
+    assert system.server is not None
+    services = system.server.services
+    pager = services.pager
+
+    def taken() -> bool:
+        with services.sessions() as s:
+            return not s.scalar(select(func.count()).where(Page.status == "pending"))
+
+    # Pages made at one moment are bundled by that moment's clock, not a later one.
+    assert wait_until(taken, timeout), "the pager did not take every page"
+
+    def done() -> bool:
+        if pager.backlog() == 0 and (until is None or until()):
+            return True
+        clock.advance(0.5)
+        return False
+
+    assert wait_until(done, timeout, step=0.05), f"pager not done: {pager.backlog()} left"
+    idle(system, timeout)
 
 
 def rooms_named(text: str) -> set[int]:
@@ -148,12 +185,13 @@ def test_fake_twilio_refuses_what_twilio_refuses(twilio: FakeTwilio) -> None:
     assert [(r.status, r.code) for r in twilio.refused][-1] == (429, 20429)
 
 
+@pytest.mark.clock(START)
 @pytest.mark.site(escalation=ONLY_STEP0, rooms=many_rooms())
 @pytest.mark.settings(link_secret=SecretStr(LINK_SECRET), call_bundle_window=2.0)
 def test_a_bundle_of_many_rooms_fits_and_names_or_counts_every_room(system: System) -> None:
     for i in range(1, MANY + 1):
         press(system, f"unit-{i}")
-    idle(system)
+    run_clock(system)
     assert system.twilio.refused == [], [(r.to, r.code) for r in system.twilio.refused]
     for phone in (RECEPTION, FLOOR):
         texts = system.twilio.to(phone)
@@ -222,11 +260,12 @@ def test_a_call_refused_for_its_content_goes_compact_not_unchanged(system: Syste
     assert system.events("escalation.hurried") == []
 
 
+@pytest.mark.clock(START)
 @pytest.mark.site(escalation=SMS_ONLY)
 def test_too_many_requests_are_waited_out_not_failed(system: System) -> None:
     system.twilio.sender_rate, system.twilio.sender_burst = 0.25, 1
     press(system, "unit-1")
-    idle(system, timeout=30)
+    run_clock(system)  # each 429 asks to wait 4 s
     assert len(system.twilio.to(RECEPTION)) == 1
     assert len(system.twilio.to(FLOOR)) == 1
     assert any(r.code == 20429 for r in system.twilio.refused)
@@ -269,12 +308,13 @@ def test_a_call_twilio_took_before_a_crash_is_not_placed_again(system: System) -
     )
 
 
+@pytest.mark.clock(START)
 @pytest.mark.site(escalation=SMS_ONLY, rooms=many_rooms())
 @pytest.mark.settings(link_secret=SecretStr(LINK_SECRET))
 def test_a_status_callback_reaches_every_page_of_a_big_bundle(system: System) -> None:
     for i in range(1, MANY + 1):
         press(system, f"unit-{i}")
-    idle(system)
+    run_clock(system)
     bundle = next(s for s in system.twilio.sent if s.to == RECEPTION and "more rooms" in s.body)
     with system.server.services.sessions() as s:  # type: ignore[union-attr]
         pages = set(s.scalars(select(Page.id).where(Page.provider_sid == bundle.sid)))
@@ -296,26 +336,26 @@ def test_a_status_callback_reaches_every_page_of_a_big_bundle(system: System) ->
     assert hurried == incidents
 
 
+@pytest.mark.clock(START)
 @pytest.mark.site(escalation=ONLY_STEP0)
 def test_a_page_whose_record_fails_is_looked_up_and_never_sent_twice(
     system: System, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Twilio takes the SMS and the call, then recording one of them fails once (a
     # locked database, say): the page must end up recorded, sent once, without a restart.
-    real_audit = pager.audit  # type: ignore[attr-defined]  # the name the pager calls
     failed: list[str] = []
 
     def flaky(session: Any, **fields: Any) -> None:
         if fields.get("type") == "page.sent" and len(failed) < 2:
             failed.append(str(fields["page"]))
             raise OperationalError("INSERT", {}, Exception("database is locked"))
-        real_audit(session, **fields)
+        audit(session, **fields)
 
-    monkeypatch.setattr(pager, "audit", flaky)
+    monkeypatch.setattr(status, "audit", flaky)  # the name page records are written by
     press(system, "unit-1")
     assert wait_until(lambda: len(failed) == 2)
-    assert wait_until(lambda: len(system.events("page.sent")) == 4, timeout=20)
-    idle(system)
+    # Looked up a few seconds (of the server's clock) later.
+    run_clock(system, until=lambda: len(system.events("page.sent")) == 4)
     for phone in (RECEPTION, FLOOR):
         assert len(system.twilio.to(phone)) == 1, system.twilio.to(phone)
         assert len(system.twilio.calls_to(phone)) == 1
@@ -325,16 +365,17 @@ def test_a_page_whose_record_fails_is_looked_up_and_never_sent_twice(
         assert set(s.scalars(select(Page.status))) == {"sent"}
 
 
+@pytest.mark.clock(START)
 @pytest.mark.site(escalation=SMS_ONLY, rooms=many_rooms(4))
-@pytest.mark.settings(link_secret=SecretStr(LINK_SECRET), sms_bundle_window=1.0)
+@pytest.mark.settings(link_secret=SecretStr(LINK_SECRET))
 def test_a_list_link_never_reaches_an_alarm_opened_after_it(system: System) -> None:
     for i in (1, 2, 3):
         press(system, f"unit-{i}")
-    idle(system)
+    run_clock(system)
     bundle = next(t for t in system.twilio.to(RECEPTION) if "All your open alarms" in t)
     local = bundle.split()[-1].replace(system.settings.public_base_url, system.base_url)
     press(system, "unit-4")  # later: this link was never about it
-    idle(system)
+    run_clock(system)
     listed = httpx.get(local)
     assert rooms_named(listed.text) == {1, 2, 3}
     with system.server.services.sessions() as s:  # type: ignore[union-attr]
@@ -443,6 +484,7 @@ def test_emoji_room_labels_and_names_fit_twilio_in_every_text(system: System) ->
 BIG = 200
 
 
+@pytest.mark.clock(START)
 @pytest.mark.site(
     escalation=SMS_ONLY,
     rooms=[
@@ -454,7 +496,7 @@ def test_without_links_a_big_bundle_sends_every_room_and_its_code(system: System
     system.twilio.sender_rate = 0.0  # the rate is another test's subject
     for i in range(1, BIG + 1):
         press(system, f"unit-{i}")
-    idle(system, timeout=60)
+    run_clock(system, timeout=60)
     assert system.twilio.refused == [], [(r.to, r.code) for r in system.twilio.refused]
     assert system.server is not None
     with system.server.services.sessions() as s:
@@ -476,7 +518,7 @@ def test_without_links_a_big_bundle_sends_every_room_and_its_code(system: System
 def test_a_bundle_without_a_link_is_at_most_twelve_texts_then_counts() -> None:
     lines = [f"ALARM Room {i} at 22:04. Reply {100 + i} if you are going." for i in range(1, 401)]
     rooms = [f"room-{i}" for i in range(1, 401)]
-    texts = _split(
+    texts = split(
         lines, rooms, 1000, lambda more: messages.bundle_footer("en", more=more, link=None), most=12
     )
     assert len(texts) == BUNDLE_TEXTS == 12
@@ -502,7 +544,7 @@ def test_a_compact_follow_up_bundle_keeps_the_count_and_the_link() -> None:
         )
         for i in range(30)
     ]
-    body = _fit(
+    body = fit(
         lines,
         [f"room-{i}" for i in range(30)],
         COMPACT_BUDGET["sms"],
