@@ -63,12 +63,14 @@ class Outcome(StrEnum):
 
 
 class PageStatus(StrEnum):
-    """Our side of a page's hand-over to the provider: pending -> sending -> sent | failed."""
+    """Our side of a page's hand-over to the provider: pending -> sending -> sent |
+    failed, or cancelled when its incident moved on while it waited."""
 
     PENDING = "pending"
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class JobKind(StrEnum):

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from panicbutton.clock import Clock
 from server.errors import NotifierError
 from server.log.append import audit
-from server.models import Page
+from server.models import Page, PageStatus
 from server.paging.notifier import Notifier
 from server.paging.render import Renderer
 
@@ -46,8 +46,8 @@ class Recovery:
     def left_over(self) -> tuple[list[Page], list[int]]:
         """What an earlier run left: pages half-sent ("sending"), and ids still queued."""
         with self._sessions.begin() as s:
-            half_sent = list(s.scalars(select(Page).where(Page.status == "sending")))
-            queued = list(s.scalars(select(Page.id).where(Page.status == "pending")))
+            half_sent = list(s.scalars(select(Page).where(Page.status == PageStatus.SENDING)))
+            queued = list(s.scalars(select(Page.id).where(Page.status == PageStatus.PENDING)))
         return half_sent, queued
 
     def stuck(self, older_than: float) -> list[Page]:
@@ -55,13 +55,19 @@ class Recovery:
         cutoff = self._clock.now() - timedelta(seconds=older_than)
         with self._sessions() as s:
             return list(
-                s.scalars(select(Page).where(Page.status == "sending", Page.created_at < cutoff))
+                s.scalars(
+                    select(Page).where(Page.status == PageStatus.SENDING, Page.created_at < cutoff)
+                )
             )
 
     def still_sending(self, page_ids: list[int]) -> list[Page]:
         """Those of ``page_ids`` still "sending"."""
         with self._sessions() as s:
-            return [p for p in (s.get(Page, i) for i in page_ids) if p and p.status == "sending"]
+            return [
+                p
+                for p in (s.get(Page, i) for i in page_ids)
+                if p and p.status == PageStatus.SENDING
+            ]
 
     def went_out(self, page: Page) -> bool:
         """A page claimed and not recorded: did the provider get it? If so it is recorded
@@ -86,7 +92,11 @@ class Recovery:
         with self._sessions.begin() as s:
             row = s.get_one(Page, page.id)
             if found is not None:
-                row.status, row.provider_sid, row.sent_at = "sent", found, self._clock.now()
+                row.status, row.provider_sid, row.sent_at = (
+                    PageStatus.SENT,
+                    found,
+                    self._clock.now(),
+                )
                 audit(
                     s,
                     at=self._clock.now(),
@@ -98,7 +108,7 @@ class Recovery:
                 )
                 return True
             # Not found: sending again is better than a page that never arrives.
-            row.status = "pending"
+            row.status = PageStatus.PENDING
         return False
 
     def _other_call_unrecorded(self, page: Page) -> bool:
@@ -109,7 +119,7 @@ class Recovery:
                     Page.staff_id == page.staff_id,
                     Page.channel == "call",
                     Page.id != page.id,
-                    Page.status == "sending",
+                    Page.status == PageStatus.SENDING,
                 )
             )
         return other is not None

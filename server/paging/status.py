@@ -12,9 +12,10 @@ from datetime import datetime
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.db import changed
 from server.errors import NotifierError
 from server.log.append import audit
-from server.models import Incident, Page
+from server.models import Incident, Page, PageStatus
 
 __all__ = ["claim", "fail", "record", "record_text", "still_wanted"]
 
@@ -22,11 +23,12 @@ __all__ = ["claim", "fail", "record", "record_text", "still_wanted"]
 def claim(sessions: sessionmaker[Session], page_id: int) -> bool:
     """Mark a pending page "sending"; False if another worker (or server) has it."""
     with sessions.begin() as s:
-        claimed = s.execute(
+        claimed = changed(
+            s,
             update(Page)
-            .where(Page.id == page_id, Page.status == "pending")
-            .values(status="sending")
-        ).rowcount  # type: ignore[attr-defined]
+            .where(Page.id == page_id, Page.status == PageStatus.PENDING)
+            .values(status=PageStatus.SENDING),
+        )
     return bool(claimed)
 
 
@@ -42,7 +44,7 @@ def still_wanted(sessions: sessionmaker[Session], page_ids: list[int], now: date
             if state == ("acknowledged" if page.step < 0 else "open"):
                 keep.append(page_id)
             else:
-                page.status = "cancelled"
+                page.status = PageStatus.CANCELLED
                 audit(
                     s,
                     at=now,
@@ -67,7 +69,7 @@ def record(
         for page_id in page_ids:
             page = s.get_one(Page, page_id)
             if sid is not None:
-                page.status, page.provider_sid, page.sent_at = "sent", sid, now
+                page.status, page.provider_sid, page.sent_at = PageStatus.SENT, sid, now
                 audit(
                     s,
                     at=now,
@@ -78,7 +80,7 @@ def record(
                     bundled=len(page_ids),
                 )
             else:
-                page.status, page.error = "failed", (error.args[0] if error else "")[:200]
+                page.status, page.error = PageStatus.FAILED, (error.args[0] if error else "")[:200]
                 audit(
                     s,
                     at=now,
@@ -94,7 +96,7 @@ def fail(sessions: sessionmaker[Session], page_ids: list[int], why: str, now: da
     with sessions.begin() as s:
         for page_id in page_ids:
             page = s.get_one(Page, page_id)
-            page.status, page.error = "failed", why[:200]
+            page.status, page.error = PageStatus.FAILED, why[:200]
             audit(
                 s,
                 at=now,
