@@ -1,12 +1,16 @@
 """Builds the server: its services, MQTT ingest, supervision and the FastAPI app, from
-settings."""
+settings.
+
+(Over 300 lines: the composition root names every part and what it is given once,
+in dependency order; read top to bottom, it is the map of the server.)
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 import uvicorn
@@ -43,7 +47,7 @@ from server.services import Services
 from server.settings import Settings
 from server.site import Site, load_site
 from server.units.alerts import Alerts
-from server.units.feedback import Lights
+from server.units.feedback import FeedbackSink, Lights
 from server.units.ingest import Ingest, feedback_publisher, server_client
 from server.units.statuses import Statuses
 from server.units.supervision import SupervisionTimes, Supervisor
@@ -52,7 +56,7 @@ from server.urls import PublicUrls
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Server:
     """Everything one server instance runs; ``start``/``stop`` around its life."""
 
@@ -99,12 +103,63 @@ def build(
     site = site or load_site(settings.site_file)
     if notifier is None:
         notifier = ConsoleNotifier() if settings.notifier == "console" else TwilioNotifier(settings)
-    clock = clock or SystemClock()
+    client = server_client(settings)
+    services = _services(
+        settings,
+        site=site,
+        notifier=notifier,
+        clock=clock or SystemClock(),
+        publish=feedback_publisher(client),
+    )
+    ingest = Ingest(
+        settings,
+        client,
+        on_alert=services.alerts.handle,
+        on_status=lambda status, retained: services.statuses.handle(status, retained=retained),
+    )
+    supervisor = Supervisor(
+        sessions=services.sessions,
+        site=site,
+        clock=services.clock,
+        statuses=services.statuses,
+        rota=services.rota,
+        tell=services.tell,
+        times=SupervisionTimes(
+            silence=settings.offline_silence,
+            grace=settings.offline_grace,
+            interval=settings.supervision_interval,
+            link_grace=settings.broker_loss_grace,
+        ),
+        link_up=ingest.connected.is_set,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # ``server`` is bound below, before the app can start.
+        server.start()
+        try:
+            yield
+        finally:
+            server.stop()
+
+    server = Server(
+        settings=settings,
+        services=services,
+        ingest=ingest,
+        supervisor=supervisor,
+        app=_http_app(settings, services, lifespan),
+    )
+    return server
+
+
+def _services(
+    settings: Settings, *, site: Site, notifier: Notifier, clock: Clock, publish: FeedbackSink
+) -> Services:
+    """The services, from the database up."""
     signer = _signer(settings, site)
     engine = make_engine(settings.database_url)
     migrate(engine)
     db = sessions(engine)
-    client = server_client(settings)
     jobs_moved = threading.Event()  # set when a job is added or moved: the scheduler looks
     wake = jobs_moved.set
     urls = PublicUrls(
@@ -125,19 +180,12 @@ def build(
         # A lambda: ``runner`` is bound below (see the NOTE above).
         on_page_done=lambda incident_id, page_id: runner.page_done(incident_id, page_id),  # noqa: PLW0108
     )
-    lights = Lights(sessions=db, publish=feedback_publisher(client))
+    lights = Lights(sessions=db, publish=publish)
     tell = Tell(sessions=db, site=site, pager=pager)
     news = RepressNews(sessions=db, site=site, pager=pager, clock=clock, wake=wake)
     optout = OptOut(site=site, pager=pager)
     runner = Runner(
         sessions=db, clock=clock, pager=pager, lights=lights, news=news, optout=optout, wake=wake
-    )
-    scheduler = Scheduler(
-        sessions=db,
-        clock=clock,
-        run_job=runner.run_job,
-        on_pass=pager.request_sweep,
-        wake=jobs_moved,
     )
     responder = Responder(
         sessions=db,
@@ -161,7 +209,7 @@ def build(
             lambda m: messages.log_failed(m.language), purpose="log_failed"
         ),
     )
-    services = Services(
+    return Services(
         site=site,
         clock=clock,
         engine=engine,
@@ -169,7 +217,13 @@ def build(
         retention=settings.retention(),
         keeper=keeper,
         pager=pager,
-        scheduler=scheduler,
+        scheduler=Scheduler(
+            sessions=db,
+            clock=clock,
+            run_job=runner.run_job,
+            on_pass=pager.request_sweep,
+            wake=jobs_moved,
+        ),
         lights=lights,
         tell=tell,
         news=news,
@@ -194,43 +248,14 @@ def build(
         voice=VoiceKeys(sessions=db, site=site, responder=responder),
         records=Records(sessions=db, keeper=keeper, clock=clock, retention=settings.retention()),
     )
-    ingest = Ingest(
-        settings,
-        client,
-        on_alert=services.alerts.handle,
-        on_status=lambda status, retained: services.statuses.handle(status, retained=retained),
-    )
-    supervisor = Supervisor(
-        sessions=db,
-        site=site,
-        clock=clock,
-        statuses=services.statuses,
-        rota=rota,
-        tell=tell,
-        times=SupervisionTimes(
-            silence=settings.offline_silence,
-            grace=settings.offline_grace,
-            interval=settings.supervision_interval,
-            link_grace=settings.broker_loss_grace,
-        ),
-        link_up=ingest.connected.is_set,
-    )
-    server = Server(
-        settings=settings,
-        services=services,
-        ingest=ingest,
-        supervisor=supervisor,
-        app=FastAPI(),
-    )
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        server.start()
-        try:
-            yield
-        finally:
-            server.stop()
 
+def _http_app(
+    settings: Settings,
+    services: Services,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+) -> FastAPI:
+    """The HTTP app: its routes, middleware and error answers."""
     app = FastAPI(
         title="panicbutton",
         version="1",
@@ -238,7 +263,7 @@ def build(
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
-        # The body limit (server/limits.py) holds on every route.
+        # The body limit (server/routes/limits.py) holds on every route.
         responses=answers(413),
         # NOTE: no 307 to the path without its trailing slash: the redirect would be
         # built from the Host header over plain http (for a link: https and any proxy
@@ -261,13 +286,12 @@ def build(
     app.include_router(devices.router)
     app.include_router(ack.router)
     errors.install(app)
-    server.app = app
-    return server
+    return app
 
 
 def web_server(server: Server, *, host: str, port: int, log_level: str = "info") -> uvicorn.Server:
     """The HTTP server for ``server.app``, its logs (uvicorn's own and every other
-    handler) redacting link tokens and secrets (see :mod:`panicbutton.logs`)."""
+    handler) redacting link tokens and secrets (see :mod:`panicbutton.redact`)."""
     config = uvicorn.Config(
         server.app,
         host=host,

@@ -176,7 +176,7 @@ class Page(Base):
 class LogEntry(Base):
     """The incident log: one row per event, appended in the transaction of the change.
 
-    ``body`` is the entry's exact canonical bytes (``panicbutton.ledger``): what
+    ``body`` is the entry's exact canonical bytes (``panicbutton.log.spec``): what
     was hashed, and what an export hands out. The other columns repeat parts of
     it for queries only; the verifier reads nothing but ``body``. Rows are never
     updated or deleted (PostgreSQL triggers refuse it; see migration 0004).

@@ -228,7 +228,7 @@ def _ended(session: Session, transaction: SessionTransaction) -> None:
         session.info.pop(_MARKS, None)
 
 
-# NOTE: on the Session class, so that every session (the runtime's, a test's, a
+# NOTE: on the Session class, so that every session (a service's, a test's, a
 # migration script's) writes its events; none can drop them by being made elsewhere.
 event.listen(Session, "before_commit", _append)
 event.listen(Session, "after_commit", _after_commit)

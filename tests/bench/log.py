@@ -1,6 +1,6 @@
 """The incident log: append throughput with durable commits, and verify throughput.
 
-Append: N transactions through the server's own path (``server.audit.audit``
+Append: N transactions through the server's own path (``server.log.append.audit``
 in a session; the commit hook numbers, hashes and inserts under the head's
 lock), one entry per commit and ten per commit, on a fresh database of the
 kind the bench runs on (SQLite: WAL, synchronous=FULL). Floor: the same

@@ -1,9 +1,9 @@
 """The incident log on PostgreSQL: what the database refuses, what concurrency cannot
 break, and what the verifier catches when a superuser gets around the refusals.
 
-Every entry is appended through ``server.audit.audit`` in sessions from
+Every entry is appended through ``server.log.append.audit`` in sessions from
 ``server.db.sessions`` (the commit hook numbers it), checkpoints are signed by
-``LogKeeper.sign()``, and bundles are checked with ``panicbutton.verify.main``,
+``LogKeeper.sign()``, and bundles are checked with ``panicbutton.log.verify.main``,
 exactly as an inspector would run it.
 """
 

@@ -130,7 +130,7 @@ def test_a_changed_old_entry_breaks_consistency(hashes: list[bytes], data: st.Da
 def test_a_proof_from_the_old_trees_edge_is_the_proof_from_all_its_leaves() -> None:
     """The log keeper proves the log's new head consistent with its last checkpoint from
     that tree's edge (kept in memory) and the new leaves only."""
-    from panicbutton.log.spec import Frontier  # noqa: PLC0415 - ledger is above merkle
+    from panicbutton.log.spec import Frontier  # noqa: PLC0415 - spec is above merkle
 
     hashes = [leaf_hash(bytes([i])) for i in range(70)]
     for size1 in range(1, 40):

@@ -1187,7 +1187,7 @@ def test_the_value_types_of_verify_md_name_every_field_of_every_event() -> None:
     assert table == spec.EVENT_TYPES
 
 
-def test_the_event_table_of_verify_md_is_the_ledgers() -> None:
+def test_the_event_table_of_verify_md_is_the_specs() -> None:
     rows = re.findall(r"^\| `([a-z_.]+)` \| (.*?) \| ", VERIFY_MD.read_text(), re.MULTILINE)
     table = {
         name: frozenset() if fields == "—" else frozenset(fields.split(", "))
