@@ -8,6 +8,9 @@ too when the server has not answered for a while) -> the light says "sent".
 The server's feedback (:mod:`device.standing`) confirms it; ``acknowledged``
 turns the light steady ("help is coming").
 
+(Just over 300 lines: the agent's one thread and the events it takes; each job
+it hands on is a module of its own, named above.)
+
 Nothing at the unit cancels an alert. A press while this room's alert is still
 open is a re-press of it (counted, and sent again), not a new incident.
 """
