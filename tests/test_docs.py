@@ -506,10 +506,7 @@ MARKDOWN = sorted(
 )
 MARKDOWN_CASES = [pytest.param(path, id=str(path.relative_to(ROOT))) for path in MARKDOWN]
 #: Files that still name what the restructure moved, and who brings them up to date.
-STALE = {
-    ROOT / "docs" / "ARCHITECTURE.md": "names the layout before issue 10 until it is rewritten "
-    "for the new one; then delete this entry (strict: passing fails the suite)",
-}
+STALE: dict[Path, str] = {}
 #: The same cases, expected to fail for the files in STALE.
 CASES_NOT_STALE_YET = [
     pytest.param(
