@@ -10,7 +10,7 @@ head's row lock, so that
 * the lock is held only for the last moments of the transaction.
 
 Events hold ids and codes only, never names, numbers or free text: those go
-to :mod:`server.personal`, and the entry holds a ref and a salted commitment.
+to :mod:`server.log.personal`, and the entry holds a ref and a salted commitment.
 """
 
 from __future__ import annotations
