@@ -1,5 +1,5 @@
 # The panicbutton server: MQTT ingest, paging by SMS, HTTP API.
-# Settings come from PANICBUTTON_* environment variables (see README.md);
+# Settings come from PANICBUTTON_* environment variables (see docs/install/server.md);
 # docker-compose.yml runs it with Mosquitto and PostgreSQL.
 FROM python:3.11-slim
 

@@ -1,4 +1,4 @@
-"""The README's demo walk, piped, once with a local Mosquitto and once embedded."""
+"""The demo walk of docs/try.md, piped, once with a local Mosquitto and once embedded."""
 
 from __future__ import annotations
 
