@@ -19,7 +19,6 @@ from server.models import FROM_BUTTON, Incident, IncidentKind, State
 
 #: Publishes feedback to a unit: (device id, feedback, retain).
 FeedbackSink = Callable[[str, Feedback, bool], None]
-#: Incident kinds that come from a room unit's button (they get feedback on its light).
 
 
 def feedback_of(incident: Incident, now: datetime) -> Feedback:
