@@ -2,9 +2,9 @@
 
 Path of an alert: :mod:`server.units.ingest` (MQTT) -> :mod:`server.units.alerts`
 -> :mod:`server.incidents` (committed with its audit event and the frozen plan of
-:mod:`server.escalation.plans`) -> feedback ``received`` to the room unit
-(:mod:`server.units.feedback`) -> :mod:`server.paging` (Twilio SMS and calls) ->
-:mod:`server.routes.webhooks` (the staff member's reply) ->
+:mod:`server.escalation.plans`) -> step 0's pages handed to :mod:`server.paging`
+(Twilio SMS and calls) and, at once, feedback ``received`` to the room unit
+(:mod:`server.units.feedback`) -> :mod:`server.routes.webhooks` (the staff member's reply) ->
 :mod:`server.replies.sms` -> :mod:`server.response` -> ``acknowledged``. Later
 steps are run by :mod:`server.escalation.scheduler` through :mod:`server.runner`.
 :mod:`server.app` builds every part once, in this order, and

@@ -36,6 +36,10 @@ class BusyError(ServerError, RuntimeError):
     """Another export is being made; try again in a minute."""
 
 
+class NoRecordError(ServerError, LookupError):
+    """No such incident, or nothing to export for a scope (answered 404)."""
+
+
 @dataclass(frozen=True)
 class Access:
     """Who is reading a record (a pseudonymous id) and why (personal data)."""
@@ -102,10 +106,10 @@ class Records:
 
     def incident(self, incident_id: int, who: Access) -> tuple[Incident, list[LogEntry]]:
         """One incident and its timeline from the log; the view is recorded first.
-        LookupError if there is no such incident."""
+        NoRecordError if there is no such incident."""
         with self._sessions() as s:
             if s.get(Incident, incident_id) is None:
-                raise LookupError(f"no incident {incident_id}")
+                raise NoRecordError(f"no incident {incident_id}")
         self._record_access(who, type_="record.viewed", scope=f"incident:{incident_id}")
         with self._sessions() as s:
             incident = s.get(Incident, incident_id)
@@ -117,7 +121,7 @@ class Records:
 
     def add_note(self, incident_id: int, *, by: str, text: str, subjects: list[str]) -> str:
         """Add a note about ``subjects`` (its author among them) to an incident; returns
-        its personal data's ref. LookupError if there is no such incident."""
+        its personal data's ref. NoRecordError if there is no such incident."""
         return self._add_personal(
             incident_id,
             type_="note.added",
@@ -129,7 +133,7 @@ class Records:
 
     def sign_off(self, incident_id: int, *, by: str, remarks: str) -> str:
         """``by`` signs off the review of an incident; returns the remarks' ref.
-        LookupError if there is no such incident."""
+        NoRecordError if there is no such incident."""
         return self._add_personal(
             incident_id,
             type_="review.signed_off",
@@ -152,7 +156,7 @@ class Records:
         now = self._clock.now()
         with self._sessions.begin() as s:
             if s.get(Incident, incident_id) is None:
-                raise LookupError(f"no incident {incident_id}")
+                raise NoRecordError(f"no incident {incident_id}")
             return personal.record(
                 s,
                 type=type_,
@@ -178,7 +182,7 @@ class Records:
 
     def export(self, who: Access, *, scope: str, with_personal: bool) -> dict[str, bytes]:
         """The files of a verifiable bundle for ``scope``, the export recorded first and
-        then signed. ExportError for a scope that is not one; LookupError for nothing to
+        then signed. ExportError for a scope that is not one; NoRecordError for nothing to
         export; BusyError while another export runs; LogFailedError if the log failed
         its check (nothing is signed then)."""
         export.check_scope(scope)
@@ -186,7 +190,7 @@ class Records:
             number = int(scope.partition(":")[2])
             with self._sessions() as s:
                 if number > INT_MAX or s.get(Incident, number) is None:
-                    raise LookupError(f"no {scope.replace(':', ' ')}")
+                    raise NoRecordError(f"no {scope.replace(':', ' ')}")
         if not _EXPORTING.acquire(blocking=False):
             raise BusyError("another export is being made; try again in a minute")
         try:
@@ -198,7 +202,7 @@ class Records:
                     self._keeper, scope=scope, now=self._clock.now(), with_personal=with_personal
                 )
             except export.ExportError as exc:
-                raise LookupError(str(exc)) from None
+                raise NoRecordError(str(exc)) from None
         finally:
             _EXPORTING.release()
 

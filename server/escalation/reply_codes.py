@@ -35,7 +35,7 @@ def free_code(session: Session, staff_id: str, incident: Incident, now: datetime
     CODE_TIERS asks for their number of unresolved alarms.
 
     NOTE: on PostgreSQL two transactions could pick the same code for one person
-    (SQLite serialises writers); plans._page holds a per-person advisory lock to commit,
+    (SQLite serialises writers); steps._page holds a per-person advisory lock to commit,
     so the second waits and sees the first's page.
     """
     rows = session.execute(

@@ -133,14 +133,13 @@ def run_follow_up(
 ) -> list[int]:
     """An acknowledged incident still not resolved: the acknowledger first, then everyone."""
     plan = incident.plan or {}
-    acker = incident.acknowledged_by
-    # A follow-up runs only while the incident is acknowledged, which sets who took it.
-    assert acker is not None, f"incident {incident.id}: a follow-up with no acknowledger"
-    if n == plans.base(incident):
-        to = [acker]
-    else:
-        last, _ = plans.step_group(plan, len(plan.get("steps", [])))
-        to = list(dict.fromkeys([acker, *last]))
+    # The first follow-up goes to whoever took the alarm; later ones to them and everyone
+    # in the last step. (No taker on record, as in a restored or hand-edited row: the
+    # last step from the first follow-up on, rather than a job that fails for ever.)
+    takers = [incident.acknowledged_by] if incident.acknowledged_by else []
+    last, _ = plans.step_group(plan, len(plan.get("steps", [])))
+    first = n == plans.base(incident) and bool(takers)
+    to = takers if first else list(dict.fromkeys([*takers, *last]))
     audit(
         session,
         at=now,

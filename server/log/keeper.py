@@ -70,7 +70,7 @@ class LogKeeper:
         on_failure: Callable[[], None] | None = None,
     ) -> None:
         """``on_failure`` is called (on the keeper's thread) when the log fails a check,
-        and again every ``FAILURE_REPEAT`` until the failure is acknowledged."""
+        and again every ``server.log.failure.FAILURE_REPEAT`` until the failure is acknowledged."""
         self._engine = engine
         self.sessions = sessions
         self.signer = signer

@@ -35,7 +35,7 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
 
 async def _invalid(request: Request, exc: Exception) -> Response:
     """FastAPI's 422, except for a missing or wrong who/why header of a record's view: 400
-    saying what to send (server/records.py)."""
+    saying what to send (server/routes/records.py)."""
     if not isinstance(exc, RequestValidationError):
         raise exc
     errors = exc.errors()

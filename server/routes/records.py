@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from server.log import export
 from server.log.keeper import LogFailedError
 from server.models import State
-from server.records import Access, BusyError, Records
+from server.records import Access, BusyError, NoRecordError, Records
 from server.routes.api import IncidentOut
 from server.routes.deps import IncidentId, ServicesDep, answers, require_token, text_body
 from server.site import ID_RE
@@ -48,7 +48,7 @@ def get_records(services: ServicesDep) -> Records:
 RecordsDep = Annotated[Records, Depends(get_records)]
 
 
-#: What to send, per header: the 400 for a missing or wrong one (see server/app.py).
+#: What to send, per header: the 400 for a missing or wrong one (see server/routes/errors.py).
 HEADER_HELP = {
     "x-panicbutton-actor": "say who you are: header X-Panicbutton-Actor with your staff id or "
     "another pseudonymous id (lowercase letters, digits, '-')",
@@ -104,7 +104,7 @@ def get_incident(incident_id: IncidentId, records: RecordsDep, who: AccessDep) -
     """One incident with its timeline from the log. The view is logged (who, why)."""
     try:
         incident, events = records.incident(incident_id, who)
-    except LookupError as exc:
+    except NoRecordError as exc:
         raise HTTPException(404, str(exc)) from None
     return IncidentDetail(
         **IncidentOut.of(incident).model_dump(),
@@ -131,7 +131,7 @@ def add_note(incident_id: IncidentId, body: NoteIn, records: RecordsDep) -> Reco
     of its retention); the log holds its ref and a salted commitment."""
     try:
         ref = records.add_note(incident_id, by=body.by, text=body.text, subjects=body.subjects)
-    except LookupError as exc:
+    except NoRecordError as exc:
         raise HTTPException(404, str(exc)) from None
     return Recorded(ref=ref)
 
@@ -146,7 +146,7 @@ def sign_off(incident_id: IncidentId, body: ReviewIn, records: RecordsDep) -> Re
     """A manager signs off the review of an incident (remarks kept as personal data)."""
     try:
         ref = records.sign_off(incident_id, by=body.by, remarks=body.remarks)
-    except LookupError as exc:
+    except NoRecordError as exc:
         raise HTTPException(404, str(exc)) from None
     return Recorded(ref=ref)
 
@@ -178,7 +178,7 @@ def _export_answers() -> Iterator[None]:
         yield
     except export.ExportError as exc:
         raise HTTPException(400, str(exc)) from None
-    except LookupError as exc:
+    except NoRecordError as exc:
         raise HTTPException(404, str(exc)) from None
     except BusyError as exc:
         raise HTTPException(503, str(exc)) from None

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from panicbutton.wire import Alert, new_alert_id
 from server import incidents
 from server.db import make_engine, migrate, sessions
-from server.escalation import reply_codes
+from server.escalation import plans, reply_codes, steps
 from server.models import Incident, LogEntry, Outcome, Page, State
 from server.site import Site
 from tests.harness import sample_site
@@ -256,3 +256,20 @@ def test_a_resolved_alarms_code_is_not_given_to_a_new_alarm_for_twelve_hours(
     assert soon >= 1000
     # After the hold, it is free again (the only free three-digit code here).
     assert new_code(NOW + timedelta(hours=13)) == old
+
+
+def test_a_follow_up_with_no_taker_on_record_pages_the_last_step(engine: Engine) -> None:
+    """An acknowledged row without its taker (restored or edited by hand) must still page
+    someone: the follow-up goes to the plan's last step, not to a job that fails for ever."""
+    with sessions(engine).begin() as s:
+        opened = record(s, alert())
+    later = NOW + timedelta(minutes=10)
+    with sessions(engine).begin() as s:
+        inc = s.get_one(Incident, opened.incident.id)
+        inc.state, inc.acknowledged_by = State.ACKNOWLEDGED, None
+        new = steps.run_follow_up(session=s, incident=inc, n=plans.base(inc), due=later, now=later)
+    last, _ = plans.step_group(opened.incident.plan or {}, len(SITE.escalation.steps))
+    with sessions(engine)() as s:
+        paged = {p.staff_id for p in s.scalars(select(Page).where(Page.id.in_(new)))}
+    assert new
+    assert paged == set(last)
