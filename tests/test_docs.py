@@ -725,6 +725,11 @@ def test_the_light_card_shows_every_state_and_pattern_of_the_indicator() -> None
         if re.match(r"[a-z_]+ ", line)
     ]
     rows = dict(re.findall(r'<tr data-state="(\w+)">\s*<td>.*?<small>(.+?)</small>', card))
+    # One row more than the indicator has: the light off (no agent, no power), which is
+    # told from "armed" by a wait longer than armed's whole period.
+    armed = indicator.PATTERNS[indicator.Light.ARMED]
+    assert armed is not None
+    assert rows.pop("off", None) == f"dark for more than {sum(armed):g} s"
     assert set(rows) == {state.value for state in indicator.Light}
     assert {state: pattern for state, pattern in table if state in rows} == rows
 
