@@ -5,7 +5,7 @@ full log (:mod:`.integrity`) or the proven part of it (:mod:`.partial`), persona
 (:mod:`.commitments`) and the findings (:mod:`.meaning`). Like all of
 :mod:`panicbutton.log` it needs only the standard library and ``cryptography``, so an
 inspector can check an export with nothing of ours but this package
-(``pip install 'panicbutton[audit]'``); ``VERIFY.md`` in every bundle describes the
+(``pip install '<source folder>[audit]'``); ``VERIFY.md`` in every bundle describes the
 same algorithm for anyone who would rather write their own.
 
 Exit status: 0 verified and no findings; 1 verification failed (the message
