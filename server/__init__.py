@@ -13,8 +13,9 @@ steps are run by :mod:`server.escalation.scheduler` through :mod:`server.runner`
 Layers, bottom first. A module imports only from its own layer or lower ones
 (``tests/test_layers.py`` holds every module of ``server`` to these lines):
 
-1. foundation: errors, strength, site, db, models, duty, replies.words, replies.codes
-2. the log and settings: log, settings, migrations
+1. foundation: errors, strength, site, db, models, duty, replies.words, replies.codes,
+   people.roles, people.tables
+2. the log, settings and who is calling: log, settings, migrations, people.auth
 3. incidents and their escalation plans: escalation, incidents
 4. paging: paging, urls
 5. what goes out to people: units.feedback, news, replies.optout, receipts, rota

@@ -72,8 +72,18 @@ class Settings(BaseSettings):
     #: HTTP listen address and port for the API and the Twilio webhooks.
     http_host: str = "127.0.0.1"
     http_port: int = 8080
-    #: The bearer token API clients must send (at least 32 characters).
+    #: Retired: the one shared API token of earlier versions. People now sign in or use
+    #: personal API tokens; a call with this token is refused with a 401 saying so.
     api_token: SecretStr = SecretStr("")
+
+    #: Minutes a signed-in browser may stay unused, and hours a sign-in lasts at most.
+    session_idle_minutes: int = Field(default=60, ge=5, le=24 * 60)
+    session_hours: int = Field(default=12, ge=1, le=7 * 24)
+    #: Proxies (addresses or networks) whose ``X-Forwarded-For`` names the real caller,
+    #: for sign-in throttling per address; empty: the peer address is the caller.
+    trusted_proxies: list[str] = []
+    #: Cookies are ``Secure`` (HTTPS only). Only the demo on loopback turns this off.
+    cookies_secure: bool = True
 
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
@@ -191,10 +201,14 @@ class Settings(BaseSettings):
                 "PANICBUTTON_LOG_KEY_FILE is not set: the incident log must be signed; make a "
                 "key with `panicbutton audit keygen --out /etc/panicbutton/log.key`"
             )
+        if not self.cookies_secure:
+            problems.append(
+                "PANICBUTTON_COOKIES_SECURE=false sends sign-in cookies over plain HTTP; "
+                "remove it (only the demo on loopback runs without HTTPS)"
+            )
         # Each secret with its shortest acceptable length; empty is refused, except the
         # link secret (empty: no links) and the secondary Twilio token (empty: none).
         secrets = [
-            ("PANICBUTTON_API_TOKEN", self.api_token, 32),
             ("PANICBUTTON_MQTT_PASSWORD", self.mqtt_password, 16),
         ]
         if self.link_secret.get_secret_value():

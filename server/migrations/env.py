@@ -3,6 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
+import server.people.tables  # noqa: F401  (the people tables join Base.metadata)
 from server.models import Base
 
 config = context.config

@@ -1,4 +1,10 @@
-"""FastAPI dependencies: settings, the services, bearer-token auth, and the error answers.
+"""FastAPI dependencies: settings, the services, who is calling and what they may do,
+and the error answers.
+
+Every route of the API names the right it needs with :func:`need` (a personal
+API token or a signed-in browser; :mod:`server.people.auth`), or has its own
+proof (a Twilio signature, a unit's token, a signed link): ``tests/server/
+test_rights.py`` holds every route to one or the other.
 
 Every route documents each status it can answer (``answers(...)``), with the
 body it then carries: ``{"detail": "what is wrong and what to do"}``, or for
@@ -8,6 +14,9 @@ body it then carries: ``{"detail": "what is wrong and what to do"}``, or for
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
+from datetime import timedelta
+from ipaddress import ip_address, ip_network
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Request
@@ -15,6 +24,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from panicbutton.wire import INT_MAX
+from server.people import auth
+from server.people.auth import Principal
+from server.people.roles import RIGHTS, Right
 from server.services import Services
 from server.settings import Settings
 
@@ -46,9 +58,10 @@ class Invalid(BaseModel):
 MEANING: dict[int, str] = {
     400: "the request cannot be read (a malformed body or form), or a header or "
     "parameter is wrong in a way the message names",
-    401: "the token is missing or wrong",
-    403: "not allowed: a webhook without a valid Twilio signature, or a unit "
-    "alerting for another unit",
+    401: "not signed in: the personal API token or session is missing, wrong, expired or revoked",
+    403: "not allowed: your roles do not carry the right this needs, the form's CSRF "
+    "token is missing or wrong, a webhook without a valid Twilio signature, or a "
+    "unit alerting for another unit",
     404: "no such incident (or report format)",
     410: "the link has expired, was used, or is not ours",
     413: "the request body is over 64 KiB",
@@ -86,11 +99,124 @@ _bearer = HTTPBearer(auto_error=False)
 IncidentId = Annotated[int, Path(ge=1, le=INT_MAX, description="the incident's number")]
 
 
+#: Methods that change nothing: a session needs no CSRF token for them.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_HEADER = "X-CSRF-Token"
+
+
+def session_cookie(settings: Settings) -> str:
+    """The session cookie's name: ``__Host-`` wherever cookies are Secure."""
+    return auth.SESSION_COOKIE if settings.cookies_secure else auth.DEMO_SESSION_COOKIE
+
+
+def client_address(request: Request, settings: Settings) -> str:
+    """The caller's address: the peer, or the last ``X-Forwarded-For`` hop a trusted
+    proxy added (only when the peer is one of ``PANICBUTTON_TRUSTED_PROXIES``)."""
+    peer = request.client.host if request.client else ""
+    forwarded = request.headers.get("x-forwarded-for", "")
+    if not forwarded or not settings.trusted_proxies:
+        return peer
+    try:
+        peer_ip = ip_address(peer)
+        trusted = any(peer_ip in ip_network(net) for net in settings.trusted_proxies)
+    except ValueError:
+        return peer
+    if not trusted:
+        return peer
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+    return hops[-1] if hops else peer
+
+
+def authenticate(
+    request: Request,
+    services: Services,
+    settings: Settings,
+    credentials: HTTPAuthorizationCredentials | None,
+) -> Principal | None:
+    """The caller, by personal API token (``Authorization: Bearer``) or session cookie."""
+    now = services.clock.now()
+    with services.sessions.begin() as session:
+        if credentials is not None:
+            return auth.by_token(session, credentials.credentials, now)
+        cookie = request.cookies.get(session_cookie(settings), "")
+        if not cookie:
+            return None
+        return auth.by_session(
+            session,
+            cookie,
+            agent=request.headers.get("user-agent", ""),
+            now=now,
+            limits=auth.SessionLimits(
+                idle=timedelta(minutes=settings.session_idle_minutes),
+                absolute=timedelta(hours=settings.session_hours),
+            ),
+        )
+
+
+def _unauthenticated(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> str:
+    retired = settings.api_token.get_secret_value().encode()
+    if (
+        credentials is not None
+        and retired
+        and hmac.compare_digest(credentials.credentials.encode(), retired)
+    ):
+        return (
+            "the shared PANICBUTTON_API_TOKEN is retired: sign in, or create a "
+            "personal API token (`panicbutton people token` or POST /api/v1/me/tokens) "
+            "and send it as Authorization: Bearer pbt_..."
+        )
+    return (
+        "not signed in: send a personal API token (Authorization: Bearer pbt_...) or "
+        "sign in at /sign-in"
+    )
+
+
+def need(right: Right) -> Callable[..., Principal]:
+    """A dependency: the caller, who must hold ``right`` (401 if nobody is signed in,
+    403 if their roles do not carry it or a session's CSRF token is missing)."""
+
+    def dependency(
+        request: Request,
+        services: ServicesDep,
+        settings: SettingsDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        principal = authenticate(request, services, settings, credentials)
+        if principal is None:
+            raise HTTPException(
+                status_code=401,
+                detail=_unauthenticated(settings, credentials),
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if principal.via == "session" and request.method not in SAFE_METHODS:
+            given = request.headers.get(CSRF_HEADER, "")
+            if not principal.csrf or not hmac.compare_digest(given, principal.csrf):
+                raise HTTPException(
+                    403,
+                    f"the {CSRF_HEADER} header is missing or wrong: reload the page and try again",
+                )
+        if not principal.can(right):
+            holders = ", ".join(sorted(r.value for r, rights in RIGHTS.items() if right in rights))
+            raise HTTPException(
+                403,
+                f"not allowed: this needs the right {right.value!r}, which the roles "
+                f"{holders} carry (an API token carries only the scopes it was made with)",
+            )
+        return principal
+
+    dependency.right = right  # type: ignore[attr-defined]  # read by tests/server/test_rights.py
+    return dependency
+
+
+#: A signed-in caller, any role (their own account).
+Me = Annotated[Principal, Depends(need(Right.SELF))]
+
+
 def require_token(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """Refuse any API call without the configured bearer token (constant-time compare)."""
+    """The shared token of earlier versions, while routes move to :func:`need`."""
     expected = settings.api_token.get_secret_value().encode()
     given = credentials.credentials.encode() if credentials else b""
     if not expected or not hmac.compare_digest(given, expected):

@@ -31,8 +31,9 @@ def test_complete_settings_are_accepted_and_url_normalised() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"api_token": SecretStr("changeme")}, "PANICBUTTON_API_TOKEN is empty or a placeholder"),
-        ({"api_token": SecretStr("short-but-not-a-placeholder")}, "at least 32 characters"),
+        ({"link_secret": SecretStr("changeme")}, "PANICBUTTON_LINK_SECRET is empty or a placeholder"),
+        ({"link_secret": SecretStr("short-but-not-a-placeholder")}, "at least 32 characters"),
+        ({"cookies_secure": False}, "only the demo on loopback runs without HTTPS"),
         ({"mqtt_password": SecretStr("")}, "PANICBUTTON_MQTT_PASSWORD is empty or a placeholder"),
         ({"public_base_url": ""}, "PANICBUTTON_PUBLIC_BASE_URL is not set"),
         ({"notifier": "console"}, "console is for the demo only"),
@@ -53,17 +54,17 @@ HOW = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"api_token": SecretStr("a" * 32)}, "PANICBUTTON_API_TOKEN is too weak"),
-        ({"api_token": SecretStr("ab" * 20)}, "PANICBUTTON_API_TOKEN is too weak"),
-        ({"api_token": SecretStr("0123456789" * 4)}, "PANICBUTTON_API_TOKEN is too weak"),
-        ({"api_token": SecretStr("abcdefghijklmnopqrstuvwxyzABCDEFGH")}, "API_TOKEN is too weak"),
+        ({"link_secret": SecretStr("a" * 32)}, "PANICBUTTON_LINK_SECRET is too weak"),
+        ({"link_secret": SecretStr("ab" * 20)}, "PANICBUTTON_LINK_SECRET is too weak"),
+        ({"link_secret": SecretStr("0123456789" * 4)}, "PANICBUTTON_LINK_SECRET is too weak"),
+        ({"link_secret": SecretStr("abcdefghijklmnopqrstuvwxyzABCDEFGH")}, "LINK_SECRET is too weak"),
         ({"mqtt_password": SecretStr("x")}, "PANICBUTTON_MQTT_PASSWORD is too short"),
         ({"mqtt_password": SecretStr("Summer2024!Summer2024!")}, "MQTT_PASSWORD is too weak"),
         ({"link_secret": SecretStr("s" * 40)}, "PANICBUTTON_LINK_SECRET is too weak"),
         # Near-periodic: a long part repeated with a little between.
         (
-            {"api_token": SecretStr("Password1Password2Password3Password4")},
-            "PANICBUTTON_API_TOKEN is too weak: a long part of it repeats",
+            {"link_secret": SecretStr("Password1Password2Password3Password4")},
+            "PANICBUTTON_LINK_SECRET is too weak: a long part of it repeats",
         ),
         (
             {"link_secret": SecretStr("x7Kq-Rw2LmZ9x7Kq-Rw2LmZ9ab3Fh0Tq8Wc1")},
@@ -71,8 +72,8 @@ HOW = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
         ),
         # Made of words a guesser tries first.
         (
-            {"api_token": SecretStr("MyCompanyPanicButtonApiToken2024")},
-            "PANICBUTTON_API_TOKEN is too weak: mostly common words",
+            {"link_secret": SecretStr("MyCompanyPanicButtonApiToken2024")},
+            "PANICBUTTON_LINK_SECRET is too weak: mostly common words",
         ),
         (
             {"mqtt_password": SecretStr("WelcomeSummer2026")},
