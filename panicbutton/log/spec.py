@@ -45,7 +45,7 @@ EVENT_TYPES: dict[str, frozenset[str]] = {
     name: frozenset(fields)
     for name, fields in {
         # the room unit and its alerts
-        "alert.raised": ("alert_id", "device", "room", "seq", "kind", "device_time"),
+        "alert.raised": ("alert_id", "device", "room", "seq", "kind", "device_time", "present"),
         "alert.re_pressed": ("alert_id", "presses"),
         "alert.refused": ("alert_id", "device", "seq"),
         "incident.reopened": ("round", "presses"),
@@ -81,8 +81,39 @@ EVENT_TYPES: dict[str, frozenset[str]] = {
         "duty.takeover": ("staff", "until"),
         "duty.takeover_ended": ("staff", "until"),
         "duty.gap_warned": ("start", "end"),
-        "config.changed": ("site_sha256", "rooms", "staff", "duty", "escalation", "retention"),
+        "config.changed": (
+            "site_sha256",
+            "rooms",
+            "staff",
+            "duty",
+            "escalation",
+            "retention",
+            "by",
+            "version",
+        ),
         "config.staff": ("staff", "role", "language", "ref", "commitment"),
+        # accounts: people, roles, sign-in, tokens, phones
+        "person.added": ("person", "by"),
+        "person.changed": ("person", "by", "fields"),
+        "person.closed": ("person", "by"),
+        "role.granted": ("person", "role", "by", "until"),
+        "role.revoked": ("person", "role", "by"),
+        "signin.link_issued": ("person", "purpose", "by", "until"),
+        "signin.method_added": ("person", "method"),
+        "signin.method_removed": ("person", "method", "by"),
+        "signin.sessions_ended": ("person", "by", "count"),
+        "token.created": ("person", "token", "scopes", "until"),
+        "token.revoked": ("person", "token", "by"),
+        "phone.confirmed": ("staff",),
+        "phone.problem": ("staff", "code"),
+        # presence, the reference person's continuity, the violence register
+        "presence.changed": ("present", "by"),
+        "duty.gap_started": ("present",),
+        "duty.gap_ended": ("seconds", "by"),
+        "violence.recorded": ("by", "ref", "commitment"),
+        "violence.withdrawn": ("by",),
+        "consent.given": ("ref", "commitment"),
+        "consent.withdrawn": ("ref", "commitment"),
         # access, review and the log itself
         "record.viewed": ("by", "scope", "ref", "commitment"),
         "record.exported": ("by", "scope", "ref", "commitment", "size"),
@@ -95,7 +126,7 @@ EVENT_TYPES: dict[str, frozenset[str]] = {
     }.items()
 }
 #: Data fields that name a person by pseudonymous id (for per-person exports).
-PERSON_FIELDS = ("staff", "by")
+PERSON_FIELDS = ("staff", "by", "person")
 
 
 #: ``prev`` of entry 0.
