@@ -37,3 +37,7 @@ class NotifierError(ServerError, RuntimeError):
         self.code = code
         self.retryable = retryable
         self.retry_after = retry_after
+
+
+class PeopleError(ServerError, ValueError):
+    """A change to people, roles or sign-in that cannot be made; the message says why."""
