@@ -33,6 +33,13 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         re.compile(rf"(?i)((?:{_SEPARATOR})ack(?:{_SEPARATOR})+)[^\s\"'<>]+"),
         rf"\1{REDACTED}",
     ),
+    # Everything after /enrol/ (a one-time enrolment or recovery link), likewise.
+    (
+        re.compile(rf"(?i)((?:{_SEPARATOR})enrol(?:{_SEPARATOR})+)[^\s\"'<>]+"),
+        rf"\1{REDACTED}",
+    ),
+    # Anything shaped like a personal API token (server/people/auth.py), wherever it shows.
+    (re.compile(r"pbt_[a-z0-9]{12}_[A-Za-z0-9_-]{43}"), REDACTED),
     # Anything shaped like a link token (server/links.py: 16 bytes, a dot, 16 bytes, in
     # unpadded base64url), wherever it shows.
     (re.compile(r"[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{22}"), REDACTED),

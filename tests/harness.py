@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,10 @@ from panicbutton.log import checkpoints
 from panicbutton.wire import parse_topic
 from server.app import Server, build
 from server.models import EscalationJob, Incident, LogEntry
+from server.people import auth, directory
+from server.people.roles import Role, rights_of
+from server.people.tables import ApiToken, Person
+from server.services import Services
 from server.settings import Settings
 from server.site import Site, parse_site
 from server.units.broker import SERVER_USER, BrokerFiles
@@ -87,6 +92,68 @@ def sample_site(**changes: Any) -> Site:
         "duty": {"on_duty": ["reception", "floor"]},
     }
     return parse_site({**data, **changes}, "tests")
+
+
+#: The roles of each staff member of :func:`sample_site` (and of anyone else by default).
+SAMPLE_ROLES = {"manager": (Role.MANAGER, Role.STAFF), "night-manager": (Role.MANAGER,)}
+
+
+def person_token(
+    services: Services,
+    person_id: str,
+    *,
+    roles: Sequence[Role] | None = None,
+    scopes: Sequence[str] | None = None,
+    days: int = 30,
+) -> str:
+    """A personal API token for ``person_id``, as `panicbutton people token` makes one.
+
+    The person's account is opened first if there is none (with ``roles``, by default
+    those of :data:`SAMPLE_ROLES` or staff; a staff member of the site keeps their
+    phone, confirmed). The token carries ``scopes``, by default every right of the
+    person's roles.
+    """
+    now = services.clock.now()
+    member = next((s for s in services.site.staff if s.id == person_id), None)
+    wanted = list(roles if roles is not None else SAMPLE_ROLES.get(person_id, (Role.STAFF,)))
+    with services.sessions.begin() as session:
+        if session.get(Person, person_id) is None:
+            directory.add_person(
+                session,
+                person_id=person_id,
+                name=member.name if member else person_id,
+                phone=member.phone if member else None,
+                language=member.language if member else "en",
+                phone_confirmed=member is not None,
+                roles=wanted,
+                by=directory.SYSTEM,
+                now=now,
+            )
+        else:
+            for role in wanted:
+                directory.grant(
+                    session, person_id=person_id, role=role, by=directory.SYSTEM, now=now
+                )
+        token_id, token, digest = auth.new_token_secret()
+        held = auth.active_roles(session, person_id, now)
+        session.add(
+            ApiToken(
+                id=token_id,
+                person_id=person_id,
+                secret_sha256=digest,
+                label="tests",
+                scopes=list(scopes) if scopes is not None else sorted(rights_of(held)),
+                created_at=now,
+                expires_at=now + timedelta(days=days),
+                revoked_at=None,
+                last_used_at=None,
+            )
+        )
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def write_log_key(path: Path, name: str = "panicbutton.test/log") -> Path:
@@ -236,7 +303,6 @@ class System:
             database_url=database_url,
             mqtt_port=mqtt_port,
             mqtt_password=SecretStr(users[SERVER_USER]),
-            api_token=SecretStr(secrets.token_urlsafe(32)),
             notifier="twilio",
             twilio_account_sid=self.twilio.account_sid,
             twilio_auth_token=SecretStr(self.twilio.auth_token),
@@ -276,6 +342,14 @@ class System:
     @property
     def api(self) -> str:
         return f"{self.base_url}/api/v1"
+
+    def headers(self, person_id: str = "manager", **why: str) -> dict[str, str]:
+        """API headers for ``person_id`` (a personal token made for them; by default
+        the sample site's manager), plus ``why`` as the justification of a view."""
+        assert self.server is not None
+        token = person_token(self.server.services, person_id)
+        justification = {"X-Panicbutton-Justification": why["why"]} if "why" in why else {}
+        return bearer(token) | justification
 
     def __enter__(self) -> System:
         self.twilio.start()

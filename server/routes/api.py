@@ -1,23 +1,49 @@
-"""The HTTP API for the console and scripts. Every route needs the bearer token."""
+"""The HTTP API for the console and scripts: incidents, duty, paging.
+
+Every route names the right it needs (``need``); who acts is the signed-in person
+(a personal API token or a browser session), never a name the caller writes: a
+body's ``staff_id``, where one is still accepted, must be the caller's own id.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from server.models import Incident, Outcome
-from server.routes.deps import IncidentId, ServicesDep, answers, require_token
-from server.site import TAKEOVER_HOURS_MAX, TAKEOVER_HOURS_MIN
+from server.people.auth import Principal
+from server.people.roles import Right
+from server.routes.deps import IncidentId, ServicesDep, answers, need
+from server.services import Services
+from server.site import ID, TAKEOVER_HOURS_MAX, TAKEOVER_HOURS_MIN
 
-router = APIRouter(
-    prefix="/api/v1",
-    dependencies=[Depends(require_token)],
-    tags=["incidents"],
-    responses=answers(401),
-)
+router = APIRouter(prefix="/api/v1", tags=["incidents"], responses=answers(401, 403))
+
+Responding = Annotated[Principal, Depends(need(Right.RESPOND))]
+Board = Annotated[Principal, Depends(need(Right.BOARD))]
+
+
+def acting(principal: Principal, services: Services, staff_id: str | None) -> str:
+    """The staff id a response is recorded under: the caller's own. 403 when the body
+    names someone else; 422 when the caller is not a member of staff who can be paged
+    (the others are told who is going, by name, and may call them back)."""
+    if staff_id is not None and staff_id != principal.person_id:
+        raise HTTPException(
+            403,
+            f"you are signed in as {principal.person_id!r} and cannot act as {staff_id!r}: "
+            "leave staff_id out, or sign in as that person",
+        )
+    if not any(s.id == principal.person_id for s in services.site.staff):
+        raise HTTPException(
+            422,
+            f"{principal.person_id!r} is not a member of staff who can be paged: a manager "
+            "adds the staff role, and the phone number must be confirmed (Account: phone)",
+        )
+    return principal.person_id
 
 
 class IncidentOut(BaseModel):
@@ -50,21 +76,24 @@ class IncidentOut(BaseModel):
         )
 
 
+#: The caller's own id, if given at all (the signed-in person acts, nobody else).
+StaffId = Field(default=None, pattern=f"^{ID}$", description="the caller's own id, or left out")
+
+
 class ResolveIn(BaseModel):
-    staff_id: str
+    staff_id: str | None = StaffId
     outcome: Outcome
 
 
 @router.post("/incidents/{incident_id}/resolve", responses=answers(400, 404, 422))
 async def resolve_incident(
-    incident_id: IncidentId, body: ResolveIn, services: ServicesDep
+    incident_id: IncidentId, body: ResolveIn, services: ServicesDep, me: Responding
 ) -> IncidentOut:
     """Close an incident with its outcome (a staff decision; nothing at the unit can)."""
-    if not any(s.id == body.staff_id for s in services.site.staff):
-        raise HTTPException(422, f"staff_id {body.staff_id!r} is not in the site file")
+    staff_id = acting(me, services, body.staff_id)
     incident = await run_in_threadpool(
         lambda: services.responder.resolve(
-            incident_id=incident_id, staff_id=body.staff_id, outcome=body.outcome
+            incident_id=incident_id, staff_id=staff_id, outcome=body.outcome
         )
     )
     if incident is None:
@@ -73,19 +102,19 @@ async def resolve_incident(
 
 
 class AcknowledgeIn(BaseModel):
-    staff_id: str
+    staff_id: str | None = StaffId
 
 
 @router.post("/incidents/{incident_id}/acknowledge", responses=answers(400, 404, 422))
 async def acknowledge_incident(
-    incident_id: IncidentId, body: AcknowledgeIn, services: ServicesDep
+    incident_id: IncidentId, body: AcknowledgeIn, services: ServicesDep, me: Responding
 ) -> IncidentOut:
-    """Acknowledge from the console: paging stops, the others are told who is going."""
-    if not any(s.id == body.staff_id for s in services.site.staff):
-        raise HTTPException(422, f"staff_id {body.staff_id!r} is not in the site file")
+    """Acknowledge from the console ("I'm going"): paging stops, the others are told who
+    is going."""
+    staff_id = acting(me, services, body.staff_id)
     incident = await run_in_threadpool(
         lambda: services.responder.acknowledge(
-            incident_id=incident_id, staff_id=body.staff_id, via="console"
+            incident_id=incident_id, staff_id=staff_id, via="console"
         )
     )
     if incident is None:
@@ -94,7 +123,7 @@ async def acknowledge_incident(
 
 
 class TakeoverIn(BaseModel):
-    staff_id: str
+    staff_id: str | None = StaffId
     #: How long, in hours (a quarter of an hour to a week); the site's ``takeover_hours``
     #: if None. Strict: a number, not ``"12"`` nor ``true``.
     hours: float | None = Field(
@@ -108,12 +137,11 @@ class TakeoverIn(BaseModel):
 
 
 @router.post("/duty/takeover", status_code=204, responses=answers(400, 422))
-async def takeover(body: TakeoverIn, services: ServicesDep) -> None:
-    """ "I take over now": this person alone is on duty until the take-over ends."""
-    if not any(s.id == body.staff_id for s in services.site.staff):
-        raise HTTPException(422, f"staff_id {body.staff_id!r} is not in the site file")
+async def takeover(body: TakeoverIn, services: ServicesDep, me: Responding) -> None:
+    """ "I take over now": the caller alone is on duty until the take-over ends."""
+    staff_id = acting(me, services, body.staff_id)
     await run_in_threadpool(
-        lambda: services.rota.takeover(staff_id=body.staff_id, on=body.on, hours=body.hours)
+        lambda: services.rota.takeover(staff_id=staff_id, on=body.on, hours=body.hours)
     )
 
 
@@ -124,7 +152,7 @@ class PagingOut(BaseModel):
 
 
 @router.get("/paging")
-def paging_state(services: ServicesDep) -> PagingOut:
+def paging_state(services: ServicesDep, _: Board) -> PagingOut:
     """The send backlog (sends queued, under way or held for a bundle) and pending steps."""
     state = services.runner.paging_state()
     return PagingOut(

@@ -210,18 +210,3 @@ def need(right: Right) -> Callable[..., Principal]:
 
 #: A signed-in caller, any role (their own account).
 Me = Annotated[Principal, Depends(need(Right.SELF))]
-
-
-def require_token(
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """The shared token of earlier versions, while routes move to :func:`need`."""
-    expected = settings.api_token.get_secret_value().encode()
-    given = credentials.credentials.encode() if credentials else b""
-    if not expected or not hmac.compare_digest(given, expected):
-        raise HTTPException(
-            status_code=401,
-            detail="missing or wrong API token",
-            headers={"WWW-Authenticate": "Bearer"},
-        )

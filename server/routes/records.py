@@ -1,16 +1,15 @@
 """Records: an incident's timeline, notes, review sign-off, and the log's exports.
 
-Reading a record is itself recorded. Every view of an incident and every
-export needs two headers, and appends a ``record.viewed`` or
-``record.exported`` entry before anything is shown:
+Reading a record is itself recorded. Who is looking is the signed-in person
+(their personal API token or browser session); every view of an incident and
+every export also needs the header ``X-Panicbutton-Justification`` (why: free
+text, kept as personal data under the ``access`` retention, never in the log
+itself), and appends a ``record.viewed`` or ``record.exported`` entry naming the
+person's id before anything is shown.
 
-* ``X-Panicbutton-Actor``: who is looking (a staff id from the site file, or
-  another pseudonymous id such as ``inspector-1``);
-* ``X-Panicbutton-Justification``: why (free text, kept as personal data under
-  the ``access`` retention, never in the log itself).
-
-Headers, not query parameters, so the reason never lands in an access log. The
-work is the records service's (``server/records.py``); these routes parse and shape.
+A header, not a query parameter, so the reason never lands in an access log.
+The work is the records service's (``server/records.py``); these routes parse
+and shape.
 """
 
 from __future__ import annotations
@@ -26,19 +25,21 @@ from pydantic import BaseModel, Field
 from server.log import export
 from server.log.keeper import LogFailedError
 from server.models import State
+from server.people.auth import Principal
+from server.people.roles import Right
 from server.records import Access, BusyError, NoRecordError, Records
 from server.routes.api import IncidentOut
-from server.routes.deps import IncidentId, ServicesDep, answers, require_token, text_body
+from server.routes.deps import IncidentId, ServicesDep, answers, need, text_body
 from server.site import ID_RE
 
-router = APIRouter(
-    prefix="/api/v1",
-    dependencies=[Depends(require_token)],
-    tags=["records"],
-    responses=answers(401),
-)
+router = APIRouter(prefix="/api/v1", tags=["records"], responses=answers(401, 403))
 
 ACTOR_RE = ID_RE
+Reading = Annotated[Principal, Depends(need(Right.RECORDS))]
+Noting = Annotated[Principal, Depends(need(Right.NOTES))]
+Reviewing = Annotated[Principal, Depends(need(Right.REVIEW))]
+Exporting = Annotated[Principal, Depends(need(Right.EXPORT))]
+Myself = Annotated[Principal, Depends(need(Right.SELF))]
 
 
 def get_records(services: ServicesDep) -> Records:
@@ -50,17 +51,12 @@ RecordsDep = Annotated[Records, Depends(get_records)]
 
 #: What to send, per header: the 400 for a missing or wrong one (see server/routes/errors.py).
 HEADER_HELP = {
-    "x-panicbutton-actor": "say who you are: header X-Panicbutton-Actor with your staff id or "
-    "another pseudonymous id (lowercase letters, digits, '-')",
     "x-panicbutton-justification": "say why: header X-Panicbutton-Justification with the "
     "reason for this view or export (8 to 1000 characters); it is kept with the access record",
 }
 
 
-def access(
-    x_panicbutton_actor: Annotated[
-        str, Header(pattern=ACTOR_RE.pattern, description=HEADER_HELP["x-panicbutton-actor"])
-    ],
+def justification(
     x_panicbutton_justification: Annotated[
         str,
         Header(
@@ -70,22 +66,36 @@ def access(
             description=HEADER_HELP["x-panicbutton-justification"],
         ),
     ],
-) -> Access:
-    """Who is reading a record and why; 400 without both (the patterns say it all)."""
-    return Access(by=x_panicbutton_actor, justification=x_panicbutton_justification)
+) -> str:
+    """Why a record is read; 400 without it (the pattern says it all)."""
+    return x_panicbutton_justification
 
 
-AccessDep = Annotated[Access, Depends(access)]
+Why = Annotated[str, Depends(justification)]
+
+
+def access(me: Principal, why: str) -> Access:
+    """Who is reading (the signed-in person) and why."""
+    return Access(by=me.person_id, justification=why)
+
+
+def as_caller(me: Principal, given: str | None) -> str:
+    """The caller's own id; 403 when a body names someone else."""
+    if given is not None and given != me.person_id:
+        raise HTTPException(
+            403, f"you are signed in as {me.person_id!r} and cannot write as {given!r}"
+        )
+    return me.person_id
 
 
 @router.get("/incidents", responses=answers(400, 422))
 def list_incidents(
-    records: RecordsDep, who: AccessDep, state: State | None = None, limit: int = 100
+    records: RecordsDep, me: Reading, why: Why, state: State | None = None, limit: int = 100
 ) -> list[IncidentOut]:
     """Newest first; ``state`` filters (open, acknowledged, resolved). A view like any
     other (who, why), recorded at most once per 15 minutes per viewer and reason, so a
     live board that polls does not flood the log."""
-    return [IncidentOut.of(i) for i in records.incidents(who, state=state, limit=limit)]
+    return [IncidentOut.of(i) for i in records.incidents(access(me, why), state=state, limit=limit)]
 
 
 class EventOut(BaseModel):
@@ -100,10 +110,12 @@ class IncidentDetail(IncidentOut):
 
 
 @router.get("/incidents/{incident_id}", responses=answers(400, 404, 422))
-def get_incident(incident_id: IncidentId, records: RecordsDep, who: AccessDep) -> IncidentDetail:
+def get_incident(
+    incident_id: IncidentId, records: RecordsDep, me: Reading, why: Why
+) -> IncidentDetail:
     """One incident with its timeline from the log. The view is logged (who, why)."""
     try:
-        incident, events = records.incident(incident_id, who)
+        incident, events = records.incident(incident_id, access(me, why))
     except NoRecordError as exc:
         raise HTTPException(404, str(exc)) from None
     return IncidentDetail(
@@ -112,8 +124,12 @@ def get_incident(incident_id: IncidentId, records: RecordsDep, who: AccessDep) -
     )
 
 
+#: The caller's own id, if given at all: the signed-in person writes.
+By = Field(default=None, pattern=ACTOR_RE.pattern, description="the caller's own id, or left out")
+
+
 class NoteIn(BaseModel):
-    by: str = Field(pattern=ACTOR_RE.pattern)
+    by: str | None = By
     text: str = Field(min_length=1, max_length=4000)
     #: Pseudonymous ids of the people the note is about (a worker's id, a staff id):
     #: their access request will include it.
@@ -126,26 +142,30 @@ class Recorded(BaseModel):
 
 
 @router.post("/incidents/{incident_id}/notes", status_code=201, responses=answers(400, 404, 422))
-def add_note(incident_id: IncidentId, body: NoteIn, records: RecordsDep) -> Recorded:
+def add_note(incident_id: IncidentId, body: NoteIn, records: RecordsDep, me: Noting) -> Recorded:
     """Add a note to an incident. The text is personal data (kept apart, purged at the end
     of its retention); the log holds its ref and a salted commitment."""
     try:
-        ref = records.add_note(incident_id, by=body.by, text=body.text, subjects=body.subjects)
+        ref = records.add_note(
+            incident_id, by=as_caller(me, body.by), text=body.text, subjects=body.subjects
+        )
     except NoRecordError as exc:
         raise HTTPException(404, str(exc)) from None
     return Recorded(ref=ref)
 
 
 class ReviewIn(BaseModel):
-    by: str = Field(pattern=ACTOR_RE.pattern)
+    by: str | None = By
     remarks: str = Field(default="", max_length=4000)
 
 
 @router.post("/incidents/{incident_id}/review", status_code=201, responses=answers(400, 404, 422))
-def sign_off(incident_id: IncidentId, body: ReviewIn, records: RecordsDep) -> Recorded:
+def sign_off(
+    incident_id: IncidentId, body: ReviewIn, records: RecordsDep, me: Reviewing
+) -> Recorded:
     """A manager signs off the review of an incident (remarks kept as personal data)."""
     try:
-        ref = records.sign_off(incident_id, by=body.by, remarks=body.remarks)
+        ref = records.sign_off(incident_id, by=as_caller(me, body.by), remarks=body.remarks)
     except NoRecordError as exc:
         raise HTTPException(404, str(exc)) from None
     return Recorded(ref=ref)
@@ -156,7 +176,7 @@ def sign_off(incident_id: IncidentId, body: ReviewIn, records: RecordsDep) -> Re
     response_class=Response,
     responses={200: text_body("text/plain"), **answers(503)},
 )
-def latest_checkpoint(records: RecordsDep) -> Response:
+def latest_checkpoint(records: RecordsDep, _: Reading) -> Response:
     """The newest signed checkpoint (a C2SP note). Keep it: `--trusted` proves later
     exports still contain everything it covers."""
     note = records.latest_checkpoint()
@@ -166,7 +186,7 @@ def latest_checkpoint(records: RecordsDep) -> Response:
 
 
 @router.get("/log/key", response_class=Response, responses={200: text_body("text/plain")})
-def verifier_key(records: RecordsDep) -> Response:
+def verifier_key(records: RecordsDep, _: Reading) -> Response:
     """The log's verifier key (C2SP note format), to publish and to pass to `--key`."""
     return Response(f"{records.verifier_key}\n", media_type="text/plain")
 
@@ -197,7 +217,8 @@ def _export_answers() -> Iterator[None]:
 )
 def export_log(
     records: RecordsDep,
-    who: AccessDep,
+    me: Exporting,
+    why: Why,
     scope: str = "full",
     with_personal: bool = False,
 ) -> Response:
@@ -205,7 +226,11 @@ def export_log(
     Personal data is left out of a full or incident bundle unless ``with_personal``; a
     person's bundle carries that person's own. The export is logged (who, why, scope)."""
     with _export_answers():
-        files = records.export(who, scope=scope, with_personal=with_personal)
+        files = records.export(access(me, why), scope=scope, with_personal=with_personal)
+    return _bundle(files, scope)
+
+
+def _bundle(files: dict[str, bytes], scope: str) -> Response:
     name = f"panicbutton-log-{scope.replace(':', '-')}"
     return Response(
         export.zip_bytes(files, name),
@@ -219,11 +244,26 @@ def export_log(
     response_class=Response,
     responses={200: text_body("text/csv", "application/pdf"), **answers(400, 404, 503)},
 )
-def incident_report(fmt: str, records: RecordsDep, who: AccessDep) -> Response:
+def incident_report(fmt: str, records: RecordsDep, me: Exporting, why: Why) -> Response:
     """The manager's report (``csv`` or ``pdf``) of every incident, derived from a full
     bundle made for it; it names that bundle's SHA-256 and checkpoint."""
     if fmt not in ("csv", "pdf"):
         raise HTTPException(404, "the report comes as report.csv or report.pdf")
     with _export_answers():
-        body, media = records.report(who, fmt=fmt)
+        body, media = records.report(access(me, why), fmt=fmt)
     return Response(body, media_type=media)
+
+
+@router.get(
+    "/me/export",
+    response_class=Response,
+    responses={200: text_body("application/zip"), **answers(400, 422, 503)},
+)
+def export_mine(records: RecordsDep, me: Myself, why: Why) -> Response:
+    """Your own bundle (.zip): every log entry that names you, with your personal data
+    (your access request, GDPR art. 15). Nobody else's: a colleague's bundle is an
+    export (``/log/export``), a right managers and inspectors hold. Logged like any export."""
+    scope = f"person:{me.person_id}"
+    with _export_answers():
+        files = records.export(access(me, why), scope=scope, with_personal=True)
+    return _bundle(files, scope)

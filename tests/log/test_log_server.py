@@ -23,15 +23,13 @@ from tests.harness import MANAGER, RECEPTION, System, reply_code, wait_until
 from tests.log.test_standalone import run_verifier
 
 
-def who(by: str = "night-manager", why: str = "quarterly review of alarms") -> dict[str, str]:
-    return {"X-Panicbutton-Actor": by, "X-Panicbutton-Justification": why}
+def who(why: str = "quarterly review of alarms") -> dict[str, str]:
+    return {"X-Panicbutton-Justification": why}
 
 
-def client(system: System) -> httpx.Client:
-    token = system.settings.api_token.get_secret_value()
-    return httpx.Client(
-        base_url=system.api, headers={"Authorization": f"Bearer {token}"}, timeout=30
-    )
+def client(system: System, person: str = "night-manager") -> httpx.Client:
+    """The API as ``person`` (by default a manager who is not on the roster)."""
+    return httpx.Client(base_url=system.api, headers=system.headers(person), timeout=30)
 
 
 def keeper(system: System) -> LogKeeper:
@@ -221,12 +219,13 @@ def test_views_and_exports_are_recorded_with_who_and_why(system: System, tmp_pat
 
 
 def test_checkpoints_are_signed_and_also_kept_in_a_file(system: System) -> None:
+    c = client(system)  # before counting: opening the reader's account is logged too
     raise_alert(system)
     system.wait_idle()  # no page or step left to add events
     size = len(system.events())
     # The keeper signs soon after every commit that appended (bursts share one).
     assert wait_until(lambda: _signed(system) == size)
-    with client(system) as c:
+    with c:
         served = c.get("/log/checkpoint")
         verifier = checkpoints.VerifierKey.parse(c.get("/log/key").text)
     assert served.status_code == 200
@@ -360,8 +359,10 @@ def test_a_staff_members_bundle_proves_their_own_roster_record_only(
     system: System, tmp_path: Path
 ) -> None:
     incident = raise_alert(system)
-    with client(system) as c:
-        assert c.post(f"/incidents/{incident}/review", json={"by": "floor"}).status_code == 201
+    with client(system, "floor") as c:
+        assert (
+            c.post(f"/incidents/{incident}/notes", json={"text": "On my way."}).status_code == 201
+        )
     bundle = export(system, tmp_path, scope="person:manager")
 
     done = run_verifier(tmp_path, str(bundle), "--key", str(keeper(system).signer.verifier))

@@ -1,4 +1,5 @@
-"""No open endpoint: the API needs the bearer token; webhooks need a signature."""
+"""No open endpoint: the API needs a person (a personal token or a session); webhooks
+need a signature; nobody acts as someone else."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from server.app import Server, build
 from server.models import LogEntry, PersonalData
 from server.paging.notifier import ConsoleNotifier
 from server.settings import Settings
-from tests.harness import sample_site
+from tests.harness import bearer, person_token, sample_site
 
-TOKEN = secrets.token_urlsafe(32)
+RETIRED = secrets.token_urlsafe(32)
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
         demo=True,
         database_url=f"sqlite:///{tmp_path / 'api.sqlite3'}",
         log_checkpoint_file=tmp_path / "checkpoints.jsonl",
-        api_token=SecretStr(TOKEN),
+        api_token=SecretStr(RETIRED),
         twilio_auth_token=SecretStr("t" * 32),
         public_base_url="https://alarm.example.test",
     )
@@ -39,7 +40,15 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 def test_every_api_route_refuses_missing_or_wrong_token(server: Server) -> None:
     client = TestClient(server.app)
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+    good = person_token(server.services, "manager")
+    forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {good}"},
+        bearer(forged),
+        bearer(RETIRED),
+    ):
         assert client.get("/api/v1/incidents", headers=headers).status_code == 401
         assert client.get("/api/v1/incidents/1", headers=headers).status_code == 401
         assert (
@@ -50,6 +59,52 @@ def test_every_api_route_refuses_missing_or_wrong_token(server: Server) -> None:
             ).status_code
             == 401
         )
+
+
+def test_the_retired_shared_token_is_refused_with_the_way_forward(server: Server) -> None:
+    answer = TestClient(server.app).get("/api/v1/paging", headers=bearer(RETIRED))
+    assert answer.status_code == 401
+    assert "PANICBUTTON_API_TOKEN is retired" in answer.json()["detail"]
+    assert "panicbutton people token" in answer.json()["detail"]
+
+
+def test_nobody_acts_as_someone_else(server: Server) -> None:
+    alert = Alert(device_id="unit-2", alert_id=new_alert_id(), seq=1, pressed_at=now_utc())
+    incident = server.services.alerts.handle(alert).incident
+    floor = TestClient(server.app, headers=bearer(person_token(server.services, "floor")))
+
+    for path, body in (
+        (f"/api/v1/incidents/{incident}/acknowledge", {"staff_id": "reception"}),
+        (f"/api/v1/incidents/{incident}/resolve", {"staff_id": "manager", "outcome": "genuine"}),
+        ("/api/v1/duty/takeover", {"staff_id": "reception"}),
+    ):
+        refused = floor.post(path, json=body)
+        assert refused.status_code == 403, path
+        assert "signed in as 'floor' and cannot act as" in refused.json()["detail"]
+
+    going = floor.post(f"/api/v1/incidents/{incident}/acknowledge", json={})
+    assert going.json()["acknowledged_by"] == "floor"
+    with server.services.sessions() as s:
+        acked = s.scalars(select(LogEntry).where(LogEntry.type == "incident.acknowledged")).one()
+    assert acked.data == {"staff": "floor", "via": "console"}
+
+
+def test_a_staff_member_cannot_export_a_colleagues_bundle_but_can_export_their_own(
+    server: Server,
+) -> None:
+    floor = TestClient(server.app, headers=bearer(person_token(server.services, "floor")))
+    why = {"X-Panicbutton-Justification": "my own access request"}
+
+    colleague = floor.get("/api/v1/log/export?scope=person:reception", headers=why)
+    assert colleague.status_code == 403
+    assert "'export'" in colleague.json()["detail"]
+    mine = floor.get("/api/v1/me/export", headers=why)
+    assert mine.status_code == 200
+    assert mine.headers["content-disposition"].endswith('panicbutton-log-person-floor.zip"')
+    with server.services.sessions() as s:
+        exported = s.scalars(select(LogEntry).where(LogEntry.type == "record.exported")).one()
+    assert exported.data["by"] == "floor"
+    assert exported.data["scope"] == "person:floor"
 
 
 def test_docs_and_schema_are_not_served(server: Server) -> None:
@@ -64,12 +119,12 @@ def test_unsigned_webhook_is_refused(server: Server) -> None:
 
 
 def test_incident_timeline_and_resolve_with_token(server: Server) -> None:
-    client = TestClient(server.app, headers={"Authorization": f"Bearer {TOKEN}"})
+    client = TestClient(server.app, headers=bearer(person_token(server.services, "floor")))
     alert = Alert(device_id="unit-2", alert_id=new_alert_id(), seq=1, pressed_at=now_utc())
     feedback = server.services.alerts.handle(alert)
 
-    board = {"X-Panicbutton-Actor": "reception", "X-Panicbutton-Justification": "on duty: board"}
-    assert client.get("/api/v1/incidents").status_code == 400  # who and why, as any view
+    board = {"X-Panicbutton-Justification": "on duty: board"}
+    assert client.get("/api/v1/incidents").status_code == 400  # why, as any view
     listed = client.get("/api/v1/incidents", headers=board).json()
     assert [(i["id"], i["room_id"], i["state"]) for i in listed] == [
         (feedback.incident, "room-2", "open")
@@ -91,37 +146,32 @@ def test_incident_timeline_and_resolve_with_token(server: Server) -> None:
     )
     assert done.json()["state"] == "resolved"
 
-    why = {"X-Panicbutton-Actor": "night-manager", "X-Panicbutton-Justification": "weekly review"}
-    detail = client.get(f"/api/v1/incidents/{feedback.incident}", headers=why).json()
+    manager = TestClient(server.app, headers=bearer(person_token(server.services, "manager")))
+    why = {"X-Panicbutton-Justification": "weekly review"}
+    detail = manager.get(f"/api/v1/incidents/{feedback.incident}", headers=why).json()
     types = [e["type"] for e in detail["events"]]
     assert types[0] == "alert.raised"
     assert types.index("incident.resolved") > types.index("alert.raised")
     assert "escalation.plan_frozen" in types
-    assert client.get("/api/v1/incidents/999", headers=why).status_code == 404
+    assert manager.get("/api/v1/incidents/999", headers=why).status_code == 404
 
 
 def test_viewing_an_incident_needs_who_and_why_and_is_logged(server: Server) -> None:
-    client = TestClient(server.app, headers={"Authorization": f"Bearer {TOKEN}"})
+    client = TestClient(server.app, headers=bearer(person_token(server.services, "manager")))
     alert = Alert(device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=now_utc())
     incident = server.services.alerts.handle(alert).incident
     url = f"/api/v1/incidents/{incident}"
 
-    anonymous = client.get(url)
-    assert anonymous.status_code == 400
-    assert "X-Panicbutton-Actor" in anonymous.json()["detail"]
-    no_reason = client.get(url, headers={"X-Panicbutton-Actor": "night-manager"})
+    no_reason = client.get(url)
     assert no_reason.status_code == 400
     assert "X-Panicbutton-Justification" in no_reason.json()["detail"]
 
-    why = {
-        "X-Panicbutton-Actor": "night-manager",
-        "X-Panicbutton-Justification": "worker asked what happened on her shift",
-    }
+    why = {"X-Panicbutton-Justification": "worker asked what happened on her shift"}
     assert client.get(url, headers=why).status_code == 200
     with server.services.sessions() as s:
         viewed = s.scalars(select(LogEntry).where(LogEntry.type == "record.viewed")).one()
         kept = s.get(PersonalData, viewed.data["ref"])
-    assert viewed.data["by"] == "night-manager"
+    assert viewed.data["by"] == "manager"  # who is signed in, not who the caller says
     assert viewed.data["scope"] == f"incident:{incident}"
     # The reason is personal data, kept apart: the log holds its ref and commitment only.
     assert b"her shift" not in viewed.body

@@ -442,8 +442,7 @@ def test_acknowledgement_link_shows_then_acknowledges_once(system: System) -> No
 def test_console_acknowledges_and_shows_the_backlog(system: System) -> None:
     incident_id = alert(system)
     settle(system)
-    token = system.settings.api_token.get_secret_value()
-    auth = {"Authorization": f"Bearer {token}"}
+    auth = system.headers("manager")
     state = httpx.get(f"{system.api}/paging", headers=auth).json()
     assert state["send_backlog"] == 0
     assert state["jobs_pending"] == 1  # step 1 is waiting

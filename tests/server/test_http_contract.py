@@ -82,7 +82,7 @@ def caller(request: pytest.FixtureRequest, live: System) -> str:
 
 
 def credentials(caller: str, case: schemathesis.Case[Any], live: System) -> dict[str, str]:
-    """The headers of each caller: none, the console's API token, a unit's own token, or
+    """The headers of each caller: none, a manager's personal API token, a unit's own token, or
     Twilio's signature over the URL it would call and the form (webhooks only)."""
     if caller == "twilio":
         if not case.path.startswith("/twilio/"):
@@ -93,12 +93,16 @@ def credentials(caller: str, case: schemathesis.Case[Any], live: System) -> dict
         signed = {k: v for k, v in form.items() if isinstance(v, str)}
         signature = RequestValidator(live.twilio.auth_token).compute_signature(url, signed)
         return {"X-Twilio-Signature": signature}
-    token = {
-        "nobody": "",
-        "console": live.settings.api_token.get_secret_value(),
-        "unit": DEVICE_TOKENS["unit-1"],
-    }[caller]
+    if caller == "console":
+        if id(live) not in CONSOLE:
+            CONSOLE[id(live)] = live.headers("manager")
+        return CONSOLE[id(live)]
+    token = {"nobody": "", "unit": DEVICE_TOKENS["unit-1"]}[caller]
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+#: The console's headers (a manager's personal token), one per running system.
+CONSOLE: dict[int, dict[str, str]] = {}
 
 
 #: What schemathesis accepts for data valid by the schema: its default, and per route

@@ -33,6 +33,7 @@ from panicbutton.wire import Alert
 from server.app import build
 from server.db import make_engine, migrate
 from server.paging.links import make_token
+from server.people import auth
 from server.settings import Settings
 from server.units.broker import SERVER_USER
 from tests.conftest import missing
@@ -127,8 +128,9 @@ def _walk(base: str, env: dict[str, str], twilio: FakeTwilio, run: Run) -> None:
     links = {s.to: s.body.split()[-1] for s in twilio.sent if "/ack/" in s.body}
     tokens = {to: link.rsplit("/ack/", 1)[1] for to, link in links.items()}
     expired = make_token(env["PANICBUTTON_LINK_SECRET"], 1, datetime.now(UTC) - timedelta(hours=3))
-    api_token = env["PANICBUTTON_API_TOKEN"]
-    run.issued += [*tokens.values(), expired, api_token]
+    api_token = env["PANICBUTTON_API_TOKEN"]  # retired, but still a configured secret
+    personal = auth.new_token_secret()[1]  # a personal token's shape, wherever it shows
+    run.issued += [*tokens.values(), expired, api_token, personal]
     floor, reception = tokens[FLOOR], tokens[RECEPTION]
     preview = {"User-Agent": "WhatsApp/2.23 (link preview)"}
     client = httpx.Client(base_url=base, timeout=10)
@@ -152,6 +154,8 @@ def _walk(base: str, env: dict[str, str], twilio: FakeTwilio, run: Run) -> None:
     # A secret where none belongs: the API token as a query parameter.
     client.get("/api/v1/paging", params={"access_token": api_token})
     client.get(f"/api/v1/paging?token={api_token}")
+    client.get(f"/api/v1/paging?{personal}")
+    client.get(f"/enrol/{personal}")
     client.close()
     run.modes = {
         f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in run.folder.glob("panicbutton.sqlite3*")
@@ -204,8 +208,10 @@ def test_no_issued_token_reaches_the_server_output(served: Run) -> None:
     # The access log was on and logged the walk (so the search below means something).
     assert '"GET /ack/' in served.output
     assert "/api/v1/paging?access_token=" in served.output
-    # Two links, an expired one, the API token: the search below has something to find.
-    assert len(served.issued) == 4
+    # Two links, an expired one, the retired shared token, a personal token: the search
+    # below has something to find.
+    assert len(served.issued) == 5
+    assert '"GET /enrol/' in served.output
     assert all(re.fullmatch(r"[\w.-]{20,}", token) for token in served.issued)
     leaked = [token for token in served.issued if token in served.output]
 
