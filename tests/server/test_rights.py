@@ -1,0 +1,173 @@
+"""Rights on every route: a table of role x route x expected status, generated from the
+app's own routes, so that a new route without a rule fails here.
+
+Every route either names the right it needs (``server.routes.deps.need``) or is listed
+in :data:`OWN_PROOF` with the proof it checks instead (a Twilio signature, a unit's
+token, a signed link, or none yet because it is how one signs in).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from server.app import Server, build
+from server.paging.notifier import ConsoleNotifier
+from server.people.roles import RIGHTS, Right, Role
+from server.settings import Settings
+from tests.harness import bearer, person_token, sample_site
+
+#: Routes that check a proof of their own instead of a person's right, and which proof.
+OWN_PROOF: dict[str, str] = {
+    "POST /twilio/sms": "Twilio signature",
+    "POST /twilio/voice": "Twilio signature",
+    "POST /twilio/status": "Twilio signature",
+    "POST /api/v1/devices/{device_id}/alerts": "the unit's own token",
+    "GET /api/v1/devices/{device_id}/check": "the unit's own token",
+    "GET /ack/{token}": "a signed single-use link from a page",
+    "POST /ack/{token}": "a signed single-use link from a page",
+}
+#: Routes a person reaches before signing in (their proof is what they send).
+SIGN_IN = re.compile(r"^(GET|POST) /(sign-in|sign-out|enrol)(/|$)")
+
+#: Where a route with the right still refuses a role for a reason of its own: a check
+#: inside the route (for example, only a worker consents for themselves).
+INSIDE: dict[tuple[str, Role], int] = {}
+
+PARAMS = {
+    "incident_id": "1",
+    "device_id": "unit-1",
+    "fmt": "csv",
+    "person_id": "nobody-here",
+    "role": "staff",
+    "token_id": "nosuchtoken0",
+    "token": "x",
+}
+
+
+def needed_right(route: Any) -> Right | None:
+    """The right a route's dependencies name via ``need()``, if any."""
+    stack = [route.dependant]
+    while stack:
+        dependant = stack.pop()
+        right = getattr(dependant.call, "right", None)
+        if isinstance(right, Right):
+            return right
+        stack.extend(dependant.dependencies)
+    return None
+
+
+def api_routes(server: Server) -> Iterator[tuple[str, str, Any]]:
+    """Every operation (method, path, route) the app serves, routers included. (FastAPI
+    0.16x keeps an included router's routes behind ``effective_route_contexts``.)"""
+    for route in server.app.routes:
+        contexts = (
+            [route]
+            if isinstance(route, APIRoute)
+            else list(getattr(route, "effective_route_contexts", list)())
+        )
+        for context in contexts:
+            for method in sorted(set(context.methods) - {"HEAD"}):
+                yield method, context.path, context
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    settings = Settings(
+        demo=True,
+        database_url=f"sqlite:///{tmp_path / 'rights.sqlite3'}",
+        log_checkpoint_file=tmp_path / "checkpoints.jsonl",
+        twilio_auth_token=SecretStr("t" * 32),
+        public_base_url="https://alarm.example.test",
+    )
+    built = build(settings, site=sample_site(), notifier=ConsoleNotifier(lambda _: None))
+    yield built
+    built.services.stop()
+
+
+def test_every_route_names_a_right_or_its_own_proof(server: Server) -> None:
+    unruled = [
+        f"{method} {path}"
+        for method, path, route in api_routes(server)
+        if needed_right(route) is None
+        and f"{method} {path}" not in OWN_PROOF
+        and not SIGN_IN.match(f"{method} {path}")
+    ]
+    assert not unruled, (
+        f"routes with no rule: {unruled}; give each `Depends(need(Right.X))` "
+        "(server/routes/deps.py), or list its own proof in OWN_PROOF with a reason"
+    )
+
+
+def _call(client: TestClient, method: str, path: str, headers: dict[str, str]) -> Any:
+    url = re.sub(r"\{(\w+)\}", lambda m: PARAMS.get(m.group(1), "x"), path)
+    headers = headers | {"X-Panicbutton-Justification": "checking the rights table"}
+    if method in ("GET", "DELETE"):
+        return client.request(method, url, headers=headers)
+    return client.request(method, url, headers=headers, json={})
+
+
+def test_role_by_route_table(server: Server) -> None:
+    """Each role with one token per person holding that role alone: a route answers 403
+    to every role without its right, and never 401/403 to a role with it."""
+    client = TestClient(server.app, raise_server_exceptions=False)
+    tokens = {
+        role: person_token(server.services, f"only-{role.value}", roles=[role]) for role in Role
+    }
+    table: dict[str, dict[Role, int]] = {}
+    for method, path, route in api_routes(server):
+        right = needed_right(route)
+        if right is None:
+            continue
+        row = table.setdefault(f"{method} {path}", {})
+        for role in Role:
+            row[role] = _call(client, method, path, bearer(tokens[role])).status_code
+        nobody = _call(client, method, path, {}).status_code
+        assert nobody == 401, f"{method} {path} answered {nobody} to nobody"
+        for role in Role:
+            expected = INSIDE.get((f"{method} {path}", role))
+            got = row[role]
+            if expected is not None:
+                assert got == expected, (method, path, role, got)
+            elif right in RIGHTS[role]:
+                assert got not in (401, 403), f"{method} {path}: {role} has {right}, got {got}"
+            else:
+                assert got == 403, f"{method} {path}: {role} lacks {right}, got {got}"
+    assert len(table) >= 12, f"only {len(table)} routes name a right"
+
+
+def test_a_token_carries_only_its_scopes(server: Server) -> None:
+    client = TestClient(server.app)
+    narrow = person_token(server.services, "manager", scopes=[Right.BOARD.value])
+    assert client.get("/api/v1/paging", headers=bearer(narrow)).status_code == 200
+    refused = client.get(
+        "/api/v1/incidents",
+        headers=bearer(narrow) | {"X-Panicbutton-Justification": "board check"},
+    )
+    assert refused.status_code == 403
+    assert "only the scopes it was made with" in refused.json()["detail"]
+
+
+def test_a_role_taken_away_is_gone_from_every_token_at_once(server: Server) -> None:
+    from server.people import directory  # noqa: PLC0415
+
+    client = TestClient(server.app)
+    token = person_token(server.services, "floor")
+    assert client.get("/api/v1/paging", headers=bearer(token)).status_code == 200
+    with server.services.sessions.begin() as session:
+        directory.revoke(
+            session,
+            person_id="floor",
+            role=Role.STAFF,
+            by="manager",
+            now=server.services.clock.now(),
+        )
+    # No role left: the token opens nothing (401: it no longer names anyone who may act).
+    assert client.get("/api/v1/paging", headers=bearer(token)).status_code == 401
