@@ -41,7 +41,8 @@ def test_every_subcommand_has_help() -> None:
 def test_server_without_settings_says_what_is_missing(tmp_path: Path) -> None:
     result = run("server", env={"PANICBUTTON_SITE_FILE": str(tmp_path / "site.toml")})
     assert result.returncode == 2
-    assert "PANICBUTTON_API_TOKEN is empty or a placeholder" in result.stderr
+    assert "PANICBUTTON_MQTT_PASSWORD is empty or a placeholder" in result.stderr
+    assert "API_TOKEN" not in result.stderr  # retired: people sign in
     assert "PANICBUTTON_TWILIO_ACCOUNT_SID is not set" in result.stderr
     assert "Traceback" not in result.stderr
 

@@ -184,7 +184,6 @@ def server_env(
             "PANICBUTTON_MQTT_PORT": str(broker.port),
             "PANICBUTTON_MQTT_USERNAME": SERVER_USER,
             "PANICBUTTON_MQTT_PASSWORD": broker.users[SERVER_USER],
-            "PANICBUTTON_API_TOKEN": secrets.token_urlsafe(32),
             "PANICBUTTON_TWILIO_ACCOUNT_SID": twilio.account_sid,
             "PANICBUTTON_TWILIO_AUTH_TOKEN": twilio.auth_token,
             "PANICBUTTON_TWILIO_FROM": "+32460000000",
