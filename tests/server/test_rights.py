@@ -171,3 +171,16 @@ def test_a_role_taken_away_is_gone_from_every_token_at_once(server: Server) -> N
         )
     # No role left: the token opens nothing (401: it no longer names anyone who may act).
     assert client.get("/api/v1/paging", headers=bearer(token)).status_code == 401
+
+
+def test_the_rights_table_in_the_docs_is_the_codes() -> None:
+    page = (Path(__file__).parents[2] / "docs" / "use" / "roles.md").read_text()
+    table = page.partition("<!-- rights-table")[2].partition("<!-- end of rights-table")[0]
+    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \|(.*)\|$", table, re.MULTILINE)
+    documented = {
+        Right(right): {
+            role for role, cell in zip(Role, cells.split("|"), strict=True) if cell.strip()
+        }
+        for right, cells in rows
+    }
+    assert documented == {right: {r for r in Role if right in RIGHTS[r]} for right in Right}
