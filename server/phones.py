@@ -54,6 +54,13 @@ _TEST_TEXT = {
     "nl": "TEST om {time}: deze telefoon krijgt de alarmen. Geen echt alarm. Geen antwoord nodig.",
     "en": "TEST at {time}: this phone gets alarm pages. Not a real alarm. No reply needed.",
 }
+_TEST_SPOKEN = {
+    "fr": "Ceci est un test de panicbutton. Les alertes atteignent ce téléphone. "
+    "Pas une vraie alerte. Au revoir.",
+    "nl": "Dit is een test van panicbutton. Alarmen bereiken deze telefoon. "
+    "Geen echt alarm. Tot ziens.",
+    "en": "This is a panicbutton test. Alarm pages reach this phone. Not a real alarm. Goodbye.",
+}
 _PROBLEM_TEXT = {
     "fr": "PROBLÈME DE TÉLÉPHONE : les alertes vers {name} échouent (erreur Twilio {code}). "
     "Vérifiez son numéro dans la liste des personnes.",
@@ -181,8 +188,9 @@ class Phones:
                 raise NoCodeError("wrong code, and that was the last try: ask for a new code")
             raise WrongCodeError(f"wrong code: {left} {'try' if left == 1 else 'tries'} left")
 
-    def test_page(self, person_id: str) -> None:
-        """Send the person a test text through the pager, as a page would go."""
+    def test_page(self, person_id: str, *, call: bool = False) -> None:
+        """Send the person a test text through the pager, as a page would go (and a
+        test call too, with ``call``)."""
         now = self._clock.now()
         with self._sessions() as s:
             person = find(s, person_id)
@@ -198,6 +206,9 @@ class Phones:
             time=messages.local_time(now, self._site.timezone)
         )
         self._pager.send_text(member, text, incident_id=None, purpose="test_page")
+        if call:
+            twiml = messages.call_answer(member.language, _TEST_SPOKEN[member.language])
+            self._pager.send_text(member, twiml, incident_id=None, purpose="test_call", call=True)
 
     def failed(self, s: Session, person_id: str, why: str, now: datetime) -> None:
         """A page to ``person_id`` failed (``why``: the error or status callback, with

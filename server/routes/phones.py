@@ -36,6 +36,11 @@ class CodeIn(BaseModel):
     code: str = Field(pattern=r"^\s*\d{3}\s?\d{3}\s*$", description="the 6 digits sent by SMS")
 
 
+class TestPageIn(BaseModel):
+    #: Also place a test call (pages are an SMS and a call).
+    call: bool = False
+
+
 class Done(BaseModel):
     detail: str
 
@@ -66,12 +71,15 @@ async def confirm(body: CodeIn, me: Me, services: ServicesDep) -> Done:
 
 
 @router.post("/test-page", status_code=202, response_model=Done, responses=NO_PHONE)
-async def test_page(me: Me, services: ServicesDep) -> Done:
-    """Send oneself a test page by SMS (staff and managers), to know pages reach you."""
+async def send_test_page(me: Me, services: ServicesDep, body: TestPageIn | None = None) -> Done:
+    """Send oneself a test page by SMS, and a call if asked (staff and managers), to know
+    pages reach you."""
     if not me.roles & {Role.STAFF, Role.MANAGER}:
         raise HTTPException(403, "only staff and managers are paged, so only they send test pages")
     try:
-        await run_in_threadpool(services.phones.test_page, me.person_id)
+        call = body is not None and body.call
+        await run_in_threadpool(lambda: services.phones.test_page(me.person_id, call=call))
     except NoPhoneError as exc:
         raise HTTPException(409, str(exc)) from None
-    return Done(detail="a test SMS is on its way to your phone; it should arrive within a minute")
+    what = "a test SMS and a test call are" if call else "a test SMS is"
+    return Done(detail=f"{what} on its way to your phone; it should arrive within a minute")

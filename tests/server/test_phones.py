@@ -144,6 +144,18 @@ def test_a_test_page_reaches_the_confirmed_phone(site: Served, reception: TestCl
     assert site.twilio.to(MANAGER)[0].startswith("TEST à ")
     assert wait_until(lambda: entries(site.server, "message.sent"))
     assert entries(site.server, "message.sent")[0][1]["purpose"] == "test_page"
+    # And a test call, when asked for: pages are an SMS and a call.
+    both = boss.post("/api/v1/me/test-page", json={"call": True})
+    assert both.status_code == 202
+    assert "call" in both.json()["detail"]
+    assert site.twilio.wait_for_calls(lambda calls: any(c.to == MANAGER for c in calls))
+    assert "Ceci est un test" in site.twilio.calls_to(MANAGER)[0].spoken
+    assert wait_until(lambda: len(entries(site.server, "message.sent")) == 3)
+    assert sorted(d["purpose"] for _, d in entries(site.server, "message.sent")) == [
+        "test_call",
+        "test_page",
+        "test_page",
+    ]
     add_person(site.server, "w-17", Role.WORKER, phone="+32470555666", confirmed=True)
     assert client_as(site.server, "w-17").post("/api/v1/me/test-page").status_code == 403
 
