@@ -23,7 +23,7 @@ from server.phones import masked
 from server.routes.deps import Problem, ServicesDep, SettingsDep, answers, need
 from server.site import Language
 
-router = APIRouter(prefix="/api/v1/people", tags=["people"], responses=answers(401, 403))
+router = APIRouter(prefix="/api/v1", tags=["people"], responses=answers(401, 403))
 Manager = Annotated[Principal, Depends(need(Right.PEOPLE))]
 PersonId = Annotated[str, Path(max_length=63, description="the person's pseudonymous id")]
 _ROLES = {r.value for r in Role}
@@ -176,7 +176,7 @@ def _refused(exc: PeopleError) -> HTTPException:
     return HTTPException(422, str(exc))
 
 
-@router.get("", response_model=list[PersonOut])
+@router.get("/people", response_model=list[PersonOut])
 def list_people(_: Manager, services: ServicesDep) -> list[PersonOut]:
     """Everyone with an account, closed ones too, with their roles and phone state."""
     now = services.clock.now()
@@ -185,7 +185,7 @@ def list_people(_: Manager, services: ServicesDep) -> list[PersonOut]:
         return [person_out(s, p, now) for p in people]
 
 
-@router.get("/problems", response_model=list[ProblemOut])
+@router.get("/phone-problems", response_model=list[ProblemOut])
 def phone_problems(_: Manager, services: ServicesDep) -> list[ProblemOut]:
     """Open accounts whose phone the provider reports as unreachable or opted out."""
     with services.sessions() as s:
@@ -200,13 +200,13 @@ def phone_problems(_: Manager, services: ServicesDep) -> list[ProblemOut]:
         ]
 
 
-@router.get("/{person_id}", response_model=PersonOut, responses=NO_PERSON)
+@router.get("/people/{person_id}", response_model=PersonOut, responses=NO_PERSON)
 def show_person(person_id: PersonId, _: Manager, services: ServicesDep) -> PersonOut:
     with services.sessions() as s:
         return person_out(s, _get(s, person_id), services.clock.now())
 
 
-@router.post("", status_code=201, response_model=Created, responses=answers(422))
+@router.post("/people", status_code=201, response_model=Created, responses=answers(400, 422))
 def add_person(
     body: NewPerson, me: Manager, services: ServicesDep, settings: SettingsDep
 ) -> Created:
@@ -241,7 +241,9 @@ def add_person(
     )
 
 
-@router.patch("/{person_id}", response_model=PersonOut, responses={**answers(422), **NO_PERSON})
+@router.patch(
+    "/people/{person_id}", response_model=PersonOut, responses={**answers(400, 422), **NO_PERSON}
+)
 def change_person(
     person_id: PersonId, body: Change, me: Manager, services: ServicesDep
 ) -> PersonOut:
@@ -266,7 +268,9 @@ def change_person(
 
 
 @router.post(
-    "/{person_id}/roles", response_model=PersonOut, responses={**answers(422), **NO_PERSON}
+    "/people/{person_id}/roles",
+    response_model=PersonOut,
+    responses={**answers(400, 422), **NO_PERSON},
 )
 def grant_role(person_id: PersonId, body: GrantIn, me: Manager, services: ServicesDep) -> PersonOut:
     """Grant a role; an inspector's must end (``until``), at most 90 days ahead."""
@@ -284,7 +288,7 @@ def grant_role(person_id: PersonId, body: GrantIn, me: Manager, services: Servic
 
 
 @router.delete(
-    "/{person_id}/roles/{role}",
+    "/people/{person_id}/roles/{role}",
     response_model=PersonOut,
     responses={**NO_PERSON, **LAST_MANAGER},
 )
@@ -301,10 +305,10 @@ def revoke_role(person_id: PersonId, role: Role, me: Manager, services: Services
 
 
 @router.post(
-    "/{person_id}/links",
+    "/people/{person_id}/links",
     status_code=201,
     response_model=LinkOut,
-    responses={**answers(422), **NO_PERSON},
+    responses={**answers(400, 422), **NO_PERSON},
 )
 def new_link(
     person_id: PersonId, body: LinkIn, me: Manager, services: ServicesDep, settings: SettingsDep
@@ -326,7 +330,7 @@ def new_link(
 
 
 @router.post(
-    "/{person_id}/close", response_model=PersonOut, responses={**NO_PERSON, **LAST_MANAGER}
+    "/people/{person_id}/close", response_model=PersonOut, responses={**NO_PERSON, **LAST_MANAGER}
 )
 def close_person(person_id: PersonId, me: Manager, services: ServicesDep) -> PersonOut:
     """Close an account: its sessions end, its tokens are revoked, it is paged never."""

@@ -57,7 +57,7 @@ async def send_code(me: Me, services: ServicesDep) -> CodeSent:
     return CodeSent(expires_at=sent.expires_at)
 
 
-@router.post("/phone/confirm", response_model=Done, responses={**answers(422), **NO_PHONE})
+@router.post("/phone/confirm", response_model=Done, responses={**answers(400, 422), **NO_PHONE})
 async def confirm(body: CodeIn, me: Me, services: ServicesDep) -> Done:
     """Enter the code: the number is confirmed and can be paged."""
     code = "".join(body.code.split())
@@ -70,7 +70,12 @@ async def confirm(body: CodeIn, me: Me, services: ServicesDep) -> Done:
     return Done(detail="your phone number is confirmed: alarm pages can reach it")
 
 
-@router.post("/test-page", status_code=202, response_model=Done, responses=NO_PHONE)
+@router.post(
+    "/test-page",
+    status_code=202,
+    response_model=Done,
+    responses={**answers(400, 422), **NO_PHONE},
+)
 async def send_test_page(me: Me, services: ServicesDep, body: TestPageIn | None = None) -> Done:
     """Send oneself a test page by SMS, and a call if asked (staff and managers), to know
     pages reach you."""

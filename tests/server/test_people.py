@@ -90,7 +90,7 @@ def test_people_routes_refuse_everyone_but_managers(
     client = client_as(site.server, "someone")
     tries = [
         client.get("/api/v1/people"),
-        client.get("/api/v1/people/problems"),
+        client.get("/api/v1/phone-problems"),
         client.get("/api/v1/people/boss"),
         client.post("/api/v1/people", json=NEW),
         client.patch("/api/v1/people/boss", json={"name": "x"}),

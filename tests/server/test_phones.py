@@ -161,7 +161,7 @@ def test_a_test_page_reaches_the_confirmed_phone(site: Served, reception: TestCl
 
 
 def _problems(site: Served) -> list[dict[str, object]]:
-    answer = client_as(site.server, "manager").get("/api/v1/people/problems")
+    answer = client_as(site.server, "manager").get("/api/v1/phone-problems")
     assert answer.status_code == 200
     result: list[dict[str, object]] = answer.json()
     return result
