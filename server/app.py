@@ -31,6 +31,7 @@ from server.news import RepressNews, Tell
 from server.paging import messages
 from server.paging.notifier import ConsoleNotifier, Notifier, TwilioNotifier
 from server.paging.pager import Pager
+from server.phones import Phones
 from server.receipts import Receipts
 from server.records import Records
 from server.replies.codes import ReplyLimits
@@ -40,6 +41,8 @@ from server.replies.voice import VoiceKeys
 from server.response import Responder
 from server.rota import Rota
 from server.routes import ack, api, devices, errors, records, webhooks
+from server.routes import people as people_routes
+from server.routes import phones as phones_routes
 from server.routes.deps import answers
 from server.routes.limits import BodyLimit
 from server.runner import Runner
@@ -184,8 +187,16 @@ def _services(
     tell = Tell(sessions=db, site=site, pager=pager)
     news = RepressNews(sessions=db, site=site, pager=pager, clock=clock, wake=wake)
     optout = OptOut(site=site, pager=pager)
+    phones = Phones(sessions=db, site=site, pager=pager, clock=clock)
     runner = Runner(
-        sessions=db, clock=clock, pager=pager, lights=lights, news=news, optout=optout, wake=wake
+        sessions=db,
+        clock=clock,
+        pager=pager,
+        lights=lights,
+        news=news,
+        optout=optout,
+        wake=wake,
+        phones=phones,
     )
     responder = Responder(
         sessions=db,
@@ -247,6 +258,7 @@ def _services(
         ),
         voice=VoiceKeys(sessions=db, site=site, responder=responder),
         records=Records(sessions=db, keeper=keeper, clock=clock, retention=settings.retention()),
+        phones=phones,
     )
 
 
@@ -285,6 +297,8 @@ def _http_app(
     app.include_router(webhooks.router)
     app.include_router(devices.router)
     app.include_router(ack.router)
+    app.include_router(people_routes.router)
+    app.include_router(phones_routes.router)
     errors.install(app)
     return app
 

@@ -30,6 +30,7 @@ from server.models import (
 )
 from server.news import RepressNews
 from server.paging.pager import Pager
+from server.phones import Phones
 from server.replies.optout import OptOut
 from server.units.feedback import Lights
 
@@ -61,6 +62,7 @@ class Runner:
         news: RepressNews,
         optout: OptOut,
         wake: Callable[[], object],
+        phones: Phones | None = None,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
@@ -69,6 +71,7 @@ class Runner:
         self._news = news
         self._optout = optout
         self._wake = wake
+        self._phones = phones
         #: One page result at a time: each reads and moves the incident's jobs.
         self._lock = threading.Lock()
 
@@ -144,6 +147,8 @@ class Runner:
             )
         if "21610" in why:
             self._optout.opted_out(s, page.staff_id, now)
+        if self._phones is not None:  # a number the provider says is bad: mark it, warn
+            self._phones.failed(s, page.staff_id, why, now)
         return hurried
 
     def provider_status(

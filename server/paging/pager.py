@@ -277,28 +277,30 @@ class Pager:
         incident_id: int | None,
         purpose: str,
         on_done: Callable[[bool], None] | None = None,
+        call: bool = False,
     ) -> None:
         """Send a plain text (confirmation, stand-down, news) in the background and log
         it; ``on_done(sent)`` is called on the worker once Twilio took it, or not. Texts
-        wait behind every queued page, and re-press news behind every other text."""
+        wait behind every queued page, and re-press news behind every other text.
+        ``call``: ``body`` is the TwiML of a call instead (a test page's call)."""
         priority = NEWS if purpose == "repress" else TEXT
-        self._submit(
-            self._send_text, member, body, incident_id, purpose, on_done, priority=priority
-        )
+        if call:
+            rendered = Rendered(member, "call", page_ids=[], incident_ids=[], body=body, step=0)
+        else:  # cut: a room label or a name of any length
+            rendered = Rendered.text(member, messages.cut(body, BUDGET["sms"]))
+        self._submit(self._send_text, rendered, incident_id, purpose, on_done, priority=priority)
 
     def _send_text(
         self,
-        member: Staff,
-        body: str,
+        rendered: Rendered,
         incident_id: int | None,
         purpose: str,
         on_done: Callable[[bool], None] | None,
     ) -> None:
-        body = messages.cut(body, BUDGET["sms"])  # a room label or a name of any length
-        sid, error = self._sender.send(Rendered.text(member, body))
+        sid, error = self._sender.send(rendered)
         status.record_text(
             self._sessions,
-            member.id,
+            rendered.member.id,
             sent=sid is not None,
             error=error,
             now=self._clock.now(),

@@ -16,6 +16,7 @@ from server.db import changed
 from server.errors import NotifierError
 from server.log.append import audit
 from server.models import Incident, Page, PageStatus
+from server.people.problems import record_problem
 
 __all__ = ["claim", "fail", "record", "record_text", "still_wanted"]
 
@@ -128,3 +129,5 @@ def record_text(
             purpose=purpose,
             code=error.code if error else None,
         )
+        if error is not None:  # a number the provider says is bad shows on the person
+            record_problem(s, person_id=staff_id, code=error.code, now=now)

@@ -1,0 +1,141 @@
+"""People and their API tokens for tests, made the way the server makes them
+(:mod:`server.people.directory`, :func:`server.people.auth.new_token_secret`), and a
+server wired to a fake Twilio on loopback."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from panicbutton.clock import ManualClock
+from server.app import Server, build
+from server.models import LogEntry
+from server.people import directory
+from server.people.auth import new_token_secret
+from server.people.roles import RIGHTS, Role
+from server.people.tables import ApiToken
+from server.settings import Settings
+from tests.fakes.twilio import FakeTwilio
+from tests.harness import sample_site
+
+BASE_URL = "https://alarm.example.test"
+
+
+def add_person(
+    server: Server,
+    person_id: str,
+    *roles: Role,
+    phone: str | None = None,
+    confirmed: bool = False,
+    language: str = "en",
+) -> None:
+    """Open an account (by the system), with ``roles``; ``confirmed`` marks the phone
+    as proved by its owner."""
+    now = server.services.clock.now()
+    with server.services.sessions.begin() as s:
+        directory.add_person(
+            s,
+            person_id=person_id,
+            name=f"Name of {person_id}",
+            by=directory.SYSTEM,
+            now=now,
+            roles=[r for r in roles if r is not Role.INSPECTOR],
+            phone=phone,
+            language=language,
+            phone_confirmed=confirmed,
+        )
+        if Role.INSPECTOR in roles:
+            directory.grant(
+                s,
+                person_id=person_id,
+                role=Role.INSPECTOR,
+                by=directory.SYSTEM,
+                now=now,
+                until=now + timedelta(days=30),
+            )
+
+
+def token_for(server: Server, person_id: str, scopes: Iterable[str] | None = None) -> str:
+    """A personal API token for ``person_id``, carrying every right (or ``scopes``)."""
+    now = server.services.clock.now()
+    token_id, token, digest = new_token_secret()
+    every = sorted({r.value for rights in RIGHTS.values() for r in rights})
+    with server.services.sessions.begin() as s:
+        s.add(
+            ApiToken(
+                id=token_id,
+                person_id=person_id,
+                secret_sha256=digest,
+                label="test",
+                scopes=list(scopes) if scopes is not None else every,
+                created_at=now,
+                expires_at=now + timedelta(days=30),
+                revoked_at=None,
+                last_used_at=None,
+            )
+        )
+    return token
+
+
+def client_as(server: Server, person_id: str) -> TestClient:
+    """An HTTP client that calls as ``person_id`` (with a personal API token)."""
+    return TestClient(
+        server.app, headers={"Authorization": f"Bearer {token_for(server, person_id)}"}
+    )
+
+
+def entries(server: Server, *types: str) -> list[tuple[str, dict[str, Any]]]:
+    """Log entries (type, data) of these types (every type if none), oldest first."""
+    with server.services.sessions() as s:
+        rows = s.scalars(select(LogEntry).order_by(LogEntry.n)).all()
+        return [(e.type, e.data) for e in rows if not types or e.type in types]
+
+
+def log_bodies(server: Server) -> list[bytes]:
+    with server.services.sessions() as s:
+        return list(s.scalars(select(LogEntry.body)))
+
+
+@dataclass
+class Served:
+    server: Server
+    twilio: FakeTwilio
+    clock: ManualClock
+
+
+@contextmanager
+def served(database_url: str, tmp_path: Path, **settings: Any) -> Iterator[Served]:
+    """The server (sample site, no MQTT) on ``database_url``, paging through the real
+    twilio library to a fake Twilio, on a clock the test moves."""
+    twilio = FakeTwilio(account_sid="AC" + secrets.token_hex(16), auth_token=secrets.token_hex(16))
+    twilio.start()
+    clock = ManualClock()
+    config = Settings(
+        demo=True,
+        database_url=database_url,
+        log_checkpoint_file=tmp_path / "checkpoints.jsonl",
+        notifier="twilio",
+        twilio_account_sid=twilio.account_sid,
+        twilio_auth_token=SecretStr(twilio.auth_token),
+        twilio_from="+32460000000",
+        twilio_api_base_url=twilio.base_url,
+        twilio_timeout=5.0,
+        public_base_url=BASE_URL,
+        **settings,
+    )
+    server = build(config, site=sample_site(), clock=clock)
+    try:
+        yield Served(server=server, twilio=twilio, clock=clock)
+    finally:
+        server.services.stop()
+        server.services.engine.dispose()
+        twilio.stop()
