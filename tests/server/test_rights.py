@@ -39,7 +39,13 @@ SIGN_IN = re.compile(r"^(GET|POST) /(sign-in|sign-out|enrol)(/|$)")
 
 #: Where a route with the right still refuses a role for a reason of its own: a check
 #: inside the route (for example, only a worker consents for themselves).
-INSIDE: dict[tuple[str, Role], int] = {}
+INSIDE: dict[tuple[str, Role], int] = {
+    # A test page is for people who are paged: staff and managers.
+    **{
+        ("POST /api/v1/me/test-page", role): 403
+        for role in (Role.WORKER, Role.INSPECTOR, Role.INSTALLER)
+    },
+}
 
 PARAMS = {
     "incident_id": "1",
@@ -68,7 +74,7 @@ def api_routes(server: Server) -> Iterator[tuple[str, str, Any]]:
     """Every operation (method, path, route) the app serves, routers included. (FastAPI
     0.16x keeps an included router's routes behind ``effective_route_contexts``.)"""
     for route in server.app.routes:
-        contexts = (
+        contexts: list[Any] = (
             [route]
             if isinstance(route, APIRoute)
             else list(getattr(route, "effective_route_contexts", list)())
