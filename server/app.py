@@ -20,6 +20,7 @@ from panicbutton import __version__
 from panicbutton.clock import Clock, SystemClock
 from panicbutton.log import checkpoints
 from panicbutton.redact import protect_handlers
+from server.continuity import Continuity
 from server.db import make_engine, migrate, sessions
 from server.errors import SettingsError
 from server.escalation.scheduler import Scheduler
@@ -39,7 +40,7 @@ from server.replies.sms import SmsReplies
 from server.replies.voice import VoiceKeys
 from server.response import Responder
 from server.rota import Rota
-from server.routes import ack, api, devices, errors, records, webhooks
+from server.routes import ack, api, devices, errors, presence, records, violence, webhooks
 from server.routes.deps import answers
 from server.routes.limits import BodyLimit
 from server.runner import Runner
@@ -131,6 +132,7 @@ def build(
             link_grace=settings.broker_loss_grace,
         ),
         link_up=ingest.connected.is_set,
+        continuity=services.continuity,
     )
 
     @asynccontextmanager
@@ -205,6 +207,7 @@ def _services(
         checkpoint_file=settings.log_checkpoint_file,
         clock=clock.now,
         retention=settings.retention(),
+        presence_days=settings.retention_presence_days,
         on_failure=lambda: tell.managers(
             lambda m: messages.log_failed(m.language), purpose="log_failed"
         ),
@@ -247,6 +250,9 @@ def _services(
         ),
         voice=VoiceKeys(sessions=db, site=site, responder=responder),
         records=Records(sessions=db, keeper=keeper, clock=clock, retention=settings.retention()),
+        continuity=Continuity(
+            sessions=db, site=site, clock=clock, pager=pager, tell=tell, wake=wake
+        ),
     )
 
 
@@ -285,6 +291,8 @@ def _http_app(
     app.include_router(webhooks.router)
     app.include_router(devices.router)
     app.include_router(ack.router)
+    app.include_router(presence.router)
+    app.include_router(violence.router)
     errors.install(app)
     return app
 

@@ -40,6 +40,7 @@ from server.log.personal import Retention
 from server.log.signing import CheckpointFile
 from server.log.stored import Proven, latest_checkpoint, verify_appended, verify_stored
 from server.models import LogCheckpoint, LogEntry
+from server.people import presence
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,12 @@ class LogKeeper:
         retention: Retention,
         heartbeat: timedelta = HEARTBEAT,
         on_failure: Callable[[], None] | None = None,
+        presence_days: int | None = None,
     ) -> None:
         """``on_failure`` is called (on the keeper's thread) when the log fails a check,
-        and again every ``server.log.failure.FAILURE_REPEAT`` until the failure is acknowledged."""
+        and again every ``server.log.failure.FAILURE_REPEAT`` until the failure is acknowledged.
+        ``presence_days``: days a presence register stay is kept after its check-out
+        (None: kept)."""
         self._engine = engine
         self.sessions = sessions
         self.signer = signer
@@ -78,6 +82,7 @@ class LogKeeper:
         self._clock = clock
         self._retention = retention
         self._heartbeat = heartbeat
+        self._presence_days = presence_days
         self._reminder = Reminder(sessions, on_failure)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -181,8 +186,16 @@ class LogKeeper:
     def purge(self, now: datetime) -> int:
         with self.sessions.begin() as s:
             gone = personal.purge_expired(s, now=now, retention=self._retention)
+            stays = (
+                presence.purge(s, before=now - timedelta(days=self._presence_days))
+                if self._presence_days
+                else 0
+            )
         if gone:
             log.info("purged %d personal data row(s) past retention", gone)
+        if stays:
+            # NOTE: no log entry: presence rows were never referred to by the log.
+            log.info("deleted %d presence register stay(s) past retention", stays)
         return gone
 
     # -- work ---------------------------------------------------------------------------
