@@ -153,13 +153,13 @@ def _pdf(rows: list[EntryOut], site: str) -> bytes:
     doc.add_font("DejaVu", fname=str(FONT))
     doc.set_font("DejaVu", size=10)
     doc.add_page()
-    doc.multi_cell(0, 6, f"Register of third-party violence - {site}\n\n")
+    doc.multi_cell(0, 6, f"Register of third-party violence - {site}\n\n", align="L")
     for r in rows:
         text = (
             f"#{r.incident}  {r.date}  {r.room}  {r.kind}  {r.outcome or '-'}\n"
             f"Worker: {r.worker}\n{r.account}\n\n"
         )
-        doc.multi_cell(0, 6, text)
+        doc.multi_cell(0, 6, text, align="L")
     return bytes(doc.output())
 
 
