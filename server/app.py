@@ -32,6 +32,7 @@ from server.news import RepressNews, Tell
 from server.paging import messages
 from server.paging.notifier import ConsoleNotifier, Notifier, TwilioNotifier
 from server.paging.pager import Pager
+from server.people.presence import purger
 from server.receipts import Receipts
 from server.records import Records
 from server.replies.codes import ReplyLimits
@@ -207,7 +208,7 @@ def _services(
         checkpoint_file=settings.log_checkpoint_file,
         clock=clock.now,
         retention=settings.retention(),
-        presence_days=settings.retention_presence_days,
+        purge_presence=purger(settings.retention_presence_days),
         on_failure=lambda: tell.managers(
             lambda m: messages.log_failed(m.language), purpose="log_failed"
         ),

@@ -40,7 +40,6 @@ from server.log.personal import Retention
 from server.log.signing import CheckpointFile
 from server.log.stored import Proven, latest_checkpoint, verify_appended, verify_stored
 from server.models import LogCheckpoint, LogEntry
-from server.people import presence
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +68,12 @@ class LogKeeper:
         retention: Retention,
         heartbeat: timedelta = HEARTBEAT,
         on_failure: Callable[[], None] | None = None,
-        presence_days: int | None = None,
+        purge_presence: Callable[[Session, datetime], int] | None = None,
     ) -> None:
         """``on_failure`` is called (on the keeper's thread) when the log fails a check,
         and again every ``server.log.failure.FAILURE_REPEAT`` until the failure is acknowledged.
-        ``presence_days``: days a presence register stay is kept after its check-out
-        (None: kept)."""
+        ``purge_presence(session, now)`` deletes the presence register's stays past
+        their retention and says how many (:func:`server.people.presence.purger`)."""
         self._engine = engine
         self.sessions = sessions
         self.signer = signer
@@ -82,7 +81,7 @@ class LogKeeper:
         self._clock = clock
         self._retention = retention
         self._heartbeat = heartbeat
-        self._presence_days = presence_days
+        self._purge_presence = purge_presence
         self._reminder = Reminder(sessions, on_failure)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -186,11 +185,7 @@ class LogKeeper:
     def purge(self, now: datetime) -> int:
         with self.sessions.begin() as s:
             gone = personal.purge_expired(s, now=now, retention=self._retention)
-            stays = (
-                presence.purge(s, before=now - timedelta(days=self._presence_days))
-                if self._presence_days
-                else 0
-            )
+            stays = self._purge_presence(s, now) if self._purge_presence else 0
         if gone:
             log.info("purged %d personal data row(s) past retention", gone)
         if stays:
