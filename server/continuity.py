@@ -30,7 +30,7 @@ from server.news import Tell
 from server.paging import messages
 from server.paging.pager import Pager
 from server.people.presence import present_count
-from server.site import Site
+from server.site import WHOLE_SITE, Site
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class Continuity:
                 incident = Incident(
                     alert_id=uuid.uuid4().hex,
                     device_id="",
-                    room_id="",
+                    room_id=WHOLE_SITE,
                     kind=IncidentKind.DUTY_GAP,
                     seq=0,
                     pressed_at=now,

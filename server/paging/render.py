@@ -80,7 +80,7 @@ class Renderer:
         first = pages[0]
         member = self._site.member(first.staff_id)
         limit = COMPACT_ROOM_CHARS if compact else messages.ROOM_CHARS
-        rooms = [messages.room_label(self._label(i), limit) for i in incidents]
+        rooms = [messages.room_label(self._site.room(i.room_id).label, limit) for i in incidents]
         room_ids = [i.room_id for i in incidents]  # what "+N more rooms" counts
         budget = (COMPACT_BUDGET if compact else BUDGET)[first.channel]
         more_texts: tuple[str, ...] = ()
@@ -115,12 +115,6 @@ class Renderer:
             step=first.step,
             more=more_texts,
         )
-
-    def _label(self, incident: Incident) -> str:
-        """The room of an incident; a duty gap is about the whole site."""
-        if incident.kind == "duty_gap":
-            return self._site.name
-        return self._site.room(incident.room_id).label
 
     def _call(
         self,

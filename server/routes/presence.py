@@ -96,13 +96,13 @@ def _change(services: Services, me: Principal, body: CheckIn, *, into: bool) -> 
     return stay
 
 
-@router.post("/check-in", responses={**answers(422), **CONFLICT})
+@router.post("/check-in", responses={**answers(400, 422), **CONFLICT})
 async def check_in(body: CheckIn, me: Me, services: ServicesDep) -> Stay:
     """Check a worker in (yourself, or anyone with the ``presence`` right)."""
     return await run_in_threadpool(lambda: _change(services, me, body, into=True))
 
 
-@router.post("/check-out", responses={**answers(422), **CONFLICT})
+@router.post("/check-out", responses={**answers(400, 422), **CONFLICT})
 async def check_out(body: CheckIn, me: Me, services: ServicesDep) -> Stay:
     """Check a worker out (yourself, or anyone with the ``presence`` right)."""
     return await run_in_threadpool(lambda: _change(services, me, body, into=False))

@@ -71,7 +71,7 @@ def _refused(exc: PeopleError) -> HTTPException:
     return HTTPException(422, str(exc))
 
 
-@router.post("/violence", status_code=201, responses={**answers(404, 422), **CONFLICT})
+@router.post("/violence", status_code=201, responses={**answers(400, 404, 422), **CONFLICT})
 def record_entry(body: EntryIn, me: Reviewer, services: ServicesDep) -> EntryOut:
     """Record an incident as third-party violence (anonymous unless the worker consents)."""
     try:
