@@ -12,9 +12,11 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy.orm import Session
 
 from panicbutton import __version__
 from panicbutton.clock import Clock, SystemClock
@@ -32,7 +34,8 @@ from server.news import RepressNews, Tell
 from server.paging import messages
 from server.paging.notifier import ConsoleNotifier, Notifier, TwilioNotifier
 from server.paging.pager import Pager
-from server.people.presence import purger
+from server.people import presence as presence_register
+from server.people import violence as violence_register
 from server.receipts import Receipts
 from server.records import Records
 from server.replies.codes import ReplyLimits
@@ -208,7 +211,7 @@ def _services(
         checkpoint_file=settings.log_checkpoint_file,
         clock=clock.now,
         retention=settings.retention(),
-        purge_presence=purger(settings.retention_presence_days),
+        purge_registers=lambda s, now: _purge_registers(s, now, settings),
         on_failure=lambda: tell.managers(
             lambda m: messages.log_failed(m.language), purpose="log_failed"
         ),
@@ -255,6 +258,13 @@ def _services(
             sessions=db, site=site, clock=clock, pager=pager, tell=tell, wake=wake
         ),
     )
+
+
+def _purge_registers(session: Session, now: datetime, settings: Settings) -> int:
+    """The presence and violence registers' rows past their retention: how many went."""
+    before = now - timedelta(days=settings.retention_presence_days)
+    stays = presence_register.purge(session, before=before)
+    return stays + violence_register.purge(session, now=now, days=settings.retention_note_days)
 
 
 def _http_app(

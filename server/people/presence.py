@@ -9,8 +9,7 @@ their own retention (``PANICBUTTON_RETENTION_PRESENCE_DAYS``): :func:`purge`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -131,8 +130,3 @@ def purge(session: Session, *, before: datetime) -> int:
             Presence.checked_out_at.is_not(None), Presence.checked_out_at < before
         ),
     )
-
-
-def purger(days: int) -> Callable[[Session, datetime], int]:
-    """The hourly retention pass's step for the register: stays out over ``days`` ago."""
-    return lambda session, now: purge(session, before=now - timedelta(days=days))

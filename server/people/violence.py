@@ -12,11 +12,12 @@ personal data too, so the log never links a worker to an incident. The register
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from server.db import changed
 from server.errors import PeopleError
 from server.log.append import audit
 from server.log.personal import Retention, record
@@ -187,3 +188,13 @@ def register(session: Session, *, site: Site, worker_id: str | None = None) -> l
             )
         )
     return rows
+
+
+def purge(session: Session, *, now: datetime, days: int) -> int:
+    """Delete the entries recorded over ``days`` ago (the register is kept 5 years:
+    ``PANICBUTTON_RETENTION_NOTE_DAYS``), with their consents; how many entries."""
+    old = select(ViolenceEntry.incident_id).where(
+        ViolenceEntry.recorded_at < now - timedelta(days=days)
+    )
+    session.execute(delete(Consent).where(Consent.incident_id.in_(old)))
+    return changed(session, delete(ViolenceEntry).where(ViolenceEntry.incident_id.in_(old)))

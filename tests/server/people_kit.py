@@ -58,7 +58,7 @@ class Kit:
                     label="test",
                     scopes=[r.value for r in Right],
                     created_at=now,
-                    expires_at=now + timedelta(days=365),
+                    expires_at=now + timedelta(days=3650),  # outlives the retention tests
                     revoked_at=None,
                     last_used_at=None,
                 )

@@ -194,7 +194,7 @@ def test_presence_rows_are_deleted_after_their_retention(
         entries = len(k.events())
         with caplog.at_level(logging.INFO, logger="server.log.keeper"):
             k.server.services.keeper.purge(k.clock.now())
-        assert "deleted 1 presence register stay(s) past retention" in caplog.text
+        assert "deleted 1 register row(s) (presence, violence) past retention" in caplog.text
         with k.server.services.sessions() as s:
             left = [(p.person_id, p.checked_out_at is None) for p in s.scalars(select(Presence))]
         assert sorted(left) == [("w-1", False), ("w-2", True)]

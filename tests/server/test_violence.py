@@ -174,3 +174,26 @@ def test_only_managers_keep_the_register_and_only_the_worker_consents(
         assert _register(k, boss) == []
         assert [e["data"] for e in k.events("violence.withdrawn")] == [{"by": "boss"}]
         assert k.client.delete(f"/api/v1/violence/{incident}", headers=boss).status_code == 404
+
+
+def test_register_entries_go_after_five_years_with_their_account(
+    database_url: str, tmp_path: Path
+) -> None:
+    with kit(database_url, tmp_path) as k:
+        boss = k.person("boss", "Boss", Role.MANAGER)
+        worker = k.person("w-7", NAME, Role.WORKER)
+        incident = _incident(k)
+        body = {"incident_id": incident, "account": ACCOUNT, "worker": "w-7"}
+        k.client.post("/api/v1/violence", json=body, headers=boss)
+        k.client.post(f"/api/v1/me/violence/{incident}/consent", headers=worker)
+        k.clock.advance(1825 * 86400)
+        k.server.services.keeper.purge(k.clock.now())
+        assert [r["worker"] for r in _register(k, boss)] == [NAME]  # not yet 5 years
+
+        k.clock.advance(2 * 86400)
+        k.server.services.keeper.purge(k.clock.now())
+        assert _register(k, boss) == []
+        assert k.client.get("/api/v1/me/violence", headers=worker).json() == []
+        redacted = {e["data"]["ref"] for e in k.events("record.redacted")}
+        recorded = k.events("violence.recorded")[0]["data"]["ref"]
+        assert recorded in redacted  # the account is gone from personal data too
