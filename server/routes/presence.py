@@ -6,6 +6,7 @@ anyone. Who is here by name needs ``presence``; a worker sees only themselves.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -21,6 +22,8 @@ from server.people.roles import Right, Role
 from server.people.tables import Person, Presence
 from server.routes.deps import Me, Problem, ServicesDep, answers, need
 from server.services import Services
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1/presence", tags=["presence"], responses=answers(401, 403))
 
@@ -92,7 +95,10 @@ def _change(services: Services, me: Principal, body: CheckIn, *, into: bool) -> 
         raise HTTPException(409, str(exc)) from None
     except PeopleError as exc:
         raise HTTPException(422, str(exc)) from None
-    services.continuity.check()  # a gap starts (or ends) at once, not at the next pass
+    try:
+        services.continuity.check()  # a gap starts (or ends) at once, not at the next pass
+    except Exception:  # the change is committed; the next supervision pass looks again
+        log.exception("continuity check after a presence change failed")
     return stay
 
 
