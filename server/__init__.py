@@ -16,12 +16,12 @@ Layers, bottom first. A module imports only from its own layer or lower ones
 1. foundation: errors, strength, site, db, models, duty, replies.words, replies.codes,
    people.roles, people.tables
 2. the log, settings and who is calling: log, settings, migrations, people.auth,
-   people.directory, people.links, people.problems
+   people.directory, people.links, people.problems, people.presence, people.violence
 3. incidents and their escalation plans: escalation, incidents
 4. paging: paging, urls
 5. what goes out to people: units.feedback, news, replies.optout, receipts, rota,
    phones
-6. alarms: units.alerts, units.statuses, response, runner
+6. alarms: units.alerts, units.statuses, response, runner, continuity
 7. what comes in: replies.sms, replies.voice, units.ingest, units.supervision,
    units.broker, units.provision, records
 8. the container: services

@@ -12,14 +12,17 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy.orm import Session
 
 from panicbutton import __version__
 from panicbutton.clock import Clock, SystemClock
 from panicbutton.log import checkpoints
 from panicbutton.redact import protect_handlers
+from server.continuity import Continuity
 from server.db import make_engine, migrate, sessions
 from server.errors import SettingsError
 from server.escalation.scheduler import Scheduler
@@ -31,6 +34,8 @@ from server.news import RepressNews, Tell
 from server.paging import messages
 from server.paging.notifier import ConsoleNotifier, Notifier, TwilioNotifier
 from server.paging.pager import Pager
+from server.people import presence as presence_register
+from server.people import violence as violence_register
 from server.phones import Phones
 from server.receipts import Receipts
 from server.records import Records
@@ -40,7 +45,7 @@ from server.replies.sms import SmsReplies
 from server.replies.voice import VoiceKeys
 from server.response import Responder
 from server.rota import Rota
-from server.routes import ack, api, devices, errors, records, webhooks
+from server.routes import ack, api, devices, errors, presence, records, violence, webhooks
 from server.routes import people as people_routes
 from server.routes import phones as phones_routes
 from server.routes.deps import answers
@@ -134,6 +139,7 @@ def build(
             link_grace=settings.broker_loss_grace,
         ),
         link_up=ingest.connected.is_set,
+        continuity=services.continuity,
     )
 
     @asynccontextmanager
@@ -216,6 +222,7 @@ def _services(
         checkpoint_file=settings.log_checkpoint_file,
         clock=clock.now,
         retention=settings.retention(),
+        purge_registers=lambda s, now: _purge_registers(s, now, settings),
         on_failure=lambda: tell.managers(
             lambda m: messages.log_failed(m.language), purpose="log_failed"
         ),
@@ -259,7 +266,17 @@ def _services(
         voice=VoiceKeys(sessions=db, site=site, responder=responder),
         records=Records(sessions=db, keeper=keeper, clock=clock, retention=settings.retention()),
         phones=phones,
+        continuity=Continuity(
+            sessions=db, site=site, clock=clock, pager=pager, tell=tell, wake=wake
+        ),
     )
+
+
+def _purge_registers(session: Session, now: datetime, settings: Settings) -> int:
+    """The presence and violence registers' rows past their retention: how many went."""
+    before = now - timedelta(days=settings.retention_presence_days)
+    stays = presence_register.purge(session, before=before)
+    return stays + violence_register.purge(session, now=now, days=settings.retention_note_days)
 
 
 def _http_app(
@@ -299,6 +316,8 @@ def _http_app(
     app.include_router(ack.router)
     app.include_router(people_routes.router)
     app.include_router(phones_routes.router)
+    app.include_router(presence.router)
+    app.include_router(violence.router)
     errors.install(app)
     return app
 

@@ -30,6 +30,7 @@ from server.models import (
     Outcome,
     State,
 )
+from server.people.presence import present_count
 from server.site import Room, Site
 
 #: Seconds between two re-press texts to one person about one incident.
@@ -125,6 +126,8 @@ def record_alert(
         seq=alert.seq,
         kind=str(alert.kind),
         device_time=alert.pressed_at,
+        # The presence register's count, in the alert's own transaction: no names.
+        present=present_count(session),
     )
     _track_sequence(
         session, device_id=alert.device_id, seq=alert.seq, now=now, incident_id=incident.id

@@ -32,15 +32,17 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 class IncidentKind(StrEnum):
     """What raised an incident: a room's button (``panic``, or ``test`` from its self-test
-    or a test press) or the server's supervision (``unit_offline``, a technical alert)."""
+    or a test press) or the server's supervision (``unit_offline``, a technical alert;
+    ``duty_gap``: workers are present and no reference person is on duty)."""
 
     PANIC = "panic"
     TEST = "test"
     UNIT_OFFLINE = "unit_offline"
+    DUTY_GAP = "duty_gap"
 
 
 #: Incidents about the system, not a person: they page managers, never the room's staff.
-TECHNICAL_KINDS = (IncidentKind.UNIT_OFFLINE,)
+TECHNICAL_KINDS = (IncidentKind.UNIT_OFFLINE, IncidentKind.DUTY_GAP)
 #: Incidents from a room unit's button: they get feedback on its light.
 FROM_BUTTON = (IncidentKind.PANIC, IncidentKind.TEST)
 

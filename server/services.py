@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton.clock import Clock
+from server.continuity import Continuity
 from server.escalation.scheduler import Scheduler
 from server.log.keeper import LogKeeper
 from server.log.personal import Retention
@@ -55,6 +56,8 @@ class Services:
     records: Records
     #: Confirmed phones, test pages, numbers the provider reports as bad.
     phones: Phones
+    #: Pages managers while workers are present and nobody is on duty.
+    continuity: Continuity
 
     def start(self) -> None:
         """Send what a crash left queued, then run due jobs."""

@@ -147,6 +147,12 @@ class Settings(BaseSettings):
     retention_roster_days: int = Field(default=1826, ge=1)
     retention_access_days: int = Field(default=1826, ge=1)
     retention_review_days: int = Field(default=1826, ge=1)
+    #: Days a stay in the presence register is kept after its check-out. Default 365:
+    #: the register answers "who was working then" for an incident, an inspection or a
+    #: claim that comes within the year; beyond that the rows say where each worker
+    #: was, day by day, which is more than the decree's purpose needs (GDPR art. 5(1)(e)).
+    #: The log keeps only the counts, for good.
+    retention_presence_days: int = Field(default=365, ge=1)
 
     @field_validator("log_checkpoint_file", mode="before")
     @classmethod

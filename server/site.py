@@ -34,6 +34,9 @@ ID_RE = re.compile(f"^{ID}$")
 
 #: Room id prefix for incidents from units the site file does not list.
 UNKNOWN_PREFIX = "unknown-"
+#: The room id of an incident about the whole site (a duty gap), not one room: no
+#: site id can take it (an id starts with a letter or digit).
+WHOLE_SITE = "-site"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +146,10 @@ class Site:
         return next((r for r in self.rooms if r.device == device_id), None)
 
     def room(self, room_id: str) -> Room:
-        """The room with this id; an incident from an unknown unit gets a stand-in."""
+        """The room with this id; an incident from an unknown unit gets a stand-in, and
+        one about the whole site (:data:`WHOLE_SITE`) the site's name."""
+        if room_id == WHOLE_SITE:
+            return Room(id=WHOLE_SITE, label=self.name, device="")
         found = next((r for r in self.rooms if r.id == room_id), None)
         if found is None and room_id.startswith(UNKNOWN_PREFIX):
             return self.unknown_room(room_id.removeprefix(UNKNOWN_PREFIX))

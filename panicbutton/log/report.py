@@ -46,7 +46,7 @@ COLUMNS = (
     "state",
 )
 #: The incident kind of an incident that no button press opened, by its first entry.
-_KIND_BY_FIRST_TYPE = {"device.offline_alerted": "unit_offline"}
+_KIND_BY_FIRST_TYPE = {"device.offline_alerted": "unit_offline", "duty.gap_started": "duty_gap"}
 _STEPS = ("escalation.step_started", "escalation.follow_up")
 
 

@@ -68,9 +68,12 @@ class LogKeeper:
         retention: Retention,
         heartbeat: timedelta = HEARTBEAT,
         on_failure: Callable[[], None] | None = None,
+        purge_registers: Callable[[Session, datetime], int] | None = None,
     ) -> None:
         """``on_failure`` is called (on the keeper's thread) when the log fails a check,
-        and again every ``server.log.failure.FAILURE_REPEAT`` until the failure is acknowledged."""
+        and again every ``server.log.failure.FAILURE_REPEAT`` until the failure is acknowledged.
+        ``purge_registers(session, now)`` deletes the rows of the presence and violence
+        registers past their retention and says how many (``server.app`` builds it)."""
         self._engine = engine
         self.sessions = sessions
         self.signer = signer
@@ -78,6 +81,7 @@ class LogKeeper:
         self._clock = clock
         self._retention = retention
         self._heartbeat = heartbeat
+        self._purge_registers = purge_registers
         self._reminder = Reminder(sessions, on_failure)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -181,8 +185,12 @@ class LogKeeper:
     def purge(self, now: datetime) -> int:
         with self.sessions.begin() as s:
             gone = personal.purge_expired(s, now=now, retention=self._retention)
+            rows = self._purge_registers(s, now) if self._purge_registers else 0
         if gone:
             log.info("purged %d personal data row(s) past retention", gone)
+        if rows:
+            # NOTE: no log entry: the log never referred to these rows (only their counts).
+            log.info("deleted %d register row(s) (presence, violence) past retention", rows)
         return gone
 
     # -- work ---------------------------------------------------------------------------

@@ -57,6 +57,19 @@ _UNIT_ONLINE = {
     "nl": "Het toestel in {room} werkt opnieuw.",
     "en": "The unit in {room} is back online.",
 }
+_DUTY_GAP = {
+    "fr": "SANS GARDE: des travailleurs sont présents et personne n'est de garde depuis "
+    "{time}. Répondez DUTY pour prendre la garde, ou {code} si vous vous en occupez.",
+    "nl": "GEEN DIENST: er zijn werknemers aanwezig en niemand heeft dienst sinds {time}. "
+    "Antwoord DUTY om de dienst op te nemen, of {code} als u het opvolgt.",
+    "en": "NO ONE ON DUTY: workers are present and no reference person is on duty since "
+    "{time}. Reply DUTY to take the duty, or {code} if you are dealing with it.",
+}
+_DUTY_COVERED = {
+    "fr": "Quelqu'un est de nouveau de garde (ou plus aucun travailleur n'est présent).",
+    "nl": "Er heeft opnieuw iemand dienst (of er zijn geen werknemers meer aanwezig).",
+    "en": "Someone is on duty again (or no worker is present any more).",
+}
 _NOT_UNDERSTOOD = {
     "fr": "Non compris. Répondez avec le code du message d'alerte, par ex. 482.",
     "nl": "Niet begrepen. Antwoord met de code uit het alarmbericht, bv. 482.",
@@ -175,6 +188,15 @@ def unit_offline(lang: Language, *, room: str, since: datetime, timezone: str, c
     return _UNIT_OFFLINE[lang].format(
         room=room_label(room), time=local_time(since, timezone), code=code
     )
+
+
+def duty_gap(lang: Language, *, since: datetime, timezone: str, code: int) -> str:
+    """Workers are present and nobody is on duty: the managers' page, until someone is."""
+    return _DUTY_GAP[lang].format(time=local_time(since, timezone), code=code)
+
+
+def duty_covered(lang: Language) -> str:
+    return _DUTY_COVERED[lang]
 
 
 def unit_online(lang: Language, *, room: str) -> str:

@@ -156,6 +156,10 @@ class Renderer:
         compact: bool = False,
     ) -> str:
         lang, tz = member.language, self._site.timezone
+        if incident.kind == "duty_gap":
+            return messages.duty_gap(
+                lang, since=incident.pressed_at, timezone=tz, code=page.reply_code
+            )
         if incident.kind == "unit_offline":
             return messages.unit_offline(
                 lang, room=room, since=incident.pressed_at, timezone=tz, code=page.reply_code

@@ -143,6 +143,8 @@ async def takeover(body: TakeoverIn, services: ServicesDep, me: Responding) -> N
     await run_in_threadpool(
         lambda: services.rota.takeover(staff_id=staff_id, on=body.on, hours=body.hours)
     )
+    # A take-over ends a gap in the reference person's duty at once, not at the next pass.
+    await run_in_threadpool(services.continuity.check)
 
 
 class PagingOut(BaseModel):

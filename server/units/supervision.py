@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton.clock import Clock
 from server import incidents
+from server.continuity import Continuity
 from server.models import DeviceRecord
 from server.news import Tell
 from server.paging import messages
@@ -47,7 +48,8 @@ class SupervisionTimes:
 
 
 class Supervisor:
-    """A thread that checks units, the server's own broker link and duty gaps."""
+    """A thread that checks units, the server's own broker link, duty gaps ahead and
+    the continuity of the reference person while workers are present."""
 
     def __init__(
         self,
@@ -60,6 +62,7 @@ class Supervisor:
         tell: Tell,
         times: SupervisionTimes,
         link_up: Callable[[], bool] = lambda: True,
+        continuity: Continuity | None = None,
     ) -> None:
         self._sessions = sessions
         self._site = site
@@ -68,6 +71,7 @@ class Supervisor:
         self._rota = rota
         self._tell = tell
         self._link_up = link_up
+        self._continuity = continuity
         self._link_down_since: datetime | None = None
         self._link_alerted = False
         self._times = times
@@ -94,6 +98,8 @@ class Supervisor:
                 self.check()
                 self._check_own_link()
                 self._rota.check_gap(warned)
+                if self._continuity is not None:
+                    self._continuity.check()
             except Exception:  # the loop must outlive a database hiccup
                 log.exception("supervision check failed; trying again")
             finally:
