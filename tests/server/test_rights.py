@@ -39,7 +39,20 @@ SIGN_IN = re.compile(r"^(GET|POST) /(sign-in|sign-out|enrol)(/|$)")
 
 #: Where a route with the right still refuses a role for a reason of its own: a check
 #: inside the route (for example, only a worker consents for themselves).
+NOT_WORKERS = (Role.MANAGER, Role.STAFF, Role.INSPECTOR, Role.INSTALLER)
 INSIDE: dict[tuple[str, Role], int] = {
+    # Checking oneself in or out, and consenting in the violence register, are a
+    # worker's own acts (staff check a worker in by naming them: `person`).
+    **{
+        (f"{method} {path}", role): 403
+        for method, path in (
+            ("POST", "/api/v1/presence/check-in"),
+            ("POST", "/api/v1/presence/check-out"),
+            ("POST", "/api/v1/me/violence/{incident_id}/consent"),
+            ("DELETE", "/api/v1/me/violence/{incident_id}/consent"),
+        )
+        for role in NOT_WORKERS
+    },
     # A test page is for people who are paged: staff and managers.
     **{
         ("POST /api/v1/me/test-page", role): 403
