@@ -28,7 +28,7 @@ from server.models import DeviceRecord
 from server.news import Tell
 from server.paging import messages
 from server.rota import Rota
-from server.site import Room, Site
+from server.site import LiveSite, Room, SiteSource
 from server.units.statuses import Statuses
 
 log = logging.getLogger(__name__)
@@ -46,14 +46,14 @@ class SupervisionTimes:
     link_grace: float = 30.0
 
 
-class Supervisor:
+class Supervisor(LiveSite):
     """A thread that checks units, the server's own broker link and duty gaps."""
 
     def __init__(
         self,
         *,
         sessions: sessionmaker[Session],
-        site: Site,
+        site: SiteSource,
         clock: Clock,
         statuses: Statuses,
         rota: Rota,
@@ -62,7 +62,7 @@ class Supervisor:
         link_up: Callable[[], bool] = lambda: True,
     ) -> None:
         self._sessions = sessions
-        self._site = site
+        self._sites = site
         self._clock = clock
         self._statuses = statuses
         self._rota = rota
