@@ -132,7 +132,7 @@ def build_site(
     the problem. Otherwise the site in force: only pageable members, references to
     the others dropped, and an empty configuration allowed."""
     listed = [s.get("id") for s in (document or {}).get("staff", []) if isinstance(s, dict)]
-    people = sorted(people, key=lambda m: (listed.index(m.id) if m.id in listed else len(listed)))
+    people = sorted(people, key=lambda m: listed.index(m.id) if m.id in listed else len(listed))
     if check:
         return parse_site(
             document or {}, source, staff=tuple(m.staff() for m in people), strict=True

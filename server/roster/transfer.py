@@ -185,9 +185,14 @@ def apply(
         if s.role == "staff":
             directory.revoke(session, person_id=s.id, role=Role.MANAGER, by=by, now=now)
     session.flush()
+    document = document_of(site)
+    # The file's staff in its order, then the managers it leaves out (who stay).
+    document["staff"] += [
+        {"id": m.id, "role": m.role} for m in members(session, now) if m.id not in listed
+    ]
     return save(
         session,
-        document=document_of(site),
+        document=document,
         by=by,
         now=now,
         expected=expected,
