@@ -394,3 +394,27 @@ def test_a_site_file_is_imported_once_at_the_first_start(database_url: str, tmp_
     finally:
         again.services.stop()
         again.services.engine.dispose()
+
+
+def test_the_site_commands_import_then_export_the_same_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from panicbutton.cli import main  # noqa: PLC0415
+
+    monkeypatch.setenv("PANICBUTTON_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.sqlite3'}")
+    source = tmp_path / "site.toml"
+    source.write_text(SITE_FILE)
+    broken = tmp_path / "broken.toml"
+    broken.write_text(SITE_FILE.replace('default = ["night"]', 'default = ["ghost"]'))
+    assert main(["site", "import", str(broken), "--yes"]) == 2
+    assert "'ghost'" in capsys.readouterr().err
+    assert main(["site", "import", str(source), "--yes", "--phones-confirmed"]) == 0
+    shown = capsys.readouterr().out
+    assert "+ staff night (manager, en, +324******77)" in shown
+    assert "+32470000077" not in shown
+    assert "version 1" in shown
+    out = tmp_path / "export.toml"
+    assert main(["site", "export", "--out", str(out)]) == 0
+    assert load_site(out) == load_site(source)
+    assert main(["site", "import", str(out), "--yes"]) == 0
+    assert "nothing changes" in capsys.readouterr().out
