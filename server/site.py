@@ -33,6 +33,9 @@ ID = r"[a-z0-9][a-z0-9-]{0,62}"
 ID_RE = re.compile(f"^{ID}$")
 
 
+#: The longest name of a member of staff (as the people table keeps it).
+NAME_MAX = 200
+
 #: Room id prefix for incidents from units the site file does not list.
 UNKNOWN_PREFIX = "unknown-"
 
@@ -246,6 +249,8 @@ def _parse_member(s: dict[str, Any], w: str) -> Staff:
     )
     if not ID_RE.fullmatch(member.id):
         raise SiteError(f"{w}: id {member.id!r} must be lowercase letters, digits and '-'")
+    if not member.name.strip() or len(member.name) > NAME_MAX:
+        raise SiteError(f"{w}: name must be 1 to {NAME_MAX} characters")
     return member
 
 

@@ -57,7 +57,9 @@ def first_site(
             digest_key=signer.derive(DIGEST_LABEL),
         )
     if applied != version:
-        log.warning(
+        # A site given (demo, tests) is routine; a site file imported is news to the operator.
+        log.log(
+            logging.WARNING if source.startswith("site file") else logging.INFO,
             "%s imported as site configuration version %d (phones counted as confirmed)%s",
             source,
             applied,

@@ -31,7 +31,7 @@ Reader = Annotated[Principal, Depends(need(Right.BOARD))]
 Editor = Annotated[Principal, Depends(need(Right.ROSTER))]
 #: What an edit can answer besides 200.
 EDIT = {
-    **answers(401, 403, 422),
+    **answers(400, 401, 403, 422),
     409: {
         "model": Problem,
         "description": "the configuration changed since you read it (`version` is not the "
