@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -29,7 +30,8 @@ from server.roster import transfer
 from server.roster.edit import StaleVersionError
 from server.settings import Settings
 from server.site import load_site, parse_site
-from tests.harness import sample_site
+from tests.harness import FLOOR, RECEPTION, System, sample_site
+from tests.server.test_escalation import START, alert, settle
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 NEW_PHONE = "+32470009999"
@@ -418,3 +420,37 @@ def test_the_site_commands_import_then_export_the_same_file(
     assert load_site(out) == load_site(source)
     assert main(["site", "import", str(out), "--yes"]) == 0
     assert "nothing changes" in capsys.readouterr().out
+
+
+@pytest.mark.clock(START)
+def test_the_running_server_pages_who_the_api_put_on_duty_at_the_next_alarm(
+    system: System,
+) -> None:
+    """Real broker, real HTTP, fake Twilio: no restart between the edit and the alarm."""
+    assert system.server is not None
+    sv = system.server.services
+    headers = token_for(system.server, "boss", Role.MANAGER)
+    with sv.sessions.begin() as s:
+        directory.add_person(
+            s,
+            person_id="night",
+            name="Night",
+            by="boss",
+            now=sv.clock.now(),
+            roles=[Role.STAFF],
+            phone=NEW_PHONE,
+            phone_confirmed=True,
+        )
+    version = httpx.get(f"{system.api}/site", headers=headers).json()["version"]
+    answer = httpx.put(
+        f"{system.api}/site/duty", json={"version": version, "on_duty": ["night"]}, headers=headers
+    )
+    assert answer.status_code == 200, answer.text
+    alert(system)
+    settle(system)
+    assert system.twilio.wait_for(lambda _: len(system.twilio.to(NEW_PHONE)) == 1)
+    assert "Room 1" in system.twilio.to(NEW_PHONE)[0]
+    assert system.twilio.to(RECEPTION) == []
+    assert system.twilio.to(FLOOR) == []
+    [entry] = [e for e in system.events("config.changed") if e.data["by"] == "boss"]
+    assert entry.data["version"] == version + 1
