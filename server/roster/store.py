@@ -64,8 +64,15 @@ class Member:
 def members(session: Session, now: datetime) -> list[Member]:
     """Open accounts holding the staff or manager role at ``now`` (a manager is a manager
     even if they are staff as well), by id."""
+    return _members(session, now)[1]
+
+
+def _members(session: Session, now: datetime) -> tuple[int | None, list[Member]]:
+    """(the newest version, or None when nobody is staff; the members): one SELECT."""
+    newest_subquery = select(func.max(SiteVersion.version)).scalar_subquery()
     rows = session.execute(
         select(
+            newest_subquery,
             Person.id,
             Person.name,
             Person.phone,
@@ -83,11 +90,13 @@ def members(session: Session, now: datetime) -> list[Member]:
         .order_by(Person.id)
     ).all()
     found: dict[str, Member] = {}
-    for pid, name, phone, language, confirmed_at, role in rows:
+    version: int | None = None
+    for newest_version_, pid, name, phone, language, confirmed_at, role in rows:
+        version = newest_version_ or 0
         if pid in found and found[pid].role == "manager":
             continue
         found[pid] = Member(pid, name, phone, language, role, confirmed_at is not None)
-    return list(found.values())
+    return version, list(found.values())
 
 
 def newest(session: Session) -> tuple[int, dict[str, Any] | None]:
@@ -156,8 +165,8 @@ class SiteBook:
     def current(self) -> Site:
         """The site in force now: rooms, pageable staff, duty and escalation."""
         with self._sessions() as s:
-            version = newest_version(s)
-            people = members(s, self._clock())
+            version_or_none, people = _members(s, self._clock())
+            version = newest_version(s) if version_or_none is None else version_or_none
             key = (version, tuple(people))
             with self._lock:
                 if key == self._key and self._site is not None:
