@@ -1,4 +1,5 @@
-"""The ``panicbutton`` command: ``server``, ``device``, ``demo``, ``provision``, ``audit``, ``db``.
+"""The ``panicbutton`` command: ``server``, ``device``, ``demo``, ``provision``, ``audit``,
+``db``, ``site``.
 
 Its options and their help are here; what each subcommand does is in
 :mod:`panicbutton.subcommands`, where each imports its side lazily, so a room unit
@@ -11,6 +12,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from panicbutton import __version__, subcommands
 from panicbutton.redact import protect_handlers
@@ -142,7 +144,28 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("action", choices=["migrate", "grant"])
     b.add_argument("role", nargs="?", help="grant: the application's database role")
     b.set_defaults(func=subcommands.db)
+    _site_parser(sub)
     return p
+
+
+def _site_parser(sub: Any) -> None:
+    t = sub.add_parser(
+        "site",
+        help="the site's configuration: import a site file, export the one in force",
+        description="import FILE: show what the site file changes (rooms, staff, shifts, "
+        "escalation), then apply it in one go after you confirm. export: write the "
+        "configuration in force as a site file. Uses PANICBUTTON_DATABASE_URL.",
+    )
+    t.add_argument("action", choices=["import", "export"])
+    t.add_argument("file", nargs="?", type=Path, help="import: the site file (TOML)")
+    t.add_argument("--yes", action="store_true", help="import: apply without asking")
+    t.add_argument(
+        "--phones-confirmed",
+        action="store_true",
+        help="import: count the file's phone numbers as confirmed (they are in use)",
+    )
+    t.add_argument("--out", type=Path, help="export: write here (default: print it)")
+    t.set_defaults(func=subcommands.site)
 
 
 def _configure_logging(args: argparse.Namespace) -> None:

@@ -220,3 +220,27 @@ def db(args: argparse.Namespace) -> int:
         print(f"panicbutton db: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def site(args: argparse.Namespace) -> int:
+    from server.errors import ServerError  # noqa: PLC0415
+    from server.roster.commands import export_site, import_site  # noqa: PLC0415
+
+    try:
+        if args.action == "export":
+            print(export_site(args.out), end="")
+            return 0
+        if args.file is None:
+            raise ValueError("import needs the site file: panicbutton site import FILE")
+
+        def confirm(lines: list[str]) -> bool:
+            print("\n".join(lines) if lines else "nothing changes")
+            if args.yes or not lines:
+                return bool(lines)
+            return input("apply these changes? [y/N] ").strip().lower() in ("y", "yes")
+
+        print(import_site(args.file, confirm=confirm, phones_confirmed=args.phones_confirmed))
+    except (ServerError, ValueError) as exc:
+        print(f"panicbutton site: {exc}", file=sys.stderr)
+        return 2
+    return 0

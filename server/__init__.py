@@ -16,7 +16,8 @@ Layers, bottom first. A module imports only from its own layer or lower ones
 1. foundation: errors, strength, site, db, models, duty, replies.words, replies.codes,
    people.roles, people.tables
 2. the log, settings and who is calling: log, settings, migrations, people.auth,
-   people.directory, people.links, people.problems, people.presence, people.violence
+   people.directory, people.links, people.problems, people.presence, people.violence,
+   roster.store, roster.edit, roster.transfer, roster.start, roster.commands
 3. incidents and their escalation plans: escalation, incidents
 4. paging: paging, urls
 5. what goes out to people: units.feedback, news, replies.optout, receipts, rota,

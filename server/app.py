@@ -44,8 +44,10 @@ from server.replies.optout import OptOut
 from server.replies.sms import SmsReplies
 from server.replies.voice import VoiceKeys
 from server.response import Responder
+from server.roster.start import first_site
+from server.roster.store import SiteBook
 from server.rota import Rota
-from server.routes import ack, api, devices, errors, presence, records, violence, webhooks
+from server.routes import ack, api, devices, errors, presence, records, roster, violence, webhooks
 from server.routes import people as people_routes
 from server.routes import phones as phones_routes
 from server.routes.deps import answers
@@ -53,7 +55,7 @@ from server.routes.limits import BodyLimit
 from server.runner import Runner
 from server.services import Services
 from server.settings import Settings
-from server.site import Site, load_site
+from server.site import Site
 from server.units.alerts import Alerts
 from server.units.feedback import FeedbackSink, Lights
 from server.units.ingest import Ingest, feedback_publisher, server_client
@@ -85,6 +87,7 @@ class Server:
                 retention=sv.retention,
                 now=now,
                 digest_key=sv.keeper.signer.derive(b"panicbutton/config-digest"),
+                version=sv.book.version(),
             )
         sv.keeper.start()
         sv.start()
@@ -108,7 +111,6 @@ def build(
 ) -> Server:
     """Wire a server from ``settings``; the site, notifier and clock can be given (demo,
     tests). Each part is built once, with everything it needs, lowest layer first."""
-    site = site or load_site(settings.site_file)
     if notifier is None:
         notifier = ConsoleNotifier() if settings.notifier == "console" else TwilioNotifier(settings)
     client = server_client(settings)
@@ -127,7 +129,7 @@ def build(
     )
     supervisor = Supervisor(
         sessions=services.sessions,
-        site=site,
+        site=services.book,
         clock=services.clock,
         statuses=services.statuses,
         rota=services.rota,
@@ -162,13 +164,20 @@ def build(
 
 
 def _services(
-    settings: Settings, *, site: Site, notifier: Notifier, clock: Clock, publish: FeedbackSink
+    settings: Settings,
+    *,
+    site: Site | None,
+    notifier: Notifier,
+    clock: Clock,
+    publish: FeedbackSink,
 ) -> Services:
     """The services, from the database up."""
     signer = _signer(settings, site)
     engine = make_engine(settings.database_url)
     migrate(engine)
     db = sessions(engine)
+    book = SiteBook(sessions=db, clock=clock.now)
+    first_site(settings, db, site=site, clock=clock, signer=signer)
     jobs_moved = threading.Event()  # set when a job is added or moved: the scheduler looks
     wake = jobs_moved.set
     urls = PublicUrls(
@@ -179,7 +188,7 @@ def _services(
     # the pager: the one cycle of the server, closed by this late-bound call.
     pager = Pager(
         sessions=db,
-        site=site,
+        site=book,
         notifier=notifier,
         clock=clock,
         callback_url=urls.callback,
@@ -190,10 +199,10 @@ def _services(
         on_page_done=lambda incident_id, page_id: runner.page_done(incident_id, page_id),  # noqa: PLW0108
     )
     lights = Lights(sessions=db, publish=publish)
-    tell = Tell(sessions=db, site=site, pager=pager)
-    news = RepressNews(sessions=db, site=site, pager=pager, clock=clock, wake=wake)
-    optout = OptOut(site=site, pager=pager)
-    phones = Phones(sessions=db, site=site, pager=pager, clock=clock)
+    tell = Tell(sessions=db, site=book, pager=pager)
+    news = RepressNews(sessions=db, site=book, pager=pager, clock=clock, wake=wake)
+    optout = OptOut(site=book, pager=pager)
+    phones = Phones(sessions=db, site=book, pager=pager, clock=clock)
     runner = Runner(
         sessions=db,
         clock=clock,
@@ -206,7 +215,7 @@ def _services(
     )
     responder = Responder(
         sessions=db,
-        site=site,
+        site=book,
         clock=clock,
         pager=pager,
         lights=lights,
@@ -214,7 +223,7 @@ def _services(
         tell=tell,
         wake=wake,
     )
-    rota = Rota(sessions=db, site=site, clock=clock, pager=pager)
+    rota = Rota(sessions=db, site=book, clock=clock, pager=pager)
     keeper = LogKeeper(
         engine=engine,
         sessions=db,
@@ -228,7 +237,7 @@ def _services(
         ),
     )
     return Services(
-        site=site,
+        book=book,
         clock=clock,
         engine=engine,
         sessions=db,
@@ -246,16 +255,16 @@ def _services(
         tell=tell,
         news=news,
         alerts=Alerts(
-            sessions=db, site=site, clock=clock, pager=pager, lights=lights, news=news, wake=wake
+            sessions=db, site=book, clock=clock, pager=pager, lights=lights, news=news, wake=wake
         ),
-        statuses=Statuses(sessions=db, site=site, clock=clock, pager=pager, tell=tell, wake=wake),
+        statuses=Statuses(sessions=db, site=book, clock=clock, pager=pager, tell=tell, wake=wake),
         runner=runner,
         responder=responder,
         rota=rota,
         receipts=Receipts(sessions=db, clock=clock),
         sms=SmsReplies(
             sessions=db,
-            site=site,
+            site=book,
             clock=clock,
             pager=pager,
             responder=responder,
@@ -263,11 +272,11 @@ def _services(
             optout=optout,
             limits=ReplyLimits(),
         ),
-        voice=VoiceKeys(sessions=db, site=site, responder=responder),
+        voice=VoiceKeys(sessions=db, site=book, responder=responder),
         records=Records(sessions=db, keeper=keeper, clock=clock, retention=settings.retention()),
         phones=phones,
         continuity=Continuity(
-            sessions=db, site=site, clock=clock, pager=pager, tell=tell, wake=wake
+            sessions=db, site=book, clock=clock, pager=pager, tell=tell, wake=wake
         ),
     )
 
@@ -318,6 +327,7 @@ def _http_app(
     app.include_router(phones_routes.router)
     app.include_router(presence.router)
     app.include_router(violence.router)
+    app.include_router(roster.router)
     errors.install(app)
     return app
 
@@ -338,12 +348,13 @@ def web_server(server: Server, *, host: str, port: int, log_level: str = "info")
     return uvicorn.Server(config)
 
 
-def _signer(settings: Settings, site: Site) -> checkpoints.Signer:
+def _signer(settings: Settings, site: Site | None) -> checkpoints.Signer:
     if settings.log_key_file is not None:
         try:
             return load_signer(settings.log_key_file)
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
     # Only the demo gets here (settings refuse a missing key otherwise): a throwaway key.
-    slug = "".join(c if c.isalnum() else "-" for c in site.name.lower()).strip("-") or "site"
+    name = site.name if site is not None else "site"
+    slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") or "site"
     return checkpoints.Signer.generate(f"panicbutton.demo/{slug}")

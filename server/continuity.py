@@ -30,26 +30,26 @@ from server.news import Tell
 from server.paging import messages
 from server.paging.pager import Pager
 from server.people.presence import present_count
-from server.site import WHOLE_SITE, Site
+from server.site import WHOLE_SITE, LiveSite, SiteSource
 
 log = logging.getLogger(__name__)
 
 
-class Continuity:
+class Continuity(LiveSite):
     """Opens and closes ``duty_gap`` incidents; pages go out after each commit."""
 
     def __init__(
         self,
         *,
         sessions: sessionmaker[Session],
-        site: Site,
+        site: SiteSource,
         clock: Clock,
         pager: Pager,
         tell: Tell,
         wake: Callable[[], object],
     ) -> None:
         self._sessions = sessions
-        self._site = site
+        self._sites = site
         self._clock = clock
         self._pager = pager
         self._tell = tell

@@ -20,7 +20,7 @@ from server.models import EscalationJob, Incident, JobKind, JobStatus, Page, Sta
 from server.paging import messages
 from server.paging.fit import BUDGET
 from server.paging.pager import Pager
-from server.site import Site, Staff
+from server.site import LiveSite, SiteSource, Staff
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +29,12 @@ log = logging.getLogger(__name__)
 NEWS_QUIET = 3
 
 
-class Tell:
+class Tell(LiveSite):
     """Texts to groups of staff: those paged for an incident, or the managers."""
 
-    def __init__(self, *, sessions: sessionmaker[Session], site: Site, pager: Pager) -> None:
+    def __init__(self, *, sessions: sessionmaker[Session], site: SiteSource, pager: Pager) -> None:
         self._sessions = sessions
-        self._site = site
+        self._sites = site
         self._pager = pager
 
     def paged(
@@ -62,7 +62,7 @@ class Tell:
             self._pager.send_text(member, text(member), incident_id=None, purpose=purpose)
 
 
-class RepressNews:
+class RepressNews(LiveSite):
     """Tells the people paged for an incident that its button was pressed again.
 
     Each person gets at most one text every ``incidents.NEWS_EVERY`` seconds,
@@ -80,13 +80,13 @@ class RepressNews:
         self,
         *,
         sessions: sessionmaker[Session],
-        site: Site,
+        site: SiteSource,
         pager: Pager,
         clock: Clock,
         wake: Callable[[], object],
     ) -> None:
         self._sessions = sessions
-        self._site = site
+        self._sites = site
         self._pager = pager
         self._clock = clock
         self._wake = wake

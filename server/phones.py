@@ -29,7 +29,7 @@ from server.people.auth import sha256
 from server.people.directory import find
 from server.people.roles import Role
 from server.people.tables import Person, PhoneCheck, RoleGrant
-from server.site import Language, Site, Staff
+from server.site import Language, LiveSite, SiteSource, Staff
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +116,14 @@ def as_staff(person: Person, role: Role = Role.STAFF) -> Staff:
     )
 
 
-class Phones:
+class Phones(LiveSite):
     """Codes to confirm a phone, test pages, and the provider's word on a bad number."""
 
     def __init__(
-        self, *, sessions: sessionmaker[Session], site: Site, pager: Pager, clock: Clock
+        self, *, sessions: sessionmaker[Session], site: SiteSource, pager: Pager, clock: Clock
     ) -> None:
         self._sessions = sessions
-        self._site = site
+        self._sites = site
         self._pager = pager
         self._clock = clock
 

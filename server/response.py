@@ -17,20 +17,20 @@ from server.models import Incident, Outcome, Page, State
 from server.news import RepressNews, Tell
 from server.paging import messages
 from server.paging.pager import Pager
-from server.site import Site
+from server.site import LiveSite, SiteSource
 from server.units.feedback import Lights
 
 log = logging.getLogger(__name__)
 
 
-class Responder:
+class Responder(LiveSite):
     """Acknowledges and resolves incidents for staff, by any path (SMS, call, link, API)."""
 
     def __init__(
         self,
         *,
         sessions: sessionmaker[Session],
-        site: Site,
+        site: SiteSource,
         clock: Clock,
         pager: Pager,
         lights: Lights,
@@ -39,7 +39,7 @@ class Responder:
         wake: Callable[[], object],
     ) -> None:
         self._sessions = sessions
-        self._site = site
+        self._sites = site
         self._clock = clock
         self._pager = pager
         self._lights = lights

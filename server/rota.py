@@ -15,17 +15,17 @@ from server.log.append import audit
 from server.models import DutyOverride
 from server.paging import messages
 from server.paging.pager import Pager
-from server.site import Site, Staff
+from server.site import LiveSite, SiteSource, Staff
 
 
-class Rota:
+class Rota(LiveSite):
     """Take-overs and duty-gap warnings; texts go out after each commit."""
 
     def __init__(
-        self, *, sessions: sessionmaker[Session], site: Site, clock: Clock, pager: Pager
+        self, *, sessions: sessionmaker[Session], site: SiteSource, clock: Clock, pager: Pager
     ) -> None:
         self._sessions = sessions
-        self._site = site
+        self._sites = site
         self._clock = clock
         self._pager = pager
 

@@ -21,6 +21,7 @@ from server.records import Records
 from server.replies.sms import SmsReplies
 from server.replies.voice import VoiceKeys
 from server.response import Responder
+from server.roster.store import SiteBook
 from server.rota import Rota
 from server.runner import Runner
 from server.site import Site
@@ -33,7 +34,8 @@ from server.units.statuses import Statuses
 class Services:
     """The server's parts, from the database up; each built with all it needs."""
 
-    site: Site
+    #: The site in force (rooms, staff, duty, escalation), read from the database.
+    book: SiteBook
     clock: Clock
     engine: Engine
     sessions: sessionmaker[Session]
@@ -58,6 +60,11 @@ class Services:
     phones: Phones
     #: Pages managers while workers are present and nobody is on duty.
     continuity: Continuity
+
+    @property
+    def site(self) -> Site:
+        """The site in force now."""
+        return self.book.current()
 
     def start(self) -> None:
         """Send what a crash left queued, then run due jobs."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, time
 from pathlib import Path
@@ -31,6 +32,9 @@ SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 ID = r"[a-z0-9][a-z0-9-]{0,62}"
 ID_RE = re.compile(f"^{ID}$")
 
+
+#: The longest name of a member of staff (as the people table keeps it).
+NAME_MAX = 200
 
 #: Room id prefix for incidents from units the site file does not list.
 UNKNOWN_PREFIX = "unknown-"
@@ -186,6 +190,21 @@ class Site:
         return [self.member(i) for i in self.test_recipients] or self.managers()
 
 
+#: Where a service reads the site in force (:class:`server.roster.store.SiteBook`):
+#: called once per use, so a change of the configuration holds for the next alarm.
+SiteSource = Callable[[], Site]
+
+
+class LiveSite:
+    """A service that reads the site in force at each use, through ``self._site``."""
+
+    _sites: SiteSource
+
+    @property
+    def _site(self) -> Site:
+        return self._sites()
+
+
 def _need(table: dict[str, Any], key: str, where: str, kind: type = str) -> Any:
     return read_field(table, key, kind, lambda problem: SiteError(f"{where}: `{key}` {problem}"))
 
@@ -236,6 +255,8 @@ def _parse_member(s: dict[str, Any], w: str) -> Staff:
     )
     if not ID_RE.fullmatch(member.id):
         raise SiteError(f"{w}: id {member.id!r} must be lowercase letters, digits and '-'")
+    if not member.name.strip() or len(member.name) > NAME_MAX:
+        raise SiteError(f"{w}: name must be 1 to {NAME_MAX} characters")
     return member
 
 
@@ -294,7 +315,9 @@ def _takeover_hours(value: object, w: str) -> float:
     return float(value)
 
 
-def _parse_duty(data: dict[str, Any], where: str, staff: tuple[Staff, ...]) -> Duty:
+def _parse_duty(
+    data: dict[str, Any], where: str, staff: tuple[Staff, ...], *, strict: bool = True
+) -> Duty:
     table = data.get("duty", {})
     known = {s.id for s in staff}
     w = f"{where}: [duty]"
@@ -308,7 +331,7 @@ def _parse_duty(data: dict[str, Any], where: str, staff: tuple[Staff, ...]) -> D
         gap_warning=int(table.get("gap_warning_minutes", 60)) * 60,
         takeover_hours=_takeover_hours(table.get("takeover_hours", 8), w),
     )
-    if not (duty.always or duty.shifts or duty.default):
+    if strict and not (duty.always or duty.shifts or duty.default):
         raise SiteError(
             f"{where}: [duty] names nobody: set on_duty (always on duty), "
             "[[duty.shifts]], or default (paged when no shift covers)"
@@ -356,10 +379,20 @@ def _parse_test(data: dict[str, Any], where: str, staff: tuple[Staff, ...]) -> t
     return recipients
 
 
-def parse_site(data: dict[str, Any], source: str = "<memory>") -> Site:
-    """Check a parsed site file; raise :class:`SiteError` naming the first problem."""
+def parse_site(
+    data: dict[str, Any],
+    source: str = "<memory>",
+    *,
+    staff: tuple[Staff, ...] | None = None,
+    strict: bool = True,
+) -> Site:
+    """Check a parsed site file; raise :class:`SiteError` naming the first problem.
+
+    ``staff`` given (the live configuration, :mod:`server.roster`): the people come
+    from it, not from the file's ``[[staff]]``. ``strict=False`` lets a site have no
+    room, no staff and nobody named on duty (a new server, not yet configured)."""
     try:
-        return _parse_site(data, source)
+        return _parse_site(data, source, staff, strict)
     except SiteError:
         raise
     except (AttributeError, TypeError, ValueError) as exc:
@@ -370,7 +403,9 @@ def parse_site(data: dict[str, Any], source: str = "<memory>") -> Site:
         ) from None
 
 
-def _parse_site(data: dict[str, Any], source: str) -> Site:
+def _parse_site(
+    data: dict[str, Any], source: str, people: tuple[Staff, ...] | None, strict: bool
+) -> Site:
     where = f"site file {source}"
     site = data.get("site", {})
     timezone = str(site.get("timezone", "Europe/Brussels"))
@@ -381,13 +416,15 @@ def _parse_site(data: dict[str, Any], source: str) -> Site:
             f"{where}: [site] timezone {timezone!r} is not an IANA time zone "
             "such as Europe/Brussels"
         ) from None
-    staff = _parse_staff(data, where)
+    staff = _parse_staff(data, where) if people is None else people
+    if strict and not staff:
+        raise SiteError(f"{where}: no staff: at least one person must be reachable")
     return Site(
         name=str(site.get("name", "site")),
         timezone=timezone,
-        rooms=_parse_rooms(data, where),
+        rooms=_parse_rooms(data, where) if strict or data.get("rooms") else (),
         staff=staff,
-        duty=_parse_duty(data, where, staff),
+        duty=_parse_duty(data, where, staff, strict=strict),
         escalation=_parse_escalation(data, where),
         test_recipients=_parse_test(data, where, staff),
     )

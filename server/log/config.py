@@ -56,10 +56,18 @@ def describe_site(site: Site) -> dict[str, Any]:
 
 
 def record_config(
-    session: Session, *, site: Site, retention: Retention, now: datetime, digest_key: bytes
+    session: Session,
+    *,
+    site: Site,
+    retention: Retention,
+    now: datetime,
+    digest_key: bytes,
+    by: str = "system",
+    version: int = 0,
 ) -> bool:
-    """Append ``config.changed`` when the site (roster included) differs from the last one
-    recorded; True if it did. ``digest_key`` keys the digest that tells (a secret)."""
+    """Append ``config.changed`` when the site (roster included) or its ``version``
+    differs from the last one recorded; True if it did. ``digest_key`` keys the digest
+    that tells (a secret); ``by`` made the change (a person's id, or ``system``)."""
     described = describe_site(site)
     private: dict[str, Any] = {
         "site": site.name,
@@ -71,7 +79,14 @@ def record_config(
     # names and numbers themselves were purged.
     digest = hmac.new(
         digest_key,
-        canonical.dumps({"public": described, "private": private, "retention": asdict(retention)}),
+        canonical.dumps(
+            {
+                "public": described,
+                "private": private,
+                "retention": asdict(retention),
+                "version": version,
+            }
+        ),
         hashlib.sha256,
     ).hexdigest()
     last = session.scalars(
@@ -88,6 +103,8 @@ def record_config(
         type="config.changed",
         site_sha256=digest,
         retention=asdict(retention),
+        by=by,
+        version=version,
         **described,
     )
     # One entry per member of staff (what their own access request discloses): their

@@ -42,7 +42,7 @@ from server.paging.notifier import Notifier
 from server.paging.pool import PriorityPool
 from server.paging.recovery import Recovery
 from server.paging.render import Rendered, Renderer
-from server.site import Site, Staff
+from server.site import SiteSource, Staff
 
 __all__ = ["Pager"]
 
@@ -73,7 +73,7 @@ class Pager:
         self,
         *,
         sessions: sessionmaker[Session],
-        site: Site,
+        site: SiteSource,
         notifier: Notifier,
         workers: int = 8,
         clock: Clock | None = None,

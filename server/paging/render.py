@@ -23,7 +23,7 @@ from server.paging.fit import (
     COMPACT_ROOM_CHARS,
     split,
 )
-from server.site import Site, Staff
+from server.site import LiveSite, SiteSource, Staff
 
 __all__ = ["Rendered", "Renderer"]
 
@@ -48,7 +48,7 @@ class Rendered:
         return cls(member=member, channel="sms", page_ids=[], incident_ids=[], body=body, step=0)
 
 
-class Renderer:
+class Renderer(LiveSite):
     """Renders page rows for the site's staff and rooms.
 
     ``callback_url(path)`` gives the public URL for Twilio's callbacks (None without
@@ -60,13 +60,13 @@ class Renderer:
         self,
         *,
         sessions: sessionmaker[Session],
-        site: Site,
+        site: SiteSource,
         callback_url: Callable[[str], str | None],
         link_url: Callable[[int, datetime], str | None],
         list_url: Callable[[int, datetime], str | None],
     ) -> None:
         self._sessions = sessions
-        self._site = site
+        self._sites = site
         self._callback_url = callback_url
         self._link_url = link_url
         self._list_url = list_url

@@ -12,16 +12,16 @@ from server.log.append import audit
 from server.models import StaffState
 from server.paging import messages
 from server.paging.pager import Pager
-from server.site import Site
+from server.site import LiveSite, SiteSource
 
 log = logging.getLogger(__name__)
 
 
-class OptOut:
+class OptOut(LiveSite):
     """Records who no longer takes SMS, inside the caller's transaction."""
 
-    def __init__(self, *, site: Site, pager: Pager) -> None:
-        self._site = site
+    def __init__(self, *, site: SiteSource, pager: Pager) -> None:
+        self._sites = site
         self._pager = pager
 
     def opt_in(self, s: Session, staff_id: str, now: datetime) -> None:

@@ -27,7 +27,7 @@ from server.replies.optout import OptOut
 from server.replies.words import Command, Kind, parse
 from server.response import Responder
 from server.rota import Rota
-from server.site import Site, Staff
+from server.site import LiveSite, SiteSource, Staff
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +35,14 @@ log = logging.getLogger(__name__)
 CODES_SHOWN = 5
 
 
-class SmsReplies:
+class SmsReplies(LiveSite):
     """Staff's SMS replies; answers go out through the pager."""
 
     def __init__(
         self,
         *,
         sessions: sessionmaker[Session],
-        site: Site,
+        site: SiteSource,
         clock: Clock,
         pager: Pager,
         responder: Responder,
@@ -51,7 +51,7 @@ class SmsReplies:
         limits: ReplyLimits,
     ) -> None:
         self._sessions = sessions
-        self._site = site
+        self._sites = site
         self._clock = clock
         self._pager = pager
         self._responder = responder

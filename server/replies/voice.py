@@ -7,17 +7,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from server.models import Page
 from server.paging import messages
 from server.response import Responder
-from server.site import Site
+from server.site import LiveSite, SiteSource
 
 
-class VoiceKeys:
+class VoiceKeys(LiveSite):
     """Answers a key pressed in a call with TwiML."""
 
     def __init__(
-        self, *, sessions: sessionmaker[Session], site: Site, responder: Responder
+        self, *, sessions: sessionmaker[Session], site: SiteSource, responder: Responder
     ) -> None:
         self._sessions = sessions
-        self._site = site
+        self._sites = site
         self._responder = responder
 
     def handle(self, *, page_ids: list[int], digits: str) -> str:

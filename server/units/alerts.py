@@ -16,20 +16,20 @@ from panicbutton.wire import Alert, Feedback
 from server import incidents
 from server.news import RepressNews
 from server.paging.pager import Pager
-from server.site import Site
+from server.site import LiveSite, SiteSource
 from server.units.feedback import Lights, feedback_of
 
 log = logging.getLogger(__name__)
 
 
-class Alerts:
+class Alerts(LiveSite):
     """Turns room units' alerts into incidents."""
 
     def __init__(
         self,
         *,
         sessions: sessionmaker[Session],
-        site: Site,
+        site: SiteSource,
         clock: Clock,
         pager: Pager,
         lights: Lights,
@@ -37,7 +37,7 @@ class Alerts:
         wake: Callable[[], object],
     ) -> None:
         self._sessions = sessions
-        self._site = site
+        self._sites = site
         self._clock = clock
         self._pager = pager
         self._lights = lights

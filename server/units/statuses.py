@@ -20,28 +20,28 @@ from server.models import DeviceRecord, Incident, IncidentKind, Outcome, State
 from server.news import Tell
 from server.paging import messages
 from server.paging.pager import Pager
-from server.site import Room, Site
+from server.site import LiveSite, Room, SiteSource
 
 
 class UnknownDeviceError(ServerError, LookupError):
     """A status from a unit the site file does not list."""
 
 
-class Statuses:
+class Statuses(LiveSite):
     """Keeps each unit's online state, and opens and closes its offline alarms."""
 
     def __init__(
         self,
         *,
         sessions: sessionmaker[Session],
-        site: Site,
+        site: SiteSource,
         clock: Clock,
         pager: Pager,
         tell: Tell,
         wake: Callable[[], object],
     ) -> None:
         self._sessions = sessions
-        self._site = site
+        self._sites = site
         self._clock = clock
         self._pager = pager
         self._tell = tell

@@ -29,7 +29,7 @@ from server.models import DeviceRecord
 from server.news import Tell
 from server.paging import messages
 from server.rota import Rota
-from server.site import Room, Site
+from server.site import LiveSite, Room, SiteSource
 from server.units.statuses import Statuses
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class SupervisionTimes:
     link_grace: float = 30.0
 
 
-class Supervisor:
+class Supervisor(LiveSite):
     """A thread that checks units, the server's own broker link, duty gaps ahead and
     the continuity of the reference person while workers are present."""
 
@@ -55,7 +55,7 @@ class Supervisor:
         self,
         *,
         sessions: sessionmaker[Session],
-        site: Site,
+        site: SiteSource,
         clock: Clock,
         statuses: Statuses,
         rota: Rota,
@@ -65,7 +65,7 @@ class Supervisor:
         continuity: Continuity | None = None,
     ) -> None:
         self._sessions = sessions
-        self._site = site
+        self._sites = site
         self._clock = clock
         self._statuses = statuses
         self._rota = rota

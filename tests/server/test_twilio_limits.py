@@ -430,7 +430,8 @@ def test_a_storm_of_mashed_buttons_sends_the_bundle_first_and_few_news(system: S
 
 #: Emoji are two UTF-16 units each, as Twilio counts (a Python ``len`` says one).
 EMOJI_LABEL = "Room 1 " + "🚨" * 900
-EMOJI_NAME = "Reception " + "😀" * 900
+#: A name as long as an account's may be (200 characters, 390 UTF-16 units).
+EMOJI_NAME = "Reception " + "😀" * 190
 
 
 def units(text: str) -> int:
