@@ -38,7 +38,7 @@ class CodeIn(BaseModel):
 
 class TestPageIn(BaseModel):
     #: Also place a test call (pages are an SMS and a call).
-    call: bool = False
+    call: bool = Field(default=False, strict=True)
 
 
 class Done(BaseModel):

@@ -204,8 +204,14 @@ def test_invalid_number_moves_on_at_once(system: System) -> None:
     system.twilio.fail(RECEPTION, code=21211, times=10)
     alert(system)
     settle(system)
-    # Reception's number is rejected: everyone is paged now, not after 30 s.
-    assert system.twilio.wait_for(lambda sent: len(sms(system, MANAGER)) == 1)
+    # Reception's number is rejected: everyone is paged now, not after 30 s, and the
+    # manager (French) is told the number fails.
+    assert system.twilio.wait_for(
+        lambda sent: any(t.startswith("ALERTE Room 1") for t in sms(system, MANAGER))
+    )
+    assert system.twilio.wait_for(
+        lambda sent: any(t.startswith("PROBLÈME DE TÉLÉPHONE") for t in sms(system, MANAGER))
+    )
     [hurried] = system.events("escalation.hurried")
     assert hurried.data == {"step": 1, "reason": "page failed"}
     failed = system.events("page.failed")
