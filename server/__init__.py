@@ -14,9 +14,9 @@ Layers, bottom first. A module imports only from its own layer or lower ones
 (``tests/test_layers.py`` holds every module of ``server`` to these lines):
 
 1. foundation: errors, strength, site, db, models, duty, replies.words, replies.codes,
-   people.roles, people.tables
+   people.roles, people.tables, people.passwords, people.passkeys
 2. the log, settings and who is calling: log, settings, migrations, people.auth,
-   people.directory
+   people.directory, people.signin
 3. incidents and their escalation plans: escalation, incidents
 4. paging: paging, urls
 5. what goes out to people: units.feedback, news, replies.optout, receipts, rota

@@ -31,6 +31,8 @@ from server.news import RepressNews, Tell
 from server.paging import messages
 from server.paging.notifier import ConsoleNotifier, Notifier, TwilioNotifier
 from server.paging.pager import Pager
+from server.people.passkeys import RelyingParty
+from server.people.signin import SignIn
 from server.receipts import Receipts
 from server.records import Records
 from server.replies.codes import ReplyLimits
@@ -40,6 +42,8 @@ from server.replies.voice import VoiceKeys
 from server.response import Responder
 from server.rota import Rota
 from server.routes import ack, api, devices, errors, records, webhooks
+from server.routes import me as me_routes
+from server.routes import signin as signin_routes
 from server.routes.deps import answers
 from server.routes.limits import BodyLimit
 from server.runner import Runner
@@ -247,6 +251,16 @@ def _services(
         ),
         voice=VoiceKeys(sessions=db, site=site, responder=responder),
         records=Records(sessions=db, keeper=keeper, clock=clock, retention=settings.retention()),
+        signin=SignIn(
+            sessions=db,
+            clock=clock,
+            rp=RelyingParty.of(
+                public_base_url=settings.public_base_url,
+                rp_id=settings.webauthn_rp_id,
+                origin=settings.webauthn_origin,
+                name=site.name,
+            ),
+        ),
     )
 
 
@@ -285,6 +299,8 @@ def _http_app(
     app.include_router(webhooks.router)
     app.include_router(devices.router)
     app.include_router(ack.router)
+    app.include_router(signin_routes.router)
+    app.include_router(me_routes.router)
     errors.install(app)
     return app
 

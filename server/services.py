@@ -14,6 +14,7 @@ from server.log.keeper import LogKeeper
 from server.log.personal import Retention
 from server.news import RepressNews, Tell
 from server.paging.pager import Pager
+from server.people.signin import SignIn
 from server.receipts import Receipts
 from server.records import Records
 from server.replies.sms import SmsReplies
@@ -52,6 +53,8 @@ class Services:
     sms: SmsReplies
     voice: VoiceKeys
     records: Records
+    #: Sign-in, enrolment links, personal API tokens.
+    signin: SignIn
 
     def start(self) -> None:
         """Send what a crash left queued, then run due jobs."""

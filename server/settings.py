@@ -148,6 +148,12 @@ class Settings(BaseSettings):
     retention_access_days: int = Field(default=1826, ge=1)
     retention_review_days: int = Field(default=1826, ge=1)
 
+    #: Passkeys: the relying party id (a host name, never an IP address) and the exact
+    #: origin browsers sign in from. Empty: the host and origin of
+    #: PANICBUTTON_PUBLIC_BASE_URL (the demo: http://localhost:<port>).
+    webauthn_rp_id: str = ""
+    webauthn_origin: str = ""
+
     @field_validator("log_checkpoint_file", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
