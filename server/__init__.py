@@ -25,5 +25,5 @@ Layers, bottom first. A module imports only from its own layer or lower ones
    units.broker, units.provision, records
 8. the container: services
 9. HTTP: routes
-10. the whole: app, commands
+10. the whole: app, commands, people.commands
 """

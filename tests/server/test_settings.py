@@ -31,7 +31,10 @@ def test_complete_settings_are_accepted_and_url_normalised() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"link_secret": SecretStr("changeme")}, "PANICBUTTON_LINK_SECRET is empty or a placeholder"),
+        (
+            {"link_secret": SecretStr("changeme")},
+            "PANICBUTTON_LINK_SECRET is empty or a placeholder",
+        ),
         ({"link_secret": SecretStr("short-but-not-a-placeholder")}, "at least 32 characters"),
         ({"cookies_secure": False}, "only the demo on loopback runs without HTTPS"),
         ({"mqtt_password": SecretStr("")}, "PANICBUTTON_MQTT_PASSWORD is empty or a placeholder"),
@@ -57,7 +60,10 @@ HOW = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
         ({"link_secret": SecretStr("a" * 32)}, "PANICBUTTON_LINK_SECRET is too weak"),
         ({"link_secret": SecretStr("ab" * 20)}, "PANICBUTTON_LINK_SECRET is too weak"),
         ({"link_secret": SecretStr("0123456789" * 4)}, "PANICBUTTON_LINK_SECRET is too weak"),
-        ({"link_secret": SecretStr("abcdefghijklmnopqrstuvwxyzABCDEFGH")}, "LINK_SECRET is too weak"),
+        (
+            {"link_secret": SecretStr("abcdefghijklmnopqrstuvwxyzABCDEFGH")},
+            "LINK_SECRET is too weak",
+        ),
         ({"mqtt_password": SecretStr("x")}, "PANICBUTTON_MQTT_PASSWORD is too short"),
         ({"mqtt_password": SecretStr("Summer2024!Summer2024!")}, "MQTT_PASSWORD is too weak"),
         ({"link_secret": SecretStr("s" * 40)}, "PANICBUTTON_LINK_SECRET is too weak"),
