@@ -33,7 +33,9 @@ START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
 @contextmanager
-def running(database_url: str, tmp_path: Path, **overrides: Any) -> Iterator[Server]:
+def running(
+    database_url: str, tmp_path: Path, start: datetime = START, **overrides: Any
+) -> Iterator[Server]:
     settings = Settings(
         demo=True,
         database_url=database_url,
@@ -46,7 +48,7 @@ def running(database_url: str, tmp_path: Path, **overrides: Any) -> Iterator[Ser
         settings,
         site=sample_site(),
         notifier=ConsoleNotifier(lambda _: None),
-        clock=ManualClock(START),
+        clock=ManualClock(start),
     )
     try:
         yield server
