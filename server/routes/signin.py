@@ -45,6 +45,13 @@ _pages = Environment(
 )
 
 
+def _json(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+
+
 def _html_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: text_body("text/html", description=MEANING.get(code, "")) for code in codes}
 
@@ -206,7 +213,7 @@ Credential = Annotated[dict[str, Any], Body(embed=True)]
 @router.post(
     "/sign-in/passkey/options",
     summary="Start a passkey sign-in: the options for navigator.credentials.get",
-    responses={200: {"description": "PublicKeyCredentialRequestOptions as JSON"}, **answers(403)},
+    responses={200: _json("PublicKeyCredentialRequestOptions, as JSON"), **answers(403)},
 )
 async def passkey_options(
     request: Request, services: ServicesDep, settings: SettingsDep
@@ -220,7 +227,7 @@ async def passkey_options(
     "/sign-in/passkey",
     summary="Finish a passkey sign-in: the browser's answer; sets the session cookie",
     responses={
-        200: {"description": "signed in: the person's id"},
+        200: _json("signed in: the session cookie is set"),
         **answers(401, 403, 422),
         429: {"model": dict[str, str], "description": MEANING_HERE[429]},
     },
@@ -386,7 +393,10 @@ async def enrol_passkey_options(
 @router.post(
     "/enrol/{token}/passkey",
     summary="Finish registering a passkey through a one-time link; signs in",
-    responses={200: {"description": "registered and signed in"}, **answers(403, 410, 422)},
+    responses={
+        200: _json("registered, and signed in: the session cookie is set"),
+        **answers(403, 410, 422),
+    },
 )
 async def enrol_passkey(
     *,
