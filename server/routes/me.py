@@ -103,7 +103,7 @@ async def tokens(principal: Me, services: ServicesDep) -> list[TokenOut]:
     "/tokens",
     status_code=201,
     summary="Make a personal API token (shown once)",
-    responses=answers(401, 403, 422),
+    responses=answers(400, 401, 403, 422),
 )
 async def create_token(body: TokenIn, principal: Me, services: ServicesDep) -> NewToken:
     try:

@@ -53,7 +53,16 @@ def _json(description: str) -> dict[str, Any]:
 
 
 def _html_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: text_body("text/html", description=MEANING.get(code, "")) for code in codes}
+    """Statuses answered with a page; a 422 also as JSON (a form that does not follow
+    the schema: FastAPI's list of what is wrong)."""
+    out: dict[int | str, dict[str, Any]] = {
+        code: text_body("text/html", description=MEANING[code]) for code in codes
+    }
+    if 422 in codes:
+        out[422]["content"]["application/json"] = {
+            "schema": {"$ref": "#/components/schemas/Invalid"}
+        }
+    return out
 
 
 MEANING_HERE = {
@@ -154,9 +163,11 @@ def sign_in_page(request: Request, settings: SettingsDep) -> Response:
     "/sign-in/password",
     summary="Sign in with id, password and (if on) a TOTP code",
     status_code=303,
+    response_class=RedirectResponse,
     responses={
         303: {"description": MEANING_HERE[303]},
-        **_html_errors(401, 403),
+        **_html_errors(401, 422),
+        **answers(400, 403),
         429: text_body("text/html", description=MEANING_HERE[429]),
     },
 )
@@ -165,8 +176,8 @@ async def sign_in_password(
     request: Request,
     services: ServicesDep,
     settings: SettingsDep,
-    person_id: Annotated[str, Form(alias="id", max_length=200)],
-    password: Annotated[str, Form(max_length=1000)],
+    person_id: Annotated[str, Form(alias="id", min_length=1, max_length=200)],
+    password: Annotated[str, Form(min_length=1, max_length=1000)],
     csrf: Annotated[str, Form(max_length=100)] = "",
     code: Annotated[str, Form(max_length=20)] = "",
 ) -> Response:
@@ -213,7 +224,7 @@ Credential = Annotated[dict[str, Any], Body(embed=True)]
 @router.post(
     "/sign-in/passkey/options",
     summary="Start a passkey sign-in: the options for navigator.credentials.get",
-    responses={200: _json("PublicKeyCredentialRequestOptions, as JSON"), **answers(403)},
+    responses={200: _json("PublicKeyCredentialRequestOptions, as JSON"), **answers(400, 403)},
 )
 async def passkey_options(
     request: Request, services: ServicesDep, settings: SettingsDep
@@ -228,7 +239,7 @@ async def passkey_options(
     summary="Finish a passkey sign-in: the browser's answer; sets the session cookie",
     responses={
         200: _json("signed in: the session cookie is set"),
-        **answers(401, 403, 422),
+        **answers(400, 401, 403, 422),
         429: {"model": dict[str, str], "description": MEANING_HERE[429]},
     },
 )
@@ -270,7 +281,8 @@ def account(principal: Annotated[Principal, Depends(need(Right.SELF))]) -> Respo
     "/sign-out",
     summary="Sign out of this browser (the form carries the session's CSRF token)",
     status_code=303,
-    responses={303: {"description": "signed out: on to /sign-in"}, **answers(403)},
+    response_class=RedirectResponse,
+    responses={303: {"description": "signed out: on to /sign-in"}, **answers(400, 403, 422)},
 )
 async def sign_out(
     request: Request,
@@ -329,9 +341,11 @@ def enrol_page(
     "/enrol/{token}/password",
     summary="Set a password (and optionally TOTP) through a one-time link",
     status_code=303,
+    response_class=RedirectResponse,
     responses={
         303: {"description": MEANING_HERE[303]},
-        **_html_errors(403, 410, 422),
+        **_html_errors(410, 422),
+        **answers(400, 403),
     },
 )
 async def enrol_password(
@@ -340,7 +354,7 @@ async def enrol_password(
     request: Request,
     services: ServicesDep,
     settings: SettingsDep,
-    password: Annotated[str, Form(max_length=1000)],
+    password: Annotated[str, Form(min_length=1, max_length=1000)],
     csrf: Annotated[str, Form(max_length=100)] = "",
     totp_secret: Annotated[str, Form(max_length=100)] = "",
     totp_code: Annotated[str, Form(max_length=20)] = "",
@@ -395,7 +409,7 @@ async def enrol_passkey_options(
     summary="Finish registering a passkey through a one-time link; signs in",
     responses={
         200: _json("registered, and signed in: the session cookie is set"),
-        **answers(403, 410, 422),
+        **answers(400, 403, 410, 422),
     },
 )
 async def enrol_passkey(
