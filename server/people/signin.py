@@ -28,7 +28,14 @@ from server.people.auth import Principal, active_roles, end_sessions, sha256, st
 from server.people.auth import new_token_secret as _new_token
 from server.people.directory import find
 from server.people.roles import Right
-from server.people.tables import ApiToken, EnrolmentLink, Password, Person, SignInFailure
+from server.people.tables import (
+    ApiToken,
+    EnrolmentLink,
+    Passkey,
+    Password,
+    Person,
+    SignInFailure,
+)
 
 PURPOSES = ("enrol", "recover")
 #: How long a link works unless the manager says otherwise, and at most.
@@ -286,6 +293,90 @@ class SignIn:
             audit(session, at=now, type="signin.method_added", person=person_id, method="passkey")
             return start_session(
                 session, person_id=person_id, agent=agent, method="passkey", now=now
+            )
+
+    # -- one's own sign-in methods, while signed in ---------------------------------
+
+    def passkey_options_for(self, person_id: str) -> str:
+        """Options to register another passkey for a signed-in person."""
+        now = self._clock.now()
+        with self._sessions.begin() as session:
+            person = find(session, person_id)
+            return passkeys.registration_options(
+                session, self.rp, person_id=person.id, display=person.name, now=now
+            )
+
+    def add_passkey(self, person_id: str, *, credential: dict[str, Any], label: str) -> Passkey:
+        now = self._clock.now()
+        with self._sessions.begin() as session:
+            challenge, owner = passkeys.take_challenge(session, credential, "register", now)
+        with self._sessions.begin() as session:
+            passkey = passkeys.register(
+                session,
+                self.rp,
+                person_id=person_id,
+                credential=credential,
+                challenge=challenge,
+                owner=owner,
+                label=label,
+                now=now,
+            )
+            audit(session, at=now, type="signin.method_added", person=person_id, method="passkey")
+            session.flush()
+            session.expunge(passkey)
+            return passkey
+
+    def passkeys(self, person_id: str) -> list[Passkey]:
+        with self._sessions.begin() as session:
+            rows = list(
+                session.scalars(
+                    select(Passkey)
+                    .where(Passkey.person_id == person_id)
+                    .order_by(Passkey.created_at)
+                )
+            )
+            session.expunge_all()
+            return rows
+
+    def remove_passkey(self, person_id: str, key_id: str) -> bool:
+        """Remove one of a person's passkeys; False if they have no such passkey. The last
+        way to sign in cannot be removed (a recovery link would be needed)."""
+        now = self._clock.now()
+        with self._sessions.begin() as session:
+            row = session.get(Passkey, key_id)
+            if row is None or row.person_id != person_id:
+                return False
+            others = session.scalar(
+                select(func.count()).select_from(Passkey).where(Passkey.person_id == person_id)
+            )
+            if int(others or 0) <= 1 and session.get(Password, person_id) is None:
+                raise PeopleError(
+                    "this is your only way to sign in: add another passkey or a password first"
+                )
+            session.delete(row)
+            audit(
+                session,
+                at=now,
+                type="signin.method_removed",
+                person=person_id,
+                method="passkey",
+                by=person_id,
+            )
+            return True
+
+    def change_password(
+        self, person_id: str, *, password: str, totp_secret: str = "", totp_code: str = ""
+    ) -> None:
+        """Set a signed-in person's password (TOTP on with a seed and its first code)."""
+        with self._sessions.begin() as session:
+            find(session, person_id)
+            set_password(
+                session,
+                person_id=person_id,
+                password=password,
+                now=self._clock.now(),
+                totp_secret=totp_secret,
+                totp_code=totp_code,
             )
 
     # -- signing in ---------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""One's own account: who am I, sign out everywhere, personal API tokens.
+"""One's own account: who am I, sign out everywhere, personal API tokens, and one's
+own ways to sign in (passkeys, password, TOTP).
 
 A token is shown once, when it is made; afterwards only its id, label, scopes
 and dates are listed. Its scopes are rights the caller holds; at each use it
@@ -8,13 +9,15 @@ carries only those its owner still holds.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException, Path, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from server.errors import PeopleError
-from server.people.tables import ApiToken
+from server.people.passwords import new_totp_secret, totp_uri
+from server.people.tables import ApiToken, Passkey
 from server.routes.deps import Me, ServicesDep, answers
 
 router = APIRouter(prefix="/api/v1/me", tags=["own account"])
@@ -135,3 +138,131 @@ async def revoke_token(
             f"you have no token {token_id!r} that is not revoked: list yours at "
             "GET /api/v1/me/tokens",
         )
+
+
+class PasskeyIn(BaseModel):
+    """A browser's new credential (PublicKeyCredential as JSON) and what to call it."""
+
+    credential: dict[str, Any]
+    label: str = Field(default="", max_length=60)
+
+
+class PasskeyOut(BaseModel):
+    """One of your passkeys."""
+
+    id: str
+    label: str
+    created: datetime
+    last_used: datetime | None
+
+    @classmethod
+    def of(cls, row: Passkey) -> PasskeyOut:
+        return cls(id=row.id, label=row.label, created=row.created_at, last_used=row.last_used_at)
+
+
+class PasswordIn(BaseModel):
+    """A new password; with ``totp_secret`` (from GET /api/v1/me/totp-seed) and the
+    first ``totp_code`` of it, TOTP is turned on (without them, it is off)."""
+
+    password: str = Field(max_length=1000)
+    totp_secret: str = Field(default="", max_length=64)
+    totp_code: str = Field(default="", max_length=12)
+
+
+class Seed(BaseModel):
+    """A fresh TOTP seed for an authenticator app (not kept until confirmed)."""
+
+    secret: str
+    uri: str
+
+
+@router.post(
+    "/passkeys/options",
+    summary="Start adding a passkey: the options for navigator.credentials.create",
+    responses={
+        200: {
+            "description": "PublicKeyCredentialCreationOptions, as JSON",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        **answers(401, 403),
+    },
+)
+async def passkey_options(principal: Me, services: ServicesDep) -> Response:
+    options = await run_in_threadpool(services.signin.passkey_options_for, principal.person_id)
+    return Response(options, media_type="application/json")
+
+
+@router.post(
+    "/passkeys",
+    status_code=201,
+    summary="Add a passkey (the browser's answer to the options)",
+    responses=answers(400, 401, 403, 422),
+)
+async def add_passkey(body: PasskeyIn, principal: Me, services: ServicesDep) -> PasskeyOut:
+    try:
+        row = await run_in_threadpool(
+            lambda: services.signin.add_passkey(
+                principal.person_id, credential=body.credential, label=body.label
+            )
+        )
+    except PeopleError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return PasskeyOut.of(row)
+
+
+@router.get("/passkeys", summary="Your passkeys", responses=answers(401, 403))
+async def passkeys(principal: Me, services: ServicesDep) -> list[PasskeyOut]:
+    rows = await run_in_threadpool(services.signin.passkeys, principal.person_id)
+    return [PasskeyOut.of(row) for row in rows]
+
+
+@router.delete(
+    "/passkeys/{key_id}",
+    status_code=204,
+    summary="Remove one of your passkeys",
+    responses=answers(401, 403, 404, 422),
+)
+async def remove_passkey(
+    principal: Me,
+    services: ServicesDep,
+    key_id: str = Path(max_length=1400, description="the passkey's id"),
+) -> None:
+    try:
+        done = await run_in_threadpool(services.signin.remove_passkey, principal.person_id, key_id)
+    except PeopleError as exc:
+        raise HTTPException(422, str(exc)) from None
+    if not done:
+        raise HTTPException(404, "you have no such passkey: list yours at GET /api/v1/me/passkeys")
+
+
+@router.get(
+    "/totp-seed",
+    summary="A fresh TOTP seed to confirm with PUT /api/v1/me/password",
+    responses=answers(401, 403),
+)
+def totp_seed(principal: Me, services: ServicesDep) -> Seed:
+    secret = new_totp_secret()
+    return Seed(
+        secret=secret,
+        uri=totp_uri(secret, person_id=principal.person_id, issuer=services.signin.rp.name),
+    )
+
+
+@router.put(
+    "/password",
+    status_code=204,
+    summary="Set or change your password (and turn TOTP on or off)",
+    responses=answers(400, 401, 403, 422),
+)
+async def change_password(body: PasswordIn, principal: Me, services: ServicesDep) -> None:
+    try:
+        await run_in_threadpool(
+            lambda: services.signin.change_password(
+                principal.person_id,
+                password=body.password,
+                totp_secret=body.totp_secret,
+                totp_code=body.totp_code,
+            )
+        )
+    except PeopleError as exc:
+        raise HTTPException(422, str(exc)) from None

@@ -7,8 +7,10 @@ import re
 from pathlib import Path
 
 import pyotp
+from argon2 import PasswordHasher
 from sqlalchemy import select
 
+from panicbutton.redact import redact
 from server.people.roles import Role
 from server.people.tables import Password
 from tests.fakes.authenticator import Authenticator
@@ -349,3 +351,82 @@ def test_sign_in_forms_need_the_pre_session_token(database_url: str, tmp_path: P
             "/sign-in/passkey/options", headers={"X-CSRF-Token": "anything"}
         )
         assert no_cookie.status_code == 403
+
+
+def test_signed_in_person_adds_a_passkey_and_turns_totp_on(
+    database_url: str, tmp_path: Path
+) -> None:
+    with running(database_url, tmp_path) as server:
+        client = browser(server)
+        assert enrol_password(client, invite(server, "s1")).status_code == 303
+        csrf = {"X-CSRF-Token": form_csrf(client.get("/account").text)}
+        options = client.post("/api/v1/me/passkeys/options", headers=csrf)
+        assert options.status_code == 200
+        key = Authenticator(origin=BASE)
+        added = client.post(
+            "/api/v1/me/passkeys",
+            json={"credential": key.create(options.json()), "label": "laptop"},
+            headers=csrf,
+        )
+        assert added.status_code == 201, added.text
+        assert [p["label"] for p in client.get("/api/v1/me/passkeys").json()] == ["laptop"]
+        assert sign_in_passkey(browser(server), key).status_code == 200
+
+        seed = client.get("/api/v1/me/totp-seed").json()
+        code = pyotp.TOTP(seed["secret"]).at(clock(server).now())
+        changed = client.put(
+            "/api/v1/me/password",
+            json={
+                "password": "amber kettle ferry 12",
+                "totp_secret": seed["secret"],
+                "totp_code": code,
+            },
+            headers=csrf,
+        )
+        assert changed.status_code == 204, changed.text
+        clock(server).advance(30)
+        fresh = pyotp.TOTP(seed["secret"]).at(clock(server).now())
+        assert (
+            sign_in_password(browser(server), "s1", "amber kettle ferry 12", fresh).status_code
+            == 303
+        )
+        weak = client.put("/api/v1/me/password", json={"password": "short"}, headers=csrf)
+        assert weak.status_code == 422
+        assert "too short" in weak.json()["detail"]
+
+        key_id = added.json()["id"]
+        removed = client.delete(f"/api/v1/me/passkeys/{key_id}", headers=csrf)
+        assert removed.status_code == 204
+        assert events(server, "signin.method_removed") == [
+            {"person": "s1", "method": "passkey", "by": "s1"}
+        ]
+
+
+def test_the_only_way_to_sign_in_cannot_be_removed(database_url: str, tmp_path: Path) -> None:
+    with running(database_url, tmp_path) as server:
+        client = browser(server)
+        key = Authenticator(origin=BASE)
+        assert enrol_passkey(client, invite(server, "s1"), key).status_code == 200
+        csrf = {"X-CSRF-Token": form_csrf(client.get("/account").text)}
+        key_id = client.get("/api/v1/me/passkeys").json()[0]["id"]
+        refused = client.delete(f"/api/v1/me/passkeys/{key_id}", headers=csrf)
+        assert refused.status_code == 422
+        assert "only way to sign in" in refused.json()["detail"]
+
+
+def test_old_hash_parameters_are_upgraded_at_sign_in(database_url: str, tmp_path: Path) -> None:
+    with running(database_url, tmp_path) as server:
+        enrol_password(browser(server), invite(server, "s1"))
+        weaker = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
+        with server.services.sessions.begin() as s:
+            s.scalars(select(Password)).one().hash = weaker.hash(GOOD_PASSWORD)
+        assert sign_in_password(browser(server), "s1").status_code == 303
+        with server.services.sessions() as s:
+            assert (
+                s.scalars(select(Password.hash)).one().startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+            )
+
+
+def test_enrolment_link_token_never_reaches_the_logs() -> None:
+    line = '"POST /enrol/AbCdEf_123456789012345678901234567890abcdefg/password HTTP/1.1" 303'
+    assert redact(line) == '"POST /enrol/[redacted] HTTP/1.1" 303'
