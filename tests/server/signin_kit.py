@@ -41,8 +41,7 @@ def running(
         database_url=database_url,
         log_checkpoint_file=tmp_path / "checkpoints.jsonl",
         twilio_auth_token=SecretStr("t" * 32),
-        public_base_url=BASE,
-        **overrides,
+        **{"public_base_url": BASE, **overrides},
     )
     server = build(
         settings,
