@@ -208,6 +208,9 @@ def authenticate(
     passkey = session.get(Passkey, str(credential.get("id", ""))[:1400])
     if passkey is None:
         raise PeopleError("this passkey is not registered here; sign in another way")
+    handle = credential.get("response", {}).get("userHandle")
+    if handle and base64url_to_bytes(str(handle)) != passkey.person_id.encode():
+        raise PeopleError("this passkey answer names another person than its key; start again")
     try:
         verified = verify_authentication_response(
             credential=credential,
