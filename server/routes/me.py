@@ -177,7 +177,7 @@ class Seed(BaseModel):
 
 
 @router.post(
-    "/passkeys/options",
+    "/passkey-options",
     summary="Start adding a passkey: the options for navigator.credentials.create",
     responses={
         200: {

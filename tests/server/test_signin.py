@@ -360,7 +360,7 @@ def test_signed_in_person_adds_a_passkey_and_turns_totp_on(
         client = browser(server)
         assert enrol_password(client, invite(server, "s1")).status_code == 303
         csrf = {"X-CSRF-Token": form_csrf(client.get("/account").text)}
-        options = client.post("/api/v1/me/passkeys/options", headers=csrf)
+        options = client.post("/api/v1/me/passkey-options", headers=csrf)
         assert options.status_code == 200
         key = Authenticator(origin=BASE)
         added = client.post(
