@@ -1,5 +1,5 @@
 """The ``panicbutton`` command: ``server``, ``device``, ``demo``, ``provision``, ``audit``,
-``db``, ``site``.
+``db``, ``site``, ``people``.
 
 Its options and their help are here; what each subcommand does is in
 :mod:`panicbutton.subcommands`, where each imports its side lazily, so a room unit
@@ -145,6 +145,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("role", nargs="?", help="grant: the application's database role")
     b.set_defaults(func=subcommands.db)
     _site_parser(sub)
+    _people(sub)
     return p
 
 
@@ -166,6 +167,31 @@ def _site_parser(sub: Any) -> None:
     )
     t.add_argument("--out", type=Path, help="export: write here (default: print it)")
     t.set_defaults(func=subcommands.site)
+
+
+def _people(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    pp = sub.add_parser(
+        "people",
+        help="accounts: invite someone (a one-time sign-in link), make a personal API token",
+        description="invite: open the account if needed and print a one-time link to set "
+        "up sign-in (this is how the first manager is made; there is no default account). "
+        "token: print a personal API token once. Uses the server's PANICBUTTON_* settings.",
+    )
+    pp.add_argument("action", choices=["invite", "token"])
+    pp.add_argument("--id", required=True, help="the person's pseudonymous id (like night-staff)")
+    pp.add_argument("--name", default="", help="invite: what colleagues read (never logged)")
+    pp.add_argument(
+        "--role", action="append", default=[], help="invite: a role (repeat for several)"
+    )
+    pp.add_argument("--phone", help="invite: E.164 number, like +32470123456")
+    pp.add_argument("--language", choices=["fr", "nl", "en"], default="en")
+    pp.add_argument("--hours", type=int, default=72, help="invite: hours the link works (72)")
+    pp.add_argument(
+        "--scope", action="append", default=[], help="token: a right it carries (repeat)"
+    )
+    pp.add_argument("--days", type=int, default=90, help="token: days until it expires (90)")
+    pp.add_argument("--label", default="", help="token: what it is for")
+    pp.set_defaults(func=subcommands.people)
 
 
 def _configure_logging(args: argparse.Namespace) -> None:

@@ -26,11 +26,12 @@ _MIN_KNOWN = 8
 _SEPARATOR = r"/|\\|;|%(?:25)*(?:2F|5C|3B)"
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # Everything after /ack/ (the token, and any path or query after it), also URL-encoded
+    # Everything after /ack/ or /enrol/ (the token of an acknowledgement or a one-time
+    # sign-in link, and any path or query after it), also URL-encoded
     # (once or twice) and with the near misses a client may send instead of the slash
     # (``\``, ``;``): the access log shows the path as it was asked for.
     (
-        re.compile(rf"(?i)((?:{_SEPARATOR})ack(?:{_SEPARATOR})+)[^\s\"'<>]+"),
+        re.compile(rf"(?i)((?:{_SEPARATOR})(?:ack|enrol)(?:{_SEPARATOR})+)[^\s\"'<>]+"),
         rf"\1{REDACTED}",
     ),
     # Everything after /enrol/ (a one-time enrolment or recovery link), likewise.

@@ -244,3 +244,39 @@ def site(args: argparse.Namespace) -> int:
         print(f"panicbutton site: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def people(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from server.errors import ServerError  # noqa: PLC0415
+    from server.people import commands  # noqa: PLC0415
+    from server.settings import Settings  # noqa: PLC0415
+
+    try:
+        settings = Settings()
+        if args.action == "invite":
+            link = commands.invite(
+                settings,
+                person_id=args.id,
+                name=args.name,
+                roles=args.role,
+                phone=args.phone,
+                language=args.language,
+                hours=args.hours,
+            )
+            print(f"one-time sign-in link for {args.id} (works once, for {args.hours} hours):")
+            print(f"\n   {link}\n")
+            print("Give it to them by a channel only they read; they open it to set up a passkey")
+            print("or a password.")
+            return 0
+        token = commands.token(
+            settings, person_id=args.id, scopes=args.scope, days=args.days, label=args.label
+        )
+    except (ValidationError, ServerError) as exc:
+        print(f"panicbutton people {args.action}: {_pydantic_message(exc)}", file=sys.stderr)
+        return 2
+    print(f"personal API token for {args.id} (shown this once; keep it in a secret store):")
+    print(f"\n   {token}\n")
+    print("Send it as: Authorization: Bearer <token>")
+    return 0

@@ -14,10 +14,10 @@ Layers, bottom first. A module imports only from its own layer or lower ones
 (``tests/test_layers.py`` holds every module of ``server`` to these lines):
 
 1. foundation: errors, strength, site, db, models, duty, replies.words, replies.codes,
-   people.roles, people.tables
+   people.roles, people.tables, people.passwords, people.passkeys
 2. the log, settings and who is calling: log, settings, migrations, people.auth,
    people.directory, people.links, people.problems, people.presence, people.violence,
-   roster.store, roster.edit, roster.transfer, roster.start, roster.commands
+   people.signin, roster.store, roster.edit, roster.transfer, roster.start, roster.commands
 3. incidents and their escalation plans: escalation, incidents
 4. paging: paging, urls
 5. what goes out to people: units.feedback, news, replies.optout, receipts, rota,
@@ -27,5 +27,5 @@ Layers, bottom first. A module imports only from its own layer or lower ones
    units.broker, units.provision, records
 8. the container: services
 9. HTTP: routes
-10. the whole: app, commands
+10. the whole: app, commands, people.commands
 """

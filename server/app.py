@@ -36,6 +36,8 @@ from server.paging.notifier import ConsoleNotifier, Notifier, TwilioNotifier
 from server.paging.pager import Pager
 from server.people import presence as presence_register
 from server.people import violence as violence_register
+from server.people.passkeys import RelyingParty
+from server.people.signin import SignIn
 from server.phones import Phones
 from server.receipts import Receipts
 from server.records import Records
@@ -48,8 +50,10 @@ from server.roster.start import first_site
 from server.roster.store import SiteBook
 from server.rota import Rota
 from server.routes import ack, api, devices, errors, presence, records, roster, violence, webhooks
+from server.routes import me as me_routes
 from server.routes import people as people_routes
 from server.routes import phones as phones_routes
+from server.routes import signin as signin_routes
 from server.routes.deps import answers
 from server.routes.limits import BodyLimit
 from server.runner import Runner
@@ -278,6 +282,16 @@ def _services(
         continuity=Continuity(
             sessions=db, site=book, clock=clock, pager=pager, tell=tell, wake=wake
         ),
+        signin=SignIn(
+            sessions=db,
+            clock=clock,
+            rp=RelyingParty.of(
+                public_base_url=settings.public_base_url,
+                rp_id=settings.webauthn_rp_id,
+                origin=settings.webauthn_origin,
+                name=book().name,
+            ),
+        ),
     )
 
 
@@ -328,6 +342,8 @@ def _http_app(
     app.include_router(presence.router)
     app.include_router(violence.router)
     app.include_router(roster.router)
+    app.include_router(signin_routes.router)
+    app.include_router(me_routes.router)
     errors.install(app)
     return app
 

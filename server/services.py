@@ -15,6 +15,7 @@ from server.log.keeper import LogKeeper
 from server.log.personal import Retention
 from server.news import RepressNews, Tell
 from server.paging.pager import Pager
+from server.people.signin import SignIn
 from server.phones import Phones
 from server.receipts import Receipts
 from server.records import Records
@@ -56,6 +57,9 @@ class Services:
     sms: SmsReplies
     voice: VoiceKeys
     records: Records
+    #: Sign-in, enrolment links, personal API tokens.
+    signin: SignIn
+
     #: Confirmed phones, test pages, numbers the provider reports as bad.
     phones: Phones
     #: Pages managers while workers are present and nobody is on duty.

@@ -154,6 +154,12 @@ class Settings(BaseSettings):
     #: The log keeps only the counts, for good.
     retention_presence_days: int = Field(default=365, ge=1)
 
+    #: Passkeys: the relying party id (a host name, never an IP address) and the exact
+    #: origin browsers sign in from. Empty: the host and origin of
+    #: PANICBUTTON_PUBLIC_BASE_URL (the demo: http://localhost:<port>).
+    webauthn_rp_id: str = ""
+    webauthn_origin: str = ""
+
     @field_validator("log_checkpoint_file", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:

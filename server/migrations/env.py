@@ -3,7 +3,9 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-import server.people.tables  # noqa: F401  (the people tables join Base.metadata)
+# The people tables and the passkey challenges join Base.metadata when imported.
+import server.people.passkeys
+import server.people.tables  # noqa: F401
 from server.models import Base
 
 config = context.config

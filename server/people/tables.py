@@ -161,7 +161,7 @@ class PhoneCheck(Base):
     code_sha256: Mapped[str] = mapped_column(String(64))
     sent_at: Mapped[datetime]
     attempts: Mapped[int] = mapped_column(default=0)
-    #: Codes sent since ``sends_since`` (at most a few a day: migration 0008_phones).
+    #: Codes sent since ``sends_since`` (at most a few a day: migration 0008).
     sends: Mapped[int] = mapped_column(default=0, server_default="0")
     sends_since: Mapped[datetime | None]
 

@@ -111,6 +111,9 @@ ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429"]
 SEMANTIC = [
     # A link token of the right shape that the server did not sign, or that has expired.
     ("^/ack/", ["410"]),
+    # A one-time sign-in link that is not ours; a password too weak, a passkey answer
+    # that is no answer (server/routes/signin.py says which).
+    ("^/enrol/", ["410", "422"]),
     # A staff id of the right shape that the site file does not hold.
     ("^/api/v1/(duty/takeover|incidents/[^/]+/(acknowledge|resolve))$", ["422"]),
     # A scope of the right shape that names no incident or person, or is not a scope.

@@ -1,13 +1,13 @@
 """Phone checks count the codes sent in a day (at most five a day per person).
 
-Revision ID: 0008_phones
+Revision ID: 0008
 Revises: 0007
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_phones"
+revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None

@@ -1,0 +1,107 @@
+"""A passkey in a real browser: Debian's Chromium, headless, with Chromium's virtual
+authenticator (CDP ``WebAuthn``), enrols through a one-time link and signs in again,
+on the pages as they are served (their scripts, CSP and cookies), at http://localhost.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from server.app import Server
+from server.people.roles import Role
+from tests.conftest import missing
+from tests.server.signin_kit import events, invite, running
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Server, str]]:
+    port = free_port()
+    base = f"http://localhost:{port}"
+    with running(
+        f"sqlite:///{tmp_path / 'browser.sqlite3'}",
+        tmp_path,
+        start=datetime.now(UTC),
+        public_base_url=base,
+        cookies_secure=False,
+    ) as server:
+        web = uvicorn.Server(
+            uvicorn.Config(
+                server.app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"
+            )
+        )
+        thread = threading.Thread(target=web.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not web.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        try:
+            yield server, base
+        finally:
+            web.should_exit = True
+            thread.join(timeout=10)
+
+
+def test_passkey_enrolment_and_sign_in_in_chromium(served: tuple[Server, str]) -> None:
+    if shutil.which(CHROMIUM) is None:
+        missing(f"Chromium is not installed at {CHROMIUM} (apt install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright  # noqa: PLC0415
+    except ImportError:
+        missing("playwright is not installed (pip install -e '.[dev]')")
+    server, base = served
+    link = invite(server, "first-manager", Role.MANAGER)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--host-resolver-rules=MAP localhost 127.0.0.1"],
+        )
+        try:
+            page = browser.new_page()
+            cdp = page.context.new_cdp_session(page)
+            cdp.send("WebAuthn.enable")
+            cdp.send(
+                "WebAuthn.addVirtualAuthenticator",
+                {
+                    "options": {
+                        "protocol": "ctap2",
+                        "transport": "internal",
+                        "hasResidentKey": True,
+                        "hasUserVerification": True,
+                        "isUserVerified": True,
+                    }
+                },
+            )
+            page.goto(base + link)
+            page.get_by_label("Name for this device").fill("test phone")
+            page.get_by_role("button", name="Create a passkey").click()
+            page.wait_for_url(f"{base}/account")
+            assert page.locator("#who").inner_text() == "first-manager"
+
+            page.get_by_role("button", name="Sign out").click()
+            page.wait_for_url(f"{base}/sign-in")
+            page.get_by_role("button", name="Sign in with a passkey").click()
+            page.wait_for_url(f"{base}/account")
+            assert page.locator("#who").inner_text() == "first-manager"
+        finally:
+            browser.close()
+    assert events(server, "signin.method_added") == [
+        {"person": "first-manager", "method": "passkey"}
+    ]
