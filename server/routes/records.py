@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 
 from server.log import export
@@ -90,7 +90,11 @@ def as_caller(me: Principal, given: str | None) -> str:
 
 @router.get("/incidents", responses=answers(400, 422))
 def list_incidents(
-    records: RecordsDep, me: Reading, why: Why, state: State | None = None, limit: int = 100
+    records: RecordsDep,
+    me: Reading,
+    why: Why,
+    state: State | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[IncidentOut]:
     """Newest first; ``state`` filters (open, acknowledged, resolved). A view like any
     other (who, why), recorded at most once per 15 minutes per viewer and reason, so a
