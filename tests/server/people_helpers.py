@@ -22,7 +22,7 @@ from server.models import LogEntry
 from server.people import directory
 from server.people.auth import new_token_secret
 from server.people.roles import RIGHTS, Role
-from server.people.tables import ApiToken
+from server.people.tables import ApiToken, Person
 from server.settings import Settings
 from tests.fakes.twilio import FakeTwilio
 from tests.harness import sample_site
@@ -39,20 +39,35 @@ def add_person(
     language: str = "en",
 ) -> None:
     """Open an account (by the system), with ``roles``; ``confirmed`` marks the phone
-    as proved by its owner."""
+    as proved by its owner. A member of the sample site (already a person: the site is
+    imported at start) gets the roles, and their phone confirmed or not as asked."""
     now = server.services.clock.now()
     with server.services.sessions.begin() as s:
-        directory.add_person(
-            s,
-            person_id=person_id,
-            name=f"Name of {person_id}",
-            by=directory.SYSTEM,
-            now=now,
-            roles=[r for r in roles if r is not Role.INSPECTOR],
-            phone=phone,
-            language=language,
-            phone_confirmed=confirmed,
-        )
+        existing = s.get(Person, person_id)
+        if existing is None:
+            directory.add_person(
+                s,
+                person_id=person_id,
+                name=f"Name of {person_id}",
+                by=directory.SYSTEM,
+                now=now,
+                phone=phone,
+                language=language,
+                phone_confirmed=confirmed,
+            )
+        else:
+            directory.change(
+                s,
+                person_id=person_id,
+                by=directory.SYSTEM,
+                now=now,
+                phone=phone,
+                language=language,
+            )
+            existing.phone_confirmed_at = now if confirmed and existing.phone else None
+        for role in roles:
+            if role is not Role.INSPECTOR:
+                directory.grant(s, person_id=person_id, role=role, by=directory.SYSTEM, now=now)
         if Role.INSPECTOR in roles:
             directory.grant(
                 s,

@@ -27,7 +27,7 @@ from tests.server.people_helpers import (
 @pytest.fixture
 def site(database_url: str, tmp_path: Path) -> Iterator[Served]:
     with served(database_url, tmp_path) as running:
-        add_person(running.server, "boss", Role.MANAGER, phone="+32470000003", confirmed=True)
+        add_person(running.server, "boss", Role.MANAGER, phone="+32470000099", confirmed=True)
         yield running
 
 
@@ -77,8 +77,15 @@ def test_manager_creates_a_person_with_a_one_time_enrolment_link(
         assert b"Ann" not in raw
         assert b"470111222" not in raw
         assert token.encode() not in raw
+    # Listed by id, beside the site's staff (imported at start) and the boss.
     listed = boss.get("/api/v1/people").json()
-    assert [p["id"] for p in listed] == ["boss", "night-staff"]
+    assert [p["id"] for p in listed] == [
+        "boss",
+        "floor",
+        "manager",
+        "night-staff",
+        "reception",
+    ]
     assert boss.get("/api/v1/people/night-staff").json()["name"] == "Ann Peeters"
 
 
@@ -102,7 +109,10 @@ def test_people_routes_refuse_everyone_but_managers(
     assert [t.status_code for t in tries] == [403] * len(tries)
     assert "'people'" in tries[0].json()["detail"]
     assert TestClient(site.server.app).get("/api/v1/people").status_code == 401
-    assert [p["id"] for p in boss.get("/api/v1/people").json()] == ["boss", "someone"]
+    # Refused, they changed nothing: nobody added, boss still a manager.
+    listed = boss.get("/api/v1/people").json()
+    assert [p["id"] for p in listed] == ["boss", "floor", "manager", "reception", "someone"]
+    assert [r["role"] for r in boss.get("/api/v1/people/boss").json()["roles"]] == ["manager"]
 
 
 def test_an_inspector_grant_must_end_within_90_days(site: Served, boss: TestClient) -> None:
@@ -132,6 +142,9 @@ def test_an_inspector_grant_must_end_within_90_days(site: Served, boss: TestClie
 
 
 def test_the_last_manager_cannot_demote_or_close_themselves(site: Served, boss: TestClient) -> None:
+    # The site's manager (imported at start) steps down first: boss is then the last.
+    assert boss.delete("/api/v1/people/manager/roles/manager").status_code == 200
+    assert boss.get("/api/v1/people/manager").json()["roles"] == []
     demoted = boss.delete("/api/v1/people/boss/roles/manager")
     assert demoted.status_code == 409
     assert "the site must keep someone who can run it" in demoted.json()["detail"]
@@ -162,6 +175,9 @@ def test_closing_an_account_ends_its_access(site: Served, boss: TestClient) -> N
     assert {p["id"]: p["closed"] for p in boss.get("/api/v1/people").json()} == {
         "boss": False,
         "leaver": True,
+        "floor": False,  # the site's staff, imported at start
+        "manager": False,
+        "reception": False,
     }
     assert ("person.closed", {"person": "leaver", "by": "boss"}) in entries(site.server)
 
