@@ -1,8 +1,11 @@
-"""``panicbutton demo``: the whole path on one machine, no accounts needed.
+"""``panicbutton demo``: the whole path on one machine, nothing to set up.
 
 A broker (a local Mosquitto, or the embedded one), the server on SQLite, three
 simulated room units on gpiozero's mock pins, and SMS printed here instead of
-sent. Staff replies are played through the real, signed Twilio webhook.
+sent. Staff replies are played through the real, signed Twilio webhook. The
+demo's people (a manager, two staff, two workers) get passwords made up at
+start and printed, so the sign-in pages can be tried at ``http://localhost``
+(where browsers also allow passkeys).
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ from device.indicator import Light
 from server.app import Server, build, web_server
 from server.models import Incident, Page
 from server.paging.notifier import ConsoleNotifier
+from server.people import directory
+from server.people.auth import active_roles
+from server.people.roles import Role
+from server.people.signin import set_password
 from server.settings import Settings
 from server.site import Site, parse_site
 from server.units.broker import SERVER_USER, BrokerFiles
@@ -46,9 +53,12 @@ LIGHT_WORDS = {
     Light.FAULT: "FAULT",
 }
 STAFF = (
-    ("reception", "Reception", "+32470000001", "en"),
-    ("floor", "Floor manager", "+32470000002", "fr"),
+    ("reception", "Reception", "+32470000001", "en", "staff"),
+    ("floor", "Floor staff", "+32470000002", "fr", "staff"),
+    ("manager", "Demo manager", "+32470000003", "en", "manager"),
 )
+#: Workers sign in with a code, not a name.
+WORKERS = ("w-1", "w-2")
 
 HELP = """commands:
   1, 2, 3 ...            press that room's button
@@ -67,9 +77,10 @@ def demo_site(rooms: int) -> Site:
                 for i in range(1, rooms + 1)
             ],
             "staff": [
-                {"id": i, "name": n, "phone": p, "language": lang} for i, n, p, lang in STAFF
+                {"id": i, "name": n, "phone": p, "language": lang, "role": role}
+                for i, n, p, lang, role in STAFF
             ],
-            "duty": {"on_duty": [s[0] for s in STAFF]},
+            "duty": {"on_duty": [s[0] for s in STAFF if s[4] == "staff"]},
         },
         "demo",
     )
@@ -86,6 +97,7 @@ class Demo:
         self.users = {SERVER_USER: secrets.token_urlsafe(16)}
         self.users |= {f"unit-{i}": secrets.token_urlsafe(16) for i in range(1, rooms + 1)}
         self.twilio_token = secrets.token_hex(16)
+        self.public_url = f"http://localhost:{self.http_port}"
         self.lights: dict[int, Light] = {}
         self.changed = threading.Condition()
         self.factories: dict[int, MockFactory] = {}
@@ -130,11 +142,12 @@ class Demo:
             log_checkpoint_file=self.folder / "log-checkpoints.jsonl",
             mqtt_port=self.port,
             mqtt_password=SecretStr(self.users[SERVER_USER]),
-            api_token=SecretStr(secrets.token_urlsafe(32)),
             notifier="console",
             twilio_auth_token=SecretStr(self.twilio_token),
-            public_base_url=f"http://127.0.0.1:{self.http_port}",
+            # localhost, not 127.0.0.1: browsers refuse passkeys on an IP address.
+            public_base_url=self.public_url,
             http_port=self.http_port,
+            cookies_secure=False,
         )
         server = build(settings, site=demo_site(self.rooms), notifier=ConsoleNotifier(self.say))
         self.server = server
@@ -145,6 +158,31 @@ class Demo:
         stack.callback(setattr, web, "should_exit", True)
         self.wait_for(lambda: web.started and server.ingest.connected.is_set(), 15)
         self.say(f"server: SQLite database, HTTP on 127.0.0.1:{self.http_port}, SMS printed here")
+        self._open_accounts(server)
+
+    def _open_accounts(self, server: Server) -> None:
+        """The workers' accounts, and a made-up password for everyone (the demo only)."""
+        services = server.services
+        now = services.clock.now()
+        lines = []
+        with services.sessions.begin() as session:
+            for worker in WORKERS:
+                directory.add_person(
+                    session,
+                    person_id=worker,
+                    name=worker,
+                    roles=[Role.WORKER],
+                    by=directory.SYSTEM,
+                    now=now,
+                )
+            for person_id in (*(s[0] for s in STAFF), *WORKERS):
+                password = "-".join(secrets.token_hex(3) for _ in range(3))
+                set_password(session, person_id=person_id, password=password, now=now)
+                roles = ", ".join(sorted(r.value for r in active_roles(session, person_id, now)))
+                lines.append(f"  {person_id:<10} {password}   ({roles})")
+        self.say(f"sign in at {self.public_url}/sign-in with an id and its password:")
+        for line in lines:
+            self.say(line)
 
     def _start_room(self, stack: contextlib.ExitStack, i: int) -> None:
         device_id = f"unit-{i}"
@@ -216,7 +254,10 @@ class Demo:
             "Body": text,
             "MessageSid": "SM" + secrets.token_hex(16),
         }
-        signature = RequestValidator(self.twilio_token).compute_signature(url, params)
+        # Twilio signs the public URL it calls; the request itself goes to loopback.
+        signature = RequestValidator(self.twilio_token).compute_signature(
+            f"{self.public_url}/twilio/sms", params
+        )
         response = httpx.post(
             url, data=params, headers={"X-Twilio-Signature": signature}, timeout=10
         )

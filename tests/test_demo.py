@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import httpx
 import pytest
 
 from demo.broker import find_mosquitto
@@ -80,3 +81,52 @@ def test_demo_opens_with_its_own_lines_only(broker: str) -> None:
         # readiness probe's empty connection and delivers every unit's retained
         # status to each unit's feedback subscription, which the unit reports.
         assert [line for line in lines if LOG_LINE.match(line)] == []
+
+
+def test_the_demo_prints_how_to_sign_in_and_the_passwords_work() -> None:
+    """The demo's people (a manager, two staff, two workers) can sign in with the
+    passwords it prints, at the address it prints."""
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "panicbutton.cli", "demo", "--broker", "embedded"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert demo.stdin is not None
+    assert demo.stdout is not None
+    try:
+        seen = []
+        for line in demo.stdout:
+            seen.append(line)
+            if line.startswith("ready:"):
+                break
+        out = "".join(seen)
+        url = re.search(r"sign in at (http://localhost:\d+)/sign-in", out)
+        assert url, out
+        printed = re.findall(r"^  ([a-z0-9-]+) +(\S+) +\((.+)\)$", out, re.MULTILINE)
+        people = {person: password for person, password, _ in printed}
+        roles = {person: held for person, _, held in printed}
+        assert roles == {
+            "reception": "staff",
+            "floor": "staff",
+            "manager": "manager",
+            "w-1": "worker",
+            "w-2": "worker",
+        }
+        # localhost may resolve to ::1 first; the demo listens on 127.0.0.1.
+        base = url.group(1).replace("localhost", "127.0.0.1")
+        with httpx.Client(base_url=base, timeout=10) as browser:
+            form = browser.get("/sign-in").text
+            csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+            assert csrf, form
+            signed = browser.post(
+                "/sign-in/password",
+                data={"csrf": csrf.group(1), "id": "manager", "password": people["manager"]},
+            )
+            assert signed.status_code in (200, 303), signed.text
+            me = browser.get("/api/v1/me").json()
+        assert me["id"] == "manager"
+        assert "manager" in me["roles"]
+    finally:
+        demo.communicate("quit\n", timeout=60)
