@@ -54,6 +54,7 @@ from server.routes import me as me_routes
 from server.routes import people as people_routes
 from server.routes import phones as phones_routes
 from server.routes import signin as signin_routes
+from server.routes import units as units_routes
 from server.routes.deps import answers
 from server.routes.limits import BodyLimit
 from server.runner import Runner
@@ -342,6 +343,7 @@ def _http_app(
     app.include_router(presence.router)
     app.include_router(violence.router)
     app.include_router(roster.router)
+    app.include_router(units_routes.router)
     app.include_router(signin_routes.router)
     app.include_router(me_routes.router)
     errors.install(app)

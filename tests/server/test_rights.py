@@ -203,3 +203,19 @@ def test_the_rights_table_in_the_docs_is_the_codes() -> None:
         for right, cells in rows
     }
     assert documented == {right: {r for r in Role if right in RIGHTS[r]} for right in Right}
+
+
+def test_an_installer_sees_the_units_health_and_nothing_of_incidents(server: Server) -> None:
+    client = TestClient(server.app)
+    installer = bearer(person_token(server.services, "fitter", roles=[Role.INSTALLER]))
+    units = client.get("/api/v1/units", headers=installer)
+    assert units.status_code == 200
+    assert [(u["room_id"], u["device_id"], u["online"]) for u in units.json()] == [
+        ("room-1", "unit-1", False),
+        ("room-2", "unit-2", False),
+        ("room-3", "unit-3", False),
+    ]
+    assert all(u["https"] for u in units.json())  # the sample site gives each a token
+    why = {"X-Panicbutton-Justification": "checking the units"}
+    assert client.get("/api/v1/incidents", headers=installer | why).status_code == 403
+    assert client.get("/api/v1/people", headers=installer).status_code == 403

@@ -1,0 +1,67 @@
+"""Room units' health for installers and managers (the ``units`` right): each room, its
+unit, and what the server last heard from it. Read-only; provisioning a unit is done
+on the server (`panicbutton provision`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from server.models import DeviceRecord
+from server.people.auth import Principal
+from server.people.roles import Right
+from server.routes.deps import ServicesDep, answers, need
+
+router = APIRouter(prefix="/api/v1", tags=["units"], responses=answers(401, 403))
+
+
+class UnitOut(BaseModel):
+    room_id: str
+    room: str
+    device_id: str
+    #: Whether the unit is connected now (its retained status, its heartbeats).
+    online: bool
+    last_seen: datetime | None
+    offline_since: datetime | None
+    #: The unit's own word on its health from its last heartbeat ("" when healthy).
+    error: str
+    #: Alerts waiting in its outbox (0 when all were confirmed).
+    outbox: int
+    uptime: int
+    version: str
+    #: Whether its second path (HTTPS with its own token) is set up.
+    https: bool
+
+
+@router.get("/units")
+def list_units(
+    services: ServicesDep, _: Annotated[Principal, Depends(need(Right.UNITS))]
+) -> list[UnitOut]:
+    """Every room's unit and its health, room by room (a unit never heard from is
+    offline with no last-seen time)."""
+    site = services.site
+    with services.sessions() as session:
+        known = {d.device_id: d for d in session.scalars(select(DeviceRecord))}
+    out = []
+    for room in site.rooms:
+        record = known.get(room.device)
+        out.append(
+            UnitOut(
+                room_id=room.id,
+                room=room.label,
+                device_id=room.device,
+                online=bool(record and record.online),
+                last_seen=record.last_seen if record else None,
+                offline_since=record.offline_since if record else None,
+                error=record.error if record else "",
+                outbox=record.outbox if record else 0,
+                uptime=record.uptime if record else 0,
+                version=record.version if record else "",
+                https=room.token_sha256 is not None,
+            )
+        )
+    return out
