@@ -199,7 +199,11 @@ class Records:
             # the bundle's checkpoint covers the export's own record.
             try:
                 return export.make_bundle(
-                    self._keeper, scope=scope, now=self._clock.now(), with_personal=with_personal
+                    self._keeper,
+                    scope=scope,
+                    now=self._clock.now(),
+                    with_personal=with_personal,
+                    for_self=scope == f"person:{who.by}",
                 )
             except export.ExportError as exc:
                 raise NoRecordError(str(exc)) from None

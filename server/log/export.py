@@ -98,15 +98,31 @@ def _person_refs(session: Session, person: str) -> set[str]:
     return refs
 
 
+#: Entries that tie a worker to an incident in the violence register: in a person's
+#: bundle only when that person asks for it (their consent governs who else sees it).
+SELF_ONLY = frozenset({"violence.recorded", "consent.given", "consent.withdrawn"})
+
+
 def make_bundle(
-    keeper: LogKeeper, *, scope: str, now: datetime, with_personal: bool = False
+    keeper: LogKeeper,
+    *,
+    scope: str,
+    now: datetime,
+    with_personal: bool = False,
+    for_self: bool = False,
 ) -> dict[str, bytes]:
     """Sign the log's head (the keeper proves it consistent with every checkpoint first:
-    ``LogFailedError`` if it is not), then the bundle for ``scope``, its manifest signed."""
+    ``LogFailedError`` if it is not), then the bundle for ``scope``, its manifest signed.
+    ``for_self``: a person's bundle asked for by that person."""
     keeper.sign()
     with keeper.sessions() as s:
         return bundle_files(
-            s, scope=scope, signer=keeper.signer, now=now, with_personal=with_personal
+            s,
+            scope=scope,
+            signer=keeper.signer,
+            now=now,
+            with_personal=with_personal,
+            for_self=for_self,
         )
 
 
@@ -117,9 +133,12 @@ def bundle_files(
     signer: checkpoints.Signer,
     now: datetime,
     with_personal: bool = False,
+    for_self: bool = False,
 ) -> dict[str, bytes]:
     """The files of a bundle for ``scope`` (``full``, ``incident:<id>``, ``person:<id>``):
-    the entries up to the latest checkpoint, and the manifest signed by ``signer``."""
+    the entries up to the latest checkpoint, and the manifest signed by ``signer``. A
+    person's bundle made for someone else leaves out the violence register's entries
+    (:data:`SELF_ONLY`)."""
     key = signer.verifier
     files: dict[str, bytes] = {"log-key.pub": f"{key}\n".encode()}
     cp = latest_checkpoint(session)
@@ -150,7 +169,10 @@ def bundle_files(
         elif kind == "person" and which:
             refs = _person_refs(session, which)
             chosen = [
-                n for n, body in enumerate(bodies) if _names(json.loads(body)["data"], which, refs)
+                n
+                for n, body in enumerate(bodies)
+                if _names((entry := json.loads(body))["data"], which, refs)
+                and (for_self or entry["type"] not in SELF_ONLY)
             ]
         else:
             raise ExportError(f"scope {scope!r} is not full, incident:<id> or person:<id>")

@@ -150,7 +150,10 @@ def consent(
         session,
         type="consent.given" if given else "consent.withdrawn",
         kind="note",
-        value=worker_id,
+        # NOTE: not the worker's id: a full or incident bundle with personal data would
+        # then tie the worker to the incident without their consent. Only the subject
+        # (for the worker's own bundle) says whose consent it is.
+        value={"consent": given},
         subjects=[worker_id],
         now=now,
         retention=retention,

@@ -104,7 +104,13 @@ def test_register_is_anonymous_until_the_worker_consents(database_url: str, tmp_
         with k.server.services.sessions() as s:
             kept = {p.ref: p.value for p in s.scalars(select(PersonalData))}
         assert kept[logged[0]["data"]["ref"]] == ACCOUNT
-        assert kept[logged[1]["data"]["ref"]] == "w-7"
+        # The consent itself, not whose it is: only its subject (for the worker's own
+        # bundle) names the worker, so no export ties them to the incident.
+        assert kept[logged[1]["data"]["ref"]] == {"consent": True}
+        with k.server.services.sessions() as s:
+            row = s.get(PersonalData, logged[1]["data"]["ref"])
+            assert row is not None
+            assert row.subjects == ["w-7"]
 
 
 def test_pdf_prints_a_consenting_workers_name_in_any_script(
@@ -197,3 +203,80 @@ def test_register_entries_go_after_five_years_with_their_account(
         redacted = {e["data"]["ref"] for e in k.events("record.redacted")}
         recorded = k.events("violence.recorded")[0]["data"]["ref"]
         assert recorded in redacted  # the account is gone from personal data too
+
+
+def test_exports_never_tie_a_worker_to_the_register_behind_their_back(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A full bundle with personal data verifies and holds no worker id; a manager's
+    bundle of the worker leaves the register out; the worker's own bundle has it."""
+    import json  # noqa: PLC0415
+    import zipfile  # noqa: PLC0415
+
+    from panicbutton.log import verify  # noqa: PLC0415
+    from tests.log.test_standalone import run_verifier  # noqa: PLC0415
+
+    with kit(database_url, tmp_path) as k:
+        boss = k.person("boss", "Boss", Role.MANAGER)
+        worker = k.person("w-7", NAME, Role.WORKER)
+        incident = _incident(k)
+        made = k.client.post(
+            "/api/v1/violence",
+            json={"incident_id": incident, "account": ACCOUNT, "worker": "w-7"},
+            headers=boss,
+        )
+        assert made.status_code == 201, made.text
+        for method in ("POST", "DELETE", "POST"):
+            answer = k.client.request(
+                method, f"/api/v1/me/violence/{incident}/consent", headers=worker
+            )
+            assert answer.status_code in (200, 201, 204), answer.text
+        why = {"X-Panicbutton-Justification": "prevention adviser's yearly review"}
+
+        def bundle(url: str, headers: dict[str, str], **params: str) -> Path:
+            got = k.client.get(url, params=params, headers=headers | why)
+            assert got.status_code == 200, got.text
+            path = tmp_path / f"{len(list(tmp_path.glob('*.zip')))}.zip"
+            path.write_bytes(got.content)
+            return path
+
+        def read(path: Path) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+                entries = [
+                    json.loads(line)
+                    for name in names
+                    if name.endswith("entries.jsonl")
+                    for line in zf.read(name).splitlines()
+                ]
+                personal = [
+                    json.loads(line)
+                    for name in names
+                    if name.endswith("personal.jsonl")
+                    for line in zf.read(name).splitlines()
+                ]
+            return entries, personal
+
+        full = bundle("/api/v1/log/export", boss, scope="full", with_personal="true")
+        key = k.client.get("/api/v1/log/key", headers=boss).text.strip()
+        (tmp_path / "key.pub").write_text(key + "\n")
+        done = run_verifier(tmp_path, str(full), "--key", str(tmp_path / "key.pub"))
+        # Verified; the one finding is the alarm still open (nobody acknowledged it).
+        assert done.returncode == verify.FINDINGS, done.stdout + done.stderr
+        assert "personal data row(s) matched" in done.stdout
+        assert "open (never acknowledged): 1" in done.stdout
+        _, personal = read(full)
+        assert "w-7" not in json.dumps([p["value"] for p in personal])
+
+        theirs = bundle("/api/v1/log/export", boss, scope="person:w-7")
+        types = {e["type"] for e in read(theirs)[0]}
+        assert not types & {"violence.recorded", "consent.given", "consent.withdrawn"}
+
+        own = bundle("/api/v1/me/export", worker)
+        entries, personal = read(own)
+        assert {"violence.recorded", "consent.given", "consent.withdrawn"} <= {
+            e["type"] for e in entries
+        }
+        assert ACCOUNT in json.dumps([p["value"] for p in personal])
+        done = run_verifier(tmp_path, str(own), "--key", str(tmp_path / "key.pub"))
+        assert done.returncode in (verify.OK, verify.FINDINGS), done.stdout + done.stderr
