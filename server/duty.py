@@ -37,7 +37,12 @@ def takeovers(session: Session, at: datetime) -> list[Takeover]:
 
 def covering(site: Site, overrides: list[Takeover], at: datetime) -> list[str]:
     """Staff ids on duty at ``at`` by take-over, shift or the always list; may be empty."""
-    taken = [o.staff_id for o in overrides if o.start_at <= at < o.end_at]
+    # NOTE: only take-overs by someone who can be paged now: a person closed, demoted or
+    # with an unconfirmed phone since would otherwise stay "on duty" and page nobody.
+    pageable = {s.id for s in site.staff}
+    taken = [
+        o.staff_id for o in overrides if o.start_at <= at < o.end_at and o.staff_id in pageable
+    ]
     if taken:
         return list(dict.fromkeys(taken))
     local = at.astimezone(site.zone)

@@ -52,7 +52,11 @@ class Responder(LiveSite):
     ) -> Incident | None:
         """A person acknowledges: paging stops, the others are told who is going, and the
         room unit shows "help is coming". Returns the incident, or None if unknown."""
-        member = self._site.member(staff_id)
+        # NOTE: someone paged and on their way is heard even if, since the page, they can
+        # no longer be paged (closed, demoted, a changed phone): the acknowledgement is
+        # recorded and the others told; only the texts to them are left out.
+        member = self._site.known(staff_id)
+        name = member.name if member else staff_id
         now = self._clock.now()
         with self._sessions.begin() as s:
             incident = s.get(Incident, incident_id)
@@ -63,11 +67,14 @@ class Responder(LiveSite):
             )
         room = self._site.room(incident.room_id).label
         if not changed:
-            if incident.acknowledged_by != staff_id and confirm:
-                acker = self._site.member(incident.acknowledged_by or staff_id)
+            if incident.acknowledged_by != staff_id and confirm and member is not None:
                 self._pager.send_text(
                     member,
-                    messages.already(member.language, name=acker.name, room=room),
+                    messages.already(
+                        member.language,
+                        name=self._site.name_of(incident.acknowledged_by or staff_id),
+                        room=room,
+                    ),
                     incident_id=incident.id,
                     purpose="already_acknowledged",
                 )
@@ -75,7 +82,7 @@ class Responder(LiveSite):
         log.info("incident %d acknowledged by staff %s via %s", incident.id, staff_id, via)
         self._lights.show(incident, now)
         self._wake()
-        if confirm:
+        if confirm and member is not None:
             self._pager.send_text(
                 member,
                 messages.confirm(member.language, room=room),
@@ -84,7 +91,7 @@ class Responder(LiveSite):
             )
         self._tell.paged(
             incident.id,
-            lambda other: messages.stand_down(other.language, name=member.name, room=room),
+            lambda other: messages.stand_down(other.language, name=name, room=room),
             purpose="stand_down",
             but=staff_id,
         )

@@ -150,15 +150,19 @@ class Site:
         return next((r for r in self.rooms if r.device == device_id), None)
 
     def room(self, room_id: str) -> Room:
-        """The room with this id; an incident from an unknown unit gets a stand-in, and
-        one about the whole site (:data:`WHOLE_SITE`) the site's name."""
+        """The room with this id; an incident from an unknown unit gets a stand-in, one
+        about the whole site (:data:`WHOLE_SITE`) the site's name, and one from a room no
+        longer configured a stand-in named by the room's id."""
         if room_id == WHOLE_SITE:
             return Room(id=WHOLE_SITE, label=self.name, device="")
         found = next((r for r in self.rooms if r.id == room_id), None)
         if found is None and room_id.startswith(UNKNOWN_PREFIX):
             return self.unknown_room(room_id.removeprefix(UNKNOWN_PREFIX))
         if found is None:
-            raise LookupError(f"room {room_id!r} is not in the site file")
+            # NOTE: a room removed or renamed while one of its alarms is open: its pages,
+            # replies and follow-ups go on, naming the room by its id (an alarm must
+            # never stop paging because the configuration changed under it).
+            return Room(id=room_id, label=room_id, device="")
         return found
 
     @staticmethod
@@ -182,6 +186,16 @@ class Site:
         if found is None:
             raise LookupError(f"staff {staff_id!r} is not in the site file")
         return found
+
+    def known(self, staff_id: str) -> Staff | None:
+        """The member of staff with this id, or None if they can no longer be paged."""
+        return next((s for s in self.staff if s.id == staff_id), None)
+
+    def name_of(self, staff_id: str) -> str:
+        """What colleagues read for this person: their name, or their id once they can no
+        longer be paged (closed, demoted or an unconfirmed phone since)."""
+        found = self.known(staff_id)
+        return found.name if found else staff_id
 
     def by_phone(self, phone: str) -> Staff | None:
         return next((s for s in self.staff if s.phone == phone), None)

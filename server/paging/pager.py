@@ -233,9 +233,14 @@ class Pager:
             return
         try:
             rendered = self._renderer.render(page_ids, compact=self._compact_now(page_ids[0]))
-        except LookupError as exc:  # the person or room was removed from the site file
+        except LookupError as exc:  # the person can no longer be paged since it was queued
             status.fail(self._sessions, page_ids, f"cannot render: {exc}", self._clock.now())
             log.error("pages %s failed: cannot render: %s", page_ids, exc)
+            # A failed page hurries the next step, whatever made it fail.
+            with self._sessions() as s:
+                done = [(s.get_one(Page, i).incident_id, i) for i in page_ids]
+            for incident_id, page_id in done:
+                self._on_page_done(incident_id, page_id)
             return
         sid, error = self._sender.send(rendered)
         if sid is None and error is not None and error.code in REFUSED_CONTENT:

@@ -165,11 +165,10 @@ class Renderer(LiveSite):
                 lang, room=room, since=incident.pressed_at, timezone=tz, code=page.reply_code
             )
         if page.step < 0:
-            acker = self._site.member(incident.acknowledged_by or member.id)
             return messages.follow_up(
                 lang,
                 room=room,
-                name=acker.name,
+                name=self._site.name_of(incident.acknowledged_by or member.id),
                 at=incident.acknowledged_at or incident.received_at,
                 timezone=tz,
                 code=page.reply_code,

@@ -10,21 +10,38 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from server.db import changed
 from server.errors import PeopleError
 from server.log.append import audit
 from server.people.auth import active_roles, end_sessions
 from server.people.roles import Role
-from server.people.tables import ApiToken, Person, RoleGrant
+from server.people.tables import (
+    ApiToken,
+    Passkey,
+    Password,
+    Person,
+    PhoneCheck,
+    Presence,
+    RoleGrant,
+)
 from server.site import E164, ID_RE, LANGUAGES
 
 #: Who did it when no person did: the command line on the server, or an upgrade.
 SYSTEM = "system"
 
 
+#: Ids the log uses for no person: the server itself, and a worker acting for themselves.
+RESERVED = frozenset({SYSTEM, "self"})
+
+
 def check_id(person_id: str) -> str:
+    if person_id in RESERVED:
+        raise PeopleError(
+            f"the id {person_id!r} is reserved (the log uses it for no person); choose another"
+        )
     if not ID_RE.fullmatch(person_id):
         raise PeopleError(
             f"id {person_id!r} must be 1 to 63 lowercase letters, digits and '-', starting "
@@ -197,17 +214,41 @@ def revoke(session: Session, *, person_id: str, role: Role, by: str, now: dateti
     for row in rows:
         row.revoked_at = now
     audit(session, at=now, type="role.revoked", person=person_id, role=role.value, by=by)
+    if role is Role.WORKER:
+        _leave(session, person_id=person_id, by=by, now=now)
     return True
 
 
 def close(session: Session, *, person_id: str, by: str, now: datetime) -> None:
-    """Close an account: every session ends, every token is revoked, no page goes to it."""
+    """Close an account: every session ends, every token is revoked, no page goes to it,
+    a worker still checked in is checked out, and what is no longer needed goes at once
+    (the phone number, free for someone else; the password, TOTP seed and passkeys).
+    The name stays until the roster's retention ends (it explains past alarms)."""
     person = find(session, person_id)
     person.closed_at = now
+    person.phone, person.phone_confirmed_at = None, None
     end_sessions(session, person_id=person_id, now=now)
     session.execute(
         update(ApiToken)
         .where(ApiToken.person_id == person_id, ApiToken.revoked_at.is_(None))
         .values(revoked_at=now)
     )
+    for table in (Password, Passkey, PhoneCheck):
+        session.execute(delete(table).where(table.person_id == person_id))
+    _leave(session, person_id=person_id, by=by, now=now)
     audit(session, at=now, type="person.closed", person=person_id, by=by)
+
+
+def _leave(session: Session, *, person_id: str, by: str, now: datetime) -> None:
+    """Check ``person_id`` out if they are still checked in (their account closed or no
+    longer a worker's): the presence count, and the reference person's continuity, must
+    not count them any more."""
+    left = changed(
+        session,
+        update(Presence)
+        .where(Presence.person_id == person_id, Presence.checked_out_at.is_(None))
+        .values(checked_out_at=now, out_by=by, room_id=None),
+    )
+    if left:
+        present = session.scalar(select(func.count()).where(Presence.checked_out_at.is_(None)))
+        audit(session, at=now, type="presence.changed", present=present or 0, by=by)

@@ -103,6 +103,9 @@ def check_out(session: Session, *, person_id: str, by: str, now: datetime) -> Pr
         raise PresenceConflictError(f"{person_id!r} is not checked in; nothing to check out")
     stay.checked_out_at = now
     stay.out_by = by
+    # NOTE: the room is forgotten once the stay ends: kept, it could be joined with the
+    # incidents (room, time) to count one worker's alarms, which must never be countable.
+    stay.room_id = None
     session.flush()
     audit(session, at=now, type="presence.changed", present=present_count(session), by=by)
     return stay

@@ -124,7 +124,7 @@ class SmsReplies(LiveSite):
             return
         if state == State.ACKNOWLEDGED and not asked:
             log.info("staff %s: close by SMS refused: taken by someone else", member.id)
-            name = self._site.member(acker or member.id).name
+            name = self._site.name_of(acker or member.id)
             text = messages.not_yours(lang, room=label, name=name)
             self._pager.send_text(member, text, incident_id=incident_id, purpose="not_done")
             return

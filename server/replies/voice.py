@@ -26,23 +26,25 @@ class VoiceKeys(LiveSite):
             pages = [p for p in (s.get(Page, i) for i in page_ids) if p is not None]
         if not pages:
             return messages.call_answer("en", "")
-        member = self._site.member(pages[0].staff_id)
+        # Someone called who can no longer be paged (closed, demoted, a changed phone
+        # since) is still heard: their key 1 takes the alarm.
+        staff_id = pages[0].staff_id
+        member = self._site.known(staff_id)
+        lang = member.language if member else "en"
         if digits.strip() != "1":
-            return messages.call_answer(member.language, messages.call_nothing(member.language))
+            return messages.call_answer(lang, messages.call_nothing(lang))
         mine, others = [], []
         for page in pages:
             incident = self._responder.acknowledge(
-                incident_id=page.incident_id, staff_id=member.id, via="call", confirm=False
+                incident_id=page.incident_id, staff_id=staff_id, via="call", confirm=False
             )
             if incident is None:
                 continue
             room = messages.room_label(self._site.room(incident.room_id).label)
-            if incident.acknowledged_by in (None, member.id):
+            if incident.acknowledged_by in (None, staff_id):
                 mine.append(room)
             else:  # someone else was first: say so, never "you are going"
-                taker = self._site.member(incident.acknowledged_by)
-                others.append(messages.already(member.language, name=taker.name, room=room))
-        said = [messages.call_thanks(member.language, room=", ".join(mine))] if mine else []
-        return messages.call_answer(
-            member.language, " ".join(said + others) or messages.call_nothing(member.language)
-        )
+                taker = self._site.name_of(incident.acknowledged_by)
+                others.append(messages.already(lang, name=taker, room=room))
+        said = [messages.call_thanks(lang, room=", ".join(mine))] if mine else []
+        return messages.call_answer(lang, " ".join(said + others) or messages.call_nothing(lang))

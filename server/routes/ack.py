@@ -180,6 +180,6 @@ async def _acknowledged(services: Services, page: Page) -> Response:
     room = services.site.room(incident.room_id).label
     who = incident.acknowledged_by
     if who != page.staff_id and who is not None:
-        name = html.escape(services.site.member(who).name)
+        name = html.escape(services.site.name_of(who))
         return _page(room, f"<p>{name} is already going.</p>")
     return _page(room, "<p>Thank you. You are going; the others have been told.</p>")

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from panicbutton.wire import Alert, new_alert_id
+from server.errors import PeopleError
 from server.models import Incident
 from server.people.roles import Role
 from server.people.tables import Presence
@@ -41,6 +42,8 @@ def test_worker_checks_in_and_out_and_the_log_counts(database_url: str, tmp_path
         out = k.client.post(CHECK_OUT, json={}, headers=me)
         assert out.status_code == 200
         assert out.json()["checked_out_at"] == "2026-11-30T10:00:00Z"
+        # The room is forgotten once the stay ends (never joinable with the incidents).
+        assert out.json()["room"] is None
         twice = k.client.post(CHECK_OUT, json={}, headers=me)
         assert twice.status_code == 409
         assert "not checked in" in twice.json()["detail"]
@@ -199,3 +202,28 @@ def test_presence_rows_are_deleted_after_their_retention(
             left = [(p.person_id, p.checked_out_at is None) for p in s.scalars(select(Presence))]
         assert sorted(left) == [("w-1", False), ("w-2", True)]
         assert len(k.events()) == entries  # presence rows were never in the log
+
+
+def test_closing_a_checked_in_workers_account_checks_them_out(
+    database_url: str, tmp_path: Path
+) -> None:
+    from server.people import directory  # noqa: PLC0415
+
+    with kit(database_url, tmp_path) as k:
+        me = k.person("w-1", "W one", Role.WORKER)
+        assert k.client.post(CHECK_IN, json={"room": "room-1"}, headers=me).status_code == 200
+        k.person("w-2", "W two", Role.WORKER)
+        with k.server.services.sessions.begin() as s:
+            directory.close(s, person_id="w-1", by="boss", now=k.clock.now())
+        assert [e["data"] for e in k.events("presence.changed")] == [
+            {"present": 1, "by": "self"},
+            {"present": 0, "by": "boss"},
+        ]
+        # Nobody is present any more: no duty-gap incident pages the managers for them.
+        assert k.server.services.continuity.check() == ""
+        for reserved in ("self", "system"):
+            with (
+                k.server.services.sessions.begin() as s,
+                pytest.raises(PeopleError, match="is reserved"),
+            ):
+                directory.add_person(s, person_id=reserved, name="x", by="boss", now=k.clock.now())

@@ -30,8 +30,8 @@ from server.roster import transfer
 from server.roster.edit import StaleVersionError
 from server.settings import Settings
 from server.site import load_site, parse_site
-from tests.harness import FLOOR, RECEPTION, System, sample_site
-from tests.server.test_escalation import START, alert, settle
+from tests.harness import FLOOR, MANAGER, RECEPTION, System, sample_site
+from tests.server.test_escalation import START, STEPS, alert, settle, sms
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 NEW_PHONE = "+32470009999"
@@ -454,3 +454,53 @@ def test_the_running_server_pages_who_the_api_put_on_duty_at_the_next_alarm(
     assert system.twilio.to(FLOOR) == []
     [entry] = [e for e in system.events("config.changed") if e.data["by"] == "boss"]
     assert entry.data["version"] == version + 1
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation=STEPS)
+def test_an_open_alarm_goes_on_paging_when_its_room_is_removed_and_its_taker_closed(
+    system: System,
+) -> None:
+    """The configuration changes under an open alarm: its room is removed and the person
+    on duty by take-over is closed. The next step still pages everyone left, naming the
+    room by its id, and the next alarm pages the others, not the closed person."""
+    from tests.server.test_escalation import advance  # noqa: PLC0415
+
+    assert system.server is not None
+    sv = system.server.services
+    headers = token_for(system.server, "boss", Role.MANAGER)
+    reception = {"Authorization": system.headers("reception")["Authorization"]}
+    took = httpx.post(f"{system.api}/duty/takeover", json={}, headers=reception)
+    assert took.status_code == 204, took.text
+    first = alert(system)
+    settle(system)
+    # The take-over: reception alone is paged at step 0.
+    assert [t for t in sms(system, RECEPTION) if t.startswith("ALARM")]
+    assert not [t for t in sms(system, FLOOR) if t.startswith("ALARM")]
+    current = httpx.get(f"{system.api}/site", headers=headers).json()
+    document = current["document"]
+    document["rooms"] = [r for r in document["rooms"] if r["id"] != "room-1"]
+    changed = httpx.put(
+        f"{system.api}/site",
+        json={"version": current["version"], "document": document},
+        headers=headers,
+    )
+    assert changed.status_code == 200, changed.text
+    with sv.sessions.begin() as s:
+        directory.close(s, person_id="reception", by="boss", now=sv.clock.now())
+
+    advance(system, 31)  # step 1: all staff
+    settle(system)
+    assert any(t.startswith("ALARM room-1") for t in sms(system, FLOOR)), sms(system, FLOOR)
+    assert any("room-1" in t for t in sms(system, MANAGER)), sms(system, MANAGER)
+    with sv.sessions() as s:
+        failed = s.scalars(
+            select(Page.staff_id).where(Page.incident_id == first, Page.status == "failed")
+        )
+        # Only the closed person's pages of the frozen plan fail (and hurry the next step).
+        assert set(failed) == {"reception"}
+    second = alert(system, "unit-2")
+    advance(system, 25)  # past the bundle windows (SMS 3 s, calls 20 s) of the pages just sent
+    settle(system)
+    assert "reception" not in paged(system.server, second)
+    assert paged(system.server, second)  # the others are on duty, not nobody
