@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 CODE_LIFE = timedelta(minutes=10)
 MAX_ATTEMPTS = 5
 RESEND_AFTER = timedelta(minutes=1)
+#: How often a person may send themselves a test page.
+TEST_PAGE_EVERY = timedelta(minutes=1)
 SENDS_PER_DAY = 5
 DAY = timedelta(days=1)
 
@@ -126,6 +129,9 @@ class Phones(LiveSite):
         self._sites = site
         self._pager = pager
         self._clock = clock
+        #: When each person last sent themselves a test page (this process).
+        self._tested: dict[str, datetime] = {}
+        self._tested_lock = threading.Lock()
 
     def send_code(self, person_id: str) -> Sent:
         """Text a fresh 6-digit code to the person's own number. NoPhoneError if there is
@@ -202,6 +208,7 @@ class Phones(LiveSite):
                     "code (POST /api/v1/me/phone/code) and enter it first"
                 )
             member = as_staff(person)
+        self._may_test(person_id, now)
         text = _TEST_TEXT[member.language].format(
             time=messages.local_time(now, self._site.timezone)
         )
@@ -209,6 +216,21 @@ class Phones(LiveSite):
         if call:
             twiml = messages.call_answer(member.language, _TEST_SPOKEN[member.language])
             self._pager.send_text(member, twiml, incident_id=None, purpose="test_call", call=True)
+
+    def _may_test(self, person_id: str, now: datetime) -> None:
+        """TooManyError if ``person_id`` sent a test page less than a minute ago; else
+        note this one (a test page costs a text and perhaps a call)."""
+        with self._tested_lock:
+            last = self._tested.get(person_id)
+            if last is not None and now - last < TEST_PAGE_EVERY:
+                wait = TEST_PAGE_EVERY - (now - last)
+                raise TooManyError(
+                    "you sent a test page less than a minute ago: wait for it to arrive, "
+                    "or try again in a minute",
+                    retry_after=max(1, int(wait.total_seconds()) + 1),
+                )
+            self._tested = {p: t for p, t in self._tested.items() if now - t < TEST_PAGE_EVERY}
+            self._tested[person_id] = now
 
     def failed(self, s: Session, person_id: str, why: str, now: datetime) -> None:
         """A page to ``person_id`` failed (``why``: the error or status callback, with

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
-
 from panicbutton.clock import SystemClock
 from server.db import make_engine, migrate, sessions
 from server.errors import PeopleError
 from server.people import directory
 from server.people.auth import active_roles
+from server.people.links import LINK_HOURS, can_sign_in, issue_link
 from server.people.roles import rights_of
-from server.people.signin import LINK_HOURS, create_token, issue_link
-from server.people.tables import Passkey, Password, Person
+from server.people.signin import create_token
+from server.people.tables import Person
 from server.settings import Settings
 
 
@@ -66,13 +65,10 @@ def invite(
                         directory.grant(
                             session, person_id=person_id, role=role, by=directory.SYSTEM, now=now
                         )
-            has_method = session.scalar(
-                select(Passkey.id).where(Passkey.person_id == person_id).limit(1)
-            ) or session.get(Password, person_id)
             token = issue_link(
                 session,
                 person_id=person_id,
-                purpose="recover" if has_method else "enrol",
+                purpose="recover" if can_sign_in(session, person_id) else "enrol",
                 by=directory.SYSTEM,
                 now=now,
                 hours=hours,

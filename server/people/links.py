@@ -10,18 +10,30 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from server.errors import PeopleError
 from server.log.append import audit
 from server.people.auth import sha256
-from server.people.tables import EnrolmentLink
+from server.people.directory import find
+from server.people.tables import EnrolmentLink, Passkey, Password
 
 #: What a link is for.
 PURPOSES = ("enrol", "recover")
 #: How long a link stays good, in hours, unless the caller says otherwise.
 LINK_HOURS = 72
+
+
+class CanSignInError(PeopleError):
+    """An enrolment link for someone who can sign in already (a recovery link is the
+    one to send: it takes away what they had)."""
+
+
+def can_sign_in(session: Session, person_id: str) -> bool:
+    """Whether ``person_id`` has a passkey or a password."""
+    has_key = session.scalar(select(Passkey.id).where(Passkey.person_id == person_id).limit(1))
+    return has_key is not None or session.get(Password, person_id) is not None
 
 
 def issue_link(
@@ -36,11 +48,16 @@ def issue_link(
     """Make a one-time link token for ``person_id`` (good for ``hours`` hours) and log
     ``signin.link_issued``; return the token, to be shown once in
     ``{PANICBUTTON_PUBLIC_BASE_URL}/enrol/{token}``. Earlier unused links of the same
-    person and purpose stop working: only the newest one sent counts."""
+    person and purpose stop working: only the newest one sent counts. PeopleError if
+    there is no such open account; CanSignInError for an ``enrol`` link to someone who
+    can sign in already."""
+    find(session, person_id)
     if purpose not in PURPOSES:
         raise PeopleError(f"a link is for one of {', '.join(PURPOSES)}, got {purpose!r}")
     if not 1 <= hours <= 24 * 14:
         raise PeopleError("a link must stay good for 1 hour to 14 days")
+    if purpose == "enrol" and can_sign_in(session, person_id):
+        raise CanSignInError("they can sign in already: send a recovery link")
     session.execute(
         update(EnrolmentLink)
         .where(

@@ -41,6 +41,7 @@ from server.errors import PeopleError
 from server.models import Base
 from server.people.tables import Passkey
 
+_UNREADABLE = "the passkey's answer cannot be read (it is malformed); try again"
 #: How long a browser has to answer a challenge.
 CHALLENGE_LIFE = timedelta(minutes=2)
 
@@ -97,7 +98,7 @@ def take_challenge(
     try:
         client_data = json.loads(base64url_to_bytes(credential["response"]["clientDataJSON"]))
         challenge = str(client_data["challenge"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise PeopleError("the passkey's answer cannot be read; try again") from None
     row = session.get(WebauthnChallenge, challenge)
     person_id = row.person_id if row is not None else None
@@ -155,6 +156,9 @@ def register(
     :func:`take_challenge`, for ``owner``) and keep it."""
     if owner != person_id:
         raise PeopleError("this passkey answer belongs to another enrolment; start again")
+    response = credential.get("response")
+    if not isinstance(response, dict):
+        raise PeopleError(_UNREADABLE)
     try:
         verified = verify_registration_response(
             credential=credential,
@@ -165,10 +169,12 @@ def register(
         )
     except WebAuthnException as exc:
         raise PeopleError(f"the passkey was refused: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise PeopleError(_UNREADABLE) from None
     key_id = bytes_to_base64url(verified.credential_id)
     if session.get(Passkey, key_id) is not None:
         raise PeopleError("this passkey is already registered")
-    transports = credential.get("response", {}).get("transports", [])
+    transports = response.get("transports", [])
     passkey = Passkey(
         id=key_id,
         person_id=person_id,
@@ -208,8 +214,15 @@ def authenticate(
     passkey = session.get(Passkey, str(credential.get("id", ""))[:1400])
     if passkey is None:
         raise PeopleError("this passkey is not registered here; sign in another way")
-    handle = credential.get("response", {}).get("userHandle")
-    if handle and base64url_to_bytes(str(handle)) != passkey.person_id.encode():
+    response = credential.get("response")
+    if not isinstance(response, dict):
+        raise PeopleError(_UNREADABLE)
+    handle = response.get("userHandle")
+    try:
+        named = base64url_to_bytes(str(handle)) if handle else None
+    except ValueError:
+        raise PeopleError(_UNREADABLE) from None
+    if named is not None and named != passkey.person_id.encode():
         raise PeopleError("this passkey answer names another person than its key; start again")
     try:
         verified = verify_authentication_response(
@@ -223,6 +236,8 @@ def authenticate(
         )
     except WebAuthnException as exc:
         raise PeopleError(f"the passkey was refused: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise PeopleError(_UNREADABLE) from None
     passkey.sign_count = verified.new_sign_count
     passkey.last_used_at = now
     return passkey

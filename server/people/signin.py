@@ -10,13 +10,13 @@ password are refused alike and take as long (an argon2 check either way).
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from ipaddress import ip_address, ip_network
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton.clock import Clock
@@ -35,12 +35,8 @@ from server.people.tables import (
     Password,
     Person,
     SignInFailure,
+    WebSession,
 )
-
-PURPOSES = ("enrol", "recover")
-#: How long a link works unless the manager says otherwise, and at most.
-LINK_HOURS = 72
-LONGEST_LINK_HOURS = 14 * 24
 
 
 class WrongCredentialsError(PeopleError):
@@ -61,51 +57,26 @@ class LinkGoneError(PeopleError):
 
 @dataclass(frozen=True, slots=True)
 class Throttle:
-    """How many failures are allowed per account and per address within ``window``."""
+    """How many failed sign-ins are allowed within ``window``: for one account from one
+    address, for one account from everywhere (much higher, so that nobody can lock
+    someone else out from afar), and from one address (an IPv6 address counts as its
+    /64)."""
 
-    per_account: int = 5
+    per_account_address: int = 5
+    per_account: int = 50
     per_address: int = 20
     window: timedelta = timedelta(minutes=15)
 
 
-def issue_link(
-    session: Session,
-    *,
-    person_id: str,
-    purpose: str,
-    by: str,
-    now: datetime,
-    hours: int = LINK_HOURS,
-) -> str:
-    """A one-time link token for ``person_id`` (shown once; only its SHA-256 is kept)."""
-    find(session, person_id)
-    if purpose not in PURPOSES:
-        raise PeopleError(f"a link is for one of {', '.join(PURPOSES)}, not {purpose!r}")
-    if not 1 <= hours <= LONGEST_LINK_HOURS:
-        raise PeopleError(f"a link lasts 1 to {LONGEST_LINK_HOURS} hours, not {hours}")
-    token = secrets.token_urlsafe(32)
-    until = now + timedelta(hours=hours)
-    session.add(
-        EnrolmentLink(
-            token_sha256=sha256(token),
-            person_id=person_id,
-            purpose=purpose,
-            created_by=by,
-            created_at=now,
-            expires_at=until,
-            used_at=None,
-        )
-    )
-    audit(
-        session,
-        at=now,
-        type="signin.link_issued",
-        person=person_id,
-        purpose=purpose,
-        by=by,
-        until=until,
-    )
-    return token
+def address_key(address: str) -> str:
+    """The address failures are counted under: an IPv6 address as its /64 network."""
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        return str(ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 _GONE = (
@@ -125,8 +96,10 @@ def open_link(session: Session, token: str, now: datetime) -> EnrolmentLink:
 
 
 def use_link(session: Session, token: str, now: datetime) -> str:
-    """Mark the link used (once, whichever server gets there first); a recovery link
-    first ends all its owner's sessions. The person's id."""
+    """Mark the link used (once, whichever server gets there first). A recovery link
+    first takes away everything that let anyone in as its owner: every API token is
+    revoked, every passkey and the password (with TOTP) removed, every session ended,
+    so that whoever held them keeps nothing once the owner recovers. The person's id."""
     link = open_link(session, token, now)
     won = changed(
         session,
@@ -137,16 +110,44 @@ def use_link(session: Session, token: str, now: datetime) -> str:
     if won != 1:
         raise LinkGoneError(_GONE)
     if link.purpose == "recover":
-        count = end_sessions(session, person_id=link.person_id, now=now)
+        wipe_access(session, link.person_id, now)
+    return link.person_id
+
+
+def wipe_access(session: Session, person_id: str, now: datetime) -> None:
+    """Revoke all of ``person_id``'s API tokens, remove their passkeys and password
+    (and TOTP), end their sessions; each logged, by the person (a recovery)."""
+    tokens = session.scalars(
+        select(ApiToken.id).where(ApiToken.person_id == person_id, ApiToken.revoked_at.is_(None))
+    ).all()
+    session.execute(
+        update(ApiToken)
+        .where(ApiToken.id.in_(tokens), ApiToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    for token_id in tokens:
+        audit(session, at=now, type="token.revoked", person=person_id, token=token_id, by=person_id)
+    removed = len(session.scalars(select(Passkey.id).where(Passkey.person_id == person_id)).all())
+    session.execute(delete(Passkey).where(Passkey.person_id == person_id))
+    methods = ["passkey"] * removed
+    row = session.get(Password, person_id)
+    if row is not None:
+        methods += ["password", "totp"] if row.totp_secret else ["password"]
+        session.delete(row)
+        session.flush()
+    for method in methods:
         audit(
             session,
             at=now,
-            type="signin.sessions_ended",
-            person=link.person_id,
-            by=link.person_id,
-            count=count,
+            type="signin.method_removed",
+            person=person_id,
+            method=method,
+            by=person_id,
         )
-    return link.person_id
+    count = end_sessions(session, person_id=person_id, now=now)
+    audit(
+        session, at=now, type="signin.sessions_ended", person=person_id, by=person_id, count=count
+    )
 
 
 def set_password(
@@ -157,9 +158,11 @@ def set_password(
     now: datetime,
     totp_secret: str = "",
     totp_code: str = "",
+    keep_totp: bool = False,
 ) -> None:
-    """Set (or replace) a person's password; with a TOTP seed and a first code from it,
-    turn TOTP on too. PeopleError says what is wrong."""
+    """Set (or replace) a person's password. With a TOTP seed and a first code from it,
+    TOTP is turned on (with the new seed); else, with ``keep_totp``, TOTP stays as it
+    was; else it is off. PeopleError says what is wrong."""
     hashed = passwords.hash_password(password)
     step = 0
     if totp_code.strip():
@@ -172,15 +175,34 @@ def set_password(
             )
         step = found
     row = session.get(Password, person_id)
+    had_totp = row is not None and bool(row.totp_secret)
     if row is None:
         row = Password(person_id=person_id, hash=hashed, changed_at=now, totp_last_step=0)
         session.add(row)
     row.hash, row.changed_at = hashed, now
-    row.totp_secret = totp_secret if step else None
-    row.totp_last_step = step
+    if step:
+        row.totp_secret, row.totp_last_step = totp_secret, step
+    elif not (keep_totp and had_totp):
+        row.totp_secret, row.totp_last_step = None, 0
     audit(session, at=now, type="signin.method_added", person=person_id, method="password")
     if step:
         audit(session, at=now, type="signin.method_added", person=person_id, method="totp")
+    elif had_totp and not row.totp_secret:
+        audit(
+            session,
+            at=now,
+            type="signin.method_removed",
+            person=person_id,
+            method="totp",
+            by=person_id,
+        )
+
+
+_WHAT = {
+    "from": "this account from your address",
+    "person": "this account",
+    "addr": "your address",
+}
 
 
 def _failures(session: Session, key: str, since: datetime) -> tuple[int, datetime | None]:
@@ -210,30 +232,49 @@ class SignIn:
 
     # -- throttling ---------------------------------------------------------------
 
-    def _check_throttle(
-        self, session: Session, keys: Iterable[tuple[str, int]], now: datetime
-    ) -> None:
+    def _attempt(self, keys: list[tuple[str, int]], now: datetime) -> list[int]:
+        """Count this attempt as a failure under each key, and check the counts, in one
+        transaction committed before any password or passkey is checked: concurrent
+        guesses each see the others. ThrottledError (nothing counted) when a count is at
+        its limit; else the ids of the rows, deleted if the sign-in succeeds."""
         window = self._throttle.window
-        session.execute(delete(SignInFailure).where(SignInFailure.at <= now - window))
-        for key, limit in keys:
-            count, first = _failures(session, key, now - window)
-            if count >= limit and first is not None:
-                wait = max(1, int((first + window - now).total_seconds()) + 1)
-                what = "this account" if key.startswith("person:") else "your address"
-                raise ThrottledError(
-                    f"too many failed sign-ins for {what}: wait {wait // 60 + 1} minutes "
-                    "and try again, or ask a manager for a recovery link",
-                    retry_after=wait,
-                )
-
-    def _fail(self, keys: Iterable[str], now: datetime) -> None:
         with self._sessions.begin() as session:
-            session.add_all(SignInFailure(key=key[:100], at=now) for key in keys)
+            if session.get_bind().dialect.name == "postgresql":
+                # One attempt at a time per key (SQLite writers are serialised anyway).
+                for key, _ in sorted(keys):
+                    session.execute(
+                        text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key}
+                    )
+            session.execute(delete(SignInFailure).where(SignInFailure.at <= now - window))
+            for key, limit in keys:
+                count, first = _failures(session, key, now - window)
+                if count >= limit and first is not None:
+                    wait = max(1, int((first + window - now).total_seconds()) + 1)
+                    raise ThrottledError(
+                        f"too many failed sign-ins for {_WHAT[key.split(':', 1)[0]]}: wait "
+                        f"{wait // 60 + 1} minutes and try again, or ask a manager for a "
+                        "recovery link",
+                        retry_after=wait,
+                    )
+            rows = [SignInFailure(key=key, at=now) for key, _ in keys]
+            session.add_all(rows)
+            session.flush()
+            return [row.id for row in rows]
+
+    @staticmethod
+    def _succeeded(session: Session, attempt: list[int]) -> None:
+        """A sign-in went through: its attempt is not a failure after all."""
+        session.execute(delete(SignInFailure).where(SignInFailure.id.in_(attempt)))
 
     def _keys(self, person_id: str | None, address: str) -> list[tuple[str, int]]:
-        keys = [(f"addr:{address}", self._throttle.per_address)]
+        where = address_key(address)
+        keys = [(f"addr:{where}"[:100], self._throttle.per_address)]
         if person_id is not None:
-            keys.insert(0, (f"person:{person_id}", self._throttle.per_account))
+            keys = [
+                (f"from:{person_id}@{where}"[:100], self._throttle.per_account_address),
+                (f"person:{person_id}"[:100], self._throttle.per_account),
+                *keys,
+            ]
         return keys
 
     # -- links --------------------------------------------------------------------
@@ -365,19 +406,47 @@ class SignIn:
             return True
 
     def change_password(
-        self, person_id: str, *, password: str, totp_secret: str = "", totp_code: str = ""
-    ) -> None:
-        """Set a signed-in person's password (TOTP on with a seed and its first code)."""
+        self,
+        principal: Principal,
+        *,
+        current_password: str,
+        current_code: str,
+        password: str,
+        address: str,
+        totp_secret: str = "",
+        totp_code: str = "",
+        totp_off: bool = False,
+    ) -> int:
+        """Set a signed-in person's password. If they have one, ``current_password`` (and
+        ``current_code`` while TOTP is on) must be right: a wrong one is a failed sign-in
+        (throttled alike). TOTP is turned on with a seed and its first code, off only with
+        ``totp_off``, and otherwise stays as it was. Their other sessions end; how many."""
+        now = self._clock.now()
+        person_id = principal.person_id
+        if totp_off and (totp_secret.strip() or totp_code.strip()):
+            raise PeopleError("either turn TOTP off or give a new seed and code, not both")
+        attempt = self._attempt(self._keys(person_id, address), now)
         with self._sessions.begin() as session:
             find(session, person_id)
+            if session.get(Password, person_id) is not None and not self._check_password(
+                session, person_id, current_password, current_code, now
+            ):
+                raise WrongCredentialsError(
+                    "your current password or code is wrong: nothing was changed (after a "
+                    "few failures this pauses for a while)"
+                )
+            self._succeeded(session, attempt)
+        with self._sessions.begin() as session:
             set_password(
                 session,
                 person_id=person_id,
                 password=password,
-                now=self._clock.now(),
+                now=now,
                 totp_secret=totp_secret,
                 totp_code=totp_code,
+                keep_totp=not totp_off,
             )
+            return _end_others(session, principal, now)
 
     # -- signing in ---------------------------------------------------------------
 
@@ -388,39 +457,46 @@ class SignIn:
         ThrottledError or WrongCredentialsError otherwise."""
         now = self._clock.now()
         person_id = person_id.strip().lower()[:63]
-        keys = self._keys(person_id, address)
+        attempt = self._attempt(self._keys(person_id, address), now)
         with self._sessions.begin() as session:
-            self._check_throttle(session, keys, now)
-            row = session.get(Password, person_id)
-            ok = passwords.verify(row.hash if row else None, password)
-            if ok and row is not None and row.totp_secret:
-                step = passwords.totp_step(row.totp_secret, code, now=now, after=row.totp_last_step)
-                ok = step is not None and (
-                    changed(
-                        session,
-                        update(Password)
-                        .where(
-                            Password.person_id == person_id,
-                            Password.totp_last_step == row.totp_last_step,
-                        )
-                        .values(totp_last_step=step),
-                    )
-                    == 1
-                )
-            if ok and not active_roles(session, person_id, now):
-                ok = False
-            if ok and row is not None:
-                if passwords.needs_rehash(row.hash):
-                    row.hash = passwords.HASHER.hash(password)
-                method = "password+totp" if row.totp_secret else "password"
+            method = self._check_password(session, person_id, password, code, now)
+            if method and active_roles(session, person_id, now):
+                self._succeeded(session, attempt)
                 return start_session(
                     session, person_id=person_id, agent=agent, method=method, now=now
                 )
-        self._fail((k for k, _ in keys), now)
         raise WrongCredentialsError(
             "wrong id, password or code: check them and try again (after a few failures "
             "sign-in pauses for a while)"
         )
+
+    @staticmethod
+    def _check_password(
+        session: Session, person_id: str, password: str, code: str, now: datetime
+    ) -> str:
+        """``password`` or ``password+totp`` when the password (and the TOTP code, taken
+        once) is right; "" otherwise (an argon2 check either way)."""
+        row = session.get(Password, person_id)
+        ok = passwords.verify(row.hash if row else None, password)
+        if not ok or row is None:
+            return ""
+        if row.totp_secret:
+            step = passwords.totp_step(row.totp_secret, code, now=now, after=row.totp_last_step)
+            taken = step is not None and changed(
+                session,
+                update(Password)
+                .where(
+                    Password.person_id == person_id,
+                    Password.totp_last_step == row.totp_last_step,
+                )
+                .values(totp_last_step=step),
+            )
+            if not taken:
+                return ""
+            session.refresh(row)
+        if passwords.needs_rehash(row.hash):
+            row.hash = passwords.HASHER.hash(password)
+        return "password+totp" if row.totp_secret else "password"
 
     def passkey_options(self) -> str:
         with self._sessions.begin() as session:
@@ -429,10 +505,9 @@ class SignIn:
     def with_passkey(self, *, credential: dict[str, Any], address: str, agent: str) -> str:
         """Sign in with a passkey's answer; the session's cookie."""
         now = self._clock.now()
-        keys = self._keys(None, address)
+        attempt = self._attempt(self._keys(None, address), now)
         try:
             with self._sessions.begin() as session:
-                self._check_throttle(session, keys, now)
                 challenge, _ = passkeys.take_challenge(session, credential, "authenticate", now)
             with self._sessions.begin() as session:
                 passkey = passkeys.authenticate(
@@ -440,13 +515,11 @@ class SignIn:
                 )
                 if not active_roles(session, passkey.person_id, now):
                     raise WrongCredentialsError("this account is closed or holds no role")
+                self._succeeded(session, attempt)
                 return start_session(
                     session, person_id=passkey.person_id, agent=agent, method="passkey", now=now
                 )
-        except ThrottledError:
-            raise
         except PeopleError as exc:
-            self._fail((k for k, _ in keys), now)
             raise WrongCredentialsError(str(exc)) from None
 
     def sign_out(self, *, person_id: str, handle: str) -> None:
@@ -524,6 +597,29 @@ class SignIn:
                     by=principal.person_id,
                 )
             return done == 1
+
+
+def _end_others(session: Session, principal: Principal, now: datetime) -> int:
+    """End the person's sessions but the one making this request (logged); how many."""
+    count = changed(
+        session,
+        update(WebSession)
+        .where(
+            WebSession.person_id == principal.person_id,
+            WebSession.ended_at.is_(None),
+            WebSession.id_sha256 != principal.handle,
+        )
+        .values(ended_at=now),
+    )
+    audit(
+        session,
+        at=now,
+        type="signin.sessions_ended",
+        person=principal.person_id,
+        by=principal.person_id,
+        count=count,
+    )
+    return count
 
 
 def create_token(

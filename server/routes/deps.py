@@ -110,21 +110,34 @@ def session_cookie(settings: Settings) -> str:
 
 
 def client_address(request: Request, settings: Settings) -> str:
-    """The caller's address: the peer, or the last ``X-Forwarded-For`` hop a trusted
-    proxy added (only when the peer is one of ``PANICBUTTON_TRUSTED_PROXIES``)."""
+    """The caller's address: the peer, or, when the peer is one of
+    ``PANICBUTTON_TRUSTED_PROXIES``, the nearest ``X-Forwarded-For`` hop that is not a
+    trusted proxy (read right to left: each proxy appends the address it was called
+    from, so the hops left of the first untrusted one are the caller's to forge)."""
     peer = request.client.host if request.client else ""
     forwarded = request.headers.get("x-forwarded-for", "")
     if not forwarded or not settings.trusted_proxies:
         return peer
     try:
-        peer_ip = ip_address(peer)
-        trusted = any(peer_ip in ip_network(net) for net in settings.trusted_proxies)
+        proxies = [ip_network(net, strict=False) for net in settings.trusted_proxies]
     except ValueError:
         return peer
-    if not trusted:
+
+    def trusted(address: str) -> bool:
+        try:
+            ip = ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in proxies)
+
+    if not trusted(peer):
         return peer
     hops = [h.strip() for h in forwarded.split(",") if h.strip()]
-    return hops[-1] if hops else peer
+    for hop in reversed(hops):
+        if not trusted(hop):
+            return hop
+    # Every hop is a proxy of ours: the first of them is as near the caller as we know.
+    return hops[0] if hops else peer
 
 
 def authenticate(

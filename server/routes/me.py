@@ -11,16 +11,30 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Path, Response
+from fastapi import APIRouter, HTTPException, Path, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from server.errors import PeopleError
+from server.people.auth import Principal
 from server.people.passwords import new_totp_secret, totp_uri
+from server.people.signin import ThrottledError, WrongCredentialsError
 from server.people.tables import ApiToken, Passkey
-from server.routes.deps import Me, ServicesDep, answers
+from server.routes.deps import Me, Problem, ServicesDep, SettingsDep, answers, client_address
 
 router = APIRouter(prefix="/api/v1/me", tags=["own account"])
+#: What an API token may not do to the account it belongs to.
+BROWSER_ONLY = (
+    "only from a signed-in browser, not with an API token: changing how you sign in "
+    "(password, TOTP, passkeys) and making or revoking tokens"
+)
+
+
+def _browser(principal: Principal) -> None:
+    """403 unless the caller is a signed-in browser: a leaked token must not be able
+    to take the account over (new password, passkey or token)."""
+    if principal.via != "session":
+        raise HTTPException(403, BROWSER_ONLY)
 
 
 class MeOut(BaseModel):
@@ -109,6 +123,7 @@ async def tokens(principal: Me, services: ServicesDep) -> list[TokenOut]:
     responses=answers(400, 401, 403, 422),
 )
 async def create_token(body: TokenIn, principal: Me, services: ServicesDep) -> NewToken:
+    _browser(principal)
     try:
         row, token = await run_in_threadpool(
             lambda: services.signin.create_token(
@@ -131,6 +146,7 @@ async def revoke_token(
     services: ServicesDep,
     token_id: str = Path(max_length=24, description="the token's id (pbt_<id>_...)"),
 ) -> None:
+    _browser(principal)
     done = await run_in_threadpool(services.signin.revoke_token, principal, token_id)
     if not done:
         raise HTTPException(
@@ -161,12 +177,17 @@ class PasskeyOut(BaseModel):
 
 
 class PasswordIn(BaseModel):
-    """A new password; with ``totp_secret`` (from GET /api/v1/me/totp-seed) and the
-    first ``totp_code`` of it, TOTP is turned on (without them, it is off)."""
+    """A new password. ``current_password`` (and ``current_code`` while TOTP is on) is
+    required when you have a password already. With ``totp_secret`` (from GET
+    /api/v1/me/totp-seed) and its first ``totp_code``, TOTP is turned on; with
+    ``totp_off``, off; otherwise it stays as it is."""
 
     password: str = Field(max_length=1000)
+    current_password: str = Field(default="", max_length=1000)
+    current_code: str = Field(default="", max_length=12)
     totp_secret: str = Field(default="", max_length=64)
     totp_code: str = Field(default="", max_length=12)
+    totp_off: bool = False
 
 
 class Seed(BaseModel):
@@ -188,6 +209,7 @@ class Seed(BaseModel):
     },
 )
 async def passkey_options(principal: Me, services: ServicesDep) -> Response:
+    _browser(principal)
     options = await run_in_threadpool(services.signin.passkey_options_for, principal.person_id)
     return Response(options, media_type="application/json")
 
@@ -199,6 +221,7 @@ async def passkey_options(principal: Me, services: ServicesDep) -> Response:
     responses=answers(400, 401, 403, 422),
 )
 async def add_passkey(body: PasskeyIn, principal: Me, services: ServicesDep) -> PasskeyOut:
+    _browser(principal)
     try:
         row = await run_in_threadpool(
             lambda: services.signin.add_passkey(
@@ -227,6 +250,7 @@ async def remove_passkey(
     services: ServicesDep,
     key_id: str = Path(max_length=1400, description="the passkey's id"),
 ) -> None:
+    _browser(principal)
     try:
         done = await run_in_threadpool(services.signin.remove_passkey, principal.person_id, key_id)
     except PeopleError as exc:
@@ -241,6 +265,7 @@ async def remove_passkey(
     responses=answers(401, 403),
 )
 def totp_seed(principal: Me, services: ServicesDep) -> Seed:
+    _browser(principal)
     secret = new_totp_secret()
     return Seed(
         secret=secret,
@@ -251,18 +276,40 @@ def totp_seed(principal: Me, services: ServicesDep) -> Seed:
 @router.put(
     "/password",
     status_code=204,
-    summary="Set or change your password (and turn TOTP on or off)",
-    responses=answers(400, 401, 403, 422),
+    summary="Set or change your password (and turn TOTP on or off); your other "
+    "browser sessions end",
+    responses={
+        **answers(400, 401, 403, 422),
+        429: {
+            "model": Problem,
+            "description": "too many wrong current passwords: wait Retry-After seconds",
+        },
+    },
 )
-async def change_password(body: PasswordIn, principal: Me, services: ServicesDep) -> None:
+async def change_password(
+    body: PasswordIn,
+    principal: Me,
+    services: ServicesDep,
+    settings: SettingsDep,
+    request: Request,
+) -> None:
+    _browser(principal)
     try:
         await run_in_threadpool(
             lambda: services.signin.change_password(
-                principal.person_id,
+                principal,
+                current_password=body.current_password,
+                current_code=body.current_code,
                 password=body.password,
+                address=client_address(request, settings),
                 totp_secret=body.totp_secret,
                 totp_code=body.totp_code,
+                totp_off=body.totp_off,
             )
         )
+    except ThrottledError as exc:
+        raise HTTPException(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+    except WrongCredentialsError as exc:
+        raise HTTPException(403, str(exc)) from None
     except PeopleError as exc:
         raise HTTPException(422, str(exc)) from None

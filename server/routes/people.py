@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from server.errors import PeopleError
 from server.people import directory
 from server.people.auth import Principal
-from server.people.links import LINK_HOURS, issue_link, link_url
+from server.people.links import LINK_HOURS, CanSignInError, issue_link, link_url
 from server.people.roles import Right, Role
 from server.people.tables import Person, RoleGrant
 from server.phones import masked
@@ -31,6 +31,9 @@ _ROLES = {r.value for r in Role}
 INSPECTOR_DAYS = 90
 NO_PERSON: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "nobody has this id"}
+}
+CAN_SIGN_IN: dict[int | str, dict[str, Any]] = {
+    409: {"model": Problem, "description": "they can sign in already: send a recovery link"}
 }
 LAST_MANAGER: dict[int | str, dict[str, Any]] = {
     409: {
@@ -143,15 +146,17 @@ def _check_until(role: Role, until: datetime | None, now: datetime) -> None:
         )
 
 
-def _keeps_a_manager(s: Session, *, without: str, now: datetime) -> None:
-    """409 unless someone other than ``without`` is a manager with an open account."""
+def _keeps_a_manager(s: Session, *, without: str) -> None:
+    """409 unless someone other than ``without`` is a manager with an open account, for
+    good (a manager role that ends by itself does not count)."""
     others = s.scalar(
         select(RoleGrant.person_id)
         .join(Person, Person.id == RoleGrant.person_id)
         .where(
             RoleGrant.role == Role.MANAGER.value,
             RoleGrant.revoked_at.is_(None),
-            (RoleGrant.expires_at.is_(None)) | (RoleGrant.expires_at > now),
+            # A grant that ends by itself would leave the site without a manager then.
+            RoleGrant.expires_at.is_(None),
             Person.closed_at.is_(None),
             Person.id != without,
         )
@@ -174,6 +179,32 @@ def _get(s: Session, person_id: str) -> Person:
 
 def _refused(exc: PeopleError) -> HTTPException:
     return HTTPException(422, str(exc))
+
+
+LINK_REFUSED: dict[int | str, dict[str, Any]] = {
+    403: {
+        "model": Problem,
+        "description": "not allowed: links are sent only from a signed-in browser (not "
+        "with an API token), and never to oneself",
+    },
+}
+
+
+def _may_send_links(me: Principal, person_id: str | None = None) -> None:
+    """403 for a link to oneself, or from an API token: a link lets whoever opens it
+    set up a way to sign in, so a leaked token must not be able to make one."""
+    if me.via != "session":
+        raise HTTPException(
+            403,
+            "sign-in links are sent only from a signed-in browser, not with an API token: "
+            "sign in at /sign-in",
+        )
+    if person_id is not None and person_id == me.person_id:
+        raise HTTPException(
+            403,
+            "you cannot send yourself a sign-in link: add a passkey or change your password "
+            "on your account page, or ask another manager for a recovery link",
+        )
 
 
 @router.get("/people", response_model=list[PersonOut])
@@ -206,11 +237,18 @@ def show_person(person_id: PersonId, _: Manager, services: ServicesDep) -> Perso
         return person_out(s, _get(s, person_id), services.clock.now())
 
 
-@router.post("/people", status_code=201, response_model=Created, responses=answers(400, 422))
+@router.post(
+    "/people",
+    status_code=201,
+    response_model=Created,
+    responses={**answers(400, 422), **LINK_REFUSED},
+)
 def add_person(
     body: NewPerson, me: Manager, services: ServicesDep, settings: SettingsDep
 ) -> Created:
-    """Open an account and make its one-time enrolment link (good for 72 hours)."""
+    """Open an account and make its one-time enrolment link (good for 72 hours); from a
+    signed-in browser only."""
+    _may_send_links(me)
     now = services.clock.now()
     try:
         with services.sessions.begin() as s:
@@ -298,7 +336,7 @@ def revoke_role(person_id: PersonId, role: Role, me: Manager, services: Services
     with services.sessions.begin() as s:
         _get(s, person_id)
         if role is Role.MANAGER:
-            _keeps_a_manager(s, without=person_id, now=now)
+            _keeps_a_manager(s, without=person_id)
         if not directory.revoke(s, person_id=person_id, role=role, by=me.person_id, now=now):
             raise HTTPException(404, f"{person_id!r} does not hold the role {role.value!r}")
         return person_out(s, _get(s, person_id), now)
@@ -308,19 +346,23 @@ def revoke_role(person_id: PersonId, role: Role, me: Manager, services: Services
     "/people/{person_id}/links",
     status_code=201,
     response_model=LinkOut,
-    responses={**answers(400, 422), **NO_PERSON},
+    responses={**answers(400, 422), **NO_PERSON, **LINK_REFUSED, **CAN_SIGN_IN},
 )
 def new_link(
     person_id: PersonId, body: LinkIn, me: Manager, services: ServicesDep, settings: SettingsDep
 ) -> LinkOut:
-    """A new one-time link to enrol or recover sign-in (earlier unused ones stop working)."""
+    """A new one-time link to enrol or recover sign-in (earlier unused ones stop working).
+    From a signed-in browser only, and not for oneself; an enrolment link only for
+    someone who cannot sign in yet (a recovery link takes away what they had)."""
+    _may_send_links(me, person_id)
     now = services.clock.now()
     try:
         with services.sessions.begin() as s:
-            directory.find(s, person_id)
             token = issue_link(
                 s, person_id=person_id, purpose=body.purpose, by=me.person_id, now=now
             )
+    except CanSignInError as exc:
+        raise HTTPException(409, str(exc)) from None
     except PeopleError as exc:
         raise HTTPException(404, str(exc)) from None
     return LinkOut(
@@ -339,6 +381,6 @@ def close_person(person_id: PersonId, me: Manager, services: ServicesDep) -> Per
         person = _get(s, person_id)
         if person.closed_at is not None:
             return person_out(s, person, now)
-        _keeps_a_manager(s, without=person_id, now=now)
+        _keeps_a_manager(s, without=person_id)
         directory.close(s, person_id=person_id, by=me.person_id, now=now)
         return person_out(s, person, now)

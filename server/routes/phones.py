@@ -70,11 +70,20 @@ async def confirm(body: CodeIn, me: Me, services: ServicesDep) -> Done:
     return Done(detail="your phone number is confirmed: alarm pages can reach it")
 
 
+TEST_TOO_SOON: dict[int | str, dict[str, Any]] = {
+    429: {
+        "model": Problem,
+        "description": "a test page went less than a minute ago (Retry-After says when "
+        "to send another)",
+    }
+}
+
+
 @router.post(
     "/test-page",
     status_code=202,
     response_model=Done,
-    responses={**answers(400, 422), **NO_PHONE},
+    responses={**answers(400, 422), **NO_PHONE, **TEST_TOO_SOON},
 )
 async def send_test_page(me: Me, services: ServicesDep, body: TestPageIn | None = None) -> Done:
     """Send oneself a test page by SMS, and a call if asked (staff and managers), to know
@@ -86,5 +95,7 @@ async def send_test_page(me: Me, services: ServicesDep, body: TestPageIn | None 
         await run_in_threadpool(lambda: services.phones.test_page(me.person_id, call=call))
     except NoPhoneError as exc:
         raise HTTPException(409, str(exc)) from None
+    except TooManyError as exc:
+        raise HTTPException(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
     what = "a test SMS and a test call are" if call else "a test SMS is"
     return Done(detail=f"{what} on its way to your phone; it should arrive within a minute")

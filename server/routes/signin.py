@@ -127,6 +127,14 @@ def _check_pre(request: Request, settings: Settings, given: str) -> None:
         )
 
 
+def _forget(response: Response, settings: Settings, name: str) -> None:
+    """Delete a cookie with the attributes it was set with: a browser ignores the
+    deletion of a ``__Host-`` cookie that is not ``Secure``."""
+    response.delete_cookie(
+        name, path="/", secure=settings.cookies_secure, httponly=True, samesite="strict"
+    )
+
+
 def _signed_in(response: Response, settings: Settings, cookie: str) -> Response:
     response.set_cookie(
         session_cookie(settings),
@@ -136,7 +144,7 @@ def _signed_in(response: Response, settings: Settings, cookie: str) -> Response:
         samesite="strict",
         path="/",
     )
-    response.delete_cookie(_pre_cookie(settings), path="/")
+    _forget(response, settings, _pre_cookie(settings))
     return response
 
 
@@ -300,7 +308,7 @@ async def sign_out(
             services.signin.sign_out, person_id=principal.person_id, handle=principal.handle
         )
     response = RedirectResponse("/sign-in", status_code=303)
-    response.delete_cookie(session_cookie(settings), path="/")
+    _forget(response, settings, session_cookie(settings))
     return response
 
 

@@ -20,9 +20,10 @@ from panicbutton.clock import ManualClock
 from server.app import Server, build
 from server.models import LogEntry
 from server.people import directory
-from server.people.auth import new_token_secret
+from server.people.auth import new_token_secret, start_session
 from server.people.roles import RIGHTS, Role
-from server.people.tables import ApiToken, Person
+from server.people.tables import ApiToken, Person, WebSession
+from server.routes.deps import session_cookie
 from server.settings import Settings
 from tests.fakes.twilio import FakeTwilio
 from tests.harness import sample_site
@@ -105,6 +106,27 @@ def client_as(server: Server, person_id: str) -> TestClient:
     """An HTTP client that calls as ``person_id`` (with a personal API token)."""
     return TestClient(
         server.app, headers={"Authorization": f"Bearer {token_for(server, person_id)}"}
+    )
+
+
+def browser_as(server: Server, person_id: str) -> TestClient:
+    """An HTTP client that calls as ``person_id`` from a signed-in browser (a session
+    cookie and its CSRF header), for what an API token may not do."""
+    agent = "TestBrowser/1"
+    now = server.services.clock.now()
+    with server.services.sessions.begin() as s:
+        cookie = start_session(s, person_id=person_id, agent=agent, method="password", now=now)
+        s.flush()
+        csrf = s.scalars(
+            select(WebSession.csrf)
+            .where(WebSession.person_id == person_id)
+            .order_by(WebSession.created_at.desc())
+        ).first()
+    name = session_cookie(server.settings)
+    return TestClient(
+        server.app,
+        base_url=BASE_URL,
+        headers={"User-Agent": agent, "X-CSRF-Token": csrf or "", "Cookie": f"{name}={cookie}"},
     )
 
 

@@ -19,8 +19,8 @@ from server.app import Server, build
 from server.models import LogEntry
 from server.paging.notifier import ConsoleNotifier
 from server.people import directory
+from server.people.links import issue_link
 from server.people.roles import Role
-from server.people.signin import issue_link
 from server.people.tables import Person
 from server.settings import Settings
 from tests.fakes.authenticator import Authenticator

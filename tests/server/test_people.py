@@ -12,11 +12,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.people.roles import Role
+from server.people.signin import set_password
 from server.people.tables import EnrolmentLink
 from tests.server.people_helpers import (
     BASE_URL,
     Served,
     add_person,
+    browser_as,
     client_as,
     entries,
     log_bodies,
@@ -33,7 +35,7 @@ def site(database_url: str, tmp_path: Path) -> Iterator[Served]:
 
 @pytest.fixture
 def boss(site: Served) -> TestClient:
-    return client_as(site.server, "boss")
+    return browser_as(site.server, "boss")
 
 
 NEW = {
@@ -229,3 +231,53 @@ def test_a_new_link_replaces_the_unused_one(site: Served, boss: TestClient) -> N
     assert recover.status_code == 201
     wrong = boss.post("/api/v1/people/night-staff/links", json={"purpose": "admin"})
     assert wrong.status_code == 422
+
+
+def test_links_go_only_from_a_browser_and_never_to_oneself(site: Served, boss: TestClient) -> None:
+    token = client_as(site.server, "boss")
+    by_token = token.post("/api/v1/people", json=NEW)
+    assert by_token.status_code == 403
+    assert "only from a signed-in browser, not with an API token" in by_token.json()["detail"]
+    assert boss.post("/api/v1/people", json=NEW).status_code == 201
+    link = token.post("/api/v1/people/night-staff/links", json={"purpose": "recover"})
+    assert link.status_code == 403
+    assert "only from a signed-in browser, not with an API token" in link.json()["detail"]
+    own = boss.post("/api/v1/people/boss/links", json={"purpose": "recover"})
+    assert own.status_code == 403
+    assert "cannot send yourself a sign-in link" in own.json()["detail"]
+    issued = [d for _, d in entries(site.server, "signin.link_issued")]
+    assert [d["person"] for d in issued] == ["night-staff"]
+
+
+def test_an_enrol_link_for_someone_who_can_sign_in_is_refused(
+    site: Served, boss: TestClient
+) -> None:
+    assert boss.post("/api/v1/people", json=NEW).status_code == 201
+    with site.server.services.sessions.begin() as s:
+        set_password(
+            s,
+            person_id="night-staff",
+            password="violet harbour tractor minnow",
+            now=site.clock.now(),
+        )
+    enrol = boss.post("/api/v1/people/night-staff/links", json={"purpose": "enrol"})
+    assert enrol.status_code == 409
+    assert enrol.json()["detail"] == "they can sign in already: send a recovery link"
+    assert (
+        boss.post("/api/v1/people/night-staff/links", json={"purpose": "recover"}).status_code
+        == 201
+    )
+
+
+def test_a_manager_role_that_ends_is_not_another_manager(site: Served, boss: TestClient) -> None:
+    assert boss.delete("/api/v1/people/manager/roles/manager").status_code == 200
+    add_person(site.server, "temp")
+    until = (site.clock.now() + timedelta(days=10)).isoformat()
+    granted = boss.post("/api/v1/people/temp/roles", json={"role": "manager", "until": until})
+    assert granted.status_code == 200, granted.text
+    demoted = boss.delete("/api/v1/people/boss/roles/manager")
+    assert demoted.status_code == 409
+    assert "leave no manager" in demoted.json()["detail"]
+    assert boss.post("/api/v1/people/boss/close").status_code == 409
+    add_person(site.server, "deputy", Role.MANAGER)
+    assert boss.delete("/api/v1/people/boss/roles/manager").status_code == 200

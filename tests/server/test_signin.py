@@ -4,6 +4,8 @@ authenticator), passwords with TOTP, throttling, sessions and CSRF."""
 from __future__ import annotations
 
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyotp
@@ -12,7 +14,8 @@ from sqlalchemy import select
 
 from panicbutton.redact import redact
 from server.people.roles import Role
-from server.people.tables import Password
+from server.people.signin import ThrottledError, WrongCredentialsError
+from server.people.tables import Password, SignInFailure
 from tests.fakes.authenticator import Authenticator
 from tests.server.signin_kit import (
     BASE,
@@ -377,6 +380,7 @@ def test_signed_in_person_adds_a_passkey_and_turns_totp_on(
         changed = client.put(
             "/api/v1/me/password",
             json={
+                "current_password": GOOD_PASSWORD,
                 "password": "amber kettle ferry 12",
                 "totp_secret": seed["secret"],
                 "totp_code": code,
@@ -390,7 +394,16 @@ def test_signed_in_person_adds_a_passkey_and_turns_totp_on(
             sign_in_password(browser(server), "s1", "amber kettle ferry 12", fresh).status_code
             == 303
         )
-        weak = client.put("/api/v1/me/password", json={"password": "short"}, headers=csrf)
+        clock(server).advance(30)
+        weak = client.put(
+            "/api/v1/me/password",
+            json={
+                "current_password": "amber kettle ferry 12",
+                "current_code": pyotp.TOTP(seed["secret"]).at(clock(server).now()),
+                "password": "short",
+            },
+            headers=csrf,
+        )
         assert weak.status_code == 422
         assert "too short" in weak.json()["detail"]
 
@@ -430,3 +443,265 @@ def test_old_hash_parameters_are_upgraded_at_sign_in(database_url: str, tmp_path
 def test_enrolment_link_token_never_reaches_the_logs() -> None:
     line = '"POST /enrol/AbCdEf_123456789012345678901234567890abcdefg/password HTTP/1.1" 303'
     assert redact(line) == '"POST /enrol/[redacted] HTTP/1.1" 303'
+
+
+BROWSER_ONLY = "only from a signed-in browser, not with an API token"
+
+
+def test_an_api_token_cannot_take_the_account_over(database_url: str, tmp_path: Path) -> None:
+    with running(database_url, tmp_path) as server:
+        owner = browser(server)
+        assert enrol_password(owner, invite(server, "s1")).status_code == 303
+        csrf = {"X-CSRF-Token": form_csrf(owner.get("/account").text)}
+        made = owner.post("/api/v1/me/tokens", json={"scopes": ["self"]}, headers=csrf)
+        assert made.status_code == 201, made.text
+        stolen = browser(server)
+        stolen.headers["Authorization"] = f"Bearer {made.json()['token']}"
+        assert stolen.get("/api/v1/me").status_code == 200  # it still reads the account
+        tries = [
+            stolen.put("/api/v1/me/password", json={"password": "attacker owns this 99"}),
+            stolen.post("/api/v1/me/passkey-options"),
+            stolen.post(
+                "/api/v1/me/passkeys",
+                json={"credential": {"id": "a-key", "response": {}}},
+            ),
+            stolen.post("/api/v1/me/tokens", json={"scopes": ["self"], "days": 365}),
+            stolen.delete(f"/api/v1/me/tokens/{made.json()['id']}"),
+            stolen.delete("/api/v1/me/passkeys/some-key"),
+            stolen.get("/api/v1/me/totp-seed"),
+        ]
+        for answer in tries:
+            assert answer.status_code == 403, (answer.request.url, answer.text)
+            assert BROWSER_ONLY in answer.json()["detail"]
+        assert sign_in_password(browser(server), "s1").status_code == 303
+        assert len(events(server, "token.created")) == 1
+
+
+def test_changing_the_password_needs_the_current_one_and_ends_other_sessions(
+    database_url: str, tmp_path: Path
+) -> None:
+    with running(database_url, tmp_path) as server:
+        link = invite(server, "s1")
+        client = browser(server)
+        csrf_form, secret = totp_secret_of(client, link)
+        code = pyotp.TOTP(secret).at(clock(server).now())
+        client.post(
+            f"{link}/password",
+            data={
+                "csrf": csrf_form,
+                "password": GOOD_PASSWORD,
+                "totp_secret": secret,
+                "totp_code": code,
+            },
+            follow_redirects=False,
+        )
+        csrf = {"X-CSRF-Token": form_csrf(client.get("/account").text)}
+        other = browser(server)
+        clock(server).advance(30)
+        now_code = pyotp.TOTP(secret).at(clock(server).now())
+        assert sign_in_password(other, "s1", code=now_code).status_code == 303
+        new = "amber kettle ferry 12"
+        clock(server).advance(30)
+        no_current = client.put("/api/v1/me/password", json={"password": new}, headers=csrf)
+        assert no_current.status_code == 403
+        assert "current password or code is wrong" in no_current.json()["detail"]
+        no_code = client.put(
+            "/api/v1/me/password",
+            json={"password": new, "current_password": GOOD_PASSWORD},
+            headers=csrf,
+        )
+        assert no_code.status_code == 403
+        done = client.put(
+            "/api/v1/me/password",
+            json={
+                "password": new,
+                "current_password": GOOD_PASSWORD,
+                "current_code": pyotp.TOTP(secret).at(clock(server).now()),
+            },
+            headers=csrf,
+        )
+        assert done.status_code == 204, done.text
+        assert other.get("/api/v1/me").status_code == 401  # the other session ended
+        assert client.get("/api/v1/me").status_code == 200  # this one goes on
+        assert events(server, "signin.sessions_ended")[-1] == {
+            "person": "s1",
+            "by": "s1",
+            "count": 1,
+        }
+        # TOTP stayed on: a password alone is not enough, nor was it turned off silently.
+        assert sign_in_password(browser(server), "s1", new).status_code == 401
+        assert events(server, "signin.method_removed") == []
+        clock(server).advance(30)
+        off = client.put(
+            "/api/v1/me/password",
+            json={
+                "password": new,
+                "current_password": new,
+                "current_code": pyotp.TOTP(secret).at(clock(server).now()),
+                "totp_off": True,
+            },
+            headers=csrf,
+        )
+        assert off.status_code == 204, off.text
+        assert events(server, "signin.method_removed") == [
+            {"person": "s1", "method": "totp", "by": "s1"}
+        ]
+        assert sign_in_password(browser(server), "s1", new).status_code == 303
+
+
+def test_a_recovery_link_takes_away_every_way_in(database_url: str, tmp_path: Path) -> None:
+    with running(database_url, tmp_path) as server:
+        owner = browser(server)
+        key = Authenticator(origin=BASE)
+        assert enrol_passkey(owner, invite(server, "s1"), key).status_code == 200
+        csrf = {"X-CSRF-Token": form_csrf(owner.get("/account").text)}
+        token = owner.post("/api/v1/me/tokens", json={"scopes": ["self"]}, headers=csrf).json()
+        assert (
+            owner.put(
+                "/api/v1/me/password", json={"password": "attacker owns this 99"}, headers=csrf
+            ).status_code
+            == 204
+        )
+        fresh = browser(server)
+        recovered = enrol_password(fresh, invite(server, "s1", purpose="recover"))
+        assert recovered.status_code == 303
+        api = browser(server)
+        api.headers["Authorization"] = f"Bearer {token['token']}"
+        assert api.get("/api/v1/me").status_code == 401
+        assert owner.get("/api/v1/me").status_code == 401
+        assert sign_in_passkey(browser(server), key).status_code == 401
+        assert sign_in_password(browser(server), "s1", "attacker owns this 99").status_code == 401
+        assert sign_in_password(browser(server), "s1").status_code == 303
+        assert events(server, "token.revoked") == [
+            {"person": "s1", "token": token["id"], "by": "s1"}
+        ]
+        assert events(server, "signin.method_removed") == [
+            {"person": "s1", "method": "passkey", "by": "s1"},
+            {"person": "s1", "method": "password", "by": "s1"},
+        ]
+        assert events(server, "signin.sessions_ended")[-1]["count"] == 1
+
+
+def test_concurrent_wrong_guesses_do_not_pass_the_limit(database_url: str, tmp_path: Path) -> None:
+    with running(database_url, tmp_path) as server:
+        enrol_password(browser(server), invite(server, "s1"))
+        signin = server.services.signin
+        start = threading.Barrier(12)
+
+        def guess() -> str:
+            start.wait()
+            try:
+                signin.with_password(
+                    person_id="s1",
+                    password="wrong horse battery",
+                    code="",
+                    address="192.0.2.66",
+                    agent="x",
+                )
+            except ThrottledError:
+                return "throttled"
+            except WrongCredentialsError:
+                return "checked"
+            return "signed in"
+
+        with ThreadPoolExecutor(12) as pool:
+            outcomes = list(pool.map(lambda _: guess(), range(12)))
+        assert outcomes.count("checked") == 5, outcomes
+        assert outcomes.count("throttled") == 7
+
+
+def test_guesses_from_elsewhere_do_not_lock_the_owner_out(
+    database_url: str, tmp_path: Path
+) -> None:
+    with running(database_url, tmp_path) as server:
+        enrol_password(browser(server), invite(server, "s1"))
+        for _ in range(5):
+            wrong = sign_in_password(browser(server, address="198.51.100.66"), "s1", "wrong one x")
+            assert wrong.status_code == 401
+        blocked = sign_in_password(browser(server, address="198.51.100.66"), "s1")
+        assert blocked.status_code == 429
+        assert "for this account from your address" in blocked.text
+        assert sign_in_password(browser(server), "s1").status_code == 303
+        # An IPv6 caller counts as their /64: another address in it is still blocked.
+        for n in range(5):
+            sign_in_password(browser(server, address=f"2001:db8:1:2::{n + 1}"), "s1", "wrong x")
+        assert (
+            sign_in_password(browser(server, address="2001:db8:1:2::99"), "s1").status_code == 429
+        )
+        assert sign_in_password(browser(server, address="2001:db8:1:3::1"), "s1").status_code == 303
+        # From everywhere together, 50 failures close the account for a while.
+        now = clock(server).now()
+        with server.services.sessions.begin() as s:
+            s.add_all(SignInFailure(key="person:s1", at=now) for _ in range(50))
+        far = sign_in_password(browser(server, address="203.0.113.9"), "s1")
+        assert far.status_code == 429
+        assert "too many failed sign-ins for this account:" in far.text
+
+
+def test_the_caller_behind_two_trusted_proxies_is_the_one_counted(
+    database_url: str, tmp_path: Path
+) -> None:
+    proxies = ["10.0.0.0/8", "172.16.0.0/12"]
+    with running(database_url, tmp_path, trusted_proxies=proxies) as server:
+        for n in range(20):
+            answer = sign_in_password(
+                browser(server, address="10.0.0.5"),
+                f"user-{n}",
+                "wrong horse battery",
+                # forged by the caller, the caller, the outer proxy
+                **{"X-Forwarded-For": f"203.0.113.{n}, 198.51.100.7, 172.16.0.2"},
+            )
+            assert answer.status_code == 401
+        blocked = sign_in_password(
+            browser(server, address="10.0.0.5"),
+            "user-x",
+            "wrong horse battery",
+            **{"X-Forwarded-For": "198.51.100.7, 172.16.0.2"},
+        )
+        assert blocked.status_code == 429
+        assert "your address" in blocked.text
+        # Another caller through the same two proxies is not blocked.
+        other = sign_in_password(
+            browser(server, address="10.0.0.5"),
+            "user-y",
+            "wrong horse battery",
+            **{"X-Forwarded-For": "198.51.100.8, 172.16.0.2"},
+        )
+        assert other.status_code == 401
+        with server.services.sessions() as s:
+            keys = set(s.scalars(select(SignInFailure.key)))
+        assert "addr:172.16.0.2" not in keys
+        assert "addr:198.51.100.7" in keys
+
+
+def test_sign_out_deletes_the_cookies_as_they_were_set(database_url: str, tmp_path: Path) -> None:
+    with running(database_url, tmp_path) as server:
+        enrol_password(browser(server), invite(server, "s1"))
+        client = browser(server)
+        sign_in_password(client, "s1")
+        csrf = form_csrf(client.get("/account").text)
+        out = client.post("/sign-out", data={"csrf": csrf}, follow_redirects=False)
+        assert out.status_code == 303
+        cookie = next(
+            c for c in out.headers.get_list("set-cookie") if c.startswith("__Host-pb_session=")
+        )
+        attributes = {a.strip().lower() for a in cookie.split(";")[1:]}
+        assert {"httponly", "secure", "samesite=strict", "path=/", "max-age=0"} <= attributes
+
+
+def test_a_malformed_passkey_answer_is_a_counted_failure(database_url: str, tmp_path: Path) -> None:
+    with running(database_url, tmp_path) as server:
+        key = Authenticator(origin=BASE)
+        assert enrol_passkey(browser(server), invite(server, "s1"), key).status_code == 200
+        client = browser(server, address="192.0.2.77")
+        csrf, options = passkey_options(client)
+        assertion = key.get(options)
+        assertion["response"]["userHandle"] = "a"
+        answer = client.post(
+            "/sign-in/passkey", json={"credential": assertion}, headers={"X-CSRF-Token": csrf}
+        )
+        assert answer.status_code == 401
+        assert "cannot be read" in answer.json()["detail"]
+        with server.services.sessions() as s:
+            keys = list(s.scalars(select(SignInFailure.key)))
+        assert keys == ["addr:192.0.2.77"]
