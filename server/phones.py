@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import secrets
 import threading
 from dataclasses import dataclass
@@ -227,7 +228,7 @@ class Phones(LiveSite):
                 raise TooManyError(
                     "you sent a test page less than a minute ago: wait for it to arrive, "
                     "or try again in a minute",
-                    retry_after=max(1, int(wait.total_seconds()) + 1),
+                    retry_after=max(1, math.ceil(wait.total_seconds())),
                 )
             self._tested = {p: t for p, t in self._tested.items() if now - t < TEST_PAGE_EVERY}
             self._tested[person_id] = now

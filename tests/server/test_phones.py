@@ -144,6 +144,12 @@ def test_a_test_page_reaches_the_confirmed_phone(site: Served, reception: TestCl
     assert site.twilio.to(MANAGER)[0].startswith("TEST à ")
     assert wait_until(lambda: entries(site.server, "message.sent"))
     assert entries(site.server, "message.sent")[0][1]["purpose"] == "test_page"
+    # At most one a minute: a second one at once is refused with when to try again.
+    again = boss.post("/api/v1/me/test-page")
+    assert again.status_code == 429
+    assert 0 < int(again.headers["Retry-After"]) <= 60
+    assert "less than a minute ago" in again.json()["detail"]
+    site.clock.advance(61)
     # And a test call, when asked for: pages are an SMS and a call.
     both = boss.post("/api/v1/me/test-page", json={"call": True})
     assert both.status_code == 202

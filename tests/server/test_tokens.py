@@ -142,9 +142,15 @@ def test_cli_invite_prints_a_link_that_works_once(
         assert browser(server).get(link.group(1)).status_code == 410
         assert events(server, "signin.link_issued")[0]["by"] == "system"
 
-    # Someone who can already sign in gets a recovery link; a token for a script.
+    # Someone who can already sign in gets a recovery link (a second one cancels the
+    # first); a token for a script.
+    assert main(["people", "invite", "--id", "first"]) == 0
+    first = re.search(rf"{re.escape(BASE)}(/enrol/\S+)", capsys.readouterr().out)
+    assert first
     assert main(["people", "invite", "--id", "first"]) == 0
     assert "/enrol/" in capsys.readouterr().out
+    with running(database_url, tmp_path, start=datetime.now(UTC)) as server:
+        assert browser(server).get(first.group(1)).status_code == 410
     assert (
         main(
             [
