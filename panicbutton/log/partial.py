@@ -69,8 +69,8 @@ def verify_partial(
             )
         if person is not None and not _names_person(entry, person, held):
             raise VerificationError(
-                f"entry {entry.n} does not name {person} (as staff or by, or through personal "
-                f"data in this bundle): it is no part of this bundle's {scope}",
+                f"entry {entry.n} does not name {person} (as staff, by or person, or through "
+                f"personal data in this bundle): it is no part of this bundle's {scope}",
                 entry.n,
             )
         try:

@@ -9,9 +9,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton.clock import Clock
 from panicbutton.log.checkpoints import Signer
+from server.errors import PeopleError, SiteError
 from server.people.directory import SYSTEM
 from server.roster.store import newest_version
-from server.roster.transfer import apply
+from server.roster.transfer import apply, plan
 from server.settings import Settings
 from server.site import Site, load_site
 
@@ -36,6 +37,8 @@ def first_site(
         if site is None and version == 0 and settings.site_file.is_file():
             site = load_site(settings.site_file)
             source = f"site file {settings.site_file}"
+        if site is None and version > 0 and settings.site_file.is_file():
+            _warn_if_file_differs(s, settings, version, clock)
         if site is None:
             if version == 0:
                 log.warning(
@@ -67,4 +70,23 @@ def first_site(
             "`panicbutton site import`"
             if source.startswith("site file")
             else "",
+        )
+
+
+def _warn_if_file_differs(session: Session, settings: Settings, version: int, clock: Clock) -> None:
+    """Say, at every start, that an edited site file is not in force: someone who still
+    edits it (or a configuration tool that does) would otherwise believe it is."""
+    try:
+        changes = plan(session, load_site(settings.site_file), clock.now()).lines
+    except (SiteError, PeopleError) as exc:
+        changes = [str(exc)]
+    if changes:
+        log.warning(
+            "the site file %s differs from the configuration in force (version %d) and is "
+            "no longer read; to apply it, run `panicbutton site import %s` (it shows the "
+            "changes first): %d difference(s)",
+            settings.site_file,
+            version,
+            settings.site_file,
+            len(changes),
         )

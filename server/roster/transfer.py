@@ -185,6 +185,14 @@ def apply(
         if s.role == "staff":
             directory.revoke(session, person_id=s.id, role=Role.MANAGER, by=by, now=now)
     session.flush()
+    if not any(m.pageable for m in members(session, now)):
+        # NOTE: a configuration that pages nobody must never be applied quietly: every
+        # alarm would open, escalate and reach no one.
+        raise PeopleError(
+            "after this import nobody could be paged: no member of staff has a confirmed "
+            "phone. If these numbers are in use already, import with --phones-confirmed; "
+            "otherwise have each person confirm their number first. Nothing was applied."
+        )
     document = document_of(site)
     # The file's staff in its order, then the managers it leaves out (who stay).
     document["staff"] += [

@@ -94,14 +94,20 @@ class Supervisor(LiveSite):
         warned: set[datetime | None] = set()
         while not self._stop.wait(self._times.interval):
             self.in_pass = True
+            checks: list[tuple[str, Callable[[], object]]] = [
+                ("units", self.check),
+                ("own broker link", self._check_own_link),
+                ("duty gaps ahead", lambda: self._rota.check_gap(warned)),
+            ]
+            if self._continuity is not None:
+                checks.append(("reference person's continuity", self._continuity.check))
             try:
-                self.check()
-                self._check_own_link()
-                self._rota.check_gap(warned)
-                if self._continuity is not None:
-                    self._continuity.check()
-            except Exception:  # the loop must outlive a database hiccup
-                log.exception("supervision check failed; trying again")
+                # Each check on its own: one that fails must not skip the others.
+                for name, check in checks:
+                    try:
+                        check()
+                    except Exception:  # the loop must outlive a database hiccup
+                        log.exception("supervision check of %s failed; trying again", name)
             finally:
                 self.in_pass = False
                 self.passes += 1

@@ -292,7 +292,7 @@ def test_an_entry_of_a_person_bundle_that_does_not_name_the_person_is_refused(
 
     assert code == 1
     assert err == (
-        "FAILED: entry 0 does not name s-0041 (as staff or by, or through personal data "
+        "FAILED: entry 0 does not name s-0041 (as staff, by or person, or through personal data "
         "in this bundle): it is no part of this bundle's person:s-0041\n"
     )
 

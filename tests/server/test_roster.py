@@ -377,7 +377,9 @@ def test_a_server_with_no_configuration_starts_and_still_opens_incidents(
         built.services.engine.dispose()
 
 
-def test_a_site_file_is_imported_once_at_the_first_start(database_url: str, tmp_path: Path) -> None:
+def test_a_site_file_is_imported_once_at_the_first_start(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = settings_for(database_url, tmp_path).model_copy(
         update={"site_file": tmp_path / "site.toml"}
     )
@@ -393,6 +395,10 @@ def test_a_site_file_is_imported_once_at_the_first_start(database_url: str, tmp_
     again = build(settings, notifier=ConsoleNotifier(lambda _: None))
     try:
         assert again.services.site.rooms[0].label == "Room 1"  # the database is the truth now
+        # ... and the operator who edited the file is told, at every start.
+        said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert any("differs from the configuration in force (version 1)" in m for m in said)
+        assert any("panicbutton site import" in m for m in said)
     finally:
         again.services.stop()
         again.services.engine.dispose()
@@ -504,3 +510,31 @@ def test_an_open_alarm_goes_on_paging_when_its_room_is_removed_and_its_taker_clo
     settle(system)
     assert "reception" not in paged(system.server, second)
     assert paged(system.server, second)  # the others are on duty, not nobody
+
+
+def test_an_import_that_would_page_nobody_is_refused(database_url: str, tmp_path: Path) -> None:
+    """A fresh database and a file whose numbers nobody has confirmed: applied as is,
+    every alarm would page no one. Refused with the way forward; nothing applied."""
+    from sqlalchemy.orm import sessionmaker  # noqa: PLC0415
+
+    from server.db import make_engine, migrate  # noqa: PLC0415
+
+    engine = make_engine(database_url)
+    migrate(engine)
+    sessions = sessionmaker(engine)
+    site = parse_site(tomllib.loads(SITE_FILE))
+    arguments: dict[str, Any] = {
+        "by": "system",
+        "now": NOW,
+        "expected": None,
+        "retention": settings_for(database_url, tmp_path).retention(),
+        "digest_key": b"k" * 32,
+    }
+    with pytest.raises(PeopleError, match="nobody could be paged"), sessions.begin() as s:
+        transfer.apply(s, site, phones_confirmed=False, **arguments)
+    with sessions() as s:
+        assert s.scalars(select(SiteVersion)).all() == []
+        assert s.scalars(select(Person)).all() == []
+    with sessions.begin() as s:
+        transfer.apply(s, site, phones_confirmed=True, **arguments)
+    engine.dispose()
