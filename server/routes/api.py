@@ -17,11 +17,13 @@ from starlette.concurrency import run_in_threadpool
 from server.models import Incident, Outcome
 from server.people.auth import Principal
 from server.people.roles import Right
-from server.routes.deps import IncidentId, ServicesDep, answers, need
+from server.routes.deps import STRICT, IncidentId, ServicesDep, answers, need
 from server.services import Services
 from server.site import ID, TAKEOVER_HOURS_MAX, TAKEOVER_HOURS_MIN
 
-router = APIRouter(prefix="/api/v1", tags=["incidents"], responses=answers(401, 403))
+router = APIRouter(
+    prefix="/api/v1", tags=["incidents"], responses=answers(400, 401, 403), dependencies=STRICT
+)
 
 Responding = Annotated[Principal, Depends(need(Right.RESPOND))]
 Board = Annotated[Principal, Depends(need(Right.BOARD))]

@@ -223,3 +223,28 @@ def need(right: Right) -> Callable[..., Principal]:
 
 #: A signed-in caller, any role (their own account).
 Me = Annotated[Principal, Depends(need(Right.SELF))]
+
+
+def strict_query(request: Request) -> None:
+    """Refuse a query parameter the route does not take (400, naming it and those it
+    takes): a misspelt ``?stat=open`` must not be answered as if it were not there."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    if dependant is None or not request.query_params:
+        return
+    known: set[str] = set()
+    stack = [dependant]
+    while stack:
+        current = stack.pop()
+        known.update(field.alias for field in current.query_params)
+        stack.extend(current.dependencies)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        takes = ", ".join(sorted(known)) or "none"
+        raise HTTPException(
+            400,
+            f"unknown query parameter(s) {', '.join(unknown)}: this route takes {takes}",
+        )
+
+
+#: The dependencies of every router of the API: unknown query parameters are refused.
+STRICT = [Depends(strict_query)]

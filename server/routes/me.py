@@ -20,9 +20,19 @@ from server.people.auth import Principal
 from server.people.passwords import new_totp_secret, totp_uri
 from server.people.signin import ThrottledError, WrongCredentialsError
 from server.people.tables import ApiToken, Passkey
-from server.routes.deps import Me, Problem, ServicesDep, SettingsDep, answers, client_address
+from server.routes.deps import (
+    STRICT,
+    Me,
+    Problem,
+    ServicesDep,
+    SettingsDep,
+    answers,
+    client_address,
+)
 
-router = APIRouter(prefix="/api/v1/me", tags=["own account"])
+router = APIRouter(
+    prefix="/api/v1/me", tags=["own account"], responses=answers(400), dependencies=STRICT
+)
 #: What an API token may not do to the account it belongs to.
 BROWSER_ONLY = (
     "only from a signed-in browser, not with an API token: changing how you sign in "

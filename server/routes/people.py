@@ -20,10 +20,12 @@ from server.people.links import LINK_HOURS, CanSignInError, issue_link, link_url
 from server.people.roles import Right, Role
 from server.people.tables import Person, RoleGrant
 from server.phones import masked
-from server.routes.deps import Problem, ServicesDep, SettingsDep, answers, need
+from server.routes.deps import STRICT, Problem, ServicesDep, SettingsDep, answers, need
 from server.site import Language
 
-router = APIRouter(prefix="/api/v1", tags=["people"], responses=answers(401, 403))
+router = APIRouter(
+    prefix="/api/v1", tags=["people"], responses=answers(400, 401, 403), dependencies=STRICT
+)
 Manager = Annotated[Principal, Depends(need(Right.PEOPLE))]
 PersonId = Annotated[str, Path(max_length=63, description="the person's pseudonymous id")]
 _ROLES = {r.value for r in Role}

@@ -12,9 +12,11 @@ from starlette.concurrency import run_in_threadpool
 
 from server.people.roles import Role
 from server.phones import NoCodeError, NoPhoneError, TooManyError, WrongCodeError
-from server.routes.deps import Me, Problem, ServicesDep, answers
+from server.routes.deps import STRICT, Me, Problem, ServicesDep, answers
 
-router = APIRouter(prefix="/api/v1/me", tags=["me"], responses=answers(401, 403))
+router = APIRouter(
+    prefix="/api/v1/me", tags=["me"], responses=answers(400, 401, 403), dependencies=STRICT
+)
 NO_PHONE: dict[int | str, dict[str, Any]] = {
     409: {"model": Problem, "description": "no number, or not in the state this needs"}
 }

@@ -20,12 +20,17 @@ from server.people import presence
 from server.people.auth import Principal
 from server.people.roles import Right, Role
 from server.people.tables import Person, Presence
-from server.routes.deps import Me, Problem, ServicesDep, answers, need
+from server.routes.deps import STRICT, Me, Problem, ServicesDep, answers, need
 from server.services import Services
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/api/v1/presence", tags=["presence"], responses=answers(401, 403))
+router = APIRouter(
+    prefix="/api/v1/presence",
+    tags=["presence"],
+    responses=answers(400, 401, 403),
+    dependencies=STRICT,
+)
 
 #: 409 is not among the shared meanings of server.routes.deps yet.
 CONFLICT: dict[int | str, dict[str, Any]] = {

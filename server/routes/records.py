@@ -29,10 +29,12 @@ from server.people.auth import Principal
 from server.people.roles import Right
 from server.records import Access, BusyError, NoRecordError, Records
 from server.routes.api import IncidentOut
-from server.routes.deps import IncidentId, ServicesDep, answers, need, text_body
+from server.routes.deps import STRICT, IncidentId, ServicesDep, answers, need, text_body
 from server.site import ID_RE
 
-router = APIRouter(prefix="/api/v1", tags=["records"], responses=answers(401, 403))
+router = APIRouter(
+    prefix="/api/v1", tags=["records"], responses=answers(400, 401, 403), dependencies=STRICT
+)
 
 ACTOR_RE = ID_RE
 Reading = Annotated[Principal, Depends(need(Right.RECORDS))]

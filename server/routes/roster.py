@@ -22,10 +22,12 @@ from server.people.auth import Principal
 from server.people.roles import Right
 from server.roster import edit
 from server.roster.start import DIGEST_LABEL
-from server.routes.deps import Problem, ServicesDep, answers, need
+from server.routes.deps import STRICT, Problem, ServicesDep, answers, need
 from server.services import Services
 
-router = APIRouter(prefix="/api/v1/site", tags=["site"], responses=answers(401, 403))
+router = APIRouter(
+    prefix="/api/v1/site", tags=["site"], responses=answers(400, 401, 403), dependencies=STRICT
+)
 
 Reader = Annotated[Principal, Depends(need(Right.BOARD))]
 Editor = Annotated[Principal, Depends(need(Right.ROSTER))]

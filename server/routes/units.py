@@ -14,9 +14,11 @@ from sqlalchemy import select
 from server.models import DeviceRecord
 from server.people.auth import Principal
 from server.people.roles import Right
-from server.routes.deps import ServicesDep, answers, need
+from server.routes.deps import STRICT, ServicesDep, answers, need
 
-router = APIRouter(prefix="/api/v1", tags=["units"], responses=answers(401, 403))
+router = APIRouter(
+    prefix="/api/v1", tags=["units"], responses=answers(400, 401, 403), dependencies=STRICT
+)
 
 
 class UnitOut(BaseModel):

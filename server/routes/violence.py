@@ -17,10 +17,21 @@ from server.errors import PeopleError
 from server.people import violence
 from server.people.auth import Principal
 from server.people.roles import Right, Role
-from server.routes.deps import IncidentId, Me, Problem, ServicesDep, answers, need, text_body
+from server.routes.deps import (
+    STRICT,
+    IncidentId,
+    Me,
+    Problem,
+    ServicesDep,
+    answers,
+    need,
+    text_body,
+)
 from server.services import Services
 
-router = APIRouter(prefix="/api/v1", tags=["violence"], responses=answers(401, 403))
+router = APIRouter(
+    prefix="/api/v1", tags=["violence"], responses=answers(400, 401, 403), dependencies=STRICT
+)
 Reviewer = Annotated[Principal, Depends(need(Right.REVIEW))]
 #: A Unicode TrueType font, so that any name prints (Debian: fonts-dejavu-core).
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")

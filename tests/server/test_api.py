@@ -177,3 +177,16 @@ def test_viewing_an_incident_needs_who_and_why_and_is_logged(server: Server) -> 
     assert b"her shift" not in viewed.body
     assert kept is not None
     assert kept.value == {"justification": "worker asked what happened on her shift"}
+
+
+def test_an_unknown_query_parameter_is_refused_with_the_ones_the_route_takes(
+    server: Server,
+) -> None:
+    client = TestClient(server.app, headers=bearer(person_token(server.services, "manager")))
+    why = {"X-Panicbutton-Justification": "night board"}
+    misspelt = client.get("/api/v1/incidents?stat=open", headers=why)
+    assert misspelt.status_code == 400
+    assert misspelt.json()["detail"] == (
+        "unknown query parameter(s) stat: this route takes limit, state"
+    )
+    assert client.get("/api/v1/incidents?state=open", headers=why).status_code == 200

@@ -40,7 +40,16 @@ SIGN_IN = re.compile(r"^(GET|POST) /(sign-in|sign-out|enrol)(/|$)")
 #: Where a route with the right still refuses a role for a reason of its own: a check
 #: inside the route (for example, only a worker consents for themselves).
 NOT_WORKERS = (Role.MANAGER, Role.STAFF, Role.INSPECTOR, Role.INSTALLER)
+#: Changing how one signs in, and one's tokens: only from a signed-in browser, never
+#: with an API token (a stolen token must not take the account over).
+BROWSER_ONLY = (
+    "POST /api/v1/me/passkey-options",
+    "DELETE /api/v1/me/tokens/{token_id}",
+    "DELETE /api/v1/me/passkeys/{key_id}",
+    "GET /api/v1/me/totp-seed",
+)
 INSIDE: dict[tuple[str, Role], int] = {
+    **{(route, role): 403 for route in BROWSER_ONLY for role in Role},
     # Checking oneself in or out, and consenting in the violence register, are a
     # worker's own acts (staff check a worker in by naming them: `person`).
     **{
