@@ -33,7 +33,7 @@ from panicbutton.wire import parse_topic
 from server.app import Server, build
 from server.models import EscalationJob, Incident, LogEntry
 from server.people import auth, directory
-from server.people.roles import Role, rights_of
+from server.people.roles import Right, Role, rights_of
 from server.people.tables import ApiToken, Person
 from server.services import Services
 from server.settings import Settings
@@ -98,20 +98,27 @@ def sample_site(**changes: Any) -> Site:
 SAMPLE_ROLES = {"manager": (Role.MANAGER, Role.STAFF), "night-manager": (Role.MANAGER,)}
 
 
-def person_token(
+#: Every right, as token scopes: a token that may do whatever its person's roles allow.
+ALL_SCOPES = tuple(r.value for r in Right)
+
+
+def open_person(
     services: Services,
     person_id: str,
     *,
     roles: Sequence[Role] | None = None,
-    scopes: Sequence[str] | None = None,
-    days: int = 30,
-) -> str:
-    """A personal API token for ``person_id``, as `panicbutton people token` makes one.
+    name: str | None = None,
+    phone: str | None = None,
+    language: str | None = None,
+    confirmed: bool | None = None,
+) -> None:
+    """Open ``person_id``'s account (by the system) if there is none, and grant ``roles``.
 
-    The person's account is opened first if there is none (with ``roles``, by default
-    those of :data:`SAMPLE_ROLES` or staff; a staff member of the site keeps their
-    phone, confirmed). The token carries ``scopes``, by default every right of the
-    person's roles.
+    ``roles`` are by default those of :data:`SAMPLE_ROLES` or staff. A new account
+    takes ``name``, ``phone`` and ``language``, by default those of the staff member of
+    the site with that id (else the id, no phone, English); ``confirmed`` marks the
+    phone as proved by its owner (by default only a staff member's is). An existing
+    account keeps its details.
     """
     now = services.clock.now()
     member = next((s for s in services.site.staff if s.id == person_id), None)
@@ -121,10 +128,10 @@ def person_token(
             directory.add_person(
                 session,
                 person_id=person_id,
-                name=member.name if member else person_id,
-                phone=member.phone if member else None,
-                language=member.language if member else "en",
-                phone_confirmed=member is not None,
+                name=name or (member.name if member else person_id),
+                phone=phone or (member.phone if member else None),
+                language=language or (member.language if member else "en"),
+                phone_confirmed=confirmed if confirmed is not None else member is not None,
                 by=directory.SYSTEM,
                 now=now,
             )
@@ -134,6 +141,29 @@ def person_token(
             directory.grant(
                 session, person_id=person_id, role=role, by=directory.SYSTEM, now=now, until=until
             )
+
+
+def person_token(
+    services: Services,
+    person_id: str,
+    *,
+    roles: Sequence[Role] | None = None,
+    scopes: Sequence[str] | None = None,
+    days: int = 30,
+    name: str | None = None,
+    phone: str | None = None,
+    confirmed: bool | None = None,
+) -> str:
+    """A personal API token for ``person_id``, as `panicbutton people token` makes one.
+
+    The person's account is opened first if there is none, and given ``roles`` (see
+    :func:`open_person`, which takes ``name``, ``phone`` and ``confirmed``). The token
+    lasts ``days`` and carries ``scopes``, by default every right of the person's roles
+    (:data:`ALL_SCOPES` for every right there is).
+    """
+    open_person(services, person_id, roles=roles, name=name, phone=phone, confirmed=confirmed)
+    now = services.clock.now()
+    with services.sessions.begin() as session:
         token_id, token, digest = auth.new_token_secret()
         held = auth.active_roles(session, person_id, now)
         session.add(

@@ -1,6 +1,5 @@
-"""People and their API tokens for tests, made the way the server makes them
-(:mod:`server.people.directory`, :func:`server.people.auth.new_token_secret`), and a
-server wired to a fake Twilio on loopback."""
+"""People and their API tokens for tests (opened and minted by
+:func:`tests.harness.person_token`), and a server wired to a fake Twilio on loopback."""
 
 from __future__ import annotations
 
@@ -8,7 +7,6 @@ import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +18,13 @@ from panicbutton.clock import ManualClock
 from server.app import Server, build
 from server.models import LogEntry
 from server.people import directory
-from server.people.auth import new_token_secret, start_session
-from server.people.roles import RIGHTS, Role
-from server.people.tables import ApiToken, Person, WebSession
+from server.people.auth import start_session
+from server.people.roles import Role
+from server.people.tables import Person, WebSession
 from server.routes.deps import session_cookie
 from server.settings import Settings
 from tests.fakes.twilio import FakeTwilio
-from tests.harness import sample_site
+from tests.harness import ALL_SCOPES, bearer, open_person, person_token, sample_site
 
 BASE_URL = "https://alarm.example.test"
 
@@ -45,18 +43,7 @@ def add_person(
     now = server.services.clock.now()
     with server.services.sessions.begin() as s:
         existing = s.get(Person, person_id)
-        if existing is None:
-            directory.add_person(
-                s,
-                person_id=person_id,
-                name=f"Name of {person_id}",
-                by=directory.SYSTEM,
-                now=now,
-                phone=phone,
-                language=language,
-                phone_confirmed=confirmed,
-            )
-        else:
+        if existing is not None:
             directory.change(
                 s,
                 person_id=person_id,
@@ -66,47 +53,26 @@ def add_person(
                 language=language,
             )
             existing.phone_confirmed_at = now if confirmed and existing.phone else None
-        for role in roles:
-            if role is not Role.INSPECTOR:
-                directory.grant(s, person_id=person_id, role=role, by=directory.SYSTEM, now=now)
-        if Role.INSPECTOR in roles:
-            directory.grant(
-                s,
-                person_id=person_id,
-                role=Role.INSPECTOR,
-                by=directory.SYSTEM,
-                now=now,
-                until=now + timedelta(days=30),
-            )
+    open_person(
+        server.services,
+        person_id,
+        roles=roles,
+        name=f"Name of {person_id}",
+        phone=phone,
+        language=language,
+        confirmed=confirmed,
+    )
 
 
 def token_for(server: Server, person_id: str, scopes: Iterable[str] | None = None) -> str:
     """A personal API token for ``person_id``, carrying every right (or ``scopes``)."""
-    now = server.services.clock.now()
-    token_id, token, digest = new_token_secret()
-    every = sorted({r.value for rights in RIGHTS.values() for r in rights})
-    with server.services.sessions.begin() as s:
-        s.add(
-            ApiToken(
-                id=token_id,
-                person_id=person_id,
-                secret_sha256=digest,
-                label="test",
-                scopes=list(scopes) if scopes is not None else every,
-                created_at=now,
-                expires_at=now + timedelta(days=30),
-                revoked_at=None,
-                last_used_at=None,
-            )
-        )
-    return token
+    every = ALL_SCOPES if scopes is None else list(scopes)
+    return person_token(server.services, person_id, roles=(), scopes=every)
 
 
 def client_as(server: Server, person_id: str) -> TestClient:
     """An HTTP client that calls as ``person_id`` (with a personal API token)."""
-    return TestClient(
-        server.app, headers={"Authorization": f"Bearer {token_for(server, person_id)}"}
-    )
+    return TestClient(server.app, headers=bearer(token_for(server, person_id)))
 
 
 def browser_as(server: Server, person_id: str) -> TestClient:

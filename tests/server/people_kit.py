@@ -1,9 +1,5 @@
 """A server on a hand-moved clock with a fake Twilio, and people with personal API
-tokens, for the tests of the presence and violence registers.
-
-(Until ``tests/harness.py`` makes people and API headers itself: people are
-opened with :mod:`server.people.directory`, tokens written as ``ApiToken`` rows.)
-"""
+tokens, for the tests of the presence and violence registers."""
 
 from __future__ import annotations
 
@@ -11,7 +7,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +18,11 @@ from sqlalchemy import select
 from panicbutton.clock import ManualClock
 from server.app import Server, build
 from server.models import LogEntry
-from server.people import directory
-from server.people.auth import new_token_secret
-from server.people.roles import Right, Role
-from server.people.tables import ApiToken
+from server.people.roles import Role
 from server.settings import Settings
 from server.site import Site
 from tests.fakes.twilio import FakeTwilio
-from tests.harness import sample_site, write_log_key
+from tests.harness import ALL_SCOPES, bearer, person_token, sample_site, write_log_key
 
 START = datetime.fromisoformat("2026-11-30T09:00:00+00:00")
 
@@ -43,27 +36,11 @@ class Kit:
 
     def person(self, person_id: str, name: str, *roles: Role) -> dict[str, str]:
         """Open an account with ``roles``; the headers of a personal API token for it."""
-        sv = self.server.services
-        now = self.clock.now()
-        token_id, token, digest = new_token_secret()
-        with sv.sessions.begin() as s:
-            directory.add_person(
-                s, person_id=person_id, name=name, by=directory.SYSTEM, now=now, roles=roles
-            )
-            s.add(
-                ApiToken(
-                    id=token_id,
-                    person_id=person_id,
-                    secret_sha256=digest,
-                    label="test",
-                    scopes=[r.value for r in Right],
-                    created_at=now,
-                    expires_at=now + timedelta(days=3650),  # outlives the retention tests
-                    revoked_at=None,
-                    last_used_at=None,
-                )
-            )
-        return {"Authorization": f"Bearer {token}"}
+        # The token outlives the retention tests.
+        token = person_token(
+            self.server.services, person_id, roles=roles, name=name, scopes=ALL_SCOPES, days=3650
+        )
+        return bearer(token)
 
     def events(self, type_: str | None = None) -> list[dict[str, Any]]:
         """Entries of the log (``type``, ``incident``, ``data``), in order."""

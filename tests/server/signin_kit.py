@@ -18,13 +18,12 @@ from panicbutton.clock import ManualClock
 from server.app import Server, build
 from server.models import LogEntry
 from server.paging.notifier import ConsoleNotifier
-from server.people import directory
 from server.people.links import issue_link
 from server.people.roles import Role
 from server.people.tables import Person
 from server.settings import Settings
 from tests.fakes.authenticator import Authenticator
-from tests.harness import sample_site
+from tests.harness import open_person, sample_site
 
 BASE = "https://alarm.example.test"
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) TestBrowser/1"
@@ -72,16 +71,11 @@ def invite(
     """Open ``person_id`` (if new) with ``roles``; the path of a fresh link."""
     sv = server.services
     now = sv.clock.now()
+    with sv.sessions() as s:
+        new = s.get(Person, person_id) is None
+    if new:
+        open_person(sv, person_id, roles=roles or (Role.STAFF,), name=f"Name of {person_id}")
     with sv.sessions.begin() as s:
-        if s.get(Person, person_id) is None:
-            directory.add_person(
-                s,
-                person_id=person_id,
-                name=f"Name of {person_id}",
-                by="system",
-                now=now,
-                roles=roles or (Role.STAFF,),
-            )
         token = issue_link(
             s, person_id=person_id, purpose=purpose, by="system", now=now, hours=hours
         )

@@ -23,14 +23,22 @@ from server.errors import PeopleError, SiteError
 from server.models import LogEntry, Page
 from server.paging.notifier import ConsoleNotifier
 from server.people import directory
-from server.people.auth import new_token_secret
-from server.people.roles import Right, Role
-from server.people.tables import ApiToken, Person, SiteVersion
+from server.people.roles import Role
+from server.people.tables import Person, SiteVersion
 from server.roster import transfer
 from server.roster.edit import StaleVersionError
 from server.settings import Settings
 from server.site import load_site, parse_site
-from tests.harness import FLOOR, MANAGER, RECEPTION, System, sample_site
+from tests.harness import (
+    ALL_SCOPES,
+    FLOOR,
+    MANAGER,
+    RECEPTION,
+    System,
+    bearer,
+    person_token,
+    sample_site,
+)
 from tests.server.test_escalation import START, STEPS, alert, settle, sms
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -64,27 +72,10 @@ def token_for(
     server: Server, person_id: str, role: Role, *, phone: str | None = None
 ) -> dict[str, str]:
     """A person with ``role`` and a personal API token; the Authorization header."""
-    sv = server.services
-    now = sv.clock.now()
-    token_id, token, secret_sha = new_token_secret()
-    with sv.sessions.begin() as s:
-        directory.add_person(
-            s, person_id=person_id, name=person_id, by="system", now=now, roles=[role], phone=phone
-        )
-        s.add(
-            ApiToken(
-                id=token_id,
-                person_id=person_id,
-                secret_sha256=secret_sha,
-                label="test",
-                scopes=[r.value for r in Right],
-                created_at=now,
-                expires_at=datetime(2099, 1, 1, tzinfo=UTC),
-                revoked_at=None,
-                last_used_at=None,
-            )
-        )
-    return {"Authorization": f"Bearer {token}"}
+    token = person_token(
+        server.services, person_id, roles=[role], phone=phone, scopes=ALL_SCOPES, days=3650
+    )
+    return bearer(token)
 
 
 def paged(server: Server, incident: int) -> set[str]:

@@ -108,9 +108,9 @@ def test_register_is_anonymous_until_the_worker_consents(database_url: str, tmp_
         # bundle) names the worker, so no export ties them to the incident.
         assert kept[logged[1]["data"]["ref"]] == {"consent": True}
         with k.server.services.sessions() as s:
-            row = s.get(PersonalData, logged[1]["data"]["ref"])
-            assert row is not None
-            assert row.subjects == ["w-7"]
+            given = s.get(PersonalData, logged[1]["data"]["ref"])
+            assert given is not None
+            assert given.subjects == ["w-7"]
 
 
 def test_pdf_prints_a_consenting_workers_name_in_any_script(
