@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import re
 import tomllib
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, time
@@ -219,6 +220,18 @@ class LiveSite:
         return self._sites()
 
 
+def printable(text: str, what: str) -> str:
+    """``text`` if it holds no control character: a name or label is spoken in calls (XML,
+    where most control characters are not allowed) and printed in texts and PDFs."""
+    bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Cs")), None)
+    if bad is not None:
+        raise SiteError(
+            f"{what} holds the control character U+{ord(bad):04X}; use plain text "
+            "(letters of any script, digits, spaces, punctuation)"
+        )
+    return text
+
+
 def _need(table: dict[str, Any], key: str, where: str, kind: type = str) -> Any:
     return read_field(table, key, kind, lambda problem: SiteError(f"{where}: `{key}` {problem}"))
 
@@ -235,7 +248,7 @@ def _parse_rooms(data: dict[str, Any], where: str) -> tuple[Room, ...]:
             )
         room = Room(
             id=_need(r, "id", w),
-            label=_need(r, "label", w),
+            label=printable(str(_need(r, "label", w)), f"{w}: label"),
             device=_need(r, "device", w),
             token_sha256=token,
         )
@@ -265,7 +278,11 @@ def _parse_member(s: dict[str, Any], w: str) -> Staff:
     if role not in ("staff", "manager"):
         raise SiteError(f"{w}: role must be staff or manager, got {role!r}")
     member = Staff(
-        id=_need(s, "id", w), name=_need(s, "name", w), phone=phone, language=lang, role=role
+        id=_need(s, "id", w),
+        name=printable(str(_need(s, "name", w)), f"{w}: name"),
+        phone=phone,
+        language=lang,
+        role=role,
     )
     if not ID_RE.fullmatch(member.id):
         raise SiteError(f"{w}: id {member.id!r} must be lowercase letters, digits and '-'")
@@ -434,7 +451,7 @@ def _parse_site(
     if strict and not staff:
         raise SiteError(f"{where}: no staff: at least one person must be reachable")
     return Site(
-        name=str(site.get("name", "site")),
+        name=printable(str(site.get("name", "site")), f"{where}: [site] name"),
         timezone=timezone,
         rooms=_parse_rooms(data, where) if strict or data.get("rooms") else (),
         staff=staff,

@@ -160,12 +160,12 @@ def codes_paused(lang: Language, *, until: datetime, timezone: str) -> str:
 
 def take_first(lang: Language, *, room: str, code: int) -> str:
     """ "482g" or "482f" for an alarm nobody has taken: SMS never closes an open alarm."""
-    return _TAKE_FIRST[lang].format(room=room, code=code)
+    return _TAKE_FIRST[lang].format(room=room_label(room), code=code)
 
 
 def not_yours(lang: Language, *, room: str, name: str) -> str:
     """ "482g" from someone who neither took the alarm nor was asked to close it."""
-    return _NOT_YOURS[lang].format(room=room, name=name)
+    return _NOT_YOURS[lang].format(room=room_label(room), name=name_label(name))
 
 
 def repress(lang: Language, *, room: str, presses: int) -> str:

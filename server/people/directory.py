@@ -14,7 +14,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from server.db import changed
-from server.errors import PeopleError
+from server.errors import PeopleError, SiteError
 from server.log.append import audit
 from server.people.auth import active_roles, end_sessions
 from server.people.roles import Role
@@ -27,7 +27,7 @@ from server.people.tables import (
     Presence,
     RoleGrant,
 )
-from server.site import E164, ID_RE, LANGUAGES
+from server.site import E164, ID_RE, LANGUAGES, printable
 
 #: Who did it when no person did: the command line on the server, or an upgrade.
 SYSTEM = "system"
@@ -48,6 +48,14 @@ def check_id(person_id: str) -> str:
             "with a letter or digit (a pseudonym such as 'night-staff' or 'w-17', not a name)"
         )
     return person_id
+
+
+def check_name(name: str) -> str:
+    """A name with no control character (it is spoken in calls, printed in texts)."""
+    try:
+        return printable(name, "name")
+    except SiteError as exc:
+        raise PeopleError(str(exc)) from None
 
 
 def check_phone(phone: str) -> str:
@@ -100,6 +108,7 @@ def add_person(
     check_id(person_id)
     if not name.strip() or len(name) > 200:
         raise PeopleError("name must be 1 to 200 characters (a worker's chosen code is enough)")
+    check_name(name)
     if session.get(Person, person_id) is not None:
         raise PeopleError(f"the id {person_id!r} is taken; choose another")
     if phone is not None:
@@ -141,6 +150,7 @@ def change(
     if name is not None and name.strip() != person.name:
         if not name.strip() or len(name) > 200:
             raise PeopleError("name must be 1 to 200 characters")
+        check_name(name)
         person.name = name.strip()
         fields.append("name")
     if phone is not None and check_phone(phone) != person.phone:

@@ -24,12 +24,13 @@ from sqlalchemy.exc import OperationalError
 
 from panicbutton.clock import ManualClock
 from panicbutton.wire import Alert, new_alert_id, now_utc
-from server.errors import NotifierError
+from server.errors import NotifierError, SiteError
 from server.log.append import audit
 from server.models import Page
 from server.paging import messages, status
 from server.paging.fit import BUNDLE_TEXTS, COMPACT_BUDGET, COMPACT_ROOM_CHARS, fit, split
 from server.paging.notifier import TwilioNotifier
+from server.site import parse_site
 from tests.fakes.twilio import FakeTwilio
 from tests.harness import FLOOR, RECEPTION, System, wait_until
 
@@ -588,3 +589,33 @@ def test_a_half_sent_call_never_takes_another_half_sent_calls_place(system: Syst
     idle(system)
     heard = [c.spoken for c in system.twilio.calls_to(RECEPTION)]
     assert any("Room 1" in h for h in heard), heard
+
+
+def test_the_refusals_of_a_close_by_sms_cut_names_and_rooms_like_every_text() -> None:
+    """ "482g" on an alarm not yet taken, or taken by someone else: the answer names the
+    room and the taker, cut as every other text cuts them (the room may be the site's
+    name, for a duty gap)."""
+    long_room = "Chambre " + "é" * 2000
+    for lang in ("fr", "nl", "en"):
+        texts = [
+            messages.take_first(lang, room=long_room, code=482),
+            messages.not_yours(lang, room=long_room, name=EMOJI_NAME),
+        ]
+        for text in texts:
+            assert units(text) < 200, text
+            assert "482" in text or "Chambre" in text
+
+
+@pytest.mark.parametrize("bad", ["Ann\u0001e", "Ann\u001be", "Ann\x08e"])
+def test_a_name_with_a_control_character_is_refused_before_it_reaches_a_call(
+    bad: str,
+) -> None:
+    """Spoken in a call, such a name would make the TwiML no XML at all (Twilio 12100)."""
+    with pytest.raises(SiteError, match="control character"):
+        parse_site(
+            {
+                "rooms": [{"id": "room-1", "label": "Room 1", "device": "unit-1"}],
+                "staff": [{"id": "ann", "name": bad, "phone": "+32470000001"}],
+                "duty": {"on_duty": ["ann"]},
+            }
+        )
