@@ -181,7 +181,7 @@ def _services(
     engine = make_engine(settings.database_url)
     migrate(engine)
     db = sessions(engine)
-    book = SiteBook(sessions=db, clock=clock.now)
+    book = SiteBook(sessions=db, clock=clock.now, fresh_for=settings.site_refresh_seconds)
     first_site(settings, db, site=site, clock=clock, signer=signer)
     jobs_moved = threading.Event()  # set when a job is added or moved: the scheduler looks
     wake = jobs_moved.set

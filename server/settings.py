@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     trusted_proxies: list[str] = []
     #: Cookies are ``Secure`` (HTTPS only). Only the demo on loopback turns this off.
     cookies_secure: bool = True
+    #: Seconds within which a roster change made through another server instance (or a
+    #: role that ends by itself) is in force here; a change made here is at once.
+    site_refresh_seconds: float = Field(default=1.0, ge=0.0, le=60.0)
 
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883

@@ -23,7 +23,7 @@ from server.paging.fit import (
     COMPACT_ROOM_CHARS,
     split,
 )
-from server.site import LiveSite, SiteSource, Staff
+from server.site import LiveSite, Site, SiteSource, Staff
 
 __all__ = ["Rendered", "Renderer"]
 
@@ -78,9 +78,10 @@ class Renderer(LiveSite):
             pages = [s.get_one(Page, i) for i in page_ids]
             incidents = [s.get_one(Incident, p.incident_id) for p in pages]
         first = pages[0]
-        member = self._site.member(first.staff_id)
+        site = self._site  # read once: one configuration for the whole message
+        member = site.member(first.staff_id)
         limit = COMPACT_ROOM_CHARS if compact else messages.ROOM_CHARS
-        rooms = [messages.room_label(self._site.room(i.room_id).label, limit) for i in incidents]
+        rooms = [messages.room_label(site.room(i.room_id).label, limit) for i in incidents]
         room_ids = [i.room_id for i in incidents]  # what "+N more rooms" counts
         budget = (COMPACT_BUDGET if compact else BUDGET)[first.channel]
         more_texts: tuple[str, ...] = ()
@@ -91,7 +92,7 @@ class Renderer(LiveSite):
             )
         else:
             lines = [
-                self._sms(page, incident, room, member, link=len(pages) == 1, compact=compact)
+                self._sms(page, incident, room, member, site, link=len(pages) == 1, compact=compact)
                 for page, incident, room in zip(pages, incidents, rooms, strict=True)
             ]
             # The list names the alarms of this bundle and older ones, never an alarm
@@ -151,11 +152,12 @@ class Renderer(LiveSite):
         incident: Incident,
         room: str,
         member: Staff,
+        site: Site,
         *,
         link: bool,
         compact: bool = False,
     ) -> str:
-        lang, tz = member.language, self._site.timezone
+        lang, tz = member.language, site.timezone
         if incident.kind == "duty_gap":
             return messages.duty_gap(
                 lang, since=incident.pressed_at, timezone=tz, code=page.reply_code
@@ -168,7 +170,7 @@ class Renderer(LiveSite):
             return messages.follow_up(
                 lang,
                 room=room,
-                name=self._site.name_of(incident.acknowledged_by or member.id),
+                name=site.name_of(incident.acknowledged_by or member.id),
                 at=incident.acknowledged_at or incident.received_at,
                 timezone=tz,
                 code=page.reply_code,

@@ -51,25 +51,26 @@ class Alerts(LiveSite):
         receipt to the unit only then. A unit missing from the site file still
         pages the staff on duty (someone pressed a button), as an unknown unit.
         """
-        room = self._site.room_for_device(alert.device_id)
+        site = self._site  # read once: one configuration for the whole alert
+        room = site.room_for_device(alert.device_id)
         if room is None:
             log.error(
                 "alert from unit %s, which is not in the site file: paging as an unknown "
                 "unit; add it to the site file",
                 alert.device_id,
             )
-            room = self._site.unknown_room(alert.device_id)
+            room = site.unknown_room(alert.device_id)
         now = self._clock.now()
         try:
             with self._sessions.begin() as s:
                 result = incidents.record_alert(
-                    session=s, site=self._site, room=room, alert=alert, now=now
+                    session=s, site=site, room=room, alert=alert, now=now
                 )
         except IntegrityError:
             # Another instance committed the same alert first: read its incident.
             with self._sessions.begin() as s:
                 result = incidents.record_alert(
-                    session=s, site=self._site, room=room, alert=alert, now=now
+                    session=s, site=site, room=room, alert=alert, now=now
                 )
         if result.refused:
             # NOTE: the unit is told ``resolved`` so that it stops resending an alert

@@ -5,6 +5,7 @@ export."""
 from __future__ import annotations
 
 import json
+import time
 import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -160,6 +161,8 @@ def test_a_change_made_by_a_second_server_is_seen_by_the_first(
     finally:
         other.services.stop()
         other.services.engine.dispose()
+    # In force here within PANICBUTTON_SITE_REFRESH_SECONDS (1 s by default).
+    time.sleep(1.05)
     assert paged(server, press(server)) == {"manager"}
 
 
