@@ -160,12 +160,20 @@ def start_session(
 
 
 def end_sessions(
-    session: Session, *, person_id: str, now: datetime, only: str | None = None
+    session: Session,
+    *,
+    person_id: str,
+    now: datetime,
+    only: str | None = None,
+    but: str | None = None,
 ) -> int:
-    """End one session (``only``, a row key) or every session of a person; how many."""
+    """End one session (``only``, a row key), every session of a person, or every one
+    but ``but`` (the one making the request); how many."""
     stmt = update(WebSession).where(
         WebSession.person_id == person_id, WebSession.ended_at.is_(None)
     )
     if only is not None:
         stmt = stmt.where(WebSession.id_sha256 == only)
+    if but is not None:
+        stmt = stmt.where(WebSession.id_sha256 != but)
     return changed(session, stmt.values(ended_at=now))

@@ -35,7 +35,6 @@ from server.people.tables import (
     Password,
     Person,
     SignInFailure,
-    WebSession,
 )
 
 
@@ -144,10 +143,7 @@ def wipe_access(session: Session, person_id: str, now: datetime) -> None:
             method=method,
             by=person_id,
         )
-    count = end_sessions(session, person_id=person_id, now=now)
-    audit(
-        session, at=now, type="signin.sessions_ended", person=person_id, by=person_id, count=count
-    )
+    _sessions_ended(session, person_id, now)
 
 
 def set_password(
@@ -529,16 +525,7 @@ class SignIn:
     def sign_out_everywhere(self, principal: Principal) -> int:
         now = self._clock.now()
         with self._sessions.begin() as session:
-            count = end_sessions(session, person_id=principal.person_id, now=now)
-            audit(
-                session,
-                at=now,
-                type="signin.sessions_ended",
-                person=principal.person_id,
-                by=principal.person_id,
-                count=count,
-            )
-            return count
+            return _sessions_ended(session, principal.person_id, now)
 
     # -- personal API tokens -----------------------------------------------------
 
@@ -601,23 +588,17 @@ class SignIn:
 
 def _end_others(session: Session, principal: Principal, now: datetime) -> int:
     """End the person's sessions but the one making this request (logged); how many."""
-    count = changed(
-        session,
-        update(WebSession)
-        .where(
-            WebSession.person_id == principal.person_id,
-            WebSession.ended_at.is_(None),
-            WebSession.id_sha256 != principal.handle,
-        )
-        .values(ended_at=now),
-    )
+    return _sessions_ended(session, principal.person_id, now, but=principal.handle)
+
+
+def _sessions_ended(
+    session: Session, person_id: str, now: datetime, *, but: str | None = None
+) -> int:
+    """End a person's sessions (all, or all but ``but``) at their own request, and log
+    ``signin.sessions_ended``; how many."""
+    count = end_sessions(session, person_id=person_id, now=now, but=but)
     audit(
-        session,
-        at=now,
-        type="signin.sessions_ended",
-        person=principal.person_id,
-        by=principal.person_id,
-        count=count,
+        session, at=now, type="signin.sessions_ended", person=person_id, by=person_id, count=count
     )
     return count
 

@@ -8,6 +8,7 @@ import io
 import re
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -27,6 +28,21 @@ def _incident(k: Kit) -> int:
         Alert(device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=k.clock.now())
     )
     return feedback.incident
+
+
+def _recorded(k: Kit) -> tuple[dict[str, str], dict[str, str], int, Any]:
+    """A manager (boss) records an alarm in room 1 as violence against worker w-7: the
+    manager's and the worker's headers, the incident, and the answer (201, checked)."""
+    boss = k.person("boss", "Boss", Role.MANAGER)
+    worker = k.person("w-7", NAME, Role.WORKER)
+    incident = _incident(k)
+    made = k.client.post(
+        "/api/v1/violence",
+        json={"incident_id": incident, "account": ACCOUNT, "worker": "w-7"},
+        headers=boss,
+    )
+    assert made.status_code == 201, made.text
+    return boss, worker, incident, made
 
 
 def _register(k: Kit, headers: dict[str, str]) -> list[dict[str, str]]:
@@ -61,15 +77,7 @@ def pdf_text(pdf: bytes) -> str:
 
 def test_register_is_anonymous_until_the_worker_consents(database_url: str, tmp_path: Path) -> None:
     with kit(database_url, tmp_path) as k:
-        boss = k.person("boss", "Boss", Role.MANAGER)
-        worker = k.person("w-7", NAME, Role.WORKER)
-        incident = _incident(k)
-        made = k.client.post(
-            "/api/v1/violence",
-            json={"incident_id": incident, "account": ACCOUNT, "worker": "w-7"},
-            headers=boss,
-        )
-        assert made.status_code == 201, made.text
+        boss, worker, incident, made = _recorded(k)
         assert made.json()["worker"] == "anonymous"
         [row] = _register(k, boss)
         assert (row["incident"], row["room"], row["kind"], row["account"], row["worker"]) == (
@@ -217,15 +225,7 @@ def test_exports_never_tie_a_worker_to_the_register_behind_their_back(
     from tests.log.test_standalone import run_verifier  # noqa: PLC0415
 
     with kit(database_url, tmp_path) as k:
-        boss = k.person("boss", "Boss", Role.MANAGER)
-        worker = k.person("w-7", NAME, Role.WORKER)
-        incident = _incident(k)
-        made = k.client.post(
-            "/api/v1/violence",
-            json={"incident_id": incident, "account": ACCOUNT, "worker": "w-7"},
-            headers=boss,
-        )
-        assert made.status_code == 201, made.text
+        boss, worker, incident, _ = _recorded(k)
         for method in ("POST", "DELETE", "POST"):
             answer = k.client.request(
                 method, f"/api/v1/me/violence/{incident}/consent", headers=worker
