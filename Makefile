@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench docs docs-site clean
+.PHONY: demo test lint typecheck unit bench docs docs-site clean messages screenshots
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -46,3 +46,20 @@ docs-site: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site
+
+# The console's texts: extract them from the templates and update the fr/nl catalogues
+# (then translate the new entries in server/console/locales/*/LC_MESSAGES/console.po).
+messages: $(STAMP)
+	$(BIN)/pybabel extract --no-location --omit-header --no-wrap --sort-output -F babel.cfg -k N_ \
+	  -o server/console/locales/console.pot .
+	for lang in fr nl; do \
+	  if [ -f server/console/locales/$$lang/LC_MESSAGES/console.po ]; then \
+	    $(BIN)/pybabel update --omit-header --no-wrap --ignore-obsolete -N -i server/console/locales/console.pot \
+	      -d server/console/locales -D console -l $$lang; \
+	  else $(BIN)/pybabel init --no-wrap -i server/console/locales/console.pot -d server/console/locales -D console -l $$lang; fi; \
+	done
+	rm server/console/locales/console.pot
+
+# The console's screenshots in docs/use/img, taken by its browser tests.
+screenshots: $(STAMP)
+	PANICBUTTON_SCREENSHOTS=1 $(BIN)/pytest -q tests/server/console

@@ -26,6 +26,6 @@ Layers, bottom first. A module imports only from its own layer or lower ones
 7. what comes in: replies.sms, replies.voice, units.ingest, units.supervision,
    units.broker, units.provision, records
 8. the container: services
-9. HTTP: routes
+9. HTTP: routes, console
 10. the whole: app, commands, people.commands
 """

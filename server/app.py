@@ -22,6 +22,9 @@ from panicbutton import __version__
 from panicbutton.clock import Clock, SystemClock
 from panicbutton.log import checkpoints
 from panicbutton.redact import protect_handlers
+from server.console import pages as console_pages
+from server.console import routes as console_routes
+from server.console.access import PageRefusedError, refused
 from server.continuity import Continuity
 from server.db import make_engine, migrate, sessions
 from server.errors import SettingsError
@@ -329,8 +332,9 @@ def _http_app(
         "slash is not redirected: it is not found (404).",
     )
     app.add_middleware(BodyLimit)
-    # Outermost: every /ack/ answer, a refused body's 413 included, is private.
+    # Outermost: every /ack/ and /console/ answer, a refused body's 413 included, is private.
     app.add_middleware(ack.PrivatePages)
+    app.add_middleware(ack.PrivatePages, prefix="/console/", headers=console_pages.HEADERS)
     app.state.settings = settings
     app.state.services = services
     app.include_router(api.router)
@@ -346,6 +350,8 @@ def _http_app(
     app.include_router(units_routes.router)
     app.include_router(signin_routes.router)
     app.include_router(me_routes.router)
+    app.include_router(console_routes.router)
+    app.add_exception_handler(PageRefusedError, refused)
     errors.install(app)
     return app
 

@@ -120,9 +120,11 @@ def by_session(
         return None
     if not hmac.compare_digest(row.agent_sha256, sha256(agent)):
         row.ended_at = now  # a stolen cookie: end it for its owner too
+        row.justification = None
         return None
     if now - row.last_seen_at > limits.idle or now - row.created_at > limits.absolute:
         row.ended_at = now
+        row.justification = None
         return None
     roles = active_roles(session, row.person_id, now)
     if not roles:
@@ -176,4 +178,4 @@ def end_sessions(
         stmt = stmt.where(WebSession.id_sha256 == only)
     if but is not None:
         stmt = stmt.where(WebSession.id_sha256 != but)
-    return changed(session, stmt.values(ended_at=now))
+    return changed(session, stmt.values(ended_at=now, justification=None))

@@ -119,6 +119,10 @@ class WebSession(Base):
     created_at: Mapped[datetime]
     last_seen_at: Mapped[datetime]
     ended_at: Mapped[datetime | None]
+    #: Why the person opens incident records in this session (asked once by the
+    #: console; personal data: each view also records it, and it is blanked when the
+    #: session ends).
+    justification: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class ApiToken(Base):

@@ -7,6 +7,7 @@ to, each with its own button; a button acknowledges that one alarm (once).
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 
 from fastapi import APIRouter, Form, Response
 from fastapi.responses import PlainTextResponse
@@ -37,15 +38,19 @@ HEADERS = {
 
 
 class PrivatePages:
-    """ASGI middleware: every answer under ``/ack/`` carries :data:`HEADERS`, errors
-    (404, 405, 410, 422 and 500) included, so no cache keeps it and no Referer
-    carries it on."""
+    """ASGI middleware: every answer under ``prefix`` (``/ack/``) carries ``headers``
+    (:data:`HEADERS`), errors (404, 405, 410, 422 and 500) included, so no cache keeps
+    it and no Referer carries it on."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self, app: ASGIApp, prefix: str = "/ack/", headers: Mapping[str, str] = HEADERS
+    ) -> None:
         self.app = app
+        self.prefix = prefix
+        self.headers = headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/ack/"):
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
             await self.app(scope, receive, send)
             return
         started = False
@@ -56,7 +61,7 @@ class PrivatePages:
                 started = True
                 message.setdefault("headers", [])
                 headers = MutableHeaders(scope=message)
-                for name, value in HEADERS.items():
+                for name, value in self.headers.items():
                     headers[name] = value
             await send(message)
 
@@ -66,7 +71,7 @@ class PrivatePages:
             # Answer the 500 here, with the headers; the error still reaches the
             # server's error log (its own 500 is skipped once one was sent).
             if not started:
-                error = PlainTextResponse("Internal Server Error", 500, headers=HEADERS)
+                error = PlainTextResponse("Internal Server Error", 500, headers=dict(self.headers))
                 await error(scope, receive, send)
             raise
 

@@ -218,7 +218,7 @@ async def sign_in_password(
             csrf=csrf,
             person_id=person_id,
         )
-    return _signed_in(RedirectResponse("/account", status_code=303), settings, cookie)
+    return _signed_in(RedirectResponse("/console", status_code=303), settings, cookie)
 
 
 def _check_header(request: Request, settings: Settings) -> None:
@@ -390,7 +390,7 @@ async def enrol_password(
             link=f"/enrol/{token}",
             link_text="Back to the set-up page",
         )
-    return _signed_in(RedirectResponse("/account", status_code=303), settings, cookie)
+    return _signed_in(RedirectResponse("/console", status_code=303), settings, cookie)
 
 
 @router.post(

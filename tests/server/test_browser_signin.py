@@ -92,13 +92,15 @@ def test_passkey_enrolment_and_sign_in_in_chromium(served: tuple[Server, str]) -
             page.goto(base + link)
             page.get_by_label("Name for this device").fill("test phone")
             page.get_by_role("button", name="Create a passkey").click()
-            page.wait_for_url(f"{base}/account")
-            assert page.locator("#who").inner_text() == "first-manager"
+            # Signed in, a manager lands on the console's live board.
+            page.wait_for_url(f"{base}/console/board")
+            assert page.locator("header .who").inner_text() == "Name of first-manager"
 
             page.get_by_role("button", name="Sign out").click()
             page.wait_for_url(f"{base}/sign-in")
             page.get_by_role("button", name="Sign in with a passkey").click()
-            page.wait_for_url(f"{base}/account")
+            page.wait_for_url(f"{base}/console/board")
+            page.goto(f"{base}/account")
             assert page.locator("#who").inner_text() == "first-manager"
         finally:
             browser.close()

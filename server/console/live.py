@@ -1,0 +1,149 @@
+"""Keeping open boards live: one watcher per server instance reads the board when
+something changed, and every open board (a Server-Sent Events stream) gets it.
+
+What wakes the watcher: any commit of this instance (an alert, an
+acknowledgement, a heartbeat; a SQLAlchemy ``after_commit`` hook), and every
+:data:`POLL` seconds a look at the database, for changes another instance made.
+It reads the board only when the log grew, a unit's record changed or a
+resolved alarm aged off, so a quiet site costs one small query per poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from server.console import board
+from server.models import DeviceRecord, LogEntry
+from server.services import Services
+
+log = logging.getLogger(__name__)
+
+#: How often the watcher looks at the database for another instance's changes, in seconds.
+POLL = 0.5
+#: The least time between two reads of the board, in seconds (a burst is one read).
+SETTLE = 0.02
+
+
+class Hub:
+    """The board as this instance last read it, and a way to wait for the next one."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._latest: board.BoardView | None = None
+        self._version = 0
+        self._changed: asyncio.Condition | None = None
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._watchers = 0
+        event.listen(services.sessions, "after_commit", self._committed)
+
+    def _committed(self, _session: Session) -> None:
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(wake.set)
+
+    def _signature(self) -> tuple[Any, ...]:
+        now = self._services.clock.now()
+        with self._services.sessions() as s:
+            size = s.scalar(select(func.max(LogEntry.n)))
+            units = s.execute(
+                select(
+                    func.count(), func.max(DeviceRecord.last_seen), func.sum(DeviceRecord.outbox)
+                )
+            ).one()
+        # A resolved alarm leaves the board after board.RECENT: a new minute re-reads it.
+        return (size, tuple(units), now.replace(second=0, microsecond=0))
+
+    def _read(self) -> board.BoardView:
+        services = self._services
+        with services.sessions() as s:
+            return board.read(s, services.site, services.clock.now())
+
+    async def _watch(self) -> None:
+        assert self._wake is not None
+        assert self._changed is not None
+        seen: tuple[Any, ...] | None = None
+        while True:
+            try:
+                signature = await run_in_threadpool(self._signature)
+                if signature != seen or self._latest is None:
+                    view = await run_in_threadpool(self._read)
+                    seen = signature
+                    async with self._changed:
+                        self._latest = view
+                        self._version += 1
+                        self._changed.notify_all()
+            except Exception:  # the database is away: keep the last board, try again
+                log.exception("the live board could not be read; trying again")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=POLL)
+            await asyncio.sleep(SETTLE)
+
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._loop is not loop:
+            self._loop = loop
+            self._wake = asyncio.Event()
+            self._changed = asyncio.Condition()
+            self._latest = None
+            self._task = asyncio.create_task(self._watch())
+
+    async def _stop_when_idle(self) -> None:
+        if self._watchers == 0 and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def views(self) -> AsyncIterator[board.BoardView]:
+        """Each new board, the current one first, for as long as the caller iterates."""
+        self._start()
+        assert self._changed is not None
+        changed = self._changed
+        self._watchers += 1
+        seen = 0
+
+        def fresh() -> bool:
+            return self._version > seen and self._latest is not None
+
+        try:
+            while True:
+                async with changed:
+                    await changed.wait_for(fresh)
+                    seen = self._version
+                    view = self._latest
+                assert view is not None
+                yield view
+        finally:
+            self._watchers -= 1
+            await self._stop_when_idle()
+
+
+async def stream(
+    hub: Hub,
+    render: Callable[[board.BoardView], str],
+    still_signed_in: Callable[[], bool],
+    *,
+    check_every: float = 30.0,
+    clock: Callable[[], datetime],
+) -> AsyncIterator[dict[str, str]]:
+    """The events of one open board: ``board`` with its HTML each time it changes, and
+    ``signed-out`` (then the end) once its session has ended (checked every
+    ``check_every`` seconds)."""
+    checked = clock()
+    async for view in hub.views():
+        if (clock() - checked).total_seconds() >= check_every:
+            checked = clock()
+            if not await run_in_threadpool(still_signed_in):
+                yield {"event": "signed-out", "data": "/sign-in"}
+                return
+        yield {"event": "board", "data": render(view)}

@@ -1,0 +1,70 @@
+"""The live board in Chromium: a press shows on every open board within a second, is
+loud while nobody has taken it, and "I'm going" takes it for the person signed in."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from device.indicator import Light
+from tests.harness import FLOOR, RECEPTION, System, wait_until
+from tests.server.console.conftest import accessible, screenshot
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+
+#: Notes the moment (ms since the epoch) the board first shows what ``selector`` finds.
+WATCH = """selector => {
+  window.shownAt = null;
+  new MutationObserver((_, observer) => {
+    if (document.querySelector(selector)) { window.shownAt = Date.now(); observer.disconnect(); }
+  }).observe(document.getElementById("board"), {childList: true, subtree: true});
+}"""
+
+
+def test_press_shows_on_two_boards_within_a_second_and_im_going_takes_it(
+    console: System, open_page: Callable[..., Page], tmp_path: Path
+) -> None:
+    room = console.room("unit-1")
+    assert wait_until(lambda: room.light is Light.ARMED), room.lights
+    manager = open_page("manager")
+    reception = open_page("reception")
+    for board in (manager, reception):
+        board.locator("#live-state:not(.lost)").wait_for()
+        assert board.locator("#room-room-1").get_attribute("data-state") == "armed"
+
+    for board in (manager, reception):
+        board.evaluate(WATCH, "#room-room-1[data-state=received]")
+    pressed = time.time()
+    room.press()
+    for board in (manager, reception):
+        board.wait_for_selector("#room-room-1[data-state=received]", timeout=5000)
+        shown = board.evaluate("window.shownAt") / 1000 - pressed
+        assert shown < 1.0, f"the press took {shown:.2f} s to show on a board"
+
+    # Loud: the page flashes, its title and icon say so.
+    assert reception.locator("body.alarm").count() == 1
+    assert reception.title().startswith("(1) ALARM")
+    assert reception.locator("#icon").get_attribute("href") == "/console/static/icon-alarm.svg"
+    accessible(reception)
+    screenshot(manager, "board-alarm", tmp_path)
+
+    reception.get_by_role("button", name="I'm going").click()
+    for board in (manager, reception):
+        board.wait_for_selector("#room-room-1[data-state=help_coming]", timeout=5000)
+    # Each reads the board in their own language (the manager's is French).
+    assert "Reception y va" in manager.locator("#room-room-1").inner_text()
+    assert "Help is coming: Reception is going." in reception.locator("#room-room-1").inner_text()
+    assert reception.locator("body.alarm").count() == 0
+    assert not reception.title().startswith("(")
+    # The unit's light says help is coming; the other person paged is told who is going.
+    assert wait_until(lambda: room.light is Light.HELP_COMING), room.lights
+    assert console.twilio.wait_for(
+        lambda _: "Reception gaat naar Room 1." in console.twilio.to(FLOOR)
+    )
+    assert any("You are going to Room 1" in t for t in console.twilio.to(RECEPTION))
+    [incident] = console.incidents()
+    assert (incident.state, incident.acknowledged_by) == ("acknowledged", "reception")
