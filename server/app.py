@@ -334,7 +334,7 @@ def _http_app(
     app.add_middleware(BodyLimit)
     # Outermost: every /ack/ and /console/ answer, a refused body's 413 included, is private.
     app.add_middleware(ack.PrivatePages)
-    app.add_middleware(ack.PrivatePages, prefix="/console/", headers=console_pages.HEADERS)
+    app.add_middleware(ack.PrivatePages, prefix="/console", headers=console_pages.HEADERS)
     app.state.settings = settings
     app.state.services = services
     app.include_router(api.router)
