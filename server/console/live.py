@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, func, select
+from sqlalchemy import Integer, cast, event, func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -58,7 +58,10 @@ class Hub:
             size = s.scalar(select(func.max(LogEntry.n)))
             units = s.execute(
                 select(
-                    func.count(), func.max(DeviceRecord.last_seen), func.sum(DeviceRecord.outbox)
+                    func.count(),
+                    func.sum(cast(DeviceRecord.online, Integer)),
+                    func.max(DeviceRecord.last_seen),
+                    func.sum(DeviceRecord.outbox),
                 )
             ).one()
         # A resolved alarm leaves the board after board.RECENT: a new minute re-reads it.

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sqlalchemy import create_engine, insert, update
+
 from device.indicator import Light
+from server.models import DeviceRecord
 from tests.harness import FLOOR, RECEPTION, System, wait_until
 from tests.server.console.conftest import accessible, screenshot
 
@@ -68,3 +72,29 @@ def test_press_shows_on_two_boards_within_a_second_and_im_going_takes_it(
     assert any("You are going to Room 1" in t for t in console.twilio.to(RECEPTION))
     [incident] = console.incidents()
     assert (incident.state, incident.acknowledged_by) == ("acknowledged", "reception")
+
+
+def test_a_change_made_by_another_server_instance_shows_within_a_second(
+    console: System, open_page: Callable[..., Page]
+) -> None:
+    """Larger sites run several server instances on one database: a board learns of
+    another instance's changes from the database (not from this instance's commits)."""
+    board = open_page("reception")
+    board.locator("#live-state:not(.lost)").wait_for()
+    assert board.locator("#room-room-2").get_attribute("data-state") == "offline"
+    board.evaluate(WATCH, "#room-room-2[data-state=armed]")
+    other = create_engine(console.settings.database_url)  # "another instance"
+    try:
+        changed = time.time()
+        with other.begin() as conn:
+            seen = {"online": True, "last_seen": datetime.now(UTC)}
+            found = conn.execute(
+                update(DeviceRecord).where(DeviceRecord.device_id == "unit-2").values(**seen)
+            )
+            if not found.rowcount:
+                conn.execute(insert(DeviceRecord).values(device_id="unit-2", last_seq=0, **seen))
+        board.wait_for_selector("#room-room-2[data-state=armed]", timeout=5000)
+        shown = board.evaluate("window.shownAt") / 1000 - changed
+        assert shown < 1.0, f"another instance's change took {shown:.2f} s to show"
+    finally:
+        other.dispose()
