@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from sqlalchemy import Integer, cast, event, func, select
@@ -31,6 +30,8 @@ log = logging.getLogger(__name__)
 POLL = 0.5
 #: The least time between two reads of the board, in seconds (a burst is one read).
 SETTLE = 0.02
+#: How often an open board checks that its session still holds, in seconds.
+SESSION_CHECK = 5.0
 
 
 class Hub:
@@ -107,7 +108,7 @@ class Hub:
             self._task.cancel()
             self._task = None
 
-    async def views(self) -> AsyncIterator[board.BoardView]:
+    async def views(self) -> AsyncGenerator[board.BoardView]:
         """Each new board, the current one first, for as long as the caller iterates."""
         self._start()
         assert self._changed is not None
@@ -135,18 +136,30 @@ async def stream(
     hub: Hub,
     render: Callable[[board.BoardView], str],
     still_signed_in: Callable[[], bool],
-    *,
-    check_every: float = 30.0,
-    clock: Callable[[], datetime],
 ) -> AsyncIterator[dict[str, str]]:
     """The events of one open board: ``board`` with its HTML each time it changes, and
-    ``signed-out`` (then the end) once its session has ended (checked every
-    ``check_every`` seconds)."""
-    checked = clock()
-    async for view in hub.views():
-        if (clock() - checked).total_seconds() >= check_every:
-            checked = clock()
-            if not await run_in_threadpool(still_signed_in):
-                yield {"event": "signed-out", "data": "/sign-in"}
-                return
-        yield {"event": "board", "data": render(view)}
+    ``signed-out`` (then the end) once its session has ended: signed out, expired, the
+    account closed or its role taken away (checked every :data:`SESSION_CHECK` seconds,
+    whether or not the board changes)."""
+    views = hub.views()
+    upcoming: asyncio.Future[board.BoardView] | None = None
+    try:
+        while True:
+            if upcoming is None:
+                upcoming = asyncio.ensure_future(anext(views))
+            done, _ = await asyncio.wait({upcoming}, timeout=SESSION_CHECK)
+            if not done:
+                if not await run_in_threadpool(still_signed_in):
+                    yield {"event": "signed-out", "data": "/sign-in"}
+                    return
+                continue
+            view = upcoming.result()
+            upcoming = None
+            yield {"event": "board", "data": render(view)}
+    finally:
+        if upcoming is not None:
+            upcoming.cancel()
+            # The generator must be left before it can be closed.
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await upcoming
+        await views.aclose()

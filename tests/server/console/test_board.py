@@ -9,9 +9,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
 from sqlalchemy import create_engine, insert, update
 
 from device.indicator import Light
+from server.console import live
 from server.models import DeviceRecord
 from tests.harness import FLOOR, RECEPTION, System, wait_until
 from tests.server.console.conftest import accessible, screenshot
@@ -98,3 +100,19 @@ def test_a_change_made_by_another_server_instance_shows_within_a_second(
         assert shown < 1.0, f"another instance's change took {shown:.2f} s to show"
     finally:
         other.dispose()
+
+
+def test_an_open_board_stops_when_its_session_ends(
+    console: System, open_page: Callable[..., Page], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signed out everywhere (here from another browser), an open board stops at once
+    and goes to the sign-in page: nothing more reaches it."""
+    monkeypatch.setattr(live, "SESSION_CHECK", 0.5)
+    board = open_page("reception")
+    board.locator("#live-state:not(.lost)").wait_for()
+    other = open_page("reception", "/account")
+    csrf = other.locator('input[name="csrf"]').first.get_attribute("value")
+    assert csrf
+    ended = other.request.post(console.api + "/me/sessions/end", headers={"X-CSRF-Token": csrf})
+    assert ended.ok, ended.text()
+    board.wait_for_url(console.base_url + "/sign-in", timeout=10_000)
