@@ -58,7 +58,15 @@ def test_press_shows_on_two_boards_within_a_second_and_im_going_takes_it(
     accessible(reception)
     screenshot(manager, "board-alarm", tmp_path)
 
-    reception.get_by_role("button", name="I'm going").click()
+    # By keyboard alone: Tab reaches "I'm going" and Enter presses it.
+    going = reception.get_by_role("button", name="I'm going")
+    for _ in range(30):
+        reception.keyboard.press("Tab")
+        if going.evaluate("button => document.activeElement === button"):
+            break
+    else:
+        raise AssertionError("Tab never reached the I'm going button")
+    reception.keyboard.press("Enter")
     for board in (manager, reception):
         board.wait_for_selector("#room-room-1[data-state=help_coming]", timeout=5000)
     # Each reads the board in their own language (the manager's is French).
