@@ -90,8 +90,11 @@ class Hub:
             except Exception:  # the database is away: keep the last board, try again
                 log.exception("the live board could not be read; trying again")
             self._wake.clear()
+            # NOTE: asyncio.timeout, not wait_for: a wait_for cancelled while the event
+            # loop shuts down left its inner wait pending, holding the shutdown up.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=POLL)
+                async with asyncio.timeout(POLL):
+                    await self._wake.wait()
             await asyncio.sleep(SETTLE)
 
     def _start(self) -> None:
