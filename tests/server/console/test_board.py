@@ -116,8 +116,11 @@ def test_an_open_board_stops_when_its_session_ends(
     """Signed out everywhere (here from another browser), an open board stops at once
     and goes to the sign-in page: nothing more reaches it."""
     monkeypatch.setattr(live, "SESSION_CHECK", 0.5)
-    board = open_page("reception")
+    # On a phone: the board fits the screen's width (no sideways scrolling).
+    board = open_page("reception", viewport={"width": 390, "height": 844}, is_mobile=True)
     board.locator("#live-state:not(.lost)").wait_for()
+    assert board.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    accessible(board)
     other = open_page("reception", "/account")
     csrf = other.locator('input[name="csrf"]').first.get_attribute("value")
     assert csrf
