@@ -8,12 +8,15 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import httpx
 import pyotp
 
+from server.people import auth
 from server.people.passwords import new_totp_secret
+from server.people.roles import Role
 from server.people.signin import set_password
-from tests.harness import System
-from tests.server.console.conftest import AGENT, accessible
+from tests.harness import System, open_person
+from tests.server.console.conftest import AGENT, accessible, session_cookie
 from tests.server.test_rights import api_routes
 
 if TYPE_CHECKING:
@@ -92,3 +95,21 @@ def test_every_console_page_carries_the_security_headers(
         assert headers["referrer-policy"] == "no-referrer", path
         assert headers["cache-control"] == "no-store", path
         assert headers["x-content-type-options"] == "nosniff", path
+
+
+def test_a_page_the_reader_may_not_open_says_so_in_their_language(console: System) -> None:
+    assert console.server is not None
+    open_person(console.server.services, "w-9", roles=(Role.WORKER,), language="nl")
+    cookie = session_cookie(console, "w-9")
+    with httpx.Client(base_url=console.base_url, headers={"User-Agent": AGENT}) as browser:
+        browser.cookies.set(auth.DEMO_SESSION_COOKIE, cookie)
+        refused = browser.get("/console/board")
+        assert refused.status_code == 403
+        assert "<h1>Geen toegang</h1>" in refused.text
+        assert "staff" in refused.text  # the roles that carry the right
+        assert refused.headers["cache-control"] == "no-store"
+        # A worker's console is their own account.
+        assert browser.get("/console", follow_redirects=False).headers["location"] == "/account"
+    with httpx.Client(base_url=console.base_url) as nobody:
+        away = nobody.get("/console/board", follow_redirects=False)
+        assert (away.status_code, away.headers["location"]) == (303, "/sign-in")
