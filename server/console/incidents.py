@@ -195,9 +195,7 @@ def timeline(services: Services, incident_id: int, reason: str, me: Reader) -> d
 def _days(events: list[Event], tz: ZoneInfo) -> list[Event]:
     """``events`` with the first of each day marked."""
     days = [e.at.astimezone(tz).date() for e in events]
-    return [
-        replace(e, new_day=i == 0 or days[i] != days[i - 1]) for i, e in enumerate(events)
-    ]
+    return [replace(e, new_day=i == 0 or days[i] != days[i - 1]) for i, e in enumerate(events)]
 
 
 def _event(

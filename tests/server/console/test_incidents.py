@@ -6,15 +6,34 @@ stays text, and a change without the session's CSRF token is refused."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from datetime import date, timedelta
+import re
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from sqlalchemy import select, update
 
 from device.indicator import Light
-from tests.harness import DEVICE_TOKENS, DEVICES, RECEPTION, System, wait_until
+from server.app import Server, build
+from server.models import Incident, LogEntry
+from server.paging.notifier import ConsoleNotifier
+from server.people import auth
+from server.people.tables import WebSession
+from server.routes.deps import session_cookie
+from server.settings import Settings
+from tests.harness import (
+    DEVICE_TOKENS,
+    DEVICES,
+    RECEPTION,
+    System,
+    open_person,
+    sample_site,
+    wait_until,
+)
 from tests.server.console.conftest import accessible, screenshot
 
 if TYPE_CHECKING:
@@ -73,6 +92,7 @@ def test_a_press_is_read_resolved_with_a_note_and_reviewed_from_its_record(
     label = rows.first.locator("td").nth(1)
     assert label.inner_text() == "Room 1 <img src=x onerror=alert(1)> \\u202egnol"
     assert manager.locator("main img").count() == 0
+    assert manager.locator("#f-room option[value='room-1']").inner_text() == label.inner_text()
     accessible(manager)
     rows.first.get_by_role("link").click()
     manager.wait_for_url(f"**/console/incidents/{incident.id}")
@@ -151,3 +171,104 @@ def test_a_press_is_read_resolved_with_a_note_and_reviewed_from_its_record(
     manager.wait_for_url("**state=resolved**")
     assert manager.locator("tr.incident-row").count() == 1
     assert dialogs == []
+
+
+# -- the list's filters and pages, without a browser ---------------------------------
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    settings = Settings(
+        demo=True,
+        cookies_secure=False,
+        database_url=f"sqlite:///{tmp_path / 'incidents.sqlite3'}",
+        log_checkpoint_file=tmp_path / "checkpoints.jsonl",
+        twilio_auth_token=SecretStr("t" * 32),
+        public_base_url="https://alarm.example.test",
+    )
+    built = build(settings, site=sample_site(), notifier=ConsoleNotifier(lambda _: None))
+    yield built
+    built.services.stop()
+
+
+def signed_in(server: Server, person_id: str, *, reason: str | None) -> TestClient:
+    """A browser signed in as ``person_id``, with ``reason`` given in its session."""
+    services = server.services
+    open_person(services, person_id)
+    with services.sessions.begin() as s:
+        cookie = auth.start_session(
+            s, person_id=person_id, agent="tests", method="test", now=services.clock.now()
+        )
+        if reason is not None:
+            s.execute(update(WebSession).values(justification=reason))
+    client = TestClient(server.app, headers={"User-Agent": "tests"})
+    client.cookies.set(session_cookie(server.settings), cookie)
+    return client
+
+
+def rows(html: str) -> list[str]:
+    """The incident numbers the list shows, in order."""
+    return re.findall(r'<a href="/console/incidents/(\d+)">', html)
+
+
+def test_the_list_filters_and_pages_newest_first_and_logs_one_view(server: Server) -> None:
+    services = server.services
+    start = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+    with services.sessions.begin() as s:
+        for n in range(1, 56):
+            at = start + timedelta(days=n // 10)
+            s.add(
+                Incident(
+                    alert_id=f"a{n:031d}",
+                    device_id="unit-2" if n % 5 == 0 else "unit-1",
+                    room_id="room-2" if n % 5 == 0 else "room-1",
+                    kind="test" if n % 7 == 0 else "panic",
+                    seq=n,
+                    pressed_at=at,
+                    received_at=at,
+                    state="resolved" if n % 2 else "open",
+                )
+            )
+    before = len(
+        [e for e in server_events(server, "record.viewed") if e.data["scope"] == "incidents"]
+    )
+    client = signed_in(server, "reception", reason=None)
+    asked = client.get("/console/incidents")
+    assert asked.status_code == 200
+    assert 'name="reason"' in asked.text
+    assert not rows(asked.text)
+
+    client = signed_in(server, "reception", reason="looking back at March")
+    first = client.get("/console/incidents")
+    assert rows(first.text) == [str(n) for n in range(55, 5, -1)]  # 50, newest first
+    assert 'rel="next" href="/console/incidents?page=2"' in first.text
+    second = client.get("/console/incidents?page=2")
+    assert rows(second.text) == ["5", "4", "3", "2", "1"]
+    assert 'rel="prev"' in second.text
+    assert 'rel="next"' not in second.text
+    # Room, state, kind and days (the site's, both included) narrow it; an empty field is "any".
+    expect = {
+        "room=room-2&state=&kind=": [str(n) for n in range(55, 0, -5)],
+        "state=resolved&kind=test&room=": ["49", "35", "21", "7"],
+        "from=2026-03-02&until=2026-03-02": [str(n) for n in range(19, 9, -1)],
+        "from=2026-03-06": ["55", "54", "53", "52", "51", "50"],
+        "until=2026-02-28": [],
+        "state=open&room=room-2&page=2": [],
+    }
+    for query, numbers in expect.items():
+        assert rows(client.get(f"/console/incidents?{query}").text) == numbers, query
+    filtered = client.get("/console/incidents?from=2026-03-01&room=")
+    assert 'href="/console/incidents?from=2026-03-01&amp;page=2"' in filtered.text
+    # Read many times, the list is one view in the log (per reader and reason, 15 min).
+    after = [e for e in server_events(server, "record.viewed") if e.data["scope"] == "incidents"]
+    assert len(after) == before + 1
+    assert after[-1].data["by"] == "reception"
+
+    missing = client.get("/console/incidents/9999")
+    assert missing.status_code == 404
+    assert "There is no such incident." in missing.text
+
+
+def server_events(server: Server, type_: str) -> list[LogEntry]:
+    with server.services.sessions() as s:
+        return list(s.scalars(select(LogEntry).where(LogEntry.type == type_)))
