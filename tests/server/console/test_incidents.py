@@ -132,14 +132,19 @@ def test_a_press_is_read_resolved_with_a_note_and_reviewed_from_its_record(
     note = reception.locator("li[data-type='note.added'] blockquote")
     assert note.inner_text() == "Guest said <img src=x onerror=alert(1)> \\u202eevil"
     assert reception.locator("main img").count() == 0
-    # Staff hold no right to review: the API refuses them even with the token.
-    answer = reception.evaluate(
-        """async (url) => (await fetch(url, {method: "POST", headers: {"Content-Type":
-        "application/json", "X-CSRF-Token": document.querySelector('meta[name=csrf]').content},
-        body: "{}"})).status""",
-        f"/api/v1/incidents/{incident.id}/review",
-    )
-    assert answer == 403
+    # Staff hold no right to review nor to keep the register: the API refuses them too.
+    for url, body in (
+        (f"/api/v1/incidents/{incident.id}/review", {}),
+        ("/api/v1/violence", {"incident_id": incident.id, "account": "not mine to say"}),
+    ):
+        status = reception.evaluate(
+            """async ([url, body]) => (await fetch(url, {method: "POST", headers: {
+            "Content-Type": "application/json", "X-CSRF-Token":
+            document.querySelector("meta[name=csrf]").content}, body: JSON.stringify(body)}))
+            .status""",
+            [url, body],
+        )
+        assert status == 403, url
     accessible(reception)
     screenshot(reception, "incident", tmp_path)
 
