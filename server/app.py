@@ -22,6 +22,7 @@ from panicbutton import __version__
 from panicbutton.clock import Clock, SystemClock
 from panicbutton.log import checkpoints
 from panicbutton.redact import protect_handlers
+from server.console import incidents as console_incidents
 from server.console import pages as console_pages
 from server.console import routes as console_routes
 from server.console.access import PageRefusedError, refused
@@ -354,6 +355,7 @@ def _http_app(
     app.include_router(signin_routes.router)
     app.include_router(me_routes.router)
     app.include_router(console_routes.router)
+    app.include_router(console_incidents.router)
     app.add_exception_handler(PageRefusedError, refused)
     errors.install(app)
     return app
