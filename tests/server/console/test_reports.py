@@ -5,6 +5,7 @@ PDF, whose names print in any script."""
 from __future__ import annotations
 
 import io
+import zipfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,6 +111,27 @@ def test_reports_show_two_presses_one_acknowledged_with_a_chart_and_downloads(
         form.get_by_role("button", name="Download the report (PDF)").click()
     assert Path(download.value.path()).read_bytes().startswith(b"%PDF-")
     assert download.value.suggested_filename == "report.pdf"
+    # The evidence export: refused by the form without a reason, then a verifiable bundle.
+    evidence = page.locator("form[action='/api/v1/log/export']")
+    evidence.get_by_role("button", name="Download the evidence export").click()
+    assert evidence.get_by_label("Reason").evaluate("field => !field.validity.valid")
+    evidence.get_by_label("Reason").fill(REASON)
+    with page.expect_download() as download:
+        evidence.get_by_role("button", name="Download the evidence export").click()
+    assert download.value.suggested_filename == "panicbutton-log-full.zip"
+    with zipfile.ZipFile(download.value.path()) as bundle:
+        assert any(name.endswith("entries.jsonl") for name in bundle.namelist())
+    assert [e.data["by"] for e in console.events("record.exported")] == ["boss"] * 3
+
+    # The poster's page, from the link on the reports page; its PDF downloads.
+    page.get_by_role("link", name="Print the poster").click()
+    page.wait_for_url("**/console/poster")
+    accessible(page)
+    page.get_by_label("Nederlands").check()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download the poster (PDF)").click()
+    assert download.value.suggested_filename == "poster-nl.pdf"
+    assert "In geval van nood" in pdf_text(Path(download.value.path()).read_bytes())
 
 
 # -- the poster (no browser: a signed-in browser's cookie on a test client) ---------------
