@@ -24,6 +24,8 @@ from panicbutton.log import checkpoints
 from panicbutton.redact import protect_handlers
 from server.console import incidents as console_incidents
 from server.console import pages as console_pages
+from server.console import poster as console_poster
+from server.console import reports as console_reports
 from server.console import routes as console_routes
 from server.console.access import PageRefusedError, refused
 from server.continuity import Continuity
@@ -356,6 +358,8 @@ def _http_app(
     app.include_router(me_routes.router)
     app.include_router(console_routes.router)
     app.include_router(console_incidents.router)
+    app.include_router(console_reports.router)
+    app.include_router(console_poster.router)
     app.add_exception_handler(PageRefusedError, refused)
     errors.install(app)
     return app
