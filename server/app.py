@@ -23,6 +23,9 @@ from panicbutton.clock import Clock, SystemClock
 from panicbutton.log import checkpoints
 from panicbutton.redact import protect_handlers
 from server.console import pages as console_pages
+from server.console import people as console_people
+from server.console import presence as console_presence
+from server.console import roster as console_roster
 from server.console import routes as console_routes
 from server.console.access import PageRefusedError, refused
 from server.continuity import Continuity
@@ -351,6 +354,9 @@ def _http_app(
     app.include_router(signin_routes.router)
     app.include_router(me_routes.router)
     app.include_router(console_routes.router)
+    app.include_router(console_people.router)
+    app.include_router(console_roster.router)
+    app.include_router(console_presence.router)
     app.add_exception_handler(PageRefusedError, refused)
     errors.install(app)
     return app
