@@ -85,30 +85,44 @@ def week_of(param: str | None, today: date) -> Week:
 def calendar(
     site: Site, takeovers: list[duty.Takeover], week: Week, now: datetime
 ) -> list[list[Hour]]:
-    """``[hour][day]``: who covers each hour of the week, minute by minute, as an alarm
+    """``[hour][day]``: who covers each hour of the week, to the minute, as an alarm
     would page them (only people who can be paged count)."""
     zone = site.zone
     pageable = {s.id for s in site.staff}
+    # Who is on duty changes only where a shift or a take-over starts or ends: each hour
+    # is looked at on its first minute and on each such minute inside it.
+    turns = {t.hour * 60 + t.minute for sh in site.duty.shifts for t in (sh.start, sh.end)}
+    moments = [m for t in takeovers for m in (t.start_at, t.end_at)]
     rows: list[list[Hour]] = []
     for hour in range(24):
         row = []
         for day in week.days:
             cell = Hour()
             start = datetime(day.year, day.month, day.day, hour, tzinfo=zone)
+            end = start + timedelta(hours=1)
+            looks = {start} | {
+                start + timedelta(minutes=m - hour * 60) for m in turns if m // 60 == hour
+            }
+            looks |= {_next_minute(m) for m in moments if start <= _next_minute(m) < end}
             seen: dict[str, None] = {}
-            for minute in range(60):
-                at = start + timedelta(minutes=minute)
+            for at in sorted(looks):
                 on = duty.covering(site, takeovers, at)
-                if not on:
-                    cell.gap = True
+                cell.gap = cell.gap or not on
                 seen.update(dict.fromkeys(on))
-                if any(t.start_at <= at < t.end_at and t.staff_id in pageable for t in takeovers):
-                    cell.takeover = True
+                cell.takeover = cell.takeover or any(
+                    t.start_at <= at < t.end_at and t.staff_id in pageable for t in takeovers
+                )
             cell.names = [site.name_of(i) for i in seen]
-            cell.now = start <= now < start + timedelta(hours=1)
+            cell.now = start <= now < end
             row.append(cell)
         rows.append(row)
     return rows
+
+
+def _next_minute(moment: datetime) -> datetime:
+    """The first whole minute at or after ``moment`` (duty is looked at to the minute)."""
+    whole = moment.replace(second=0, microsecond=0)
+    return whole if whole == moment else whole + timedelta(minutes=1)
 
 
 def _names(site: Site, ids: list[str]) -> list[str]:

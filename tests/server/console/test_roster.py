@@ -4,12 +4,16 @@ page changes who a real press pages, and a week with nobody on duty says so in w
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
+from fastapi import HTTPException
 
 from device.indicator import Light
-from tests.harness import FLOOR, MANAGER, RECEPTION, System, wait_until
+from server.console.roster import calendar, week_of
+from server.duty import Takeover
+from tests.harness import FLOOR, MANAGER, RECEPTION, System, sample_site, wait_until
 from tests.server.console.conftest import accessible
 
 if TYPE_CHECKING:
@@ -46,8 +50,28 @@ def test_a_shift_edited_on_the_roster_page_decides_who_a_press_pages(
     page.locator("#calendar td", has_text="Floor").first.wait_for()
     assert page.locator("#calendar td", has_text="Reception").count() == 0
 
+    # The escalation plan and a room's label, from the same page.
+    page.get_by_label("Étape 2 : après (secondes)").fill("45")
+    page.locator("#escalation tr.step").nth(1).get_by_label("appel").uncheck()
+    page.get_by_role("button", name="Enregistrer le plan d'escalade").click()
+    page.wait_for_load_state("load")
+    page.get_by_label("Étape 2 : après (secondes)").wait_for()
+    assert page.get_by_label("Étape 2 : après (secondes)").input_value() == "45"
+    page.get_by_label("Nom de la pièce room-1").fill("Kamer Eén")
+    page.get_by_role("button", name="Enregistrer le nom").first.click()
+    page.wait_for_load_state("load")
+    page.get_by_label("Nom de la pièce room-1").wait_for()
+    document = page.request.get(console.base_url + "/api/v1/site").json()["document"]
+    assert document["escalation"]["steps"][1] == {
+        "after": 45,
+        "who": "all_staff",
+        "channels": ["sms"],
+    }
+    assert document["rooms"][0]["label"] == "Kamer Eén"
+    assert document["rooms"][0]["device"] == "unit-1"
+
     room.press()
-    assert console.twilio.wait_for(lambda _: any("ALARM" in t for t in console.twilio.to(FLOOR)))
+    assert console.twilio.wait_for(lambda _: any("Kamer Eén" in t for t in console.twilio.to(FLOOR)))
     [incident] = console.incidents()
     assert console.twilio.to(RECEPTION) == []
     assert console.twilio.to(MANAGER) == []
@@ -61,6 +85,24 @@ def test_a_shift_edited_on_the_roster_page_decides_who_a_press_pages(
     assert page.locator("#calendar td.gap-cell").count() == 7 * 24
     assert "Trou : personne de garde" in page.locator("#calendar td.gap-cell").first.inner_text()
     assert "168" in page.locator("#gap-summary").inner_text()
+
+    # A new shift from the page: Floor on Mondays, 07:00 to 17:00.
+    new = page.locator("#new-shift")
+    new.get_by_label("Qui").select_option("floor")
+    for day in ("mar.", "mer.", "jeu.", "ven.", "sam.", "dim."):
+        new.get_by_label(day).uncheck()
+    new.get_by_label("Début", exact=True).fill("07:00")
+    new.get_by_label("Fin").fill("17:00")
+    new.get_by_role("button", name="Ajouter le service").click()
+    page.wait_for_load_state("load")
+    page.locator("#shift-0").wait_for()
+    assert page.locator("#calendar td.gap-cell").count() == 7 * 24 - 10
+    monday = page.locator("#calendar tbody tr td:first-of-type")
+    assert "Floor" not in monday.nth(6).inner_text()
+    assert "Floor" in monday.nth(7).inner_text()
+    assert "Trou" not in monday.nth(7).inner_text()
+    assert "Floor" in monday.nth(16).inner_text()
+    assert "Trou" in monday.nth(17).inner_text()
 
     # Staff do not edit the roster: the page is refused to them.
     refused = open_page("reception", "/console/roster")
@@ -76,3 +118,48 @@ def test_a_shift_edited_on_the_roster_page_decides_who_a_press_pages(
     answer = page.goto(console.base_url + "/console/roster?week=2026-53x")
     assert answer is not None
     assert answer.status == 404
+
+
+def test_the_week_shows_shifts_take_overs_and_gaps_to_the_minute() -> None:
+    site = sample_site(
+        duty={
+            "on_duty": [],
+            "default": ["manager"],
+            "shifts": [
+                {"staff": "reception", "days": ["mon"], "start": "08:30", "end": "18:00"},
+                {"staff": "floor", "days": ["sun"], "start": "22:00", "end": "06:00"},
+            ],
+        }
+    )
+    # Tuesday 1 December 2026, 11:30 in Brussels; Floor takes over for two hours.
+    now = datetime(2026, 12, 1, 10, 30, tzinfo=UTC)
+    week = week_of(None, date(2026, 12, 1))
+    assert week.label == "2026-W49"
+    assert (week.before, week.after) == ("2026-W48", "2026-W50")
+    hours = calendar(site, [Takeover("floor", now, now + timedelta(hours=2))], week, now)
+    monday, tuesday, sunday = 0, 1, 6
+    # Monday 08:00-09:00: nobody until 08:30, then Reception: a gap, and who.
+    assert (hours[8][monday].names, hours[8][monday].gap) == (["Reception"], True)
+    assert (hours[9][monday].names, hours[9][monday].gap) == (["Reception"], False)
+    assert hours[18][monday].gap
+    # Tuesday 11:00-12:00: a gap until the take-over at 11:30, the hour of "now".
+    cell = hours[11][tuesday]
+    assert (cell.names, cell.gap, cell.takeover, cell.now) == (["Floor"], True, True, True)
+    assert (hours[12][tuesday].gap, hours[12][tuesday].takeover) == (False, True)
+    assert (hours[13][tuesday].names, hours[13][tuesday].gap) == (["Floor"], True)  # to 13:30
+    assert (hours[14][tuesday].names, hours[14][tuesday].takeover) == ([], False)
+    assert hours[14][tuesday].gap
+    # Sunday's overnight shift: from 22:00 on Sunday, and (the Sunday before) into
+    # Monday's early hours; Tuesday's are a gap.
+    assert (hours[23][sunday].names, hours[23][sunday].gap) == (["Floor"], False)
+    assert (hours[3][monday].names, hours[3][monday].gap) == (["Floor"], False)
+    assert (hours[3][tuesday].names, hours[3][tuesday].gap) == ([], True)
+
+
+def test_a_week_is_named_by_its_iso_number() -> None:
+    assert week_of("2026-W01", date(2026, 6, 1)).monday == date(2025, 12, 29)
+    assert week_of("2026-W53", date(2026, 6, 1)).monday == date(2026, 12, 28)
+    for wrong in ("2026-W54", "2026-1", "26-W01", "2026-W00"):
+        with pytest.raises(HTTPException) as refused:
+            week_of(wrong, date(2026, 6, 1))
+        assert refused.value.status_code == 404
