@@ -4,18 +4,22 @@ markup and bidi controls stays text, and a worker checked in shows as here."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from server.people.roles import Role
-from tests.harness import System, open_person
+from server.people.tables import Person
+from tests.harness import RECEPTION, System, open_person
 from tests.server.console.conftest import accessible
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 #: A name someone typed: markup, and a right-to-left override that would turn the line.
+#: A new member of staff's number, not yet confirmed.
+NIGHT = "+32470000009"
 HOSTILE = "<script>window.pwned=1</script>\u202eevil"
 
 
@@ -39,9 +43,18 @@ def test_staff_are_refused_people_pages_and_the_people_api(
 def test_an_invitation_link_shows_once_and_a_hostile_name_stays_text(
     console: System, open_page: Callable[..., Page]
 ) -> None:
+    assert console.server is not None
+    services = console.server.services
+    with services.sessions.begin() as s:
+        s.get_one(Person, "floor").phone_problem = "unreachable (30003)"
     page = open_page("manager", "/console/people")
     page.on("dialog", lambda dialog: dialog.accept())
     assert page.locator("#person-reception").count() == 1
+    assert "confirmé" in page.locator("#person-reception").inner_text()
+    problems = page.get_by_role("region", name="Problèmes de téléphone")
+    assert "Floor" in problems.inner_text()
+    assert "unreachable (30003)" in problems.inner_text()
+    assert "unreachable (30003)" in page.locator("#person-floor").inner_text()
     accessible(page)
 
     page.get_by_label("Identifiant (pseudonyme").fill("w-17")
@@ -81,12 +94,21 @@ def test_an_invitation_link_shows_once_and_a_hostile_name_stays_text(
     page.get_by_role("button", name="Attribuer", exact=True).click()
     page.locator("#grant .form-problem").wait_for()  # at most 90 days ahead
     assert "90" in page.locator("#grant .form-problem").inner_text()
-    assert console.server is not None
-    soon = console.server.services.clock.now().date() + timedelta(days=30)
+    soon = services.clock.now().date() + timedelta(days=30)
     page.get_by_label("Prend fin le").fill(soon.isoformat())
     page.get_by_role("button", name="Attribuer", exact=True).click()
     page.locator("#roles li", has_text="inspector").wait_for()
     assert "jusqu'au" in page.locator("#roles li", has_text="inspector").inner_text()
+
+    # A new invitation (the first stops working), then the account closed.
+    page.get_by_role("button", name="Créer un nouveau lien").click()
+    page.locator("#link-box").wait_for()
+    again = page.locator("#link").input_value()
+    assert "/enrol/" in again
+    assert again != link
+    page.get_by_role("button", name="Fermer le compte").click()
+    page.get_by_text("Ce compte est fermé").wait_for()
+    assert page.get_by_role("button", name="Créer un nouveau lien").count() == 0
 
 
 def test_a_worker_checked_in_by_staff_shows_as_here_and_out_again(
@@ -116,3 +138,21 @@ def test_a_worker_checked_in_by_staff_shows_as_here_and_out_again(
     today = page.locator("#today tbody tr")
     assert today.count() == 1
     assert "still here" not in today.inner_text()
+
+    # Staff are paged: their own phone is on this page, with a test page.
+    assert "confirmed: alarms page it" in page.locator("#my-phone").inner_text()
+    page.get_by_role("button", name="Send me a test page").click()
+    page.get_by_text("on its way to your phone").wait_for()
+    assert console.twilio.wait_for(lambda _: len(console.twilio.to(RECEPTION)) == 1)
+
+    # A new member of staff confirms their number here: until then they are not paged.
+    open_person(console.server.services, "night", roles=(Role.STAFF,), phone=NIGHT)
+    night = open_page("night", "/console/presence")
+    assert "not confirmed" in night.locator("#my-phone").inner_text()
+    night.get_by_role("button", name="Text me a code").click()
+    night.get_by_text("A code is on its way by SMS.").wait_for()
+    assert console.twilio.wait_for(lambda _: len(console.twilio.to(NIGHT)) == 1)
+    [code] = re.findall(r"\b\d{3} ?\d{3}\b", console.twilio.to(NIGHT)[0])
+    night.get_by_label("The 6-digit code").fill(code)
+    night.get_by_role("button", name="Confirm my number").click()
+    night.get_by_text("confirmed: alarms page it").wait_for()
