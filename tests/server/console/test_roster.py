@@ -71,7 +71,8 @@ def test_a_shift_edited_on_the_roster_page_decides_who_a_press_pages(
     assert document["rooms"][0]["device"] == "unit-1"
 
     room.press()
-    assert console.twilio.wait_for(lambda _: any("Kamer Eén" in t for t in console.twilio.to(FLOOR)))
+    paged = console.twilio.wait_for
+    assert paged(lambda _: any("Kamer Eén" in t for t in console.twilio.to(FLOOR)))
     [incident] = console.incidents()
     assert console.twilio.to(RECEPTION) == []
     assert console.twilio.to(MANAGER) == []
