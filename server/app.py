@@ -76,6 +76,9 @@ from server.urls import PublicUrls
 
 log = logging.getLogger(__name__)
 
+#: Seconds a stopping server waits for open connections (live boards) to end.
+SHUTDOWN_GRACE = 5
+
 
 @dataclass(frozen=True)
 class Server:
@@ -337,7 +340,7 @@ def _http_app(
     app.add_middleware(BodyLimit)
     # Outermost: every /ack/ and /console/ answer, a refused body's 413 included, is private.
     app.add_middleware(ack.PrivatePages)
-    app.add_middleware(ack.PrivatePages, prefix="/console/", headers=console_pages.HEADERS)
+    app.add_middleware(ack.PrivatePages, prefix="/console", headers=console_pages.HEADERS)
     app.state.settings = settings
     app.state.services = services
     app.include_router(api.router)
@@ -369,6 +372,9 @@ def web_server(server: Server, *, host: str, port: int, log_level: str = "info")
         server.app,
         host=host,
         port=port,
+        # Open live boards (event streams) would hold a stopping server up for ever:
+        # after this many seconds they are cut (browsers reconnect by themselves).
+        timeout_graceful_shutdown=SHUTDOWN_GRACE,
         proxy_headers=False,
         log_level=log_level,
         lifespan="on",

@@ -51,6 +51,8 @@ __all__ = [
 ]
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+#: Seconds a stopping test server waits for open connections (live boards) to end.
+SHUTDOWN_GRACE = 1
 DEVICES = ("unit-1", "unit-2", "unit-3")
 #: A second user with the server's rights, for tests and benches that watch the topics
 #: (client ids are user names: watching as the server would push the server off).
@@ -397,7 +399,13 @@ class System:
         # production; here the app serves them at the root.
         self._web = uvicorn.Server(
             uvicorn.Config(
-                self.server.app, host="127.0.0.1", port=self.http_port, log_level="warning"
+                self.server.app,
+                host="127.0.0.1",
+                port=self.http_port,
+                log_level="warning",
+                # Open live boards (event streams) are cut after this on stop, as in
+                # production (server.app.web_server).
+                timeout_graceful_shutdown=SHUTDOWN_GRACE,
             )
         )
         self._thread = threading.Thread(target=self._web.run, daemon=True)

@@ -138,12 +138,7 @@ async def board_events(
         principal = authenticate(request, services, settings, None)
         return principal is not None and principal.handle == me.principal.handle
 
-    events = live.stream(
-        hub,
-        lambda view: board_fragment(services, me, view),
-        still_signed_in,
-        clock=services.clock.now,
-    )
+    events = live.stream(hub, lambda view: board_fragment(services, me, view), still_signed_in)
     return EventSourceResponse(
         events,
         ping=15,
