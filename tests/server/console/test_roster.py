@@ -45,21 +45,21 @@ def test_a_shift_edited_on_the_roster_page_decides_who_a_press_pages(
 
     shift = page.locator("#shift-0")
     shift.get_by_label("Qui").select_option("floor")
-    shift.get_by_role("button", name="Enregistrer ce service").click()
-    page.wait_for_load_state("load")
+    with page.expect_navigation():  # the page is read again
+        shift.get_by_role("button", name="Enregistrer ce service").click()
     page.locator("#calendar td", has_text="Floor").first.wait_for()
     assert page.locator("#calendar td", has_text="Reception").count() == 0
 
     # The escalation plan and a room's label, from the same page.
     page.get_by_label("Étape 2 : après (secondes)").fill("45")
     page.locator("#escalation tr.step").nth(1).get_by_label("appel").uncheck()
-    page.get_by_role("button", name="Enregistrer le plan d'escalade").click()
-    page.wait_for_load_state("load")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Enregistrer le plan d'escalade").click()
     page.get_by_label("Étape 2 : après (secondes)").wait_for()
     assert page.get_by_label("Étape 2 : après (secondes)").input_value() == "45"
     page.get_by_label("Nom de la pièce room-1").fill("Kamer Eén")
-    page.get_by_role("button", name="Enregistrer le nom").first.click()
-    page.wait_for_load_state("load")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Enregistrer le nom").first.click()
     page.get_by_label("Nom de la pièce room-1").wait_for()
     document = page.request.get(console.base_url + "/api/v1/site").json()["document"]
     assert document["escalation"]["steps"][1] == {
@@ -80,8 +80,8 @@ def test_a_shift_edited_on_the_roster_page_decides_who_a_press_pages(
 
     # Without the shift the week has nobody on duty: each hour says so in words.
     page.on("dialog", lambda dialog: dialog.accept())
-    page.locator("#shift-0").get_by_role("button", name="Supprimer ce service").click()
-    page.wait_for_load_state("load")
+    with page.expect_navigation():
+        page.locator("#shift-0").get_by_role("button", name="Supprimer ce service").click()
     page.locator("#calendar td.gap-cell").first.wait_for()
     assert page.locator("#calendar td.gap-cell").count() == 7 * 24
     assert "Trou : personne de garde" in page.locator("#calendar td.gap-cell").first.inner_text()
@@ -94,8 +94,8 @@ def test_a_shift_edited_on_the_roster_page_decides_who_a_press_pages(
         new.get_by_label(day).uncheck()
     new.get_by_label("Début", exact=True).fill("07:00")
     new.get_by_label("Fin").fill("17:00")
-    new.get_by_role("button", name="Ajouter le service").click()
-    page.wait_for_load_state("load")
+    with page.expect_navigation():
+        new.get_by_role("button", name="Ajouter le service").click()
     page.locator("#shift-0").wait_for()
     assert page.locator("#calendar td.gap-cell").count() == 7 * 24 - 10
     monday = page.locator("#calendar tbody tr td:first-of-type")
