@@ -24,6 +24,7 @@ from server.console import pages
 from server.console.access import RosterPage
 from server.console.pages import N_
 from server.console.routes import PAGE
+from server.people.presence import present_count
 from server.roster import edit
 from server.routes.deps import ServicesDep
 from server.site import DAYS, Site
@@ -137,13 +138,13 @@ async def roster_page(
     now = services.clock.now()
     shown = week_of(week, now.astimezone(site.zone).date())
 
-    def read() -> tuple[int, dict[str, Any], list[duty.Takeover]]:
+    def read() -> tuple[int, dict[str, Any], list[duty.Takeover], int]:
         with services.sessions() as s:
             version, document = edit.current_document(s, now)
             first = datetime.combine(shown.monday, datetime.min.time(), site.zone)
-            return version, document, duty.takeovers(s, min(first, now))
+            return version, document, duty.takeovers(s, min(first, now)), present_count(s)
 
-    version, document, takeovers = await run_in_threadpool(read)
+    version, document, takeovers, present = await run_in_threadpool(read)
     hours = await run_in_threadpool(calendar, site, takeovers, shown, now)
     locale = Locale.parse(me.language)
     duty_doc = document.get("duty", {})
@@ -159,6 +160,8 @@ async def roster_page(
         week=shown,
         hours=hours,
         gaps=sum(c.gap for row in hours for c in row),
+        # Workers are here and nobody is on duty: the gap the managers are paged for.
+        uncovered=present if not duty.covering(site, takeovers, now) else 0,
         takeovers=[(site.name_of(t.staff_id), t) for t in takeovers if t.end_at > now],
         always=_names(site, duty_doc.get("on_duty", [])),
         default=_names(site, duty_doc.get("default", [])),

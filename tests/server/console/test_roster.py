@@ -13,7 +13,17 @@ from fastapi import HTTPException
 from device.indicator import Light
 from server.console.roster import calendar, week_of
 from server.duty import Takeover
-from tests.harness import FLOOR, MANAGER, RECEPTION, System, sample_site, wait_until
+from server.people import presence
+from server.people.roles import Role
+from tests.harness import (
+    FLOOR,
+    MANAGER,
+    RECEPTION,
+    System,
+    open_person,
+    sample_site,
+    wait_until,
+)
 from tests.server.console.conftest import accessible
 
 if TYPE_CHECKING:
@@ -86,6 +96,16 @@ def test_a_shift_edited_on_the_roster_page_decides_who_a_press_pages(
     assert page.locator("#calendar td.gap-cell").count() == 7 * 24
     assert "Trou : personne de garde" in page.locator("#calendar td.gap-cell").first.inner_text()
     assert "168" in page.locator("#gap-summary").inner_text()
+    assert page.locator("#gap-now").count() == 0  # nobody is here: no one needs a reference
+    assert console.server is not None
+    services = console.server.services
+    open_person(services, "w-1", roles=(Role.WORKER,))
+    with services.sessions.begin() as s:
+        presence.check_in(
+            s, person_id="w-1", by="manager", now=services.clock.now(), site=services.site
+        )
+    page.reload()
+    assert "des travailleurs sont là (1)" in page.locator("#gap-now").inner_text()
 
     # A new shift from the page: Floor on Mondays, 07:00 to 17:00.
     new = page.locator("#new-shift")
