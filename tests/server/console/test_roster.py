@@ -106,6 +106,7 @@ def test_a_shift_edited_on_the_roster_page_decides_who_a_press_pages(
         )
     page.reload()
     assert "des travailleurs sont là (1)" in page.locator("#gap-now").inner_text()
+    accessible(page)
 
     # A new shift from the page: Floor on Mondays, 07:00 to 17:00.
     new = page.locator("#new-shift")
