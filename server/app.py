@@ -24,6 +24,7 @@ from panicbutton.log import checkpoints
 from panicbutton.redact import protect_handlers
 from server.console import pages as console_pages
 from server.console import routes as console_routes
+from server.console import units as console_units
 from server.console.access import PageRefusedError, refused
 from server.continuity import Continuity
 from server.db import make_engine, migrate, sessions
@@ -351,6 +352,7 @@ def _http_app(
     app.include_router(signin_routes.router)
     app.include_router(me_routes.router)
     app.include_router(console_routes.router)
+    app.include_router(console_units.router)
     app.add_exception_handler(PageRefusedError, refused)
     errors.install(app)
     return app
