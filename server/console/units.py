@@ -30,7 +30,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from panicbutton.wire import DEVICE_ID_RE, Alert, AlertKind
-from server.console import pages
+from server.console import i18n, pages
 from server.console.access import UnitsPage
 from server.console.pages import N_, Reader
 from server.errors import SiteError
@@ -176,6 +176,11 @@ async def units_page(request: Request, services: ServicesDep, me: UnitsPage) -> 
     return await run_in_threadpool(_units_page, request, services, me)
 
 
+def _said(me: Reader, text: str, **values: object) -> str:
+    """``text`` (an English source text) in ``me``'s language."""
+    return i18n.translations(me.language).gettext(text) % values
+
+
 def _check(me: Reader, csrf: str) -> None:
     if not me.principal.csrf or not hmac.compare_digest(csrf, me.principal.csrf):
         raise HTTPException(403, MEANING[403])
@@ -238,11 +243,14 @@ async def add_unit(
         room["device_token_sha256"] = secret.token_sha256
     problem = ""
     if not broker_host.strip() or any(c.isspace() for c in broker_host.strip()):
-        problem = "the broker's host name is needed, as the unit sees it (no spaces)"
+        problem = _said(me, N_("The broker's host name is needed, as the unit sees it."))
     elif url is not None and not url.startswith("https://"):
-        problem = (
-            "the server's address must start with https:// "
-            "(the token must not cross the network in clear)"
+        problem = _said(
+            me,
+            N_(
+                "The server's address must start with https:// "
+                "(the token must not cross the network in clear)."
+            ),
         )
     else:
         try:
@@ -305,7 +313,11 @@ async def retire_unit(
                 )
             )
         if alarm is not None:
-            return f"alarm {alarm} of this room is open: resolve it first; nothing was changed"
+            return _said(
+                me,
+                N_("Alarm %(id)s of this room is open: resolve it first. Nothing was changed."),
+                id=alarm,
+            )
         try:
             _save(
                 services,

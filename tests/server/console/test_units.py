@@ -37,6 +37,9 @@ def test_units_show_health_and_a_new_unit_gets_its_config_once(
     assert "never heard from" in offline.inner_text()
     accessible(page)
     screenshot(page, "units", tmp_path)
+    french = open_page("manager", "/console/units")  # a manager reads it in French
+    assert french.locator("#unit-room-1 .link").inner_text() == "en ligne"
+    assert "jamais entendu" in french.locator("#unit-room-2").inner_text()
     # An installer sees the units, not the board.
     refused = page.context.new_page()
     response = refused.goto(console.base_url + "/console/board")
@@ -103,7 +106,7 @@ def test_units_show_health_and_a_new_unit_gets_its_config_once(
     page.reload()
     page.on("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Retire unit-1").click()
-    assert "is open: resolve it first" in page.locator(".problem:not([hidden])").inner_text()
+    assert "is open: resolve it first." in page.locator(".problem:not([hidden])").inner_text()
     page.goto(console.base_url + "/console/units")
     page.get_by_role("button", name="Retire unit-2").click()
     assert "unit-2 is retired" in page.locator(".done").inner_text()
