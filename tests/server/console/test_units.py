@@ -29,13 +29,21 @@ def test_units_show_health_and_a_new_unit_gets_its_config_once(
     console: System, open_page: Callable[..., Page], tmp_path: Path
 ) -> None:
     room = console.room("unit-1")
-    assert wait_until(lambda: room.light is Light.ARMED), room.lights
+    # Unit 3 goes away once and comes back: a spell offline in its history.
+    away = console.room("unit-3")
+    assert wait_until(lambda: away.light is Light.ARMED), away.lights
+    away.agent.close()
+    assert wait_until(lambda: console.events("device.offline"))
+    back = console.room("unit-3")
+    assert wait_until(lambda: room.light is Light.ARMED and back.light is Light.ARMED)
+    assert wait_until(lambda: len(console.events("device.online")) == 3)
     page = open_page("fitter", "/console/units", roles=(Role.INSTALLER,))
     online, offline = page.locator("#unit-room-1"), page.locator("#unit-room-2")
     assert online.locator(".link").inner_text() == "online"
     assert online.locator(".version").inner_text() == __version__
     assert "offline" in offline.locator(".link").inner_text()
     assert "never heard from" in offline.inner_text()
+    assert " to " in page.locator("#unit-room-3 .spells li").inner_text()
     accessible(page)
     screenshot(page, "units", tmp_path)
     french = open_page("manager", "/console/units")  # a manager reads it in French
