@@ -46,9 +46,11 @@ def test_units_show_health_and_a_new_unit_gets_its_config_once(
     assert " to " in page.locator("#unit-room-3 .spells li").inner_text()
     accessible(page)
     screenshot(page, "units", tmp_path)
-    french = open_page("manager", "/console/units")  # a manager reads it in French
+    # A manager reads it in French, on a phone.
+    french = open_page("manager", "/console/units", viewport={"width": 390, "height": 844})
     assert french.locator("#unit-room-1 .link").inner_text() == "en ligne"
     assert "jamais entendu" in french.locator("#unit-room-2").inner_text()
+    accessible(french)
     # An installer sees the units, not the board.
     refused = page.context.new_page()
     response = refused.goto(console.base_url + "/console/board")
