@@ -172,8 +172,12 @@ def _units_page(
 
 
 @router.get("/units", summary="Room units: health, tests, offline history; add, retire, test")
-async def units_page(request: Request, services: ServicesDep, me: UnitsPage) -> Response:
-    return await run_in_threadpool(_units_page, request, services, me)
+async def units_page(
+    request: Request, services: ServicesDep, settings: SettingsDep, me: UnitsPage
+) -> Response:
+    # The form starts from this server's own address, when it has a public one.
+    form = {"server_url": settings.public_base_url}
+    return await run_in_threadpool(lambda: _units_page(request, services, me, form=form))
 
 
 def _said(me: Reader, text: str, **values: object) -> str:
