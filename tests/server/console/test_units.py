@@ -114,6 +114,9 @@ def test_units_show_health_and_a_new_unit_gets_its_config_once(
     assert not console.events("device.sequence_back")
     page.reload()
     assert "passed" in page.locator("#unit-room-1 .test").inner_text()
+    # Not the unit's alert: its light is told nothing of it.
+    assert Light.RECEIVED not in room.lights
+    assert room.light is Light.ARMED
 
     # Retiring: refused while the room's alarm is open; then another unit goes.
     room.press()
