@@ -4,7 +4,8 @@
 #   sudo firmware_config/provision.sh BUNDLE_DIR
 #
 # BUNDLE_DIR comes from `panicbutton provision DEVICE_ID ...` on the server side:
-# device.toml, mqtt-password, and optionally device-token and ca.crt. This
+# device.toml, mqtt-password, and optionally device-token and ca.crt. Or give
+# the one device.toml that the console's units page made (secrets inside). This
 # script installs the agent into /opt/panicbutton/.venv (from this checkout),
 # puts the config and secrets in /etc/panicbutton (readable by the service
 # user only), checks the wiring and the broker login, then enables the
@@ -17,9 +18,17 @@ set -euo pipefail
 die() { echo "provision: $*" >&2; exit 1; }
 
 bundle=${1:-}
-[ -n "$bundle" ] || die "usage: sudo $0 BUNDLE_DIR (made by 'panicbutton provision' on the server)"
-[ -f "$bundle/device.toml" ] || die "$bundle/device.toml is missing: is this a bundle folder?"
-[ -f "$bundle/mqtt-password" ] || die "$bundle/mqtt-password is missing"
+[ -n "$bundle" ] || die "usage: sudo $0 BUNDLE_DIR|device.toml (from 'panicbutton provision' or the console)"
+config="$bundle/device.toml"
+if [ -f "$bundle" ]; then
+  # One file from the console's units page: its secrets are in it, and a CA
+  # certificate, if the broker uses TLS, is put in /etc/panicbutton/ca.crt by hand.
+  config=$bundle
+  bundle=$(mktemp -d)
+else
+  [ -f "$config" ] || die "$config is missing: is this a bundle folder?"
+  [ -f "$bundle/mqtt-password" ] || die "$bundle/mqtt-password is missing"
+fi
 
 root=${ROOT:-}
 dry=${PANICBUTTON_PROVISION_DRY:-0}
@@ -50,7 +59,7 @@ run "$venv/bin/pip" install --quiet "$source_dir[device]"
 
 echo "4/5 config and secrets into $etc"
 install -d -m 0750 "$etc"
-install -m 0640 "$bundle/device.toml" "$etc/device.toml"
+install -m 0640 "$config" "$etc/device.toml"
 for secret in mqtt-password device-token; do
   if [ -f "$bundle/$secret" ]; then install -m 0640 "$bundle/$secret" "$etc/$secret"; fi
 done

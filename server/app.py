@@ -30,6 +30,7 @@ from server.console import presence as console_presence
 from server.console import reports as console_reports
 from server.console import roster as console_roster
 from server.console import routes as console_routes
+from server.console import units as console_units
 from server.console.access import PageRefusedError, refused
 from server.continuity import Continuity
 from server.db import make_engine, migrate, sessions
@@ -366,6 +367,7 @@ def _http_app(
     app.include_router(console_people.router)
     app.include_router(console_roster.router)
     app.include_router(console_presence.router)
+    app.include_router(console_units.router)
     app.add_exception_handler(PageRefusedError, refused)
     errors.install(app)
     return app

@@ -55,7 +55,13 @@ class AlertResult:
 
 
 def record_alert(
-    *, session: Session, site: Site, room: Room, alert: Alert, now: datetime
+    *,
+    session: Session,
+    site: Site,
+    room: Room,
+    alert: Alert,
+    now: datetime,
+    started_by: str | None = None,
 ) -> AlertResult:
     """Open an incident for ``alert``, or return the one it already opened.
 
@@ -63,6 +69,10 @@ def record_alert(
     path, returns the first incident and queues no new page. An incident is
     found by (unit, alert id): an alert id the server holds for another unit is
     refused (``refused``) and logged once, never counted on that room.
+
+    ``started_by``: a test alert started from the server by this person (the
+    console), not by the unit: logged as ``test.started``, its ``seq`` 0 (it is
+    not one of the unit's numbers, so the unit's sequence mark is left alone).
     """
     existing = session.scalar(select(Incident).where(Incident.alert_id == alert.alert_id))
     if existing is not None and existing.device_id != alert.device_id:
@@ -106,7 +116,7 @@ def record_alert(
         device_id=alert.device_id,
         room_id=room.id,
         kind=str(alert.kind),
-        seq=alert.seq,
+        seq=0 if started_by else alert.seq,
         pressed_at=alert.pressed_at,
         received_at=now,
         state=State.OPEN,
@@ -123,15 +133,25 @@ def record_alert(
         alert_id=alert.alert_id,
         device=alert.device_id,
         room=room.id,
-        seq=alert.seq,
+        seq=incident.seq,
         kind=str(alert.kind),
         device_time=alert.pressed_at,
         # The presence register's count, in the alert's own transaction: no names.
         present=present_count(session),
     )
-    _track_sequence(
-        session, device_id=alert.device_id, seq=alert.seq, now=now, incident_id=incident.id
-    )
+    if started_by:
+        audit(
+            session,
+            at=now,
+            type="test.started",
+            incident_id=incident.id,
+            device=alert.device_id,
+            by=started_by,
+        )
+    else:
+        _track_sequence(
+            session, device_id=alert.device_id, seq=alert.seq, now=now, incident_id=incident.id
+        )
 
     page_ids = steps.start(session=session, site=site, incident=incident, now=now)
     return AlertResult(incident, new=True, page_ids=page_ids)

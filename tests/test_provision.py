@@ -13,6 +13,7 @@ from pathlib import Path
 
 from device.config import load_config
 from server.site import parse_site
+from server.units.provision import Secrets, device_toml
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -132,3 +133,33 @@ def test_pi_script_explains_a_wrong_folder(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "device.toml is missing: is this a bundle folder?" in result.stderr
+
+
+def test_pi_script_takes_the_one_file_from_the_console(tmp_path: Path) -> None:
+    secret = Secrets.new()
+    text = device_toml(
+        device_id="unit-5",
+        label="Room 5",
+        broker_host="mqtt.house.example",
+        server_url="https://alarm.example.test",
+        tls=False,
+        by="the console",
+        inline=secret,
+    )
+    (tmp_path / "device.toml").write_text(text)
+    root = tmp_path / "root"
+    result = subprocess.run(
+        ["bash", str(REPO / "firmware_config" / "provision.sh"), str(tmp_path / "device.toml")],
+        env={**os.environ, "ROOT": str(root), "PANICBUTTON_PROVISION_DRY": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    etc = root / "etc" / "panicbutton"
+    assert stat.S_IMODE((etc / "device.toml").stat().st_mode) == 0o640
+    assert not (etc / "mqtt-password").exists()
+    config = load_config(etc / "device.toml")
+    assert (config.device_id, config.mqtt.password) == ("unit-5", secret.password)
+    assert config.https is not None
+    assert config.https.token == secret.token

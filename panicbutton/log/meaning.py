@@ -36,7 +36,8 @@ def check_meaning(  # noqa: PLR0912 - one branch per kind of finding
     for e in entries:
         if e.incident is not None:
             by_incident[e.incident].append(e)
-        if e.type == "alert.raised":
+        if e.type == "alert.raised" and number(e.data.get("seq")) >= 1:
+            # seq 0: a test started from the server (test.started), not the unit's number.
             seqs[str(e.data.get("device"))].append((number(e.data.get("seq")), e.n))
         elif e.type == "device.sequence_gap":
             report.findings.append(

@@ -72,6 +72,7 @@ EVENT_TYPES: dict[str, frozenset[str]] = {
         "message.sent": ("staff", "purpose", "code"),
         "message.failed": ("staff", "purpose", "code"),
         "test.completed": ("sent", "failed", "result"),
+        "test.started": ("device", "by"),
         # people
         "incident.acknowledged": ("staff", "via"),
         "incident.resolved": ("staff", "outcome"),

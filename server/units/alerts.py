@@ -44,12 +44,14 @@ class Alerts(LiveSite):
         self._news = news
         self._wake = wake
 
-    def handle(self, alert: Alert) -> Feedback:
+    def handle(self, alert: Alert, *, started_by: str | None = None) -> Feedback:
         """Record ``alert`` (once), page step 0, and return the feedback for the unit.
 
         The incident is committed before this returns; the caller confirms
         receipt to the unit only then. A unit missing from the site file still
         pages the staff on duty (someone pressed a button), as an unknown unit.
+        ``started_by``: a test alert started from the console by this person
+        (see :func:`server.incidents.record_alert`).
         """
         site = self._site  # read once: one configuration for the whole alert
         room = site.room_for_device(alert.device_id)
@@ -64,13 +66,13 @@ class Alerts(LiveSite):
         try:
             with self._sessions.begin() as s:
                 result = incidents.record_alert(
-                    session=s, site=site, room=room, alert=alert, now=now
+                    session=s, site=site, room=room, alert=alert, now=now, started_by=started_by
                 )
         except IntegrityError:
             # Another instance committed the same alert first: read its incident.
             with self._sessions.begin() as s:
                 result = incidents.record_alert(
-                    session=s, site=site, room=room, alert=alert, now=now
+                    session=s, site=site, room=room, alert=alert, now=now, started_by=started_by
                 )
         if result.refused:
             # NOTE: the unit is told ``resolved`` so that it stops resending an alert

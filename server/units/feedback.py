@@ -43,8 +43,12 @@ class Lights:
 
     def show(self, incident: Incident, now: datetime) -> None:
         """Tell the unit of ``incident`` where it stands now (button incidents only);
-        retained for a panic alert, not for a test."""
-        if incident.kind not in FROM_BUTTON:
+        retained for a panic alert, not for a test. A test started from the server
+        (``seq`` 0) is not the unit's alert: it is told nothing (its light would take
+        an alert it does not hold for the one it shows)."""
+        if incident.kind not in FROM_BUTTON or (
+            incident.kind == IncidentKind.TEST and incident.seq == 0
+        ):
             return
         with self._lock, self._sessions() as s:
             fresh = s.get_one(Incident, incident.id)
