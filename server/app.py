@@ -22,6 +22,7 @@ from panicbutton import __version__
 from panicbutton.clock import Clock, SystemClock
 from panicbutton.log import checkpoints
 from panicbutton.redact import protect_handlers
+from server.console import kiosk as console_kiosk
 from server.console import pages as console_pages
 from server.console import routes as console_routes
 from server.console.access import PageRefusedError, refused
@@ -56,6 +57,7 @@ from server.routes import ack, api, devices, errors, presence, records, roster, 
 from server.routes import me as me_routes
 from server.routes import people as people_routes
 from server.routes import phones as phones_routes
+from server.routes import pin as pin_routes
 from server.routes import signin as signin_routes
 from server.routes import units as units_routes
 from server.routes.deps import answers
@@ -350,7 +352,9 @@ def _http_app(
     app.include_router(units_routes.router)
     app.include_router(signin_routes.router)
     app.include_router(me_routes.router)
+    app.include_router(pin_routes.router)
     app.include_router(console_routes.router)
+    app.include_router(console_kiosk.router)
     app.add_exception_handler(PageRefusedError, refused)
     errors.install(app)
     return app

@@ -515,9 +515,13 @@ class System:
 
         assert wait_until(idle, timeout), f"not idle after {timeout} s: {why[0]}"
 
-    def stop_server(self) -> None:
+    def stop_server(self, *, drop_connections: bool = False) -> None:
+        """Stop the server. ``drop_connections``: without waiting for open requests (a
+        board's event stream never ends by itself; in production uvicorn's SIGTERM
+        handler ends them, but this thread has no signal handlers)."""
         if self._web is not None and self._thread is not None:
             self._web.should_exit = True
+            self._web.force_exit = drop_connections
             self._thread.join(10)
         self._web = None
 

@@ -20,9 +20,10 @@ from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from server.console import board, i18n, live, pages
-from server.console.access import BoardPage, SelfPage
+from server.console.access import BoardPage, SelfPage, SignedInPage
 from server.console.board import BoardView
 from server.console.pages import N_, Reader
+from server.people.roles import Right
 from server.people.tables import WebSession
 from server.routes.deps import MEANING, ServicesDep, SettingsDep, answers, authenticate, text_body
 from server.services import Services
@@ -76,7 +77,9 @@ def static_file(name: str, request: Request) -> Response:
 
 
 @router.get("", summary="The console: on to the first part the reader may open")
-def home(me: SelfPage) -> Response:
+def home(me: SignedInPage) -> Response:
+    if not me.can(Right.SELF):  # a reception screen has its one page
+        return RedirectResponse("/console/kiosk", status_code=303)
     sections = [s for s in pages.SECTIONS if me.can(s.right)]
     return RedirectResponse(sections[0].path if sections else "/account", status_code=303)
 
