@@ -15,6 +15,7 @@ from server.people import auth, directory
 from server.people.kiosk import PER_PERSON, PER_SCREEN, Pins, check_pin
 from server.people.roles import Role
 from server.people.signin import ThrottledError, WrongCredentialsError
+from server.people.tables import WebSession
 from server.routes.deps import session_cookie
 from tests.harness import bearer, open_person, person_token
 from tests.server.signin_kit import BROWSER, browser, clock, events, running
@@ -30,7 +31,9 @@ def signed_in(server: Server, person_id: str, roles: tuple[Role, ...]) -> TestCl
         cookie = auth.start_session(
             session, person_id=person_id, agent=BROWSER, method="test", now=services.clock.now()
         )
-        csrf = session.get(auth.WebSession, auth.sha256(cookie)).csrf  # type: ignore[union-attr]
+        row = session.get(WebSession, auth.sha256(cookie))
+        assert row is not None
+        csrf = row.csrf
     client = browser(server)
     client.headers["Cookie"] = f"{session_cookie(server.settings)}={cookie}"
     client.headers["X-CSRF-Token"] = csrf
