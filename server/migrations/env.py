@@ -4,7 +4,6 @@ from alembic import context
 from sqlalchemy import create_engine
 
 # The people tables and the passkey challenges join Base.metadata when imported.
-import server.people.kiosk
 import server.people.passkeys
 import server.people.tables  # noqa: F401
 from server.models import Base

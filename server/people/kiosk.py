@@ -16,18 +16,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
 
-from sqlalchemy import ForeignKey, String, select
-from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton.clock import Clock
 from server.errors import PeopleError
 from server.log.append import audit
-from server.models import Base
 from server.people import passwords
 from server.people.auth import active_roles
 from server.people.roles import Right, rights_of
 from server.people.signin import WrongCredentialsError, count_attempt, forget_attempt
-from server.people.tables import Person
+from server.people.tables import KioskPin, Person
 
 SHORTEST = 4
 LONGEST = 8
@@ -36,16 +35,6 @@ LONGEST = 8
 PER_PERSON = 5
 PER_SCREEN = 20
 WINDOW = timedelta(minutes=15)
-
-
-class KioskPin(Base):
-    """A person's PIN for reception screens (argon2id). Migration ``0011``."""
-
-    __tablename__ = "kiosk_pins"
-
-    person_id: Mapped[str] = mapped_column(ForeignKey("people.id"), primary_key=True)
-    hash: Mapped[str] = mapped_column(String(200))
-    changed_at: Mapped[datetime]
 
 
 def check_pin(pin: str) -> str:

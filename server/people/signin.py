@@ -31,6 +31,7 @@ from server.people.roles import Right
 from server.people.tables import (
     ApiToken,
     EnrolmentLink,
+    KioskPin,
     Passkey,
     Password,
     Person,
@@ -114,8 +115,8 @@ def use_link(session: Session, token: str, now: datetime) -> str:
 
 
 def wipe_access(session: Session, person_id: str, now: datetime) -> None:
-    """Revoke all of ``person_id``'s API tokens, remove their passkeys and password
-    (and TOTP), end their sessions; each logged, by the person (a recovery)."""
+    """Revoke all of ``person_id``'s API tokens, remove their passkeys, password (and
+    TOTP) and kiosk PIN, end their sessions; each logged, by the person (a recovery)."""
     tokens = session.scalars(
         select(ApiToken.id).where(ApiToken.person_id == person_id, ApiToken.revoked_at.is_(None))
     ).all()
@@ -133,6 +134,11 @@ def wipe_access(session: Session, person_id: str, now: datetime) -> None:
     if row is not None:
         methods += ["password", "totp"] if row.totp_secret else ["password"]
         session.delete(row)
+        session.flush()
+    pin = session.get(KioskPin, person_id)
+    if pin is not None:
+        methods.append("kiosk-pin")
+        session.delete(pin)
         session.flush()
     for method in methods:
         audit(

@@ -14,7 +14,7 @@ from server.errors import PeopleError
 from server.people import auth, directory
 from server.people.kiosk import PER_PERSON, PER_SCREEN, Pins, check_pin
 from server.people.roles import Role
-from server.people.signin import ThrottledError, WrongCredentialsError
+from server.people.signin import ThrottledError, WrongCredentialsError, wipe_access
 from server.people.tables import WebSession
 from server.routes.deps import session_cookie
 from tests.harness import bearer, open_person, person_token
@@ -80,8 +80,13 @@ def test_a_responder_sets_their_pin_from_a_browser_only(database_url: str, tmp_p
         assert staff.delete("/api/v1/me/kiosk-pin").status_code == 204
         assert staff.delete("/api/v1/me/kiosk-pin").status_code == 404
         assert not pins(server).responders()
-        assert [e["method"] for e in events(server, "signin.method_added")] == ["kiosk-pin"]
-        assert [e["method"] for e in events(server, "signin.method_removed")] == ["kiosk-pin"]
+        # A recovery takes the PIN away with every other way to act as the person.
+        assert staff.put("/api/v1/me/kiosk-pin", json={"pin": "2468"}).status_code == 204
+        with server.services.sessions.begin() as session:
+            wipe_access(session, "reception", server.services.clock.now())
+        assert not pins(server).has("reception")
+        assert [e["method"] for e in events(server, "signin.method_added")] == ["kiosk-pin"] * 2
+        assert [e["method"] for e in events(server, "signin.method_removed")] == ["kiosk-pin"] * 2
 
 
 def test_wrong_pins_pause_the_person_then_the_screen(database_url: str, tmp_path: Path) -> None:
