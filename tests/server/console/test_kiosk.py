@@ -49,6 +49,7 @@ def test_a_person_answers_at_the_screen_with_their_pin_and_nothing_else_opens(
     screen.get_by_role("link", name="I'm going").click()
     screen.get_by_role("heading", name="Who is going to Room 1?").wait_for()
     accessible(screen)
+    screenshot(screen, "kiosk-answer", tmp_path)
 
     # A wrong PIN: said plainly, nothing acknowledged.
     screen.get_by_label("Your name").select_option(label="Reception")
