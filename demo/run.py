@@ -183,6 +183,10 @@ class Demo:
         self.say(f"sign in at {self.public_url}/sign-in with an id and its password:")
         for line in lines:
             self.say(line)
+        self.say(
+            f"console: {self.public_url}/console (sign in as manager: the live board "
+            "shows each press here at once)"
+        )
 
     def _start_room(self, stack: contextlib.ExitStack, i: int) -> None:
         device_id = f"unit-{i}"

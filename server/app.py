@@ -22,8 +22,11 @@ from panicbutton import __version__
 from panicbutton.clock import Clock, SystemClock
 from panicbutton.log import checkpoints
 from panicbutton.redact import protect_handlers
+from server.console import incidents as console_incidents
 from server.console import kiosk as console_kiosk
 from server.console import pages as console_pages
+from server.console import poster as console_poster
+from server.console import reports as console_reports
 from server.console import routes as console_routes
 from server.console.access import PageRefusedError, refused
 from server.continuity import Continuity
@@ -74,6 +77,9 @@ from server.units.supervision import SupervisionTimes, Supervisor
 from server.urls import PublicUrls
 
 log = logging.getLogger(__name__)
+
+#: Seconds a stopping server waits for open connections (live boards) to end.
+SHUTDOWN_GRACE = 5
 
 
 @dataclass(frozen=True)
@@ -336,7 +342,7 @@ def _http_app(
     app.add_middleware(BodyLimit)
     # Outermost: every /ack/ and /console/ answer, a refused body's 413 included, is private.
     app.add_middleware(ack.PrivatePages)
-    app.add_middleware(ack.PrivatePages, prefix="/console/", headers=console_pages.HEADERS)
+    app.add_middleware(ack.PrivatePages, prefix="/console", headers=console_pages.HEADERS)
     app.state.settings = settings
     app.state.services = services
     app.include_router(api.router)
@@ -354,6 +360,9 @@ def _http_app(
     app.include_router(me_routes.router)
     app.include_router(pin_routes.router)
     app.include_router(console_routes.router)
+    app.include_router(console_incidents.router)
+    app.include_router(console_reports.router)
+    app.include_router(console_poster.router)
     app.include_router(console_kiosk.router)
     app.add_exception_handler(PageRefusedError, refused)
     errors.install(app)
@@ -367,6 +376,9 @@ def web_server(server: Server, *, host: str, port: int, log_level: str = "info")
         server.app,
         host=host,
         port=port,
+        # Open live boards (event streams) would hold a stopping server up for ever:
+        # after this many seconds they are cut (browsers reconnect by themselves).
+        timeout_graceful_shutdown=SHUTDOWN_GRACE,
         proxy_headers=False,
         log_level=log_level,
         lifespan="on",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -82,10 +83,22 @@ class Records:
                 scope=scope,
             )
 
-    def incidents(self, who: Access, *, state: State | None, limit: int) -> list[Incident]:
-        """Newest first, at most ``limit`` (1 to 1000); ``state`` filters. The view is
-        recorded at most once per LIST_VIEW_EVERY per viewer and reason, so that a live
-        board that polls does not flood the log."""
+    def incidents(
+        self,
+        who: Access,
+        *,
+        state: State | None,
+        limit: int,
+        room: str | None = None,
+        kind: str | None = None,
+        since: datetime | None = None,
+        before: datetime | None = None,
+        offset: int = 0,
+    ) -> list[Incident]:
+        """Newest first, at most ``limit`` (1 to 1000) after skipping ``offset``;
+        ``state``, ``room``, ``kind`` and received in [``since``, ``before``) filter. The
+        view is recorded at most once per LIST_VIEW_EVERY per viewer and reason, so that
+        a live board that polls does not flood the log."""
         now = self._clock.monotonic()
         # Keyed on a hash: the reason itself is personal data, kept only in the log's store.
         key = (who.by, hashlib.sha256(who.justification.encode()).hexdigest())
@@ -99,9 +112,22 @@ class Records:
             with self._list_views_lock:
                 self._list_views[key] = now  # only once it is recorded
         with self._sessions() as s:
-            query = select(Incident).order_by(Incident.id.desc()).limit(min(max(limit, 1), 1000))
+            query = (
+                select(Incident)
+                .order_by(Incident.id.desc())
+                .limit(min(max(limit, 1), 1000))
+                .offset(max(offset, 0))
+            )
             if state:
                 query = query.where(Incident.state == state)
+            if room:
+                query = query.where(Incident.room_id == room)
+            if kind:
+                query = query.where(Incident.kind == kind)
+            if since:
+                query = query.where(Incident.received_at >= since)
+            if before:
+                query = query.where(Incident.received_at < before)
             return list(s.scalars(query))
 
     def incident(self, incident_id: int, who: Access) -> tuple[Incident, list[LogEntry]]:
@@ -118,6 +144,21 @@ class Records:
                 select(LogEntry).where(LogEntry.incident_id == incident_id).order_by(LogEntry.n)
             )
             return incident, list(events)
+
+    def views(self, incident_id: int) -> list[LogEntry]:
+        """The ``record.viewed`` entries of one incident's record, oldest first (they name
+        its scope, not the incident: a view is no event of the incident itself)."""
+        scope = f"incident:{incident_id}"
+        with self._sessions() as s:
+            received = s.scalar(select(Incident.received_at).where(Incident.id == incident_id))
+            if received is None:
+                return []
+            entries = s.scalars(
+                select(LogEntry)
+                .where(LogEntry.type == "record.viewed", LogEntry.at >= received)
+                .order_by(LogEntry.n)
+            )
+            return [e for e in entries if e.data.get("scope") == scope]
 
     def add_note(self, incident_id: int, *, by: str, text: str, subjects: list[str]) -> str:
         """Add a note about ``subjects`` (its author among them) to an incident; returns

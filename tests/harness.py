@@ -51,6 +51,8 @@ __all__ = [
 ]
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+#: Seconds a stopping test server waits for open connections (live boards) to end.
+SHUTDOWN_GRACE = 1
 DEVICES = ("unit-1", "unit-2", "unit-3")
 #: A second user with the server's rights, for tests and benches that watch the topics
 #: (client ids are user names: watching as the server would push the server off).
@@ -397,7 +399,13 @@ class System:
         # production; here the app serves them at the root.
         self._web = uvicorn.Server(
             uvicorn.Config(
-                self.server.app, host="127.0.0.1", port=self.http_port, log_level="warning"
+                self.server.app,
+                host="127.0.0.1",
+                port=self.http_port,
+                log_level="warning",
+                # Open live boards (event streams) are cut after this on stop, as in
+                # production (server.app.web_server).
+                timeout_graceful_shutdown=SHUTDOWN_GRACE,
             )
         )
         self._thread = threading.Thread(target=self._web.run, daemon=True)
@@ -515,13 +523,9 @@ class System:
 
         assert wait_until(idle, timeout), f"not idle after {timeout} s: {why[0]}"
 
-    def stop_server(self, *, drop_connections: bool = False) -> None:
-        """Stop the server. ``drop_connections``: without waiting for open requests (a
-        board's event stream never ends by itself; in production uvicorn's SIGTERM
-        handler ends them, but this thread has no signal handlers)."""
+    def stop_server(self) -> None:
         if self._web is not None and self._thread is not None:
             self._web.should_exit = True
-            self._web.force_exit = drop_connections
             self._thread.join(10)
         self._web = None
 

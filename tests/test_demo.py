@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -126,6 +127,18 @@ def test_the_demo_prints_how_to_sign_in_and_the_passwords_work() -> None:
             )
             assert signed.status_code in (200, 303), signed.text
             me = browser.get("/api/v1/me").json()
+            assert "console: http://localhost:" in out
+            board = browser.get("/console/board")
+            assert board.status_code == 200
+            assert 'id="room-room-1" data-state="armed"' in board.text
+            # The board reacts to the demo's presses.
+            demo.stdin.write("1\n")
+            demo.stdin.flush()
+            deadline = time.monotonic() + 10
+            while 'id="room-room-1" data-state="received"' not in board.text:
+                assert time.monotonic() < deadline, board.text
+                time.sleep(0.1)
+                board = browser.get("/console/board")
         assert me["id"] == "manager"
         assert "manager" in me["roles"]
     finally:

@@ -23,10 +23,21 @@ from server.routes.deps import ServicesDep, SettingsDep, authenticate
 class PageRefusedError(Exception):
     """A console page the reader may not open: a redirect to sign in, or a 403 page."""
 
-    def __init__(self, status: int, message: str = "", location: str = "") -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        status: int,
+        *,
+        location: str = "",
+        right: str = "",
+        roles: str = "",
+        language: str = "en",
+    ) -> None:
+        super().__init__(f"needs the right {right!r} ({roles})" if right else location)
         self.status = status
         self.location = location
+        self.right = right
+        self.roles = roles
+        self.language = language
 
 
 def viewer(right: Right, *or_rights: Right) -> Callable[..., object]:
@@ -39,11 +50,8 @@ def viewer(right: Right, *or_rights: Right) -> Callable[..., object]:
             raise PageRefusedError(303, location="/sign-in")
         if not any(principal.can(r) for r in (right, *or_rights)):
             holders = ", ".join(sorted(r.value for r, rights in RIGHTS.items() if right in rights))
-            raise PageRefusedError(
-                403,
-                f"This page needs the right “{right.value}”, which the roles {holders} carry. "
-                "A manager can give you a role.",
-            )
+            me = await run_in_threadpool(pages.reader, services, principal)
+            raise PageRefusedError(403, right=right.value, roles=holders, language=me.language)
         return await run_in_threadpool(pages.reader, services, principal)
 
     # Read by tests/server/test_rights.py, like need()'s.
@@ -71,5 +79,7 @@ async def refused(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, PageRefusedError)
     if exc.location:
         return RedirectResponse(exc.location, status_code=exc.status, headers=dict(pages.HEADERS))
-    body = pages.render_text("refused.html", language="en", message=str(exc))
+    body = pages.render_text(
+        "refused.html", language=exc.language, lang=exc.language, right=exc.right, roles=exc.roles
+    )
     return HTMLResponse(body, status_code=exc.status, headers=dict(pages.HEADERS))

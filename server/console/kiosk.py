@@ -15,19 +15,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from panicbutton.wire import INT_MAX
-from server.console import board, live, pages
+from server.console import board, pages
 from server.console.access import KioskPage, viewer
 from server.console.board import BoardView, RoomView
 from server.console.pages import N_, Reader
-from server.console.routes import PAGE, HubDep, board_fragment
+from server.console.routes import PAGE, HubDep, board_fragment, board_stream
 from server.people.kiosk import Pins
 from server.people.roles import Right
 from server.people.signin import ThrottledError, WrongCredentialsError
-from server.routes.deps import ServicesDep, SettingsDep, authenticate, session_cookie, text_body
+from server.routes.deps import ServicesDep, SettingsDep, session_cookie, text_body
 from server.services import Services
 from server.settings import Settings
 
@@ -125,22 +124,7 @@ async def kiosk_page(
 async def kiosk_events(
     request: Request, services: ServicesDep, settings: SettingsDep, hub: HubDep, me: KioskPage
 ) -> Response:
-    def still_signed_in() -> bool:
-        principal = authenticate(request, services, settings, None)
-        return principal is not None and principal.handle == me.principal.handle
-
-    events = live.stream(
-        hub,
-        lambda view: board_fragment(services, me, view),
-        still_signed_in,
-        clock=services.clock.now,
-    )
-    response = EventSourceResponse(
-        events,
-        ping=15,
-        headers={**pages.HEADERS, "X-Accel-Buffering": "no"},
-        send_timeout=10,
-    )
+    response = board_stream(request, services, settings, hub, me)
     _keep_signed_in(response, request, settings)
     return response
 

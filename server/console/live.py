@@ -13,11 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
-from sqlalchemy import event, func, select
+from sqlalchemy import Integer, cast, event, func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -31,6 +30,8 @@ log = logging.getLogger(__name__)
 POLL = 0.5
 #: The least time between two reads of the board, in seconds (a burst is one read).
 SETTLE = 0.02
+#: How often an open board checks that its session still holds, in seconds.
+SESSION_CHECK = 5.0
 
 
 class Hub:
@@ -58,7 +59,10 @@ class Hub:
             size = s.scalar(select(func.max(LogEntry.n)))
             units = s.execute(
                 select(
-                    func.count(), func.max(DeviceRecord.last_seen), func.sum(DeviceRecord.outbox)
+                    func.count(),
+                    func.sum(cast(DeviceRecord.online, Integer)),
+                    func.max(DeviceRecord.last_seen),
+                    func.sum(DeviceRecord.outbox),
                 )
             ).one()
         # A resolved alarm leaves the board after board.RECENT: a new minute re-reads it.
@@ -86,8 +90,11 @@ class Hub:
             except Exception:  # the database is away: keep the last board, try again
                 log.exception("the live board could not be read; trying again")
             self._wake.clear()
+            # NOTE: asyncio.timeout, not wait_for: a wait_for cancelled while the event
+            # loop shuts down left its inner wait pending, holding the shutdown up.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=POLL)
+                async with asyncio.timeout(POLL):
+                    await self._wake.wait()
             await asyncio.sleep(SETTLE)
 
     def _start(self) -> None:
@@ -104,7 +111,7 @@ class Hub:
             self._task.cancel()
             self._task = None
 
-    async def views(self) -> AsyncIterator[board.BoardView]:
+    async def views(self) -> AsyncGenerator[board.BoardView]:
         """Each new board, the current one first, for as long as the caller iterates."""
         self._start()
         assert self._changed is not None
@@ -132,18 +139,30 @@ async def stream(
     hub: Hub,
     render: Callable[[board.BoardView], str],
     still_signed_in: Callable[[], bool],
-    *,
-    check_every: float = 30.0,
-    clock: Callable[[], datetime],
 ) -> AsyncIterator[dict[str, str]]:
     """The events of one open board: ``board`` with its HTML each time it changes, and
-    ``signed-out`` (then the end) once its session has ended (checked every
-    ``check_every`` seconds)."""
-    checked = clock()
-    async for view in hub.views():
-        if (clock() - checked).total_seconds() >= check_every:
-            checked = clock()
-            if not await run_in_threadpool(still_signed_in):
-                yield {"event": "signed-out", "data": "/sign-in"}
-                return
-        yield {"event": "board", "data": render(view)}
+    ``signed-out`` (then the end) once its session has ended: signed out, expired, the
+    account closed or its role taken away (checked every :data:`SESSION_CHECK` seconds,
+    whether or not the board changes)."""
+    views = hub.views()
+    upcoming: asyncio.Future[board.BoardView] | None = None
+    try:
+        while True:
+            if upcoming is None:
+                upcoming = asyncio.ensure_future(anext(views))
+            done, _ = await asyncio.wait({upcoming}, timeout=SESSION_CHECK)
+            if not done:
+                if not await run_in_threadpool(still_signed_in):
+                    yield {"event": "signed-out", "data": "/sign-in"}
+                    return
+                continue
+            view = upcoming.result()
+            upcoming = None
+            yield {"event": "board", "data": render(view)}
+    finally:
+        if upcoming is not None:
+            upcoming.cancel()
+            # The generator must be left before it can be closed.
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await upcoming
+        await views.aclose()

@@ -27,6 +27,7 @@ from server.people.roles import Right
 from server.people.tables import WebSession
 from server.routes.deps import MEANING, ServicesDep, SettingsDep, answers, authenticate, text_body
 from server.services import Services
+from server.settings import Settings
 
 PAGE: dict[int | str, dict[str, Any]] = {
     200: text_body("text/html", description="the page"),
@@ -137,16 +138,20 @@ async def board_page(request: Request, services: ServicesDep, me: BoardPage) -> 
 async def board_events(
     request: Request, services: ServicesDep, settings: SettingsDep, hub: HubDep, me: BoardPage
 ) -> Response:
+    return board_stream(request, services, settings, hub, me)
+
+
+def board_stream(
+    request: Request, services: Services, settings: Settings, hub: live.Hub, me: Reader
+) -> EventSourceResponse:
+    """The live board's events for ``me``, until their session ends (also the reception
+    screen's: :mod:`server.console.kiosk`)."""
+
     def still_signed_in() -> bool:
         principal = authenticate(request, services, settings, None)
         return principal is not None and principal.handle == me.principal.handle
 
-    events = live.stream(
-        hub,
-        lambda view: board_fragment(services, me, view),
-        still_signed_in,
-        clock=services.clock.now,
-    )
+    events = live.stream(hub, lambda view: board_fragment(services, me, view), still_signed_in)
     return EventSourceResponse(
         events,
         ping=15,

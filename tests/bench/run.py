@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+from tests.bench.board import BoardRun, chromium, measure_board_app, measure_board_floor
 from tests.bench.escalation import escalation_report, measure_escalation
 from tests.bench.floor import FloorRun, measure_floor
 from tests.bench.footprint import Footprint, measure_footprint
@@ -94,7 +95,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"rooms pressed within one second for the storm figure, against a fake Twilio "
         f"enforcing Twilio's limits (default {STORM_ROOMS}; 0 skips it; always SQLite)",
     )
+    parser.add_argument(
+        "--board-presses",
+        type=int,
+        default=100,
+        metavar="N",
+        help="presses timed to the console's live board in headless Chromium, and as many "
+        "floor messages (default 100; 0 skips it)",
+    )
     args = parser.parse_args(argv)
+    if args.board_presses < 0:
+        parser.error("--board-presses must be 0 or more")
     if args.storm_rooms < 0:
         parser.error("--storm-rooms must be 0 or more")
     if args.presses < 1:
@@ -292,6 +303,37 @@ def report_footprint(fp: Footprint | None, presses: int) -> None:
     )
 
 
+def report_board(board: BoardRun) -> None:
+    say()
+    say("7. Press -> the console's live board (headless Chromium, signed in as the manager)")
+    say("   App: time.time() just before the room unit's mock button is pressed, to Date.now()")
+    say("   noted by a MutationObserver when the board first shows the room as 'received'")
+    say("   (server-sent event -> DOM). Floor: paho publish -> Mosquitto -> paho subscriber ->")
+    say("   a bare sse-starlette app -> the same Chromium's DOM. Each incident resolved before")
+    say(f"   the next press; {board.warmup} warm-up presses not counted. In ms:")
+    say()
+    say(
+        table(
+            SUMMARY_HEADERS,
+            [
+                Summary.of(board.app).row("press -> board shows it"),
+                Summary.of(board.floor).row("floor: publish -> page shows it"),
+            ],
+        )
+    )
+    a, f = Summary.of(board.app), Summary.of(board.floor)
+    say()
+    say(
+        table(
+            ("app / floor", "median", "p99"),
+            [
+                ["ratio", f"{a.median / f.median:.1f}x", f"{a.p99 / f.p99:.1f}x"],
+                ["difference (ms)", ms(a.median - f.median), ms(a.p99 - f.p99)],
+            ],
+        )
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     mosquitto = find_mosquitto()
@@ -324,7 +366,12 @@ def bench(args: argparse.Namespace, mosquitto: str, started: float) -> int:
                 users=users,
                 database_url=url,
                 folder=folder,
-                settings={"sms_bundle_window": 0.0, "call_bundle_window": 0.0},
+                settings={
+                    "sms_bundle_window": 0.0,
+                    "call_bundle_window": 0.0,
+                    # The board's browser signs in over plain HTTP on loopback.
+                    "cookies_secure": False,
+                },
             )
         )
         # The latency section measures our hops, press after press: Twilio queues a
@@ -333,6 +380,11 @@ def bench(args: argparse.Namespace, mosquitto: str, started: float) -> int:
         system.twilio.sender_rate = 0.0
         app = measure_app(system, args.presses, progress=progress)
         report_app(app, "PostgreSQL" if args.postgres else "SQLite")
+        board = BoardRun(warmup=3)
+        browser = stack.enter_context(chromium()) if args.board_presses else None
+        if browser is not None:
+            progress("board")
+            measure_board_app(system, browser, args.board_presses, board, progress=progress)
         footprint = None
         if args.agent_presses:
             progress("agent footprint")
@@ -342,6 +394,10 @@ def bench(args: argparse.Namespace, mosquitto: str, started: float) -> int:
         floor = measure_floor(system, args.presses, progress=progress)
         report_floor(floor, app)
         report_footprint(footprint, args.agent_presses)
+        if browser is not None:
+            progress("board floor")
+            measure_board_floor(system, browser, args.board_presses, board)
+            report_board(board)
         if args.escalation_incidents:
             progress("escalation")
             (folder / "escalation").mkdir()

@@ -1,6 +1,8 @@
 // The console's forms: a form marked data-api is sent to the HTTP API as JSON with the
 // session's CSRF token; its answer's "detail" is shown when it fails. A form marked
-// data-download fetches a file (with the reason header where asked) and saves it.
+// data-download fetches a file (with the reason header where asked) and saves it. The
+// reason is data-reason, or the value of the form's field named by data-reason-field; a
+// button's formaction sends the form elsewhere.
 "use strict";
 (function () {
   const csrf = () => (document.querySelector('meta[name="csrf"]') || {}).content || "";
@@ -41,7 +43,8 @@
   async function send(form, submitter) {
     const method = (form.dataset.method || form.getAttribute("method") || "post").toUpperCase();
     const headers = { "X-CSRF-Token": csrf(), Accept: "application/json" };
-    const why = form.dataset.reason;
+    const field = form.dataset.reasonField;
+    const why = field !== undefined ? (form.elements[field] || {}).value : form.dataset.reason;
     if (why !== undefined) headers["X-Panicbutton-Justification"] = why;
     const init = { method, headers, credentials: "same-origin" };
     if (method !== "GET" && method !== "DELETE") {
@@ -50,13 +53,14 @@
     }
     if (submitter) submitter.disabled = true;
     try {
-      const answer = await fetch(form.getAttribute("action"), init);
+      const action = (submitter && submitter.getAttribute("formaction")) || form.getAttribute("action");
+      const answer = await fetch(action, init);
       if (form.dataset.download !== undefined && answer.ok) {
         const blob = await answer.blob();
         const name = (answer.headers.get("Content-Disposition") || "").match(/filename="([^"]+)"/);
         const link = document.createElement("a");
         link.href = URL.createObjectURL(blob);
-        link.download = name ? name[1] : form.dataset.download || "download";
+        link.download = name ? name[1] : form.dataset.download || action.split("?")[0].split("/").pop();
         document.body.appendChild(link);
         link.click();
         link.remove();

@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
+from sqlalchemy import create_engine, insert, update
+
 from device.indicator import Light
+from server.console import live
+from server.models import DeviceRecord
 from tests.harness import FLOOR, RECEPTION, System, wait_until
 from tests.server.console.conftest import accessible, screenshot
 
@@ -52,7 +58,15 @@ def test_press_shows_on_two_boards_within_a_second_and_im_going_takes_it(
     accessible(reception)
     screenshot(manager, "board-alarm", tmp_path)
 
-    reception.get_by_role("button", name="I'm going").click()
+    # By keyboard alone: Tab reaches "I'm going" and Enter presses it.
+    going = reception.get_by_role("button", name="I'm going")
+    for _ in range(30):
+        reception.keyboard.press("Tab")
+        if going.evaluate("button => document.activeElement === button"):
+            break
+    else:
+        raise AssertionError("Tab never reached the I'm going button")
+    reception.keyboard.press("Enter")
     for board in (manager, reception):
         board.wait_for_selector("#room-room-1[data-state=help_coming]", timeout=5000)
     # Each reads the board in their own language (the manager's is French).
@@ -68,3 +82,48 @@ def test_press_shows_on_two_boards_within_a_second_and_im_going_takes_it(
     assert any("You are going to Room 1" in t for t in console.twilio.to(RECEPTION))
     [incident] = console.incidents()
     assert (incident.state, incident.acknowledged_by) == ("acknowledged", "reception")
+
+
+def test_a_change_made_by_another_server_instance_shows_within_a_second(
+    console: System, open_page: Callable[..., Page]
+) -> None:
+    """Larger sites run several server instances on one database: a board learns of
+    another instance's changes from the database (not from this instance's commits)."""
+    board = open_page("reception")
+    board.locator("#live-state:not(.lost)").wait_for()
+    assert board.locator("#room-room-2").get_attribute("data-state") == "offline"
+    board.evaluate(WATCH, "#room-room-2[data-state=armed]")
+    other = create_engine(console.settings.database_url)  # "another instance"
+    try:
+        changed = time.time()
+        with other.begin() as conn:
+            seen = {"online": True, "last_seen": datetime.now(UTC)}
+            found = conn.execute(
+                update(DeviceRecord).where(DeviceRecord.device_id == "unit-2").values(**seen)
+            )
+            if not found.rowcount:
+                conn.execute(insert(DeviceRecord).values(device_id="unit-2", last_seq=0, **seen))
+        board.wait_for_selector("#room-room-2[data-state=armed]", timeout=5000)
+        shown = board.evaluate("window.shownAt") / 1000 - changed
+        assert shown < 1.0, f"another instance's change took {shown:.2f} s to show"
+    finally:
+        other.dispose()
+
+
+def test_an_open_board_stops_when_its_session_ends(
+    console: System, open_page: Callable[..., Page], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signed out everywhere (here from another browser), an open board stops at once
+    and goes to the sign-in page: nothing more reaches it."""
+    monkeypatch.setattr(live, "SESSION_CHECK", 0.5)
+    # On a phone: the board fits the screen's width (no sideways scrolling).
+    board = open_page("reception", viewport={"width": 390, "height": 844}, is_mobile=True)
+    board.locator("#live-state:not(.lost)").wait_for()
+    assert board.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    accessible(board)
+    other = open_page("reception", "/account")
+    csrf = other.locator('input[name="csrf"]').first.get_attribute("value")
+    assert csrf
+    ended = other.request.post(console.api + "/me/sessions/end", headers={"X-CSRF-Token": csrf})
+    assert ended.ok, ended.text()
+    board.wait_for_url(console.base_url + "/sign-in", timeout=10_000)

@@ -73,7 +73,13 @@ def test_a_person_answers_at_the_screen_with_their_pin_and_nothing_else_opens(
     screenshot(screen, "kiosk", tmp_path)
 
     # The screen's account opens nothing but its screen.
-    for path in ("/console/board", "/console/kiosk-pin", "/api/v1/incidents", "/api/v1/me"):
+    for path in (
+        "/console/board",
+        "/console/incidents",
+        "/console/kiosk-pin",
+        "/api/v1/incidents",
+        "/api/v1/me",
+    ):
         answer = screen.request.get(console.base_url + path, max_redirects=0)
         assert answer.status == 403, (path, answer.status)
 
@@ -86,7 +92,7 @@ def test_the_screen_says_it_is_not_live_and_reconnects_after_a_server_restart(
     screen = open_page(SCREEN, "/console/kiosk", roles=(Role.KIOSK,))
     screen.locator("#live-state:not(.lost)").wait_for()
 
-    console.stop_server(drop_connections=True)
+    console.stop_server()
     screen.locator("#live-state.lost").wait_for(timeout=10000)
     assert "Not live" in screen.locator("#live-state").inner_text()
     assert screen.locator("body[data-live=no]").count() == 1

@@ -1,0 +1,252 @@
+"""Incident records in the console: the list with its filters, and one incident's
+timeline told from the log, with the actions the reader's rights allow.
+
+Both are records views: they go through the records service, which logs each view
+with the person and the reason they gave once in this browser session (asked by
+:func:`server.console.routes.reason_page`). Actions post to the API
+(acknowledge, resolve, notes, review, the violence register) from ``data-api`` forms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import date, datetime, time, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from server.console import pages
+from server.console.access import RecordsPage
+from server.console.pages import N_, Reader
+from server.console.routes import PAGE, justification, reason_page
+from server.models import Incident, IncidentKind, LogEntry, Outcome, PersonalData, State
+from server.people.tables import Person, ViolenceEntry
+from server.records import Access, NoRecordError
+from server.routes.deps import IncidentId, ServicesDep
+from server.services import Services
+
+router = APIRouter(prefix="/console", tags=["console"], responses=PAGE, include_in_schema=False)
+
+E = TypeVar("E", bound=StrEnum)
+#: Incidents shown per page of the list.
+PER_PAGE = 50
+#: Log entries that hold a text someone typed (personal data, by ref) and its field.
+TYPED = {"note.added": "text", "review.signed_off": "remarks", "violence.recorded": None}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One incident in the list."""
+
+    incident: Incident
+    room: str
+    going: str | None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One step of a timeline: the log entry, the names of the people it names, the
+    text someone typed (None if it holds none; "" once purged), and for a page's
+    later entries the page's first entry (whom, which channel)."""
+
+    n: int
+    at: datetime
+    type: str
+    data: dict[str, Any]
+    who: str | None
+    text: str | None
+    page: dict[str, Any] | None
+    #: The first entry of its day (in the site's time zone): shown with its date.
+    new_day: bool = False
+
+
+def _names(services: Services, ids: set[str]) -> dict[str, str]:
+    """People's names by id; an id with no account stands for itself."""
+    with services.sessions() as s:
+        found = dict(s.execute(select(Person.id, Person.name).where(Person.id.in_(ids))).all())
+    return {i: found.get(i, i) for i in ids}
+
+
+def _day(value: str | None, tz: ZoneInfo, *, end: bool = False) -> datetime | None:
+    """A date from the filter (the site's day), as the moment it starts; ``end``: the
+    start of the next day."""
+    if not value:
+        return None
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        return None
+    return datetime.combine(day + timedelta(days=1 if end else 0), time(), tz)
+
+
+def _one_of(choices: type[E], value: str) -> E | None:
+    """The filter's value, or None for "any" (an empty field, or a value it cannot be)."""
+    return next((c for c in choices if c.value == value), None)
+
+
+@router.get("/incidents", summary="Incident records: the list, newest first, with filters")
+async def incident_list(
+    request: Request,
+    services: ServicesDep,
+    me: RecordsPage,
+    *,
+    room: Annotated[str, Query(max_length=63)] = "",
+    state: Annotated[str, Query(max_length=16)] = "",
+    kind: Annotated[str, Query(max_length=16)] = "",
+    since: Annotated[str, Query(max_length=10, alias="from")] = "",
+    until: Annotated[str, Query(max_length=10)] = "",
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+) -> Response:
+    reason = await run_in_threadpool(justification, services, me)
+    if reason is None:
+        return reason_page(request, services, me)
+    site = services.site
+    tz = ZoneInfo(site.timezone)
+
+    def read() -> tuple[list[Row], bool]:
+        found = services.records.incidents(
+            Access(by=me.person_id, justification=reason),
+            state=_one_of(State, state),
+            limit=PER_PAGE + 1,
+            room=room or None,
+            kind=_one_of(IncidentKind, kind),
+            since=_day(since, tz),
+            before=_day(until, tz, end=True),
+            offset=(page - 1) * PER_PAGE,
+        )
+        names = _names(services, {i.acknowledged_by for i in found if i.acknowledged_by})
+        rows = [
+            Row(
+                incident=i,
+                room=site.room(i.room_id).label,
+                going=names[i.acknowledged_by] if i.acknowledged_by else None,
+            )
+            for i in found[:PER_PAGE]
+        ]
+        return rows, len(found) > PER_PAGE
+
+    rows, more = await run_in_threadpool(read)
+    query = {
+        "room": room,
+        "state": state,
+        "kind": kind,
+        "from": since,
+        "until": until,
+    }
+    return pages.page(
+        request,
+        services,
+        me,
+        "incidents.html",
+        title=N_("Incidents"),
+        rows=rows,
+        rooms=site.rooms,
+        states=list(State),
+        kinds=list(IncidentKind),
+        query=query,
+        base="".join(f"{urlencode({k: v})}&" for k, v in query.items() if v),
+        page_number=page,
+        more=more,
+    )
+
+
+def timeline(services: Services, incident_id: int, reason: str, me: Reader) -> dict[str, Any]:
+    """The incident and its timeline as ``me`` reads it (the view logged first);
+    NoRecordError if there is no such incident."""
+    records = services.records
+    incident, entries = records.incident(incident_id, Access(by=me.person_id, justification=reason))
+    entries = sorted([*entries, *records.views(incident_id)], key=lambda e: e.n)
+    ids = {
+        str(e.data[field])
+        for e in entries
+        for field in ("staff", "by")
+        if isinstance(e.data.get(field), str)
+    }
+    if incident.acknowledged_by:
+        ids.add(incident.acknowledged_by)
+    names = _names(services, ids)
+    refs = [e.data["ref"] for e in entries if e.type in TYPED and "ref" in e.data]
+    with services.sessions() as s:
+        kept: dict[str, Any] = dict(
+            s.execute(
+                select(PersonalData.ref, PersonalData.value).where(PersonalData.ref.in_(refs))
+            ).all()
+        )
+        in_register = s.get(ViolenceEntry, incident_id) is not None
+    queued = {e.data["page"]: e.data for e in entries if e.type == "page.queued"}
+    return {
+        "incident": incident,
+        "room": services.site.room(incident.room_id).label,
+        "going": names.get(incident.acknowledged_by or ""),
+        "events": _days(
+            [_event(e, names, kept, queued) for e in entries], ZoneInfo(services.site.timezone)
+        ),
+        "in_register": in_register,
+        "outcomes": list(Outcome),
+    }
+
+
+def _days(events: list[Event], tz: ZoneInfo) -> list[Event]:
+    """``events`` with the first of each day marked."""
+    days = [e.at.astimezone(tz).date() for e in events]
+    return [replace(e, new_day=i == 0 or days[i] != days[i - 1]) for i, e in enumerate(events)]
+
+
+def _event(
+    entry: LogEntry,
+    names: dict[str, str],
+    kept: dict[str, Any],
+    queued: dict[Any, dict[str, Any]],
+) -> Event:
+    data = entry.data
+    page = queued.get(data["page"]) if "page" in data and entry.type != "page.queued" else None
+    person = data.get("staff") or data.get("by") or (page or {}).get("staff")
+    text: str | None = None
+    if entry.type in TYPED:
+        value = kept.get(data.get("ref", ""), "")
+        field = TYPED[entry.type]
+        text = str(value.get(field, "") if field and isinstance(value, dict) else value)
+    return Event(
+        n=entry.n,
+        at=entry.at,
+        type=entry.type,
+        data=data,
+        who=names.get(person, person) if isinstance(person, str) else None,
+        text=text,
+        page=page,
+    )
+
+
+@router.get("/incidents/{incident_id}", summary="One incident's timeline, and what to do")
+async def incident_page(
+    incident_id: IncidentId, request: Request, services: ServicesDep, me: RecordsPage
+) -> Response:
+    reason = await run_in_threadpool(justification, services, me)
+    if reason is None:
+        return reason_page(request, services, me)
+    try:
+        values = await run_in_threadpool(timeline, services, incident_id, reason, me)
+    except NoRecordError:
+        return pages.page(
+            request,
+            services,
+            me,
+            "incident.html",
+            title=N_("No such incident"),
+            status=404,
+            incident=None,
+        )
+    return pages.page(
+        request,
+        services,
+        me,
+        "incident.html",
+        title=N_("Incident"),
+        **values,
+    )
