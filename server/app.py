@@ -25,8 +25,11 @@ from panicbutton.redact import protect_handlers
 from server.console import incidents as console_incidents
 from server.console import kiosk as console_kiosk
 from server.console import pages as console_pages
+from server.console import people as console_people
 from server.console import poster as console_poster
+from server.console import presence as console_presence
 from server.console import reports as console_reports
+from server.console import roster as console_roster
 from server.console import routes as console_routes
 from server.console.access import PageRefusedError, refused
 from server.continuity import Continuity
@@ -363,6 +366,9 @@ def _http_app(
     app.include_router(console_incidents.router)
     app.include_router(console_reports.router)
     app.include_router(console_poster.router)
+    app.include_router(console_people.router)
+    app.include_router(console_roster.router)
+    app.include_router(console_presence.router)
     app.include_router(console_kiosk.router)
     app.add_exception_handler(PageRefusedError, refused)
     errors.install(app)

@@ -1,0 +1,48 @@
+// The people pages: a one-time link from the API's answer is shown once, with a copy
+// button (it is in no page the server renders); an end date becomes the end of that
+// day in the browser's time zone, as the API's "until" wants it.
+"use strict";
+(function () {
+  document.addEventListener("api-done", (event) => {
+    const form = event.target;
+    if (!form.classList || !form.classList.contains("gives-link")) return;
+    const box = document.getElementById("link-box");
+    const answer = event.detail || {};
+    document.getElementById("link").value = answer.link || "";
+    document.getElementById("link-expires").textContent =
+      new Date(answer.link_expires_at || answer.expires_at).toLocaleString();
+    box.hidden = false;
+    if (form.id === "new-person") form.reset();
+    document.getElementById("link").focus();
+    document.getElementById("link").select();
+  });
+
+  document.addEventListener("click", async (event) => {
+    if (!(event.target instanceof Element) || event.target.id !== "copy-link") return;
+    const field = document.getElementById("link");
+    field.select();
+    try {
+      await navigator.clipboard.writeText(field.value);
+    } catch (e) {
+      document.execCommand("copy");
+    }
+    document.getElementById("copied").hidden = false;
+  });
+
+  document.addEventListener("change", (event) => {
+    const input = event.target;
+    if (!(input instanceof HTMLInputElement) || !input.dataset.endOfDay) return;
+    const target = document.getElementById(input.dataset.endOfDay);
+    target.value = input.value ? new Date(input.value + "T23:59:59").toISOString() : "";
+  });
+})();
+
+// A form marked says-done shows the API's answer ("detail") or its own words when sent.
+document.addEventListener("api-done", (event) => {
+  const form = event.target;
+  if (!form.classList || !form.classList.contains("says-done")) return;
+  const box = form.querySelector(".form-done");
+  if (!box) return;
+  if (event.detail && typeof event.detail.detail === "string") box.textContent = event.detail.detail;
+  box.hidden = false;
+});
