@@ -23,6 +23,7 @@ from panicbutton.clock import Clock, SystemClock
 from panicbutton.log import checkpoints
 from panicbutton.redact import protect_handlers
 from server.console import incidents as console_incidents
+from server.console import kiosk as console_kiosk
 from server.console import pages as console_pages
 from server.console import people as console_people
 from server.console import poster as console_poster
@@ -63,6 +64,7 @@ from server.routes import ack, api, devices, errors, presence, records, roster, 
 from server.routes import me as me_routes
 from server.routes import people as people_routes
 from server.routes import phones as phones_routes
+from server.routes import pin as pin_routes
 from server.routes import signin as signin_routes
 from server.routes import units as units_routes
 from server.routes.deps import answers
@@ -360,6 +362,7 @@ def _http_app(
     app.include_router(units_routes.router)
     app.include_router(signin_routes.router)
     app.include_router(me_routes.router)
+    app.include_router(pin_routes.router)
     app.include_router(console_routes.router)
     app.include_router(console_incidents.router)
     app.include_router(console_reports.router)
@@ -368,6 +371,7 @@ def _http_app(
     app.include_router(console_roster.router)
     app.include_router(console_presence.router)
     app.include_router(console_units.router)
+    app.include_router(console_kiosk.router)
     app.add_exception_handler(PageRefusedError, refused)
     errors.install(app)
     return app

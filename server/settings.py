@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     #: Minutes a signed-in browser may stay unused, and hours a sign-in lasts at most.
     session_idle_minutes: int = Field(default=60, ge=5, le=24 * 60)
     session_hours: int = Field(default=12, ge=1, le=7 * 24)
+    #: Days a reception screen's session (role ``kiosk``) may stay unused; it has no
+    #: idle limit of minutes and survives a reboot (its cookie is kept this long).
+    kiosk_session_days: int = Field(default=30, ge=1, le=366)
     #: Proxies (addresses or networks) whose ``X-Forwarded-For`` names the real caller,
     #: for sign-in throttling per address; empty: the peer address is the caller.
     trusted_proxies: list[str] = []

@@ -40,14 +40,15 @@ class PageRefusedError(Exception):
         self.language = language
 
 
-def viewer(right: Right) -> Callable[..., object]:
-    """A dependency: the :class:`Reader` of a page that needs ``right``."""
+def viewer(right: Right, *or_rights: Right) -> Callable[..., object]:
+    """A dependency: the :class:`Reader` of a page that needs ``right`` (or any of
+    ``or_rights``)."""
 
     async def dependency(request: Request, services: ServicesDep, settings: SettingsDep) -> Reader:
         principal = await run_in_threadpool(authenticate, request, services, settings, None)
         if principal is None:
             raise PageRefusedError(303, location="/sign-in")
-        if not principal.can(right):
+        if not any(principal.can(r) for r in (right, *or_rights)):
             holders = ", ".join(sorted(r.value for r, rights in RIGHTS.items() if right in rights))
             me = await run_in_threadpool(pages.reader, services, principal)
             raise PageRefusedError(403, right=right.value, roles=holders, language=me.language)
@@ -68,6 +69,9 @@ RosterPage = Annotated[Reader, Depends(viewer(Right.ROSTER))]
 UnitsPage = Annotated[Reader, Depends(viewer(Right.UNITS))]
 PresencePage = Annotated[Reader, Depends(viewer(Right.PRESENCE))]
 SelfPage = Annotated[Reader, Depends(viewer(Right.SELF))]
+KioskPage = Annotated[Reader, Depends(viewer(Right.KIOSK))]
+#: Anyone signed in: a person (their own account) or a reception screen.
+SignedInPage = Annotated[Reader, Depends(viewer(Right.SELF, Right.KIOSK))]
 
 
 async def refused(_request: Request, exc: Exception) -> Response:

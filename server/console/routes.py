@@ -20,12 +20,14 @@ from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from server.console import board, i18n, live, pages
-from server.console.access import BoardPage, SelfPage
+from server.console.access import BoardPage, SelfPage, SignedInPage
 from server.console.board import BoardView
 from server.console.pages import N_, Reader
+from server.people.roles import Right
 from server.people.tables import WebSession
 from server.routes.deps import MEANING, ServicesDep, SettingsDep, answers, authenticate, text_body
 from server.services import Services
+from server.settings import Settings
 
 PAGE: dict[int | str, dict[str, Any]] = {
     200: text_body("text/html", description="the page"),
@@ -76,7 +78,9 @@ def static_file(name: str, request: Request) -> Response:
 
 
 @router.get("", summary="The console: on to the first part the reader may open")
-def home(me: SelfPage) -> Response:
+def home(me: SignedInPage) -> Response:
+    if not me.can(Right.SELF):  # a reception screen has its one page
+        return RedirectResponse("/console/kiosk", status_code=303)
     sections = [s for s in pages.SECTIONS if me.can(s.right)]
     return RedirectResponse(sections[0].path if sections else "/account", status_code=303)
 
@@ -134,6 +138,15 @@ async def board_page(request: Request, services: ServicesDep, me: BoardPage) -> 
 async def board_events(
     request: Request, services: ServicesDep, settings: SettingsDep, hub: HubDep, me: BoardPage
 ) -> Response:
+    return board_stream(request, services, settings, hub, me)
+
+
+def board_stream(
+    request: Request, services: Services, settings: Settings, hub: live.Hub, me: Reader
+) -> EventSourceResponse:
+    """The live board's events for ``me``, until their session ends (also the reception
+    screen's: :mod:`server.console.kiosk`)."""
+
     def still_signed_in() -> bool:
         principal = authenticate(request, services, settings, None)
         return principal is not None and principal.handle == me.principal.handle

@@ -106,6 +106,9 @@ _ROLES = {r.value for r in Role}
 class SessionLimits:
     idle: timedelta
     absolute: timedelta
+    #: How long a reception screen's session (role ``kiosk`` alone) may stay unused; it
+    #: has no other limit (a manager ends it by closing the screen's account).
+    kiosk: timedelta = timedelta(days=30)
 
 
 def by_session(
@@ -122,11 +125,15 @@ def by_session(
         row.ended_at = now  # a stolen cookie: end it for its owner too
         row.justification = None
         return None
-    if now - row.last_seen_at > limits.idle or now - row.created_at > limits.absolute:
+    roles = active_roles(session, row.person_id, now)
+    if roles == {Role.KIOSK}:
+        expired = now - row.last_seen_at > limits.kiosk
+    else:
+        expired = now - row.last_seen_at > limits.idle or now - row.created_at > limits.absolute
+    if expired:
         row.ended_at = now
         row.justification = None
         return None
-    roles = active_roles(session, row.person_id, now)
     if not roles:
         return None
     if now - row.last_seen_at > timedelta(seconds=30):

@@ -23,6 +23,9 @@ class Role(StrEnum):
     INSPECTOR = "inspector"
     #: Room units only.
     INSTALLER = "installer"
+    #: A screen at reception (a device account): the kiosk board only, and acknowledging
+    #: as a person who chooses their name there and types their kiosk PIN.
+    KIOSK = "kiosk"
 
 
 class Right(StrEnum):
@@ -50,16 +53,24 @@ class Right(StrEnum):
     PRESENCE = "presence"
     #: One's own account: sign-in methods, tokens, own presence, own records, consent.
     SELF = "self"
+    #: The reception screen: its board, its events, and acknowledging as a person who
+    #: proves it with their kiosk PIN (never as the screen's own account).
+    KIOSK = "kiosk"
 
 
 RIGHTS: dict[Role, frozenset[Right]] = {
-    Role.MANAGER: frozenset(Right),
+    # A manager does all but stand in for a reception screen: a person's own session
+    # acknowledges as themselves, never as whoever types a PIN.
+    Role.MANAGER: frozenset(Right) - {Right.KIOSK},
     Role.STAFF: frozenset(
         {Right.BOARD, Right.RESPOND, Right.RECORDS, Right.NOTES, Right.PRESENCE, Right.SELF}
     ),
     Role.WORKER: frozenset({Right.SELF}),
     Role.INSPECTOR: frozenset({Right.RECORDS, Right.EXPORT, Right.SELF}),
     Role.INSTALLER: frozenset({Right.UNITS, Right.SELF}),
+    # No SELF: the screen's account has no tokens, sign-in methods or records of its own
+    # to manage from the screen; a manager sets it up.
+    Role.KIOSK: frozenset({Right.KIOSK}),
 }
 
 

@@ -31,6 +31,7 @@ from server.people.roles import Right
 from server.people.tables import (
     ApiToken,
     EnrolmentLink,
+    KioskPin,
     Passkey,
     Password,
     Person,
@@ -114,8 +115,8 @@ def use_link(session: Session, token: str, now: datetime) -> str:
 
 
 def wipe_access(session: Session, person_id: str, now: datetime) -> None:
-    """Revoke all of ``person_id``'s API tokens, remove their passkeys and password
-    (and TOTP), end their sessions; each logged, by the person (a recovery)."""
+    """Revoke all of ``person_id``'s API tokens, remove their passkeys, password (and
+    TOTP) and kiosk PIN, end their sessions; each logged, by the person (a recovery)."""
     tokens = session.scalars(
         select(ApiToken.id).where(ApiToken.person_id == person_id, ApiToken.revoked_at.is_(None))
     ).all()
@@ -133,6 +134,11 @@ def wipe_access(session: Session, person_id: str, now: datetime) -> None:
     if row is not None:
         methods += ["password", "totp"] if row.totp_secret else ["password"]
         session.delete(row)
+        session.flush()
+    pin = session.get(KioskPin, person_id)
+    if pin is not None:
+        methods.append("kiosk-pin")
+        session.delete(pin)
         session.flush()
     for method in methods:
         audit(
@@ -198,6 +204,8 @@ _WHAT = {
     "from": "this account from your address",
     "person": "this account",
     "addr": "your address",
+    "pin": "this person's kiosk PIN",
+    "screen": "this reception screen",
 }
 
 
@@ -208,6 +216,46 @@ def _failures(session: Session, key: str, since: datetime) -> tuple[int, datetim
         )
     ).one()
     return int(count), first
+
+
+def count_attempt(
+    sessions: sessionmaker[Session],
+    keys: list[tuple[str, int]],
+    *,
+    window: timedelta,
+    now: datetime,
+    failed: str = "sign-ins",
+    then: str = "ask a manager for a recovery link",
+) -> list[int]:
+    """Count this attempt as a failure under each key (``prefix:...``, with its limit),
+    and check the counts, in one transaction committed before any password, code or PIN
+    is checked: concurrent guesses each see the others. ThrottledError (nothing counted)
+    when a count is at its limit, naming what ``failed`` and saying to wait or ``then``;
+    else the ids of the rows, for :func:`forget_attempt` if the attempt succeeds."""
+    with sessions.begin() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            # One attempt at a time per key (SQLite writers are serialised anyway).
+            for key, _ in sorted(keys):
+                session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+        session.execute(delete(SignInFailure).where(SignInFailure.at <= now - window))
+        for key, limit in keys:
+            count, first = _failures(session, key, now - window)
+            if count >= limit and first is not None:
+                wait = max(1, int((first + window - now).total_seconds()) + 1)
+                raise ThrottledError(
+                    f"too many failed {failed} for {_WHAT[key.split(':', 1)[0]]}: wait "
+                    f"{wait // 60 + 1} minutes and try again, or {then}",
+                    retry_after=wait,
+                )
+        rows = [SignInFailure(key=key, at=now) for key, _ in keys]
+        session.add_all(rows)
+        session.flush()
+        return [row.id for row in rows]
+
+
+def forget_attempt(session: Session, attempt: list[int]) -> None:
+    """An attempt went through: it is not a failure after all."""
+    session.execute(delete(SignInFailure).where(SignInFailure.id.in_(attempt)))
 
 
 class SignIn:
@@ -229,38 +277,11 @@ class SignIn:
     # -- throttling ---------------------------------------------------------------
 
     def _attempt(self, keys: list[tuple[str, int]], now: datetime) -> list[int]:
-        """Count this attempt as a failure under each key, and check the counts, in one
-        transaction committed before any password or passkey is checked: concurrent
-        guesses each see the others. ThrottledError (nothing counted) when a count is at
-        its limit; else the ids of the rows, deleted if the sign-in succeeds."""
-        window = self._throttle.window
-        with self._sessions.begin() as session:
-            if session.get_bind().dialect.name == "postgresql":
-                # One attempt at a time per key (SQLite writers are serialised anyway).
-                for key, _ in sorted(keys):
-                    session.execute(
-                        text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key}
-                    )
-            session.execute(delete(SignInFailure).where(SignInFailure.at <= now - window))
-            for key, limit in keys:
-                count, first = _failures(session, key, now - window)
-                if count >= limit and first is not None:
-                    wait = max(1, int((first + window - now).total_seconds()) + 1)
-                    raise ThrottledError(
-                        f"too many failed sign-ins for {_WHAT[key.split(':', 1)[0]]}: wait "
-                        f"{wait // 60 + 1} minutes and try again, or ask a manager for a "
-                        "recovery link",
-                        retry_after=wait,
-                    )
-            rows = [SignInFailure(key=key, at=now) for key, _ in keys]
-            session.add_all(rows)
-            session.flush()
-            return [row.id for row in rows]
+        return count_attempt(self._sessions, keys, window=self._throttle.window, now=now)
 
     @staticmethod
     def _succeeded(session: Session, attempt: list[int]) -> None:
-        """A sign-in went through: its attempt is not a failure after all."""
-        session.execute(delete(SignInFailure).where(SignInFailure.id.in_(attempt)))
+        forget_attempt(session, attempt)
 
     def _keys(self, person_id: str | None, address: str) -> list[tuple[str, int]]:
         where = address_key(address)

@@ -3,7 +3,7 @@ and the site's live configuration.
 
 Migration ``0007`` creates them. Secrets are stored hashed (SHA-256 of a random
 token: tokens, session ids, enrolment links, phone codes) or as argon2id
-(passwords); a TOTP seed must be readable to check a code, so it is kept as is
+(passwords, kiosk PINs); a TOTP seed must be readable to check a code, so it is kept as is
 and the database file is the server user's only (see ``server.db``).
 
 (Over 300 lines would be too many for one noun; each table here is one noun of
@@ -86,6 +86,17 @@ class Password(Base):
     totp_secret: Mapped[str | None] = mapped_column(String(64))
     #: The last TOTP time step accepted, so a code is never accepted twice.
     totp_last_step: Mapped[int] = mapped_column(default=0, server_default="0")
+
+
+class KioskPin(Base):
+    """A person's PIN for reception screens (argon2id; :mod:`server.people.kiosk`).
+    Migration ``0011``."""
+
+    __tablename__ = "kiosk_pins"
+
+    person_id: Mapped[str] = mapped_column(ForeignKey("people.id"), primary_key=True)
+    hash: Mapped[str] = mapped_column(String(200))
+    changed_at: Mapped[datetime]
 
 
 class EnrolmentLink(Base):

@@ -162,6 +162,7 @@ def authenticate(
             limits=auth.SessionLimits(
                 idle=timedelta(minutes=settings.session_idle_minutes),
                 absolute=timedelta(hours=settings.session_hours),
+                kiosk=timedelta(days=settings.kiosk_session_days),
             ),
         )
 

@@ -49,6 +49,7 @@ BROWSER_ONLY = (
     "DELETE /api/v1/me/tokens/{token_id}",
     "DELETE /api/v1/me/passkeys/{key_id}",
     "GET /api/v1/me/totp-seed",
+    "DELETE /api/v1/me/kiosk-pin",
 )
 INSIDE: dict[tuple[str, Role], int] = {
     **{(route, role): 403 for route in BROWSER_ONLY for role in Role},
@@ -64,6 +65,8 @@ INSIDE: dict[tuple[str, Role], int] = {
         )
         for role in NOT_WORKERS
     },
+    # The console's entry sends a reception screen to its one page.
+    ("GET /console", Role.KIOSK): 303,
     # A test page is for people who are paged: staff and managers.
     **{
         ("POST /api/v1/me/test-page", role): 403
