@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from panicbutton.log.report import _neutralise
 from server.errors import PeopleError
 from server.people import violence
 from server.people.auth import Principal
@@ -137,7 +138,9 @@ async def export(
         writer = csv.writer(out)
         writer.writerow(COLUMNS)
         for r in rows:
-            writer.writerow([r.incident, r.date, r.room, r.kind, r.outcome, r.account, r.worker])
+            # Typed text (room labels, the account, names) never runs as a spreadsheet formula.
+            cells = (r.date, r.room, r.kind, r.outcome, r.account, r.worker)
+            writer.writerow([r.incident, *(_neutralise(c) for c in cells)])
         return Response(
             out.getvalue(),
             media_type="text/csv; charset=utf-8",

