@@ -17,6 +17,8 @@ from babel import Locale
 from babel.dates import format_date
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from server import duty
@@ -24,6 +26,7 @@ from server.console import pages
 from server.console.access import RosterPage
 from server.console.pages import N_
 from server.console.routes import PAGE
+from server.models import DutyOverride
 from server.people.presence import present_count
 from server.roster import edit
 from server.routes.deps import ServicesDep
@@ -32,6 +35,8 @@ from server.site import DAYS, Site
 router = APIRouter(prefix="/console", tags=["console"], responses=PAGE, include_in_schema=False)
 
 WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
+#: The years a week can be shown in (others are not found: no overflow, no long reads).
+YEARS = range(2000, 2101)
 #: The escalation groups a step can page, as the site file names them.
 GROUPS = ("on_duty", "all_staff", "managers")
 
@@ -71,12 +76,13 @@ class Week:
 
 
 def week_of(param: str | None, today: date) -> Week:
-    """The week ``?week=YYYY-Www`` names, or this week; 404 for a malformed one."""
+    """The week ``?week=YYYY-Www`` names, or this week; 404 for a malformed one or one
+    outside the years 2000 to 2100."""
     if param is None:
         return Week(today - timedelta(days=today.weekday()))
     found = WEEK.match(param)
     try:
-        if found is None:
+        if found is None or int(found[1]) not in YEARS:
             raise ValueError(param)
         return Week(date.fromisocalendar(int(found[1]), int(found[2]), 1))
     except ValueError:
@@ -130,6 +136,23 @@ def _names(site: Site, ids: list[str]) -> list[str]:
     return [site.name_of(i) for i in ids]
 
 
+def _takeovers(session: Session, first: datetime, now: datetime) -> list[duty.Takeover]:
+    """The take-overs the page shows: those in the week from ``first`` (for its calendar)
+    and those not yet over (the list); never every take-over since an old week."""
+    last = first + timedelta(days=8)  # a day more: a week with a clock change
+    rows = session.scalars(
+        select(DutyOverride)
+        .where(
+            or_(
+                and_(DutyOverride.end_at > first, DutyOverride.start_at < last),
+                DutyOverride.end_at > now,
+            )
+        )
+        .order_by(DutyOverride.start_at)
+    )
+    return [duty.Takeover(r.staff_id, r.start_at, r.end_at) for r in rows]
+
+
 @router.get("/roster", summary="The roster: the week on duty, shifts, escalation, rooms")
 async def roster_page(
     request: Request, services: ServicesDep, me: RosterPage, week: str | None = None
@@ -142,7 +165,7 @@ async def roster_page(
         with services.sessions() as s:
             version, document = edit.current_document(s, now)
             first = datetime.combine(shown.monday, datetime.min.time(), site.zone)
-            return version, document, duty.takeovers(s, min(first, now)), present_count(s)
+            return version, document, _takeovers(s, first, now), present_count(s)
 
     version, document, takeovers, present = await run_in_threadpool(read)
     hours = await run_in_threadpool(calendar, site, takeovers, shown, now)
