@@ -17,7 +17,8 @@ Layers, bottom first. A module imports only from its own layer or lower ones
    people.roles, people.tables, people.passwords, people.passkeys
 2. the log, settings and who is calling: log, settings, migrations, people.auth,
    people.directory, people.links, people.problems, people.presence, people.violence,
-   people.signin, people.kiosk, roster.store, roster.edit, roster.transfer, roster.start, roster.commands
+   people.signin, people.kiosk, roster.store, roster.edit, roster.transfer, roster.start,
+   roster.commands
 3. incidents and their escalation plans: escalation, incidents
 4. paging: paging, urls
 5. what goes out to people: units.feedback, news, replies.optout, receipts, rota,

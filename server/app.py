@@ -84,6 +84,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds a stopping server waits for open connections (live boards) to end.
 SHUTDOWN_GRACE = 5
+#: What every answer of the HTTP API carries.
+API_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
 @dataclass(frozen=True)
@@ -346,7 +348,14 @@ def _http_app(
     app.add_middleware(BodyLimit)
     # Outermost: every /ack/ and /console/ answer, a refused body's 413 included, is private.
     app.add_middleware(ack.PrivatePages)
-    app.add_middleware(ack.PrivatePages, prefix="/console", headers=console_pages.HEADERS)
+    app.add_middleware(
+        ack.PrivatePages,
+        prefix="/console",
+        headers=console_pages.HEADERS,
+        exempt="/console/static/",
+    )
+    # Answers of the API hold personal data (people, exports, reports): never cached.
+    app.add_middleware(ack.PrivatePages, prefix="/api/", headers=API_HEADERS)
     app.state.settings = settings
     app.state.services = services
     app.include_router(api.router)

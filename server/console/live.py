@@ -32,6 +32,8 @@ POLL = 0.5
 SETTLE = 0.02
 #: How often an open board checks that its session still holds, in seconds.
 SESSION_CHECK = 5.0
+#: Live boards one browser session may hold open at once (tabs, a reconnect overlapping).
+STREAMS_PER_SESSION = 4
 
 
 class Hub:
@@ -46,7 +48,23 @@ class Hub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._watchers = 0
+        #: Open streams per session (its row key), for :data:`STREAMS_PER_SESSION`.
+        self._streams: dict[str, int] = {}
         event.listen(services.sessions, "after_commit", self._committed)
+
+    def admit(self, session_key: str) -> bool:
+        """Count one more stream of a session, if it may open one."""
+        if self._streams.get(session_key, 0) >= STREAMS_PER_SESSION:
+            return False
+        self._streams[session_key] = self._streams.get(session_key, 0) + 1
+        return True
+
+    def release(self, session_key: str) -> None:
+        left = self._streams.get(session_key, 0) - 1
+        if left > 0:
+            self._streams[session_key] = left
+        else:
+            self._streams.pop(session_key, None)
 
     def _committed(self, _session: Session) -> None:
         loop, wake = self._loop, self._wake
@@ -138,22 +156,26 @@ class Hub:
 async def stream(
     hub: Hub,
     render: Callable[[board.BoardView], str],
-    still_signed_in: Callable[[], bool],
+    gone: Callable[[], str | None],
+    *,
+    released: Callable[[], None] = lambda: None,
 ) -> AsyncIterator[dict[str, str]]:
     """The events of one open board: ``board`` with its HTML each time it changes, and
-    ``signed-out`` (then the end) once its session has ended: signed out, expired, the
-    account closed or its role taken away (checked every :data:`SESSION_CHECK` seconds,
-    whether or not the board changes)."""
+    ``signed-out`` with a page to go to (then the end) once ``gone`` names one: the
+    session ended (signed out, expired, the account closed) or its rights changed
+    (checked every :data:`SESSION_CHECK` seconds, whether or not the board changes).
+    ``released`` is called once the stream ends."""
     views = hub.views()
     upcoming: asyncio.Future[board.BoardView] | None = None
     try:
         while True:
             if upcoming is None:
                 upcoming = asyncio.ensure_future(anext(views))
-            done, _ = await asyncio.wait({upcoming}, timeout=SESSION_CHECK)
-            if not done:
-                if not await run_in_threadpool(still_signed_in):
-                    yield {"event": "signed-out", "data": "/sign-in"}
+            arrived, _ = await asyncio.wait({upcoming}, timeout=SESSION_CHECK)
+            if not arrived:
+                where = await run_in_threadpool(gone)
+                if where is not None:
+                    yield {"event": "signed-out", "data": where}
                     return
                 continue
             view = upcoming.result()
@@ -166,3 +188,4 @@ async def stream(
             with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                 await upcoming
         await views.aclose()
+        released()

@@ -147,11 +147,28 @@ def board_stream(
     """The live board's events for ``me``, until their session ends (also the reception
     screen's: :mod:`server.console.kiosk`)."""
 
-    def still_signed_in() -> bool:
-        principal = authenticate(request, services, settings, None)
-        return principal is not None and principal.handle == me.principal.handle
+    page = request.url.path.removesuffix("/events")
 
-    events = live.stream(hub, lambda view: board_fragment(services, me, view), still_signed_in)
+    def gone() -> str | None:
+        """Where the page must go now: sign in again, or reload with the reader's new
+        rights (a role taken away must not leave a board streaming); None: nowhere."""
+        principal = authenticate(request, services, settings, None)
+        if principal is None or principal.handle != me.principal.handle:
+            return "/sign-in"
+        return page if principal.rights != me.principal.rights else None
+
+    if not hub.admit(me.principal.handle):
+        raise HTTPException(
+            429,
+            f"more than {live.STREAMS_PER_SESSION} live boards are open in this browser "
+            "session: close one and reload",
+        )
+    events = live.stream(
+        hub,
+        lambda view: board_fragment(services, me, view),
+        gone,
+        released=lambda: hub.release(me.principal.handle),
+    )
     return EventSourceResponse(
         events,
         ping=15,
@@ -183,7 +200,7 @@ async def give_reason(
     csrf: Annotated[str, Form(max_length=100)],
     reason: Annotated[str, Form(min_length=8, max_length=1000, pattern=r"^\S[\s\S]*\S$")],
     next: Annotated[
-        str, Form(max_length=300, pattern=r"^/console/[A-Za-z0-9/_?=&.-]*$")
+        str, Form(max_length=300, pattern=r"^/console/[A-Za-z0-9/_?=&.%+-]*$")
     ],  # the form's field
 ) -> Response:
     if not me.principal.csrf or not hmac.compare_digest(csrf, me.principal.csrf):

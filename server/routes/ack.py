@@ -43,14 +43,25 @@ class PrivatePages:
     it and no Referer carries it on."""
 
     def __init__(
-        self, app: ASGIApp, prefix: str = "/ack/", headers: Mapping[str, str] = HEADERS
+        self,
+        app: ASGIApp,
+        prefix: str = "/ack/",
+        headers: Mapping[str, str] = HEADERS,
+        exempt: str | None = None,
     ) -> None:
         self.app = app
         self.prefix = prefix
         self.headers = headers
+        #: A path prefix under ``prefix`` left alone (public files with their own caching).
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+        path: str = scope["path"] if scope["type"] == "http" else ""
+        if (
+            scope["type"] != "http"
+            or not path.startswith(self.prefix)
+            or (self.exempt is not None and path.startswith(self.exempt))
+        ):
             await self.app(scope, receive, send)
             return
         started = False

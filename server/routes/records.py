@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
 from pydantic import BaseModel, Field
@@ -54,8 +55,11 @@ RecordsDep = Annotated[Records, Depends(get_records)]
 #: What to send, per header: the 400 for a missing or wrong one (see server/routes/errors.py).
 HEADER_HELP = {
     "x-panicbutton-justification": "say why: header X-Panicbutton-Justification with the "
-    "reason for this view or export (8 to 1000 characters); it is kept with the access record",
+    "reason for this view or export (8 to 1000 characters); it is kept with the access record. "
+    "Text beyond ASCII goes as utf-8'' followed by the percent-encoded UTF-8 (RFC 8187)",
 }
+#: The RFC 8187 marker of a header value in percent-encoded UTF-8.
+UTF8 = "utf-8''"
 
 
 def justification(
@@ -63,14 +67,24 @@ def justification(
         str,
         Header(
             min_length=8,
-            max_length=1000,
+            # Room for 1000 characters percent-encoded.
+            max_length=len(UTF8) + 9 * 1000,
             pattern=r"^\S.*\S$",
             description=HEADER_HELP["x-panicbutton-justification"],
         ),
     ],
 ) -> str:
-    """Why a record is read; 400 without it (the pattern says it all)."""
-    return x_panicbutton_justification
+    """Why a record is read; 400 without it (the pattern says it all), or when its
+    decoded text is not 8 to 1000 characters."""
+    why = x_panicbutton_justification
+    if why.lower().startswith(UTF8):
+        try:
+            why = unquote(why[len(UTF8) :], errors="strict").strip()
+        except UnicodeDecodeError:
+            why = ""  # not UTF-8: refused below
+    if not 8 <= len(why) <= 1000:
+        raise HTTPException(400, HEADER_HELP["x-panicbutton-justification"])
+    return why
 
 
 Why = Annotated[str, Depends(justification)]
@@ -257,7 +271,11 @@ def incident_report(fmt: str, records: RecordsDep, me: Exporting, why: Why) -> R
         raise HTTPException(404, "the report comes as report.csv or report.pdf")
     with _export_answers():
         body, media = records.report(access(me, why), fmt=fmt)
-    return Response(body, media_type=media)
+    return Response(
+        body,
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="panicbutton-report.{fmt}"'},
+    )
 
 
 @router.get(

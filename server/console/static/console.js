@@ -45,7 +45,10 @@
     const headers = { "X-CSRF-Token": csrf(), Accept: "application/json" };
     const field = form.dataset.reasonField;
     const why = field !== undefined ? (form.elements[field] || {}).value : form.dataset.reason;
-    if (why !== undefined) headers["X-Panicbutton-Justification"] = why;
+    // A header carries Latin-1 only: other text goes as RFC 8187's utf-8''<percent-encoded>.
+    if (why !== undefined) {
+      headers["X-Panicbutton-Justification"] = /^[\x20-\x7e]*$/.test(why) ? why : "utf-8''" + encodeURIComponent(why);
+    }
     const init = { method, headers, credentials: "same-origin" };
     if (method !== "GET" && method !== "DELETE") {
       headers["Content-Type"] = "application/json";

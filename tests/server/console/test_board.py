@@ -15,6 +15,8 @@ from sqlalchemy import create_engine, insert, update
 from device.indicator import Light
 from server.console import live
 from server.models import DeviceRecord
+from server.people import directory
+from server.people.roles import Role
 from tests.harness import FLOOR, RECEPTION, System, wait_until
 from tests.server.console.conftest import accessible, screenshot
 
@@ -127,3 +129,14 @@ def test_an_open_board_stops_when_its_session_ends(
     ended = other.request.post(console.api + "/me/sessions/end", headers={"X-CSRF-Token": csrf})
     assert ended.ok, ended.text()
     board.wait_for_url(console.base_url + "/sign-in", timeout=10_000)
+
+    # A role taken away: the open board reloads, and its page now says "not allowed".
+    assert console.server is not None
+    services = console.server.services
+    kept = open_page("pat", roles=(Role.STAFF, Role.WORKER))
+    kept.locator("#live-state:not(.lost)").wait_for()
+    with services.sessions.begin() as session:
+        directory.revoke(
+            session, person_id="pat", role=Role.STAFF, by="manager", now=services.clock.now()
+        )
+    kept.get_by_role("heading", name="Not allowed").wait_for(timeout=10_000)

@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import httpx
 import pyotp
@@ -86,7 +87,8 @@ def test_every_console_page_carries_the_security_headers(
     for path in paths:
         answer = page.request.get(console.base_url + path, max_redirects=0)
         headers = answer.headers
-        assert answer.status in (200, 303), (path, answer.status)
+        # 403: a manager does not open the reception screen (a page saying so).
+        assert answer.status in (200, 303, 403), (path, answer.status)
         csp = headers["content-security-policy"]
         scripts = re.search(r"script-src ([^;]*)", csp)
         assert scripts, (path, csp)
@@ -113,3 +115,23 @@ def test_a_page_the_reader_may_not_open_says_so_in_their_language(console: Syste
     with httpx.Client(base_url=console.base_url) as nobody:
         away = nobody.get("/console/board", follow_redirects=False)
         assert (away.status_code, away.headers["location"]) == (303, "/sign-in")
+
+
+def test_api_answers_are_private_and_a_reason_may_be_in_any_script(console: System) -> None:
+    with httpx.Client(base_url=console.base_url) as client:
+        manager = console.headers("manager")
+        french = {"X-Panicbutton-Justification": "utf-8''" + quote("l\u2019inspection annuelle")}
+        listed = client.get("/api/v1/incidents", headers=manager | french)
+        assert listed.status_code == 200, listed.text
+        assert listed.headers["cache-control"] == "no-store"
+        broken = {"X-Panicbutton-Justification": "utf-8''%FF%FE%FD%FC%FB%FA%F9%F8"}
+        refused = client.get("/api/v1/incidents", headers=manager | broken)
+        assert refused.status_code == 400
+        assert "RFC 8187" in refused.json()["detail"]
+        # The console's own files are public and cached (revalidated by ETag).
+        script = client.get("/console/static/board.js")
+        assert script.headers["cache-control"] == "no-cache"
+        again = client.get(
+            "/console/static/board.js", headers={"If-None-Match": script.headers["etag"]}
+        )
+        assert again.status_code == 304
