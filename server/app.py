@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from panicbutton import __version__
@@ -34,7 +35,7 @@ from server.console import routes as console_routes
 from server.console import units as console_units
 from server.console.access import PageRefusedError, refused
 from server.continuity import Continuity
-from server.db import make_engine, migrate, sessions
+from server.db import changed, make_engine, migrate, sessions
 from server.errors import SettingsError
 from server.escalation.scheduler import Scheduler
 from server.log.append import audit
@@ -49,6 +50,7 @@ from server.people import presence as presence_register
 from server.people import violence as violence_register
 from server.people.passkeys import RelyingParty
 from server.people.signin import SignIn
+from server.people.tables import WebSession
 from server.phones import Phones
 from server.receipts import Receipts
 from server.records import Records
@@ -317,7 +319,23 @@ def _purge_registers(session: Session, now: datetime, settings: Settings) -> int
     """The presence and violence registers' rows past their retention: how many went."""
     before = now - timedelta(days=settings.retention_presence_days)
     stays = presence_register.purge(session, before=before)
-    return stays + violence_register.purge(session, now=now, days=settings.retention_note_days)
+    # The reason a person gave for opening records goes with their session: ended, or
+    # past the absolute limit of a person's session (a kiosk's opens no records).
+    reasons = changed(
+        session,
+        update(WebSession)
+        .where(
+            WebSession.justification.is_not(None),
+            (WebSession.ended_at.is_not(None))
+            | (WebSession.created_at < now - timedelta(hours=settings.session_hours)),
+        )
+        .values(justification=None),
+    )
+    return (
+        stays
+        + reasons
+        + violence_register.purge(session, now=now, days=settings.retention_note_days)
+    )
 
 
 def _http_app(

@@ -16,6 +16,7 @@ from server.people import auth
 from server.people.passwords import new_totp_secret
 from server.people.roles import Role
 from server.people.signin import set_password
+from server.people.tables import WebSession
 from tests.harness import System, open_person
 from tests.server.console.conftest import AGENT, accessible, session_cookie
 from tests.server.test_rights import api_routes
@@ -135,3 +136,21 @@ def test_api_answers_are_private_and_a_reason_may_be_in_any_script(console: Syst
             "/console/static/board.js", headers={"If-None-Match": script.headers["etag"]}
         )
         assert again.status_code == 304
+
+
+def test_the_reason_for_opening_records_goes_with_its_session(console: System) -> None:
+    assert console.server is not None
+    services = console.server.services
+    open_person(services, "reception")
+    cookie = session_cookie(console, "reception")
+    now = services.clock.now()
+    with services.sessions.begin() as session:
+        row = session.get(WebSession, auth.sha256(cookie))
+        assert row is not None
+        row.justification = "checking last night's alarm"
+        row.ended_at = now  # signed out, or abandoned and ended
+    services.keeper.purge(now)
+    with services.sessions() as session:
+        row = session.get(WebSession, auth.sha256(cookie))
+        assert row is not None
+        assert row.justification is None
