@@ -6,15 +6,18 @@ missing, and fails instead under PANICBUTTON_REQUIRE_INTEGRATION=1 (CI).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from panicbutton.clock import ManualClock
+from server.db import make_engine, migrate
 from tests.harness import (
     PG_ADMIN_URL,
     Broker,
@@ -51,14 +54,55 @@ def pg_available() -> None:
         missing(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
 
 
+@pytest.fixture(scope="session")
+def schema_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], str]]:
+    """The URL of a database of a kind (``sqlite``, ``postgres``) at the newest schema,
+    migrated once per session (and worker), on first use; dropped at the end."""
+    made: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+
+        def template(kind: str) -> str:
+            if kind not in made:
+                if kind == "sqlite":
+                    url = f"sqlite:///{tmp_path_factory.mktemp('schema') / 'template.sqlite3'}"
+                else:
+                    url = stack.enter_context(
+                        postgres_database(f"pb_template_{secrets.token_hex(4)}")
+                    )
+                engine = make_engine(url)
+                migrate(engine)
+                engine.dispose()  # a PostgreSQL template must have no connection
+                made[kind] = url
+            return made[kind]
+
+        yield template
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Each storage test runs on SQLite and on PostgreSQL (a fresh database)."""
+    """Each storage test runs on SQLite and on PostgreSQL (a fresh database).
+
+    For a test that starts a :class:`System` (the ``system`` fixture) the database is a
+    copy of one the migrations brought to the newest schema once per session: they took
+    half of each server start. Every other test gets an empty database, and the server
+    started on a copy still runs the migrations (there is nothing left to do).
+    """
+    template = None
+    if "system" in request.fixturenames:
+        if request.param == "postgres":
+            request.getfixturevalue("pg_available")
+        template = request.getfixturevalue("schema_template")(request.param)
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'test.sqlite3'}"
+        path = tmp_path / "test.sqlite3"
+        if template is not None:
+            shutil.copy2(template.removeprefix("sqlite:///"), path)  # mode 600 kept
+        yield f"sqlite:///{path}"
         return
     request.getfixturevalue("pg_available")
-    with postgres_database(f"pb_test_{secrets.token_hex(4)}") as url:
+    with postgres_database(
+        f"pb_test_{secrets.token_hex(4)}",
+        template=template.rsplit("/", 1)[1] if template else None,
+    ) as url:
         yield url
 
 

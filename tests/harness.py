@@ -27,7 +27,7 @@ from demo.broker import MosquittoProcess, find_mosquitto, free_port
 from device.agent import Agent
 from device.config import parse_config
 from device.indicator import Light
-from panicbutton.clock import Clock, SystemClock
+from panicbutton.clock import Clock, ManualClock, SystemClock
 from panicbutton.log import checkpoints
 from panicbutton.wire import parse_topic
 from server.app import Server, build
@@ -265,10 +265,13 @@ def postgres_reachable() -> bool:
 
 
 @contextlib.contextmanager
-def postgres_database(name: str) -> Iterator[str]:
+def postgres_database(name: str, template: str | None = None) -> Iterator[str]:
+    """A new database ``name`` (a copy of the database ``template``, if given), dropped
+    at the end."""
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    copy = f' TEMPLATE "{template}"' if template else ""
     with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
     try:
         yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     finally:
@@ -523,10 +526,18 @@ class System:
 
         assert wait_until(idle, timeout), f"not idle after {timeout} s: {why[0]}"
 
-    def stop_server(self) -> None:
+    def stop_server(self, *, let_time_pass: bool = False) -> None:
+        """Stop the server (up to 10 s). ``let_time_pass``: on a hand-moved clock, move it
+        on while the server closes, for a page retry that waits on that clock (the pager's
+        close waits for it); only at the end of a test, when no time is measured."""
         if self._web is not None and self._thread is not None:
             self._web.should_exit = True
-            self._thread.join(10)
+            deadline = time.monotonic() + 10
+            self._thread.join(0.2)
+            while self._thread.is_alive() and time.monotonic() < deadline:
+                if let_time_pass and isinstance(self.clock, ManualClock):
+                    self.clock.advance(1.0)
+                self._thread.join(0.05)
         self._web = None
 
     def room_config(self, device_id: str = "unit-1", **tables: dict[str, Any]) -> dict[str, Any]:
@@ -586,5 +597,5 @@ class System:
     def __exit__(self, *exc: object) -> None:
         for room in self.rooms:
             room.agent.close()
-        self.stop_server()
+        self.stop_server(let_time_pass=True)
         self.twilio.stop()
