@@ -191,7 +191,8 @@ class LogKeeper:
         if rows:
             # NOTE: no log entry: the log never referred to these rows (only their counts).
             log.info(
-                "deleted or blanked %d register row(s) (presence, violence, reasons of ended sessions) past retention",
+                "deleted or blanked %d register row(s) past retention (presence, violence, "
+                "reasons of ended sessions)",
                 rows,
             )
         return gone
