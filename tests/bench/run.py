@@ -237,16 +237,8 @@ def report_app(app: AppRun, db: str) -> None:
         say(f"   Stages without data: {', '.join(missing)}")
 
 
-def report_floor(floor: FloorRun, app: AppRun) -> None:
-    say()
-    say("2. Floor: the same hops with no application logic, same run, same broker and fake")
-    say("   Twilio. paho publish (QoS 1) -> Mosquitto -> paho subscriber (QoS 1, another client")
-    say("   in this process) -> POST with twilio.http.http_client.TwilioHttpClient from its")
-    say("   on_message -> fake Twilio receipt. Measured from just before publish() to receipt.")
-    say(f"   Server stopped during this part. {floor.warmup} warm-up messages not counted. In ms:")
-    say()
-    say(table(SUMMARY_HEADERS, summary_rows("publish -> SMS request", floor.totals, floor.stages)))
-    a, f = Summary.of(app.totals), Summary.of(floor.totals)
+def say_ratio(a: Summary, f: Summary) -> None:
+    """The app's figures against the floor's: their ratio and difference."""
     say()
     say(
         table(
@@ -257,6 +249,18 @@ def report_floor(floor: FloorRun, app: AppRun) -> None:
             ],
         )
     )
+
+
+def report_floor(floor: FloorRun, app: AppRun) -> None:
+    say()
+    say("2. Floor: the same hops with no application logic, same run, same broker and fake")
+    say("   Twilio. paho publish (QoS 1) -> Mosquitto -> paho subscriber (QoS 1, another client")
+    say("   in this process) -> POST with twilio.http.http_client.TwilioHttpClient from its")
+    say("   on_message -> fake Twilio receipt. Measured from just before publish() to receipt.")
+    say(f"   Server stopped during this part. {floor.warmup} warm-up messages not counted. In ms:")
+    say()
+    say(table(SUMMARY_HEADERS, summary_rows("publish -> SMS request", floor.totals, floor.stages)))
+    say_ratio(Summary.of(app.totals), Summary.of(floor.totals))
 
 
 def kb(value: int) -> str:
@@ -321,17 +325,7 @@ def report_board(board: BoardRun) -> None:
             ],
         )
     )
-    a, f = Summary.of(board.app), Summary.of(board.floor)
-    say()
-    say(
-        table(
-            ("app / floor", "median", "p99"),
-            [
-                ["ratio", f"{a.median / f.median:.1f}x", f"{a.p99 / f.p99:.1f}x"],
-                ["difference (ms)", ms(a.median - f.median), ms(a.p99 - f.p99)],
-            ],
-        )
-    )
+    say_ratio(Summary.of(board.app), Summary.of(board.floor))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
