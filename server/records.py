@@ -9,12 +9,13 @@ The HTTP routes are in ``server/routes/records.py``.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton.clock import Clock
@@ -27,8 +28,11 @@ from server.log.personal import Retention
 from server.log.stored import latest_checkpoint
 from server.models import Incident, LogEntry, State
 
-#: A board polled every few seconds is recorded once per this many seconds per viewer.
+#: A board polled every few seconds, or an incident's page reloaded, is recorded once per
+#: this many seconds per viewer, record and reason.
 LIST_VIEW_EVERY = 900.0
+#: The views of one incident's record its timeline reads at most (the newest).
+VIEWS_READ = 1000
 #: One export at a time: each reads the whole log in this (the alarm server's) process.
 _EXPORTING = threading.Lock()
 
@@ -64,9 +68,9 @@ class Records:
         self._keeper = keeper
         self._clock = clock
         self._retention = retention
-        #: When each (viewer, hash of reason) last had a list view recorded (monotonic).
-        self._list_views: dict[tuple[str, str], float] = {}
-        self._list_views_lock = threading.Lock()
+        #: When each (viewer, scope, hash of reason) last had a view recorded (monotonic).
+        self._views: dict[tuple[str, str, str], float] = {}
+        self._views_lock = threading.Lock()
 
     def _record_access(self, who: Access, *, type_: str, scope: str) -> None:
         now = self._clock.now()
@@ -83,6 +87,23 @@ class Records:
                 scope=scope,
             )
 
+    def _record_view(self, who: Access, *, scope: str) -> None:
+        """Record a view of ``scope``, at most once per LIST_VIEW_EVERY per viewer and
+        reason, so that a live board that polls, or a page reloaded, does not flood the
+        log."""
+        now = self._clock.monotonic()
+        # Keyed on a hash: the reason itself is personal data, kept only in the log's store.
+        key = (who.by, scope, hashlib.sha256(who.justification.encode()).hexdigest())
+        with self._views_lock:
+            views = self._views
+            for old in [k for k, at in views.items() if now - at >= LIST_VIEW_EVERY]:
+                del views[old]
+            due = key not in views
+        if due:
+            self._record_access(who, type_="record.viewed", scope=scope)
+            with self._views_lock:
+                self._views[key] = now  # only once it is recorded
+
     def incidents(
         self,
         who: Access,
@@ -97,20 +118,8 @@ class Records:
     ) -> list[Incident]:
         """Newest first, at most ``limit`` (1 to 1000) after skipping ``offset``;
         ``state``, ``room``, ``kind`` and received in [``since``, ``before``) filter. The
-        view is recorded at most once per LIST_VIEW_EVERY per viewer and reason, so that
-        a live board that polls does not flood the log."""
-        now = self._clock.monotonic()
-        # Keyed on a hash: the reason itself is personal data, kept only in the log's store.
-        key = (who.by, hashlib.sha256(who.justification.encode()).hexdigest())
-        with self._list_views_lock:
-            views = self._list_views
-            for old in [k for k, at in views.items() if now - at >= LIST_VIEW_EVERY]:
-                del views[old]
-            due = key not in views
-        if due:
-            self._record_access(who, type_="record.viewed", scope="incidents")
-            with self._list_views_lock:
-                self._list_views[key] = now  # only once it is recorded
+        view is recorded at most once per LIST_VIEW_EVERY per viewer and reason."""
+        self._record_view(who, scope="incidents")
         with self._sessions() as s:
             query = (
                 select(Incident)
@@ -131,12 +140,13 @@ class Records:
             return list(s.scalars(query))
 
     def incident(self, incident_id: int, who: Access) -> tuple[Incident, list[LogEntry]]:
-        """One incident and its timeline from the log; the view is recorded first.
-        NoRecordError if there is no such incident."""
+        """One incident and its timeline from the log; the view is recorded first (at
+        most once per LIST_VIEW_EVERY per viewer and reason). NoRecordError if there is
+        no such incident."""
         with self._sessions() as s:
             if s.get(Incident, incident_id) is None:
                 raise NoRecordError(f"no incident {incident_id}")
-        self._record_access(who, type_="record.viewed", scope=f"incident:{incident_id}")
+        self._record_view(who, scope=f"incident:{incident_id}")
         with self._sessions() as s:
             incident = s.get(Incident, incident_id)
             assert incident is not None  # incidents are never deleted
@@ -145,20 +155,37 @@ class Records:
             )
             return incident, list(events)
 
-    def views(self, incident_id: int) -> list[LogEntry]:
-        """The ``record.viewed`` entries of one incident's record, oldest first (they name
-        its scope, not the incident: a view is no event of the incident itself)."""
+    def views(self, incident_id: int, *, limit: int = VIEWS_READ) -> list[LogEntry]:
+        """The newest ``limit`` ``record.viewed`` entries of one incident's record, oldest
+        first (they name its scope, not the incident: a view is no event of the incident
+        itself)."""
         scope = f"incident:{incident_id}"
+        # The entry's canonical bytes (compact, sorted keys) hold its scope just so: the
+        # database narrows on them, the decoded data decides.
+        needle = b'"scope":' + json.dumps(scope).encode()
         with self._sessions() as s:
-            received = s.scalar(select(Incident.received_at).where(Incident.id == incident_id))
-            if received is None:
+            # SQLite's LIKE matches no BLOB; PostgreSQL has LIKE for bytea, not instr.
+            holds = (
+                func.instr(LogEntry.body, needle) > 0
+                if s.get_bind().dialect.name == "sqlite"
+                else LogEntry.body.op("LIKE")(b"%" + needle + b"%")
+            )
+            first = s.scalar(
+                select(func.min(LogEntry.n)).where(LogEntry.incident_id == incident_id)
+            )
+            if first is None:
                 return []
             entries = s.scalars(
                 select(LogEntry)
-                .where(LogEntry.type == "record.viewed", LogEntry.at >= received)
-                .order_by(LogEntry.n)
+                .where(
+                    LogEntry.type == "record.viewed",
+                    LogEntry.n > first,
+                    holds,
+                )
+                .order_by(LogEntry.n.desc())
+                .limit(max(limit, 1))
             )
-            return [e for e in entries if e.data.get("scope") == scope]
+            return [e for e in reversed(list(entries)) if e.data.get("scope") == scope]
 
     def add_note(self, incident_id: int, *, by: str, text: str, subjects: list[str]) -> str:
         """Add a note about ``subjects`` (its author among them) to an incident; returns

@@ -26,6 +26,7 @@ from server.console.access import RecordsPage
 from server.console.pages import N_, Reader
 from server.console.routes import PAGE, justification, reason_page
 from server.models import Incident, IncidentKind, LogEntry, Outcome, PersonalData, State
+from server.people.roles import Right
 from server.people.tables import Person, ViolenceEntry
 from server.records import Access, NoRecordError
 from server.routes.deps import IncidentId, ServicesDep
@@ -38,6 +39,8 @@ E = TypeVar("E", bound=StrEnum)
 PER_PAGE = 50
 #: Log entries that hold a text someone typed (personal data, by ref) and its field.
 TYPED = {"note.added": "text", "review.signed_off": "remarks", "violence.recorded": None}
+#: The days the list's filter takes (others are left out of it, with a word).
+YEARS = range(2000, 2101)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,12 @@ class Event:
     page: dict[str, Any] | None
     #: The first entry of its day (in the site's time zone): shown with its date.
     new_day: bool = False
+    #: It holds a typed text the reader may not read: shown without it.
+    hidden: bool = False
+    #: A view: how many times this person opened the record, and the first time (the
+    #: entry is their last view).
+    times: int = 1
+    first: datetime | None = None
 
 
 def _names(services: Services, ids: set[str]) -> dict[str, str]:
@@ -81,6 +90,8 @@ def _day(value: str | None, tz: ZoneInfo, *, end: bool = False) -> datetime | No
     try:
         day = date.fromisoformat(value)
     except ValueError:
+        return None
+    if day.year not in YEARS:
         return None
     return datetime.combine(day + timedelta(days=1 if end else 0), time(), tz)
 
@@ -109,6 +120,10 @@ async def incident_list(
     site = services.site
     tz = ZoneInfo(site.timezone)
 
+    first, after = _day(since, tz), _day(until, tz, end=True)
+    # Not a day, or one outside the years 2000 to 2100: left out of the filter, with a word.
+    ignored = [v for v, d in ((since, first), (until, after)) if v and d is None]
+
     def read() -> tuple[list[Row], bool]:
         found = services.records.incidents(
             Access(by=me.person_id, justification=reason),
@@ -116,8 +131,8 @@ async def incident_list(
             limit=PER_PAGE + 1,
             room=room or None,
             kind=_one_of(IncidentKind, kind),
-            since=_day(since, tz),
-            before=_day(until, tz, end=True),
+            since=first,
+            before=after,
             offset=(page - 1) * PER_PAGE,
         )
         names = _names(services, {i.acknowledged_by for i in found if i.acknowledged_by})
@@ -153,6 +168,7 @@ async def incident_list(
         base="".join(f"{urlencode({k: v})}&" for k, v in query.items() if v),
         page_number=page,
         more=more,
+        ignored=ignored,
     )
 
 
@@ -161,7 +177,9 @@ def timeline(services: Services, incident_id: int, reason: str, me: Reader) -> d
     NoRecordError if there is no such incident."""
     records = services.records
     incident, entries = records.incident(incident_id, Access(by=me.person_id, justification=reason))
-    entries = sorted([*entries, *records.views(incident_id)], key=lambda e: e.n)
+    # Who read the record is for reviewers only; each person's views told once.
+    views = _views(records.views(incident_id)) if me.can(Right.REVIEW) else {}
+    entries = sorted([*entries, *(last for last, _, _ in views.values())], key=lambda e: e.n)
     ids = {
         str(e.data[field])
         for e in entries
@@ -171,7 +189,7 @@ def timeline(services: Services, incident_id: int, reason: str, me: Reader) -> d
     if incident.acknowledged_by:
         ids.add(incident.acknowledged_by)
     names = _names(services, ids)
-    refs = [e.data["ref"] for e in entries if e.type in TYPED and "ref" in e.data]
+    refs = [e.data["ref"] for e in entries if _may_read(me, e) and "ref" in e.data]
     with services.sessions() as s:
         kept: dict[str, Any] = dict(
             s.execute(
@@ -185,11 +203,36 @@ def timeline(services: Services, incident_id: int, reason: str, me: Reader) -> d
         "room": services.site.room(incident.room_id).label,
         "going": names.get(incident.acknowledged_by or ""),
         "events": _days(
-            [_event(e, names, kept, queued) for e in entries], ZoneInfo(services.site.timezone)
+            [_event(e, names, kept, queued, me=me, views=views) for e in entries],
+            ZoneInfo(services.site.timezone),
         ),
         "in_register": in_register,
         "outcomes": list(Outcome),
     }
+
+
+def _may_read(me: Reader, entry: LogEntry) -> bool:
+    """Whether ``me`` may read the text ``entry`` holds (False if it holds none): review
+    remarks and the violence register's account need the right *review*; a note that
+    too, or *export*, or being its author. Others see that it is there, by whom, when."""
+    if entry.type not in TYPED:
+        return False
+    if me.can(Right.REVIEW):
+        return True
+    return entry.type == "note.added" and (
+        me.can(Right.EXPORT) or entry.data.get("by") == me.person_id
+    )
+
+
+def _views(entries: list[LogEntry]) -> dict[int, tuple[LogEntry, int, datetime]]:
+    """The views by each person told once, at their last: by that entry's number, the
+    entry, how many views, and the first one's time."""
+    by: dict[str, tuple[LogEntry, int, datetime]] = {}
+    for e in entries:  # oldest first
+        who = str(e.data.get("by"))
+        _, times, first = by.get(who, (e, 0, e.at))
+        by[who] = (e, times + 1, first)
+    return {last.n: (last, times, first) for last, times, first in by.values()}
 
 
 def _days(events: list[Event], tz: ZoneInfo) -> list[Event]:
@@ -203,12 +246,16 @@ def _event(
     names: dict[str, str],
     kept: dict[str, Any],
     queued: dict[Any, dict[str, Any]],
+    *,
+    me: Reader,
+    views: dict[int, tuple[LogEntry, int, datetime]],
 ) -> Event:
     data = entry.data
     page = queued.get(data["page"]) if "page" in data and entry.type != "page.queued" else None
     person = data.get("staff") or data.get("by") or (page or {}).get("staff")
     text: str | None = None
-    if entry.type in TYPED:
+    _, times, first = views.get(entry.n, (entry, 1, entry.at))
+    if _may_read(me, entry):
         value = kept.get(data.get("ref", ""), "")
         field = TYPED[entry.type]
         text = str(value.get(field, "") if field and isinstance(value, dict) else value)
@@ -220,6 +267,9 @@ def _event(
         who=names.get(person, person) if isinstance(person, str) else None,
         text=text,
         page=page,
+        hidden=entry.type in TYPED and not _may_read(me, entry),
+        times=times,
+        first=first,
     )
 
 

@@ -18,11 +18,14 @@ from pydantic import SecretStr
 from sqlalchemy import select, update
 
 from device.indicator import Light
+from panicbutton.wire import Alert, new_alert_id
 from server.app import Server, build
 from server.models import Incident, LogEntry
 from server.paging.notifier import ConsoleNotifier
-from server.people import auth
+from server.people import auth, violence
+from server.people.roles import Role
 from server.people.tables import WebSession
+from server.records import LIST_VIEW_EVERY
 from server.routes.deps import session_cookie
 from server.settings import Settings
 from tests.harness import (
@@ -35,6 +38,7 @@ from tests.harness import (
     wait_until,
 )
 from tests.server.console.conftest import accessible, screenshot
+from tests.server.people_kit import kit
 
 if TYPE_CHECKING:
     from playwright.sync_api import Dialog, Page
@@ -159,6 +163,15 @@ def test_a_press_is_read_resolved_with_a_note_and_reviewed_from_its_record(
     assert manager.locator("form#violence").count() == 0
     assert "Talked it through" in manager.locator("li[data-type='review.signed_off']").inner_text()
     accessible(manager)
+    # Staff see that the review and the register's entry are there, not what they say,
+    # nor who opened the record; their own note they read.
+    reception.reload()
+    reviewed = reception.locator("li[data-type='review.signed_off']").inner_text()
+    assert "Talked it through" not in reviewed
+    assert "(Its text is shown only to managers.)" in reviewed
+    assert "A guest shouted" not in reception.locator("main").inner_text()
+    assert reception.locator("li[data-type='record.viewed']").count() == 0
+    assert "Guest said" in reception.locator("li[data-type='note.added']").inner_text()
 
     # The list's filters: by state, room, kind and day.
     today = date.today()
@@ -277,3 +290,113 @@ def test_the_list_filters_and_pages_newest_first_and_logs_one_view(server: Serve
 def server_events(server: Server, type_: str) -> list[LogEntry]:
     with server.services.sessions() as s:
         return list(s.scalars(select(LogEntry).where(LogEntry.type == type_)))
+
+
+# -- who reads what on an incident's page, and its views, without a browser ----------
+
+
+def test_typed_text_and_views_show_only_to_who_may_read_them(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Staff see that a note by someone else, the review and the register's entry are
+    there (by whom, when) but not their text, nor who opened the record; an inspector
+    reads notes; a manager reads all. Reloading is one view per person and reason in
+    15 minutes, and each person's views are told on one line."""
+    with kit(database_url, tmp_path) as k:
+        services = k.server.services
+        alarm = Alert(device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=k.clock.now())
+        incident = services.alerts.handle(alarm).incident
+        other = services.alerts.handle(
+            Alert(device_id="unit-2", alert_id=new_alert_id(), seq=1, pressed_at=k.clock.now())
+        ).incident
+        services.records.add_note(incident, by="floor", text="NOTE-PLANTED", subjects=[])
+        services.records.sign_off(incident, by="manager", remarks="REMARK-PLANTED")
+        with services.sessions.begin() as s:
+            violence.record_entry(
+                s,
+                incident_id=incident,
+                account="ACCOUNT-PLANTED",
+                worker_id=None,
+                by="manager",
+                now=k.clock.now(),
+                retention=services.retention,
+            )
+        open_person(services, "inspector-1", roles=[Role.INSPECTOR], name="Inspector")
+        open_person(services, "boss", roles=[Role.MANAGER], name="Boss")  # reads English
+        reason = "checking the alarm of this morning"
+        clients = {
+            who: signed_in(k.server, who, reason=reason)
+            for who in ("reception", "inspector-1", "boss")
+        }
+        url = f"/console/incidents/{incident}"
+
+        def page(who: str, path: str = url) -> str:
+            """The page's HTML, with its text (tags left out) after a NUL."""
+            answer = clients[who].get(path)
+            assert answer.status_code == 200, answer.text
+            html: str = answer.text
+            words = " ".join(re.sub(r"<[^>]+>", " ", html).split())
+            return html + "\0" + re.sub(r" ([.:,])", r"\1", words)
+
+        def views(scope: str) -> list[str]:
+            return [
+                e.data["by"]
+                for e in sorted(server_events(k.server, "record.viewed"), key=lambda e: e.n)
+                if e.data["scope"] == scope
+            ]
+
+        staff = page("reception")
+        assert "Note by Floor:" in staff
+        assert "Manager signed off the review." in staff
+        assert "Manager recorded this incident in the violence register:" in staff
+        for planted in ("NOTE-PLANTED", "REMARK-PLANTED", "ACCOUNT-PLANTED"):
+            assert planted not in staff, planted
+        assert "(Its text is shown only to its author, managers and inspectors.)" in staff
+        assert staff.rsplit("\0")[1].count("(Its text is shown only to managers.)") == 2
+        assert 'data-type="record.viewed"' not in staff
+
+        inspector = page("inspector-1")
+        assert "NOTE-PLANTED" in inspector
+        assert "REMARK-PLANTED" not in inspector
+        assert "ACCOUNT-PLANTED" not in inspector
+        assert 'data-type="record.viewed"' not in inspector
+
+        manager = page("boss")
+        for planted in ("NOTE-PLANTED", "REMARK-PLANTED", "ACCOUNT-PLANTED"):
+            assert planted in manager, planted
+        assert "Reception opened this record." in manager
+        assert "Inspector opened this record." in manager
+
+        # Reloaded again and again: one view each in the log, until 15 minutes pass.
+        for _ in range(3):
+            page("reception")
+            page("boss")
+        assert views(f"incident:{incident}") == ["reception", "inspector-1", "boss"]
+        k.clock.advance(LIST_VIEW_EVERY + 1)
+        page("reception")
+        page("reception", f"/console/incidents/{other}")
+        assert views(f"incident:{incident}") == ["reception", "inspector-1", "boss", "reception"]
+        assert views(f"incident:{other}") == ["reception"]
+        # The other incident's view is not this one's; reception's two views are one line.
+        manager = page("boss")
+        assert manager.count('data-type="record.viewed"') == 3
+        assert "Reception opened this record 2 times, first at" in manager
+        assert "Boss opened this record 2 times, first at" in manager
+        assert "Inspector opened this record." in manager
+        other_page = page("boss", f"/console/incidents/{other}")
+        assert "Reception opened this record." in other_page
+        assert "Inspector" not in other_page
+
+
+def test_days_outside_2000_to_2100_are_left_out_of_the_filter_with_a_word(
+    server: Server,
+) -> None:
+    client = signed_in(server, "reception", reason="looking back at March")
+    for query in ("until=9999-12-31", "from=0001-01-01", "from=1999-12-31&until=2101-01-01"):
+        answer = client.get(f"/console/incidents?{query}")
+        assert answer.status_code == 200, query
+        assert "Days from the years 2000 to 2100 only:" in answer.text, query
+        assert 'id="ignored"' in answer.text
+    fine = client.get("/console/incidents?from=2000-01-01&until=2100-12-31")
+    assert fine.status_code == 200
+    assert 'id="ignored"' not in fine.text
