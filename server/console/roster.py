@@ -63,12 +63,19 @@ class Week:
         return f"{year}-W{week:02d}"
 
     @property
-    def before(self) -> str:
-        return Week(self.monday - timedelta(days=7)).label
+    def before(self) -> str | None:
+        """The week before, None before the first year shown."""
+        return Week(self.monday - timedelta(days=7)).shown
 
     @property
-    def after(self) -> str:
-        return Week(self.monday + timedelta(days=7)).label
+    def after(self) -> str | None:
+        """The week after, None after the last year shown."""
+        return Week(self.monday + timedelta(days=7)).shown
+
+    @property
+    def shown(self) -> str | None:
+        """Its label if it can be shown (a year from 2000 to 2100)."""
+        return self.label if self.monday.isocalendar()[0] in YEARS else None
 
     @property
     def days(self) -> list[date]:

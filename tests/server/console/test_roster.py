@@ -193,8 +193,12 @@ def test_the_week_shows_shifts_take_overs_and_gaps_to_the_minute() -> None:
 def test_a_week_is_named_by_its_iso_number() -> None:
     assert week_of("2026-W01", date(2026, 6, 1)).monday == date(2025, 12, 29)
     assert week_of("2026-W53", date(2026, 6, 1)).monday == date(2026, 12, 28)
-    assert week_of("2000-W01", date(2026, 6, 1)).monday == date(2000, 1, 3)
-    assert week_of("2100-W52", date(2026, 6, 1)).monday == date(2100, 12, 27)
+    first, last = week_of("2000-W01", date(2026, 6, 1)), week_of("2100-W52", date(2026, 6, 1))
+    assert first.monday == date(2000, 1, 3)
+    assert last.monday == date(2100, 12, 27)
+    # No link to a week that is not shown.
+    assert (first.before, first.after) == (None, "2000-W02")
+    assert (last.before, last.after) == ("2100-W51", None)
     for wrong in ("2026-W54", "2026-1", "26-W01", "2026-W00", "0001-W01", "9999-W52", "1970-W01"):
         with pytest.raises(HTTPException) as refused:
             week_of(wrong, date(2026, 6, 1))
