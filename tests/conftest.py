@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -29,6 +30,10 @@ from tests.harness import (
     start_mosquitto,
 )
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
+CHROMIUM = "/usr/bin/chromium"
 REQUIRE = os.environ.get("PANICBUTTON_REQUIRE_INTEGRATION") == "1"
 
 
@@ -46,6 +51,33 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
         missing("mosquitto is not installed (apt install mosquitto)")
     with start_mosquitto(tmp_path / "mosquitto") as handle:
         yield handle
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Browser]:
+    """Headless Chromium (Debian's, driven by Playwright) for this test process: one
+    Playwright per process, so every browser test shares it (each opens its own
+    context)."""
+    if shutil.which(CHROMIUM) is None:
+        missing(f"Chromium is not installed at {CHROMIUM} (apt install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright  # noqa: PLC0415
+    except ImportError:
+        missing("playwright is not installed (pip install -e '.[dev]')")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--autoplay-policy=no-user-gesture-required",
+                # Passkeys need a secure context: http://localhost, here on IPv4.
+                "--host-resolver-rules=MAP localhost 127.0.0.1",
+            ],
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 @pytest.fixture(scope="session")

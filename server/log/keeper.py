@@ -190,11 +190,7 @@ class LogKeeper:
             log.info("purged %d personal data row(s) past retention", gone)
         if rows:
             # NOTE: no log entry: the log never referred to these rows (only their counts).
-            log.info(
-                "deleted or blanked %d register row(s) past retention (presence, violence, "
-                "reasons of ended sessions)",
-                rows,
-            )
+            log.info("deleted %d register row(s) (presence, violence) past retention", rows)
         return gone
 
     # -- work ---------------------------------------------------------------------------

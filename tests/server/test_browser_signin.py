@@ -5,23 +5,23 @@ on the pages as they are served (their scripts, CSP and cookies), at http://loca
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import uvicorn
 
 from server.app import Server
 from server.people.roles import Role
-from tests.conftest import missing
 from tests.server.signin_kit import events, invite, running
 
-CHROMIUM = "/usr/bin/chromium"
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 
 def free_port() -> int:
@@ -59,51 +59,43 @@ def served(tmp_path: Path) -> Iterator[tuple[Server, str]]:
             thread.join(timeout=10)
 
 
-def test_passkey_enrolment_and_sign_in_in_chromium(served: tuple[Server, str]) -> None:
-    if shutil.which(CHROMIUM) is None:
-        missing(f"Chromium is not installed at {CHROMIUM} (apt install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright  # noqa: PLC0415
-    except ImportError:
-        missing("playwright is not installed (pip install -e '.[dev]')")
+def test_passkey_enrolment_and_sign_in_in_chromium(
+    served: tuple[Server, str], chromium: Browser
+) -> None:
     server, base = served
     link = invite(server, "first-manager", Role.MANAGER)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--host-resolver-rules=MAP localhost 127.0.0.1"],
+    context = chromium.new_context()
+    try:
+        page = context.new_page()
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("WebAuthn.enable")
+        cdp.send(
+            "WebAuthn.addVirtualAuthenticator",
+            {
+                "options": {
+                    "protocol": "ctap2",
+                    "transport": "internal",
+                    "hasResidentKey": True,
+                    "hasUserVerification": True,
+                    "isUserVerified": True,
+                }
+            },
         )
-        try:
-            page = browser.new_page()
-            cdp = page.context.new_cdp_session(page)
-            cdp.send("WebAuthn.enable")
-            cdp.send(
-                "WebAuthn.addVirtualAuthenticator",
-                {
-                    "options": {
-                        "protocol": "ctap2",
-                        "transport": "internal",
-                        "hasResidentKey": True,
-                        "hasUserVerification": True,
-                        "isUserVerified": True,
-                    }
-                },
-            )
-            page.goto(base + link)
-            page.get_by_label("Name for this device").fill("test phone")
-            page.get_by_role("button", name="Create a passkey").click()
-            # Signed in, a manager lands on the console's live board.
-            page.wait_for_url(f"{base}/console/board")
-            assert page.locator("header .who").inner_text() == "Name of first-manager"
+        page.goto(base + link)
+        page.get_by_label("Name for this device").fill("test phone")
+        page.get_by_role("button", name="Create a passkey").click()
+        # Signed in, a manager lands on the console's live board.
+        page.wait_for_url(f"{base}/console/board")
+        assert page.locator("header .who").inner_text() == "Name of first-manager"
 
-            page.get_by_role("button", name="Sign out").click()
-            page.wait_for_url(f"{base}/sign-in")
-            page.get_by_role("button", name="Sign in with a passkey").click()
-            page.wait_for_url(f"{base}/console/board")
-            page.goto(f"{base}/account")
-            assert page.locator("#who").inner_text() == "first-manager"
-        finally:
-            browser.close()
+        page.get_by_role("button", name="Sign out").click()
+        page.wait_for_url(f"{base}/sign-in")
+        page.get_by_role("button", name="Sign in with a passkey").click()
+        page.wait_for_url(f"{base}/console/board")
+        page.goto(f"{base}/account")
+        assert page.locator("#who").inner_text() == "first-manager"
+    finally:
+        context.close()
     assert events(server, "signin.method_added") == [
         {"person": "first-manager", "method": "passkey"}
     ]

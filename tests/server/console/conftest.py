@@ -9,7 +9,6 @@ themselves are tested in ``test_signin_pages.py``).
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,38 +17,16 @@ import pytest
 
 from server.people import auth
 from server.people.roles import Role
-from tests.conftest import missing
 from tests.harness import Broker, System, open_person
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-CHROMIUM = "/usr/bin/chromium"
 #: The browser's User-Agent: a web session is bound to the browser that signed in.
 AGENT = "panicbutton-console-tests"
 ROOT = Path(__file__).resolve().parents[3]
 #: Where screenshots for the docs go when PANICBUTTON_SCREENSHOTS=1 (`make screenshots`).
 DOC_IMAGES = ROOT / "docs" / "use" / "img"
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Iterator[Browser]:
-    """Headless Chromium for this test process."""
-    if shutil.which(CHROMIUM) is None:
-        missing(f"Chromium is not installed at {CHROMIUM} (apt install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright  # noqa: PLC0415
-    except ImportError:
-        missing("playwright is not installed (pip install -e '.[dev]')")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"],
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture

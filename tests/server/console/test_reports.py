@@ -110,7 +110,7 @@ def test_reports_show_two_presses_one_acknowledged_with_a_chart_and_downloads(
     with page.expect_download() as download:
         form.get_by_role("button", name="Download the report (PDF)").click()
     assert Path(download.value.path()).read_bytes().startswith(b"%PDF-")
-    assert download.value.suggested_filename == "report.pdf"
+    assert download.value.suggested_filename == "panicbutton-report.pdf"
     # The evidence export: refused by the form without a reason, then a verifiable bundle.
     evidence = page.locator("form[action='/api/v1/log/export']")
     evidence.get_by_role("button", name="Download the evidence export").click()

@@ -125,10 +125,10 @@ def test_api_answers_are_private_and_a_reason_may_be_in_any_script(console: Syst
         listed = client.get("/api/v1/incidents", headers=manager | french)
         assert listed.status_code == 200, listed.text
         assert listed.headers["cache-control"] == "no-store"
+        # Not UTF-8 once decoded: kept as sent (still a reason the schema allows).
         broken = {"X-Panicbutton-Justification": "utf-8''%FF%FE%FD%FC%FB%FA%F9%F8"}
-        refused = client.get("/api/v1/incidents", headers=manager | broken)
-        assert refused.status_code == 400
-        assert "RFC 8187" in refused.json()["detail"]
+        assert client.get("/api/v1/incidents", headers=manager | broken).status_code == 200
+        assert client.get("/api/v1/incidents", headers=manager).status_code == 400
         # The console's own files are public and cached (revalidated by ETag).
         script = client.get("/console/static/board.js")
         assert script.headers["cache-control"] == "no-cache"
