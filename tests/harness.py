@@ -35,6 +35,7 @@ from server.models import EscalationJob, Incident, LogEntry
 from server.people import auth, directory
 from server.people.roles import Right, Role, rights_of
 from server.people.tables import ApiToken, Person
+from server.routes.deps import session_cookie
 from server.services import Services
 from server.settings import Settings
 from server.site import Site, parse_site
@@ -182,6 +183,22 @@ def person_token(
             )
         )
     return token
+
+
+def web_session(services: Services, person_id: str, *, agent: str) -> str:
+    """A browser session for ``person_id``, as signing in makes one (bound to the
+    browser's User-Agent ``agent``); its cookie's value."""
+    with services.sessions.begin() as session:
+        return auth.start_session(
+            session, person_id=person_id, agent=agent, method="test", now=services.clock.now()
+        )
+
+
+def browser_headers(server: Server, person_id: str, *, agent: str) -> dict[str, str]:
+    """The headers of a browser signed in as ``person_id``: its session cookie and
+    User-Agent."""
+    cookie = web_session(server.services, person_id, agent=agent)
+    return {"Cookie": f"{session_cookie(server.settings)}={cookie}", "User-Agent": agent}
 
 
 def bearer(token: str) -> dict[str, str]:

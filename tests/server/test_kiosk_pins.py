@@ -17,7 +17,7 @@ from server.people.roles import Role
 from server.people.signin import ThrottledError, WrongCredentialsError, wipe_access
 from server.people.tables import WebSession
 from server.routes.deps import session_cookie
-from tests.harness import bearer, open_person, person_token
+from tests.harness import bearer, open_person, person_token, web_session
 from tests.server.signin_kit import BROWSER, browser, clock, events, running
 
 SCREEN = "reception-screen"
@@ -27,10 +27,8 @@ def signed_in(server: Server, person_id: str, roles: tuple[Role, ...]) -> TestCl
     """A browser signed in as ``person_id`` (opened with ``roles``), sending its CSRF."""
     services = server.services
     open_person(services, person_id, roles=roles)
-    with services.sessions.begin() as session:
-        cookie = auth.start_session(
-            session, person_id=person_id, agent=BROWSER, method="test", now=services.clock.now()
-        )
+    cookie = web_session(services, person_id, agent=BROWSER)
+    with services.sessions() as session:
         row = session.get(WebSession, auth.sha256(cookie))
         assert row is not None
         csrf = row.csrf

@@ -22,7 +22,7 @@ from server.app import Server, build
 from server.paging.notifier import ConsoleNotifier
 from server.people.roles import RIGHTS, Right, Role
 from server.settings import Settings
-from tests.harness import bearer, person_token, sample_site
+from tests.harness import bearer, browser_headers, person_token, sample_site
 
 #: Routes that check a proof of their own instead of a person's right, and which proof.
 OWN_PROOF: dict[str, str] = {
@@ -159,19 +159,6 @@ CONSOLE = re.compile(r"^(GET|POST|PUT|DELETE) /console(/|$)")
 AGENT = "rights-table"
 
 
-def browser_cookie(server: Server, person_id: str) -> dict[str, str]:
-    """A signed-in browser's session cookie (and User-Agent) for ``person_id``."""
-    from server.people import auth  # noqa: PLC0415
-    from server.routes.deps import session_cookie  # noqa: PLC0415
-
-    services = server.services
-    with services.sessions.begin() as session:
-        cookie = auth.start_session(
-            session, person_id=person_id, agent=AGENT, method="test", now=services.clock.now()
-        )
-    return {"Cookie": f"{session_cookie(server.settings)}={cookie}", "User-Agent": AGENT}
-
-
 def test_role_by_route_table(server: Server) -> None:
     """Each role with one token per person holding that role alone: a route answers 403
     to every role without its right, and never 401/403 to a role with it."""
@@ -195,7 +182,7 @@ def test_role_by_route_table(server: Server) -> None:
                 continue
             # A fresh session each time: an API call before may have ended them all.
             who = f"only-{role.value}"
-            caller = browser_cookie(server, who) if console else bearer(tokens[role])
+            caller = browser_headers(server, who, agent=AGENT) if console else bearer(tokens[role])
             row[role] = _call(client, method, path, caller).status_code
         nobody = _call(client, method, path, {}).status_code
         assert nobody == 401, f"{method} {path} answered {nobody} to nobody"

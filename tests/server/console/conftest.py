@@ -17,7 +17,7 @@ import pytest
 
 from server.people import auth
 from server.people.roles import Role
-from tests.harness import Broker, System, open_person
+from tests.harness import Broker, System, open_person, web_session
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -54,11 +54,7 @@ def console(broker: Broker, tmp_path: Path, request: pytest.FixtureRequest) -> I
 def session_cookie(system: System, person_id: str) -> str:
     """A web session for ``person_id``, as signing in makes one (from the test browser)."""
     assert system.server is not None
-    services = system.server.services
-    with services.sessions.begin() as session:
-        return auth.start_session(
-            session, person_id=person_id, agent=AGENT, method="test", now=services.clock.now()
-        )
+    return web_session(system.server.services, person_id, agent=AGENT)
 
 
 @pytest.fixture

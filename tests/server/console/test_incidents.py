@@ -36,6 +36,7 @@ from tests.harness import (
     open_person,
     sample_site,
     wait_until,
+    web_session,
 )
 from tests.server.console.conftest import accessible, screenshot
 from tests.server.people_kit import kit
@@ -213,12 +214,11 @@ def signed_in(server: Server, person_id: str, *, reason: str | None) -> TestClie
     """A browser signed in as ``person_id``, with ``reason`` given in its session."""
     services = server.services
     open_person(services, person_id)
-    with services.sessions.begin() as s:
-        cookie = auth.start_session(
-            s, person_id=person_id, agent="tests", method="test", now=services.clock.now()
-        )
-        if reason is not None:
-            s.execute(update(WebSession).values(justification=reason))
+    cookie = web_session(services, person_id, agent="tests")
+    if reason is not None:
+        with services.sessions.begin() as s:
+            key = WebSession.id_sha256 == auth.sha256(cookie)
+            s.execute(update(WebSession).where(key).values(justification=reason))
     client = TestClient(server.app, headers={"User-Agent": "tests"})
     client.cookies.set(session_cookie(server.settings), cookie)
     return client

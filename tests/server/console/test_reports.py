@@ -22,11 +22,17 @@ from panicbutton.clock import ManualClock
 from server.app import Server, build
 from server.console import figures
 from server.paging.notifier import ConsoleNotifier
-from server.people import auth
 from server.people.roles import Role
-from server.routes.deps import session_cookie
 from server.settings import Settings
-from tests.harness import MANAGER, RECEPTION, System, open_person, sample_site, wait_until
+from tests.harness import (
+    MANAGER,
+    RECEPTION,
+    System,
+    browser_headers,
+    open_person,
+    sample_site,
+    wait_until,
+)
 from tests.server.console.conftest import accessible, screenshot
 
 if TYPE_CHECKING:
@@ -182,13 +188,8 @@ def pdf_text(pdf: bytes) -> str:
 
 
 def _signed_in(server: Server, person_id: str, roles: tuple[Role, ...]) -> dict[str, str]:
-    services = server.services
-    open_person(services, person_id, roles=roles)
-    with services.sessions.begin() as session:
-        cookie = auth.start_session(
-            session, person_id=person_id, agent="poster", method="test", now=services.clock.now()
-        )
-    return {"Cookie": f"{session_cookie(server.settings)}={cookie}", "User-Agent": "poster"}
+    open_person(server.services, person_id, roles=roles)
+    return browser_headers(server, person_id, agent="poster")
 
 
 def test_poster_prints_the_numbers_the_reference_persons_and_the_rights_in_any_script(
