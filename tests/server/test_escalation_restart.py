@@ -288,8 +288,13 @@ def settled(database_url: str) -> bool:
         engine.dispose()
 
 
-def counts(twilio: FakeTwilio) -> dict[str, int]:
-    return {who: len(twilio.to(phone)) for who, phone in PHONES.items()}
+def counts(twilio: FakeTwilio, before: float = float("inf")) -> dict[str, int]:
+    """SMS per person, counting those that reached the fake Twilio before ``before``."""
+    sent = list(twilio.sent)
+    return {
+        who: sum(1 for s in sent if s.to == phone and s.at < before)
+        for who, phone in PHONES.items()
+    }
 
 
 PHONES = {"reception": RECEPTION, "floor": FLOOR, "manager": MANAGER}
@@ -354,19 +359,25 @@ def test_sigkill_between_steps_resumes_on_time_without_duplicates(
     )
     assert resume < MAX_RESUME, f"resume took {resume:.1f} s"
 
-    # Step 1: all three staff, on time, by the restarted server.
-    assert twilio.wait_for(at_least(5), due1 + LATE + 2 - time.monotonic()), (
+    # Step 1: all three staff, on time, by the restarted server. On a loaded machine
+    # the interpreter's own start-up can outlast the 4.5 s left before step 1: then
+    # "on time" means at once from the HTTP port answering, as in the test below.
+    up = restarted + resume
+    on_time = max(due1, up)
+    assert twilio.wait_for(at_least(5), on_time + LATE + 2 - time.monotonic()), (
         f"step 1 missing: {counts(twilio)}\n{server.log()}"
     )
-    check_step(twilio.sent[2:5], due1, t0, "step 1")
+    check_step(twilio.sent[2:5], on_time, t0, "step 1")
     print(
         "  step 1 at the fake Twilio: "
         + ", ".join(f"{s.at - due1:+.3f} s" for s in twilio.sent[2:5])
         + " from due"
     )
-    # Step 0 is not sent again, and step 1 only once: every page made is out.
+    # Step 0 is not sent again, and step 1 only once, until the first repeat is due.
     assert wait_until(lambda: settled(database_url), 10), server.log()
-    assert counts(twilio) == {"reception": 2, "floor": 2, "manager": 1}, counts(twilio)
+    assert counts(twilio, before=due2 - EARLY) == {"reception": 2, "floor": 2, "manager": 1}, (
+        counts(twilio)
+    )
 
     # Paging keeps going after the restart: the first repeat, to everyone again.
     assert twilio.wait_for(at_least(8), due2 + LATE + 2 - time.monotonic()), (
@@ -419,11 +430,16 @@ def test_restart_after_step_was_due_runs_it_at_once(
         f"step 1 due at +{due1 - t0:.1f} s, restarted at +{restarted - t0:.2f} s, up at "
         f"+{up - t0:.2f} s, sent at " + ", ".join(f"+{s.at - t0:.2f} s" for s in batch)
     )
-    # Exactly once: nothing more until the first repeat (step 2, +16 s).
+    # Exactly once: nothing more until the first repeat (step 2, +16 s), which a slow
+    # restart on a loaded machine may reach before the server settles.
+    due2 = t0 + STEP1_AFTER + REPEAT
     assert wait_until(lambda: settled(database_url), 10), server.log()
-    assert counts(twilio) == {"reception": 2, "floor": 2, "manager": 1}, counts(twilio)
+    assert counts(twilio, before=due2 - EARLY) == {"reception": 2, "floor": 2, "manager": 1}, (
+        counts(twilio)
+    )
     server.stop()
 
     events = show_steps(database_url)
     started = [e["step"] for e in events if e["type"] == "escalation.step_started"]
-    assert started == [0, 1], events
+    assert started[:2] == [0, 1], events
+    assert set(started[2:]) <= {2}, events
