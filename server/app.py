@@ -42,6 +42,7 @@ from server.log.append import audit
 from server.log.config import record_config
 from server.log.keeper import LogKeeper
 from server.log.signing import load_signer
+from server.mobile.alarms import PhoneAlarms
 from server.news import RepressNews, Tell
 from server.paging import messages
 from server.paging.notifier import ConsoleNotifier, Notifier, TwilioNotifier
@@ -64,6 +65,7 @@ from server.roster.store import SiteBook
 from server.rota import Rota
 from server.routes import ack, api, devices, errors, presence, records, roster, violence, webhooks
 from server.routes import me as me_routes
+from server.routes import mobile as mobile_routes
 from server.routes import people as people_routes
 from server.routes import phones as phones_routes
 from server.routes import pin as pin_routes
@@ -302,6 +304,7 @@ def _services(
         continuity=Continuity(
             sessions=db, site=book, clock=clock, pager=pager, tell=tell, wake=wake
         ),
+        mobile=PhoneAlarms(sessions=db, site=book, clock=clock, pager=pager, news=news, wake=wake),
         signin=SignIn(
             sessions=db,
             clock=clock,
@@ -387,6 +390,7 @@ def _http_app(
     app.include_router(signin_routes.router)
     app.include_router(me_routes.router)
     app.include_router(pin_routes.router)
+    app.include_router(mobile_routes.router)
     app.include_router(console_routes.router)
     app.include_router(console_incidents.router)
     app.include_router(console_reports.router)

@@ -74,22 +74,73 @@ def record_alert(
     console), not by the unit: logged as ``test.started``, its ``seq`` 0 (it is
     not one of the unit's numbers, so the unit's sequence mark is left alone).
     """
-    existing = session.scalar(select(Incident).where(Incident.alert_id == alert.alert_id))
-    if existing is not None and existing.device_id != alert.device_id:
-        _refuse(session, alert=alert, now=now)
+    return _record(
+        session=session,
+        site=site,
+        room=room,
+        incoming=Incoming(
+            alert_id=alert.alert_id,
+            device_id=alert.device_id,
+            kind=str(alert.kind),
+            seq=0 if started_by else alert.seq,
+            presses=alert.presses,
+            pressed_at=alert.pressed_at,
+        ),
+        now=now,
+        started_by=started_by,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """An alarm as it enters, from a unit's alert or a worker's phone. ``via`` says how
+    a phone's alarm came (``phone``, ``sms``, ``call``, ``checkin``); "" for a unit."""
+
+    alert_id: str
+    device_id: str
+    kind: str
+    seq: int
+    presses: int
+    pressed_at: datetime
+    via: str = ""
+
+
+def record_phone_alarm(
+    *, session: Session, site: Site, incoming: Incoming, now: datetime
+) -> AlertResult:
+    """Open an incident for an alarm from a worker's phone (``incoming.device_id`` is
+    ``phone:<id>``), or return the one its alert id opened already, exactly as
+    :func:`record_alert` does for a unit. No unit sequence is tracked (``seq`` 0)."""
+    return _record(
+        session=session, site=site, room=site.room(incoming.device_id), incoming=incoming, now=now
+    )
+
+
+def _record(
+    *,
+    session: Session,
+    site: Site,
+    room: Room,
+    incoming: Incoming,
+    now: datetime,
+    started_by: str | None = None,
+) -> AlertResult:
+    existing = session.scalar(select(Incident).where(Incident.alert_id == incoming.alert_id))
+    if existing is not None and existing.device_id != incoming.device_id:
+        _refuse(session, incoming=incoming, now=now)
         return AlertResult(existing, new=False, refused=True)
     if existing is not None:
-        if alert.presses <= existing.presses:
+        if incoming.presses <= existing.presses:
             return AlertResult(existing, new=False)
         # The worker pressed again while this alert was open: same incident, counted.
-        existing.presses = alert.presses
+        existing.presses = incoming.presses
         audit(
             session,
             at=now,
             type="alert.re_pressed",
             incident_id=existing.id,
-            alert_id=alert.alert_id,
-            presses=alert.presses,
+            alert_id=incoming.alert_id,
+            presses=incoming.presses,
         )
         if existing.state == State.RESOLVED and existing.kind == IncidentKind.PANIC:
             # Pressed again after staff closed it (the unit never heard "resolved"):
@@ -107,37 +158,39 @@ def record_alert(
             session,
             incident_id=existing.id,
             kind=JobKind.REPRESS_NEWS,
-            step=alert.presses,
+            step=incoming.presses,
             due=now + timedelta(seconds=NEWS_EVERY),
         )
         return AlertResult(existing, new=False, repressed=True)
     incident = Incident(
-        alert_id=alert.alert_id,
-        device_id=alert.device_id,
+        alert_id=incoming.alert_id,
+        device_id=incoming.device_id,
         room_id=room.id,
-        kind=str(alert.kind),
-        seq=0 if started_by else alert.seq,
-        pressed_at=alert.pressed_at,
+        kind=incoming.kind,
+        seq=incoming.seq,
+        pressed_at=incoming.pressed_at,
         received_at=now,
         state=State.OPEN,
-        presses=alert.presses,
+        presses=incoming.presses,
     )
     session.add(incident)
     session.flush()
+    extra = {"via": incoming.via} if incoming.via else {}
     audit(
         session,
         at=now,
         type="alert.raised",
         incident_id=incident.id,
-        key=f"alert:{alert.alert_id}",
-        alert_id=alert.alert_id,
-        device=alert.device_id,
+        key=f"alert:{incoming.alert_id}",
+        alert_id=incoming.alert_id,
+        device=incoming.device_id,
         room=room.id,
         seq=incident.seq,
-        kind=str(alert.kind),
-        device_time=alert.pressed_at,
+        kind=incoming.kind,
+        device_time=incoming.pressed_at,
         # The presence register's count, in the alert's own transaction: no names.
         present=present_count(session),
+        **extra,
     )
     if started_by:
         audit(
@@ -145,21 +198,25 @@ def record_alert(
             at=now,
             type="test.started",
             incident_id=incident.id,
-            device=alert.device_id,
+            device=incoming.device_id,
             by=started_by,
         )
-    else:
+    elif not incoming.via:
         _track_sequence(
-            session, device_id=alert.device_id, seq=alert.seq, now=now, incident_id=incident.id
+            session,
+            device_id=incoming.device_id,
+            seq=incoming.seq,
+            now=now,
+            incident_id=incident.id,
         )
 
     page_ids = steps.start(session=session, site=site, incident=incident, now=now)
     return AlertResult(incident, new=True, page_ids=page_ids)
 
 
-def _refuse(session: Session, *, alert: Alert, now: datetime) -> None:
+def _refuse(session: Session, *, incoming: Incoming, now: datetime) -> None:
     """Log an alert whose id belongs to another unit's incident, once per unit and id."""
-    key = f"refused:{alert.device_id}:{alert.alert_id}"
+    key = f"refused:{incoming.device_id}:{incoming.alert_id}"
     if session.scalar(select(LogEntry.n).where(LogEntry.key == key)) is not None:
         return
     audit(
@@ -167,9 +224,9 @@ def _refuse(session: Session, *, alert: Alert, now: datetime) -> None:
         at=now,
         type="alert.refused",
         key=key,
-        alert_id=alert.alert_id,
-        device=alert.device_id,
-        seq=alert.seq,
+        alert_id=incoming.alert_id,
+        device=incoming.device_id,
+        seq=incoming.seq,
     )
 
 

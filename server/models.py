@@ -33,18 +33,25 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 class IncidentKind(StrEnum):
     """What raised an incident: a room's button (``panic``, or ``test`` from its self-test
     or a test press) or the server's supervision (``unit_offline``, a technical alert;
-    ``duty_gap``: workers are present and no reference person is on duty)."""
+    ``duty_gap``: workers are present and no reference person is on duty), or a worker's
+    phone (``panic`` from its button, ``duress`` and ``missed_checkout``)."""
 
     PANIC = "panic"
     TEST = "test"
     UNIT_OFFLINE = "unit_offline"
     DUTY_GAP = "duty_gap"
+    #: From a worker's phone: the duress PIN at check-out (a silent alarm; the phone
+    #: shows a normal check-out), or a check-in session not closed in time.
+    DURESS = "duress"
+    MISSED_CHECKOUT = "missed_checkout"
 
 
 #: Incidents about the system, not a person: they page managers, never the room's staff.
 TECHNICAL_KINDS = (IncidentKind.UNIT_OFFLINE, IncidentKind.DUTY_GAP)
 #: Incidents from a room unit's button: they get feedback on its light.
 FROM_BUTTON = (IncidentKind.PANIC, IncidentKind.TEST)
+#: Incidents about a person in danger: paged by the site's escalation plan.
+ALARM_KINDS = (IncidentKind.PANIC, IncidentKind.DURESS, IncidentKind.MISSED_CHECKOUT)
 
 
 # An incident's state: open -> acknowledged -> resolved. (No docstring: the HTTP

@@ -13,6 +13,7 @@ from server.continuity import Continuity
 from server.escalation.scheduler import Scheduler
 from server.log.keeper import LogKeeper
 from server.log.personal import Retention
+from server.mobile.alarms import PhoneAlarms
 from server.news import RepressNews, Tell
 from server.paging.pager import Pager
 from server.people.signin import SignIn
@@ -64,6 +65,8 @@ class Services:
     phones: Phones
     #: Pages managers while workers are present and nobody is on duty.
     continuity: Continuity
+    #: Alarms from workers' phones (the mobile button).
+    mobile: PhoneAlarms
 
     @property
     def site(self) -> Site:

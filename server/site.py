@@ -42,6 +42,10 @@ UNKNOWN_PREFIX = "unknown-"
 #: The room id of an incident about the whole site (a duty gap), not one room: no
 #: site id can take it (an id starts with a letter or digit).
 WHOLE_SITE = "-site"
+#: Device and room id prefix of an incident from a worker's phone (the mobile button):
+#: ``-phone-<phone id>``. No unit or room id can take it (an id starts with a letter or
+#: digit), and it is an id as the log's contract has them (letters, digits, ``-``).
+PHONE_PREFIX = "-phone-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +146,9 @@ class Site:
     escalation: Escalation
     #: Who a *test* alert pages (``[test] recipients``); managers when not set.
     test_recipients: tuple[str, ...] = ()
+    #: Enrolled phones (mobile buttons): phone id -> what staff read for its worker
+    #: (their name on the site: a worker's chosen code is enough).
+    phones: tuple[tuple[str, str], ...] = ()
 
     @property
     def zone(self) -> ZoneInfo:
@@ -156,6 +163,8 @@ class Site:
         longer configured a stand-in named by the room's id."""
         if room_id == WHOLE_SITE:
             return Room(id=WHOLE_SITE, label=self.name, device="")
+        if room_id.startswith(PHONE_PREFIX):
+            return self.phone_room(room_id.removeprefix(PHONE_PREFIX))
         found = next((r for r in self.rooms if r.id == room_id), None)
         if found is None and room_id.startswith(UNKNOWN_PREFIX):
             return self.unknown_room(room_id.removeprefix(UNKNOWN_PREFIX))
@@ -172,6 +181,13 @@ class Site:
         return Room(
             id=UNKNOWN_PREFIX + device_id, label=f"UNKNOWN UNIT {device_id}", device=device_id
         )
+
+    def phone_room(self, phone_id: str) -> Room:
+        """The "room" of a worker's phone: its alarms name the worker and say "mobile"
+        (outside the premises); a phone no longer known is named by its id."""
+        name = dict(self.phones).get(phone_id) or phone_id
+        room_id = PHONE_PREFIX + phone_id
+        return Room(id=room_id, label=f"{name} (mobile)", device=room_id)
 
     def managers(self) -> list[Staff]:
         """Who hears of technical faults: managers, or else the default group, or everyone."""

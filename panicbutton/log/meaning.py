@@ -105,7 +105,7 @@ def _check_incident(
     incident: int, evs: Sequence[spec.Entry], end: datetime, report: Report
 ) -> None:
     raised = next((e for e in evs if e.type == "alert.raised"), None)
-    if raised is None or raised.data.get("kind") != "panic":
+    if raised is None or raised.data.get("kind") not in spec.ALARM_KINDS:
         return
     acked = False
     last_page = spec.parse_time(raised.at)

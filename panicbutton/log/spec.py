@@ -45,7 +45,16 @@ EVENT_TYPES: dict[str, frozenset[str]] = {
     name: frozenset(fields)
     for name, fields in {
         # the room unit and its alerts
-        "alert.raised": ("alert_id", "device", "room", "seq", "kind", "device_time", "present"),
+        "alert.raised": (
+            "alert_id",
+            "device",
+            "room",
+            "seq",
+            "kind",
+            "device_time",
+            "present",
+            "via",
+        ),
         "alert.re_pressed": ("alert_id", "presses"),
         "alert.refused": ("alert_id", "device", "seq"),
         "incident.reopened": ("round", "presses"),
@@ -107,6 +116,14 @@ EVENT_TYPES: dict[str, frozenset[str]] = {
         "token.revoked": ("person", "token", "by"),
         "phone.confirmed": ("staff",),
         "phone.problem": ("staff", "code"),
+        # workers' phones (the mobile button), check-in sessions, shared positions
+        "phone.enrolled": ("phone",),
+        "phone.revoked": ("phone", "by"),
+        "checkin.started": ("phone", "until"),
+        "checkin.extended": ("phone", "until"),
+        "checkin.reminded": ("phone", "minutes"),
+        "checkin.closed": ("phone",),
+        "position.shared": ("phone",),
         # presence, the reference person's continuity, the violence register
         "presence.changed": ("present", "by"),
         "duty.gap_started": ("present",),
@@ -126,6 +143,10 @@ EVENT_TYPES: dict[str, frozenset[str]] = {
         "server.started": ("version",),
     }.items()
 }
+#: The ``kind`` of an ``alert.raised`` about a person in danger (the findings of
+#: VERIFY.md section 11 check these): a button's press, a phone's duress PIN, a
+#: check-in session not closed in time.
+ALARM_KINDS = ("panic", "duress", "missed_checkout")
 #: Data fields that name a person by pseudonymous id (for per-person exports).
 PERSON_FIELDS = ("staff", "by", "person")
 

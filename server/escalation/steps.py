@@ -27,6 +27,7 @@ from server.escalation import plans
 from server.escalation.reply_codes import free_code
 from server.log.append import audit
 from server.models import (
+    ALARM_KINDS,
     TECHNICAL_KINDS,
     EscalationJob,
     Incident,
@@ -72,7 +73,7 @@ def start(*, session: Session, site: Site, incident: Incident, now: datetime) ->
     audit(
         session, at=now, type="escalation.plan_frozen", incident_id=incident.id, plan=incident.plan
     )
-    if not incident.plan["duty_covered"] and incident.kind == IncidentKind.PANIC:
+    if not incident.plan["duty_covered"] and incident.kind in ALARM_KINDS:
         audit(session, at=now, type="duty.uncovered", incident_id=incident.id)
     session.add(
         EscalationJob(

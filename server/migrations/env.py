@@ -3,6 +3,8 @@
 from alembic import context
 from sqlalchemy import create_engine
 
+import server.mobile.tables
+
 # The people tables and the passkey challenges join Base.metadata when imported.
 import server.people.passkeys
 import server.people.tables  # noqa: F401

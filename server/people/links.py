@@ -19,8 +19,9 @@ from server.people.auth import sha256
 from server.people.directory import find
 from server.people.tables import EnrolmentLink, Passkey, Password
 
-#: What a link is for.
-PURPOSES = ("enrol", "recover")
+#: What a link is for: setting up sign-in, getting it back, or enrolling a worker's
+#: phone as their mobile button (:mod:`server.mobile.phones`).
+PURPOSES = ("enrol", "recover", "phone")
 #: How long a link stays good, in hours, unless the caller says otherwise.
 LINK_HOURS = 72
 

@@ -84,10 +84,18 @@ _GONE = (
 )
 
 
-def open_link(session: Session, token: str, now: datetime) -> EnrolmentLink:
-    """The unused, unexpired link ``token``; LinkGoneError otherwise."""
+def open_link(
+    session: Session,
+    token: str,
+    now: datetime,
+    purposes: tuple[str, ...] = ("enrol", "recover"),
+) -> EnrolmentLink:
+    """The unused, unexpired link ``token`` for one of ``purposes``; LinkGoneError
+    otherwise (a phone's link opens no sign-in, and a sign-in link enrols no phone)."""
     link = session.get(EnrolmentLink, sha256(token)) if 0 < len(token) <= 100 else None
     if link is None or link.used_at is not None or link.expires_at <= now:
+        raise LinkGoneError(_GONE)
+    if link.purpose not in purposes:
         raise LinkGoneError(_GONE)
     person = session.get(Person, link.person_id)
     if person is None or person.closed_at is not None:
@@ -95,12 +103,17 @@ def open_link(session: Session, token: str, now: datetime) -> EnrolmentLink:
     return link
 
 
-def use_link(session: Session, token: str, now: datetime) -> str:
+def use_link(
+    session: Session,
+    token: str,
+    now: datetime,
+    purposes: tuple[str, ...] = ("enrol", "recover"),
+) -> str:
     """Mark the link used (once, whichever server gets there first). A recovery link
     first takes away everything that let anyone in as its owner: every API token is
     revoked, every passkey and the password (with TOTP) removed, every session ended,
     so that whoever held them keeps nothing once the owner recovers. The person's id."""
-    link = open_link(session, token, now)
+    link = open_link(session, token, now, purposes)
     won = changed(
         session,
         update(EnrolmentLink)

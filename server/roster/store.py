@@ -15,6 +15,7 @@ make after a change of people.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import threading
@@ -28,6 +29,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.errors import SiteError
+from server.mobile.tables import MobilePhone
 from server.people.roles import Role
 from server.people.tables import Person, RoleGrant, SiteVersion
 from server.site import Language, Site, Staff, parse_site
@@ -101,6 +103,17 @@ def _members(session: Session, now: datetime) -> tuple[int | None, list[Member]]
     return version, list(found.values())
 
 
+def phone_names(session: Session) -> tuple[tuple[str, str], ...]:
+    """(phone id, its worker's name) of every enrolled phone, revoked ones too (an open
+    alarm of a phone revoked since still names its worker)."""
+    rows = session.execute(
+        select(MobilePhone.id, Person.name)
+        .join(Person, Person.id == MobilePhone.person_id)
+        .order_by(MobilePhone.id)
+    ).all()
+    return tuple((phone_id, name) for phone_id, name in rows)
+
+
 def newest(session: Session) -> tuple[int, dict[str, Any] | None]:
     """(version, document) in force; (0, None) before the first version."""
     row = session.scalars(select(SiteVersion).order_by(SiteVersion.version.desc()).limit(1)).first()
@@ -135,6 +148,7 @@ def build_site(
     *,
     check: bool = False,
     source: str = "the site configuration",
+    phones: tuple[tuple[str, str], ...] = (),
 ) -> Site:
     """The site from a version's ``document`` and its ``people``.
 
@@ -150,11 +164,12 @@ def build_site(
         )
     paged = [m for m in people if m.pageable]
     doc = _prune(document or {}, {m.id for m in paged})
-    return parse_site(doc, source, staff=tuple(m.staff() for m in paged), strict=False)
+    site = parse_site(doc, source, staff=tuple(m.staff() for m in paged), strict=False)
+    return dataclasses.replace(site, phones=phones) if phones else site
 
 
 #: What a change of the site in force is made of: a commit touching these is seen at once.
-_SITE_TABLES = (Person, RoleGrant, SiteVersion)
+_SITE_TABLES = (Person, RoleGrant, SiteVersion, MobilePhone)
 
 
 _CHANGED = "panicbutton.site.changed"
@@ -212,21 +227,22 @@ class SiteBook:
         with self._sessions() as s:
             version_or_none, people = _members(s, self._clock())
             version = newest_version(s) if version_or_none is None else version_or_none
-            key = (version, tuple(people))
+            phones = phone_names(s)
+            key = (version, tuple(people), phones)
             with self._lock:
                 if key == self._key and self._site is not None:
                     self._checked = max(self._checked, checked)
                     return self._site
             document = newest(s)[1] if version else None
         try:
-            site = build_site(document, people)
+            site = build_site(document, people, phones=phones)
         except SiteError as exc:
             # Never reached by a version saved through server.roster.edit (each is checked);
             # a hand-edited row: keep what was in force rather than page nobody.
             log.error("site configuration version %d cannot be used: %s", version, exc)
             if self._site is not None:
                 return self._site
-            site = build_site(None, people)
+            site = build_site(None, people, phones=phones)
         with self._lock:
             if self._key != key:
                 if version != self._version:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from panicbutton.wire import Alert, Feedback, FeedbackState
 from server.incidents import FEEDBACK_FOR
 from server.models import FROM_BUTTON, Incident, IncidentKind, State
+from server.site import PHONE_PREFIX
 
 #: Publishes feedback to a unit: (device id, feedback, retain).
 FeedbackSink = Callable[[str, Feedback, bool], None]
@@ -46,9 +47,12 @@ class Lights:
         retained for a panic alert, not for a test. A test started from the server
         (``seq`` 0) is not the unit's alert: it is told nothing (its light would take
         an alert it does not hold for the one it shows)."""
-        if incident.kind not in FROM_BUTTON or (
-            incident.kind == IncidentKind.TEST and incident.seq == 0
+        if (
+            incident.kind not in FROM_BUTTON
+            or (incident.kind == IncidentKind.TEST and incident.seq == 0)
+            or incident.device_id.startswith(PHONE_PREFIX)
         ):
+            # A worker's phone reads its alarm's state over HTTPS (server.mobile).
             return
         with self._lock, self._sessions() as s:
             fresh = s.get_one(Incident, incident.id)

@@ -18,7 +18,7 @@ from panicbutton.clock import ManualClock
 from server.app import Server, build
 from server.models import LogEntry
 from server.people import directory
-from server.people.auth import start_session
+from server.people.auth import sha256, start_session
 from server.people.roles import Role
 from server.people.tables import Person, WebSession
 from server.routes.deps import session_cookie
@@ -83,11 +83,8 @@ def browser_as(server: Server, person_id: str) -> TestClient:
     with server.services.sessions.begin() as s:
         cookie = start_session(s, person_id=person_id, agent=agent, method="password", now=now)
         s.flush()
-        csrf = s.scalars(
-            select(WebSession.csrf)
-            .where(WebSession.person_id == person_id)
-            .order_by(WebSession.created_at.desc())
-        ).first()
+        # This session's own token (several may start at one instant of a hand-moved clock).
+        csrf = s.scalar(select(WebSession.csrf).where(WebSession.id_sha256 == sha256(cookie)))
     name = session_cookie(server.settings)
     return TestClient(
         server.app,

@@ -38,6 +38,9 @@ OWN_PROOF: dict[str, str] = {
 }
 #: Routes a person reaches before signing in (their proof is what they send).
 SIGN_IN = re.compile(r"^(GET|POST) /(sign-in|sign-out|enrol)(/|$)")
+#: The mobile button's API: a request signed by an enrolled phone's own key (enrolling:
+#: the one-time link's token). No person's right opens it.
+PHONE = re.compile(r"^(GET|POST) /api/v1/phone/")
 
 #: Where a route with the right still refuses a role for a reason of its own: a check
 #: inside the route (for example, only a worker consents for themselves).
@@ -50,6 +53,8 @@ BROWSER_ONLY = (
     "DELETE /api/v1/me/passkeys/{key_id}",
     "GET /api/v1/me/totp-seed",
     "DELETE /api/v1/me/kiosk-pin",
+    # A phone's enrolment link lets whoever opens it raise alarms as that worker.
+    "POST /api/v1/people/{person_id}/phone-link",
 )
 INSIDE: dict[tuple[str, Role], int] = {
     **{(route, role): 403 for route in BROWSER_ONLY for role in Role},
@@ -82,6 +87,8 @@ PARAMS = {
     "role": "staff",
     "token_id": "nosuchtoken0",
     "token": "x",
+    "alert_id": "0" * 32,
+    "phone_id": "0" * 16,
 }
 
 
@@ -132,11 +139,29 @@ def test_every_route_names_a_right_or_its_own_proof(server: Server) -> None:
         if needed_right(route) is None
         and f"{method} {path}" not in OWN_PROOF
         and not SIGN_IN.match(f"{method} {path}")
+        and not PHONE.match(f"{method} {path}")
     ]
     assert not unruled, (
         f"routes with no rule: {unruled}; give each `Depends(need(Right.X))` "
         "(server/routes/deps.py), or list its own proof in OWN_PROOF with a reason"
     )
+
+
+def test_a_phones_routes_answer_no_person(server: Server) -> None:
+    """Neither nobody nor a manager's token (every right) reaches a phone's routes: only
+    the phone's own signature does (tests/server/mobile)."""
+    client = TestClient(server.app, raise_server_exceptions=False)
+    manager = bearer(person_token(server.services, "only-manager", roles=[Role.MANAGER]))
+    routes = [
+        (method, path)
+        for method, path, _ in api_routes(server)
+        if PHONE.match(f"{method} {path}") and path != "/api/v1/phone/enrol"
+    ]
+    assert len(routes) >= 3, routes
+    for method, path in routes:
+        for who in ({}, manager):
+            got = _call(client, method, path, who).status_code
+            assert got == 401, f"{method} {path} answered {got} to {who or 'nobody'}"
 
 
 def _call(client: TestClient, method: str, path: str, headers: dict[str, str]) -> Any:

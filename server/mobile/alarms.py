@@ -1,0 +1,221 @@
+"""Alarms from workers' phones: the same chain as a room unit's alert.
+
+An alarm from the phone button (HTTPS), a fallback SMS or call, or a check-in
+session (missed check-out, duress) becomes an incident whose device and room
+are ``-phone-<phone id>``, exactly once per alert id however often it is resent,
+and pages by the site's escalation plan. The phone reads back where its alarm
+stands (:meth:`PhoneAlarms.view`); a duress alarm is never shown to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from panicbutton.clock import Clock
+from server import incidents
+from server.errors import PeopleError
+from server.incidents import Incoming
+from server.models import Incident, IncidentKind, State
+from server.news import RepressNews
+from server.paging.pager import Pager
+from server.site import PHONE_PREFIX, LiveSite, SiteSource
+
+log = logging.getLogger(__name__)
+
+#: Alarms of one phone that may be open at once: a phone resends its open alarm (same
+#: id, more presses); new ids beyond this are a flood, answered 429.
+MAX_OPEN = 3
+#: What a phone is told its alarm's state is (a room light's states).
+PHONE_STATE = {
+    State.OPEN: "received",
+    State.ACKNOWLEDGED: "acknowledged",
+    State.RESOLVED: "resolved",
+}
+
+
+class TooManyAlarmsError(PeopleError):
+    """A phone with :data:`MAX_OPEN` alarms open sent one more new alarm."""
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneView:
+    """An alarm as the phone shows it."""
+
+    alert_id: str
+    incident: int
+    kind: str
+    #: received, acknowledged (help is coming) or resolved.
+    state: str
+    #: Who is going, once someone acknowledged.
+    going: str | None
+    presses: int
+
+
+def device_of(phone_id: str) -> str:
+    return PHONE_PREFIX + phone_id
+
+
+def derived_alert_id(*parts: object) -> str:
+    """An alert id made by the server for an alarm it raises itself (a missed check-out,
+    a duress PIN, a fallback SMS without an id): the same parts, the same id, so a
+    retry or a second server opens no second incident."""
+    return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:32]
+
+
+class PhoneAlarms(LiveSite):
+    """Turns workers' phones' alarms into incidents, and says where they stand."""
+
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        site: SiteSource,
+        clock: Clock,
+        pager: Pager,
+        news: RepressNews,
+        wake: Callable[[], object],
+    ) -> None:
+        self._sessions = sessions
+        self._sites = site
+        self._clock = clock
+        self._pager = pager
+        self._news = news
+        self._wake = wake
+
+    def raise_alarm(
+        self,
+        *,
+        phone_id: str,
+        alert_id: str,
+        pressed_at: datetime,
+        presses: int = 1,
+        kind: IncidentKind = IncidentKind.PANIC,
+        via: str = "phone",
+    ) -> PhoneView:
+        """Record the alarm (once per ``alert_id``) in its own transaction, page step 0
+        once it is committed, and return where it stands. TooManyAlarmsError for a
+        flood of new alert ids from one phone."""
+        now = self._clock.now()
+
+        def once() -> incidents.AlertResult:
+            with self._sessions.begin() as s:
+                return self.record(
+                    s,
+                    phone_id=phone_id,
+                    alert_id=alert_id,
+                    pressed_at=pressed_at,
+                    presses=presses,
+                    kind=kind,
+                    via=via,
+                    now=now,
+                )
+
+        try:
+            result = once()
+        except IntegrityError:
+            # Another instance (or request) committed the same alarm first: read it.
+            result = once()
+        self.after_commit(result, now)
+        return _view(result.incident, self._site.name_of)
+
+    def record(
+        self,
+        session: Session,
+        *,
+        phone_id: str,
+        alert_id: str,
+        pressed_at: datetime,
+        now: datetime,
+        presses: int = 1,
+        kind: IncidentKind = IncidentKind.PANIC,
+        via: str = "phone",
+    ) -> incidents.AlertResult:
+        """Record the alarm inside ``session``'s transaction (a check-out that raises a
+        duress alarm with it); the caller calls :meth:`after_commit` once committed."""
+        device_id = device_of(phone_id)
+        if session.scalar(select(Incident.id).where(Incident.alert_id == alert_id)) is None:
+            open_now = session.scalar(
+                select(func.count())
+                .select_from(Incident)
+                .where(Incident.device_id == device_id, Incident.state != State.RESOLVED)
+            )
+            if (open_now or 0) >= MAX_OPEN:
+                raise TooManyAlarmsError(
+                    f"this phone has {open_now} alarms open already: resend the open one "
+                    "(same alert_id, more presses) instead of starting new ones"
+                )
+        incoming = Incoming(
+            alert_id=alert_id,
+            device_id=device_id,
+            kind=str(kind),
+            seq=0,
+            presses=presses,
+            pressed_at=pressed_at,
+            via=via,
+        )
+        return incidents.record_phone_alarm(
+            session=session, site=self._site, incoming=incoming, now=now
+        )
+
+    def after_commit(self, result: incidents.AlertResult, now: datetime) -> None:
+        """Page and wake the scheduler for an alarm just committed."""
+        incident = result.incident
+        if result.refused:
+            log.error(
+                "alarm %s from a phone refused: that alert id belongs to another device",
+                incident.alert_id,
+            )
+            return
+        if result.new:
+            log.info("incident %d opened: a worker's phone (%s)", incident.id, incident.kind)
+            self._pager.dispatch(result.page_ids)
+            self._wake()
+        if result.repressed:
+            self._news.send(incident.id, now)
+            self._wake()
+
+    def view(self, *, phone_id: str, alert_id: str) -> PhoneView | None:
+        """Where this phone's alarm ``alert_id`` stands; None if it is not one of its
+        own, or is a duress alarm (which the phone never sees)."""
+        with self._sessions() as s:
+            incident = s.scalar(
+                select(Incident).where(
+                    Incident.alert_id == alert_id, Incident.device_id == device_of(phone_id)
+                )
+            )
+            if incident is None or incident.kind == IncidentKind.DURESS:
+                return None
+            return _view(incident, self._site.name_of)
+
+    def open_alarms(self, *, phone_id: str) -> list[PhoneView]:
+        """This phone's alarms not yet resolved, oldest first, duress ones left out."""
+        with self._sessions() as s:
+            rows = s.scalars(
+                select(Incident)
+                .where(
+                    Incident.device_id == device_of(phone_id),
+                    Incident.state != State.RESOLVED,
+                    Incident.kind != IncidentKind.DURESS,
+                )
+                .order_by(Incident.id)
+            )
+            return [_view(i, self._site.name_of) for i in rows]
+
+
+def _view(incident: Incident, name_of: Callable[[str], str]) -> PhoneView:
+    return PhoneView(
+        alert_id=incident.alert_id,
+        incident=incident.id,
+        kind=incident.kind,
+        state=PHONE_STATE[State(incident.state)],
+        going=name_of(incident.acknowledged_by) if incident.acknowledged_by else None,
+        presses=incident.presses,
+    )

@@ -1,0 +1,135 @@
+"""The phone button's alarm over HTTPS: enrolled once from a one-time link, signed by
+the phone's own key, one incident per alert id however often it is resent, and the
+phone reads back received -> help is coming (with who) -> resolved."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from twilio.request_validator import RequestValidator
+
+from panicbutton.wire import new_alert_id
+from server.models import Incident, LogEntry
+from server.people.roles import Role
+from tests.harness import reply_code
+from tests.server.mobile.kit import Phone, enrolled_phone, phone_link
+from tests.server.people_helpers import BASE_URL, Served, add_person, browser_as, served
+
+
+@pytest.fixture
+def site(database_url: str, tmp_path: Path) -> Iterator[Served]:
+    with served(database_url, tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def client(site: Served) -> Iterator[TestClient]:
+    with TestClient(site.server.app, base_url=BASE_URL) as c:
+        yield c
+
+
+def incidents(site: Served) -> list[Incident]:
+    with site.server.services.sessions() as s:
+        return list(s.scalars(select(Incident).order_by(Incident.id)))
+
+
+def test_an_alarm_resent_five_times_is_one_incident_that_pages_naming_the_worker(
+    site: Served, client: TestClient
+) -> None:
+    phone = enrolled_phone(site.server, client)
+    alert_id = new_alert_id()
+    answers = [phone.alarm(alert_id) for _ in range(5)]
+    assert [a.status_code for a in answers] == [200] * 5, answers[-1].text
+    assert {a.json()["incident"] for a in answers} == {answers[0].json()["incident"]}
+    assert answers[0].json()["state"] == "received"
+    [incident] = incidents(site)
+    assert incident.device_id == incident.room_id == f"-phone-{phone.phone_id}"
+    # Step 0 pages those on duty, naming the worker (not a room) and "mobile".
+    assert site.twilio.wait_for(lambda sent: len(sent) >= 1, 5)
+    first = site.twilio.sent[0]
+    assert first.body.startswith("ALARM Name of w-17 (mobile) "), first.body
+    # The alarm's log entries name the phone, never the worker.
+    with site.server.services.sessions() as s:
+        bodies = b"".join(s.scalars(select(LogEntry.body).where(LogEntry.incident_id.is_not(None))))
+    assert phone.phone_id.encode() in bodies
+    assert b"w-17" not in bodies
+    assert b"Name of w-17" not in bodies
+
+
+def test_the_phone_sees_help_coming_with_who_after_an_sms_reply(
+    site: Served, client: TestClient
+) -> None:
+    phone = enrolled_phone(site.server, client)
+    alert_id = new_alert_id()
+    assert phone.alarm(alert_id).status_code == 200
+    assert site.twilio.wait_for(lambda sent: len(sent) >= 1, 5)
+    paged = site.twilio.sent[0].to
+    code = reply_code(site.twilio.to(paged))
+    reply = client.post(
+        "/twilio/sms",
+        data={"From": paged, "Body": code, "MessageSid": "SM" + "1" * 32},
+        headers={"X-Twilio-Signature": _signature(site, "/twilio/sms", paged, code)},
+    )
+    assert reply.status_code == 200, reply.text
+    state = phone.call("GET", f"/api/v1/phone/alarms/{alert_id}").json()
+    assert state["state"] == "acknowledged"
+    member = site.server.services.site.by_phone(paged)
+    assert member is not None
+    assert state["going"] == member.name
+
+
+def _signature(site: Served, path: str, sender: str, body: str) -> str:
+    params = {"From": sender, "Body": body, "MessageSid": "SM" + "1" * 32}
+    return str(RequestValidator(site.twilio.auth_token).compute_signature(BASE_URL + path, params))
+
+
+def test_refusals_change_nothing(site: Served, client: TestClient) -> None:
+    phone = enrolled_phone(site.server, client)
+    # Another key claiming this phone's id.
+    stranger = Phone(client, phone_id=phone.phone_id)
+    assert stranger.alarm().status_code == 401
+    # The link works once.
+    add_person(site.server, "w-18", Role.WORKER)
+    token = phone_link(site.server, "w-18")
+    assert Phone(client).enrol(token).status_code == 201
+    replay = Phone(client).enrol(token)
+    assert replay.status_code == 410, replay.text
+    # Same PIN twice, or a PIN a guesser tries first: refused, and the link stays good.
+    token = phone_link(site.server, "w-18")
+    same = Phone(client).enrol(token, pin="4826", duress="4826")
+    assert same.status_code == 422
+    assert "differ" in same.json()["detail"]
+    assert Phone(client).enrol(token).status_code == 201
+    # A non-alarm request from a phone whose clock is an hour off.
+    late = Phone(client, key=phone.key, phone_id=phone.phone_id, skew_ms=3_600_000)
+    assert late.call("GET", "/api/v1/phone/me").status_code == 401
+    assert late.alarm().status_code == 200, "an alarm is never refused for the phone's clock"
+    # A revoked phone.
+    revoked = browser_as(site.server, "manager").post(
+        f"/api/v1/people/w-17/phones/{phone.phone_id}/revoke"
+    )
+    assert revoked.status_code == 204, revoked.text
+    refused = phone.alarm()
+    assert refused.status_code == 401
+    assert "removed by a manager" in refused.json()["detail"]
+    assert len(incidents(site)) == 1
+
+
+def test_a_flood_of_new_alarms_is_throttled(site: Served, client: TestClient) -> None:
+    phone = enrolled_phone(site.server, client)
+    codes = [phone.alarm().status_code for _ in range(5)]
+    assert codes == [200, 200, 200, 429, 429]
+    assert len(incidents(site)) == 3
+
+
+def test_a_link_for_someone_without_the_worker_role_is_refused(
+    site: Served, client: TestClient
+) -> None:
+    add_person(site.server, "s-9", Role.STAFF)
+    answer = browser_as(site.server, "manager").post("/api/v1/people/s-9/phone-link")
+    assert answer.status_code == 422
+    assert "worker role" in answer.json()["detail"]
