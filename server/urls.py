@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from server.paging.links import LIST, make_token
+from server.paging.links import LIST, MAP, make_token
 
 
 class PublicUrls:
@@ -34,3 +34,10 @@ class PublicUrls:
             return None
         token = make_token(self._link_secret, page_id, created, kind=LIST)
         return f"{self._public}/ack/{token}"
+
+    def map_link(self, page_id: int, created: datetime) -> str | None:
+        """A signed link to the map of the positions a worker's phone shares during the
+        alarm this page is about (expires as an acknowledgement link does), or None."""
+        if not (self._public and self._link_secret):
+            return None
+        return f"{self._public}/map/{make_token(self._link_secret, page_id, created, kind=MAP)}"

@@ -31,8 +31,10 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-#: Signing labels: one page's link, and a person's list of open alarms.
-PAGE, LIST = b"ack-link-v1", b"ack-list-v1"
+#: Signing labels: one page's link, a person's list of open alarms, and the map of a
+#: worker's phone's positions during the alarm a page is about (``/map/{token}``: read
+#: only, opened as often as needed until it expires).
+PAGE, LIST, MAP = b"ack-link-v1", b"ack-list-v1", b"map-link-v1"
 
 
 def make_token(secret: str, page_id: int, now: datetime, *, kind: bytes = PAGE) -> str:
