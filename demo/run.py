@@ -33,6 +33,7 @@ from device.agent import Agent
 from device.config import parse_config
 from device.indicator import Light
 from server.app import Server, build, web_server
+from server.mobile import phones
 from server.models import Incident, Page
 from server.paging.notifier import ConsoleNotifier
 from server.people import directory
@@ -65,6 +66,7 @@ HELP = """commands:
   reply PHONE TEXT       an SMS from a staff phone; `code` in TEXT stands for the reply
                          code of that phone's newest alarm, e.g. `reply +32470000001 code`
   status                 show each room's light
+  phone                  a new enrolment link for worker w-1's mobile button
   quit                   stop"""
 
 
@@ -187,6 +189,21 @@ class Demo:
             f"console: {self.public_url}/console (sign in as manager: the live board "
             "shows each press here at once)"
         )
+        self.phone_link()
+
+    def phone_link(self) -> None:
+        """Print a one-time link that enrols a browser as worker w-1's mobile button."""
+        assert self.server is not None
+        services = self.server.services
+        with services.sessions.begin() as session:
+            token = phones.issue(
+                session, person_id=WORKERS[0], by=directory.SYSTEM, now=services.clock.now()
+            )
+        self.say(
+            f"mobile button of worker {WORKERS[0]}: open "
+            f"{phones.link_url(self.public_url, token)} in a browser on this machine "
+            "(one use; `phone` prints a new one)"
+        )
 
     def _start_room(self, stack: contextlib.ExitStack, i: int) -> None:
         device_id = f"unit-{i}"
@@ -294,6 +311,8 @@ class Demo:
                 return False
             case "help" | "?":
                 self.say(HELP)
+            case "phone":
+                self.phone_link()
             case "status":
                 for i in sorted(self.lights):
                     self.say(f"  Room {i}: {LIGHT_WORDS[self.lights[i]]}")

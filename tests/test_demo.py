@@ -5,13 +5,16 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
 import time
+from typing import IO
 
 import httpx
 import pytest
 
 from demo.broker import find_mosquitto
 from tests.conftest import missing
+from tests.server.mobile.kit import Phone
 
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")
 WALK = "1\nreply +32470000001 code\nstatus\nquit\n"
@@ -139,7 +142,30 @@ def test_the_demo_prints_how_to_sign_in_and_the_passwords_work() -> None:
                 assert time.monotonic() < deadline, board.text
                 time.sleep(0.1)
                 board = browser.get("/console/board")
+            # The printed link enrols a phone as worker w-1's mobile button; its alarm
+            # pages the staff on duty, naming the worker.
+            link = re.search(r"mobile button of worker w-1: open (\S+/phone/enrol#(\S+))", out)
+            assert link, out
+            phone = Phone(browser)
+            assert phone.enrol(link.group(2)).status_code == 201
+            assert phone.alarm().json()["state"] == "received"
+            assert _line_with(demo.stdout, "ALARM w-1 (mobile)", 15), "no page for the phone"
         assert me["id"] == "manager"
         assert "manager" in me["roles"]
     finally:
-        demo.communicate("quit\n", timeout=60)
+        if demo.poll() is None:
+            demo.communicate("quit\n", timeout=60)
+
+
+def _line_with(stream: IO[str], text: str, timeout: float) -> bool:
+    """Whether a line holding ``text`` comes out of ``stream`` within ``timeout`` s."""
+    found = threading.Event()
+
+    def read() -> None:
+        for line in stream:
+            if text in line:
+                found.set()
+                return
+
+    threading.Thread(target=read, daemon=True).start()
+    return found.wait(timeout)
