@@ -25,6 +25,7 @@ from tests.bench.floor import FloorRun, measure_floor
 from tests.bench.footprint import Footprint, measure_footprint
 from tests.bench.latency import STAGES, AppRun, measure_app
 from tests.bench.log import log_report, measure_append, measure_verify
+from tests.bench.phone import PhoneRun, measure_phone_app, measure_phone_floor
 from tests.bench.stats import SUMMARY_HEADERS, Summary, ms, table
 from tests.bench.storm import measure_storm
 from tests.harness import (
@@ -103,7 +104,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="presses timed to the console's live board in headless Chromium, and as many "
         "floor messages (default 100; 0 skips it)",
     )
+    parser.add_argument(
+        "--phone-presses",
+        type=int,
+        default=100,
+        metavar="N",
+        help="alarms from a worker's phone (signed HTTPS POST) timed to the first SMS "
+        "request, and as many floor requests (default 100; 0 skips it)",
+    )
     args = parser.parse_args(argv)
+    if args.phone_presses < 0:
+        parser.error("--phone-presses must be 0 or more")
     if args.board_presses < 0:
         parser.error("--board-presses must be 0 or more")
     if args.storm_rooms < 0:
@@ -328,6 +339,27 @@ def report_board(board: BoardRun) -> None:
     say_ratio(Summary.of(board.app), Summary.of(board.floor))
 
 
+def report_phone(phone: PhoneRun) -> None:
+    say()
+    say("8. Phone button: alarm -> first SMS request (a worker's phone, outside the premises)")
+    say("   App: time.monotonic() just before the phone signs its alarm (ECDSA P-256) and POSTs")
+    say("   it over HTTP on loopback to the server (uvicorn), to the fake Twilio's receipt of the")
+    say("   incident's first SMS request. Floor: the same POST to a bare Starlette app whose")
+    say("   handler sends one SMS request with the twilio library's HTTP client. Each incident")
+    say(f"   resolved before the next alarm; {phone.warmup} warm-up alarms not counted. In ms:")
+    say()
+    say(
+        table(
+            SUMMARY_HEADERS,
+            [
+                Summary.of(phone.app).row("phone alarm -> first SMS request"),
+                Summary.of(phone.floor).row("floor: POST -> bare handler -> SMS request"),
+            ],
+        )
+    )
+    say_ratio(Summary.of(phone.app), Summary.of(phone.floor))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     mosquitto = find_mosquitto()
@@ -379,6 +411,10 @@ def bench(args: argparse.Namespace, mosquitto: str, started: float) -> int:
         if browser is not None:
             progress("board")
             measure_board_app(system, browser, args.board_presses, board, progress=progress)
+        phone = PhoneRun()
+        if args.phone_presses:
+            progress("phone")
+            measure_phone_app(system, args.phone_presses, phone, progress=progress)
         footprint = None
         if args.agent_presses:
             progress("agent footprint")
@@ -392,6 +428,10 @@ def bench(args: argparse.Namespace, mosquitto: str, started: float) -> int:
             progress("board floor")
             measure_board_floor(system, browser, args.board_presses, board)
             report_board(board)
+        if args.phone_presses:
+            progress("phone floor")
+            measure_phone_floor(system, args.phone_presses, phone)
+            report_phone(phone)
         if args.escalation_incidents:
             progress("escalation")
             (folder / "escalation").mkdir()
