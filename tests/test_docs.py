@@ -457,7 +457,13 @@ def test_only_the_twilio_webhooks_have_no_bearer_token(openapi_text: str) -> Non
     open_routes = set()
     for path, methods in document["paths"].items():
         for method, operation in methods.items():
-            if path.startswith("/api/"):
+            if path == "/api/v1/phone/enrol":
+                # Enrolling a phone: the one-time link's token in the body is the proof.
+                assert "security" not in operation
+            elif path.startswith("/api/v1/phone/"):
+                # An enrolled phone's own signature (server/routes/mobile.py).
+                assert operation.get("security") == [{"PhoneSignature": []}], f"{method} {path}"
+            elif path.startswith("/api/"):
                 assert operation.get("security") == [{"HTTPBearer": []}], f"{method} {path}"
             elif "security" not in operation:
                 open_routes.add(f"{method.upper()} {path}")

@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Security
+from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -77,12 +78,32 @@ async def _signed(request: Request, services: ServicesDep, *, alarm: bool) -> Ca
         raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "PanicPhone"}) from None
 
 
-async def signed_phone(request: Request, services: ServicesDep) -> Caller:
+#: The proof every route of an enrolled phone checks, as the HTTP contract names it.
+SIGNED = APIKeyHeader(
+    name=SIGNATURE,
+    scheme_name="PhoneSignature",
+    auto_error=False,
+    description=(
+        "A request of an enrolled phone, signed with the ECDSA P-256 key its page made at "
+        "enrolment (WebCrypto, not extractable; its public key went to POST "
+        "/api/v1/phone/enrol). Three headers: `X-Phone`: the phone's id; `X-Phone-Time`: "
+        "the phone's clock in milliseconds since the epoch; `X-Phone-Signature`: base64url "
+        "without padding of the 64-byte signature r || s (as WebCrypto makes it, SHA-256) "
+        "over the UTF-8 text `METHOD + LF + path (with ?query if any) + LF + X-Phone-Time "
+        "+ LF + lowercase hex SHA-256 of the body bytes` (the empty body's hash for a GET). "
+        "A request other than an alarm is refused when X-Phone-Time is more than 15 "
+        "minutes from the server's clock; an alarm never is. A revoked phone is refused."
+    ),
+)
+Signature = Annotated[str | None, Security(SIGNED)]
+
+
+async def signed_phone(request: Request, services: ServicesDep, _: Signature) -> Caller:
     """The phone that signed this request (not an alarm: its clock must be right)."""
     return await _signed(request, services, alarm=False)
 
 
-async def signed_alarm(request: Request, services: ServicesDep) -> Caller:
+async def signed_alarm(request: Request, services: ServicesDep, _: Signature) -> Caller:
     """The phone that signed this alarm (its clock is not checked)."""
     return await _signed(request, services, alarm=True)
 
@@ -97,13 +118,17 @@ AlarmPhone = Annotated[Caller, Depends(signed_alarm)]
 class EnrolIn(BaseModel):
     token: str = Field(min_length=1, max_length=100, description="from the link's fragment")
     public_key: str = Field(
-        max_length=400, description="ECDSA P-256 public key, WebCrypto 'spki', base64url"
+        pattern=r"^[A-Za-z0-9_-]{40,400}={0,2}$",
+        description="ECDSA P-256 public key, WebCrypto 'spki', base64url",
     )
-    pin: str = Field(max_length=8, description="4-8 digits, asked at each check-out")
+    pin: str = Field(pattern=r"^[0-9]{4,8}$", description="asked at each check-out")
     duress_pin: str = Field(
-        max_length=8, description="4-8 digits, another: looks like a check-out, raises an alarm"
+        pattern=r"^[0-9]{4,8}$",
+        description="another PIN: looks like a check-out, silently raises an alarm",
     )
-    number: str = Field(max_length=16, description="this phone's number, E.164: +32470123456")
+    number: str = Field(
+        pattern=r"^\+[1-9][0-9]{6,14}$", description="this phone's number, E.164: +32470123456"
+    )
     label: str = Field(default="", max_length=60)
 
 
