@@ -375,7 +375,8 @@ def revoke_phone(
     person_id: PersonId, phone_id: PhoneId, me: Manager, services: ServicesDep
 ) -> None:
     """Revoke a worker's phone: it can raise no alarm and read nothing from then on
-    (its open alarms go on until resolved)."""
+    (its open alarms go on until resolved, and a check-in it started still raises the
+    missed check-out alarm: it can no longer check out)."""
     now = services.clock.now()
     try:
         with services.sessions.begin() as s:

@@ -467,6 +467,9 @@ def test_a_revoked_phone_cannot_check_out_and_its_session_still_alarms(
     look(site, 15 * 60)
     assert wait_until(lambda: len(incidents(site)) == 1, 5)
     assert incidents(site)[0].kind == "missed_checkout"
+    # Staff still learn whose phone it is.
+    assert wait_until(lambda: site.twilio.to(RECEPTION), 5)
+    assert "Name of w-17 (mobile)" in site.twilio.to(RECEPTION)[0]
 
 
 def test_bad_input_is_refused_and_changes_nothing(site: Served, client: TestClient) -> None:
