@@ -24,7 +24,8 @@ Layers, bottom first. A module imports only from its own layer or lower ones
 4. paging: paging, urls
 5. what goes out to people: units.feedback, news, replies.optout, receipts, rota,
    phones
-6. alarms: units.alerts, units.statuses, response, runner, continuity, mobile.alarms
+6. alarms: units.alerts, units.statuses, response, runner, continuity, mobile.alarms,
+   mobile.checkins, mobile.timer
 7. what comes in: replies.sms, replies.voice, units.ingest, units.supervision,
    units.broker, units.provision, records
 8. the container: services

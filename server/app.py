@@ -43,6 +43,8 @@ from server.log.config import record_config
 from server.log.keeper import LogKeeper
 from server.log.signing import load_signer
 from server.mobile.alarms import PhoneAlarms
+from server.mobile.checkins import CheckIns
+from server.mobile.timer import CheckinTimer
 from server.news import RepressNews, Tell
 from server.paging import messages
 from server.paging.notifier import ConsoleNotifier, Notifier, TwilioNotifier
@@ -64,6 +66,7 @@ from server.roster.start import first_site
 from server.roster.store import SiteBook
 from server.rota import Rota
 from server.routes import ack, api, devices, errors, presence, records, roster, violence, webhooks
+from server.routes import checkins as checkin_routes
 from server.routes import me as me_routes
 from server.routes import mobile as mobile_routes
 from server.routes import people as people_routes
@@ -250,6 +253,9 @@ def _services(
         wake=wake,
     )
     rota = Rota(sessions=db, site=book, clock=clock, pager=pager)
+    continuity = Continuity(sessions=db, site=book, clock=clock, pager=pager, tell=tell, wake=wake)
+    mobile = PhoneAlarms(sessions=db, site=book, clock=clock, pager=pager, news=news, wake=wake)
+    checkin_timer = CheckinTimer(sessions=db, site=book, clock=clock, pager=pager, alarms=mobile)
     keeper = LogKeeper(
         engine=engine,
         sessions=db,
@@ -301,10 +307,17 @@ def _services(
         voice=VoiceKeys(sessions=db, site=book, responder=responder),
         records=Records(sessions=db, keeper=keeper, clock=clock, retention=settings.retention()),
         phones=phones,
-        continuity=Continuity(
-            sessions=db, site=book, clock=clock, pager=pager, tell=tell, wake=wake
+        continuity=continuity,
+        mobile=mobile,
+        checkins=CheckIns(
+            sessions=db,
+            site=book,
+            clock=clock,
+            alarms=mobile,
+            continuity=continuity,
+            wake=checkin_timer.wake,
         ),
-        mobile=PhoneAlarms(sessions=db, site=book, clock=clock, pager=pager, news=news, wake=wake),
+        checkin_timer=checkin_timer,
         signin=SignIn(
             sessions=db,
             clock=clock,
@@ -391,6 +404,7 @@ def _http_app(
     app.include_router(me_routes.router)
     app.include_router(pin_routes.router)
     app.include_router(mobile_routes.router)
+    app.include_router(checkin_routes.router)
     app.include_router(console_routes.router)
     app.include_router(console_incidents.router)
     app.include_router(console_reports.router)

@@ -14,6 +14,8 @@ from server.escalation.scheduler import Scheduler
 from server.log.keeper import LogKeeper
 from server.log.personal import Retention
 from server.mobile.alarms import PhoneAlarms
+from server.mobile.checkins import CheckIns
+from server.mobile.timer import CheckinTimer
 from server.news import RepressNews, Tell
 from server.paging.pager import Pager
 from server.people.signin import SignIn
@@ -67,6 +69,9 @@ class Services:
     continuity: Continuity
     #: Alarms from workers' phones (the mobile button).
     mobile: PhoneAlarms
+    #: Phones' check-in sessions, and their timer (reminders, missed check-outs).
+    checkins: CheckIns
+    checkin_timer: CheckinTimer
 
     @property
     def site(self) -> Site:
@@ -77,7 +82,9 @@ class Services:
         """Send what a crash left queued, then run due jobs."""
         self.pager.redrive()
         self.scheduler.start()
+        self.checkin_timer.start()
 
     def stop(self) -> None:
+        self.checkin_timer.stop()
         self.scheduler.stop()
         self.pager.close()

@@ -137,11 +137,15 @@ class PhoneAlarms(LiveSite):
         presses: int = 1,
         kind: IncidentKind = IncidentKind.PANIC,
         via: str = "phone",
+        limit: bool = True,
     ) -> incidents.AlertResult:
         """Record the alarm inside ``session``'s transaction (a check-out that raises a
-        duress alarm with it); the caller calls :meth:`after_commit` once committed."""
+        duress alarm with it); the caller calls :meth:`after_commit` once committed.
+        ``limit=False`` for an alarm the server raises itself (a check-in's): never
+        refused as a flood."""
         device_id = device_of(phone_id)
-        if session.scalar(select(Incident.id).where(Incident.alert_id == alert_id)) is None:
+        new = session.scalar(select(Incident.id).where(Incident.alert_id == alert_id)) is None
+        if limit and new:
             open_now = session.scalar(
                 select(func.count())
                 .select_from(Incident)

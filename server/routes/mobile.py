@@ -20,6 +20,7 @@ from panicbutton.wire import ALERT_ID_RE, INT_MAX
 from server.errors import PeopleError
 from server.mobile import phones
 from server.mobile.alarms import PhoneView, TooManyAlarmsError
+from server.mobile.checkins import CheckinView
 from server.mobile.phones import PhoneRefusedError
 from server.mobile.signing import PHONE, SIGNATURE, TIME
 from server.people.auth import Principal
@@ -222,25 +223,52 @@ class AlarmOut(BaseModel):
         )
 
 
+class Checkin(BaseModel):
+    """A check-in session (server/routes/checkins.py)."""
+
+    client_id: str
+    started_at: datetime
+    ends_at: datetime
+    #: running, closed (checked out) or missed (the alarm went).
+    state: str
+    #: What the worker chose to share; "" when nothing.
+    note: str
+
+    @classmethod
+    def of(cls, view: CheckinView) -> Checkin:
+        return cls(
+            client_id=view.client_id,
+            started_at=view.started_at,
+            ends_at=view.ends_at,
+            state=view.state,
+            note=view.note,
+        )
+
+
 class PhoneState(BaseModel):
     phone_id: str
     name: str
     #: This phone's alarms not yet resolved, oldest first.
     alarms: list[AlarmOut]
+    #: This phone's running check-in session, if any.
+    checkin: Checkin | None
     #: The server's clock (the page shows how far its own is off).
     now: datetime
 
 
 @router.get("/phone/me", response_model=PhoneState, responses=REFUSED)
 def me(caller: Phone, services: ServicesDep) -> PhoneState:
-    """Who this phone is for, and its open alarms (what the page shows after a restart)."""
+    """Who this phone is for, its open alarms and its running check-in (what the page
+    shows after a restart)."""
     with services.sessions() as s:
         name = find(s, caller.person_id).name
     views = services.mobile.open_alarms(phone_id=caller.phone_id)
+    checkin = services.checkins.running(caller.phone_id)
     return PhoneState(
         phone_id=caller.phone_id,
         name=name,
         alarms=[AlarmOut.of(v) for v in views],
+        checkin=None if checkin is None else Checkin.of(checkin),
         now=services.clock.now(),
     )
 
@@ -372,7 +400,8 @@ def revoke_phone(
     person_id: PersonId, phone_id: PhoneId, me: Manager, services: ServicesDep
 ) -> None:
     """Revoke a worker's phone: it can raise no alarm and read nothing from then on
-    (its open alarms go on until resolved)."""
+    (its open alarms go on until resolved, and a check-in it started still raises the
+    missed check-out alarm: it can no longer check out)."""
     now = services.clock.now()
     try:
         with services.sessions.begin() as s:

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from fastapi.testclient import TestClient
 from httpx import Response
 
+from panicbutton.clock import Clock
 from panicbutton.wire import new_alert_id, now_utc
 from server.app import Server
 from server.mobile.signing import PHONE, SIGNATURE, TIME, message
@@ -44,6 +45,9 @@ class Phone:
     fallback: dict[str, str] = field(default_factory=dict)
     #: Milliseconds added to this phone's clock (a phone whose clock is wrong).
     skew_ms: int = 0
+    #: The clock the phone signs with: the real time when None; the server's hand-moved
+    #: clock for a test that moves time (a phone whose clock is set right).
+    clock: Clock | None = None
 
     @property
     def public_key(self) -> str:
@@ -60,7 +64,7 @@ class Phone:
         pin: str = PIN,
         duress: str = DURESS,
     ) -> Response:
-        answer = self.client.post(
+        answer: Response = self.client.post(
             "/api/v1/phone/enrol",
             json={
                 "token": token,
@@ -77,7 +81,8 @@ class Phone:
         return answer
 
     def headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
-        millis = str(int(time.time() * 1000) + self.skew_ms)
+        now = time.time() if self.clock is None else self.clock.time()
+        millis = str(int(now * 1000) + self.skew_ms)
         der = self.key.sign(message(method, path, millis, body), ec.ECDSA(hashes.SHA256()))
         r, s = decode_dss_signature(der)
         raw = r.to_bytes(32, "big") + s.to_bytes(32, "big")
@@ -87,7 +92,8 @@ class Phone:
         """A request signed with this phone's key."""
         body = b"" if payload is None else json.dumps(payload).encode()
         headers = {**self.headers(method, path, body), "Content-Type": "application/json"}
-        return self.client.request(method, path, content=body, headers=headers)
+        sent: Response = self.client.request(method, path, content=body, headers=headers)
+        return sent
 
     def alarm(self, alert_id: str | None = None, presses: int = 1) -> Response:
         return self.call(
