@@ -146,10 +146,16 @@ class PhoneAlarms(LiveSite):
         device_id = device_of(phone_id)
         new = session.scalar(select(Incident.id).where(Incident.alert_id == alert_id)) is None
         if limit and new:
+            # NOTE: a duress alarm is not counted: whoever holds the phone must not
+            # meet the flood limit one alarm sooner after a duress check-out.
             open_now = session.scalar(
                 select(func.count())
                 .select_from(Incident)
-                .where(Incident.device_id == device_id, Incident.state != State.RESOLVED)
+                .where(
+                    Incident.device_id == device_id,
+                    Incident.state != State.RESOLVED,
+                    Incident.kind != IncidentKind.DURESS,
+                )
             )
             if (open_now or 0) >= MAX_OPEN:
                 raise TooManyAlarmsError(
