@@ -67,6 +67,7 @@ from server.routes import ack, api, devices, errors, presence, records, roster, 
 from server.routes import me as me_routes
 from server.routes import mobile as mobile_routes
 from server.routes import people as people_routes
+from server.routes import phone_page as phone_app
 from server.routes import phones as phones_routes
 from server.routes import pin as pin_routes
 from server.routes import signin as signin_routes
@@ -391,6 +392,7 @@ def _http_app(
     app.include_router(me_routes.router)
     app.include_router(pin_routes.router)
     app.include_router(mobile_routes.router)
+    app.include_router(phone_app.router)
     app.include_router(console_routes.router)
     app.include_router(console_incidents.router)
     app.include_router(console_reports.router)
