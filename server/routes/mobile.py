@@ -123,6 +123,8 @@ class EnrolOut(BaseModel):
     #: The worker's name on the site (their chosen code).
     name: str
     fallback: Fallback
+    #: The worker's language, for the page's texts: fr, nl or en.
+    language: str
 
 
 def fallback_of(number: str, code: str) -> Fallback:
@@ -154,6 +156,7 @@ def enrol(body: EnrolIn, services: ServicesDep, settings: SettingsDep) -> EnrolO
                 label=body.label,
                 now=now,
             )
+            language = find(s, done.person_id).language
     except LinkGoneError as exc:
         raise HTTPException(410, str(exc)) from None
     except PeopleError as exc:
@@ -162,6 +165,7 @@ def enrol(body: EnrolIn, services: ServicesDep, settings: SettingsDep) -> EnrolO
         phone_id=done.phone_id,
         name=done.name,
         fallback=fallback_of(settings.twilio_from, done.fallback_code),
+        language=language,
     )
 
 
@@ -200,6 +204,8 @@ class AlarmOut(BaseModel):
 class PhoneState(BaseModel):
     phone_id: str
     name: str
+    #: The worker's language, for the page's texts: fr, nl or en.
+    language: str
     #: This phone's alarms not yet resolved, oldest first.
     alarms: list[AlarmOut]
     #: The server's clock (the page shows how far its own is off).
@@ -210,11 +216,13 @@ class PhoneState(BaseModel):
 def me(caller: Phone, services: ServicesDep) -> PhoneState:
     """Who this phone is for, and its open alarms (what the page shows after a restart)."""
     with services.sessions() as s:
-        name = find(s, caller.person_id).name
+        person = find(s, caller.person_id)
+        name, language = person.name, person.language
     views = services.mobile.open_alarms(phone_id=caller.phone_id)
     return PhoneState(
         phone_id=caller.phone_id,
         name=name,
+        language=language,
         alarms=[AlarmOut.of(v) for v in views],
         now=services.clock.now(),
     )
