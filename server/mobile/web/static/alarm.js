@@ -52,6 +52,7 @@ export async function known(alarms) {
     current = { alert_id: newest.alert_id, pressed_at: null, presses: newest.presses, sent: newest.presses,
       state: "sending", going: null, kind: newest.kind, last_press: Date.now() };
     await adopt(newest);
+    positions.follow(current.alert_id, stopped);
     poll();
   }
 }
@@ -90,12 +91,11 @@ async function send() {
     problem = "";
     alarm.sent = Math.max(alarm.sent, presses);
     await adopt(answer.body);
-    positions.confirmed(alarm.alert_id);
     if (!confirmed()) send();
     else poll();
     return;
   }
-  if (api.refusedForGood(answer)) return ui.refused(answer);
+  if (api.refusedForGood(answer)) return refused(answer);
   // 429 (too many open alarms) and any other refusal: said, and tried again.
   problem = answer.status ? api.detail(answer) : "";
   tries += 1;
@@ -112,7 +112,7 @@ async function poll() {
   const answer = await api.signed("GET", `/api/v1/phone/alarms/${alarm.alert_id}`);
   if (alarm !== current) return;
   if (answer.status === 200) await adopt(answer.body);
-  else if (api.refusedForGood(answer)) return ui.refused(answer);
+  else if (api.refusedForGood(answer)) return refused(answer);
   else if (answer.status === 404) {
     // The server does not know it (its database was restored?): send it again.
     alarm.sent = 0;
@@ -134,8 +134,16 @@ async function adopt(view) {
   if (before !== current.state + "|" + (current.going || "")) {
     ui.vibrate(current.state === "acknowledged" ? [200, 100, 200, 100, 600] : [200, 100, 200]);
   }
+  // The server has the alarm: its positions can go (until it is resolved).
   if (current.state === "resolved") positions.stop();
+  else positions.confirmed(current.alert_id);
   show();
+}
+
+/** The phone is refused for good (removed): nothing more goes out. */
+function refused(answer) {
+  positions.stop();
+  ui.refused(answer);
 }
 
 /** The connection came back, or the app came to the front: try now. */

@@ -17,6 +17,11 @@ let offset = 0;
 let pin = "";
 let ticker = null;
 let refused = () => {};
+/** The id of the session the form starts: the same on each try, so a retry after a lost
+ * answer finds the session it started (the server takes it once). */
+let startId = null;
+/** A request of this timer is on its way (a second touch waits for it). */
+let busy = false;
 
 const serverNow = () => Date.now() + offset;
 
@@ -26,14 +31,18 @@ export async function start(onRefused) {
   running = (await store.get("checkin")) || null;
   $("checkin-open").addEventListener("click", openForm);
   $("checkin-cancel").addEventListener("click", () => show("idle"));
-  $("checkin-form").addEventListener("submit", begin);
+  $("checkin-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    once(begin);
+  });
   $("checkin-end-time").addEventListener("input", () => {
     document.querySelector('input[name="length"][value="until"]').checked = true;
   });
-  $("checkin-extend").addEventListener("click", extend);
+  $("checkin-extend").addEventListener("click", () => once(extend));
   $("checkin-checkout").addEventListener("click", () => {
     pin = "";
     drawPin();
+    say("");
     show("pin");
     document.querySelector('#pinpad [data-digit="1"]').focus();
   });
@@ -42,12 +51,12 @@ export async function start(onRefused) {
     pin = pin.slice(0, -1);
     drawPin();
   });
-  $("pin-ok").addEventListener("click", checkout);
+  $("pin-ok").addEventListener("click", () => once(checkout));
   $("pin-cancel").addEventListener("click", () => show("running"));
   $("pinpad").addEventListener("keydown", (event) => {
     if (/^[0-9]$/.test(event.key)) digit(event.key);
     else if (event.key === "Backspace") $("pin-back").click();
-    else if (event.key === "Enter" && event.target.tagName !== "BUTTON") checkout();
+    else if (event.key === "Enter" && event.target.tagName !== "BUTTON") once(checkout);
     else return;
     event.preventDefault();
   });
@@ -70,7 +79,19 @@ async function keep() {
   else await store.forget("checkin");
 }
 
+/** Run `act` unless another request of the timer is on its way. */
+async function once(act) {
+  if (busy) return;
+  busy = true;
+  try {
+    await act();
+  } finally {
+    busy = false;
+  }
+}
+
 function openForm() {
+  startId = api.randomId();
   const end = new Date(serverNow() + 60 * 60 * 1000);
   $("checkin-end-time").value = `${String(end.getHours()).padStart(2, "0")}:${String(end.getMinutes()).padStart(2, "0")}`;
   show("form");
@@ -90,12 +111,11 @@ function chosenEnd() {
   return end.getTime();
 }
 
-async function begin(event) {
-  event.preventDefault();
+async function begin() {
   const end = chosenEnd();
   if (end === null) return say(t("checkin.no_time"));
   const note = $("checkin-note").value.trim();
-  const payload = { client_id: api.randomId(), ends_at: new Date(end).toISOString() };
+  const payload = { client_id: startId, ends_at: new Date(end).toISOString() };
   if (note) payload.note = note;
   const answer = await api.signed("POST", "/api/v1/phone/checkins", payload);
   if (answer.status === 200 || answer.status === 201) {
@@ -151,8 +171,8 @@ function failed(answer) {
   if (api.refusedForGood(answer)) return refused(answer);
   if (answer.status === 0) return say(t("checkin.offline"));
   if (answer.status === 429) {
-    const minutes = Math.max(1, Math.ceil((answer.retryAfter || 60) / 60));
-    return say(t("pin.wait", { n: minutes }) + " " + api.detail(answer));
+    if (!answer.retryAfter) return say(api.detail(answer));
+    return say(t("pin.wait", { n: Math.max(1, Math.ceil(answer.retryAfter / 60)) }));
   }
   say(api.detail(answer) || t("checkin.failed", { n: answer.status }));
 }
