@@ -85,8 +85,8 @@ class Phone:
         """A request signed with this phone's key."""
         body = b"" if payload is None else json.dumps(payload).encode()
         headers = {**self.headers(method, path, body), "Content-Type": "application/json"}
-        answer: Response = self.client.request(method, path, content=body, headers=headers)
-        return answer
+        sent: Response = self.client.request(method, path, content=body, headers=headers)
+        return sent
 
     def alarm(self, alert_id: str | None = None, presses: int = 1) -> Response:
         return self.call(
