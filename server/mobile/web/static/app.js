@@ -228,4 +228,8 @@ function removedScreen(removed) {
 
 // A new link opened in this same page (only its fragment changed): start again with it.
 window.addEventListener("hashchange", () => location.reload());
-boot();
+boot().catch((err) => {
+  // No IndexedDB or WebCrypto here (a private window, an old browser): say so.
+  $("loading").textContent = t("broken") + " (" + err + ")";
+  $("loading").className = "problem";
+});

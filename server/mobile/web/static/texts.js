@@ -4,6 +4,7 @@
 const TEXTS = {
   en: {
     "loading": "Loading…",
+    "broken": "This browser cannot run the alarm button: it must keep a key on the phone. Open the link in Chrome or Safari, not in a private window.",
     "welcome.title": "Your alarm button",
     "welcome.text": "This page becomes your mobile alarm button once it is set up. Open the link a manager gave you on this phone.",
     "enrol.title": "Set up your alarm button",
@@ -88,6 +89,7 @@ const TEXTS = {
   },
   fr: {
     "loading": "Chargement…",
+    "broken": "Ce navigateur ne peut pas faire fonctionner le bouton d'alarme : il doit garder une clé sur le téléphone. Ouvrez le lien dans Chrome ou Safari, pas dans une fenêtre privée.",
     "welcome.title": "Votre bouton d'alarme",
     "welcome.text": "Cette page devient votre bouton d'alarme mobile une fois configurée. Ouvrez sur ce téléphone le lien qu'un responsable vous a donné.",
     "enrol.title": "Configurer votre bouton d'alarme",
@@ -172,6 +174,7 @@ const TEXTS = {
   },
   nl: {
     "loading": "Laden…",
+    "broken": "Deze browser kan de alarmknop niet laten werken: hij moet een sleutel op de telefoon bewaren. Open de link in Chrome of Safari, niet in een privévenster.",
     "welcome.title": "Uw alarmknop",
     "welcome.text": "Deze pagina wordt uw mobiele alarmknop zodra ze is ingesteld. Open op deze telefoon de link die een leidinggevende u gaf.",
     "enrol.title": "Uw alarmknop instellen",
