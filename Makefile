@@ -60,6 +60,6 @@ messages: $(STAMP)
 	done
 	rm server/console/locales/console.pot
 
-# The console's screenshots in docs/use/img, taken by its browser tests.
+# The screenshots in docs/use/img (the console's and the phone button's), taken by their browser tests.
 screenshots: $(STAMP)
-	PANICBUTTON_SCREENSHOTS=1 $(BIN)/pytest -q tests/server/console
+	PANICBUTTON_SCREENSHOTS=1 $(BIN)/pytest -q tests/server/console tests/server/mobile/test_phone_page.py

@@ -70,6 +70,7 @@ from server.routes import checkins as checkin_routes
 from server.routes import me as me_routes
 from server.routes import mobile as mobile_routes
 from server.routes import people as people_routes
+from server.routes import phone_page as phone_app
 from server.routes import phones as phones_routes
 from server.routes import pin as pin_routes
 from server.routes import signin as signin_routes
@@ -405,6 +406,7 @@ def _http_app(
     app.include_router(pin_routes.router)
     app.include_router(mobile_routes.router)
     app.include_router(checkin_routes.router)
+    app.include_router(phone_app.router)
     app.include_router(console_routes.router)
     app.include_router(console_incidents.router)
     app.include_router(console_reports.router)

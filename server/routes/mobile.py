@@ -149,6 +149,8 @@ class EnrolOut(BaseModel):
     #: The worker's name on the site (their chosen code).
     name: str
     fallback: Fallback
+    #: The worker's language, for the page's texts: fr, nl or en.
+    language: str
 
 
 def fallback_of(number: str, code: str) -> Fallback:
@@ -180,6 +182,7 @@ def enrol(body: EnrolIn, services: ServicesDep, settings: SettingsDep) -> EnrolO
                 label=body.label,
                 now=now,
             )
+            language = find(s, done.person_id).language
     except LinkGoneError as exc:
         raise HTTPException(410, str(exc)) from None
     except PeopleError as exc:
@@ -188,6 +191,7 @@ def enrol(body: EnrolIn, services: ServicesDep, settings: SettingsDep) -> EnrolO
         phone_id=done.phone_id,
         name=done.name,
         fallback=fallback_of(settings.twilio_from, done.fallback_code),
+        language=language,
     )
 
 
@@ -248,6 +252,8 @@ class Checkin(BaseModel):
 class PhoneState(BaseModel):
     phone_id: str
     name: str
+    #: The worker's language, for the page's texts: fr, nl or en.
+    language: str
     #: This phone's alarms not yet resolved, oldest first.
     alarms: list[AlarmOut]
     #: This phone's running check-in session, if any.
@@ -261,12 +267,14 @@ def me(caller: Phone, services: ServicesDep) -> PhoneState:
     """Who this phone is for, its open alarms and its running check-in (what the page
     shows after a restart)."""
     with services.sessions() as s:
-        name = find(s, caller.person_id).name
+        person = find(s, caller.person_id)
+        name, language = person.name, person.language
     views = services.mobile.open_alarms(phone_id=caller.phone_id)
     checkin = services.checkins.running(caller.phone_id)
     return PhoneState(
         phone_id=caller.phone_id,
         name=name,
+        language=language,
         alarms=[AlarmOut.of(v) for v in views],
         checkin=None if checkin is None else Checkin.of(checkin),
         now=services.clock.now(),

@@ -35,6 +35,17 @@ OWN_PROOF: dict[str, str] = {
     "POST /ack/{token}": "a signed single-use link from a page",
     "GET /console/static/{name}": "none: the console's scripts, styles and icons, the same "
     "for everyone and holding no personal data",
+    **{
+        f"GET {path}": "none: the phone app's shell, the same for everyone, holding no "
+        "personal data"
+        for path in (
+            "/phone",
+            "/phone/enrol",
+            "/phone/manifest.webmanifest",
+            "/phone/sw.js",
+            "/phone/static/{name}",
+        )
+    },
 }
 #: Routes a person reaches before signing in (their proof is what they send).
 SIGN_IN = re.compile(r"^(GET|POST) /(sign-in|sign-out|enrol)(/|$)")
