@@ -58,7 +58,7 @@ class Phone:
         pin: str = PIN,
         duress: str = DURESS,
     ) -> Response:
-        answer = self.client.post(
+        answer: Response = self.client.post(
             "/api/v1/phone/enrol",
             json={
                 "token": token,
@@ -85,7 +85,8 @@ class Phone:
         """A request signed with this phone's key."""
         body = b"" if payload is None else json.dumps(payload).encode()
         headers = {**self.headers(method, path, body), "Content-Type": "application/json"}
-        return self.client.request(method, path, content=body, headers=headers)
+        answer: Response = self.client.request(method, path, content=body, headers=headers)
+        return answer
 
     def alarm(self, alert_id: str | None = None, presses: int = 1) -> Response:
         return self.call(
