@@ -236,4 +236,4 @@ def newest(session: Session, incident_ids: list[int]) -> dict[int, datetime]:
         .where(Position.incident_id.in_(incident_ids))
         .group_by(Position.incident_id)
     )
-    return dict(rows.tuples().all())
+    return dict(rows.all())
