@@ -12,6 +12,7 @@ come back in the API's answer and are shown by ``static/people.js``, never store
 from __future__ import annotations
 
 import hmac
+import io
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
@@ -133,7 +134,13 @@ def qr_code(
     internet); nothing is kept. The link travels in the body, never in a URL."""
     if not me.principal.csrf or not hmac.compare_digest(x_csrf_token, me.principal.csrf):
         raise HTTPException(403, MEANING[403])
-    svg = segno.make(body.text, error="m").svg_inline(
-        scale=4, dark="#000", light="#fff", svgclass="qr", lineclass=None
+    return Response(qr_svg(body.text), media_type="image/svg+xml")
+
+
+def qr_svg(text: str) -> bytes:
+    """``text`` as a QR code: a whole SVG document (an image of its own, not inline)."""
+    out = io.BytesIO()
+    segno.make(text, error="m").save(
+        out, kind="svg", scale=4, dark="#000", light="#fff", xmldecl=False, svgclass="qr"
     )
-    return Response(svg, media_type="image/svg+xml")
+    return out.getvalue()
