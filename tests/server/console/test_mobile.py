@@ -9,10 +9,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from sqlalchemy import select
 
 from panicbutton.wire import new_alert_id
 from server.console.people import qr_svg
+from server.models import Page as PageRow
+from server.paging.links import MAP, make_token
 from server.people.roles import Role
 from tests.harness import System, open_person
 from tests.server.console.conftest import accessible
@@ -20,7 +25,9 @@ from tests.server.mobile.kit import Phone
 from tests.server.people_helpers import browser_as
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page
+    from playwright.sync_api import Browser, Page
+
+SECRET = "map-links-secret-for-the-browser-tests-01"
 
 
 def enrol(console: System, link: str) -> Phone:
@@ -63,8 +70,9 @@ def test_a_manager_enrols_a_workers_phone_with_its_qr_code_and_revokes_it(
     assert phone.alarm().status_code == 401
 
 
-def test_a_phones_alarm_shows_on_the_board_and_its_map_in_the_console(
-    console: System, open_page: Callable[..., Page]
+@pytest.mark.settings(link_secret=SecretStr(SECRET))
+def test_a_phones_alarm_shows_on_the_board_and_its_map_in_the_console_and_the_sms_link(
+    console: System, open_page: Callable[..., Page], chromium: Browser
 ) -> None:
     assert console.server is not None
     services = console.server.services
@@ -109,3 +117,21 @@ def test_a_phones_alarm_shows_on_the_board_and_its_map_in_the_console(
     board.goto(f"{console.base_url}/console/incidents/{incident}")
     board.locator("#map-link").click()
     board.locator("#map-live").wait_for()
+
+    # The responder's phone, from the link in their SMS: no sign-in, the same map.
+    with services.sessions() as s:
+        page = s.scalars(
+            select(PageRow).where(PageRow.incident_id == incident).order_by(PageRow.id)
+        ).first()
+        assert page is not None
+    token = make_token(SECRET, page.id, page.created_at, kind=MAP)
+    phone_browser = chromium.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    try:
+        responder = phone_browser.new_page()
+        responder.goto(f"{console.base_url}/map/{token}")
+        assert "Sam (mobile)" in responder.locator("h1").inner_text()
+        assert "± 12 m" in responder.locator("#map-positions").inner_text()
+        assert responder.locator("svg.map circle.newest").count() == 1
+        accessible(responder)
+    finally:
+        phone_browser.close()
