@@ -25,7 +25,7 @@ from server.errors import PeopleError
 from server.log.append import audit
 from server.mobile.alarms import device_of
 from server.mobile.tables import CheckIn, Position
-from server.models import Incident, IncidentKind, State
+from server.models import Incident, IncidentKind, LogEntry, State
 from server.site import PHONE_PREFIX
 
 #: The least time between two positions of one alarm (the page sends one every 15 s).
@@ -182,15 +182,16 @@ def share(
             received_at=now,
         )
     )
-    if last is None:
-        # Keyed: two first positions at once make one entry (the other's commit fails,
-        # and its retry finds this one).
+    # Once per incident, keyed: two first positions at once make one entry (the other's
+    # commit fails, and its retry finds this one).
+    key = f"position:{incident.id}"
+    if session.scalar(select(LogEntry.n).where(LogEntry.key == key)) is None:
         audit(
             session,
             at=now,
             type="position.shared",
             incident_id=incident.id,
-            key=f"position:{incident.id}",
+            key=key,
             phone=phone_id,
         )
 
