@@ -202,8 +202,11 @@ def values(
     }
 
 
-def _read(services: Services, incident_id: int, who: Access, *, after_end: bool) -> Any:
-    """The incident's whereabouts, the view recorded first; None if it is no phone's."""
+def _read(
+    services: Services, incident_id: int, who: Access, *, after_end: bool
+) -> Whereabouts | None:
+    """The incident's whereabouts, its view by ``who`` recorded before it is shown; None
+    (and nothing recorded) if it is no phone's."""
     with services.sessions() as s:
         view = positions.whereabouts(s, incident_id, after_end=after_end)
     if view is not None:
