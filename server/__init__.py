@@ -19,13 +19,13 @@ Layers, bottom first. A module imports only from its own layer or lower ones
 2. the log, settings and who is calling: log, settings, migrations, people.auth,
    people.directory, people.links, people.problems, people.presence, people.violence,
    people.signin, people.kiosk, roster.store, roster.edit, roster.transfer, roster.start,
-   roster.commands, mobile.phones
+   roster.commands, mobile.phones, mobile.retention
 3. incidents and their escalation plans: escalation, incidents
 4. paging: paging, urls
 5. what goes out to people: units.feedback, news, replies.optout, receipts, rota,
    phones
 6. alarms: units.alerts, units.statuses, response, runner, continuity, mobile.alarms,
-   mobile.checkins, mobile.timer
+   mobile.checkins, mobile.timer, mobile.positions
 7. what comes in: replies.sms, replies.voice, units.ingest, units.supervision,
    units.broker, units.provision, records
 8. the container: services

@@ -25,6 +25,7 @@ from panicbutton.log import checkpoints
 from panicbutton.redact import protect_handlers
 from server.console import incidents as console_incidents
 from server.console import kiosk as console_kiosk
+from server.console import maps as console_maps
 from server.console import pages as console_pages
 from server.console import people as console_people
 from server.console import poster as console_poster
@@ -42,6 +43,7 @@ from server.log.append import audit
 from server.log.config import record_config
 from server.log.keeper import LogKeeper
 from server.log.signing import load_signer
+from server.mobile import retention as mobile_retention
 from server.mobile.alarms import PhoneAlarms
 from server.mobile.checkins import CheckIns
 from server.mobile.timer import CheckinTimer
@@ -73,6 +75,7 @@ from server.routes import people as people_routes
 from server.routes import phone_page as phone_app
 from server.routes import phones as phones_routes
 from server.routes import pin as pin_routes
+from server.routes import positions as positions_routes
 from server.routes import signin as signin_routes
 from server.routes import units as units_routes
 from server.routes.deps import answers
@@ -333,9 +336,16 @@ def _services(
 
 
 def _purge_registers(session: Session, now: datetime, settings: Settings) -> int:
-    """The presence and violence registers' rows past their retention: how many went."""
+    """The presence and violence registers' rows, and the mobile button's positions,
+    check-in sessions and revoked phones, past their retention: how many went."""
     before = now - timedelta(days=settings.retention_presence_days)
     stays = presence_register.purge(session, before=before)
+    stays += mobile_retention.purge(
+        session,
+        now=now,
+        positions_days=settings.retention_positions_days,
+        presence_days=settings.retention_presence_days,
+    )
     # The reason a person gave for opening records goes with their session: ended, or
     # past the absolute limit of a person's session (a kiosk's opens no records).
     # (Not counted: the purge's count is of register rows deleted.)
@@ -386,6 +396,8 @@ def _http_app(
         headers=console_pages.HEADERS,
         exempt="/console/static/",
     )
+    # A map link's page says where a worker is: as private as a console page.
+    app.add_middleware(ack.PrivatePages, prefix="/map/", headers=console_pages.HEADERS)
     # Answers of the API hold personal data (people, exports, reports): never cached.
     app.add_middleware(ack.PrivatePages, prefix="/api/", headers=API_HEADERS)
     app.state.settings = settings
@@ -407,8 +419,11 @@ def _http_app(
     app.include_router(mobile_routes.router)
     app.include_router(checkin_routes.router)
     app.include_router(phone_app.router)
+    app.include_router(positions_routes.router)
     app.include_router(console_routes.router)
     app.include_router(console_incidents.router)
+    app.include_router(console_maps.router)
+    app.include_router(console_maps.links)
     app.include_router(console_reports.router)
     app.include_router(console_poster.router)
     app.include_router(console_people.router)

@@ -155,6 +155,12 @@ class Records:
             )
             return incident, list(events)
 
+    def viewed(self, incident_id: int, who: Access) -> None:
+        """Record that ``who`` read part of one incident's record shown elsewhere (the map
+        of a phone's positions), as :meth:`incident` records a view (at most once per
+        LIST_VIEW_EVERY per viewer and reason)."""
+        self._record_view(who, scope=f"incident:{incident_id}")
+
     def views(self, incident_id: int, *, limit: int = VIEWS_READ) -> list[LogEntry]:
         """The newest ``limit`` ``record.viewed`` entries of one incident's record, oldest
         first (they name its scope, not the incident: a view is no event of the incident

@@ -159,6 +159,12 @@ class Settings(BaseSettings):
     #: was, day by day, which is more than the decree's purpose needs (GDPR art. 5(1)(e)).
     #: The log keeps only the counts, for good.
     retention_presence_days: int = Field(default=365, ge=1)
+    #: Days a position a worker's phone shared during an alarm is kept after the alarm
+    #: was resolved. Default 7: where the worker was matters while help goes to them and
+    #: for a review or a complaint soon after, not beyond (GDPR art. 5(1)(c) and (e)).
+    #: Check-in sessions (the note a worker shares) and a revoked phone's row go with
+    #: the presence register (PANICBUTTON_RETENTION_PRESENCE_DAYS).
+    retention_positions_days: int = Field(default=7, ge=1)
 
     #: Passkeys: the relying party id (a host name, never an IP address) and the exact
     #: origin browsers sign in from. Empty: the host and origin of

@@ -475,6 +475,8 @@ def test_only_the_twilio_webhooks_have_no_bearer_token(openapi_text: str) -> Non
         "POST /twilio/status",
         "GET /ack/{token}",
         "POST /ack/{token}",
+        # The map link of a page: signed, read only (server/console/maps.py).
+        "GET /map/{token}",
         # Signing in has no principal yet by nature: the pre-session CSRF token guards
         # its forms, the one-time link's token the enrolment (server/routes/signin.py).
         "GET /sign-in",

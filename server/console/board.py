@@ -3,7 +3,9 @@ units' health, who is on duty; read in one go from the database.
 
 A room is in one of the :class:`RoomState` states. An alarm shows until it is
 resolved, then as resolved for :data:`RECENT`; a unit that is offline shows so
-whatever its alarm (its button cannot alert).
+whatever its alarm (its button cannot alert). A worker's phone (the mobile button)
+shows as a card of its own while one of its alarms does, with how long ago it last
+shared its position.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from server import duty
-from server.models import DeviceRecord, Incident, IncidentKind, Page, State
+from server.mobile import positions
+from server.models import ALARM_KINDS, DeviceRecord, Incident, IncidentKind, Page, State
 from server.people.tables import Person
-from server.site import Site
+from server.site import PHONE_PREFIX, Site
 
 #: How long a resolved alarm stays on the board.
 RECENT = timedelta(minutes=10)
@@ -64,6 +67,11 @@ class RoomView:
     going: str | None = None
     #: How many people were paged, and how many pages went out.
     paged: int = 0
+    #: A worker's phone, not a room: its alarm's kind (panic, duress, missed_checkout),
+    #: and when the newest position it shared was taken (None: none yet).
+    phone: bool = False
+    kind: str = IncidentKind.PANIC
+    position_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -115,9 +123,14 @@ def read(session: Session, site: Site, now: datetime) -> BoardView:
     names: dict[str, str] = dict(session.execute(query).all())
     names.update({s.id: s.name for s in site.staff if s.id not in names})
     by_room: dict[str, Incident] = {}
+    by_phone: dict[str, Incident] = {}
     technical = []
     for incident in incidents:
-        if incident.kind in (IncidentKind.PANIC, IncidentKind.TEST):
+        if incident.room_id.startswith(PHONE_PREFIX) and incident.kind in ALARM_KINDS:
+            current = by_phone.get(incident.room_id)
+            if current is None or _rank(incident) <= _rank(current):
+                by_phone[incident.room_id] = incident
+        elif incident.kind in (IncidentKind.PANIC, IncidentKind.TEST):
             current = by_room.get(incident.room_id)
             # An open alarm outranks a resolved one; a newer one of the same kind wins.
             if current is None or _rank(incident) <= _rank(current):
@@ -136,6 +149,11 @@ def read(session: Session, site: Site, now: datetime) -> BoardView:
     rooms = [
         _room(room.id, room.label, room.device, units.get(room.device), by_room.get(room.id))
         for room in site.rooms
+    ]
+    fixes = positions.newest(session, [i.id for i in by_phone.values()])
+    rooms += [
+        _phone(site.room(room_id).label, incident, fixes.get(incident.id))
+        for room_id, incident in by_phone.items()
     ]
     rooms = [
         _with_names(r, names, paged.get(r.incident_id or 0, 0)) if r.incident_id else r
@@ -188,6 +206,31 @@ def _room(
         pressed_at=incident.pressed_at if incident is not None else None,
         presses=incident.presses if incident is not None else 0,
         going=incident.acknowledged_by if incident is not None else None,
+    )
+
+
+def _phone(label: str, incident: Incident, position_at: datetime | None) -> RoomView:
+    """A worker's phone's card: where its alarm stands (there is no unit to be offline)."""
+    state = {
+        State.OPEN: RoomState.RECEIVED,
+        State.ACKNOWLEDGED: RoomState.HELP_COMING,
+    }.get(State(incident.state), RoomState.RESOLVED)
+    return RoomView(
+        room_id=incident.room_id,
+        label=label,
+        device_id=incident.device_id,
+        state=state,
+        online=True,
+        last_seen=None,
+        outbox=0,
+        error="",
+        incident_id=incident.id,
+        pressed_at=incident.pressed_at,
+        presses=incident.presses,
+        going=incident.acknowledged_by,
+        phone=True,
+        kind=incident.kind,
+        position_at=position_at,
     )
 
 

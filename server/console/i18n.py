@@ -9,13 +9,13 @@ to every text of the templates.
 from __future__ import annotations
 
 import io
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from babel import Locale
-from babel.dates import format_datetime, format_time
+from babel.dates import format_datetime, format_time, format_timedelta
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
@@ -59,4 +59,15 @@ def when(moment: datetime | None, *, language: str, timezone: str, style: str = 
         )
     return format_datetime(
         moment.astimezone(ZoneInfo(timezone)), format=style, locale=Locale.parse(language)
+    )
+
+
+def ago(elapsed: timedelta, *, language: str) -> str:
+    """How long ago something was, as ``language`` says it ("2 minutes ago", rounded to
+    the unit shown). Under a second, or a moment ahead, is "1 second ago"."""
+    return format_timedelta(
+        -max(elapsed, timedelta(seconds=1)),
+        add_direction=True,
+        threshold=1.0,
+        locale=Locale.parse(language_of(language)),
     )

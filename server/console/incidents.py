@@ -31,6 +31,7 @@ from server.people.tables import Person, ViolenceEntry
 from server.records import Access, NoRecordError
 from server.routes.deps import IncidentId, ServicesDep
 from server.services import Services
+from server.site import PHONE_PREFIX
 
 router = APIRouter(prefix="/console", tags=["console"], responses=PAGE, include_in_schema=False)
 
@@ -161,7 +162,8 @@ async def incident_list(
         "incidents.html",
         title=N_("Incidents"),
         rows=rows,
-        rooms=site.rooms,
+        # Rooms, then workers' phones (a phone's alarms are its "room").
+        rooms=[*site.rooms, *(site.phone_room(phone_id) for phone_id, _ in site.phones)],
         states=list(State),
         kinds=list(IncidentKind),
         query=query,
@@ -208,6 +210,8 @@ def timeline(services: Services, incident_id: int, reason: str, me: Reader) -> d
         ),
         "in_register": in_register,
         "outcomes": list(Outcome),
+        # A worker's phone's alarm: its map, and its own words for how it was raised.
+        "phone": incident.device_id.startswith(PHONE_PREFIX),
     }
 
 

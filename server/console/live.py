@@ -4,8 +4,9 @@ something changed, and every open board (a Server-Sent Events stream) gets it.
 What wakes the watcher: any commit of this instance (an alert, an
 acknowledgement, a heartbeat; a SQLAlchemy ``after_commit`` hook), and every
 :data:`POLL` seconds a look at the database, for changes another instance made.
-It reads the board only when the log grew, a unit's record changed or a
-resolved alarm aged off, so a quiet site costs one small query per poll.
+It reads the board only when the log grew, a unit's record changed, a phone
+shared a position or a resolved alarm aged off, so a quiet site costs two small queries
+per poll.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from server.console import board
+from server.mobile.tables import Position
 from server.models import DeviceRecord, LogEntry
 from server.services import Services
 
@@ -83,8 +85,10 @@ class Hub:
                     func.sum(DeviceRecord.outbox),
                 )
             ).one()
+            # A phone's card says how long ago it last shared its position.
+            fix = s.scalar(select(func.max(Position.received_at)))
         # A resolved alarm leaves the board after board.RECENT: a new minute re-reads it.
-        return (size, tuple(units), now.replace(second=0, microsecond=0))
+        return (size, tuple(units), fix, now.replace(second=0, microsecond=0))
 
     def _read(self) -> board.BoardView:
         services = self._services

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import mimetypes
+from datetime import datetime
 from importlib import resources
 from typing import Annotated, Any
 
@@ -106,8 +107,17 @@ def board_fragment(services: Services, me: Reader, view: BoardView) -> str:
     def when(moment: Any, style: str = "time") -> str:
         return i18n.when(moment, language=me.language, timezone=site.timezone, style=style)
 
+    def ago(moment: datetime) -> str:
+        return i18n.ago(view.at - moment, language=me.language)
+
     return pages.render_text(
-        "_board.html", language=me.language, board=view, me=me, csrf=me.principal.csrf, when=when
+        "_board.html",
+        language=me.language,
+        board=view,
+        me=me,
+        csrf=me.principal.csrf,
+        when=when,
+        ago=ago,
     )
 
 

@@ -129,9 +129,14 @@ ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429"]
 SEMANTIC = [
     # A link token of the right shape that the server did not sign, or that has expired.
     ("^/ack/", ["410"]),
+    # The same for a page's map link (server/console/maps.py).
+    ("^/map/", ["410"]),
     # A one-time sign-in link that is not ours; a password too weak, a passkey answer
     # that is no answer (server/routes/signin.py says which).
     ("^/enrol/", ["410", "422"]),
+    # The same for a phone's enrolment link; a key that is no P-256 key, PINs or a number
+    # the server refuses (server/mobile/phones.py says which).
+    ("^/api/v1/phone/enrol$", ["410", "422"]),
     # A staff id of the right shape that the site file does not hold.
     ("^/api/v1/(duty/takeover|incidents/[^/]+/(acknowledge|resolve))$", ["422"]),
     # A scope of the right shape that names no incident or person, or is not a scope.

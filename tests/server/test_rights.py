@@ -33,6 +33,7 @@ OWN_PROOF: dict[str, str] = {
     "GET /api/v1/devices/{device_id}/check": "the unit's own token",
     "GET /ack/{token}": "a signed single-use link from a page",
     "POST /ack/{token}": "a signed single-use link from a page",
+    "GET /map/{token}": "a signed link from a page (read only, until it expires)",
     "GET /console/static/{name}": "none: the console's scripts, styles and icons, the same "
     "for everyone and holding no personal data",
     **{

@@ -17,6 +17,31 @@
     document.getElementById("link").select();
   });
 
+  // A phone's enrolment link: shown once, with its QR code (drawn by the server from the
+  // link sent in a POST body, so the token stays out of every URL and log).
+  document.addEventListener("api-done", async (event) => {
+    const form = event.target;
+    if (!form.classList || !form.classList.contains("gives-phone-link")) return;
+    const answer = event.detail || {};
+    const field = document.getElementById("phone-link");
+    field.value = answer.link || "";
+    document.getElementById("phone-link-expires").textContent = new Date(answer.expires_at).toLocaleString();
+    document.getElementById("phone-link-box").hidden = false;
+    field.focus();
+    field.select();
+    const csrf = (document.querySelector('meta[name="csrf"]') || {}).content || "";
+    const qr = await fetch("/console/qr", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      body: JSON.stringify({ text: answer.link }),
+    });
+    if (!qr.ok) return;
+    const image = document.getElementById("phone-qr");
+    image.src = "data:image/svg+xml;charset=utf-8," + encodeURIComponent(await qr.text());
+    image.hidden = false;
+  });
+
   document.addEventListener("click", async (event) => {
     if (!(event.target instanceof Element) || event.target.id !== "copy-link") return;
     const field = document.getElementById("link");
