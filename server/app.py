@@ -220,6 +220,7 @@ def _services(
         callback_url=urls.callback,
         link_url=urls.ack_link,
         list_url=urls.list_link,
+        map_url=urls.map_link,
         bundle_window={"sms": settings.sms_bundle_window, "call": settings.call_bundle_window},
         # A lambda: ``runner`` is bound below (see the NOTE above).
         on_page_done=lambda incident_id, page_id: runner.page_done(incident_id, page_id),  # noqa: PLW0108

@@ -66,6 +66,7 @@ class Responder(LiveSite):
                 session=s, incident=incident, staff_id=staff_id, via=via, now=now
             )
         room = self._site.room(incident.room_id).label
+        phone = messages.of_phone(incident.room_id)
         if not changed:
             if incident.acknowledged_by != staff_id and confirm and member is not None:
                 self._pager.send_text(
@@ -85,13 +86,13 @@ class Responder(LiveSite):
         if confirm and member is not None:
             self._pager.send_text(
                 member,
-                messages.confirm(member.language, room=room),
+                messages.confirm(member.language, room=room, phone=phone),
                 incident_id=incident.id,
                 purpose="confirm",
             )
         self._tell.paged(
             incident.id,
-            lambda other: messages.stand_down(other.language, name=name, room=room),
+            lambda other: messages.stand_down(other.language, name=name, room=room, phone=phone),
             purpose="stand_down",
             but=staff_id,
         )
@@ -111,9 +112,10 @@ class Responder(LiveSite):
             self._news.forget(incident_id)
             self._lights.show(incident, now)
             room = self._site.room(incident.room_id).label
+            phone = messages.of_phone(incident.room_id)
             self._tell.paged(
                 incident.id,
-                lambda m: messages.closed(m.language, room=room),
+                lambda m: messages.closed(m.language, room=room, phone=phone),
                 purpose="closed",
                 but=staff_id,
             )

@@ -116,16 +116,16 @@ class SmsReplies(LiveSite):
                 .where(Page.incident_id == incident_id, Page.staff_id == member.id, Page.step < 0)
                 .limit(1)
             )
-        label = self._site.room(room).label
+        label, phone = self._site.room(room).label, messages.of_phone(room)
         if state == State.OPEN:
             log.info("staff %s: close by SMS refused: the alarm is not taken yet", member.id)
-            text = messages.take_first(lang, room=label, code=command.code or 0)
+            text = messages.take_first(lang, room=label, code=command.code or 0, phone=phone)
             self._pager.send_text(member, text, incident_id=incident_id, purpose="not_done")
             return
         if state == State.ACKNOWLEDGED and not asked:
             log.info("staff %s: close by SMS refused: taken by someone else", member.id)
             name = self._site.name_of(acker or member.id)
-            text = messages.not_yours(lang, room=label, name=name)
+            text = messages.not_yours(lang, room=label, name=name, phone=phone)
             self._pager.send_text(member, text, incident_id=incident_id, purpose="not_done")
             return
         closed = self._responder.resolve(
@@ -136,7 +136,7 @@ class SmsReplies(LiveSite):
         if closed is not None:
             self._pager.send_text(
                 member,
-                messages.closed(lang, room=label),
+                messages.closed(lang, room=label, phone=phone),
                 incident_id=incident_id,
                 purpose="closed",
             )

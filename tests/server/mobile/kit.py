@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -34,7 +35,8 @@ def b64url(raw: bytes) -> str:
 class Phone:
     """One phone: its key, and once enrolled its id and fallback."""
 
-    client: TestClient
+    #: The app under test (a TestClient) or a running server (an httpx.Client).
+    client: httpx.Client
     key: ec.EllipticCurvePrivateKey = field(
         default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
     )
