@@ -43,6 +43,7 @@ from server.log.config import record_config
 from server.log.keeper import LogKeeper
 from server.log.signing import load_signer
 from server.mobile.alarms import PhoneAlarms
+from server.mobile.news import WorkerNews
 from server.news import RepressNews, Tell
 from server.paging import messages
 from server.paging.notifier import ConsoleNotifier, Notifier, TwilioNotifier
@@ -56,6 +57,7 @@ from server.phones import Phones
 from server.receipts import Receipts
 from server.records import Records
 from server.replies.codes import ReplyLimits
+from server.replies.fallback import Fallback
 from server.replies.optout import OptOut
 from server.replies.sms import SmsReplies
 from server.replies.voice import VoiceKeys
@@ -229,6 +231,7 @@ def _services(
     tell = Tell(sessions=db, site=book, pager=pager)
     news = RepressNews(sessions=db, site=book, pager=pager, clock=clock, wake=wake)
     optout = OptOut(site=book, pager=pager)
+    worker = WorkerNews(sessions=db, pager=pager)
     phones = Phones(sessions=db, site=book, pager=pager, clock=clock)
     runner = Runner(
         sessions=db,
@@ -248,7 +251,12 @@ def _services(
         lights=lights,
         news=news,
         tell=tell,
+        worker=worker,
         wake=wake,
+    )
+    mobile = PhoneAlarms(sessions=db, site=book, clock=clock, pager=pager, news=news, wake=wake)
+    fallback = Fallback(
+        sessions=db, clock=clock, alarms=mobile, news=worker, callback_url=urls.callback
     )
     rota = Rota(sessions=db, site=book, clock=clock, pager=pager)
     keeper = LogKeeper(
@@ -298,14 +306,16 @@ def _services(
             rota=rota,
             optout=optout,
             limits=ReplyLimits(),
+            fallback=fallback,
         ),
+        fallback=fallback,
         voice=VoiceKeys(sessions=db, site=book, responder=responder),
         records=Records(sessions=db, keeper=keeper, clock=clock, retention=settings.retention()),
         phones=phones,
         continuity=Continuity(
             sessions=db, site=book, clock=clock, pager=pager, tell=tell, wake=wake
         ),
-        mobile=PhoneAlarms(sessions=db, site=book, clock=clock, pager=pager, news=news, wake=wake),
+        mobile=mobile,
         signin=SignIn(
             sessions=db,
             clock=clock,

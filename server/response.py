@@ -1,6 +1,7 @@
 """Taking and closing an alarm: a person acknowledges (paging stops, the others
-are told who is going, the unit shows "help is coming"), and staff resolve it
-with its outcome. Also the reads the acknowledgement links need."""
+are told who is going, the unit shows "help is coming", a worker's phone whose alarm
+came by SMS or call is texted who is coming), and staff resolve it with its outcome.
+Also the reads the acknowledgement links need."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from panicbutton.clock import Clock
 from server import incidents
 from server.escalation.plans import round_of
+from server.mobile.news import WorkerNews
 from server.models import Incident, Outcome, Page, State
 from server.news import RepressNews, Tell
 from server.paging import messages
@@ -36,6 +38,7 @@ class Responder(LiveSite):
         lights: Lights,
         news: RepressNews,
         tell: Tell,
+        worker: WorkerNews,
         wake: Callable[[], object],
     ) -> None:
         self._sessions = sessions
@@ -45,6 +48,7 @@ class Responder(LiveSite):
         self._lights = lights
         self._news = news
         self._tell = tell
+        self._worker = worker
         self._wake = wake
 
     def acknowledge(
@@ -82,6 +86,7 @@ class Responder(LiveSite):
             return incident
         log.info("incident %d acknowledged by staff %s via %s", incident.id, staff_id, via)
         self._lights.show(incident, now)
+        self._worker.going(incident, name)
         self._wake()
         if confirm and member is not None:
             self._pager.send_text(

@@ -467,6 +467,8 @@ def test_only_the_twilio_webhooks_have_no_bearer_token(openapi_text: str) -> Non
         "POST /twilio/sms",
         "POST /twilio/voice",
         "POST /twilio/status",
+        "POST /twilio/call",
+        "POST /twilio/call/code",
         "GET /ack/{token}",
         "POST /ack/{token}",
         # Signing in has no principal yet by nature: the pre-session CSRF token guards

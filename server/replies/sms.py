@@ -1,6 +1,7 @@
 """Acting on an SMS from staff: a code acknowledges or closes the alarm it names,
 DUTY takes over, STOP and START opt out and in; anything else is answered with
-what to send, within the limits of :mod:`server.replies.codes`."""
+what to send, within the limits of :mod:`server.replies.codes`. An SMS from any
+other number goes to :mod:`server.replies.fallback` (a worker's phone's fallback)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from panicbutton.clock import Clock
 from server.escalation import plans
 from server.models import Incident, Outcome, Page, State
 from server.paging import messages
-from server.paging.notifier import mask
 from server.paging.pager import Pager
 from server.replies.codes import (
     CODES_PAUSE,
@@ -23,6 +23,7 @@ from server.replies.codes import (
     MAX_WRONG_CODES,
     ReplyLimits,
 )
+from server.replies.fallback import Fallback
 from server.replies.optout import OptOut
 from server.replies.words import Command, Kind, parse
 from server.response import Responder
@@ -49,6 +50,7 @@ class SmsReplies(LiveSite):
         rota: Rota,
         optout: OptOut,
         limits: ReplyLimits,
+        fallback: Fallback,
     ) -> None:
         self._sessions = sessions
         self._sites = site
@@ -58,12 +60,15 @@ class SmsReplies(LiveSite):
         self._rota = rota
         self._optout = optout
         self._limits = limits
+        self._fallback = fallback
 
-    def handle(self, *, phone: str, body: str) -> None:
-        """Act on an SMS from ``phone``; replies go out through the pager."""
+    def handle(self, *, phone: str, body: str, sid: str = "") -> None:
+        """Act on an SMS from ``phone`` (``sid``: its provider id); replies go out through
+        the pager. A staff number keeps its meaning first; any other is heard only as a
+        worker's phone's fallback."""
         member = self._site.by_phone(phone)
         if member is None:
-            log.warning("SMS from unknown number %s ignored", mask(phone))
+            self._fallback.sms(number=phone, body=body, sid=sid)
             return
         command = parse(body)
         match command.kind:
