@@ -21,6 +21,7 @@ from panicbutton.wire import new_alert_id, now_utc
 from server.mobile.alarms import derived_alert_id
 from server.models import Incident, IncidentKind, Outcome
 from server.people.roles import Role
+from server.replies.fallback import read
 from tests.harness import RECEPTION, reply_code
 from tests.server.mobile.kit import Phone, enrolled_phone, phone_link
 from tests.server.people_helpers import BASE_URL, Served, add_person, browser_as, entries, served
@@ -84,6 +85,26 @@ def settled(site: Served) -> None:
     """Wait until the pager has nothing left to send (answers included)."""
     pager = site.server.services.pager
     site.twilio._wait(lambda: pager.backlog() == 0, 5)
+
+
+ALERT = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("body", "found"),
+    [
+        ("SOS 482913", ("482913", None)),
+        (f"SOS 482913 {ALERT}", ("482913", ALERT)),
+        (f"sos: 482913, {ALERT.upper()}.", ("482913", ALERT)),
+        (f"{ALERT} 482913", ("482913", ALERT)),
+        ("SOS 111111 482913", ("111111", None)),  # one code per message: the first
+        ("help", (None, None)),
+    ],
+)
+def test_the_code_and_the_alarm_id_are_read_from_the_body(
+    body: str, found: tuple[str | None, str | None]
+) -> None:
+    assert read(body) == found
 
 
 def test_an_sms_with_the_code_raises_one_alarm_via_sms_that_pages_and_answers(
@@ -180,8 +201,9 @@ def test_no_alarm_without_the_enrolled_number_and_its_code(
     sms(site, client, "SOS 000000")  # the enrolled number, a wrong code
     sms(site, client, f"SOS 000000 {code}")  # only the first number is a code
     sms(site, client, "STOP")  # the carrier's word: never a code, not answered
+    sms(site, client, "help")  # no code at all: answered (a few times), not a guess
     assert incidents(site) == []
-    assert texts_to(site, NUMBER, 2) == [WRONG, WRONG]
+    assert texts_to(site, NUMBER, 3) == [WRONG, WRONG, WRONG]
     # A revoked phone's number is no longer heard at all.
     revoked = browser_as(site.server, "manager").post(
         f"/api/v1/people/w-17/phones/{phone.phone_id}/revoke"
@@ -191,7 +213,7 @@ def test_no_alarm_without_the_enrolled_number_and_its_code(
     sms(site, client, "SOS 123456")
     settled(site)
     assert incidents(site) == []
-    assert site.twilio.to(NUMBER) == [WRONG, WRONG]
+    assert site.twilio.to(NUMBER) == [WRONG, WRONG, WRONG]
     assert site.twilio.to(stranger) == []
     # ...nor is its call answered.
     call = twilio(site, client, "/twilio/call", {"From": NUMBER, "CallSid": "CA" + "1" * 32})
