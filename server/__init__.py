@@ -23,11 +23,11 @@ Layers, bottom first. A module imports only from its own layer or lower ones
 3. incidents and their escalation plans: escalation, incidents
 4. paging: paging, urls
 5. what goes out to people: units.feedback, news, replies.optout, receipts, rota,
-   phones
+   phones, mobile.news
 6. alarms: units.alerts, units.statuses, response, runner, continuity, mobile.alarms,
    mobile.checkins, mobile.timer, mobile.positions
-7. what comes in: replies.sms, replies.voice, units.ingest, units.supervision,
-   units.broker, units.provision, records
+7. what comes in: replies.sms, replies.voice, replies.fallback, units.ingest,
+   units.supervision, units.broker, units.provision, records
 8. the container: services
 9. HTTP: routes, console
 10. the whole: app, commands, people.commands

@@ -46,6 +46,7 @@ from server.log.signing import load_signer
 from server.mobile import retention as mobile_retention
 from server.mobile.alarms import PhoneAlarms
 from server.mobile.checkins import CheckIns
+from server.mobile.news import WorkerNews
 from server.mobile.timer import CheckinTimer
 from server.news import RepressNews, Tell
 from server.paging import messages
@@ -60,6 +61,7 @@ from server.phones import Phones
 from server.receipts import Receipts
 from server.records import Records
 from server.replies.codes import ReplyLimits
+from server.replies.fallback import Fallback
 from server.replies.optout import OptOut
 from server.replies.sms import SmsReplies
 from server.replies.voice import VoiceKeys
@@ -227,6 +229,7 @@ def _services(
         callback_url=urls.callback,
         link_url=urls.ack_link,
         list_url=urls.list_link,
+        map_url=urls.map_link,
         bundle_window={"sms": settings.sms_bundle_window, "call": settings.call_bundle_window},
         # A lambda: ``runner`` is bound below (see the NOTE above).
         on_page_done=lambda incident_id, page_id: runner.page_done(incident_id, page_id),  # noqa: PLW0108
@@ -235,6 +238,7 @@ def _services(
     tell = Tell(sessions=db, site=book, pager=pager)
     news = RepressNews(sessions=db, site=book, pager=pager, clock=clock, wake=wake)
     optout = OptOut(site=book, pager=pager)
+    worker = WorkerNews(sessions=db, pager=pager)
     phones = Phones(sessions=db, site=book, pager=pager, clock=clock)
     runner = Runner(
         sessions=db,
@@ -254,11 +258,15 @@ def _services(
         lights=lights,
         news=news,
         tell=tell,
+        worker=worker,
         wake=wake,
+    )
+    mobile = PhoneAlarms(sessions=db, site=book, clock=clock, pager=pager, news=news, wake=wake)
+    fallback = Fallback(
+        sessions=db, clock=clock, alarms=mobile, news=worker, callback_url=urls.callback
     )
     rota = Rota(sessions=db, site=book, clock=clock, pager=pager)
     continuity = Continuity(sessions=db, site=book, clock=clock, pager=pager, tell=tell, wake=wake)
-    mobile = PhoneAlarms(sessions=db, site=book, clock=clock, pager=pager, news=news, wake=wake)
     checkin_timer = CheckinTimer(sessions=db, site=book, clock=clock, pager=pager, alarms=mobile)
     keeper = LogKeeper(
         engine=engine,
@@ -307,7 +315,9 @@ def _services(
             rota=rota,
             optout=optout,
             limits=ReplyLimits(),
+            fallback=fallback,
         ),
+        fallback=fallback,
         voice=VoiceKeys(sessions=db, site=book, responder=responder),
         records=Records(sessions=db, keeper=keeper, clock=clock, retention=settings.retention()),
         phones=phones,

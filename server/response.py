@@ -1,6 +1,7 @@
 """Taking and closing an alarm: a person acknowledges (paging stops, the others
-are told who is going, the unit shows "help is coming"), and staff resolve it
-with its outcome. Also the reads the acknowledgement links need."""
+are told who is going, the unit shows "help is coming", a worker's phone whose alarm
+came by SMS or call is texted who is coming), and staff resolve it with its outcome.
+Also the reads the acknowledgement links need."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from panicbutton.clock import Clock
 from server import incidents
 from server.escalation.plans import round_of
+from server.mobile.news import WorkerNews
 from server.models import Incident, Outcome, Page, State
 from server.news import RepressNews, Tell
 from server.paging import messages
@@ -36,6 +38,7 @@ class Responder(LiveSite):
         lights: Lights,
         news: RepressNews,
         tell: Tell,
+        worker: WorkerNews,
         wake: Callable[[], object],
     ) -> None:
         self._sessions = sessions
@@ -45,6 +48,7 @@ class Responder(LiveSite):
         self._lights = lights
         self._news = news
         self._tell = tell
+        self._worker = worker
         self._wake = wake
 
     def acknowledge(
@@ -66,6 +70,7 @@ class Responder(LiveSite):
                 session=s, incident=incident, staff_id=staff_id, via=via, now=now
             )
         room = self._site.room(incident.room_id).label
+        phone = messages.of_phone(incident.room_id)
         if not changed:
             if incident.acknowledged_by != staff_id and confirm and member is not None:
                 self._pager.send_text(
@@ -81,17 +86,18 @@ class Responder(LiveSite):
             return incident
         log.info("incident %d acknowledged by staff %s via %s", incident.id, staff_id, via)
         self._lights.show(incident, now)
+        self._worker.going(incident, name)
         self._wake()
         if confirm and member is not None:
             self._pager.send_text(
                 member,
-                messages.confirm(member.language, room=room),
+                messages.confirm(member.language, room=room, phone=phone),
                 incident_id=incident.id,
                 purpose="confirm",
             )
         self._tell.paged(
             incident.id,
-            lambda other: messages.stand_down(other.language, name=name, room=room),
+            lambda other: messages.stand_down(other.language, name=name, room=room, phone=phone),
             purpose="stand_down",
             but=staff_id,
         )
@@ -111,9 +117,10 @@ class Responder(LiveSite):
             self._news.forget(incident_id)
             self._lights.show(incident, now)
             room = self._site.room(incident.room_id).label
+            phone = messages.of_phone(incident.room_id)
             self._tell.paged(
                 incident.id,
-                lambda m: messages.closed(m.language, room=room),
+                lambda m: messages.closed(m.language, room=room, phone=phone),
                 purpose="closed",
                 but=staff_id,
             )

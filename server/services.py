@@ -22,6 +22,7 @@ from server.people.signin import SignIn
 from server.phones import Phones
 from server.receipts import Receipts
 from server.records import Records
+from server.replies.fallback import Fallback
 from server.replies.sms import SmsReplies
 from server.replies.voice import VoiceKeys
 from server.response import Responder
@@ -58,6 +59,8 @@ class Services:
     rota: Rota
     receipts: Receipts
     sms: SmsReplies
+    #: Fallback SMS and calls from workers' phones whose data connection failed.
+    fallback: Fallback
     voice: VoiceKeys
     records: Records
     #: Sign-in, enrolment links, personal API tokens.

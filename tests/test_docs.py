@@ -473,6 +473,8 @@ def test_only_the_twilio_webhooks_have_no_bearer_token(openapi_text: str) -> Non
         "POST /twilio/sms",
         "POST /twilio/voice",
         "POST /twilio/status",
+        "POST /twilio/call",
+        "POST /twilio/call/code",
         "GET /ack/{token}",
         "POST /ack/{token}",
         # The map link of a page: signed, read only (server/console/maps.py).

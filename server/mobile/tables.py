@@ -44,6 +44,9 @@ class MobilePhone(Base):
     pin_locked_until: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None] = mapped_column(index=True)
     revoked_by: Mapped[str | None] = mapped_column(String(63))
+    #: The alarm (alert id) the worker last raised or pressed by the fallback SMS or call
+    #: (migration 0013): its data connection failed, so who is coming is texted to it.
+    fallback_alert: Mapped[str | None] = mapped_column(String(32))
 
 
 class CheckIn(Base):

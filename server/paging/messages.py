@@ -3,7 +3,11 @@
 (Over 300 lines because it is a table: every text in three languages side by side.)
 
 Every page names the room and the time (site time zone) and says how to
-acknowledge. Texts stay within one GSM-7 segment where the room label allows.
+acknowledge. Texts stay within one GSM-7 segment where the room label allows
+(links aside). An alarm from a worker's phone names the worker ("<name> (mobile)"
+is its room label) and says which kind it is: a press, a duress PIN (a silent
+alarm: the worker could not speak freely) or a missed check-out; texts that say
+"going to" a room say "going to help" the worker instead (``phone=True``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from datetime import datetime
 from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo
 
-from server.site import Language
+from server.site import PHONE_PREFIX, Language
 
 _PAGE = {
     "fr": "ALERTE {room} à {time}. Répondez {code} si vous y allez.",
@@ -24,6 +28,33 @@ _PAGE_TEST = {
     "nl": "TEST {room} om {time} (geen echt alarm). Geen antwoord nodig.",
     "en": "TEST {room} at {time} (not a real alarm). No reply needed.",
 }
+# NOTE: GSM-7 only (no ç, ê, ô, curly quotes): one SMS segment with a name of about
+# 20 characters.
+_PAGE_DURESS = {
+    "fr": "CONTRAINTE {room} à {time}: alerte silencieuse, code de contrainte au départ. "
+    "Ne peut parler librement. Répondez {code} si vous y allez.",
+    "nl": "DWANG {room} om {time}: stil alarm, dwangcode ingetikt bij het afmelden. "
+    "Kan niet vrijuit spreken. Antwoord {code} als u gaat.",
+    "en": "DURESS {room} at {time}: silent alarm, duress PIN used at check-out. "
+    "Cannot speak freely. Reply {code} if you are going.",
+}
+_PAGE_MISSED = {
+    "fr": "SANS NOUVELLES {room} à {time}: fin de mission pas confirmée à temps. "
+    "Répondez {code} si vous y allez.",
+    "nl": "NIET AFGEMELD {room} om {time}: heeft zich niet op tijd afgemeld. "
+    "Antwoord {code} als u gaat.",
+    "en": "MISSED CHECK-OUT {room} at {time}: did not check out in time. "
+    "Reply {code} if you are going.",
+}
+#: The page by incident kind (the technical kinds have their own texts below).
+_PAGES = {
+    "panic": _PAGE,
+    "test": _PAGE_TEST,
+    "duress": _PAGE_DURESS,
+    "missed_checkout": _PAGE_MISSED,
+}
+#: The word before the map link of a phone's alarm (where the worker's phone is).
+_MAP = {"fr": "Carte", "nl": "Kaart", "en": "Map"}
 _CONFIRM = {
     "fr": "Merci. Vous allez à {room}. Les autres sont prévenus.",
     "nl": "Bedankt. U gaat naar {room}. De anderen zijn verwittigd.",
@@ -33,6 +64,17 @@ _STAND_DOWN = {
     "fr": "{name} va à {room}.",
     "nl": "{name} gaat naar {room}.",
     "en": "{name} is going to {room}.",
+}
+# A worker's phone is a person somewhere outside, not a place: staff go to help them.
+_CONFIRM_PHONE = {
+    "fr": "Merci. Vous allez aider {room}. Les autres sont prévenus.",
+    "nl": "Bedankt. U gaat {room} helpen. De anderen zijn verwittigd.",
+    "en": "Thanks. You are going to help {room}. The others have been told.",
+}
+_STAND_DOWN_PHONE = {
+    "fr": "{name} va aider {room}.",
+    "nl": "{name} gaat {room} helpen.",
+    "en": "{name} is going to help {room}.",
 }
 _ALREADY = {
     "fr": "{room}: {name} y va déjà.",
@@ -102,6 +144,19 @@ _NOT_YOURS = {
     "nl": "Niet gedaan: {room} is opgenomen door {name}, die het afsluit.",
     "en": "Not done: {room} was taken by {name}, who closes it.",
 }
+_TAKE_FIRST_PHONE = {
+    "fr": "Pas fait: l'alerte de {room} n'est pas encore prise en charge. Répondez {code} si "
+    "vous y allez, puis {code}g (réglé) ou {code}f (fausse alerte) pour la clore.",
+    "nl": "Niet gedaan: het alarm van {room} is nog niet opgenomen. Antwoord {code} als u gaat, "
+    "daarna {code}g (afgehandeld) of {code}f (vals alarm) om af te sluiten.",
+    "en": "Not done: the alarm of {room} is not taken yet. Reply {code} if you are going, "
+    "then {code}g (handled) or {code}f (false alarm) to close it.",
+}
+_NOT_YOURS_PHONE = {
+    "fr": "Pas fait: l'alerte de {room} est prise en charge par {name}, qui la clôt.",
+    "nl": "Niet gedaan: het alarm van {room} is opgenomen door {name}, die het afsluit.",
+    "en": "Not done: the alarm of {room} was taken by {name}, who closes it.",
+}
 _CODES_LOCKED = {
     "fr": "Trop de codes erronés depuis ce téléphone: les codes sont refusés jusqu'à {time}. "
     "Appuyez sur 1 pendant l'appel d'alerte.",
@@ -116,21 +171,35 @@ def local_time(moment: datetime, timezone: str) -> str:
     return moment.astimezone(ZoneInfo(timezone)).strftime("%H:%M")
 
 
-def page(lang: Language, *, room: str, at: datetime, timezone: str, code: int, test: bool) -> str:
-    template = (_PAGE_TEST if test else _PAGE)[lang]
-    return template.format(room=room, time=local_time(at, timezone), code=code)
+def of_phone(room_id: str) -> bool:
+    """Whether an incident's room is a worker's phone (its texts say "help", not "go to")."""
+    return room_id.startswith(PHONE_PREFIX)
+
+
+def page(lang: Language, *, kind: str, room: str, at: datetime, timezone: str, code: int) -> str:
+    """The page of an alarm of ``kind`` (``panic``, ``test``, ``duress``, ``missed_checkout``)."""
+    return _PAGES[kind][lang].format(room=room, time=local_time(at, timezone), code=code)
+
+
+def with_links(lang: Language, text: str, *, ack: str | None, map_link: str | None) -> str:
+    """A page's text, then its acknowledgement link and the map of a phone's alarm."""
+    ends = [ack] if ack else []
+    if map_link:
+        ends.append(f"{_MAP[lang]}: {map_link}")
+    return " ".join([text, *ends])
 
 
 # Plain texts cut the room labels and names they are given (the site's own text, of
 # any length), like pages do: every text stays well within Twilio's 1,600 units.
 
 
-def confirm(lang: Language, *, room: str) -> str:
-    return _CONFIRM[lang].format(room=room_label(room))
+def confirm(lang: Language, *, room: str, phone: bool = False) -> str:
+    return (_CONFIRM_PHONE if phone else _CONFIRM)[lang].format(room=room_label(room))
 
 
-def stand_down(lang: Language, *, name: str, room: str) -> str:
-    return _STAND_DOWN[lang].format(name=name_label(name), room=room_label(room))
+def stand_down(lang: Language, *, name: str, room: str, phone: bool = False) -> str:
+    template = (_STAND_DOWN_PHONE if phone else _STAND_DOWN)[lang]
+    return template.format(name=name_label(name), room=room_label(room))
 
 
 def already(lang: Language, *, name: str, room: str) -> str:
@@ -158,14 +227,18 @@ def codes_paused(lang: Language, *, until: datetime, timezone: str) -> str:
     return _CODES_PAUSED[lang].format(time=local_time(until, timezone))
 
 
-def take_first(lang: Language, *, room: str, code: int) -> str:
+def take_first(lang: Language, *, room: str, code: int, phone: bool = False) -> str:
     """ "482g" or "482f" for an alarm nobody has taken: SMS never closes an open alarm."""
-    return _TAKE_FIRST[lang].format(room=room_label(room), code=code)
+    return (_TAKE_FIRST_PHONE if phone else _TAKE_FIRST)[lang].format(
+        room=room_label(room), code=code
+    )
 
 
-def not_yours(lang: Language, *, room: str, name: str) -> str:
+def not_yours(lang: Language, *, room: str, name: str, phone: bool = False) -> str:
     """ "482g" from someone who neither took the alarm nor was asked to close it."""
-    return _NOT_YOURS[lang].format(room=room_label(room), name=name_label(name))
+    return (_NOT_YOURS_PHONE if phone else _NOT_YOURS)[lang].format(
+        room=room_label(room), name=name_label(name)
+    )
 
 
 def repress(lang: Language, *, room: str, presses: int) -> str:
@@ -216,6 +289,19 @@ _CLOSED = {
     "nl": "{room} is afgesloten.",
     "en": "{room} is closed.",
 }
+_FOLLOW_UP_PHONE = {
+    "fr": "TOUJOURS OUVERTE: l'alerte de {room}, prise en charge par {name} à {time}. "
+    "Répondez {code}g (réglé) ou {code}f (fausse alerte) pour clore.",
+    "nl": "NOG OPEN: het alarm van {room}, opgenomen door {name} om {time}. Antwoord {code}g "
+    "(afgehandeld) of {code}f (vals alarm) om af te sluiten.",
+    "en": "STILL OPEN: the alarm of {room}, taken by {name} at {time}. Reply {code}g (handled) "
+    "or {code}f (false alarm) to close.",
+}
+_CLOSED_PHONE = {
+    "fr": "L'alerte de {room} est close.",
+    "nl": "Het alarm van {room} is afgesloten.",
+    "en": "The alarm of {room} is closed.",
+}
 _CALL = {
     "fr": "Alerte. {room}. Appuyez sur 1 si vous y allez.",
     "nl": "Alarm. {room}. Druk op 1 als u gaat.",
@@ -230,6 +316,30 @@ _CALL_THANKS = {
     "fr": "Merci. Vous allez à {room}. Les autres sont prévenus.",
     "nl": "Bedankt. U gaat naar {room}. De anderen zijn verwittigd.",
     "en": "Thank you. You are going to {room}. The others have been told.",
+}
+_CALL_FOLLOW_UP_PHONE = {
+    "fr": "L'alerte de {room} est toujours ouverte. Appuyez sur 1 si vous y allez.",
+    "nl": "Het alarm van {room} is nog open. Druk op 1 als u gaat.",
+    "en": "The alarm of {room} is still open. Press 1 if you are going.",
+}
+_CALL_THANKS_PHONE = {
+    "fr": "Merci. Vous allez aider {room}. Les autres sont prévenus.",
+    "nl": "Bedankt. U gaat {room} helpen. De anderen zijn verwittigd.",
+    "en": "Thank you. You are going to help {room}. The others have been told.",
+}
+#: What a call says after a phone's room label for the kinds that are not a press.
+_SPOKEN_KIND = {
+    "duress": {
+        "fr": "{room}: alerte sous contrainte, silencieuse. La personne ne peut pas parler "
+        "librement",
+        "nl": "{room}: alarm onder dwang, stil alarm. De persoon kan niet vrijuit spreken",
+        "en": "{room}: duress alarm, silent. The worker cannot speak freely",
+    },
+    "missed_checkout": {
+        "fr": "{room}: fin de mission pas confirmée à temps",
+        "nl": "{room}: heeft zich niet op tijd afgemeld",
+        "en": "{room}: did not check out in time",
+    },
 }
 _CALL_NONE = {
     "fr": "Aucune réponse enregistrée.",
@@ -276,15 +386,22 @@ VOICE = {"fr": "fr-FR", "nl": "nl-BE", "en": "en-GB"}
 
 
 def follow_up(
-    lang: Language, *, room: str, name: str, at: datetime, timezone: str, code: int
+    lang: Language,
+    *,
+    room: str,
+    name: str,
+    at: datetime,
+    timezone: str,
+    code: int,
+    phone: bool = False,
 ) -> str:
-    return _FOLLOW_UP[lang].format(
+    return (_FOLLOW_UP_PHONE if phone else _FOLLOW_UP)[lang].format(
         room=room_label(room), name=name_label(name), time=local_time(at, timezone), code=code
     )
 
 
-def closed(lang: Language, *, room: str) -> str:
-    return _CLOSED[lang].format(room=room_label(room))
+def closed(lang: Language, *, room: str, phone: bool = False) -> str:
+    return (_CLOSED_PHONE if phone else _CLOSED)[lang].format(room=room_label(room))
 
 
 #: Characters of a room label written or spoken in a page (labels are the site's own
@@ -309,16 +426,20 @@ _MORE_SPOKEN = {
 }
 
 
-_PAGE_COMPACT = {
-    "fr": "ALERTE {room} {time}, code {code}.",
-    "nl": "ALARM {room} {time}, code {code}.",
-    "en": "ALARM {room} {time}, code {code}.",
+#: The first word of the shortest page, by alarm kind.
+_COMPACT_HEAD = {
+    "panic": {"fr": "ALERTE", "nl": "ALARM", "en": "ALARM"},
+    "duress": {"fr": "CONTRAINTE", "nl": "DWANG", "en": "DURESS"},
+    "missed_checkout": {"fr": "SANS NOUVELLES", "nl": "NIET AFGEMELD", "en": "MISSED CHECK-OUT"},
 }
 
 
-def page_compact(lang: Language, *, room: str, at: datetime, timezone: str, code: int) -> str:
-    """The shortest page: what is sent after Twilio refused the usual one."""
-    return _PAGE_COMPACT[lang].format(room=room, time=local_time(at, timezone), code=code)
+def page_compact(
+    lang: Language, *, kind: str, room: str, at: datetime, timezone: str, code: int
+) -> str:
+    """The shortest page of an alarm (a kind of ``ALARM_KINDS``): what is sent after
+    Twilio refused the usual one."""
+    return f"{_COMPACT_HEAD[kind][lang]} {room} {local_time(at, timezone)}, code {code}."
 
 
 def units(text: str) -> int:
@@ -357,6 +478,13 @@ def bundle_footer(lang: Language, *, more: int, link: str | None) -> str:
     return " ".join(parts)
 
 
+def room_spoken(lang: Language, room: str, *, kind: str) -> str:
+    """A room label as a call says it: for a duress alarm or a missed check-out, with
+    what that is (a press says the room only)."""
+    said = _SPOKEN_KIND.get(kind)
+    return said[lang].format(room=room) if said else room
+
+
 def rooms_spoken(lang: Language, rooms: list[str], *, more: int) -> str:
     """Rooms named in a call, and how many more there are."""
     named = ", ".join(rooms)
@@ -364,11 +492,18 @@ def rooms_spoken(lang: Language, rooms: list[str], *, more: int) -> str:
 
 
 def call_twiml(
-    lang: Language, *, room: str, gather_url: str, follow: bool, twice: bool = True
+    lang: Language,
+    *,
+    room: str,
+    gather_url: str,
+    follow: bool,
+    twice: bool = True,
+    phone: bool = False,
 ) -> str:
     """The voice call: the room, then "press 1", twice (once in the compact form); a key
-    press goes to ``gather_url``."""
-    text = escape((_CALL_FOLLOW_UP if follow else _CALL)[lang].format(room=room))
+    press goes to ``gather_url``. ``phone``: every room named is a worker's phone."""
+    follow_up = _CALL_FOLLOW_UP_PHONE if phone else _CALL_FOLLOW_UP
+    text = escape((follow_up if follow else _CALL)[lang].format(room=room))
     say = f'<Say language="{VOICE[lang]}">{text}</Say>'
     said = f'{say}<Pause length="1"/>{say}' if twice else say
     return (
@@ -386,8 +521,8 @@ def call_answer(lang: Language, text: str) -> str:
     )
 
 
-def call_thanks(lang: Language, *, room: str) -> str:
-    return _CALL_THANKS[lang].format(room=room)
+def call_thanks(lang: Language, *, room: str, phone: bool = False) -> str:
+    return (_CALL_THANKS_PHONE if phone else _CALL_THANKS)[lang].format(room=room)
 
 
 def call_nothing(lang: Language) -> str:

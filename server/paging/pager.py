@@ -64,8 +64,8 @@ class Pager:
     """Sends pages and plain texts on a pool of worker threads.
 
     ``callback_url(path)`` gives the public URL for Twilio's callbacks, or None
-    when there is none (the demo); ``link_url`` and ``list_url`` a page's signed
-    links, or None. ``clock`` defaults to the real one. ``on_page_done(incident_id,
+    when there is none (the demo); ``link_url``, ``list_url`` and ``map_url`` a page's
+    signed links, or None. ``clock`` defaults to the real one. ``on_page_done(incident_id,
     page_id)`` is called on a worker thread after each page is sent or failed.
     """
 
@@ -80,6 +80,7 @@ class Pager:
         callback_url: Callable[[str], str | None] = lambda path: None,
         link_url: Callable[[int, datetime], str | None] = lambda page_id, created: None,
         list_url: Callable[[int, datetime], str | None] = lambda page_id, created: None,
+        map_url: Callable[[int, datetime], str | None] = lambda page_id, created: None,
         bundle_window: dict[str, float] | None = None,
         on_page_done: Callable[[int, int], None] = lambda incident_id, page_id: None,
     ) -> None:
@@ -93,6 +94,7 @@ class Pager:
             callback_url=callback_url,
             link_url=link_url,
             list_url=list_url,
+            map_url=map_url,
         )
         self._sender = Sender(notifier=notifier, clock=self._clock, callback_url=callback_url)
         self._recovery = Recovery(

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.models import Incident, Page
+from server.models import ALARM_KINDS, Incident, Page
 from server.paging import messages
 from server.paging.fit import (
     BUDGET,
@@ -52,8 +52,9 @@ class Renderer(LiveSite):
     """Renders page rows for the site's staff and rooms.
 
     ``callback_url(path)`` gives the public URL for Twilio's callbacks (None without
-    one); ``link_url`` and ``list_url`` give a page's acknowledgement link and a
-    person's full-list link (None without links).
+    one); ``link_url``, ``list_url`` and ``map_url`` give a page's acknowledgement
+    link, a person's full-list link and the map of a worker's phone's positions
+    (None without links).
     """
 
     def __init__(
@@ -64,12 +65,14 @@ class Renderer(LiveSite):
         callback_url: Callable[[str], str | None],
         link_url: Callable[[int, datetime], str | None],
         list_url: Callable[[int, datetime], str | None],
+        map_url: Callable[[int, datetime], str | None],
     ) -> None:
         self._sessions = sessions
         self._sites = site
         self._callback_url = callback_url
         self._link_url = link_url
         self._list_url = list_url
+        self._map_url = map_url
 
     def render(self, page_ids: list[int], *, compact: bool = False) -> Rendered:
         """The SMS or call for these pages (one person, one channel), within budget.
@@ -88,7 +91,7 @@ class Renderer(LiveSite):
         if first.channel == "call":
             most = 1 if compact else CALL_ROOMS
             body = self._call(
-                pages, rooms=rooms, room_ids=room_ids, member=member, budget=budget, most=most
+                pages, incidents, rooms=rooms, member=member, budget=budget, most=most
             )
         else:
             lines = [
@@ -120,16 +123,22 @@ class Renderer(LiveSite):
     def _call(
         self,
         pages: list[Page],
+        incidents: list[Incident],
         *,
         rooms: list[str],
-        room_ids: list[str],
         member: Staff,
         budget: int,
         most: int,
     ) -> str:
         """TwiML naming as many rooms as fit (at most ``most``), counting the others; key 1
-        acknowledges the rooms it named. The compact form (``most`` 1) says it once."""
+        acknowledges the rooms it named. The compact form (``most`` 1) says it once. A
+        duress alarm or a missed check-out is said as such after its room."""
         lang = member.language
+        room_ids = [i.room_id for i in incidents]  # what "+N more rooms" counts
+        rooms = [
+            messages.room_spoken(lang, room, kind=i.kind)
+            for room, i in zip(rooms, incidents, strict=True)
+        ]
         for named in range(min(most, len(pages)), 0, -1):
             ids = ",".join(str(p.id) for p in pages[:named])
             gather = self._callback_url(f"/twilio/voice?pages={ids}") or ""
@@ -140,6 +149,7 @@ class Renderer(LiveSite):
                 gather_url=gather,
                 follow=pages[0].step < 0,
                 twice=most > 1,
+                phone=all(messages.of_phone(r) for r in room_ids[:named]),
             )
             if messages.units(twiml) <= budget:
                 return twiml
@@ -166,23 +176,30 @@ class Renderer(LiveSite):
             return messages.unit_offline(
                 lang, room=room, since=incident.pressed_at, timezone=tz, code=page.reply_code
             )
+        phone = messages.of_phone(incident.room_id)
+        # Every page of a worker's phone's alarm links to where the phone is.
+        map_link = self._map_url(page.id, page.created_at) if phone else None
         if page.step < 0:
-            return messages.follow_up(
+            text = messages.follow_up(
                 lang,
                 room=room,
                 name=site.name_of(incident.acknowledged_by or member.id),
                 at=incident.acknowledged_at or incident.received_at,
                 timezone=tz,
                 code=page.reply_code,
+                phone=phone,
             )
+            return messages.with_links(lang, text, ack=None, map_link=map_link)
         opened = (incident.plan or {}).get("opened")  # a reopened incident's new start
         at = datetime.fromisoformat(opened) if opened else incident.received_at
-        if compact and incident.kind == "panic":
-            return messages.page_compact(lang, room=room, at=at, timezone=tz, code=page.reply_code)
+        alarm = incident.kind in ALARM_KINDS
+        if compact and alarm:
+            text = messages.page_compact(
+                lang, kind=incident.kind, room=room, at=at, timezone=tz, code=page.reply_code
+            )
+            return messages.with_links(lang, text, ack=None, map_link=map_link)
         text = messages.page(
-            lang, room=room, at=at, timezone=tz, code=page.reply_code, test=incident.kind == "test"
+            lang, kind=incident.kind, room=room, at=at, timezone=tz, code=page.reply_code
         )
-        url = (
-            self._link_url(page.id, page.created_at) if link and incident.kind == "panic" else None
-        )
-        return f"{text} {url}" if url else text
+        ack = self._link_url(page.id, page.created_at) if link and alarm else None
+        return messages.with_links(lang, text, ack=ack, map_link=map_link)

@@ -1,6 +1,7 @@
 """Acting on an SMS from staff: a code acknowledges or closes the alarm it names,
 DUTY takes over, STOP and START opt out and in; anything else is answered with
-what to send, within the limits of :mod:`server.replies.codes`."""
+what to send, within the limits of :mod:`server.replies.codes`. An SMS from any
+other number goes to :mod:`server.replies.fallback` (a worker's phone's fallback)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from panicbutton.clock import Clock
 from server.escalation import plans
 from server.models import Incident, Outcome, Page, State
 from server.paging import messages
-from server.paging.notifier import mask
 from server.paging.pager import Pager
 from server.replies.codes import (
     CODES_PAUSE,
@@ -23,6 +23,7 @@ from server.replies.codes import (
     MAX_WRONG_CODES,
     ReplyLimits,
 )
+from server.replies.fallback import Fallback
 from server.replies.optout import OptOut
 from server.replies.words import Command, Kind, parse
 from server.response import Responder
@@ -49,6 +50,7 @@ class SmsReplies(LiveSite):
         rota: Rota,
         optout: OptOut,
         limits: ReplyLimits,
+        fallback: Fallback,
     ) -> None:
         self._sessions = sessions
         self._sites = site
@@ -58,12 +60,15 @@ class SmsReplies(LiveSite):
         self._rota = rota
         self._optout = optout
         self._limits = limits
+        self._fallback = fallback
 
-    def handle(self, *, phone: str, body: str) -> None:
-        """Act on an SMS from ``phone``; replies go out through the pager."""
+    def handle(self, *, phone: str, body: str, sid: str = "") -> None:
+        """Act on an SMS from ``phone`` (``sid``: its provider id); replies go out through
+        the pager. A staff number keeps its meaning first; any other is heard only as a
+        worker's phone's fallback."""
         member = self._site.by_phone(phone)
         if member is None:
-            log.warning("SMS from unknown number %s ignored", mask(phone))
+            self._fallback.sms(number=phone, body=body, sid=sid)
             return
         command = parse(body)
         match command.kind:
@@ -116,16 +121,16 @@ class SmsReplies(LiveSite):
                 .where(Page.incident_id == incident_id, Page.staff_id == member.id, Page.step < 0)
                 .limit(1)
             )
-        label = self._site.room(room).label
+        label, phone = self._site.room(room).label, messages.of_phone(room)
         if state == State.OPEN:
             log.info("staff %s: close by SMS refused: the alarm is not taken yet", member.id)
-            text = messages.take_first(lang, room=label, code=command.code or 0)
+            text = messages.take_first(lang, room=label, code=command.code or 0, phone=phone)
             self._pager.send_text(member, text, incident_id=incident_id, purpose="not_done")
             return
         if state == State.ACKNOWLEDGED and not asked:
             log.info("staff %s: close by SMS refused: taken by someone else", member.id)
             name = self._site.name_of(acker or member.id)
-            text = messages.not_yours(lang, room=label, name=name)
+            text = messages.not_yours(lang, room=label, name=name, phone=phone)
             self._pager.send_text(member, text, incident_id=incident_id, purpose="not_done")
             return
         closed = self._responder.resolve(
@@ -136,7 +141,7 @@ class SmsReplies(LiveSite):
         if closed is not None:
             self._pager.send_text(
                 member,
-                messages.closed(lang, room=label),
+                messages.closed(lang, room=label, phone=phone),
                 incident_id=incident_id,
                 purpose="closed",
             )

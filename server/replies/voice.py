@@ -34,6 +34,7 @@ class VoiceKeys(LiveSite):
         if digits.strip() != "1":
             return messages.call_answer(lang, messages.call_nothing(lang))
         mine, others = [], []
+        phones = True  # every alarm taken is a worker's phone: "going to help" them
         for page in pages:
             incident = self._responder.acknowledge(
                 incident_id=page.incident_id, staff_id=staff_id, via="call", confirm=False
@@ -43,8 +44,9 @@ class VoiceKeys(LiveSite):
             room = messages.room_label(self._site.room(incident.room_id).label)
             if incident.acknowledged_by in (None, staff_id):
                 mine.append(room)
+                phones = phones and messages.of_phone(incident.room_id)
             else:  # someone else was first: say so, never "you are going"
                 taker = self._site.name_of(incident.acknowledged_by)
                 others.append(messages.already(lang, name=taker, room=room))
-        said = [messages.call_thanks(lang, room=", ".join(mine))] if mine else []
+        said = [messages.call_thanks(lang, room=", ".join(mine), phone=phones)] if mine else []
         return messages.call_answer(lang, " ".join(said + others) or messages.call_nothing(lang))

@@ -1,13 +1,14 @@
-"""Twilio webhooks: inbound SMS, call key presses, delivery and call status.
+"""Twilio webhooks: inbound SMS, call key presses, delivery and call status, and the
+fallbacks of a worker's phone (an SMS, or a call to the site's number with its code).
 
 Every request must carry a valid signature, checked against the URL as Twilio
 called it: ``PANICBUTTON_PUBLIC_BASE_URL`` + path + query (behind a TLS proxy
 the request's own URL differs). The primary and, during rotation, the
 secondary auth token are accepted; anything else gets 403 and changes
 nothing. A replayed webhook is answered but not acted on twice: replays are
-recognised by signed fields (``MessageSid``; ``CallSid`` with the pages; the
-status with its id), not by ``I-Twilio-Idempotency-Token``, which the signature
-does not cover.
+recognised by signed fields (``MessageSid``; ``CallSid`` with the pages or the
+attempt; the status with its id), not by ``I-Twilio-Idempotency-Token``, which the
+signature does not cover.
 """
 
 from __future__ import annotations
@@ -118,13 +119,49 @@ async def _handle(request: Request, services: ServicesDep, work: Callable[[], T]
 
 @router.post("/sms", response_class=Response, openapi_extra=FORM)
 async def inbound_sms(params: SignedForm, request: Request, services: ServicesDep) -> Response:
-    """A staff member's SMS: acknowledge or close by code, DUTY, opt-out words."""
+    """A staff member's SMS (acknowledge or close by code, DUTY, opt-out words), or a
+    worker's phone's fallback SMS (its code raises its alarm)."""
     sid = params.get("MessageSid") or params.get("SmsSid") or ""
     if await _replayed(request, services, f"sms:{sid}" if sid else ""):
         return _xml()
     phone, body = params.get("From", ""), params.get("Body", "")
-    await _handle(request, services, lambda: services.sms.handle(phone=phone, body=body))
+    await _handle(request, services, lambda: services.sms.handle(phone=phone, body=body, sid=sid))
     return _xml()
+
+
+@router.post("/call", response_class=Response, openapi_extra=FORM)
+async def inbound_call(params: SignedForm, request: Request, services: ServicesDep) -> Response:
+    """A call to the site's number: from a worker's enrolled phone, asks for its code
+    (keys, then #); any other call is rejected unanswered."""
+    sid = params.get("CallSid", "")
+    if await _replayed(request, services, f"call:{sid}" if sid else ""):
+        return _xml()
+    phone = params.get("From", "")
+    return _xml(await _handle(request, services, lambda: services.fallback.call(number=phone)))
+
+
+#: Which try at the code a call's keys are (the server writes it): a wrong code is
+#: asked once more.
+Attempt = Annotated[int, Query(ge=1, le=2, description="which try at the code: 1 or 2")]
+
+
+@router.post("/call/code", response_class=Response, responses=answers(422), openapi_extra=FORM)
+async def call_code(
+    params: SignedForm, request: Request, services: ServicesDep, attempt: Attempt = 1
+) -> Response:
+    """The code a worker's phone typed in its call: the right one raises its alarm."""
+    sid = params.get("CallSid", "")
+    if await _replayed(request, services, f"call-code:{sid}:{attempt}" if sid else ""):
+        return _xml()
+    phone, digits = params.get("From", ""), params.get("Digits", "")
+    twiml = await _handle(
+        request,
+        services,
+        lambda: services.fallback.call_code(
+            number=phone, digits=digits, call_sid=sid, attempt=attempt
+        ),
+    )
+    return _xml(twiml)
 
 
 @router.post("/voice", response_class=Response, responses=answers(422), openapi_extra=FORM)

@@ -496,11 +496,11 @@ def test_a_reply_that_failed_is_acted_on_when_twilio_retries(
     real = services.sms.handle
     calls: list[str] = []
 
-    def flaky(*, phone: str, body: str) -> None:
+    def flaky(*, phone: str, body: str, sid: str) -> None:
         calls.append(body)
         if len(calls) == 1:
             raise RuntimeError("database went away")
-        real(phone=phone, body=body)
+        real(phone=phone, body=body, sid=sid)
 
     monkeypatch.setattr(services.sms, "handle", flaky)
     for expected in (500, 200):  # Twilio retries the same message after an error

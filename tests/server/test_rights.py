@@ -29,6 +29,8 @@ OWN_PROOF: dict[str, str] = {
     "POST /twilio/sms": "Twilio signature",
     "POST /twilio/voice": "Twilio signature",
     "POST /twilio/status": "Twilio signature",
+    "POST /twilio/call": "Twilio signature",
+    "POST /twilio/call/code": "Twilio signature",
     "POST /api/v1/devices/{device_id}/alerts": "the unit's own token",
     "GET /api/v1/devices/{device_id}/check": "the unit's own token",
     "GET /ack/{token}": "a signed single-use link from a page",
