@@ -12,8 +12,10 @@ the receipts before it gets here).
 Only an enrolled number (of a phone not revoked, its account open) is heard;
 another number gets nothing (an SMS is ignored, a call rejected). A code that is
 not the phone's is answered plainly and counted: after :data:`MAX_WRONG_CODES`
-within :data:`GUESS_WINDOW` from one number, nothing from it is answered or acted
-on until the window passes (the same limits as staff's reply codes, kept apart).
+within :data:`GUESS_WINDOW` from one number, its wrong codes are no longer answered
+until the window passes (the same limits as staff's reply codes, kept apart). The
+right code is always acted on, locked or not: wrong codes sent by someone who spoofs
+the worker's number must never silence the worker.
 STOP, START and the like keep their meaning at the carrier: never a code.
 """
 
@@ -85,8 +87,15 @@ class Fallback:
         self._limits = ReplyLimits()
 
     # -- SMS -------------------------------------------------------------------------
+    def holds_code(self, *, number: str, body: str) -> bool:
+        """Whether ``body`` from ``number`` carries the fallback code of a phone enrolled
+        with that number (a staff member who is also a worker, on one number)."""
+        code, _ = read(body)
+        return code is not None and _match(self._enrolled(number), code) is not None
+
     def sms(self, *, number: str, body: str, sid: str) -> None:
-        """An SMS from a number that is no staff member's."""
+        """An SMS from a number that is no staff member's (or whose body holds the code
+        of a phone enrolled with it)."""
         phones = self._enrolled(number)
         if not phones:
             log.warning("SMS from unknown number %s ignored", mask(number))
@@ -96,11 +105,14 @@ class Fallback:
             log.info("a worker's phone %s sent an opt-out word", mask(number))
             return
         now = self._clock.now()
-        if self._locked(number, now):
-            return
         code, alert_id = read(body)
         phone = _match(phones, code)
         if phone is None:
+            # NOTE: a lock stops only the answers to wrong codes. The right code is always
+            # acted on, locked or not: a spoofed caller id sending wrong codes must never
+            # silence the real worker (a lucky guess raises a false alarm: the safe side).
+            if self._locked(number, now):
+                return
             if code is None:  # no code at all: not a guess, but answered a few times only
                 if self._limits.not_understood(number):
                     self._news.tell(
@@ -135,8 +147,7 @@ class Fallback:
         if not phones:
             log.warning("call from unknown number %s rejected", mask(number))
             return worker.reject()
-        if self._locked(number, self._clock.now()):
-            return worker.reject()
+        # A number locked for wrong codes is still asked: the right code always counts.
         return worker.ask_code(phones[0].language, action=self._action(1), digits=CODE_DIGITS)
 
     def call_code(self, *, number: str, digits: str, call_sid: str, attempt: int) -> str:
@@ -144,7 +155,7 @@ class Fallback:
         asked once more (``attempt`` 1), then the call hangs up."""
         phones = self._enrolled(number)
         now = self._clock.now()
-        if not phones or self._locked(number, now):
+        if not phones:
             return worker.hang_up()
         code = "".join(c for c in digits if c.isdigit())
         if not code:
@@ -152,6 +163,8 @@ class Fallback:
         phone = _match(phones, code)
         lang = phones[0].language
         if phone is None:
+            if self._locked(number, now):
+                return worker.hang_up()
             self._wrong_code(number, now)
             if attempt < 2 and self._limits.locked_until(number, now) is None:
                 action = self._action(attempt + 1)

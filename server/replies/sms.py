@@ -64,10 +64,13 @@ class SmsReplies(LiveSite):
 
     def handle(self, *, phone: str, body: str, sid: str = "") -> None:
         """Act on an SMS from ``phone`` (``sid``: its provider id); replies go out through
-        the pager. A staff number keeps its meaning first; any other is heard only as a
-        worker's phone's fallback."""
+        the pager. A staff number keeps its meaning first, unless the body holds the
+        fallback code of a phone enrolled with that number; any other number is heard only
+        as a worker's phone's fallback."""
         member = self._site.by_phone(phone)
-        if member is None:
+        if member is None or self._fallback.holds_code(number=phone, body=body):
+            # NOTE: a worker who is staff as well, on one number, sends their phone's
+            # fallback code: that is an alarm, never a reply code.
             self._fallback.sms(number=phone, body=body, sid=sid)
             return
         command = parse(body)

@@ -220,26 +220,46 @@ def test_no_alarm_without_the_enrolled_number_and_its_code(
     assert "<Reject/>" in call.text
 
 
-def test_six_wrong_codes_lock_the_number_out_for_fifteen_minutes(
+def test_wrong_codes_go_unanswered_after_five_but_the_right_code_always_raises_the_alarm(
     site: Served, client: TestClient
 ) -> None:
+    """Someone who spoofs the worker's number and sends wrong codes must never silence
+    the worker: after five wrong codes they go unanswered, yet the right code, by SMS
+    or by call, still raises the alarm at once."""
     phone = enrolled_phone(site.server, client)
     for guess in range(5):
         sms(site, client, f"SOS {100000 + guess}")
     assert texts_to(site, NUMBER, 5) == [WRONG] * 5
-    # The sixth is neither answered nor acted on, the right code neither, nor a call.
+    # The sixth wrong code is neither answered nor acted on...
     sms(site, client, "SOS 100005")
-    sms(site, client, phone.fallback["sms_body"])
-    call = twilio(site, client, "/twilio/call", {"From": NUMBER, "CallSid": "CA" + "2" * 32})
-    assert "<Reject/>" in call.text
     settled(site)
     assert incidents(site) == []
     assert site.twilio.to(NUMBER) == [WRONG] * 5
-    # Once the window has passed, the code works again.
-    site.clock.advance(15 * 60 + 1)
+    # ...a wrong code in a call hangs up without asking again...
+    sid = "CA" + "2" * 32
+    asked = twilio(site, client, "/twilio/call", {"From": NUMBER, "CallSid": sid})
+    assert "<Gather" in asked.text
+    wrong = twilio(
+        site, client, "/twilio/call/code?attempt=1", {"From": NUMBER, "CallSid": sid, "Digits": "0"}
+    )
+    assert "<Gather" not in wrong.text
+    assert incidents(site) == []
+    # ...and the right code raises the alarm all the same, and is answered.
     sms(site, client, phone.fallback["sms_body"])
     assert len(incidents(site)) == 1
     assert texts_to(site, NUMBER, 6)[-1] == RECEIVED
+    # The same in a call, locked or not: it presses that open alarm.
+    sid = "CA" + "3" * 32
+    twilio(site, client, "/twilio/call", {"From": NUMBER, "CallSid": sid})
+    said = twilio(
+        site,
+        client,
+        "/twilio/call/code?attempt=1",
+        {"From": NUMBER, "CallSid": sid, "Digits": code_of(phone)},
+    )
+    assert "<Say" in said.text
+    [incident] = incidents(site)
+    assert incident.presses == 2
 
 
 def test_unsigned_or_forged_webhooks_are_refused_and_change_nothing(
@@ -362,3 +382,17 @@ def test_nothing_is_texted_to_the_phone_about_a_duress_alarm_or_an_https_one(
 
 def sms_from_staff(site: Served, client: TestClient, body: str) -> Response:
     return sms(site, client, body, sender=RECEPTION)
+
+
+def test_a_worker_who_is_staff_too_on_one_number_raises_the_alarm_with_the_code(
+    site: Served, client: TestClient
+) -> None:
+    """Reception also works outside, with one phone number for both: the fallback SMS
+    with the phone's code is an alarm, never taken for a reply code or a word."""
+    add_person(site.server, "reception", Role.WORKER, phone=RECEPTION, confirmed=True)
+    phone = Phone(client)
+    assert phone.enrol(phone_link(site.server, "reception"), number=RECEPTION).status_code == 201
+    sms(site, client, phone.fallback["sms_body"], sender=RECEPTION)
+    [incident] = incidents(site)
+    assert incident.device_id == f"-phone-{phone.phone_id}"
+    assert site.twilio.wait_for(lambda sent: any(s.body == RECEIVED for s in sent), 5)
