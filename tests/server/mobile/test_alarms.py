@@ -133,3 +133,21 @@ def test_a_link_for_someone_without_the_worker_role_is_refused(
     answer = browser_as(site.server, "manager").post("/api/v1/people/s-9/phone-link")
     assert answer.status_code == 422
     assert "worker role" in answer.json()["detail"]
+
+
+def test_the_log_does_not_tie_an_enrolled_phone_to_its_worker(
+    site: Served, client: TestClient
+) -> None:
+    """The link a manager makes for a worker's phone is logged without the worker, so
+    the link and the enrolment that follows cannot join the phone's alarms to them."""
+    phone = enrolled_phone(site.server, client)
+    with site.server.services.sessions() as s:
+        entries = {
+            e.type: e.data
+            for e in s.scalars(
+                select(LogEntry).where(LogEntry.type.in_(("signin.link_issued", "phone.enrolled")))
+            )
+        }
+    assert entries["signin.link_issued"]["purpose"] == "phone"
+    assert "person" not in entries["signin.link_issued"]
+    assert entries["phone.enrolled"] == {"phone": phone.phone_id}
