@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -85,7 +86,7 @@ def issue_link(
     # NOTE: a phone's link is logged without the person: followed by ``phone.enrolled``,
     # it would tie the phone's id, and so every alarm of that phone, to the worker in
     # the log for good. The link's row (personal data) keeps whose it was.
-    whose = {} if purpose == "phone" else {"person": person_id}
+    whose: dict[str, Any] = {} if purpose == "phone" else {"person": person_id}
     audit(
         session,
         at=now,

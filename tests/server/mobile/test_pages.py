@@ -6,7 +6,8 @@ limits."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from server.models import IncidentKind
 from server.paging import messages
 from server.paging.links import MAP, read_token
 from server.site import LANGUAGES, Language
-from tests.harness import FLOOR, RECEPTION
+from tests.harness import FLOOR, RECEPTION, wait_until
 from tests.server.people_helpers import BASE_URL, Served, served
 
 SECRET = "m" * 40
@@ -115,6 +116,17 @@ def raise_alarm(site: Served, phone_id: str, kind: IncidentKind) -> None:
     )
 
 
+def quiet(count: Callable[[], int], still: float = 0.5, longest: float = 10.0) -> None:
+    """Wait until ``count()`` has not changed for ``still`` seconds (at most ``longest``)."""
+    deadline = time.monotonic() + longest
+    seen, since = count(), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < still:
+        time.sleep(0.05)
+        now = count()
+        if now != seen:
+            seen, since = now, time.monotonic()
+
+
 def map_page(site: Served, text: str) -> int | None:
     """The page id the map link in ``text`` opens, if it is genuine and fresh."""
     found = MAP_LINK.search(text)
@@ -153,16 +165,27 @@ def test_a_bundle_of_many_phone_alarms_fits_twilio_and_maps_each(site: Served) -
     many = 40
     for n in range(many):
         raise_alarm(site, f"{n:016x}", kinds[n % 3])
-    pager = site.server.services.pager
-    for window in (3, 20):  # the bundle windows of SMS and calls (before any next step)
-        site.clock.advance(window)
-        site.twilio._wait(lambda: pager.backlog() == 0, 10)
+
+    def told() -> tuple[list[str], list[str], list[int]]:
+        texts = site.twilio.to(RECEPTION)
+        named = [ln for t in texts for ln in t.splitlines() if "(mobile)" in ln]
+        more = [int(m) for t in texts for m in re.findall(r"\+(\d+) more rooms\.", t)]
+        return texts, named, more
+
+    # The bundle windows of SMS (3 s) and calls (20 s), before any next step.
+    site.clock.advance(3)
+    assert wait_until(lambda: bool(told()[0]), 10)
+    quiet(lambda: len(told()[0]))  # every SMS of that window out before the calls' one
+    site.clock.advance(20)
+    assert wait_until(lambda: len(told()[1]) + sum(told()[2]) >= many, 10)
+    assert wait_until(
+        lambda: any("duress alarm, silent" in c.spoken for c in site.twilio.calls_to(RECEPTION)),
+        10,
+    )
     assert site.twilio.refused == [], [(r.to, r.code) for r in site.twilio.refused]
-    texts = site.twilio.to(RECEPTION)
+    texts, named, more = told()
     assert len(texts) >= 2, texts
     assert all(messages.units(t) <= 1600 for t in texts), [len(t) for t in texts]
-    named = [ln for t in texts for ln in t.splitlines() if "(mobile)" in ln]
-    more = [int(m) for t in texts for m in re.findall(r"\+(\d+) more rooms\.", t)]
     # Every alarm is named once or counted; each named carries the map of its phone.
     assert len(named) + sum(more) == many, texts
     assert len({ln.split(" (mobile)")[0].split()[-1] for ln in named}) == len(named)
