@@ -13,7 +13,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -70,6 +70,20 @@ def derived_alert_id(*parts: object) -> str:
     return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:32]
 
 
+def press_time(pressed_at: datetime, now: datetime) -> datetime:
+    """The phone's time of a press as it is kept, or ``now`` (the server's receipt time,
+    so the log entry's ``device_time`` equals its ``at``) when it cannot be: it has no
+    time zone, or is out of the range a time in UTC can take (year 1 less an offset,
+    9999 plus one). An alarm is never refused for the phone's clock."""
+    if pressed_at.tzinfo is None:
+        return now
+    try:
+        pressed_at.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return now
+    return pressed_at
+
+
 class PhoneAlarms(LiveSite):
     """Turns workers' phones' alarms into incidents, and says where they stand."""
 
@@ -102,8 +116,17 @@ class PhoneAlarms(LiveSite):
     ) -> PhoneView:
         """Record the alarm (once per ``alert_id``) in its own transaction, page step 0
         once it is committed, and return where it stands. TooManyAlarmsError for a
-        flood of new alert ids from one phone."""
+        flood of new alert ids from one phone. A ``pressed_at`` that cannot be kept is
+        kept as the time of receipt (:func:`press_time`)."""
         now = self._clock.now()
+        kept = press_time(pressed_at, now)
+        if kept is not pressed_at:
+            log.warning(
+                "alarm %s of phone %s: its press time has no time zone or is out of range; "
+                "the server's time of receipt is kept instead",
+                alert_id,
+                phone_id,
+            )
 
         def once() -> incidents.AlertResult:
             with self._sessions.begin() as s:
@@ -111,7 +134,7 @@ class PhoneAlarms(LiveSite):
                     s,
                     phone_id=phone_id,
                     alert_id=alert_id,
-                    pressed_at=pressed_at,
+                    pressed_at=kept,
                     presses=presses,
                     kind=kind,
                     via=via,

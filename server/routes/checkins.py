@@ -27,7 +27,7 @@ from server.mobile.checkins import (
     PinLockedError,
     WrongPinError,
 )
-from server.routes.deps import STRICT, Problem, ServicesDep, answers
+from server.routes.deps import STRICT, NoNulStr, Problem, ServicesDep, answers
 from server.routes.mobile import REFUSED, Checkin, Phone
 
 router = APIRouter(prefix="/api/v1", tags=["mobile button"], dependencies=STRICT)
@@ -46,7 +46,7 @@ class StartIn(BaseModel):
         description="32 hex digits made by the page: sending the same start again is a no-op",
     )
     ends_at: datetime = Field(description=END)
-    note: str = Field(
+    note: NoNulStr = Field(
         default="",
         max_length=NOTE_MAX,
         description="what the worker chooses to share with staff (an address, a note); "

@@ -28,7 +28,15 @@ from server.people.directory import find
 from server.people.roles import Right
 from server.people.signin import LinkGoneError
 from server.phones import masked
-from server.routes.deps import STRICT, Problem, ServicesDep, SettingsDep, answers, need
+from server.routes.deps import (
+    STRICT,
+    NoNulStr,
+    Problem,
+    ServicesDep,
+    SettingsDep,
+    answers,
+    need,
+)
 from server.routes.people import NO_PERSON, PersonId, _get, _may_send_links
 
 router = APIRouter(prefix="/api/v1", tags=["mobile button"], dependencies=STRICT)
@@ -117,7 +125,7 @@ AlarmPhone = Annotated[Caller, Depends(signed_alarm)]
 
 
 class EnrolIn(BaseModel):
-    token: str = Field(min_length=1, max_length=100, description="from the link's fragment")
+    token: NoNulStr = Field(min_length=1, max_length=100, description="from the link's fragment")
     public_key: str = Field(
         pattern=r"^[A-Za-z0-9_-]{40,400}={0,2}$",
         description="ECDSA P-256 public key, WebCrypto 'spki', base64url",
@@ -130,7 +138,7 @@ class EnrolIn(BaseModel):
     number: str = Field(
         pattern=r"^\+[1-9][0-9]{6,14}$", description="this phone's number, E.164: +32470123456"
     )
-    label: str = Field(default="", max_length=60)
+    label: NoNulStr = Field(default="", max_length=60)
 
 
 class Fallback(BaseModel):
@@ -200,7 +208,10 @@ def enrol(body: EnrolIn, services: ServicesDep, settings: SettingsDep) -> EnrolO
 
 class AlarmIn(BaseModel):
     alert_id: str = Field(pattern=ALERT_ID_RE.pattern, description="made by the page at the press")
-    pressed_at: datetime = Field(description="the phone's clock at the press (for the record)")
+    pressed_at: datetime = Field(
+        description="the phone's clock at the press, with its time zone (for the record: "
+        "one without a zone, or out of range, is kept as the server's time of receipt)"
+    )
     presses: int = Field(default=1, ge=1, le=INT_MAX)
 
 

@@ -4,6 +4,7 @@ phone reads back received -> help is coming (with who) -> resolved."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
+from panicbutton.log.spec import format_time
 from panicbutton.wire import new_alert_id
 from server.models import Incident, LogEntry
 from server.people.roles import Role
@@ -133,3 +135,76 @@ def test_a_link_for_someone_without_the_worker_role_is_refused(
     answer = browser_as(site.server, "manager").post("/api/v1/people/s-9/phone-link")
     assert answer.status_code == 422
     assert "worker role" in answer.json()["detail"]
+
+
+def test_an_alarm_whose_press_time_cannot_be_kept_is_kept_at_its_arrival(
+    site: Served, client: TestClient
+) -> None:
+    phone = enrolled_phone(site.server, client)
+    sent = []
+    # No time zone; the year 1 less an hour; the year 9999 plus one: never lost for it.
+    for pressed_at in (
+        "2026-01-01T00:00:00",
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-01:00",
+    ):
+        alert_id = new_alert_id()
+        answer = phone.call(
+            "POST", "/api/v1/phone/alarms", {"alert_id": alert_id, "pressed_at": pressed_at}
+        )
+        assert answer.status_code == 200, (pressed_at, answer.text)
+        sent.append(alert_id)
+        site.clock.advance(1)
+    kept = incidents(site)
+    assert [i.alert_id for i in kept] == sent
+    assert all(i.pressed_at == i.received_at for i in kept)
+    # The record says so: the log entry's device_time is its own time of arrival.
+    with site.server.services.sessions() as s:
+        raised = s.scalars(select(LogEntry).where(LogEntry.type == "alert.raised")).all()
+        assert [e.data["device_time"] for e in raised] == [format_time(e.at) for e in raised]
+    # A time that can be kept is kept as the phone sent it.
+    plain = phone.call(
+        "POST",
+        "/api/v1/phone/alarms",
+        {"alert_id": new_alert_id(), "pressed_at": "1970-01-01T00:00:00Z"},
+    )
+    assert plain.status_code == 429  # three open already; the flood limit, not a 500
+
+
+def test_a_phone_clock_past_the_year_9999_still_alarms_and_is_told_to_set_it(
+    site: Served, client: TestClient
+) -> None:
+    phone = enrolled_phone(site.server, client)
+    # X-Phone-Time of 15 digits: the year 10209.
+    far = Phone(
+        client,
+        key=phone.key,
+        phone_id=phone.phone_id,
+        skew_ms=260_000_000_000_000 - int(time.time() * 1000),
+    )
+    assert far.alarm().status_code == 200, "an alarm is never refused for the phone's clock"
+    me = far.call("GET", "/api/v1/phone/me")
+    assert me.status_code == 401, me.text
+    assert "clock" in me.json()["detail"]
+    assert len(incidents(site)) == 1
+
+
+def test_a_nul_character_in_an_enrolment_is_refused_and_the_link_stays_good(
+    site: Served, client: TestClient
+) -> None:
+    add_person(site.server, "w-18", Role.WORKER)
+    token = phone_link(site.server, "w-18")
+    phone = Phone(client)
+    body = {
+        "token": token,
+        "public_key": phone.public_key,
+        "pin": "4827",
+        "duress_pin": "6093",
+        "number": "+32470555002",
+        "label": "my\x00phone",
+    }
+    for bad in (body, {**body, "label": "", "token": token + "\x00"}):
+        refused = client.post("/api/v1/phone/enrol", json=bad)
+        assert refused.status_code == 422, refused.text
+        assert "NUL" in str(refused.json()["detail"])
+    assert phone.enrol(token).status_code == 201
