@@ -19,7 +19,14 @@ from server.models import Incident, LogEntry
 from server.people.roles import Role
 from tests.harness import reply_code
 from tests.server.mobile.kit import Phone, enrolled_phone, phone_link
-from tests.server.people_helpers import BASE_URL, Served, add_person, browser_as, served
+from tests.server.people_helpers import (
+    BASE_URL,
+    Served,
+    add_person,
+    browser_as,
+    entries,
+    served,
+)
 
 
 @pytest.fixture
@@ -135,6 +142,31 @@ def test_a_link_for_someone_without_the_worker_role_is_refused(
     answer = browser_as(site.server, "manager").post("/api/v1/people/s-9/phone-link")
     assert answer.status_code == 422
     assert "worker role" in answer.json()["detail"]
+
+
+def test_closing_an_account_or_taking_the_worker_role_back_revokes_its_phones(
+    site: Served, client: TestClient
+) -> None:
+    untouched = enrolled_phone(site.server, client, worker="w-16")
+    no_longer = enrolled_phone(site.server, client, worker="w-17")
+    closed = enrolled_phone(site.server, client, worker="w-18")
+    second = Phone(client)  # w-18's second phone
+    assert second.enrol(phone_link(site.server, "w-18"), number="+32470555009").status_code == 201
+    manager = browser_as(site.server, "manager")
+    assert manager.delete("/api/v1/people/w-17/roles/worker").status_code == 200
+    assert manager.post("/api/v1/people/w-18/close").status_code == 200
+    for phone in (no_longer, closed, second):
+        refused = phone.alarm()
+        assert refused.status_code == 401, refused.text
+        assert "removed by a manager" in refused.json()["detail"]
+    assert untouched.alarm().status_code == 200
+    revoked = entries(site.server, "phone.revoked")
+    assert sorted(d["phone"] for _, d in revoked) == sorted(
+        p.phone_id for p in (no_longer, closed, second)
+    )
+    assert {d["by"] for _, d in revoked} == {"manager"}
+    listed = manager.get("/api/v1/people/w-17/phones").json()
+    assert [p["revoked_at"] is not None for p in listed] == [True]
 
 
 def test_an_alarm_whose_press_time_cannot_be_kept_is_kept_at_its_arrival(
