@@ -45,6 +45,11 @@ class TooManyAlarmsError(PeopleError):
     """A phone with :data:`MAX_OPEN` alarms open sent one more new alarm."""
 
 
+class NotThisPhonesError(PeopleError):
+    """The alert id is another device's alarm's (or a duress alarm's, which its phone
+    never sees): nothing is recorded; the phone makes a new id."""
+
+
 @dataclass(frozen=True, slots=True)
 class PhoneView:
     """An alarm as the phone shows it."""
@@ -116,8 +121,9 @@ class PhoneAlarms(LiveSite):
     ) -> PhoneView:
         """Record the alarm (once per ``alert_id``) in its own transaction, page step 0
         once it is committed, and return where it stands. TooManyAlarmsError for a
-        flood of new alert ids from one phone. A ``pressed_at`` that cannot be kept is
-        kept as the time of receipt (:func:`press_time`)."""
+        flood of new alert ids from one phone; NotThisPhonesError (nothing recorded) for
+        an id that is another device's alarm's, or a duress alarm's. A ``pressed_at``
+        that cannot be kept is kept as the time of receipt (:func:`press_time`)."""
         now = self._clock.now()
         kept = press_time(pressed_at, now)
         if kept is not pressed_at:
@@ -147,6 +153,10 @@ class PhoneAlarms(LiveSite):
             # Another instance (or request) committed the same alarm first: read it.
             result = once()
         self.after_commit(result, now)
+        if result.refused:
+            # NOTE: never the other alarm's view: its number, kind, state and who is going
+            # are not this phone's to read.
+            raise NotThisPhonesError("this alert id is not this phone's: make a new one")
         return _view(result.incident, self._site.name_of)
 
     def record(
@@ -165,9 +175,13 @@ class PhoneAlarms(LiveSite):
         """Record the alarm inside ``session``'s transaction (a check-out that raises a
         duress alarm with it); the caller calls :meth:`after_commit` once committed.
         ``limit=False`` for an alarm the server raises itself (a check-in's): never
-        refused as a flood."""
+        refused as a flood. An id that is a duress alarm's is refused as another
+        device's would be (``refused``), and that alarm left as it is."""
         device_id = device_of(phone_id)
-        new = session.scalar(select(Incident.id).where(Incident.alert_id == alert_id)) is None
+        existing = session.scalar(select(Incident).where(Incident.alert_id == alert_id))
+        if existing is not None and existing.kind == IncidentKind.DURESS:
+            return incidents.AlertResult(existing, new=False, refused=True)
+        new = existing is None
         if limit and new:
             # NOTE: a duress alarm is not counted: whoever holds the phone must not
             # meet the flood limit one alarm sooner after a duress check-out.
@@ -203,7 +217,8 @@ class PhoneAlarms(LiveSite):
         incident = result.incident
         if result.refused:
             log.error(
-                "alarm %s from a phone refused: that alert id belongs to another device",
+                "alarm %s from a phone refused: that alert id is another device's alarm's "
+                "(or one its phone may not see)",
                 incident.alert_id,
             )
             return

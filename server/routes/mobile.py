@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from panicbutton.wire import ALERT_ID_RE, INT_MAX
 from server.errors import PeopleError
 from server.mobile import phones
-from server.mobile.alarms import PhoneView, TooManyAlarmsError
+from server.mobile.alarms import NotThisPhonesError, PhoneView, TooManyAlarmsError
 from server.mobile.checkins import CheckinView
 from server.mobile.phones import PhoneRefusedError
 from server.mobile.signing import PHONE, SIGNATURE, TIME
@@ -298,13 +298,19 @@ def me(caller: Phone, services: ServicesDep) -> PhoneState:
     responses={
         **REFUSED,
         **answers(400, 422),
+        409: {
+            "model": Problem,
+            "description": "this alert id is not this phone's (another device's alarm): "
+            "make a new one and send the alarm again",
+        },
         429: {"model": Problem, "description": "too many alarms of this phone are open"},
     },
 )
 async def raise_alarm(request: Request, caller: AlarmPhone, services: ServicesDep) -> AlarmOut:
     """Raise an alarm from the phone button. The alert id (made by the page at the press)
     makes it one incident however often it is sent; send it again with more presses
-    when the worker presses again. Answers where it stands."""
+    when the worker presses again. Answers where it stands; 409 (nothing recorded) if
+    the id is not this phone's: the page makes a new one."""
     try:
         body = AlarmIn.model_validate_json(await request.body())
     except ValidationError as exc:
@@ -320,6 +326,8 @@ async def raise_alarm(request: Request, caller: AlarmPhone, services: ServicesDe
         )
     except TooManyAlarmsError as exc:
         raise HTTPException(429, str(exc), headers={"Retry-After": "60"}) from None
+    except NotThisPhonesError as exc:
+        raise HTTPException(409, str(exc)) from None
     return AlarmOut.of(view)
 
 

@@ -144,6 +144,28 @@ def test_a_link_for_someone_without_the_worker_role_is_refused(
     assert "worker role" in answer.json()["detail"]
 
 
+def test_another_device_s_alert_id_is_refused_and_shows_nothing_of_its_alarm(
+    site: Served, client: TestClient
+) -> None:
+    phone = enrolled_phone(site.server, client)
+    other = enrolled_phone(site.server, client, worker="w-18")
+    theirs = new_alert_id()
+    assert other.alarm(theirs).status_code == 200
+    for presses in (1, 4):
+        refused = phone.alarm(theirs, presses=presses)
+        assert refused.status_code == 409, refused.text
+        # Nothing of the other alarm: not its number, kind, state, who is going, presses.
+        assert refused.json() == {"detail": "this alert id is not this phone's: make a new one"}
+    [incident] = incidents(site)
+    assert (incident.device_id, incident.presses) == (f"-phone-{other.phone_id}", 1)
+    assert [d["device"] for _, d in entries(site.server, "alert.refused")] == [
+        f"-phone-{phone.phone_id}"
+    ]
+    # The phone's own alarm under a new id goes through.
+    assert phone.alarm().status_code == 200
+    assert len(incidents(site)) == 2
+
+
 def test_closing_an_account_or_taking_the_worker_role_back_revokes_its_phones(
     site: Served, client: TestClient
 ) -> None:
