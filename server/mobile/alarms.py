@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,6 +51,11 @@ class NotThisPhonesError(PeopleError):
     never sees): nothing is recorded; the phone makes a new id."""
 
 
+class NoFreeIdError(PeopleError, RuntimeError):
+    """Every fresh alert id tried for an alarm the server raises itself was taken (never
+    expected: 128 random bits); the caller's transaction rolls back and is tried again."""
+
+
 @dataclass(frozen=True, slots=True)
 class PhoneView:
     """An alarm as the phone shows it."""
@@ -68,11 +74,21 @@ def device_of(phone_id: str) -> str:
     return PHONE_PREFIX + phone_id
 
 
+#: Fresh ids tried for one alarm the server raises itself before giving up (for now).
+FRESH_TRIES = 3
+
+
 def derived_alert_id(*parts: object) -> str:
-    """An alert id made by the server for an alarm it raises itself (a missed check-out,
-    a duress PIN, a fallback SMS without an id): the same parts, the same id, so a
-    retry or a second server opens no second incident."""
+    """An alert id made from a provider's own unguessable id (a fallback SMS's or call's
+    sid): the same parts, the same id, so a redelivery opens no second incident. Never
+    from our own row ids: those a phone can guess, and SQLite reuses them."""
     return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:32]
+
+
+def fresh_alert_id() -> str:
+    """A new random alert id (32 hex digits) for an alarm the server raises itself (a
+    missed check-out, a duress PIN): no phone can guess it or send it first."""
+    return secrets.token_hex(16)
 
 
 def press_time(pressed_at: datetime, now: datetime) -> datetime:
@@ -211,6 +227,39 @@ class PhoneAlarms(LiveSite):
         return incidents.record_phone_alarm(
             session=session, site=self._site, incoming=incoming, now=now
         )
+
+    def record_fresh(
+        self,
+        session: Session,
+        *,
+        phone_id: str,
+        kind: IncidentKind,
+        pressed_at: datetime,
+        now: datetime,
+    ) -> tuple[str, incidents.AlertResult]:
+        """Record an alarm the server raises itself for a check-in session (``kind``
+        duress or missed_checkout, ``via`` checkin, never refused as a flood) under a
+        fresh random id, inside ``session``'s transaction: the caller stores the id on
+        the session's row in the same transaction, so a retry after a crash finds it
+        there (or finds nothing: neither was committed). An id found taken (another
+        device's, or an alarm already there) is never taken for done: another is tried.
+        (alert id, result); NoFreeIdError after :data:`FRESH_TRIES` taken ids."""
+        for _ in range(FRESH_TRIES):
+            alert_id = fresh_alert_id()
+            result = self.record(
+                session,
+                phone_id=phone_id,
+                alert_id=alert_id,
+                pressed_at=pressed_at,
+                now=now,
+                kind=kind,
+                via="checkin",
+                limit=False,
+            )
+            if result.new and not result.refused and not result.repressed:
+                return alert_id, result
+            log.error("a fresh alert id for phone %s was taken already: trying another", phone_id)
+        raise NoFreeIdError(f"{FRESH_TRIES} fresh alert ids in a row were taken")
 
     def after_commit(self, result: incidents.AlertResult, now: datetime) -> None:
         """Page and wake the scheduler for an alarm just committed."""

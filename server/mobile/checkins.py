@@ -39,7 +39,7 @@ from server.errors import PeopleError
 from server.incidents import AlertResult
 from server.log.append import audit
 from server.mobile import phones
-from server.mobile.alarms import PhoneAlarms, derived_alert_id
+from server.mobile.alarms import PhoneAlarms
 from server.mobile.tables import CheckIn, MobilePhone
 from server.models import IncidentKind
 from server.people import presence
@@ -264,21 +264,16 @@ class CheckIns(LiveSite):
             return None
         return stay.id
 
-    def _duress(self, s: Session, row: CheckIn, now: datetime) -> AlertResult:
-        """Record the silent alarm of a duress PIN inside the check-out's transaction."""
-        alert_id = derived_alert_id("duress", row.id)
-        if row.alert_id is None:  # a missed session keeps its first alarm's id
-            row.alert_id = alert_id
-        return self._alarms.record(
-            s,
-            phone_id=row.phone_id,
-            alert_id=alert_id,
-            pressed_at=now,
-            now=now,
-            kind=IncidentKind.DURESS,
-            via="checkin",
-            limit=False,
+    def _duress(self, s: Session, row: CheckIn, now: datetime) -> AlertResult | None:
+        """Record the session's silent duress alarm inside the caller's transaction, with
+        its id on the row: None if this session raised one already."""
+        if row.duress_alert_id is not None:
+            return None
+        alert_id, result = self._alarms.record_fresh(
+            s, phone_id=row.phone_id, kind=IncidentKind.DURESS, pressed_at=now, now=now
         )
+        row.duress_alert_id = alert_id
+        return result
 
     def _wrong_pin(self, phone_id: str, now: datetime) -> CheckinError:
         """Count a wrong PIN (committed before the refusal); the error to answer."""

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from server.errors import PeopleError
@@ -214,9 +214,10 @@ def whereabouts(
             .limit(SHOWN)
         )
         positions = [Fix(p.latitude, p.longitude, p.accuracy, p.taken_at) for p in rows]
-    checkin = session.scalar(
-        select(CheckIn).where(CheckIn.alert_id == incident.alert_id).order_by(CheckIn.id)
+    raised_by = or_(
+        CheckIn.alert_id == incident.alert_id, CheckIn.duress_alert_id == incident.alert_id
     )
+    checkin = session.scalar(select(CheckIn).where(raised_by).order_by(CheckIn.id))
     return Whereabouts(
         incident_id=incident.id,
         room_id=incident.room_id,
