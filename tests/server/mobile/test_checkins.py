@@ -85,6 +85,10 @@ def check_out(phone: Phone, pin: str, client_id: str = CLIENT_ID) -> Response:
     return phone.call("POST", f"{START}/{client_id}/checkout", {"pin": pin})
 
 
+def extend(phone: Phone, ends_at: str, pin: str = PIN, client_id: str = CLIENT_ID) -> Response:
+    return phone.call("POST", f"{START}/{client_id}/extend", {"ends_at": ends_at, "pin": pin})
+
+
 def look(site: Served, seconds: float, *, wake: bool = True) -> datetime:
     """Move the clock, and wait until the timer has looked at the new time (``wake``
     makes it look; without, the test relies on it waking by itself when due)."""
@@ -516,7 +520,7 @@ def test_bad_input_is_refused_and_changes_nothing(site: Served, client: TestClie
     # Another worker's session: not this phone's.
     refused(check_out(phone, PIN, "a" * 32), 404, "no check-in with that id")
     refused(
-        phone.call("POST", f"{START}/{'a' * 32}/extend", {"ends_at": at(site, 60)}),
+        extend(phone, at(site, 60), client_id="a" * 32),
         404,
         "no check-in with that id",
     )
@@ -534,18 +538,20 @@ def test_bad_input_is_refused_and_changes_nothing(site: Served, client: TestClie
     again = start(phone, at(site, 45))
     assert (again.status_code, again.json()) == (200, first.json())
     refused(start(phone, at(site, 30), client_id="b" * 32), 409, "already running")
-    extended = phone.call("POST", f"{START}/{CLIENT_ID}/extend", {"ends_at": at(site, 60)})
+    no_pin = phone.call("POST", f"{START}/{CLIENT_ID}/extend", {"ends_at": at(site, 60)})
+    refused(no_pin, 422, "pin")
+    extended = extend(phone, at(site, 60))
     assert extended.status_code == 200, extended.text
     assert extended.json()["ends_at"] == at(site, 60).replace("+00:00", "Z")
     refused(
-        phone.call("POST", f"{START}/{CLIENT_ID}/extend", {"ends_at": at(site, 25 * 60)}),
+        extend(phone, at(site, 25 * 60)),
         422,
         window,
     )
     closed = check_out(phone, PIN)
     assert check_out(phone, PIN).content == closed.content  # sent again: the same answer
     refused(
-        phone.call("POST", f"{START}/{CLIENT_ID}/extend", {"ends_at": at(site, 60)}),
+        extend(phone, at(site, 60)),
         409,
         "closed already",
     )
@@ -554,6 +560,92 @@ def test_bad_input_is_refused_and_changes_nothing(site: Served, client: TestClie
         "checkin.extended",
         "checkin.closed",
     ]
+
+
+def test_extending_needs_the_pin_and_the_duress_pin_extends_alike_and_alarms_once(
+    site: Served, client: TestClient
+) -> None:
+    calm = phone_of(site, client, "w-17")
+    forced = phone_of(site, client, "w-18")
+    for phone in (calm, forced):
+        assert start(phone, at(site, 30), note="Rue Haute 5").status_code == 201
+    site.clock.advance(60)
+    new_end = at(site, 60)
+    took = []
+    for phone, pin in ((calm, PIN), (forced, DURESS)):
+        began = time.monotonic()
+        took.append((extend(phone, new_end, pin), time.monotonic() - began))
+    (normal, normal_took), (duress, duress_took) = took
+    # The same answer, byte for byte, and neither sooner than the floor.
+    assert min(normal_took, duress_took) >= ANSWER_FLOOR
+    assert (normal.status_code, normal.content) == (duress.status_code, duress.content)
+    assert normal.json()["ends_at"] == new_end.replace("+00:00", "Z")
+    same = ("content-type", "content-length", "cache-control", "x-content-type-options")
+    assert [normal.headers.get(h) for h in same] == [duress.headers.get(h) for h in same]
+    assert steps(site, calm) == steps(site, forced)
+    # The duress PIN raised a silent alarm, paging staff; the phone never sees it.
+    assert wait_until(lambda: len(incidents(site)) == 1, 5)
+    [incident] = incidents(site)
+    assert (incident.kind, incident.device_id) == ("duress", f"-phone-{forced.phone_id}")
+    assert session_row(site, forced).duress_alert_id == incident.alert_id
+    assert session_row(site, forced).state == "running"
+    assert wait_until(lambda: site.twilio.to(RECEPTION) and site.twilio.to(FLOOR), 5)
+    me = [phone.call("GET", "/api/v1/phone/me").json() for phone in (calm, forced)]
+    assert [(m["alarms"], m["checkin"]) for m in me] == [([], normal.json())] * 2
+    # Nor can it read it by sending its id: answered as another device's would be.
+    probe = forced.alarm(incident.alert_id, presses=5)
+    assert probe.status_code == 409, probe.text
+    assert probe.json() == {"detail": "this alert id is not this phone's: make a new one"}
+    assert incidents(site)[0].presses == 1
+    assert entries(site.server, "alert.re_pressed") == []
+
+    # Once per session: a second duress extension, or a duress check-out, raises no more.
+    assert extend(forced, at(site, 90), DURESS).status_code == 200
+    assert check_out(forced, DURESS).json()["state"] == "closed"
+    assert check_out(calm, PIN).json()["state"] == "closed"
+    look(site, 3 * 60 * 60)
+    assert len(incidents(site)) == 1
+    assert site.twilio.to(NUMBER) == site.twilio.to(OTHER_NUMBER) == []
+
+
+def test_a_refused_extension_is_refused_alike_for_the_duress_pin_which_still_alarms(
+    site: Served, client: TestClient
+) -> None:
+    calm = phone_of(site, client, "w-17")
+    forced = phone_of(site, client, "w-18")
+    for phone in (calm, forced):
+        assert start(phone, at(site, 30)).status_code == 201
+    too_far = at(site, 25 * 60)
+    normal, duress = extend(calm, too_far, PIN), extend(forced, too_far, DURESS)
+    assert normal.status_code == 422, normal.text
+    assert (normal.status_code, normal.content) == (duress.status_code, duress.content)
+    assert wait_until(lambda: len(incidents(site)) == 1, 5)
+    assert incidents(site)[0].kind == "duress"
+    assert session_row(site, forced).ends_at == session_row(site, calm).ends_at
+
+
+def test_wrong_pins_at_extending_count_toward_the_same_lock_and_the_end_stays(
+    site: Served, client: TestClient
+) -> None:
+    phone = phone_of(site, client)
+    assert start(phone, at(site, 10)).status_code == 201
+    ends_at = session_row(site, phone).ends_at
+    wrong = [extend(phone, at(site, 60), "0000") for _ in range(3)]
+    wrong += [check_out(phone, "0000") for _ in range(2)]
+    assert [a.status_code for a in wrong] == [403] * 5
+    assert wrong[0].json()["detail"].startswith("Wrong PIN: 4 tries left")
+    assert "refused for 15 minutes" in wrong[4].json()["detail"]
+    for locked in (extend(phone, at(site, 60), PIN), extend(phone, at(site, 60), DURESS)):
+        assert locked.status_code == 429, locked.text
+        assert locked.headers["Retry-After"] == "900"
+        assert "keeps running" in locked.json()["detail"]
+    assert check_out(phone, PIN).status_code == 429
+    assert session_row(site, phone).ends_at == ends_at
+    assert [t for t, d in ours(site) if t == "checkin.extended"] == []
+    # Nobody holding the phone put the end off: the missed check-out alarm goes on time.
+    look(site, 15 * 60)
+    assert wait_until(lambda: len(incidents(site)) == 1, 5)
+    assert incidents(site)[0].kind == "missed_checkout"
 
 
 def test_no_phone_can_send_a_check_in_alarm_s_id_first(site: Served, client: TestClient) -> None:
