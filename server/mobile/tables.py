@@ -93,6 +93,9 @@ class Position(Base):
     longitude: Mapped[float]
     #: The radius of 95 % confidence, metres, as the phone reported it.
     accuracy: Mapped[float]
-    #: When the phone took the fix (its clock), and when the server got it.
+    #: When the phone took the fix (on the server's clock), and when the server got it.
     taken_at: Mapped[datetime]
+    #: The fix's time as the phone sent it (its own clock; migration 0014): each position
+    #: of an alarm must be later than the last (a request sent again is refused).
+    sent_taken_at: Mapped[datetime]
     received_at: Mapped[datetime] = mapped_column(index=True)
