@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -45,6 +46,16 @@ class TooManyAlarmsError(PeopleError):
     """A phone with :data:`MAX_OPEN` alarms open sent one more new alarm."""
 
 
+class NotThisPhonesError(PeopleError):
+    """The alert id is another device's alarm's (or a duress alarm's, which its phone
+    never sees): nothing is recorded; the phone makes a new id."""
+
+
+class NoFreeIdError(PeopleError, RuntimeError):
+    """Every fresh alert id tried for an alarm the server raises itself was taken (never
+    expected: 128 random bits); the caller's transaction rolls back and is tried again."""
+
+
 @dataclass(frozen=True, slots=True)
 class PhoneView:
     """An alarm as the phone shows it."""
@@ -63,11 +74,35 @@ def device_of(phone_id: str) -> str:
     return PHONE_PREFIX + phone_id
 
 
+#: Fresh ids tried for one alarm the server raises itself before giving up (for now).
+FRESH_TRIES = 3
+
+
 def derived_alert_id(*parts: object) -> str:
-    """An alert id made by the server for an alarm it raises itself (a missed check-out,
-    a duress PIN, a fallback SMS without an id): the same parts, the same id, so a
-    retry or a second server opens no second incident."""
+    """An alert id made from a provider's own unguessable id (a fallback SMS's or call's
+    sid): the same parts, the same id, so a redelivery opens no second incident. Never
+    from our own row ids: those a phone can guess, and SQLite reuses them."""
     return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:32]
+
+
+def fresh_alert_id() -> str:
+    """A new random alert id (32 hex digits) for an alarm the server raises itself (a
+    missed check-out, a duress PIN): no phone can guess it or send it first."""
+    return secrets.token_hex(16)
+
+
+def press_time(pressed_at: datetime, now: datetime) -> datetime:
+    """The phone's time of a press as it is kept, or ``now`` (the server's receipt time,
+    so the log entry's ``device_time`` equals its ``at``) when it cannot be: it has no
+    time zone, or is out of the range a time in UTC can take (year 1 less an offset,
+    9999 plus one). An alarm is never refused for the phone's clock."""
+    if pressed_at.tzinfo is None:
+        return now
+    try:
+        pressed_at.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return now
+    return pressed_at
 
 
 class PhoneAlarms(LiveSite):
@@ -102,8 +137,18 @@ class PhoneAlarms(LiveSite):
     ) -> PhoneView:
         """Record the alarm (once per ``alert_id``) in its own transaction, page step 0
         once it is committed, and return where it stands. TooManyAlarmsError for a
-        flood of new alert ids from one phone."""
+        flood of new alert ids from one phone; NotThisPhonesError (nothing recorded) for
+        an id that is another device's alarm's, or a duress alarm's. A ``pressed_at``
+        that cannot be kept is kept as the time of receipt (:func:`press_time`)."""
         now = self._clock.now()
+        kept = press_time(pressed_at, now)
+        if kept is not pressed_at:
+            log.warning(
+                "alarm %s of phone %s: its press time has no time zone or is out of range; "
+                "the server's time of receipt is kept instead",
+                alert_id,
+                phone_id,
+            )
 
         def once() -> incidents.AlertResult:
             with self._sessions.begin() as s:
@@ -111,7 +156,7 @@ class PhoneAlarms(LiveSite):
                     s,
                     phone_id=phone_id,
                     alert_id=alert_id,
-                    pressed_at=pressed_at,
+                    pressed_at=kept,
                     presses=presses,
                     kind=kind,
                     via=via,
@@ -124,6 +169,10 @@ class PhoneAlarms(LiveSite):
             # Another instance (or request) committed the same alarm first: read it.
             result = once()
         self.after_commit(result, now)
+        if result.refused:
+            # NOTE: never the other alarm's view: its number, kind, state and who is going
+            # are not this phone's to read.
+            raise NotThisPhonesError("this alert id is not this phone's: make a new one")
         return _view(result.incident, self._site.name_of)
 
     def record(
@@ -142,9 +191,13 @@ class PhoneAlarms(LiveSite):
         """Record the alarm inside ``session``'s transaction (a check-out that raises a
         duress alarm with it); the caller calls :meth:`after_commit` once committed.
         ``limit=False`` for an alarm the server raises itself (a check-in's): never
-        refused as a flood."""
+        refused as a flood. An id that is a duress alarm's is refused as another
+        device's would be (``refused``), and that alarm left as it is."""
         device_id = device_of(phone_id)
-        new = session.scalar(select(Incident.id).where(Incident.alert_id == alert_id)) is None
+        existing = session.scalar(select(Incident).where(Incident.alert_id == alert_id))
+        if existing is not None and existing.kind == IncidentKind.DURESS:
+            return incidents.AlertResult(existing, new=False, refused=True)
+        new = existing is None
         if limit and new:
             # NOTE: a duress alarm is not counted: whoever holds the phone must not
             # meet the flood limit one alarm sooner after a duress check-out.
@@ -175,12 +228,46 @@ class PhoneAlarms(LiveSite):
             session=session, site=self._site, incoming=incoming, now=now
         )
 
+    def record_fresh(
+        self,
+        session: Session,
+        *,
+        phone_id: str,
+        kind: IncidentKind,
+        pressed_at: datetime,
+        now: datetime,
+    ) -> tuple[str, incidents.AlertResult]:
+        """Record an alarm the server raises itself for a check-in session (``kind``
+        duress or missed_checkout, ``via`` checkin, never refused as a flood) under a
+        fresh random id, inside ``session``'s transaction: the caller stores the id on
+        the session's row in the same transaction, so a retry after a crash finds it
+        there (or finds nothing: neither was committed). An id found taken (another
+        device's, or an alarm already there) is never taken for done: another is tried.
+        (alert id, result); NoFreeIdError after :data:`FRESH_TRIES` taken ids."""
+        for _ in range(FRESH_TRIES):
+            alert_id = fresh_alert_id()
+            result = self.record(
+                session,
+                phone_id=phone_id,
+                alert_id=alert_id,
+                pressed_at=pressed_at,
+                now=now,
+                kind=kind,
+                via="checkin",
+                limit=False,
+            )
+            if result.new and not result.refused and not result.repressed:
+                return alert_id, result
+            log.error("a fresh alert id for phone %s was taken already: trying another", phone_id)
+        raise NoFreeIdError(f"{FRESH_TRIES} fresh alert ids in a row were taken")
+
     def after_commit(self, result: incidents.AlertResult, now: datetime) -> None:
         """Page and wake the scheduler for an alarm just committed."""
         incident = result.incident
         if result.refused:
             log.error(
-                "alarm %s from a phone refused: that alert id belongs to another device",
+                "alarm %s from a phone refused: that alert id is another device's alarm's "
+                "(or one its phone may not see)",
                 incident.alert_id,
             )
             return

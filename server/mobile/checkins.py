@@ -5,16 +5,19 @@ end (5 minutes to 24 hours ahead, as lone-worker services allow) and, if they
 wish, a note or address to share (personal data: it stays in the session's row,
 never in the log). Starting checks the worker in to the presence register (so a
 duty gap covers them, :mod:`server.continuity`); checking out with the PIN
-closes the session and checks them out again. The duress PIN chosen at
-enrolment does exactly the same, visibly: the same answer, the same log entries
-and presence change, both PINs' hashes checked whichever it is; and in the same
-transaction it raises a silent ``duress`` alarm. A session not closed
-:data:`GRACE` after its end raises a ``missed_checkout`` alarm
-(:mod:`server.mobile.timer`, which also sends the reminders of :data:`REMINDERS`).
+closes the session and checks them out again. Extending it asks for the PIN too
+(else whoever holds the phone could put off the missed check-out alarm for
+ever). The duress PIN chosen at enrolment extends or checks out exactly as the
+PIN does, visibly: the same answer, the same log entries and presence change,
+both PINs' hashes checked whichever it is; and in the same transaction it raises
+a silent ``duress`` alarm (one per session). A session not closed :data:`GRACE`
+after its end raises a ``missed_checkout`` alarm (:mod:`server.mobile.timer`,
+which also sends the reminders of :data:`REMINDERS`).
 
-Wrong PINs are counted on the phone: after :data:`PIN_TRIES` in a row check-out
-is refused for :data:`LOCKOUT`, and the session keeps running, so a phone that
-cannot check out still raises the missed check-out alarm (fail safe).
+Wrong PINs are counted on the phone: after :data:`PIN_TRIES` in a row the PIN is
+refused (check-out and extension) for :data:`LOCKOUT`, and the session keeps
+running, so a phone that cannot check out still raises the missed check-out
+alarm (fail safe).
 
 (Over 300 lines: a session's whole life, start to check-out, with the rules it is
 held to, reads best in one place; the timer is :mod:`server.mobile.timer`.)
@@ -39,7 +42,7 @@ from server.errors import PeopleError
 from server.incidents import AlertResult
 from server.log.append import audit
 from server.mobile import phones
-from server.mobile.alarms import PhoneAlarms, derived_alert_id
+from server.mobile.alarms import PhoneAlarms
 from server.mobile.tables import CheckIn, MobilePhone
 from server.models import IncidentKind
 from server.people import presence
@@ -56,12 +59,12 @@ REMINDERS = (10, 2)
 GRACE = timedelta(minutes=5)
 #: Most characters of a session's note.
 NOTE_MAX = 500
-#: Wrong PINs in a row after which check-out is refused, and for how long.
+#: Wrong PINs in a row after which the PIN is refused (check-out, extension), and how long.
 PIN_TRIES = 5
 LOCKOUT = timedelta(minutes=15)
-#: Real seconds a check-out with either PIN takes at least: the duress PIN's alarm is
-#: recorded in the check-out's transaction (some 20-40 ms more), and its answer must not
-#: come sooner or later than a normal check-out's.
+#: Real seconds a check-out or extension with either PIN takes at least: the duress PIN's
+#: alarm is recorded in the same transaction (some 20-40 ms more), and its answer must
+#: not come sooner or later than the PIN's.
 ANSWER_FLOOR = 0.3
 #: A session's states.
 RUNNING, CLOSED, MISSED = "running", "closed", "missed"
@@ -80,15 +83,15 @@ class NoCheckinError(CheckinError):
 
 
 class WrongPinError(CheckinError):
-    """The PIN given at check-out is neither of the phone's (403)."""
+    """The PIN given to check out or extend is neither of the phone's (403)."""
 
 
 class PinLockedError(CheckinError):
-    """Too many wrong PINs in a row: check-out is refused for a while (429)."""
+    """Too many wrong PINs in a row: the PIN is refused for a while (429)."""
 
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
-        #: Seconds until check-out is taken again.
+        #: Seconds until the PIN is taken again.
         self.retry_after = retry_after
 
 
@@ -179,48 +182,43 @@ class CheckIns(LiveSite):
         self._look_for_gap()
         return view, True
 
-    def extend(self, *, phone_id: str, client_id: str, ends_at: datetime) -> CheckinView:
-        """Move a running session's end (5 minutes-24 hours ahead); its reminders start
-        again. NoCheckinError, CheckinError (the end), CheckinConflictError (it is over)."""
-        now = self._clock.now()
+    def extend(self, *, phone_id: str, client_id: str, ends_at: datetime, pin: str) -> CheckinView:
+        """Move a running session's end (5 minutes-24 hours ahead) with the PIN; its
+        reminders start again. The duress PIN does exactly the same (the same answer,
+        refusals included) and raises the session's silent alarm, once per session.
+        NoCheckinError; WrongPinError (counted); PinLockedError after :data:`PIN_TRIES`
+        wrong PINs in a row; then CheckinError (the end) or CheckinConflictError (the
+        session is over)."""
+        now, began = self._clock.now(), time.monotonic()
+        which = self._which_pin(phone_id, client_id, pin, now)
+        raised: AlertResult | None = None
+        refusal: CheckinError | None = None
         with self._sessions.begin() as s:
-            _hold(s, phone_id)
+            _hold(s, phone_id, pin_failures=0)
             row = _get(s, phone_id, client_id)
-            if row.state == RUNNING and row.ends_at == ends_at:
-                return _view(row)  # sent again: nothing to change
-            _over(row)
-            _check_end(ends_at, now)
-            moved = changed(
-                s,
-                update(CheckIn)
-                .where(CheckIn.id == row.id, CheckIn.state == RUNNING)
-                .values(ends_at=ends_at, reminders=reminders_passed(ends_at, now))
-                .execution_options(synchronize_session=False),
-            )
-            s.refresh(row)
-            if not moved:  # the timer found it missed meanwhile (another server)
-                _over(row)
-            audit(s, at=now, type="checkin.extended", phone=phone_id, until=ends_at)
+            if which == "duress" and row.closed_at is None:
+                raised = self._duress(s, row, now)
+            try:
+                _move(s, row, ends_at, now)
+            except CheckinError as exc:
+                # Refused alike for either PIN; a duress alarm is raised all the same.
+                refusal = exc
             view = _view(row)
+        self._raised(raised, phone_id, now, "extension")
         self._wake()
+        _answer_floor(began)
+        if refusal is not None:
+            raise refusal
         return view
 
     def check_out(self, *, phone_id: str, client_id: str, pin: str) -> CheckinView:
         """Close a session with the PIN: the check-out PIN and the duress PIN give the
-        same answer, log and presence change; the duress PIN also raises a silent alarm.
-        A session closed already answers as it is. NoCheckinError; WrongPinError (counted);
-        PinLockedError after :data:`PIN_TRIES` wrong PINs in a row."""
+        same answer, log and presence change; the duress PIN also raises a silent alarm
+        (unless the session's extension raised one already). A session closed already
+        answers as it is. NoCheckinError; WrongPinError (counted); PinLockedError after
+        :data:`PIN_TRIES` wrong PINs in a row."""
         now, began = self._clock.now(), time.monotonic()
-        with self._sessions() as s:
-            phone = s.get_one(MobilePhone, phone_id)
-            _get(s, phone_id, client_id)
-            if phone.pin_locked_until is not None and phone.pin_locked_until > now:
-                raise _locked(phone.pin_locked_until - now)
-            # Both hashes are checked (slow on purpose) whichever it is: a duress PIN
-            # takes as long as the check-out PIN.
-            which = phones.check_pins(s, phone, pin)
-        if which == "wrong":
-            raise self._wrong_pin(phone_id, now)
+        which = self._which_pin(phone_id, client_id, pin, now)
         raised: AlertResult | None = None
         with self._sessions.begin() as s:
             _hold(s, phone_id, pin_failures=0)
@@ -234,13 +232,10 @@ class CheckIns(LiveSite):
                 if which == "duress":
                     raised = self._duress(s, row, now)
             view = _view(row)
-        if raised is not None:
-            log.error("duress PIN at the check-out of a session of phone %s", phone_id)
-            self._alarms.after_commit(raised, now)
+        self._raised(raised, phone_id, now, "check-out")
         if closed:
             self._look_for_gap()
-        # Real time, not the clock's: what the person holding the phone could measure.
-        time.sleep(max(0.0, ANSWER_FLOOR - (time.monotonic() - began)))
+        _answer_floor(began)
         return view
 
     def running(self, phone_id: str) -> CheckinView | None:
@@ -264,21 +259,40 @@ class CheckIns(LiveSite):
             return None
         return stay.id
 
-    def _duress(self, s: Session, row: CheckIn, now: datetime) -> AlertResult:
-        """Record the silent alarm of a duress PIN inside the check-out's transaction."""
-        alert_id = derived_alert_id("duress", row.id)
-        if row.alert_id is None:  # a missed session keeps its first alarm's id
-            row.alert_id = alert_id
-        return self._alarms.record(
-            s,
-            phone_id=row.phone_id,
-            alert_id=alert_id,
-            pressed_at=now,
-            now=now,
-            kind=IncidentKind.DURESS,
-            via="checkin",
-            limit=False,
+    def _which_pin(self, phone_id: str, client_id: str, pin: str, now: datetime) -> str:
+        """Which PIN ``pin`` is for this phone's session ``client_id``: ``pin`` or
+        ``duress``. NoCheckinError; PinLockedError while locked; WrongPinError (the
+        wrong PIN counted and committed first)."""
+        with self._sessions() as s:
+            phone = s.get_one(MobilePhone, phone_id)
+            _get(s, phone_id, client_id)
+            if phone.pin_locked_until is not None and phone.pin_locked_until > now:
+                raise _locked(phone.pin_locked_until - now)
+            # Both hashes are checked (slow on purpose) whichever it is: a duress PIN
+            # takes as long as the check-out PIN.
+            which = phones.check_pins(s, phone, pin)
+        if which == "wrong":
+            raise self._wrong_pin(phone_id, now)
+        return which
+
+    def _duress(self, s: Session, row: CheckIn, now: datetime) -> AlertResult | None:
+        """Record the session's silent duress alarm inside the caller's transaction, with
+        its id on the row: None if this session raised one already (a second duress PIN,
+        or the same request sent again, raises no second alarm)."""
+        if row.duress_alert_id is not None:
+            return None
+        alert_id, result = self._alarms.record_fresh(
+            s, phone_id=row.phone_id, kind=IncidentKind.DURESS, pressed_at=now, now=now
         )
+        row.duress_alert_id = alert_id
+        return result
+
+    def _raised(self, raised: AlertResult | None, phone_id: str, now: datetime, at: str) -> None:
+        """Page for a duress alarm just committed (none: nothing to do)."""
+        if raised is None:
+            return
+        log.error("duress PIN at the %s of a session of phone %s", at, phone_id)
+        self._alarms.after_commit(raised, now)
 
     def _wrong_pin(self, phone_id: str, now: datetime) -> CheckinError:
         """Count a wrong PIN (committed before the refusal); the error to answer."""
@@ -290,14 +304,15 @@ class CheckIns(LiveSite):
             if left <= 0:
                 phone.pin_failures, phone.pin_locked_until = 0, now + LOCKOUT
         if left <= 0:
-            log.warning("phone %s: %d wrong PINs in a row; check-out locked", phone_id, PIN_TRIES)
+            log.warning("phone %s: %d wrong PINs in a row; its PIN locked", phone_id, PIN_TRIES)
             return WrongPinError(
-                f"Wrong PIN. That was {PIN_TRIES} wrong PINs in a row: check-out is refused "
-                f"for {LOCKOUT.seconds // 60} minutes (your check-in keeps running)"
+                f"Wrong PIN. That was {PIN_TRIES} wrong PINs in a row: checking out and "
+                f"extending are refused for {LOCKOUT.seconds // 60} minutes (your check-in "
+                "keeps running)"
             )
         return WrongPinError(
-            f"Wrong PIN: {left} {'try' if left == 1 else 'tries'} left before check-out is "
-            f"refused for {LOCKOUT.seconds // 60} minutes"
+            f"Wrong PIN: {left} {'try' if left == 1 else 'tries'} left before checking out "
+            f"and extending are refused for {LOCKOUT.seconds // 60} minutes"
         )
 
     def _look_for_gap(self) -> None:
@@ -340,6 +355,33 @@ def _get(s: Session, phone_id: str, client_id: str) -> CheckIn:
     return row
 
 
+def _move(s: Session, row: CheckIn, ends_at: datetime, now: datetime) -> None:
+    """Set a running session's new end (its reminders start again) and log it; nothing
+    if it ends then already (the same extension sent again). CheckinError (the end),
+    CheckinConflictError (the session is over)."""
+    if row.state == RUNNING and row.ends_at == ends_at:
+        return
+    _over(row)
+    _check_end(ends_at, now)
+    moved = changed(
+        s,
+        update(CheckIn)
+        .where(CheckIn.id == row.id, CheckIn.state == RUNNING)
+        .values(ends_at=ends_at, reminders=reminders_passed(ends_at, now))
+        .execution_options(synchronize_session=False),
+    )
+    s.refresh(row)
+    if not moved:  # the timer found it missed meanwhile (another server)
+        _over(row)
+    audit(s, at=now, type="checkin.extended", phone=row.phone_id, until=ends_at)
+
+
+def _answer_floor(began: float) -> None:
+    """Wait until :data:`ANSWER_FLOOR` real seconds (not the clock's: what the person
+    holding the phone could measure) have passed since ``began`` (``time.monotonic``)."""
+    time.sleep(max(0.0, ANSWER_FLOOR - (time.monotonic() - began)))
+
+
 def _over(row: CheckIn) -> None:
     if row.state != RUNNING:
         raise CheckinConflictError(
@@ -379,8 +421,8 @@ def _check_end(ends_at: datetime, now: datetime) -> None:
 def _locked(wait: timedelta) -> PinLockedError:
     minutes = math.ceil(wait.total_seconds() / 60)
     return PinLockedError(
-        f"too many wrong PINs: check-out is refused for {minutes} more minute(s); your "
-        "check-in keeps running (extend it, or check out then)",
+        f"too many wrong PINs: checking out and extending are refused for {minutes} more "
+        "minute(s); your check-in keeps running (check out then)",
         retry_after=max(1, math.ceil(wait.total_seconds())),
     )
 

@@ -198,6 +198,18 @@ def revoke(session: Session, *, phone_id: str, person_id: str, by: str, now: dat
     return bool(won)
 
 
+def revoke_all(session: Session, *, person_id: str, by: str, now: datetime) -> list[str]:
+    """Revoke every phone of ``person_id`` not revoked yet, each logged as a manager's
+    revocation is (their account was closed, or their worker role taken back: a mobile
+    button is a worker's); the ids revoked."""
+    ids = session.scalars(
+        select(MobilePhone.id)
+        .where(MobilePhone.person_id == person_id, MobilePhone.revoked_at.is_(None))
+        .order_by(MobilePhone.id)
+    ).all()
+    return [p for p in ids if revoke(session, phone_id=p, person_id=person_id, by=by, now=now)]
+
+
 def phones_of(session: Session, person_id: str) -> list[MobilePhone]:
     """``person_id``'s enrolled phones, newest first, revoked ones too."""
     return list(

@@ -7,9 +7,14 @@ A position is personal data, kept in ``mobile_positions`` and deleted
 (:mod:`server.mobile.retention`); the log holds only that a position was shared
 (``position.shared``, once per incident), never where.
 
-A fix's time comes from the phone's clock, as its request's ``X-Phone-Time`` does:
-its freshness is judged against that (a phone whose clock is off still shares where
-it is), and it is kept on the server's clock (received less the fix's age).
+A fix's time comes from the phone's clock, as its request's ``X-Phone-Time`` does.
+While that is within 15 minutes of the server's clock (as every request but an
+alarm's must be), the fix's age is judged on the server's clock: a captured request
+sent again later carries its old ``X-Phone-Time``, and must not pass an old
+position off as fresh. A phone whose clock is further off still shares where it is:
+its fix's age is judged on its own clock. Either way the fix is kept on the server's
+clock (received less its age), and each position of an alarm must have been taken
+after the last one kept (a request sent again is refused).
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from server.errors import PeopleError
 from server.log.append import audit
 from server.mobile.alarms import device_of
+from server.mobile.signing import SKEW
 from server.mobile.tables import CheckIn, Position
 from server.models import Incident, IncidentKind, LogEntry, State
 from server.site import PHONE_PREFIX
@@ -57,6 +63,11 @@ class AlarmOverError(PositionRefusedError):
 class BadFixError(PositionRefusedError):
     """A value no phone's Geolocation API gives: not a number, out of range, or a time
     that is not now."""
+
+
+class OldFixError(BadFixError):
+    """A fix taken no later than the alarm's last position kept: the same request sent
+    again (or captured and replayed). The page sends its next fix."""
 
 
 class TooOftenError(PositionRefusedError):
@@ -108,7 +119,8 @@ class Whereabouts:
 
 def check(fix: Fix, *, now: datetime, phone_now: datetime | None) -> datetime:
     """The fix's time on the server's clock; BadFixError if a value is absurd.
-    ``phone_now``: the phone's clock when it sent the fix (its request's time)."""
+    ``phone_now``: the phone's clock when it sent the fix (its request's time): the
+    fix's age is judged on it only when it is more than :data:`SKEW` off the server's."""
     values = (fix.latitude, fix.longitude, fix.accuracy)
     if not all(math.isfinite(v) for v in values):
         raise BadFixError("latitude, longitude and accuracy must be finite numbers")
@@ -126,16 +138,19 @@ def check(fix: Fix, *, now: datetime, phone_now: datetime | None) -> datetime:
             "taken_at is before 2020: the phone's clock is wrong (set its date and time to "
             "automatic)"
         )
-    age = (phone_now or now) - fix.taken_at
-    if age < -AHEAD:
+    phone_clock = phone_now or now
+    if fix.taken_at - phone_clock > AHEAD:
         raise BadFixError(
             "taken_at is more than a minute ahead of the phone's own clock: send the fix's "
             "own timestamp"
         )
+    # NOTE: a phone's request within SKEW of the server's clock is judged on the server's:
+    # a replay keeps its old X-Phone-Time, and would otherwise make an old fix look new.
+    age = (now if abs(phone_clock - now) <= SKEW else phone_clock) - fix.taken_at
     if age > STALE:
         raise BadFixError(
             "this fix is more than 10 minutes old: send a fresh one (responders need "
-            "where the worker is now)"
+            "where the worker is now; if the phone's clock is slow, set it to automatic)"
         )
     return now - max(age, timedelta(0))
 
@@ -151,7 +166,8 @@ def share(
 ) -> None:
     """Keep a position of this phone's open alarm ``alert_id``; the first one of an
     incident is logged as ``position.shared`` (never where). Raises NoSuchAlarmError,
-    AlarmOverError, BadFixError or TooOftenError, and then changes nothing."""
+    AlarmOverError, BadFixError (OldFixError: not taken after the last one kept) or
+    TooOftenError, and then changes nothing."""
     incident = session.scalar(
         select(Incident).where(
             Incident.alert_id == alert_id, Incident.device_id == device_of(phone_id)
@@ -162,6 +178,14 @@ def share(
     if incident.state == State.RESOLVED:
         raise AlarmOverError("the alarm is over: stop sharing")
     taken_at = check(fix, now=now, phone_now=phone_now)
+    newest_sent = session.scalar(
+        select(func.max(Position.sent_taken_at)).where(Position.incident_id == incident.id)
+    )
+    if newest_sent is not None and fix.taken_at <= newest_sent:
+        raise OldFixError(
+            "taken_at is not after this alarm's last position: this fix was sent already; "
+            "send the next one"
+        )
     last = session.scalar(
         select(func.max(Position.received_at)).where(Position.incident_id == incident.id)
     )
@@ -179,6 +203,7 @@ def share(
             longitude=fix.longitude,
             accuracy=fix.accuracy,
             taken_at=taken_at,
+            sent_taken_at=fix.taken_at,
             received_at=now,
         )
     )
@@ -214,9 +239,10 @@ def whereabouts(
             .limit(SHOWN)
         )
         positions = [Fix(p.latitude, p.longitude, p.accuracy, p.taken_at) for p in rows]
-    checkin = session.scalar(
-        select(CheckIn).where(CheckIn.alert_id == incident.alert_id).order_by(CheckIn.id)
+    raised_by = or_(
+        CheckIn.alert_id == incident.alert_id, CheckIn.duress_alert_id == incident.alert_id
     )
+    checkin = session.scalar(select(CheckIn).where(raised_by).order_by(CheckIn.id))
     return Whereabouts(
         incident_id=incident.id,
         room_id=incident.room_id,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, exists, func, select
+from sqlalchemy import and_, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from server.db import changed
@@ -49,7 +49,8 @@ def purge_checkins(session: Session, *, before: datetime) -> int:
     """Delete the check-in sessions that ended before ``before`` (closed, or missed) and
     raised no alarm that is still open."""
     open_alarm = exists().where(
-        Incident.alert_id == CheckIn.alert_id, Incident.state != State.RESOLVED
+        or_(Incident.alert_id == CheckIn.alert_id, Incident.alert_id == CheckIn.duress_alert_id),
+        Incident.state != State.RESOLVED,
     )
     return changed(
         session,

@@ -86,7 +86,9 @@ def verify(der: bytes, signed: bytes, signature_b64url: str) -> bool:
 
 def phone_time(millis: str) -> datetime | None:
     """The phone's clock from ``X-Phone-Time``, or None if it is not a sane number."""
-    if not millis.isdigit() or len(millis) > 15:
+    if not (millis.isascii() and millis.isdigit()) or len(millis) > 15:  # "²" is a digit too
         return None
-
-    return datetime.fromtimestamp(int(millis) / 1000, UTC)
+    try:
+        return datetime.fromtimestamp(int(millis) / 1000, UTC)
+    except (ValueError, OverflowError, OSError):  # beyond the year 9999: no sane clock
+        return None

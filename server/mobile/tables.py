@@ -70,8 +70,12 @@ class CheckIn(Base):
     #: Reminders sent for the current end: 0, 1 (10 minutes before), 2 (2 minutes before).
     reminders: Mapped[int] = mapped_column(default=0, server_default="0")
     closed_at: Mapped[datetime | None]
-    #: The alarm this session raised (missed check-out or duress), if any.
+    #: The missed check-out alarm this session raised, if it did (a random id, kept in
+    #: the claim's own transaction: a session raises one).
     alert_id: Mapped[str | None] = mapped_column(String(32))
+    #: The silent alarm a duress PIN raised at this session's extension or check-out, if
+    #: one did (migration 0014; one per session).
+    duress_alert_id: Mapped[str | None] = mapped_column(String(32))
     #: The presence register's stay this session opened.
     presence_id: Mapped[int | None]
 
@@ -89,6 +93,9 @@ class Position(Base):
     longitude: Mapped[float]
     #: The radius of 95 % confidence, metres, as the phone reported it.
     accuracy: Mapped[float]
-    #: When the phone took the fix (its clock), and when the server got it.
+    #: When the phone took the fix (on the server's clock), and when the server got it.
     taken_at: Mapped[datetime]
+    #: The fix's time as the phone sent it (its own clock; migration 0014): each position
+    #: of an alarm must be later than the last (a request sent again is refused).
+    sent_taken_at: Mapped[datetime]
     received_at: Mapped[datetime] = mapped_column(index=True)

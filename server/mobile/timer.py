@@ -11,8 +11,9 @@ Sessions live in the database only, so a restart loses none: the timer reads the
 again and catches up (a reminder whose time passed while the server was down is
 sent once, the latest due; an alarm due is raised at once). Several server
 instances may share the database: each claims a reminder or an alarm with a
-conditional UPDATE, so a reminder is never sent twice, and the alarm's derived
-alert id makes a second raise harmless anyway.
+conditional UPDATE, so a reminder is never sent twice and an alarm is raised once:
+its alert id is random (no phone can guess it or send it first) and is kept on the
+session's row in the claim's own transaction.
 """
 
 from __future__ import annotations
@@ -27,9 +28,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton.clock import Clock
 from server.db import changed
-from server.incidents import AlertResult
 from server.log.append import audit
-from server.mobile.alarms import PhoneAlarms, derived_alert_id, device_of
+from server.mobile.alarms import PhoneAlarms, device_of
 from server.mobile.checkins import GRACE, MISSED, REMINDERS, RUNNING, next_due
 from server.mobile.tables import CheckIn, MobilePhone
 from server.models import IncidentKind
@@ -177,8 +177,10 @@ class CheckinTimer(LiveSite):
         self._pager.send_text(to, text, incident_id=None, purpose="checkin_reminder")
 
     def _missed(self, checkin_id: int, now: datetime) -> None:
-        """Raise the missed check-out alarm of a session still running past its grace."""
-        alert_id = derived_alert_id("missed", checkin_id)
+        """Raise the missed check-out alarm of a session still running past its grace.
+        The claim (running -> missed, with the alarm's fresh id) and the alarm commit
+        together or not at all: after a crash the session is found running again and
+        raises its one alarm then; once committed, it is missed and never raises another."""
         with self._sessions.begin() as s:
             won = changed(
                 s,
@@ -188,22 +190,20 @@ class CheckinTimer(LiveSite):
                     CheckIn.state == RUNNING,
                     CheckIn.ends_at <= now - GRACE,
                 )
-                .values(state=MISSED, alert_id=alert_id)
+                .values(state=MISSED)
                 .execution_options(synchronize_session=False),
             )
             if not won:  # closed, extended, or raised by another server meanwhile
                 return
             row = s.get_one(CheckIn, checkin_id)
-            result: AlertResult = self._alarms.record(
+            alert_id, result = self._alarms.record_fresh(
                 s,
                 phone_id=row.phone_id,
-                alert_id=alert_id,
+                kind=IncidentKind.MISSED_CHECKOUT,
                 pressed_at=row.ends_at + GRACE,
                 now=now,
-                kind=IncidentKind.MISSED_CHECKOUT,
-                via="checkin",
-                limit=False,
             )
+            row.alert_id = alert_id
             phone_id = row.phone_id
         log.error("phone %s did not check out 5 minutes after the end: alarm raised", phone_id)
         self._alarms.after_commit(result, now)

@@ -31,7 +31,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton.clock import Clock
-from server.mobile.alarms import PhoneAlarms, PhoneView, TooManyAlarmsError, derived_alert_id
+from server.mobile.alarms import (
+    NotThisPhonesError,
+    PhoneAlarms,
+    PhoneView,
+    TooManyAlarmsError,
+    derived_alert_id,
+)
 from server.mobile.alarms import device_of as phone_device
 from server.mobile.news import WorkerNews, WorkerPhone
 from server.mobile.phones import CODE_DIGITS, by_number, code_sha256
@@ -230,11 +236,8 @@ class Fallback:
     ) -> PhoneView | None:
         """Raise or press the phone's alarm; where it stands (None in the rare case that
         the phone's open alarms are all hidden from it and allow no new one)."""
-        target = self._target(phone.phone_id, alert_id) or (
-            derived_alert_id(via, provider_id),
-            1,
-            IncidentKind.PANIC,
-        )
+        own = (derived_alert_id(via, provider_id), 1, IncidentKind.PANIC)
+        target = self._target(phone.phone_id, alert_id) or own
         for _ in range(2):
             chosen, presses, kind = target
             with self._sessions.begin() as s:
@@ -255,6 +258,9 @@ class Fallback:
                 if newest is None:
                     break
                 target = newest
+            except NotThisPhonesError:
+                # The id named became another device's meanwhile: a new alarm of its own.
+                target = own
         log.error("a fallback from phone %s found no alarm it may raise or press", phone.phone_id)
         return None
 
@@ -267,7 +273,11 @@ class Fallback:
                 named = s.scalar(select(Incident).where(Incident.alert_id == alert_id))
                 if named is None:
                     return alert_id, 1, IncidentKind.PANIC
-                if named.device_id == phone_device(phone_id) and named.state != State.RESOLVED:
+                if (
+                    named.device_id == phone_device(phone_id)
+                    and named.state != State.RESOLVED
+                    and named.kind != IncidentKind.DURESS  # never the phone's to name
+                ):
                     return alert_id, named.presses, IncidentKind(named.kind)
         open_now = self._alarms.open_alarms(phone_id=phone_id)
         if not open_now:

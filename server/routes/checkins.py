@@ -27,7 +27,7 @@ from server.mobile.checkins import (
     PinLockedError,
     WrongPinError,
 )
-from server.routes.deps import STRICT, Problem, ServicesDep, answers
+from server.routes.deps import STRICT, NoNulStr, Problem, ServicesDep, answers
 from server.routes.mobile import REFUSED, Checkin, Phone
 
 router = APIRouter(prefix="/api/v1", tags=["mobile button"], dependencies=STRICT)
@@ -36,6 +36,14 @@ ClientId = Annotated[
 ]
 NO_CHECKIN: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "this phone has no check-in with that id"}
+}
+WRONG_PIN: dict[int | str, dict[str, Any]] = {
+    403: {"model": Problem, "description": "wrong PIN (counted)"},
+    429: {
+        "model": Problem,
+        "description": "5 wrong PINs in a row: checking out and extending are refused for "
+        "15 minutes (Retry-After); the session keeps running",
+    },
 }
 END = "when the job should be over (ISO 8601 with a zone): 5 minutes to 24 hours from now"
 
@@ -46,7 +54,7 @@ class StartIn(BaseModel):
         description="32 hex digits made by the page: sending the same start again is a no-op",
     )
     ends_at: datetime = Field(description=END)
-    note: str = Field(
+    note: NoNulStr = Field(
         default="",
         max_length=NOTE_MAX,
         description="what the worker chooses to share with staff (an address, a note); "
@@ -54,12 +62,16 @@ class StartIn(BaseModel):
     )
 
 
+PIN = "the check-out PIN (the duress PIN does the same, and silently raises an alarm)"
+
+
 class ExtendIn(BaseModel):
     ends_at: datetime = Field(description=END)
+    pin: str = Field(min_length=1, max_length=8, description=PIN)
 
 
 class CheckoutIn(BaseModel):
-    pin: str = Field(min_length=1, max_length=8, description="the check-out PIN")
+    pin: str = Field(min_length=1, max_length=8, description=PIN)
 
 
 def _refused(exc: CheckinError) -> HTTPException:
@@ -112,15 +124,18 @@ def start(body: StartIn, caller: Phone, services: ServicesDep, response: Respons
         **REFUSED,
         **answers(400, 422),
         **NO_CHECKIN,
+        **WRONG_PIN,
         409: {"model": Problem, "description": "the session is over (closed or missed)"},
     },
 )
 def extend(client_id: ClientId, body: ExtendIn, caller: Phone, services: ServicesDep) -> Checkin:
-    """Set a new end for a running session (5 minutes to 24 hours from now); its
-    reminders start again for the new end."""
+    """Set a new end for a running session (5 minutes to 24 hours from now) with the PIN,
+    as for a check-out (wrong PINs count toward the same lock); its reminders start
+    again for the new end. The duress PIN extends alike, with the same answer, and
+    silently raises an alarm (once per session)."""
     try:
         view = services.checkins.extend(
-            phone_id=caller.phone_id, client_id=client_id, ends_at=body.ends_at
+            phone_id=caller.phone_id, client_id=client_id, ends_at=body.ends_at, pin=body.pin
         )
     except CheckinError as exc:
         raise _refused(exc) from None
@@ -134,12 +149,7 @@ def extend(client_id: ClientId, body: ExtendIn, caller: Phone, services: Service
         **REFUSED,
         **answers(400, 422),
         **NO_CHECKIN,
-        403: {"model": Problem, "description": "wrong PIN (counted)"},
-        429: {
-            "model": Problem,
-            "description": "5 wrong PINs in a row: check-out is refused for 15 minutes "
-            "(Retry-After); the session keeps running",
-        },
+        **WRONG_PIN,
     },
 )
 def checkout(

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 
 from panicbutton.wire import INT_MAX
 from server.people import auth
@@ -39,6 +39,17 @@ def get_settings(request: Request) -> Settings:
 def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
+
+
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("holds the NUL character (U+0000), which no text may: remove it")
+    return text
+
+
+#: Text a database keeps as sent: PostgreSQL refuses the NUL character in text (a 500,
+#: not an answer), so it is refused here with the field's name (422).
+NoNulStr = Annotated[str, AfterValidator(_no_nul)]
 
 
 class Problem(BaseModel):

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from panicbutton.wire import ALERT_ID_RE, INT_MAX
 from server.errors import PeopleError
 from server.mobile import phones
-from server.mobile.alarms import PhoneView, TooManyAlarmsError
+from server.mobile.alarms import NotThisPhonesError, PhoneView, TooManyAlarmsError
 from server.mobile.checkins import CheckinView
 from server.mobile.phones import PhoneRefusedError
 from server.mobile.signing import PHONE, SIGNATURE, TIME
@@ -28,7 +28,15 @@ from server.people.directory import find
 from server.people.roles import Right
 from server.people.signin import LinkGoneError
 from server.phones import masked
-from server.routes.deps import STRICT, Problem, ServicesDep, SettingsDep, answers, need
+from server.routes.deps import (
+    STRICT,
+    NoNulStr,
+    Problem,
+    ServicesDep,
+    SettingsDep,
+    answers,
+    need,
+)
 from server.routes.people import NO_PERSON, PersonId, _get, _may_send_links
 
 router = APIRouter(prefix="/api/v1", tags=["mobile button"], dependencies=STRICT)
@@ -117,7 +125,7 @@ AlarmPhone = Annotated[Caller, Depends(signed_alarm)]
 
 
 class EnrolIn(BaseModel):
-    token: str = Field(min_length=1, max_length=100, description="from the link's fragment")
+    token: NoNulStr = Field(min_length=1, max_length=100, description="from the link's fragment")
     public_key: str = Field(
         pattern=r"^[A-Za-z0-9_-]{40,400}={0,2}$",
         description="ECDSA P-256 public key, WebCrypto 'spki', base64url",
@@ -130,7 +138,7 @@ class EnrolIn(BaseModel):
     number: str = Field(
         pattern=r"^\+[1-9][0-9]{6,14}$", description="this phone's number, E.164: +32470123456"
     )
-    label: str = Field(default="", max_length=60)
+    label: NoNulStr = Field(default="", max_length=60)
 
 
 class Fallback(BaseModel):
@@ -200,7 +208,10 @@ def enrol(body: EnrolIn, services: ServicesDep, settings: SettingsDep) -> EnrolO
 
 class AlarmIn(BaseModel):
     alert_id: str = Field(pattern=ALERT_ID_RE.pattern, description="made by the page at the press")
-    pressed_at: datetime = Field(description="the phone's clock at the press (for the record)")
+    pressed_at: datetime = Field(
+        description="the phone's clock at the press, with its time zone (for the record: "
+        "one without a zone, or out of range, is kept as the server's time of receipt)"
+    )
     presses: int = Field(default=1, ge=1, le=INT_MAX)
 
 
@@ -287,13 +298,19 @@ def me(caller: Phone, services: ServicesDep) -> PhoneState:
     responses={
         **REFUSED,
         **answers(400, 422),
+        409: {
+            "model": Problem,
+            "description": "this alert id is not this phone's (another device's alarm): "
+            "make a new one and send the alarm again",
+        },
         429: {"model": Problem, "description": "too many alarms of this phone are open"},
     },
 )
 async def raise_alarm(request: Request, caller: AlarmPhone, services: ServicesDep) -> AlarmOut:
     """Raise an alarm from the phone button. The alert id (made by the page at the press)
     makes it one incident however often it is sent; send it again with more presses
-    when the worker presses again. Answers where it stands."""
+    when the worker presses again. Answers where it stands; 409 (nothing recorded) if
+    the id is not this phone's: the page makes a new one."""
     try:
         body = AlarmIn.model_validate_json(await request.body())
     except ValidationError as exc:
@@ -309,6 +326,8 @@ async def raise_alarm(request: Request, caller: AlarmPhone, services: ServicesDe
         )
     except TooManyAlarmsError as exc:
         raise HTTPException(429, str(exc), headers={"Retry-After": "60"}) from None
+    except NotThisPhonesError as exc:
+        raise HTTPException(409, str(exc)) from None
     return AlarmOut.of(view)
 
 

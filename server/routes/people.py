@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.errors import PeopleError
+from server.mobile import phones
 from server.people import directory
 from server.people.auth import Principal
 from server.people.links import LINK_HOURS, CanSignInError, issue_link, link_url
@@ -333,7 +334,8 @@ def grant_role(person_id: PersonId, body: GrantIn, me: Manager, services: Servic
     responses={**NO_PERSON, **LAST_MANAGER},
 )
 def revoke_role(person_id: PersonId, role: Role, me: Manager, services: ServicesDep) -> PersonOut:
-    """Take a role away. The last manager's manager role cannot be taken."""
+    """Take a role away. The last manager's manager role cannot be taken. Without the
+    worker role, their enrolled phones are revoked (a mobile button is a worker's)."""
     now = services.clock.now()
     with services.sessions.begin() as s:
         _get(s, person_id)
@@ -341,6 +343,8 @@ def revoke_role(person_id: PersonId, role: Role, me: Manager, services: Services
             _keeps_a_manager(s, without=person_id)
         if not directory.revoke(s, person_id=person_id, role=role, by=me.person_id, now=now):
             raise HTTPException(404, f"{person_id!r} does not hold the role {role.value!r}")
+        if role is Role.WORKER:
+            phones.revoke_all(s, person_id=person_id, by=me.person_id, now=now)
         return person_out(s, _get(s, person_id), now)
 
 
@@ -377,7 +381,8 @@ def new_link(
     "/people/{person_id}/close", response_model=PersonOut, responses={**NO_PERSON, **LAST_MANAGER}
 )
 def close_person(person_id: PersonId, me: Manager, services: ServicesDep) -> PersonOut:
-    """Close an account: its sessions end, its tokens are revoked, it is paged never."""
+    """Close an account: its sessions end, its tokens and enrolled phones are revoked,
+    it is paged never."""
     now = services.clock.now()
     with services.sessions.begin() as s:
         person = _get(s, person_id)
@@ -385,4 +390,5 @@ def close_person(person_id: PersonId, me: Manager, services: ServicesDep) -> Per
             return person_out(s, person, now)
         _keeps_a_manager(s, without=person_id)
         directory.close(s, person_id=person_id, by=me.person_id, now=now)
+        phones.revoke_all(s, person_id=person_id, by=me.person_id, now=now)
         return person_out(s, person, now)

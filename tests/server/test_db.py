@@ -7,6 +7,7 @@ import sqlite3
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -96,4 +97,82 @@ def test_migration_0006_drops_the_unread_purge_date_and_keeps_the_rows(database_
         ).all() == [("r1",)]
     migrate(engine)
     assert "purge_after" not in columns()
+    engine.dispose()
+
+
+def test_migration_0014_keeps_duress_alarms_apart_and_each_position_s_time(
+    database_url: str,
+) -> None:
+    """A check-in whose ``alert_id`` is a duress alarm's has it moved to
+    ``duress_alert_id`` (a missed check-out's stays); a position kept before takes its
+    kept time as the one the phone sent. Down to 0013 and up again keeps both."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    engine = make_engine(database_url)
+
+    def to(revision: str, *, down: bool = False) -> None:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            (command.downgrade if down else command.upgrade)(cfg, revision)
+
+    def checkins() -> list[tuple[Any, ...]]:
+        with engine.connect() as conn:
+            columns = {c["name"] for c in inspect(engine).get_columns("mobile_checkins")}
+            duress = "duress_alert_id" if "duress_alert_id" in columns else "NULL"
+            query = f"SELECT client_id, alert_id, {duress} FROM mobile_checkins ORDER BY id"
+            return [tuple(row) for row in conn.execute(text(query))]
+
+    at = datetime(2026, 1, 2, tzinfo=UTC)
+    to("0013")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO people (id, name, language, phone_problem, created_at) "
+                "VALUES ('w-1', 'W', 'en', '', :at)"
+            ),
+            {"at": at},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO mobile_phones (id, person_id, public_key, number, fallback_sha256, "
+                "pin_hash, duress_hash, label, created_by, created_at, pin_failures) VALUES "
+                "('p1', 'w-1', :key, '+32470555001', 'x', 'x', 'x', '', 'w-1', :at, 0)"
+            ),
+            {"key": b"k", "at": at},
+        )
+        for n, (alert_id, kind) in enumerate((("a" * 32, "duress"), ("b" * 32, "missed_checkout"))):
+            conn.execute(
+                text(
+                    "INSERT INTO incidents (alert_id, device_id, room_id, kind, seq, pressed_at, "
+                    "received_at, state) VALUES (:a, '-phone-p1', '-phone-p1', :k, 0, :at, :at, "
+                    "'open')"
+                ),
+                {"a": alert_id, "k": kind, "at": at},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO mobile_checkins (phone_id, person_id, client_id, started_at, "
+                    "ends_at, note, state, reminders, alert_id) VALUES ('p1', 'w-1', :c, :at, "
+                    ":at, '', 'closed', 0, :a)"
+                ),
+                {"c": str(n) * 32, "a": alert_id, "at": at},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO mobile_positions (incident_id, phone_id, latitude, longitude, "
+                "accuracy, taken_at, received_at) VALUES (1, 'p1', 50.8, 4.3, 12, :at, :at)"
+            ),
+            {"at": at},
+        )
+
+    migrate(engine)
+    assert checkins() == [("0" * 32, None, "a" * 32), ("1" * 32, "b" * 32, None)]
+    with engine.connect() as conn:
+        same = "SELECT COUNT(*) FROM mobile_positions WHERE sent_taken_at = taken_at"
+        assert conn.execute(text(same)).scalar() == 1
+
+    to("0013", down=True)
+    assert checkins() == [("0" * 32, "a" * 32, None), ("1" * 32, "b" * 32, None)]
+    migrate(engine)
+    assert checkins() == [("0" * 32, None, "a" * 32), ("1" * 32, "b" * 32, None)]
     engine.dispose()

@@ -1,6 +1,7 @@
 """The check-in timer on the phone page in Chromium emulating a phone, against the real
-check-in routes: start with a note, extend, survive a reload, a wrong PIN, check out,
-and the duress PIN showing exactly the normal check-out while staff get an alarm."""
+check-in routes: start with a note, extend with the PIN (a wrong one moves nothing),
+survive a reload, a wrong PIN, check out, and the duress PIN extending and checking out
+exactly as the PIN does while staff get an alarm."""
 
 from __future__ import annotations
 
@@ -26,11 +27,22 @@ def _start(page: Page, minutes: str = "1 hour", note: str = "") -> None:
     expect(page.locator("#checkin-running")).to_be_visible()
 
 
-def _checkout(page: Page, pin: str) -> None:
-    page.get_by_role("button", name="Check out").click()
+def _pin(page: Page, pin: str) -> None:
     for d in pin:
         page.locator(f'#pinpad [data-digit="{d}"]').click()
     page.locator("#pin-ok").click()
+
+
+def _checkout(page: Page, pin: str) -> None:
+    page.get_by_role("button", name="Check out").click()
+    expect(page.locator("#pinpad-title")).to_have_text("Your PIN to check out")
+    _pin(page, pin)
+
+
+def _extend(page: Page, pin: str) -> None:
+    page.get_by_role("button", name="Extend 30 min").click()
+    expect(page.locator("#pinpad-title")).to_have_text("Your PIN to extend by 30 min")
+    _pin(page, pin)
 
 
 def test_checkin_start_extend_wrong_pin_checkout_and_duress_look_the_same(
@@ -42,7 +54,12 @@ def test_checkin_start_extend_wrong_pin_checkout_and_duress_look_the_same(
     _start(page, note="Hotel X, room 12")
     expect(page.locator("#checkin-left")).to_have_text("59:59", timeout=3000)
     before = page.locator("#checkin-ends").inner_text()
-    page.get_by_role("button", name="Extend 30 min").click()
+    _extend(page, "1111")
+    expect(page.locator("#checkin-problem")).to_have_text("Wrong PIN")
+    page.locator("#pin-cancel").click()
+    expect(page.locator("#checkin-ends")).to_have_text(before)
+    _extend(page, PIN)
+    expect(page.locator("#checkin-running")).to_be_visible()
     expect(page.locator("#checkin-ends")).not_to_have_text(before)
     page.reload()
     expect(page.locator("#checkin-running")).to_be_visible()
@@ -54,10 +71,16 @@ def test_checkin_start_extend_wrong_pin_checkout_and_duress_look_the_same(
     normal = page.locator("main").inner_text()
     page.locator("#checkin-done-ok").click()
     _start(page)
+    before = page.locator("#checkin-ends").inner_text()
+    _extend(page, DURESS)
+    expect(page.locator("#checkin-running")).to_be_visible()
+    expect(page.locator("#checkin-ends")).not_to_have_text(before)
+    expect(page.locator("#checkin-problem")).to_be_hidden()
+    assert wait_until(lambda: any(i.kind == "duress" for i in console.incidents()), 5)
     _checkout(page, DURESS)
     expect(page.locator("#checkin-done")).to_be_visible()
     assert page.locator("main").inner_text() == normal
-    assert wait_until(lambda: any(i.kind == "duress" for i in console.incidents()), 5)
+    assert [i.kind for i in console.incidents()].count("duress") == 1  # one per session
     page.locator("#checkin-done-ok").click()
     page.reload()
     expect(page.locator("#checkin-idle")).to_be_visible()

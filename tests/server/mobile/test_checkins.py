@@ -18,14 +18,18 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import func, select
 
+from panicbutton.wire import new_alert_id
 from server.app import Server, build
+from server.mobile import alarms, retention
 from server.mobile.alarms import derived_alert_id
 from server.mobile.checkins import ANSWER_FLOOR
 from server.mobile.tables import CheckIn
+from server.mobile.timer import RETRY
 from server.models import Incident, LogEntry
 from server.paging.messages import local_time
 from server.people import presence
 from server.people.roles import Role
+from server.site import PHONE_PREFIX
 from tests.harness import FLOOR, MANAGER, RECEPTION, sample_site, wait_until
 from tests.server.mobile.kit import DURESS, PIN, Phone, phone_link
 from tests.server.people_helpers import (
@@ -81,6 +85,10 @@ def check_out(phone: Phone, pin: str, client_id: str = CLIENT_ID) -> Response:
     return phone.call("POST", f"{START}/{client_id}/checkout", {"pin": pin})
 
 
+def extend(phone: Phone, ends_at: str, pin: str = PIN, client_id: str = CLIENT_ID) -> Response:
+    return phone.call("POST", f"{START}/{client_id}/extend", {"ends_at": ends_at, "pin": pin})
+
+
 def look(site: Served, seconds: float, *, wake: bool = True) -> datetime:
     """Move the clock, and wait until the timer has looked at the new time (``wake``
     makes it look; without, the test relies on it waking by itself when due)."""
@@ -98,8 +106,15 @@ def looked(server: Server, now: datetime, *, wake: bool = True) -> None:
 
 
 def incidents(site: Served, server: Server | None = None) -> list[Incident]:
+    """Phones' incidents (a room unit may go offline as the clock moves on: not ours)."""
     with (server or site.server).services.sessions() as s:
-        return list(s.scalars(select(Incident).order_by(Incident.id)))
+        return list(
+            s.scalars(
+                select(Incident)
+                .where(Incident.device_id.startswith(PHONE_PREFIX))
+                .order_by(Incident.id)
+            )
+        )
 
 
 def session_row(site: Served, phone: Phone, client_id: str = CLIENT_ID) -> CheckIn:
@@ -127,6 +142,22 @@ def ours(site: Served, *, server: Server | None = None) -> list[tuple[str, dict[
         "presence.changed",
         "alert.raised",
     )
+
+
+def steps(site: Served, phone: Phone) -> list[tuple[str, dict[str, Any]]]:
+    """The check-in log entries of ``phone``, its id left out (to compare two phones)."""
+    return [
+        (t, {k: "<phone>" if v == phone.phone_id else v for k, v in d.items()})
+        for t, d in ours(site)
+        if t.startswith("checkin.") and d.get("phone") == phone.phone_id
+    ]
+
+
+def resolve(site: Served, incident: Incident) -> None:
+    answer = client_as(site.server, "manager").post(
+        f"/api/v1/incidents/{incident.id}/resolve", json={"outcome": "genuine"}
+    )
+    assert answer.status_code == 200, answer.text
 
 
 def reminded(site: Served, server: Server | None = None) -> list[int]:
@@ -219,7 +250,6 @@ def test_a_session_not_closed_alarms_5_minutes_after_its_end_once(
     assert wait_until(lambda: len(incidents(site)) == 1, 5)
     [incident] = incidents(site)
     assert incident.kind == "missed_checkout"
-    assert incident.alert_id == derived_alert_id("missed", session_row(site, phone).id)
     assert incident.device_id == f"-phone-{phone.phone_id}"
     # Staff on duty are paged, naming the worker (mobile).
     assert wait_until(lambda: site.twilio.to(RECEPTION) and site.twilio.to(FLOOR), 5)
@@ -335,22 +365,14 @@ def test_the_duress_pin_looks_like_a_check_out_and_pages_staff_silently(
     assert [normal.headers.get(h) for h in same] == [duress.headers.get(h) for h in same]
 
     # The same log entries for both check-outs, and the same presence change.
-    def steps(phone: Phone) -> list[tuple[str, dict[str, Any]]]:
-        return [
-            (t, {k: "<phone>" if v == phone.phone_id else v for k, v in d.items()})
-            for t, d in ours(site)
-            if t.startswith("checkin.") and d.get("phone") == phone.phone_id
-        ]
-
-    assert steps(calm) == steps(forced)
+    assert steps(site, calm) == steps(site, forced)
     assert present(site) == []
     # The duress PIN raised an alarm, paging staff on duty; the phone never sees it.
     assert wait_until(lambda: len(incidents(site)) == 1, 5)
     [incident] = incidents(site)
     assert (incident.kind, incident.device_id) == ("duress", f"-phone-{forced.phone_id}")
-    assert incident.alert_id == derived_alert_id("duress", session_row(site, forced).id)
-    assert session_row(site, forced).alert_id == incident.alert_id
-    assert session_row(site, calm).alert_id is None
+    assert session_row(site, forced).duress_alert_id == incident.alert_id
+    assert session_row(site, calm).duress_alert_id is None
     assert wait_until(lambda: site.twilio.to(RECEPTION) and site.twilio.to(FLOOR), 5)
     for phone in (calm, forced):
         me = phone.call("GET", "/api/v1/phone/me").json()
@@ -490,13 +512,15 @@ def test_bad_input_is_refused_and_changes_nothing(site: Served, client: TestClie
     naive = (site.clock.now() + timedelta(minutes=30)).replace(tzinfo=None).isoformat()
     refused(start(phone, naive), 422, "time zone")
     refused(start(phone, at(site, 30), note="x" * 501), 422, "note")
+    # PostgreSQL keeps no NUL character in text: refused for what it is, on every database.
+    refused(start(phone, at(site, 30), note="Hotel X\x00 room 4"), 422, "NUL")
     refused(start(phone, at(site, 30), client_id="not hex" + "0" * 25), 422, "client_id")
     refused(start(phone, at(site, 30), client_id="A" * 32), 422, "client_id")
     refused(phone.call("POST", START, {"ends_at": at(site, 30)}), 422, "client_id")
     # Another worker's session: not this phone's.
     refused(check_out(phone, PIN, "a" * 32), 404, "no check-in with that id")
     refused(
-        phone.call("POST", f"{START}/{'a' * 32}/extend", {"ends_at": at(site, 60)}),
+        extend(phone, at(site, 60), client_id="a" * 32),
         404,
         "no check-in with that id",
     )
@@ -514,18 +538,20 @@ def test_bad_input_is_refused_and_changes_nothing(site: Served, client: TestClie
     again = start(phone, at(site, 45))
     assert (again.status_code, again.json()) == (200, first.json())
     refused(start(phone, at(site, 30), client_id="b" * 32), 409, "already running")
-    extended = phone.call("POST", f"{START}/{CLIENT_ID}/extend", {"ends_at": at(site, 60)})
+    no_pin = phone.call("POST", f"{START}/{CLIENT_ID}/extend", {"ends_at": at(site, 60)})
+    refused(no_pin, 422, "pin")
+    extended = extend(phone, at(site, 60))
     assert extended.status_code == 200, extended.text
     assert extended.json()["ends_at"] == at(site, 60).replace("+00:00", "Z")
     refused(
-        phone.call("POST", f"{START}/{CLIENT_ID}/extend", {"ends_at": at(site, 25 * 60)}),
+        extend(phone, at(site, 25 * 60)),
         422,
         window,
     )
     closed = check_out(phone, PIN)
     assert check_out(phone, PIN).content == closed.content  # sent again: the same answer
     refused(
-        phone.call("POST", f"{START}/{CLIENT_ID}/extend", {"ends_at": at(site, 60)}),
+        extend(phone, at(site, 60)),
         409,
         "closed already",
     )
@@ -534,3 +560,203 @@ def test_bad_input_is_refused_and_changes_nothing(site: Served, client: TestClie
         "checkin.extended",
         "checkin.closed",
     ]
+
+
+def test_extending_needs_the_pin_and_the_duress_pin_extends_alike_and_alarms_once(
+    site: Served, client: TestClient
+) -> None:
+    calm = phone_of(site, client, "w-17")
+    forced = phone_of(site, client, "w-18")
+    for phone in (calm, forced):
+        assert start(phone, at(site, 30), note="Rue Haute 5").status_code == 201
+    site.clock.advance(60)
+    new_end = at(site, 60)
+    took = []
+    for phone, pin in ((calm, PIN), (forced, DURESS)):
+        began = time.monotonic()
+        took.append((extend(phone, new_end, pin), time.monotonic() - began))
+    (normal, normal_took), (duress, duress_took) = took
+    # The same answer, byte for byte, and neither sooner than the floor.
+    assert min(normal_took, duress_took) >= ANSWER_FLOOR
+    assert (normal.status_code, normal.content) == (duress.status_code, duress.content)
+    assert normal.json()["ends_at"] == new_end.replace("+00:00", "Z")
+    same = ("content-type", "content-length", "cache-control", "x-content-type-options")
+    assert [normal.headers.get(h) for h in same] == [duress.headers.get(h) for h in same]
+    assert steps(site, calm) == steps(site, forced)
+    # The duress PIN raised a silent alarm, paging staff; the phone never sees it.
+    assert wait_until(lambda: len(incidents(site)) == 1, 5)
+    [incident] = incidents(site)
+    assert (incident.kind, incident.device_id) == ("duress", f"-phone-{forced.phone_id}")
+    assert session_row(site, forced).duress_alert_id == incident.alert_id
+    assert session_row(site, forced).state == "running"
+    assert wait_until(lambda: site.twilio.to(RECEPTION) and site.twilio.to(FLOOR), 5)
+    me = [phone.call("GET", "/api/v1/phone/me").json() for phone in (calm, forced)]
+    assert [(m["alarms"], m["checkin"]) for m in me] == [([], normal.json())] * 2
+    # Nor can it read it by sending its id: answered as another device's would be.
+    probe = forced.alarm(incident.alert_id, presses=5)
+    assert probe.status_code == 409, probe.text
+    assert probe.json() == {"detail": "this alert id is not this phone's: make a new one"}
+    assert incidents(site)[0].presses == 1
+    assert entries(site.server, "alert.re_pressed") == []
+
+    # Once per session: a second duress extension, or a duress check-out, raises no more.
+    assert extend(forced, at(site, 90), DURESS).status_code == 200
+    assert check_out(forced, DURESS).json()["state"] == "closed"
+    assert check_out(calm, PIN).json()["state"] == "closed"
+    look(site, 3 * 60 * 60)
+    assert len(incidents(site)) == 1
+    assert site.twilio.to(NUMBER) == site.twilio.to(OTHER_NUMBER) == []
+
+
+def test_a_refused_extension_is_refused_alike_for_the_duress_pin_which_still_alarms(
+    site: Served, client: TestClient
+) -> None:
+    calm = phone_of(site, client, "w-17")
+    forced = phone_of(site, client, "w-18")
+    for phone in (calm, forced):
+        assert start(phone, at(site, 30)).status_code == 201
+    too_far = at(site, 25 * 60)
+    normal, duress = extend(calm, too_far, PIN), extend(forced, too_far, DURESS)
+    assert normal.status_code == 422, normal.text
+    assert (normal.status_code, normal.content) == (duress.status_code, duress.content)
+    assert wait_until(lambda: len(incidents(site)) == 1, 5)
+    assert incidents(site)[0].kind == "duress"
+    assert session_row(site, forced).ends_at == session_row(site, calm).ends_at
+
+
+def test_wrong_pins_at_extending_count_toward_the_same_lock_and_the_end_stays(
+    site: Served, client: TestClient
+) -> None:
+    phone = phone_of(site, client)
+    assert start(phone, at(site, 10)).status_code == 201
+    ends_at = session_row(site, phone).ends_at
+    wrong = [extend(phone, at(site, 60), "0000") for _ in range(3)]
+    wrong += [check_out(phone, "0000") for _ in range(2)]
+    assert [a.status_code for a in wrong] == [403] * 5
+    assert wrong[0].json()["detail"].startswith("Wrong PIN: 4 tries left")
+    assert "refused for 15 minutes" in wrong[4].json()["detail"]
+    for locked in (extend(phone, at(site, 60), PIN), extend(phone, at(site, 60), DURESS)):
+        assert locked.status_code == 429, locked.text
+        assert locked.headers["Retry-After"] == "900"
+        assert "keeps running" in locked.json()["detail"]
+    assert check_out(phone, PIN).status_code == 429
+    assert session_row(site, phone).ends_at == ends_at
+    assert [t for t, d in ours(site) if t == "checkin.extended"] == []
+    # Nobody holding the phone put the end off: the missed check-out alarm goes on time.
+    look(site, 15 * 60)
+    assert wait_until(lambda: len(incidents(site)) == 1, 5)
+    assert incidents(site)[0].kind == "missed_checkout"
+
+
+def test_no_phone_can_send_a_check_in_alarm_s_id_first(site: Served, client: TestClient) -> None:
+    evil = phone_of(site, client, "w-18")
+    phone = phone_of(site, client)
+    # The ids the server once made from the first sessions' row ids, sent first (each
+    # resolved at once, so that the flood limit lets the next one in).
+    guessed = [derived_alert_id(kind, n) for kind in ("missed", "duress") for n in (1, 2, 3)]
+    for alert_id in guessed:
+        assert evil.alarm(alert_id).status_code == 200
+        resolve(site, incidents(site)[-1])
+    # A missed check-out and a duress check-out of another worker still alarm, theirs.
+    assert start(phone, at(site, 10), client_id="1" * 32).status_code == 201
+    look(site, 16 * 60)
+    assert start(phone, at(site, 10), client_id="2" * 32).status_code == 201
+    assert check_out(phone, DURESS, "2" * 32).status_code == 200
+    assert wait_until(lambda: len(incidents(site)) == 8, 5)
+    raised = incidents(site)[6:]
+    assert [(i.kind, i.device_id) for i in raised] == [
+        ("missed_checkout", f"-phone-{phone.phone_id}"),
+        ("duress", f"-phone-{phone.phone_id}"),
+    ]
+    assert not {i.alert_id for i in raised} & set(guessed)
+    assert session_row(site, phone, "1" * 32).alert_id == raised[0].alert_id
+    assert session_row(site, phone, "2" * 32).duress_alert_id == raised[1].alert_id
+    assert entries(site.server, "alert.refused") == []
+    assert wait_until(lambda: {i.id for i in raised} <= _paged(site), 5)
+
+
+def _paged(site: Served) -> set[int]:
+    """The incidents some page was queued for."""
+    with site.server.services.sessions() as s:
+        rows = s.scalars(select(LogEntry).where(LogEntry.type == "page.queued")).all()
+        return {row.incident_id for row in rows if row.incident_id is not None}
+
+
+def test_sessions_after_retention_deleted_the_newest_still_alarm(
+    site: Served, client: TestClient
+) -> None:
+    # SQLite gives a deleted row's id to the next row: no alarm may depend on it.
+    phone = phone_of(site, client)
+
+    def session(client_id: str, pin: str | None) -> None:
+        assert start(phone, at(site, 10), client_id=client_id).status_code == 201
+        if pin is not None:
+            assert check_out(phone, pin, client_id).status_code == 200
+        else:
+            look(site, 16 * 60)
+
+    session("1" * 32, DURESS)
+    session("2" * 32, None)
+    assert wait_until(lambda: len(incidents(site)) == 2, 5)
+    for incident in incidents(site):
+        resolve(site, incident)
+    with site.server.services.sessions.begin() as s:
+        assert retention.purge_checkins(s, before=site.clock.now() + timedelta(days=1)) == 2
+    session("3" * 32, DURESS)
+    session("4" * 32, None)
+    assert wait_until(lambda: len(incidents(site)) == 4, 5)
+    raised = incidents(site)
+    assert [i.kind for i in raised] == ["duress", "missed_checkout"] * 2
+    assert [i.state for i in raised[2:]] == ["open", "open"]
+    assert len({i.alert_id for i in raised}) == 4
+    assert wait_until(lambda: {i.id for i in raised} <= _paged(site), 5)
+
+
+def test_a_check_in_alarm_takes_another_fresh_id_when_one_is_taken(
+    site: Served, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = phone_of(site, client, "w-18")
+    phone = phone_of(site, client)
+    theirs, own = new_alert_id(), new_alert_id()
+    assert other.alarm(theirs).status_code == 200
+    assert phone.alarm(own).status_code == 200
+    # The next fresh ids happen to be another phone's alarm's, then this phone's own.
+    fresh = iter([theirs, own])
+    real = alarms.fresh_alert_id
+    monkeypatch.setattr(alarms, "fresh_alert_id", lambda: next(fresh, None) or real())
+    assert start(phone, at(site, 5)).status_code == 201
+    look(site, 10 * 60)
+    assert wait_until(lambda: len(incidents(site)) == 3, 5)
+    missed = incidents(site)[-1]
+    assert (missed.kind, missed.device_id) == ("missed_checkout", f"-phone-{phone.phone_id}")
+    assert missed.alert_id not in (theirs, own)
+    assert session_row(site, phone).alert_id == missed.alert_id
+    assert [i.presses for i in incidents(site)[:2]] == [1, 1]
+    assert wait_until(lambda: missed.id in _paged(site), 5)
+
+
+def test_a_check_in_alarm_not_recorded_leaves_the_session_running_and_goes_once_later(
+    site: Served, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = phone_of(site, client, "w-18")
+    theirs = new_alert_id()
+    assert other.alarm(theirs).status_code == 200
+    phone = phone_of(site, client)
+    # Every fresh id of the first try is taken: the claim and the alarm roll back together.
+    fresh = iter([theirs] * alarms.FRESH_TRIES)
+    real = alarms.fresh_alert_id
+    monkeypatch.setattr(alarms, "fresh_alert_id", lambda: next(fresh, None) or real())
+    assert start(phone, at(site, 5)).status_code == 201
+    look(site, 10 * 60)
+    row = session_row(site, phone)
+    assert (row.state, row.alert_id) == ("running", None)
+    assert len(incidents(site)) == 1
+    # The timer tries again a few seconds later, and the session raises its one alarm.
+    look(site, RETRY)
+    assert wait_until(lambda: len(incidents(site)) == 2, 5)
+    row = session_row(site, phone)
+    assert (row.state, row.alert_id) == ("missed", incidents(site)[-1].alert_id)
+    look(site, 60 * 60)
+    assert len(incidents(site)) == 2
+    raised = [d for t, d in ours(site) if t == "alert.raised"]
+    assert [d["kind"] for d in raised] == ["panic", "missed_checkout"]

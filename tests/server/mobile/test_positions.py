@@ -5,6 +5,7 @@ shared, and the positions go a few days after the end (the log still verifies)."
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -361,3 +362,64 @@ def test_positions_go_days_after_the_end_and_the_log_still_verifies(
 
     services.keeper.sign()
     assert services.keeper.self_verify(site.clock.now()) is not None
+
+
+def test_a_position_sent_again_is_refused_and_an_old_fix_never_looks_new(
+    site: Served, client: TestClient
+) -> None:
+    phone = enrolled_phone(site.server, client)
+    phone.clock = site.clock  # the phone's clock is right
+    alert_id = new_alert_id()
+    assert phone.alarm(alert_id).status_code == 200
+    path = f"/api/v1/phone/alarms/{alert_id}/positions"
+
+    def captured(latitude: float) -> tuple[bytes, dict[str, str]]:
+        """A position request as the page signs it now (to send now, or later)."""
+        fix = {
+            "latitude": latitude,
+            "longitude": LON,
+            "accuracy": 12.0,
+            "taken_at": site.clock.now().isoformat(),
+        }
+        body = json.dumps(fix).encode()
+        return body, {**phone.headers("POST", path, body), "Content-Type": "application/json"}
+
+    def send(request: tuple[bytes, dict[str, str]]) -> Response:
+        answer: Response = client.post(path, content=request[0], headers=request[1])
+        return answer
+
+    def newest() -> Position:
+        with site.server.services.sessions() as s:
+            found = s.scalars(select(Position).order_by(Position.id.desc())).first()
+            assert found is not None
+            return found
+
+    first = captured(LAT)
+    assert send(first).status_code == 204
+    # The same request again (captured and replayed, or a retry): refused, nothing kept.
+    site.clock.advance(6)
+    again = send(first)
+    assert again.status_code == 422, again.text
+    assert "sent already" in again.json()["detail"]
+    assert stored(site) == 1
+    # Held back 11 minutes: too old by the server's clock, whatever its X-Phone-Time says.
+    held = captured(LAT + 0.01)
+    site.clock.advance(11 * 60)
+    late = send(held)
+    assert late.status_code == 422, late.text
+    assert "10 minutes old" in late.json()["detail"]
+    # Held back 3 minutes: kept as what it is, a fix 3 minutes old (not a fresh one).
+    held = captured(LAT + 0.02)
+    taken = site.clock.now()
+    site.clock.advance(3 * 60)
+    assert send(held).status_code == 204
+    assert (newest().latitude, newest().taken_at) == (LAT + 0.02, taken)
+    assert stored(site) == 2
+
+    # A phone whose clock is two hours slow still shares: judged on its own clock.
+    slow = new_alert_id()
+    assert phone.alarm(slow).status_code == 200
+    phone.skew_ms = -2 * 3600 * 1000
+    answer = share(phone, slow, taken_at=(site.clock.now() - timedelta(hours=2)).isoformat())
+    assert answer.status_code == 204, answer.text
+    assert newest().taken_at == site.clock.now()

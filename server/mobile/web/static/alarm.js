@@ -96,6 +96,18 @@ async function send() {
     return;
   }
   if (api.refusedForGood(answer)) return refused(answer);
+  if (answer.status === 409) {
+    // The id is not this phone's (another device's alarm has it): the same alarm under
+    // a new id, at once (then as any refusal, should it come again).
+    alarm.alert_id = api.randomId();
+    alarm.sent = 0;
+    await store.put("alarm", alarm);
+    positions.follow(alarm.alert_id, stopped);
+    if (tries === 0) {
+      tries = 1;
+      return send();
+    }
+  }
   // 429 (too many open alarms) and any other refusal: said, and tried again.
   problem = answer.status ? api.detail(answer) : "";
   tries += 1;

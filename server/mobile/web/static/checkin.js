@@ -1,8 +1,9 @@
 // The check-in timer: before a job outside, the worker starts a session with its end
-// time (and a note shared only if they do not check out); the page counts down, extends
-// by 30 minutes, and checks out with the PIN typed on a pad. The check-out PIN and the
-// duress PIN get the same answer from the server, and this page shows the same
-// "Checked out" for both: nothing here may tell them apart.
+// time (and a note shared only if they do not check out); the page counts down, and
+// extends by 30 minutes or checks out with the PIN typed on a pad (else whoever holds
+// the phone could put the end off for ever). The check-out PIN and the duress PIN get
+// the same answer from the server, and this page shows the same for both: nothing
+// here may tell them apart.
 import * as api from "./api.js";
 import * as store from "./store.js";
 import { t, clock } from "./texts.js";
@@ -15,6 +16,8 @@ let running = null;
 /** Server time minus this phone's time, ms (the countdown follows the server's clock). */
 let offset = 0;
 let pin = "";
+/** What the PIN pad is open for: "checkout" or "extend". */
+let purpose = "checkout";
 let ticker = null;
 let refused = () => {};
 /** The id of the session the form starts: the same on each try, so a retry after a lost
@@ -38,25 +41,19 @@ export async function start(onRefused) {
   $("checkin-end-time").addEventListener("input", () => {
     document.querySelector('input[name="length"][value="until"]').checked = true;
   });
-  $("checkin-extend").addEventListener("click", () => once(extend));
-  $("checkin-checkout").addEventListener("click", () => {
-    pin = "";
-    drawPin();
-    say("");
-    show("pin");
-    document.querySelector('#pinpad [data-digit="1"]').focus();
-  });
+  $("checkin-extend").addEventListener("click", () => askPin("extend"));
+  $("checkin-checkout").addEventListener("click", () => askPin("checkout"));
   document.querySelectorAll("#pinpad [data-digit]").forEach((key) => key.addEventListener("click", () => digit(key.dataset.digit)));
   $("pin-back").addEventListener("click", () => {
     pin = pin.slice(0, -1);
     drawPin();
   });
-  $("pin-ok").addEventListener("click", () => once(checkout));
+  $("pin-ok").addEventListener("click", () => once(withPin));
   $("pin-cancel").addEventListener("click", () => show("running"));
   $("pinpad").addEventListener("keydown", (event) => {
     if (/^[0-9]$/.test(event.key)) digit(event.key);
     else if (event.key === "Backspace") $("pin-back").click();
-    else if (event.key === "Enter" && event.target.tagName !== "BUTTON") once(checkout);
+    else if (event.key === "Enter" && event.target.tagName !== "BUTTON") once(withPin);
     else return;
     event.preventDefault();
   });
@@ -127,10 +124,33 @@ async function begin() {
   failed(answer);
 }
 
-async function extend() {
+/** Open the PIN pad to check out or to extend (its title says which). */
+function askPin(wanted) {
+  purpose = wanted;
+  const title = $("pinpad-title");
+  title.dataset.t = purpose === "extend" ? "pin.title_extend" : "pin.title";
+  title.textContent = t(title.dataset.t);
+  pin = "";
+  drawPin();
+  say("");
+  show("pin");
+  document.querySelector('#pinpad [data-digit="1"]').focus();
+}
+
+/** The PIN typed: extend or check out with it, as the pad was opened for. */
+async function withPin() {
+  if (pin.length < 4) return say(t("pin.short"));
+  const typed = pin;
+  pin = "";
+  drawPin();
+  return purpose === "extend" ? extend(typed) : checkout(typed);
+}
+
+async function extend(typed) {
   const end = Math.max(Date.parse(running.ends_at), serverNow()) + EXTEND_MS;
   const answer = await api.signed("POST", `/api/v1/phone/checkins/${running.client_id}/extend`, {
     ends_at: new Date(end).toISOString(),
+    pin: typed,
   });
   if (answer.status === 200) {
     running = answer.body;
@@ -138,6 +158,7 @@ async function extend() {
     say("");
     return show("running");
   }
+  if (answer.status === 403) return say(t("pin.wrong"));
   failed(answer);
 }
 
@@ -151,11 +172,7 @@ function drawPin() {
   $("pin-dots").setAttribute("aria-label", t("pin.count", { n: pin.length }));
 }
 
-async function checkout() {
-  if (pin.length < 4) return say(t("pin.short"));
-  const typed = pin;
-  pin = "";
-  drawPin();
+async function checkout(typed) {
   const answer = await api.signed("POST", `/api/v1/phone/checkins/${running.client_id}/checkout`, { pin: typed });
   if (answer.status === 200) {
     running = null;
