@@ -1,16 +1,20 @@
-"""The phone button's page in a real browser: Debian's Chromium emulating a phone
-(390 by 844, touch, the geolocation permission and a position set by the test), against
-the whole system (the console's ``console`` fixture: real Mosquitto, the fake
-Twilio, the server on loopback, where http://127.0.0.1 is a secure context).
+"""The mobile button's tests: ``site`` and ``client`` (the server on a hand-moved clock
+with the fake Twilio, and an HTTP client on its app), and the phone's page in a real
+browser: Debian's Chromium emulating a phone (390 by 844, touch, the geolocation
+permission and a position set by the test), against the whole system (the console's
+``console`` fixture: real Mosquitto, the fake Twilio, the server on loopback, where
+http://127.0.0.1 is a secure context).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from server.mobile.tables import MobilePhone
 from server.people.roles import Role
@@ -19,10 +23,26 @@ from tests.harness import System
 # The whole system the console's browser tests run against, reused as it is.
 from tests.server.console.conftest import console as console  # noqa: PLC0414  # re-exported fixture
 from tests.server.mobile.kit import DURESS, PIN, phone_link
-from tests.server.people_helpers import add_person
+from tests.server.people_helpers import BASE_URL, Served, add_person, served
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Geolocation, Page
+
+
+@pytest.fixture
+def site(database_url: str, tmp_path: Path) -> Iterator[Served]:
+    """The server (sample site, no MQTT) on a hand-moved clock, paging the fake Twilio;
+    a test module that needs settings of its own defines its own ``site``."""
+    with served(database_url, tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def client(site: Served) -> Iterator[TestClient]:
+    """An HTTP client on the server's app, as a phone or Twilio would call it."""
+    with TestClient(site.server.app, base_url=BASE_URL) as c:
+        yield c
+
 
 #: Where the emulated phone is (Brussels), and its own number.
 WHERE: Geolocation = {"latitude": 50.8466, "longitude": 4.3528, "accuracy": 12}

@@ -5,10 +5,7 @@ phone reads back received -> help is coming (with who) -> resolved."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
@@ -25,20 +22,7 @@ from tests.server.people_helpers import (
     add_person,
     browser_as,
     entries,
-    served,
 )
-
-
-@pytest.fixture
-def site(database_url: str, tmp_path: Path) -> Iterator[Served]:
-    with served(database_url, tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-def client(site: Served) -> Iterator[TestClient]:
-    with TestClient(site.server.app, base_url=BASE_URL) as c:
-        yield c
 
 
 def incidents(site: Served) -> list[Incident]:

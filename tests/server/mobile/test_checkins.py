@@ -8,9 +8,7 @@ The server runs on a hand-moved clock; the test's phone signs with that clock to
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,7 +37,6 @@ from tests.server.people_helpers import (
     browser_as,
     client_as,
     entries,
-    served,
 )
 
 #: The numbers the test phones enrol with.
@@ -48,18 +45,6 @@ NUMBER, OTHER_NUMBER = "+32470555001", "+32470555002"
 UNSAID = ("duress", "contrainte", "dwang", "alarm", "alerte", "PIN")
 CLIENT_ID = "c0ffee" + "0" * 26
 START = "/api/v1/phone/checkins"
-
-
-@pytest.fixture
-def site(database_url: str, tmp_path: Path) -> Iterator[Served]:
-    with served(database_url, tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-def client(site: Served) -> Iterator[TestClient]:
-    with TestClient(site.server.app, base_url=BASE_URL) as c:
-        yield c
 
 
 def phone_of(site: Served, client: TestClient, worker: str = "w-17", **kw: Any) -> Phone:

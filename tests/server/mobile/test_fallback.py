@@ -38,12 +38,6 @@ def site(database_url: str, tmp_path: Path) -> Iterator[Served]:
         yield running
 
 
-@pytest.fixture
-def client(site: Served) -> Iterator[TestClient]:
-    with TestClient(site.server.app, base_url=BASE_URL) as c:
-        yield c
-
-
 def twilio(
     site: Served, client: httpx.Client, path: str, params: dict[str, str], *, token: str = ""
 ) -> Response:

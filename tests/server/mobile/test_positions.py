@@ -52,12 +52,6 @@ def site(database_url: str, tmp_path: Path) -> Iterator[Served]:
         yield running
 
 
-@pytest.fixture
-def client(site: Served) -> Iterator[TestClient]:
-    with TestClient(site.server.app, base_url=BASE_URL) as c:
-        yield c
-
-
 def share(phone: Phone, alert_id: str, **fix: Any) -> Response:
     """A position as the page sends it (the phone's clock: the real one)."""
     body = {
