@@ -114,7 +114,7 @@ def start(body: StartIn, caller: Phone, services: ServicesDep, response: Respons
         raise _refused(exc) from None
     if not new:
         response.status_code = 200
-    return Checkin.of(view)
+    return Checkin.model_validate(view)
 
 
 @router.post(
@@ -139,7 +139,7 @@ def extend(client_id: ClientId, body: ExtendIn, caller: Phone, services: Service
         )
     except CheckinError as exc:
         raise _refused(exc) from None
-    return Checkin.of(view)
+    return Checkin.model_validate(view)
 
 
 @router.post(
@@ -164,4 +164,4 @@ def checkout(
         )
     except CheckinError as exc:
         raise _refused(exc) from None
-    return Checkin.of(view)
+    return Checkin.model_validate(view)

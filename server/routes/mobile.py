@@ -13,14 +13,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Security
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from panicbutton.wire import ALERT_ID_RE, INT_MAX
 from server.errors import PeopleError
 from server.mobile import phones
-from server.mobile.alarms import NotThisPhonesError, PhoneView, TooManyAlarmsError
-from server.mobile.checkins import CheckinView
+from server.mobile.alarms import NotThisPhonesError, TooManyAlarmsError
 from server.mobile.phones import PhoneRefusedError
 from server.mobile.signing import PHONE, SIGNATURE, TIME
 from server.people.auth import Principal
@@ -216,6 +215,9 @@ class AlarmIn(BaseModel):
 
 
 class AlarmOut(BaseModel):
+    # Read from a server.mobile.alarms.PhoneView: ``AlarmOut.model_validate(view)``.
+    model_config = ConfigDict(from_attributes=True)
+
     alert_id: str
     incident: int
     #: panic (the button) or missed_checkout.
@@ -226,20 +228,12 @@ class AlarmOut(BaseModel):
     going: str | None
     presses: int
 
-    @classmethod
-    def of(cls, view: PhoneView) -> AlarmOut:
-        return cls(
-            alert_id=view.alert_id,
-            incident=view.incident,
-            kind=view.kind,
-            state=view.state,
-            going=view.going,
-            presses=view.presses,
-        )
-
 
 class Checkin(BaseModel):
     """A check-in session (server/routes/checkins.py)."""
+
+    # Read from a server.mobile.checkins.CheckinView: ``Checkin.model_validate(view)``.
+    model_config = ConfigDict(from_attributes=True)
 
     client_id: str
     started_at: datetime
@@ -248,16 +242,6 @@ class Checkin(BaseModel):
     state: str
     #: What the worker chose to share; "" when nothing.
     note: str
-
-    @classmethod
-    def of(cls, view: CheckinView) -> Checkin:
-        return cls(
-            client_id=view.client_id,
-            started_at=view.started_at,
-            ends_at=view.ends_at,
-            state=view.state,
-            note=view.note,
-        )
 
 
 class PhoneState(BaseModel):
@@ -286,8 +270,8 @@ def me(caller: Phone, services: ServicesDep) -> PhoneState:
         phone_id=caller.phone_id,
         name=name,
         language=language,
-        alarms=[AlarmOut.of(v) for v in views],
-        checkin=None if checkin is None else Checkin.of(checkin),
+        alarms=[AlarmOut.model_validate(v) for v in views],
+        checkin=None if checkin is None else Checkin.model_validate(checkin),
         now=services.clock.now(),
     )
 
@@ -328,7 +312,7 @@ async def raise_alarm(request: Request, caller: AlarmPhone, services: ServicesDe
         raise HTTPException(429, str(exc), headers={"Retry-After": "60"}) from None
     except NotThisPhonesError as exc:
         raise HTTPException(409, str(exc)) from None
-    return AlarmOut.of(view)
+    return AlarmOut.model_validate(view)
 
 
 def _errors(exc: ValidationError) -> str:
@@ -349,7 +333,7 @@ def alarm_state(alert_id: AlertId, caller: Phone, services: ServicesDep) -> Alar
     view = services.mobile.view(phone_id=caller.phone_id, alert_id=alert_id)
     if view is None:
         raise HTTPException(404, "this phone raised no alarm with that id")
-    return AlarmOut.of(view)
+    return AlarmOut.model_validate(view)
 
 
 # -- managers ---------------------------------------------------------------------
