@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
@@ -171,16 +172,22 @@ async def stream(
     ``released`` is called once the stream ends."""
     views = hub.views()
     upcoming: asyncio.Future[board.BoardView] | None = None
+    checked = time.monotonic()
     try:
         while True:
             if upcoming is None:
                 upcoming = asyncio.ensure_future(anext(views))
-            arrived, _ = await asyncio.wait({upcoming}, timeout=SESSION_CHECK)
-            if not arrived:
+            left = SESSION_CHECK - (time.monotonic() - checked)
+            arrived, _ = await asyncio.wait({upcoming}, timeout=max(0.0, left))
+            # NOTE: on the clock, not only when the board is quiet: a board that changes
+            # all the time (a storm) must still stop once its session ends.
+            if time.monotonic() - checked >= SESSION_CHECK:
+                checked = time.monotonic()
                 where = await run_in_threadpool(gone)
                 if where is not None:
                     yield {"event": "signed-out", "data": where}
                     return
+            if not arrived:
                 continue
             view = upcoming.result()
             upcoming = None
