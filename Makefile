@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench docs docs-site clean messages screenshots
+.PHONY: demo test lint typecheck unit bench soak docs docs-site clean messages screenshots pi-check
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -31,10 +31,19 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -q -n 3
+	$(BIN)/pytest -q -n 3 --dist loadgroup
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
+
+# The server as deployed for an hour at a realistic load (tests/bench/soak.py; --help).
+soak: $(STAMP)
+	$(BIN)/python -m tests.bench.soak
+
+# A room unit installed from an empty card on an emulated Raspberry Pi (arm64, qemu),
+# against a real server, broker and wheelhouse on loopback (root; see tests/pi/check.py).
+pi-check: $(STAMP)
+	$(BIN)/python -m tests.pi.check
 
 docs: $(STAMP)
 	$(BIN)/python -m tests.test_docs

@@ -22,9 +22,30 @@ from typing import Any
 
 from server.units.broker import BrokerFiles, allowed
 
+#: Where :func:`free_port` looks: below Linux's ephemeral range (32768-60999 by
+#: default, ``/proc/sys/net/ipv4/ip_local_port_range``), from which the kernel
+#: picks the local port of every outgoing connection.
+PORTS = range(20000, 32000)
+
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback port nothing listens on, for a child process to bind next.
+
+    Not the kernel's choice (``bind(0)``): that comes from the ephemeral range, where
+    any outgoing connection on the machine (to PostgreSQL, to a broker) may take the
+    same port before the child binds it. A random port below that range can only be
+    taken by another caller of this function picking the same one of 12,000.
+    """
+    rng = secrets.SystemRandom()
+    for _ in range(200):
+        port = rng.choice(PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # that range is full: the kernel's choice after all
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
@@ -47,6 +68,11 @@ class MosquittoProcess:
             stderr=subprocess.PIPE,
         )
         wait_for_port(self.files.port, timeout, self._proc)
+
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs (to send it SIGHUP: reload its files)."""
+        return self._proc.pid if self._proc is not None else None
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

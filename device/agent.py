@@ -144,6 +144,10 @@ class Agent:
             raise
         self._next_heartbeat = 0.0
         self.last_error: str | None = self.outbox.fault
+        # The last failure said in the journal for each path: a path retrying with
+        # the same cause is said once, again when the cause changes or after the
+        # path has worked in between.
+        self._said_down: dict[Via, str] = {}
         self._thread = threading.Thread(
             target=self._run, name=f"agent-{config.device_id}", daemon=True
         )
@@ -176,7 +180,7 @@ class Agent:
         if self._thread.is_alive():
             self._events.put(_Stop())
             self._thread.join(timeout=5)
-        self.link.stop(self.outbox.depth())
+        self.link.stop(self.outbox.depth(), uptime=self.uptime)
         if self.https is not None:
             self.https.close()
         self._close_devices()
@@ -188,6 +192,11 @@ class Agent:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def uptime(self) -> int:
+        """Seconds since the agent was made, by its clock."""
+        return int(self._clock.monotonic() - self.started)
 
     @property
     def running(self) -> bool:
@@ -234,13 +243,19 @@ class Agent:
             case LinkUp():
                 log.info("connected to %s:%d", self.config.mqtt.host, self.config.mqtt.port)
                 self._next_heartbeat = 0.0
+                self._said_down.pop(Via.MQTT, None)
                 self._delivery.link_up()
             case LinkDown(reason=reason, path=path):
                 self.last_error = reason
-                log.warning("%s", reason)
+                if self._said_down.get(path) == reason:
+                    log.debug("%s", reason)
+                else:
+                    self._said_down[path] = reason
+                    log.warning("%s", reason)
                 if path is Via.MQTT:
                     self._delivery.link_down()
             case FeedbackIn(payload=payload, via=via):
+                self._said_down.pop(via, None)
                 self._standing.take(payload, via)
 
     def _periodic(self, now: float) -> None:
@@ -286,7 +301,7 @@ class Agent:
             return
         self._next_heartbeat = now + self.config.heartbeat
         self.link.publish_status(
-            outbox=self.outbox.depth(), uptime=int(now - self.started), error=self.last_error or ""
+            outbox=self.outbox.depth(), uptime=self.uptime, error=self.last_error or ""
         )
 
     def _selftest_due(self) -> None:

@@ -17,11 +17,12 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from device import why
 from device.config import DeviceConfig
 from device.errors import DeviceError
 from device.https import HttpsSender, describe
 from device.outbox import Outbox
-from device.pins import make_factory
+from device.pins import make_factory, no_pin_library
 from panicbutton.clock import Clock, SystemClock
 from panicbutton.wire import QOS, AlertKind, Feedback, WireError, alert_topic, feedback_topic
 
@@ -72,6 +73,7 @@ def check(
 
 def _pins(config: DeviceConfig, report: Report, wait_press: float, pin_factory: Any) -> None:
     from gpiozero import LED, Button  # noqa: PLC0415 -- only when checking pins
+    from gpiozero.exc import BadPinFactory  # noqa: PLC0415 -- as above
 
     try:
         factory = pin_factory if pin_factory is not None else make_factory(config.pin_factory)
@@ -99,6 +101,8 @@ def _pins(config: DeviceConfig, report: Report, wait_press: float, pin_factory: 
                         "not seen: check the wiring between "
                         f"GPIO{config.button_pin} and GND (see WIRING.md)",
                     )
+    except BadPinFactory as exc:
+        report.fail("pins", str(no_pin_library(exc)))
     except (DeviceError, OSError, RuntimeError) as exc:
         report.fail(
             "pins",
@@ -109,7 +113,8 @@ def _pins(config: DeviceConfig, report: Report, wait_press: float, pin_factory: 
 
 
 def _broker(config: DeviceConfig, report: Report) -> mqtt.Client | None:
-    result: list[Any] = []
+    """Log in as the unit; a failure is worded as the agent's journal words it."""
+    result: list[why.Why | None] = []
     ready = threading.Event()
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
@@ -121,28 +126,27 @@ def _broker(config: DeviceConfig, report: Report) -> mqtt.Client | None:
         client.tls_set(ca_certs=str(config.mqtt.ca_file))
 
     def on_connect(c: mqtt.Client, u: Any, f: Any, reason: Any, p: Any) -> None:
-        result.append(reason)
+        result.append(why.refused(reason, config.mqtt) if reason.is_failure else None)
         ready.set()
 
+    def on_disconnect(c: mqtt.Client, u: Any, f: Any, reason: Any, p: Any) -> None:
+        if not ready.is_set():  # closed before it answered the login
+            result.append(why.closed_early(config.mqtt))
+            ready.set()
+
     client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
     where = f"{config.mqtt.host}:{config.mqtt.port}"
     try:
         client.connect(config.mqtt.host, config.mqtt.port, keepalive=config.mqtt.keepalive)
     except OSError as exc:
-        report.fail(
-            "broker",
-            f"cannot reach {where}: {exc} (check mqtt.host, mqtt.port, "
-            "the network, and the broker's firewall)",
-        )
+        report.fail("broker", str(why.cannot_connect(exc, config.mqtt)))
         return None
     client.loop_start()
-    if not ready.wait(10) or result[0].is_failure:
-        reason = result[0] if result else "no answer in 10 s"
-        report.fail(
-            "broker",
-            f"{where} refused the login: {reason} (check mqtt.password_file "
-            f"and that the broker has user {config.device_id})",
-        )
+    if not ready.wait(10) or result[0] is not None:
+        failure = result[0] if result else f"no answer from {where} in 10 s; check the broker's log"
+        report.fail("broker", str(failure))
+        client.disconnect()
         client.loop_stop()
         return None
     report.ok("broker", f"logged in to {where} as {config.device_id}")

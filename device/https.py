@@ -16,6 +16,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 from device.config import HttpsPath
 from device.link import FeedbackIn, LinkDown, LinkEvent, Via
@@ -25,6 +26,16 @@ log = logging.getLogger(__name__)
 
 #: Seconds one POST may take before it is abandoned (the agent tries again later).
 TIMEOUT = 5.0
+
+
+def trust(ca_file: Path | None) -> ssl.SSLContext:
+    """What the unit trusts for the server's HTTPS: the system's CAs (a server behind a
+    proxy with a public certificate, as Twilio needs) and the site's own CA, if any (a
+    server whose certificate the site signed). The broker's MQTT keeps to the site's CA."""
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=str(ca_file))
+    return context
 
 
 class HttpsSender:
@@ -37,9 +48,7 @@ class HttpsSender:
         self._base = f"{config.url}/api/v1/devices/{device_id}"
         self._token = config.token
         self._hand_over = hand_over
-        self._context = ssl.create_default_context(
-            cafile=str(config.ca_file) if config.ca_file else None
-        )
+        self._context = trust(config.ca_file)
         self._jobs: queue.Queue[Alert | None] = queue.Queue()
         self._busy = threading.Event()
         self._thread = threading.Thread(target=self._run, name="https-path", daemon=True)

@@ -2,13 +2,15 @@
 
 paho runs its network loop on its own thread; every callback only puts an
 event on the agent's queue, so the agent's thread stays the single owner of
-the outbox and the light.
+the outbox and the light. A failed connect or login is handed over with its
+cause and what to check (:mod:`device.why`).
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,9 +20,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from device import why
 from device.config import DeviceConfig
 from panicbutton import __version__
 from panicbutton.clock import Clock, SystemClock
+from panicbutton.sockets import no_delay
 from panicbutton.wire import (
     QOS,
     Alert,
@@ -48,7 +52,7 @@ class LinkUp:
 
 @dataclass(frozen=True, slots=True)
 class LinkDown:
-    """A path failed; ``reason`` says how, for the log and the status."""
+    """A path failed; ``reason`` says how and what to check, for the log and the status."""
 
     reason: str
     path: Via = Via.MQTT
@@ -87,6 +91,9 @@ class Link:
         self._clock: Clock = clock or SystemClock()
         self._hand_over = hand_over
         self.connected = False
+        # Whether the broker answered the current attempt's login (paho's thread only):
+        # a refused login is said once, not again when the broker then closes.
+        self._answered = False
         #: Alerts the broker has accepted (PUBACK), resends included.
         self.alerts_delivered = 0
         # Message ids of alerts and statuses not yet accepted, and of acceptances that
@@ -110,6 +117,8 @@ class Link:
             status_topic(config.device_id), self._status(LinkState.OFFLINE, 0), qos=QOS, retain=True
         )
         c.reconnect_delay_set(min_delay=1, max_delay=10)
+        c.on_pre_connect = self._on_pre_connect
+        c.on_connect_fail = self._on_connect_fail
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
@@ -133,12 +142,13 @@ class Link:
         )
         self._client.loop_start()
 
-    def stop(self, outbox: int) -> None:
-        """Say "offline" (a clean disconnect does not fire the Last Will) and close."""
+    def stop(self, outbox: int, uptime: int) -> None:
+        """Say "offline" (a clean disconnect does not fire the Last Will) and close;
+        ``uptime`` is the agent's, in seconds."""
         if self.connected:
             info = self._client.publish(
                 status_topic(self._config.device_id),
-                self._status(LinkState.OFFLINE, outbox),
+                self._status(LinkState.OFFLINE, outbox, uptime),
                 qos=QOS,
                 retain=True,
             )
@@ -174,12 +184,23 @@ class Link:
                 (self._alert_mids if alert else self._status_mids).add(mid)
 
     # paho callbacks: on paho's thread, so they only hand events over.
+    def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
+        self._answered = False
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho does not pass the error, but calls this inside its `except OSError`
+        # around the connect (loop_forever), so it is the exception being handled.
+        cause = why.cannot_connect(sys.exception(), self._config.mqtt)
+        self._hand_over(LinkDown(str(cause)))
+
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
+        self._answered = True
         if reason.is_failure:
-            self._hand_over(LinkDown(f"broker refused the connection: {reason}"))
+            self._hand_over(LinkDown(str(why.refused(reason, self._config.mqtt))))
             return
+        no_delay(client.socket())  # an alert must not wait for a delayed ACK
         self.connected = True
         client.subscribe(feedback_topic(self._config.device_id), qos=QOS)
         self._hand_over(LinkUp())
@@ -187,8 +208,12 @@ class Link:
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
-        self.connected = False
-        self._hand_over(LinkDown(f"disconnected: {reason}"))
+        if self.connected:
+            self.connected = False
+            where = f"{self._config.mqtt.host}:{self._config.mqtt.port}"
+            self._hand_over(LinkDown(f"lost the broker at {where}: {reason}"))
+        elif not self._answered:
+            self._hand_over(LinkDown(str(why.closed_early(self._config.mqtt))))
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any

@@ -3,7 +3,7 @@
 (Over 300 lines: every operation has its disk path and its in-memory fallback
 side by side, which is clearer kept together than split.)
 
-One SQLite file with synchronous commits. It holds the device's alert
+One SQLite file with synchronous commits, private to the agent's user. It holds the device's alert
 sequence counter (which survives reboots, so the server can tell a lost alert
 from a quiet room), every alert the server has not yet confirmed, and the
 alert currently open in this room (so that a press while it is open is
@@ -24,6 +24,7 @@ import sqlite3
 from datetime import datetime
 from pathlib import Path
 
+from device import private
 from panicbutton.clock import Clock, SystemClock
 from panicbutton.wire import Alert, AlertKind, new_alert_id
 
@@ -82,7 +83,12 @@ class Outbox:
 
     @staticmethod
     def _open(path: Path) -> sqlite3.Connection:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private.make_folder(path.parent)
+        # NOTE: SQLite gives its -wal and -shm files the database file's mode, so a
+        # database made private first keeps them private too (older ones are tightened).
+        private.create(path)
+        for suffix in ("-wal", "-shm"):
+            private.tighten(Path(f"{path}{suffix}"))
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             # NOTE: synchronous=FULL: the commit is on the disk before add() returns,

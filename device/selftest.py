@@ -1,13 +1,14 @@
 """The scheduled self-test: a silent test alert through the whole chain every few hours.
 
-The time of the last one is kept in a file, so the schedule holds across
-reboots; the first start only sets it.
+The time of the last one is kept in a private file, so the schedule holds
+across reboots; the first start only sets it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from device import private
 from panicbutton.clock import Clock
 
 
@@ -34,5 +35,5 @@ class SelfTestSchedule:
             last = None
         if last is not None and now - last < self._hours * 3600:
             return False
-        self._path.write_text(f"{now:.0f}")
+        private.write_text(self._path, f"{now:.0f}")
         return last is not None  # the first start only sets the schedule

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from panicbutton import __version__, subcommands
+from panicbutton import __version__, logformat, subcommands
 from panicbutton.redact import protect_handlers
 
 
@@ -55,10 +55,29 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument(
         "action",
         nargs="?",
-        choices=["run", "check"],
+        choices=["run", "check", "upgrade"],
         default="run",
         help="run (default): the agent; check: test wiring, broker login, the server round "
-        "trip (a test alert that pages only test recipients) and the HTTPS path",
+        "trip (a test alert that pages only test recipients) and the HTTPS path; upgrade "
+        "(as root): install the server's newer agent beside this one and switch over once "
+        "it is armed (--rollback: back to the one before)",
+    )
+    d.add_argument(
+        "--rollback", action="store_true", help="with upgrade: go back to the previous agent"
+    )
+    d.add_argument(
+        "--arm-within",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="with upgrade: how long the new agent has to show armed before the old one "
+        "is put back (default 60)",
+    )
+    d.add_argument(
+        "--installed",
+        action="store_true",
+        help="with check: only what an upgrade checks before switching over, while the "
+        "running agent holds the pins and the broker session (config, libraries, files)",
     )
     d.add_argument(
         "--wait-press",
@@ -75,22 +94,7 @@ def parser() -> argparse.ArgumentParser:
     )
     d.set_defaults(func=subcommands.device)
 
-    v = sub.add_parser(
-        "provision",
-        help="make credentials and config for a new room unit",
-        description="Write a bundle (config, MQTT password, HTTPS token) for one "
-        "new room unit and print the lines to add to the broker's password file "
-        "and to the site file. Copy the bundle to the Pi and run "
-        "firmware_config/provision.sh there.",
-    )
-    v.add_argument("device_id", help="the unit's id, e.g. unit-4 (also its MQTT user name)")
-    v.add_argument("--room", required=True, help="the room's id in the site file, e.g. room-4")
-    v.add_argument("--label", required=True, help="what staff read in SMS, e.g. 'Room 4'")
-    v.add_argument("--broker-host", required=True, help="the broker's host name, as the Pi sees it")
-    v.add_argument("--server-url", help="the server's https:// base URL for the second path")
-    v.add_argument("--ca-file", type=Path, help="CA certificate of the broker (turns on TLS, 8883)")
-    v.add_argument("--out", type=Path, default=Path(), help="where to write the bundle")
-    v.set_defaults(func=subcommands.provision)
+    _provision_parser(sub)
 
     m = sub.add_parser(
         "demo",
@@ -144,9 +148,94 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("action", choices=["migrate", "grant"])
     b.add_argument("role", nargs="?", help="grant: the application's database role")
     b.set_defaults(func=subcommands.db)
+    _wheelhouse_parser(sub)
     _site_parser(sub)
     _people(sub)
     return p
+
+
+def _provision_parser(sub: Any) -> None:
+    v = sub.add_parser(
+        "provision",
+        help="make credentials and config for new room units (one, or many from a CSV)",
+        description="Write a bundle (config, MQTT password, HTTPS token) for one "
+        "new room unit and print the lines to add to the broker's password file "
+        "and to the site file; or, with --csv, a bundle for every unit in the file and "
+        "those lines in OUT/passwd-lines and OUT/site-rooms.toml. Copy a bundle to its Pi "
+        "and run firmware_config/provision.sh there.",
+    )
+    v.add_argument(
+        "device_id", nargs="?", help="the unit's id, e.g. unit-4 (also its MQTT user name)"
+    )
+    v.add_argument("--room", help="the room's id in the site file, e.g. room-4")
+    v.add_argument("--label", help="what staff read in SMS, e.g. 'Room 4'")
+    v.add_argument(
+        "--csv",
+        type=Path,
+        help="many units: a UTF-8 CSV file with the header device_id,room_id,label "
+        "(instead of DEVICE_ID, --room and --label)",
+    )
+    v.add_argument("--broker-host", required=True, help="the broker's host name, as the Pi sees it")
+    v.add_argument(
+        "--broker-port", type=int, help="the broker's port, if not 8883 (TLS) or 1883 (plain)"
+    )
+    v.add_argument("--server-url", help="the server's https:// base URL for the second path")
+    v.add_argument(
+        "--ca-file",
+        type=Path,
+        help="the broker's CA certificate (TLS, 8883); needed unless the broker is on the unit",
+    )
+    v.add_argument(
+        "--wheelhouse",
+        type=Path,
+        help="copy this wheelhouse into the bundle (with --csv: once, into OUT/wheelhouse), "
+        "for units that cannot reach the server",
+    )
+    v.add_argument("--out", type=Path, default=Path(), help="where to write the bundles")
+    v.add_argument(
+        "--passwd",
+        type=Path,
+        metavar="FILE",
+        help="also put the units' lines into the broker's password file FILE, atomically, "
+        "keeping its mode and owner; a user already in it is refused unless --replace",
+    )
+    v.add_argument(
+        "--replace",
+        action="store_true",
+        help="with --passwd: give users already in the password file new passwords (a unit "
+        "installed with the old one loses the broker until it gets its new bundle)",
+    )
+    v.add_argument(
+        "--reload-broker",
+        action="store_true",
+        help="with --passwd: then have Mosquitto re-read it (SIGHUP, no restart): "
+        "systemctl reload mosquitto, or the process in --broker-pid-file",
+    )
+    v.add_argument(
+        "--broker-pid-file",
+        type=Path,
+        metavar="FILE",
+        help="with --reload-broker: the broker's pid file (pid_file in mosquitto.conf), "
+        "where systemd does not run it",
+    )
+    v.set_defaults(func=subcommands.provision)
+
+
+def _wheelhouse_parser(sub: Any) -> None:
+    w = sub.add_parser(
+        "wheelhouse",
+        help="build what room units install from the server (no internet in the room)",
+        description="build: write the agent's wheel (no server code), its dependencies and "
+        "lgpio for 64- and 32-bit Raspberry Pi OS and Debian, pinned by SHA-256, and the "
+        "installer, into --out. Needs PyPI once; then set PANICBUTTON_WHEELHOUSE_DIR to "
+        "serve it to units.",
+    )
+    w.add_argument("action", choices=["build"])
+    w.add_argument("--out", type=Path, required=True, help="the folder (made or replaced)")
+    w.add_argument(
+        "--version", dest="stamp", help="stamp the agent with this version (tests of upgrades)"
+    )
+    w.set_defaults(func=subcommands.wheelhouse)
 
 
 def _site_parser(sub: Any) -> None:
@@ -196,21 +285,23 @@ def _people(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _configure_logging(args: argparse.Namespace) -> None:
     """INFO by default (the demo: only warnings, it prints its own lines); -v: DEBUG.
+    Text lines, or JSON ones (``PANICBUTTON_LOG_FORMAT``, :mod:`panicbutton.logformat`;
+    ValueError for a format it does not know).
 
     Before any subcommand imports its libraries: some log on import (Alembic's
     plugin set-up). Every handler redacts link tokens and secrets.
     """
-
+    json_lines = logformat.chosen() == "json"
     quiet = args.command == "demo"
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=logformat.TEXT,
     )
     if not args.verbose:
         # Alembic's INFO is its set-up chatter; the server says itself when the
         # schema was upgraded (server/db.py).
         logging.getLogger("alembic").setLevel(logging.WARNING)
-    protect_handlers()
+    protect_handlers(json_lines=json_lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,8 +312,23 @@ def main(argv: list[str] | None = None) -> int:
 
         return verify_main(argv[2:])
     args = parser().parse_args(argv)
-    _configure_logging(args)
-    code: int = args.func(args)
+    try:
+        _configure_logging(args)
+    except ValueError as exc:
+        print(f"panicbutton: {exc}", file=sys.stderr)
+        return 2
+    try:
+        code: int = args.func(args)
+    except ModuleNotFoundError as exc:
+        if args.command == "device" or exc.name is None:
+            raise
+        # A room unit installs the agent only (panicbutton-device), not the server.
+        print(
+            f"panicbutton {args.command}: {exc.name} is not installed here: this is a room "
+            "unit's agent (panicbutton-device); run it where the server is installed",
+            file=sys.stderr,
+        )
+        return 2
     return code
 
 

@@ -8,7 +8,8 @@ that redacts the finished line (message, access-log request line and
 traceback alike): paths under ``/ack/`` (and its near misses: ``/ack%252F``,
 ``/ack\\``, ``/ack;/``), anything shaped like a link token, secret-looking query parameters,
 passwords in URLs, ``Bearer``/``Basic`` credentials, and the configured
-secrets themselves wherever they appear.
+secrets themselves wherever they appear. A JSON line
+(:mod:`panicbutton.logformat`) is redacted field by field, before it is encoded.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
+
+from panicbutton.logformat import json_line
 
 REDACTED = "[redacted]"
 #: Configured secrets shorter than this are not searched for (too many false hits).
@@ -70,23 +73,36 @@ def redact(text: str, known: Iterable[str] = ()) -> str:
 
 
 class RedactingFormatter(logging.Formatter):
-    """Formats with the handler's own formatter, then redacts the whole result."""
+    """Formats with the handler's own formatter, then redacts the whole result; or, with
+    ``json_lines``, writes one JSON object a line, each of its texts redacted."""
 
-    def __init__(self, inner: logging.Formatter | None, known: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        inner: logging.Formatter | None,
+        known: tuple[str, ...] = (),
+        *,
+        json_lines: bool = False,
+    ) -> None:
         super().__init__()
         self.inner = inner or logging.Formatter()
         self.known = known
+        self.json_lines = json_lines
 
     def format(self, record: logging.LogRecord) -> str:
+        if self.json_lines:
+            return json_line(record, self.inner, lambda text: redact(text, self.known))
         return redact(self.inner.format(record), self.known)
 
 
-def protect_handlers(known: Iterable[str] = ()) -> None:
+def protect_handlers(known: Iterable[str] = (), *, json_lines: bool | None = None) -> None:
     """Make every handler attached now (to any logger, and Python's last-resort
     handler) redact what it writes. Call it again after anything that adds
     handlers (uvicorn configures its own); calling it twice wraps nothing twice.
 
     ``known`` are the configured secrets, redacted wherever they appear.
+    ``json_lines``: every handler writes one JSON object a line (True) or its own
+    format (False); None: as the handlers protected before do, so that handlers added
+    since (uvicorn's) follow the format the process chose.
     """
     secrets = tuple(s for s in known if len(s) >= _MIN_KNOWN)
     loggers = [logging.getLogger()] + [
@@ -95,9 +111,14 @@ def protect_handlers(known: Iterable[str] = ()) -> None:
     handlers = [h for lg in loggers for h in lg.handlers]
     if logging.lastResort is not None:
         handlers.append(logging.lastResort)
+    if json_lines is None:
+        json_lines = any(
+            isinstance(h.formatter, RedactingFormatter) and h.formatter.json_lines for h in handlers
+        )
     for handler in handlers:
         current = handler.formatter
         if isinstance(current, RedactingFormatter):
             current.known = tuple(dict.fromkeys(current.known + secrets))
+            current.json_lines = json_lines
         else:
-            handler.setFormatter(RedactingFormatter(current, secrets))
+            handler.setFormatter(RedactingFormatter(current, secrets, json_lines=json_lines))

@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from panicbutton.redact import protect_handlers
 
@@ -64,6 +65,13 @@ def device(args: argparse.Namespace) -> int:
                 wait_press=args.wait_press,
                 test_alert=not args.no_test_alert,
                 simulate=args.simulate,
+                installed=args.installed,
+            )
+        if args.action == "upgrade":
+            from device.upgrade import upgrade  # noqa: PLC0415
+
+            return upgrade(
+                config_path=args.config, rollback=args.rollback, arm_within=args.arm_within
             )
         return run(config_path=args.config, simulate=args.simulate)
     except DeviceError as exc:
@@ -79,27 +87,138 @@ def demo(args: argparse.Namespace) -> int:
 
 def provision(args: argparse.Namespace) -> int:
     from server.errors import ServerError  # noqa: PLC0415
-    from server.units.provision import provision  # noqa: PLC0415
+    from server.units.passwd import check_passwd  # noqa: PLC0415
+    from server.units.provision import Link  # noqa: PLC0415
 
+    if (problem := _provision_usage(args)) is not None:
+        print(f"panicbutton provision: {problem}", file=sys.stderr)
+        return 2
     try:
-        bundle = provision(
-            device_id=args.device_id,
-            room_id=args.room,
-            label=args.label,
-            out=args.out,
+        if args.passwd is not None:
+            # Before any bundle is written: a wrong path is the likely mistake.
+            check_passwd(args.passwd)
+        link = Link.checked(
             broker_host=args.broker_host,
             server_url=args.server_url,
             ca_file=args.ca_file,
+            broker_port=args.broker_port,
         )
+        lines, by_hand, rest = (_provision_one if args.csv is None else _provision_csv)(args, link)
     except ServerError as exc:
         print(f"panicbutton provision: {exc}", file=sys.stderr)
         return 2
-    print(f"bundle for {args.device_id}: {bundle.folder} (copy it to the Pi; it holds secrets)\n")
-    print("1. Append to the broker's password file, then reload Mosquitto:\n")
-    print(f"   {bundle.passwd_line}\n")
-    print("2. Add to the site file (PANICBUTTON_SITE_FILE), then restart the server:\n")
-    print("   " + bundle.site_entry.replace("\n", "\n   ") + "\n")
-    print(f"3. On the Pi: sudo firmware_config/provision.sh {bundle.folder.name}/")
+    status = 0
+    if args.passwd is None:
+        print(f"1. {by_hand}")
+    else:
+        try:
+            step, ok = _broker(args, lines)
+            print(f"1. The broker: {step}")
+            status = 0 if ok else 1
+        except ServerError as exc:
+            # The bundles are written: say what is left to do by hand, and exit 1.
+            print(f"panicbutton provision: {exc}", file=sys.stderr)
+            print(f"1. Not done ({exc}). {by_hand}")
+            status = 1
+    print("\n" + "\n".join(rest))
+    return status
+
+
+def _broker(args: argparse.Namespace, lines: list[str]) -> tuple[str, bool]:
+    """Put ``lines`` into the broker's password file and, if asked, reload the broker:
+    (what was done, whether all of it was)."""
+    from server.errors import ServerError  # noqa: PLC0415
+    from server.units.passwd import merge_passwd, reload_broker  # noqa: PLC0415
+
+    merge = merge_passwd(args.passwd, lines, replace=args.replace)
+    done = f"{merge.path}: {len(merge.added)} added"
+    if merge.replaced:
+        some = ", ".join(merge.replaced[:10]) + (" ..." if len(merge.replaced) > 10 else "")
+        done += f", {len(merge.replaced)} replaced (new passwords for {some})"
+    if not args.reload_broker:
+        return f"{done}; now {RELOAD}", True
+    try:
+        return f"{done}; {reload_broker(args.broker_pid_file)}", True
+    except ServerError as exc:
+        print(f"panicbutton provision: {exc}", file=sys.stderr)
+        return f"{done}; not reloaded ({exc}): {RELOAD}", False
+
+
+def _provision_usage(args: argparse.Namespace) -> str | None:
+    if args.csv is not None and (args.device_id or args.room or args.label):
+        return "--csv makes every unit in the file: give no DEVICE_ID, --room or --label with it"
+    if args.csv is None and not (args.device_id and args.room and args.label):
+        return "give DEVICE_ID with --room and --label for one unit, or --csv FILE for many"
+    if args.reload_broker and args.passwd is None:
+        return "--reload-broker reloads the password file that --passwd changes: give --passwd"
+    if args.broker_pid_file is not None and not args.reload_broker:
+        return "--broker-pid-file goes with --reload-broker"
+    if args.replace and args.passwd is None:
+        return "--replace goes with --passwd"
+    return None
+
+
+RELOAD = "reload Mosquitto (sudo systemctl reload mosquitto)"
+#: What making bundles gives the command: the password lines, the broker's step to do
+#: by hand, and the report's other steps.
+_Made = tuple[list[str], str, list[str]]
+
+
+def _provision_one(args: argparse.Namespace, link: Any) -> _Made:
+    from server.units.provision import Unit, provision  # noqa: PLC0415
+
+    unit = Unit(device_id=args.device_id, room_id=args.room, label=args.label)
+    bundle = provision(unit=unit, out=args.out, link=link, wheelhouse=args.wheelhouse)
+    name = bundle.folder.name
+    print(f"bundle for {name}: {bundle.folder} (copy it to the Pi; it holds secrets)\n")
+    return (
+        [bundle.passwd_line],
+        f"Append to the broker's password file, then {RELOAD}:\n\n   {bundle.passwd_line}",
+        [
+            "2. Add to the site file (PANICBUTTON_SITE_FILE), then restart the server:\n",
+            "   " + bundle.site_entry.replace("\n", "\n   ") + "\n",
+            f"3. On the Pi: sudo {name}/provision.sh {name}/",
+        ],
+    )
+
+
+def _provision_csv(args: argparse.Namespace, link: Any) -> _Made:
+    from server.units.bulk import provision_many, read_units  # noqa: PLC0415
+
+    batch = provision_many(
+        units=read_units(args.csv), out=args.out, link=link, wheelhouse=args.wheelhouse
+    )
+    first = batch.units[0].device_id
+    beside = f", with {batch.folder / 'wheelhouse'} beside it" if batch.wheelhouse else ""
+    print(
+        f"{len(batch.units)} bundles in {batch.folder}, one folder per unit (they hold "
+        f"secrets: copy each to its Pi{beside})\n"
+    )
+    return (
+        list(batch.passwd_lines),
+        (
+            f"Append {batch.passwd_file} ({len(batch.units)} lines) to the broker's "
+            f"password file, then {RELOAD}"
+        ),
+        [
+            f"2. Add the rooms in {batch.site_file} to the site file, then restart the server",
+            f"3. On each Pi: sudo {first}/provision.sh {first}/ (with that unit's folder)",
+        ],
+    )
+
+
+def wheelhouse(args: argparse.Namespace) -> int:
+    from server.errors import ServerError  # noqa: PLC0415
+    from server.units.wheelhouse import build  # noqa: PLC0415
+
+    try:
+        out = build(args.out, version=args.stamp)
+    except ServerError as exc:
+        print(f"panicbutton wheelhouse: {exc}", file=sys.stderr)
+        return 2
+    version = (out / "VERSION").read_text().strip()
+    print(f"wheelhouse for agent {version} written to {out}")
+    print(f"serve it to units: PANICBUTTON_WHEELHOUSE_DIR={out.resolve()} (then restart)")
     return 0
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -194,6 +195,13 @@ def _field(data: dict[str, Any], name: str, kind: type, what: str, default: Any 
     return value
 
 
+def _text(value: str) -> str:
+    """Free text from a unit (its version, its last fault) without control characters
+    or lone surrogates: words for a person to read, which a database can store
+    (PostgreSQL refuses NUL in text) and a log line cannot be forged with."""
+    return "".join(c for c in value if unicodedata.category(c) not in ("Cc", "Cs"))
+
+
 def _to_json(message: Alert | Status | Feedback) -> bytes:
     """A message as compact JSON, keys sorted: times in ``format_time``'s form, states
     and kinds as their values."""
@@ -296,10 +304,10 @@ class Status:
             device_id=check_device_id(_field(data, "device_id", str, "status")),
             state=state,
             at=parse_time(data.get("at"), "status.at"),
-            version=str(data.get("version", "")),
+            version=_text(str(data.get("version", ""))),
             outbox=_field(data, "outbox", int, "status", 0),
             uptime=_field(data, "uptime", int, "status", 0),
-            error=_field(data, "error", str, "status", "")[:200],
+            error=_text(_field(data, "error", str, "status", ""))[:200],
         )
 
 

@@ -15,7 +15,7 @@ Layers, bottom first. A module imports only from its own layer or lower ones
 
 1. foundation: errors, strength, site, db, models, duty, replies.words, replies.codes,
    people.roles, people.tables, people.passwords, people.passkeys, mobile.tables,
-   mobile.signing
+   mobile.signing, units.tables, metrics, cluster
 2. the log, settings and who is calling: log, settings, migrations, people.auth,
    people.directory, people.links, people.problems, people.presence, people.violence,
    people.signin, people.kiosk, roster.store, roster.edit, roster.transfer, roster.start,
@@ -27,8 +27,9 @@ Layers, bottom first. A module imports only from its own layer or lower ones
 6. alarms: units.alerts, units.statuses, response, runner, continuity, mobile.alarms,
    mobile.checkins, mobile.timer, mobile.positions
 7. what comes in: replies.sms, replies.voice, replies.fallback, units.ingest,
-   units.supervision, units.broker, units.provision, records
-8. the container: services
+   units.supervision, units.broker, units.wheelhouse, units.provision,
+   units.enrolment, units.bulk, units.passwd, records
+8. the container: services, health
 9. HTTP: routes, console
 10. the whole: app, commands, people.commands
 """

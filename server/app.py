@@ -23,6 +23,7 @@ from panicbutton import __version__
 from panicbutton.clock import Clock, SystemClock
 from panicbutton.log import checkpoints
 from panicbutton.redact import protect_handlers
+from server.cluster import Cluster, Instances, KeeperLock, Notices
 from server.console import incidents as console_incidents
 from server.console import kiosk as console_kiosk
 from server.console import maps as console_maps
@@ -39,10 +40,12 @@ from server.continuity import Continuity
 from server.db import changed, make_engine, migrate, sessions
 from server.errors import SettingsError
 from server.escalation.scheduler import Scheduler
-from server.log.append import audit
+from server.health import Health
+from server.log.append import audit, on_append
 from server.log.config import record_config
 from server.log.keeper import LogKeeper
 from server.log.signing import load_signer
+from server.metrics import Metrics
 from server.mobile import retention as mobile_retention
 from server.mobile.alarms import PhoneAlarms
 from server.mobile.checkins import CheckIns
@@ -69,8 +72,20 @@ from server.response import Responder
 from server.roster.start import first_site
 from server.roster.store import SiteBook
 from server.rota import Rota
-from server.routes import ack, api, devices, errors, presence, records, roster, violence, webhooks
+from server.routes import (
+    ack,
+    api,
+    devices,
+    errors,
+    monitoring,
+    presence,
+    records,
+    roster,
+    violence,
+    webhooks,
+)
 from server.routes import checkins as checkin_routes
+from server.routes import install as install_routes
 from server.routes import me as me_routes
 from server.routes import mobile as mobile_routes
 from server.routes import people as people_routes
@@ -86,7 +101,7 @@ from server.runner import Runner
 from server.services import Services
 from server.settings import Settings
 from server.site import Site
-from server.units.alerts import Alerts
+from server.units.alerts import HOLD_MAX, Alerts
 from server.units.feedback import FeedbackSink, Lights
 from server.units.ingest import Ingest, feedback_publisher, server_client
 from server.units.statuses import Statuses
@@ -113,6 +128,7 @@ class Server:
 
     def start(self) -> None:
         sv = self.services
+        sv.cluster.start()  # this instance's row before it claims anything
         now = sv.clock.now()
         with sv.sessions.begin() as s:
             audit(s, at=now, type="server.started", version=__version__)
@@ -132,8 +148,13 @@ class Server:
     def stop(self) -> None:
         self.supervisor.stop()
         self.ingest.stop()
+        try:
+            self.services.statuses.stop()  # the last changes and heartbeats
+        except Exception:  # the database is down: the rest of the stop must still run
+            log.exception("could not write the units' last heartbeats at stop")
         self.services.stop()
         self.services.keeper.stop()
+        self.services.cluster.stop()
         self.services.engine.dispose()
 
 
@@ -159,7 +180,10 @@ def build(
     ingest = Ingest(
         settings,
         client,
-        on_alert=services.alerts.handle,
+        # Paging waits while any alert waits to be recorded (see server.units.ingest).
+        on_alerts=lambda alerts: services.alerts.handle_many(alerts, page=False),
+        on_idle=lambda: services.alerts.page_waiting(most=1),
+        on_overdue=lambda: services.alerts.page_waiting(most=1, held=HOLD_MAX),
         on_status=lambda status, retained: services.statuses.handle(status, retained=retained),
     )
     supervisor = Supervisor(
@@ -188,12 +212,19 @@ def build(
         finally:
             server.stop()
 
+    health = Health(
+        engine=services.engine,
+        link_up=ingest.connected.is_set,
+        broker=f"{settings.mqtt_host}:{settings.mqtt_port}",
+        notifier=notifier,
+        clock=services.clock,
+    )
     server = Server(
         settings=settings,
         services=services,
         ingest=ingest,
         supervisor=supervisor,
-        app=_http_app(settings, services, lifespan),
+        app=_http_app(settings, services, health, lifespan),
     )
     return server
 
@@ -213,8 +244,16 @@ def _services(
     db = sessions(engine)
     book = SiteBook(sessions=db, clock=clock.now, fresh_for=settings.site_refresh_seconds)
     first_site(settings, db, site=site, clock=clock, signer=signer)
+    metrics = Metrics()
+    metrics.watch(sessions=db, site=book, clock=clock)
     jobs_moved = threading.Event()  # set when a job is added or moved: the scheduler looks
     wake = jobs_moved.set
+    # Other server instances on this database (PostgreSQL): their commits wake the
+    # scheduler here too. Its name (its MQTT identity) marks the claims it holds.
+    instance = settings.instance_name
+    notices = Notices(engine)
+    on_append(engine, notices.committed)
+    notices.subscribe(wake)
     urls = PublicUrls(
         public_base_url=settings.public_base_url,
         link_secret=settings.link_secret.get_secret_value(),
@@ -225,14 +264,19 @@ def _services(
         sessions=db,
         site=book,
         notifier=notifier,
+        metrics=metrics,
         clock=clock,
         callback_url=urls.callback,
         link_url=urls.ack_link,
         list_url=urls.list_link,
         map_url=urls.map_link,
         bundle_window={"sms": settings.sms_bundle_window, "call": settings.call_bundle_window},
+        # Twilio's pace; the console (the demo, tests) prints as fast as it is asked.
+        rates=settings.send_rates() if isinstance(notifier, TwilioNotifier) else None,
+        burst=settings.twilio_burst,
         # A lambda: ``runner`` is bound below (see the NOTE above).
         on_page_done=lambda incident_id, page_id: runner.page_done(incident_id, page_id),  # noqa: PLW0108
+        instance=instance,
     )
     lights = Lights(sessions=db, publish=publish)
     tell = Tell(sessions=db, site=book, pager=pager)
@@ -242,12 +286,14 @@ def _services(
     phones = Phones(sessions=db, site=book, pager=pager, clock=clock)
     runner = Runner(
         sessions=db,
+        site=book,
         clock=clock,
         pager=pager,
         lights=lights,
         news=news,
         optout=optout,
         wake=wake,
+        metrics=metrics,
         phones=phones,
     )
     responder = Responder(
@@ -260,14 +306,39 @@ def _services(
         tell=tell,
         worker=worker,
         wake=wake,
+        metrics=metrics,
     )
-    mobile = PhoneAlarms(sessions=db, site=book, clock=clock, pager=pager, news=news, wake=wake)
+    mobile = PhoneAlarms(
+        sessions=db, site=book, clock=clock, pager=pager, news=news, wake=wake, metrics=metrics
+    )
     fallback = Fallback(
         sessions=db, clock=clock, alarms=mobile, news=worker, callback_url=urls.callback
     )
     rota = Rota(sessions=db, site=book, clock=clock, pager=pager)
     continuity = Continuity(sessions=db, site=book, clock=clock, pager=pager, tell=tell, wake=wake)
     checkin_timer = CheckinTimer(sessions=db, site=book, clock=clock, pager=pager, alarms=mobile)
+    # An instance found stopped: its pages are taken over on the heartbeat, its jobs by
+    # the scheduler, woken to look.
+    instances = Instances(
+        name=instance,
+        sessions=db,
+        clock=clock,
+        single=engine.dialect.name == "sqlite",
+        shared=settings.mqtt_shared,
+        on_beat=pager.request_take_over,
+        on_loss=wake,
+    )
+    instances.check()
+    scheduler = Scheduler(
+        sessions=db,
+        clock=clock,
+        run_job=runner.run_job,
+        on_pass=pager.request_sweep,
+        wake=jobs_moved,
+        instance=instance,
+        live=instances.live,
+    )
+    keeper_lock = KeeperLock(engine)
     keeper = LogKeeper(
         engine=engine,
         sessions=db,
@@ -279,6 +350,7 @@ def _services(
         on_failure=lambda: tell.managers(
             lambda m: messages.log_failed(m.language), purpose="log_failed"
         ),
+        keeps=keeper_lock.held,
     )
     return Services(
         book=book,
@@ -288,18 +360,19 @@ def _services(
         retention=settings.retention(),
         keeper=keeper,
         pager=pager,
-        scheduler=Scheduler(
-            sessions=db,
-            clock=clock,
-            run_job=runner.run_job,
-            on_pass=pager.request_sweep,
-            wake=jobs_moved,
-        ),
+        scheduler=scheduler,
         lights=lights,
         tell=tell,
         news=news,
         alerts=Alerts(
-            sessions=db, site=book, clock=clock, pager=pager, lights=lights, news=news, wake=wake
+            sessions=db,
+            site=book,
+            clock=clock,
+            pager=pager,
+            lights=lights,
+            news=news,
+            wake=wake,
+            metrics=metrics,
         ),
         statuses=Statuses(sessions=db, site=book, clock=clock, pager=pager, tell=tell, wake=wake),
         runner=runner,
@@ -342,6 +415,8 @@ def _services(
                 name=book().name,
             ),
         ),
+        metrics=metrics,
+        cluster=Cluster(instances=instances, keeper_lock=keeper_lock, notices=notices),
     )
 
 
@@ -375,6 +450,7 @@ def _purge_registers(session: Session, now: datetime, settings: Settings) -> int
 def _http_app(
     settings: Settings,
     services: Services,
+    health: Health,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
 ) -> FastAPI:
     """The HTTP app: its routes, middleware and error answers."""
@@ -412,10 +488,13 @@ def _http_app(
     app.add_middleware(ack.PrivatePages, prefix="/api/", headers=API_HEADERS)
     app.state.settings = settings
     app.state.services = services
+    app.state.health = health
+    app.include_router(monitoring.router)
     app.include_router(api.router)
     app.include_router(records.router)
     app.include_router(webhooks.router)
     app.include_router(devices.router)
+    app.include_router(install_routes.router)
     app.include_router(ack.router)
     app.include_router(people_routes.router)
     app.include_router(phones_routes.router)
@@ -448,7 +527,8 @@ def _http_app(
 
 def web_server(server: Server, *, host: str, port: int, log_level: str = "info") -> uvicorn.Server:
     """The HTTP server for ``server.app``, its logs (uvicorn's own and every other
-    handler) redacting link tokens and secrets (see :mod:`panicbutton.redact`)."""
+    handler) redacting link tokens and secrets (see :mod:`panicbutton.redact`), as text
+    or JSON lines like the process's other logs (:mod:`panicbutton.logformat`)."""
     config = uvicorn.Config(
         server.app,
         host=host,
@@ -460,7 +540,8 @@ def web_server(server: Server, *, host: str, port: int, log_level: str = "info")
         log_level=log_level,
         lifespan="on",
     )
-    # NOTE: after Config: it installs uvicorn's handlers, which must be covered too.
+    # NOTE: after Config: it installs uvicorn's handlers, which must be covered too (and
+    # take the format the process's handlers have).
     protect_handlers(server.settings.secret_values())
     return uvicorn.Server(config)
 

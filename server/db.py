@@ -12,7 +12,16 @@ from urllib.parse import unquote, urlsplit
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import CursorResult, Engine, Executable, create_engine, event
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Engine,
+    Executable,
+    create_engine,
+    event,
+    select,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.util import asbool
@@ -118,3 +127,31 @@ def changed(session: Session, statement: Executable) -> int:
     """Run an UPDATE or DELETE in ``session``; the number of rows it changed (how a
     conditional UPDATE tells which of two racing threads or servers won)."""
     return cast("CursorResult[Any]", session.execute(statement)).rowcount
+
+
+def claim(
+    session: Session,
+    table: Any,
+    *where: ColumnElement[bool],
+    values: dict[str, Any],
+    order_by: tuple[Any, ...] = (),
+    limit: int | None = None,
+) -> list[int]:
+    """Claim rows of ``table`` matching ``where`` by setting ``values``; the ids won.
+
+    On PostgreSQL the rows are selected ``FOR UPDATE SKIP LOCKED``: a row another
+    instance is claiming at this moment is left to it, nobody waits on its lock.
+    Elsewhere (SQLite: one writer at a time) each is taken by a conditional UPDATE,
+    which tells which of two racing workers won.
+    """
+    chosen = select(table.id).where(*where).order_by(*order_by).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        ids = list(session.scalars(chosen.with_for_update(skip_locked=True)))
+        if ids:
+            session.execute(update(table).where(table.id.in_(ids)).values(**values))
+        return ids
+    return [
+        row_id
+        for row_id in list(session.scalars(chosen))
+        if changed(session, update(table).where(table.id == row_id, *where).values(**values))
+    ]

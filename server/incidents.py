@@ -52,6 +52,8 @@ class AlertResult:
     repressed: bool = False
     #: The alert id is another unit's (``incident`` is that unit's): refused, see record_alert.
     refused: bool = False
+    #: Opened with step 0 left pending (``defer``): steps.run_first pages it.
+    deferred: bool = False
 
 
 def record_alert(
@@ -62,6 +64,7 @@ def record_alert(
     alert: Alert,
     now: datetime,
     started_by: str | None = None,
+    defer: bool = False,
 ) -> AlertResult:
     """Open an incident for ``alert``, or return the one it already opened.
 
@@ -73,6 +76,9 @@ def record_alert(
     ``started_by``: a test alert started from the server by this person (the
     console), not by the unit: logged as ``test.started``, its ``seq`` 0 (it is
     not one of the unit's numbers, so the unit's sequence mark is left alone).
+
+    ``defer``: a new incident's step 0 is left pending (:func:`steps.defer`), for the
+    caller to run after this commit with :func:`steps.run_first` (its ``deferred``).
     """
     return _record(
         session=session,
@@ -88,6 +94,7 @@ def record_alert(
         ),
         now=now,
         started_by=started_by,
+        defer=defer,
     )
 
 
@@ -124,6 +131,7 @@ def _record(
     incoming: Incoming,
     now: datetime,
     started_by: str | None = None,
+    defer: bool = False,
 ) -> AlertResult:
     existing = session.scalar(select(Incident).where(Incident.alert_id == incoming.alert_id))
     if existing is not None and existing.device_id != incoming.device_id:
@@ -210,6 +218,9 @@ def _record(
             incident_id=incident.id,
         )
 
+    if defer:
+        steps.defer(session, incident=incident, now=now)
+        return AlertResult(incident, new=True, deferred=True)
     page_ids = steps.start(session=session, site=site, incident=incident, now=now)
     return AlertResult(incident, new=True, page_ids=page_ids)
 

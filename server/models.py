@@ -180,6 +180,10 @@ class Page(Base):
     error: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+    #: The server instance that claimed the page ("sending"), and until when its claim
+    #: holds unless that instance's heartbeat renews it (:mod:`server.instances`).
+    claimed_by: Mapped[str | None] = mapped_column(String(63))
+    lease_until: Mapped[datetime | None]
 
 
 class LogEntry(Base):
@@ -309,6 +313,10 @@ class EscalationJob(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     claimed_at: Mapped[datetime | None]
     done_at: Mapped[datetime | None]
+    #: The server instance running the job, and when its claim lapses (the job is one
+    #: short transaction: a claim is not renewed).
+    claimed_by: Mapped[str | None] = mapped_column(String(63))
+    lease_until: Mapped[datetime | None]
 
 
 class DutyOverride(Base):
@@ -330,3 +338,18 @@ class StaffState(Base):
     staff_id: Mapped[str] = mapped_column(String(63), primary_key=True)
     sms_opted_out: Mapped[bool] = mapped_column(default=False, server_default=false())
     changed_at: Mapped[datetime]
+
+
+class ServerInstance(Base):
+    """A server process on this database, and when it last said it is alive.
+
+    Each instance renews its row every :data:`server.instances.HEARTBEAT` seconds; one
+    silent for :data:`server.instances.LEASE` seconds has stopped, and the pages and
+    escalation jobs it claimed are taken over by a live one.
+    """
+
+    __tablename__ = "server_instances"
+
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    started_at: Mapped[datetime]
+    seen_at: Mapped[datetime]

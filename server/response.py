@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton.clock import Clock
 from server import incidents
-from server.escalation.plans import round_of
+from server.escalation.plans import opened_at, round_of
+from server.metrics import Metrics
 from server.mobile.news import WorkerNews
-from server.models import Incident, Outcome, Page, State
+from server.models import ALARM_KINDS, Incident, Outcome, Page, State
 from server.news import RepressNews, Tell
 from server.paging import messages
 from server.paging.pager import Pager
@@ -40,8 +42,10 @@ class Responder(LiveSite):
         tell: Tell,
         worker: WorkerNews,
         wake: Callable[[], object],
+        metrics: Metrics,
     ) -> None:
         self._sessions = sessions
+        self._metrics = metrics
         self._sites = site
         self._clock = clock
         self._pager = pager
@@ -85,6 +89,7 @@ class Responder(LiveSite):
                 )
             return incident
         log.info("incident %d acknowledged by staff %s via %s", incident.id, staff_id, via)
+        self._acknowledged(incident, now)
         self._lights.show(incident, now)
         self._worker.going(incident, name)
         self._wake()
@@ -110,10 +115,13 @@ class Responder(LiveSite):
             incident = s.get(Incident, incident_id)
             if incident is None:
                 return None
+            was_open = incident.state == State.OPEN
             changed = incidents.resolve(
                 session=s, incident=incident, staff_id=staff_id, outcome=outcome, now=now
             )
         if changed:
+            if was_open and incident.acknowledged_by == staff_id:
+                self._acknowledged(incident, now)  # resolving it took it
             self._news.forget(incident_id)
             self._lights.show(incident, now)
             room = self._site.room(incident.room_id).label
@@ -125,6 +133,10 @@ class Responder(LiveSite):
                 but=staff_id,
             )
         return incident
+
+    def _acknowledged(self, incident: Incident, now: datetime) -> None:
+        if incident.kind in ALARM_KINDS:
+            self._metrics.acknowledged(opened_at(incident), now)
 
     def page(self, page_id: int) -> tuple[Page, Incident] | None:
         """A page and its incident, or None if either is unknown."""

@@ -8,7 +8,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,6 +17,7 @@ from panicbutton.clock import Clock
 from server import incidents
 from server.escalation import plans, steps
 from server.log.append import audit
+from server.metrics import Metrics
 from server.models import (
     EscalationJob,
     Incident,
@@ -32,12 +33,16 @@ from server.news import RepressNews
 from server.paging.pager import Pager
 from server.phones import Phones
 from server.replies.optout import OptOut
+from server.site import LiveSite, SiteSource
 from server.units.feedback import Lights
 
 log = logging.getLogger(__name__)
 
 #: Provider statuses that mean a page did not reach the person.
 FAILED = frozenset({"failed", "undelivered", "busy", "no-answer", "canceled"})
+#: Provider statuses that mean it did: an SMS delivered, a call answered (a voicemail may
+#: answer too: never taken as an acknowledgement).
+REACHED = frozenset({"delivered", "completed"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,22 +54,26 @@ class PagingState:
     next_job_due: datetime | None
 
 
-class Runner:
+class Runner(LiveSite):
     """Runs the scheduler's due jobs and takes the pager's page results."""
 
     def __init__(
         self,
         *,
         sessions: sessionmaker[Session],
+        site: SiteSource,
         clock: Clock,
         pager: Pager,
         lights: Lights,
         news: RepressNews,
         optout: OptOut,
         wake: Callable[[], object],
+        metrics: Metrics,
         phones: Phones | None = None,
     ) -> None:
         self._sessions = sessions
+        self._sites = site
+        self._metrics = metrics
         self._clock = clock
         self._pager = pager
         self._lights = lights
@@ -88,7 +97,29 @@ class Runner:
                 job.status = JobStatus.CANCELLED
                 return
             pages: list[int] = []
-            if not news:
+            if job.kind == JobKind.STEP and incident.plan is None:
+                # Step 0 left for after the incident's commit (steps.defer), and the
+                # server stopped before it ran: the plan is frozen now.
+                pages = steps.begin(
+                    session=s, site=self._site, incident=incident, due=job.due_at, now=now
+                )
+            elif job.kind == JobKind.FOLLOW_UP and incident.plan is None:
+                # Acknowledged before its step 0 ran (steps.acknowledged made this job due
+                # at once): the plan is frozen now, with nobody paged, and the follow-up
+                # waits for its time by that plan.
+                plan = steps.freeze(
+                    session=s, site=self._site, incident=incident, due=incident.received_at, now=now
+                )
+                after = plan.get("follow_up_after") or steps.FOLLOW_UP_AFTER
+                job.due_at = (incident.acknowledged_at or now) + timedelta(seconds=after)
+                job.status, job.claimed_at, job.claimed_by, job.lease_until = (
+                    JobStatus.PENDING,
+                    None,
+                    None,
+                    None,
+                )
+                return
+            elif not news:
                 run = steps.run_step if job.kind == JobKind.STEP else steps.run_follow_up
                 pages = run(session=s, incident=incident, n=job.step, due=job.due_at, now=now)
             job.status, job.done_at = JobStatus.DONE, now
@@ -161,6 +192,8 @@ class Runner:
         """
         now = self._clock.now()
         wake = False
+        outcome = "delivered" if status in REACHED else "undelivered" if status in FAILED else ""
+        told: list[str] = []  # the channel of each page, counted once the change is committed
         with self._lock, self._sessions.begin() as s:
             if provider_sid:
                 found = s.scalars(select(Page.id).where(Page.provider_sid == provider_sid))
@@ -179,9 +212,13 @@ class Runner:
                     status=status[:24],
                     code=error_code[:8] or None,
                 )
+                if outcome:
+                    told.append(page.channel)
                 if status in FAILED:
                     incident = s.get_one(Incident, page.incident_id)
                     wake = self._failed(s, incident, page, f"{status} {error_code}", now) or wake
+        for channel in told:
+            self._metrics.pages(channel, outcome)
         if wake:
             self._wake()
 

@@ -9,10 +9,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton.clock import Clock
+from server.cluster import Cluster
 from server.continuity import Continuity
 from server.escalation.scheduler import Scheduler
 from server.log.keeper import LogKeeper
 from server.log.personal import Retention
+from server.metrics import Metrics
 from server.mobile.alarms import PhoneAlarms
 from server.mobile.checkins import CheckIns
 from server.mobile.timer import CheckinTimer
@@ -65,6 +67,8 @@ class Services:
     records: Records
     #: Sign-in, enrolment links, personal API tokens.
     signin: SignIn
+    #: What ``/metrics`` shows: alarms, pages, times to a first page and to an answer.
+    metrics: Metrics
 
     #: Confirmed phones, test pages, numbers the provider reports as bad.
     phones: Phones
@@ -75,6 +79,8 @@ class Services:
     #: Phones' check-in sessions, and their timer (reminders, missed check-outs).
     checkins: CheckIns
     checkin_timer: CheckinTimer
+    #: This instance among the others on one database (:mod:`server.cluster`).
+    cluster: Cluster
 
     @property
     def site(self) -> Site:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -21,6 +21,18 @@ from server.strength import MAKE_ONE, weakness
 
 #: Host names of this machine's loopback: plain http is allowed there where stated.
 LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+#: SMS a second a sender takes by default: a phone number (a long code) sends about
+#: one; a Messaging Service spreads over its pool of senders (a few numbers, say).
+SMS_PER_SECOND_NUMBER = 1.0
+SMS_PER_SECOND_SERVICE = 3.0
+#: What the rates and the burst may be set to (requests a second; requests): slower
+#: would make paging crawl, faster is beyond any Twilio sender (a short code sends
+#: about 100 SMS a second).
+SEND_RANGE = {
+    "twilio_sms_per_second": (0.1, 1000.0),
+    "twilio_calls_per_second": (0.1, 1000.0),
+    "twilio_burst": (1, 1000),
+}
 
 
 def _database_password(url: str) -> str | None:
@@ -68,6 +80,9 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///panicbutton.sqlite3"
     #: The site file: rooms, devices, staff, duty and escalation (TOML).
     site_file: Path = Path("site.toml")
+    #: The room units' wheelhouse (``panicbutton wheelhouse build --out DIR``): what units
+    #: install and upgrade from, served to each unit with its token. None: not served.
+    wheelhouse_dir: Path | None = None
 
     #: HTTP listen address and port for the API and the Twilio webhooks.
     http_host: str = "127.0.0.1"
@@ -97,8 +112,15 @@ class Settings(BaseSettings):
     mqtt_password: SecretStr = SecretStr("")
     #: CA certificate for a TLS broker; None means plain TCP (loopback only).
     mqtt_ca_file: Path | None = None
-    #: MQTT client id; give each server instance its own.
+    #: MQTT client id; give each server instance its own (it also names the instance
+    #: in the claims it holds on pages and jobs, :mod:`server.cluster`).
     mqtt_client_id: str = "panicbutton-server"
+    #: Several server instances share the units' messages: an MQTT 5 shared subscription
+    #: (``$share/<mqtt_share_group>/``) on a clean session, each alert and status going to
+    #: one instance. Off (one server): MQTT 3.1.1 on a persistent session, so the broker
+    #: keeps what units publish while the server restarts.
+    mqtt_shared: bool = False
+    mqtt_share_group: str = Field(default="panicbutton", pattern=r"^[A-Za-z0-9_-]+$")
 
     #: ``console`` prints SMS in the terminal (demo only); ``twilio`` sends them.
     notifier: Literal["twilio", "console"] = "twilio"
@@ -118,6 +140,15 @@ class Settings(BaseSettings):
     sms_validity: int = Field(default=300, ge=1, le=36000)
     #: Seconds before a Twilio HTTP request is abandoned.
     twilio_timeout: float = 10.0
+    #: SMS a second the sender takes (PANICBUTTON_TWILIO_FROM): the server queues its
+    #: SMS and sends them no faster, most urgent first. None: 1 for a phone number, 3
+    #: for a Messaging Service (MG...); set it to what Twilio gives your sender.
+    twilio_sms_per_second: float | None = None
+    #: Calls a second the account places (Twilio's CPS; 1 unless raised).
+    twilio_calls_per_second: float = 1.0
+    #: Requests a sender may take at once after a quiet while, before its rate applies
+    #: (1: always spaced by the rate, so Twilio never has to queue or refuse one).
+    twilio_burst: int = 1
     #: The public HTTPS base URL Twilio calls our webhooks on, as Twilio sees it
     #: (behind a TLS proxy the request's own URL differs, so it comes from here).
     public_base_url: str = ""
@@ -126,8 +157,10 @@ class Settings(BaseSettings):
     #: empty leaves links out of the SMS (reply codes and calls still work).
     link_secret: SecretStr = SecretStr("")
 
-    #: Seconds without any status from a unit before it counts as offline.
-    offline_silence: float = 45.0
+    #: Seconds without any status from a unit before it counts as offline (1.75 heartbeat
+    #: periods: with a pass every 5 s a silent unit is shown offline within 40 s, 5 s
+    #: inside the 45 s asked, for the pass's own time and the statuses' way in).
+    offline_silence: float = 35.0
     #: Seconds a unit must stay offline before managers are paged (skips brief reconnects).
     offline_grace: float = 15.0
     #: Seconds after a page to a person during which their pages for other incidents are
@@ -183,6 +216,28 @@ class Settings(BaseSettings):
         # NOTE: webhook signatures are checked against this URL + the path: a stray
         # newline pasted with it would make every genuine Twilio request fail.
         return value.strip().rstrip("/")
+
+    @field_validator(*SEND_RANGE)
+    @classmethod
+    def _a_rate(cls, value: float | None, info: ValidationInfo) -> float | None:
+        field = info.field_name or ""
+        low, high = SEND_RANGE[field]
+        if value is not None and not low <= value <= high:
+            raise ValueError(
+                f"PANICBUTTON_{field.upper()} must be {low:g} to {high:g}, got {value:g} "
+                "(a Twilio long code sends about 1 SMS a second, an account places 1 "
+                "call a second unless Twilio raised it; see the Twilio section of the "
+                "server install guide)"
+            )
+        return value
+
+    def send_rates(self) -> dict[str, float]:
+        """Requests a second each sender takes, by channel ("sms", "call")."""
+        sms = self.twilio_sms_per_second
+        if sms is None:
+            service = self.twilio_from.startswith("MG")
+            sms = SMS_PER_SECOND_SERVICE if service else SMS_PER_SECOND_NUMBER
+        return {"sms": sms, "call": self.twilio_calls_per_second}
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:
@@ -276,6 +331,14 @@ class Settings(BaseSettings):
             access=self.retention_access_days,
             review=self.retention_review_days,
         )
+
+    @property
+    def instance_name(self) -> str:
+        """This server instance's name among those on one database (its claims carry it):
+        its MQTT client id, or its MQTT user while the client id is left at its default
+        (the shipped Mosquitto takes the user as the client id)."""
+        default = type(self).model_fields["mqtt_client_id"].default
+        return self.mqtt_username if self.mqtt_client_id == default else self.mqtt_client_id
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for the logs to redact wherever it shows."""

@@ -37,6 +37,13 @@ CHROMIUM = "/usr/bin/chromium"
 REQUIRE = os.environ.get("PANICBUTTON_REQUIRE_INTEGRATION") == "1"
 
 
+#: Tests that run many real processes and clients at once (storms, a failover, a fleet,
+#: the server as deployed): on one xdist worker, one after another (``make test`` runs
+#: ``--dist loadgroup``), so that they never load the machine together and slow the
+#: timed tests beside them.
+HEAVY = pytest.mark.xdist_group("heavy")
+
+
 def missing(what: str) -> None:
     """Skip for a missing dependency, or fail where CI requires it."""
     if REQUIRE:
@@ -154,6 +161,15 @@ def system(
     site_marker = request.node.get_closest_marker("site")
     clock_marker = request.node.get_closest_marker("clock")
     clock = ManualClock(datetime.fromisoformat(clock_marker.args[0])) if clock_marker else None
+    if clock is not None:
+        # The instance's heartbeat renews its claims every real second; a clock moved by
+        # hand outruns it (tests move it seconds at a time), and claims measured on it
+        # would lapse between two beats of this live, lone instance, which would then
+        # take over its own pages. Nothing here tests taking over (tests/server/
+        # test_cluster.py and tests/test_failover.py do, on real time).
+        patch = request.getfixturevalue("monkeypatch")
+        for module in ("server.cluster", "server.paging.pager", "server.escalation.scheduler"):
+            patch.setattr(f"{module}.LEASE", 24 * 3600.0)
     with System(
         mqtt_port=broker.port,
         users=broker.users,

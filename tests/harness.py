@@ -250,14 +250,23 @@ class Broker:
 
 
 @contextlib.contextmanager
-def start_mosquitto(folder: Path, devices: Sequence[str] = DEVICES) -> Iterator[Broker]:
-    """A Mosquitto with the server's and monitor's users and one user per device."""
+def start_mosquitto(
+    folder: Path, devices: Sequence[str] = DEVICES, servers: Sequence[str] = ()
+) -> Iterator[Broker]:
+    """A Mosquitto with the server's and monitor's users, one user per device, and one
+    per further server instance named in ``servers``."""
     users = {SERVER_USER: secrets.token_urlsafe(12), MONITOR: secrets.token_urlsafe(12)}
-    users |= {d: secrets.token_urlsafe(12) for d in devices}
+    users |= {u: secrets.token_urlsafe(12) for u in (*servers, *devices)}
     for attempt in range(5):  # a free port can be taken by another process before we bind it
         port = free_port()
         process = MosquittoProcess(
-            BrokerFiles(folder, port, users, persistence=True, server_users=(SERVER_USER, MONITOR))
+            BrokerFiles(
+                folder,
+                port,
+                users,
+                persistence=True,
+                server_users=(SERVER_USER, MONITOR, *servers),
+            )
         )
         try:
             process.start()
@@ -367,6 +376,8 @@ class System:
             supervision_interval=0.5,
             log_key_file=write_log_key(folder / "log.key"),
             log_checkpoint_file=folder / "log-checkpoints.jsonl",
+            # As fast as the fake Twilio takes by default (a test of pacing sets both).
+            **self.twilio.pace(),
         ).model_copy(update=settings or {})
         self.rooms: list[Room] = []
         self.server: Server | None = None
@@ -438,27 +449,33 @@ class System:
 
     def _count_handled(self, server: Server) -> None:
         """Count the alert messages the server has handled (for :meth:`wait_idle`), by
-        wrapping its paho callback: nothing else of the server changes."""
-        client = server.ingest._client  # the test reads the ingest from outside
-        handle = client.on_message
+        wrapping its paho callback (a message comes in) and its acknowledgement (it is
+        handled: recorded, refused or left to resend): nothing else of the server changes."""
+        ingest = server.ingest  # the test reads the ingest from outside
+        client = ingest._client
+        handle, done = client.on_message, ingest._done
         assert handle is not None
 
         def counted(c: Any, userdata: Any, msg: Any) -> None:
             with self._handled_lock:
                 self._handling += 1
+            handle(c, userdata, msg)
+
+        def counted_done(topic: str, mid: int, qos: int) -> None:
             try:
-                handle(c, userdata, msg)
+                done(topic, mid, qos)
             finally:
                 with self._handled_lock:
                     self._handling -= 1
                     try:
-                        device_id, kind = parse_topic(msg.topic)
+                        device_id, kind = parse_topic(topic)
                     except ValueError:
                         device_id, kind = "?", "?"
                     if kind == "alert":
                         self._handled[device_id] = self._handled.get(device_id, 0) + 1
 
         client.on_message = counted
+        ingest._done = counted_done  # type: ignore[method-assign]
 
     def handled_alerts(self, device_id: str) -> int:
         """Alert messages on ``device_id``'s topic the server has handled."""

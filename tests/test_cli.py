@@ -27,6 +27,15 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
+def test_an_unknown_log_format_is_refused_saying_what_it_may_be() -> None:
+    result = run("server", env={"PANICBUTTON_LOG_FORMAT": "xml"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "panicbutton: PANICBUTTON_LOG_FORMAT must be text or json, got 'xml': json writes "
+        "one JSON object a line, text (the default) plain lines"
+    )
+
+
 def test_every_subcommand_has_help() -> None:
     for sub, words in (
         ("server", "PANICBUTTON_"),
@@ -93,7 +102,7 @@ password = "{system.users["unit-3"]}"
         out, _ = proc.communicate(timeout=15)  # closes stdin: the simulation ends
     finally:
         proc.kill()
-    assert "press Enter to press the button" in out
+    assert "press Enter (or send SIGUSR1) to press the button" in out
     assert f"light: {Light.RECEIVED}" in out
     assert all("Room 3" in sent.body for sent in system.twilio.sent)
 

@@ -150,12 +150,25 @@ def test_compose_file_has_no_default_secret() -> None:
     assert not re.search(r"allow_anonymous\s+true", compose)
 
 
+def test_the_docker_image_carries_the_units_scripts_and_compose_keeps_their_wheels() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    compose = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    [copied_to] = re.findall(r"(?m)^COPY firmware_config (\S+)$", dockerfile)
+    [firmware_dir] = re.findall(r"(?m)^ENV PANICBUTTON_FIRMWARE_DIR=(\S+)$", dockerfile)
+    [wheelhouse] = re.findall(r"(?m)^\s+PANICBUTTON_WHEELHOUSE_DIR: (\S+)$", compose)
+    [data] = re.findall(r"(?m)^\s+- panicbutton-data:(\S+)$", compose)
+
+    assert copied_to == firmware_dir
+    assert wheelhouse.startswith(data + "/"), "the wheelhouse must outlive the container"
+    assert f"panicbutton wheelhouse build --out {wheelhouse}" in compose
+
+
 def test_device_service_restarts_always() -> None:
     unit = (FIRMWARE / "panicbutton-device.service").read_text(encoding="utf-8").splitlines()
 
     assert "Restart=always" in unit
     assert (
-        "ExecStart=/opt/panicbutton/.venv/bin/panicbutton device "
+        "ExecStart=/opt/panicbutton/current/bin/panicbutton device "
         "--config /etc/panicbutton/device.toml"
     ) in unit
 

@@ -2,8 +2,10 @@
 something changed, and every open board (a Server-Sent Events stream) gets it.
 
 What wakes the watcher: any commit of this instance (an alert, an
-acknowledgement, a heartbeat; a SQLAlchemy ``after_commit`` hook), and every
-:data:`POLL` seconds a look at the database, for changes another instance made.
+acknowledgement, a heartbeat; a SQLAlchemy ``after_commit`` hook), on PostgreSQL
+a ``NOTIFY`` from another instance that appended to the log
+(:class:`server.cluster.Notices`: an alarm taken in there shows here at once),
+and every :data:`POLL` seconds a look at the database, for any other change.
 It reads the board only when the log grew, a unit's record changed, a phone
 shared a position or a resolved alarm aged off, so a quiet site costs two small queries
 per poll.
@@ -54,6 +56,7 @@ class Hub:
         #: Open streams per session (its row key), for :data:`STREAMS_PER_SESSION`.
         self._streams: dict[str, int] = {}
         event.listen(services.sessions, "after_commit", self._committed)
+        services.cluster.notices.subscribe(self._poke)
 
     def admit(self, session_key: str) -> bool:
         """Count one more stream of a session, if it may open one."""
@@ -70,6 +73,9 @@ class Hub:
             self._streams.pop(session_key, None)
 
     def _committed(self, _session: Session) -> None:
+        self._poke()
+
+    def _poke(self) -> None:
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None and not loop.is_closed():
             loop.call_soon_threadsafe(wake.set)

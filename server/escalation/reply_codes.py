@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, distinct, func, select
 from sqlalchemy.orm import Session
 
 from server.models import Incident, Page, State
@@ -29,33 +29,82 @@ CODE_TIERS: tuple[tuple[int, range], ...] = (
 CODE_HOLD = timedelta(hours=12)
 
 
-def free_code(session: Session, staff_id: str, incident: Incident, now: datetime) -> int:
-    """A random reply code for this person's pages of ``incident``: not used by any page of
-    their unresolved incidents nor of one resolved within CODE_HOLD, and as long as
+#: Codes drawn per person and checked against the database in one query.
+DRAWN = 16
+
+
+def free_codes(
+    session: Session, staff_ids: list[str], incident: Incident, now: datetime
+) -> dict[str, int]:
+    """A random reply code for each person's pages of ``incident``: not used by any page
+    of their unresolved incidents nor of one resolved within CODE_HOLD, and as long as
     CODE_TIERS asks for their number of unresolved alarms.
+
+    Two queries for everyone, whatever their number of open alarms (in a storm of a
+    thousand, reading every code each person holds, for every alarm, would grow with
+    the square): a count of their open alarms, then which of a few drawn codes are
+    taken.
 
     NOTE: on PostgreSQL two transactions could pick the same code for one person
     (SQLite serialises writers); steps._page holds a per-person advisory lock to commit,
     so the second waits and sees the first's page.
     """
-    rows = session.execute(
-        select(Page.reply_code, Page.incident_id, Incident.state)
+    if not staff_ids:
+        return {}
+    held = (Incident.state != State.RESOLVED) | (Incident.resolved_at > now - CODE_HOLD)
+    # NOTE: not dict(result): a Result has keys(), so dict() would index it by column.
+    others: dict[str, int] = {  # noqa: C416 -- see the NOTE above
+        staff_id: count
+        for staff_id, count in session.execute(
+            select(Page.staff_id, func.count(distinct(Page.incident_id)))
+            .join(Incident, Incident.id == Page.incident_id)
+            .where(
+                Page.staff_id.in_(staff_ids),
+                Incident.state != State.RESOLVED,
+                Incident.id != incident.id,
+            )
+            .group_by(Page.staff_id)
+        )
+    }
+    alarms = {s: others.get(s, 0) + 1 for s in staff_ids}
+    tiers = {s: _tier(alarms[s]) for s in staff_ids}
+    drawn = {s: [secrets.choice(tiers[s]) for _ in range(DRAWN)] for s in staff_ids}
+    taken: dict[str, set[int]] = {s: set() for s in staff_ids}
+    for staff_id, code in session.execute(
+        select(Page.staff_id, Page.reply_code)
         .join(Incident, Incident.id == Page.incident_id)
         .where(
-            Page.staff_id == staff_id,
-            (Incident.state != State.RESOLVED) | (Incident.resolved_at > now - CODE_HOLD),
+            Page.staff_id.in_(staff_ids),
+            Page.reply_code.in_({c for codes in drawn.values() for c in codes}),
+            held,
         )
-    ).all()
-    used = {code for code, _, _ in rows}
-    open_alarms = {i for _, i, state in rows if state != State.RESOLVED} | {incident.id}
+    ):
+        taken[staff_id].add(code)
+    codes = {}
+    for s in staff_ids:
+        free = [c for c in drawn[s] if c not in taken[s]]
+        codes[s] = free[0] if free else _listed(session, s, alarms[s], held)
+    return codes
+
+
+def _tier(open_alarms: int) -> range:
+    """The codes for a person with this many unresolved alarms (the new one counted)."""
+    return next((codes for most, codes in CODE_TIERS if open_alarms <= most), CODE_TIERS[-1][1])
+
+
+def _listed(session: Session, staff_id: str, open_alarms: int, held: ColumnElement[bool]) -> int:
+    """Every code drawn was taken (the range nearly full, rare): a free code listed, in
+    the person's range or, when it is full, a longer one."""
+    used = set(
+        session.scalars(
+            select(Page.reply_code)
+            .join(Incident, Incident.id == Page.incident_id)
+            .where(Page.staff_id == staff_id, held)
+        )
+    )
     for most, codes in CODE_TIERS:
-        if len(open_alarms) <= most or codes is CODE_TIERS[-1][1]:
-            # NOTE: drawn, not listed: listing 90,000 codes for every page of a storm
-            # costs milliseconds on the path to the first SMS. Used codes are few.
-            for _ in range(64):
-                if (code := secrets.choice(codes)) not in used:
-                    return code
-            free = [c for c in codes if c not in used]  # nearly full: rare
+        if open_alarms <= most or codes is CODE_TIERS[-1][1]:
+            free = [c for c in codes if c not in used]
             if free:
                 return secrets.choice(free)
     raise RuntimeError(f"no free reply code for {staff_id}")  # 90 000 open: not a real site

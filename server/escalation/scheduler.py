@@ -1,11 +1,15 @@
 """Runs escalation jobs when they fall due; re-drives jobs a crash left behind.
 
 One thread sleeps until the earliest pending job's due time (or until woken
-because a job was added or moved), claims each due job with a conditional
-UPDATE (so several server instances never run the same job), runs it in one
-transaction with the pages it creates, then hands the pages to the pager.
-Every ``watchdog`` seconds it also looks for jobs left "running" by a process
-that died, and puts them back (their pages are unique, so nothing is sent
+because a job was added or moved: here, or in another instance through
+:class:`server.cluster.Notices`), claims each due job in turn (a conditional
+UPDATE; on PostgreSQL ``FOR UPDATE SKIP LOCKED``, so several server instances
+never run the same job nor wait on each other's), runs it in one transaction
+with the pages it creates, then hands the pages to the pager. A claim names the
+instance and lapses after :data:`STUCK_AFTER` seconds. Every ``watchdog``
+seconds, and when an instance is found stopped, it also looks for jobs left
+"running" by a process that died (a lapsed claim, or one held by an instance no
+longer alive) and puts them back (their pages are unique, so nothing is sent
 twice). Alarm work is pushed, never polled at a coarse interval: a due job
 runs within milliseconds of its time.
 """
@@ -17,11 +21,12 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton.clock import Clock
-from server.db import changed
+from server import db
+from server.cluster import LEASE
 from server.log.append import audit
 from server.models import EscalationJob, JobStatus
 
@@ -34,7 +39,10 @@ STUCK_AFTER = 10.0
 
 class Scheduler:
     """``run_job(job_id, now)`` does one claimed job. ``wake`` is set by whoever adds
-    or moves a job (the services get its ``set``); the scheduler then looks again."""
+    or moves a job (the services get its ``set``); the scheduler then looks again.
+    ``instance`` names this server instance in its claims; ``live()`` gives the instances
+    alive (:class:`server.cluster.Instances`): a job another one holds is taken back
+    once that one is gone."""
 
     def __init__(
         self,
@@ -45,7 +53,11 @@ class Scheduler:
         watchdog: float = 5.0,
         on_pass: Callable[[], object] = lambda: None,
         wake: threading.Event | None = None,
+        instance: str = "local",
+        live: Callable[[], set[str]] | None = None,
     ) -> None:
+        self._instance = instance
+        self._live = live
         self._on_pass = on_pass
         self._sessions = sessions
         self._clock = clock
@@ -97,20 +109,12 @@ class Scheduler:
         now = self._clock.now()
         self._redrive(now)
         self._on_pass()
-        with self._sessions() as s:
-            due = list(
-                s.scalars(
-                    select(EscalationJob.id)
-                    .where(EscalationJob.status == JobStatus.PENDING, EscalationJob.due_at <= now)
-                    .order_by(EscalationJob.due_at, EscalationJob.id)
-                )
-            )
-        for job_id in due:
-            if self._claim(job_id):
-                try:
-                    self._run_job(job_id, self._clock.now())
-                except Exception:
-                    log.exception("escalation job %d failed; it will be re-driven", job_id)
+        # One at a time: a job this instance has not claimed yet stays free for another.
+        while (job_id := self._claim_next(now)) is not None:
+            try:
+                self._run_job(job_id, self._clock.now())
+            except Exception:
+                log.exception("escalation job %d failed; it will be re-driven", job_id)
         with self._sessions() as s:
             nxt: datetime | None = s.scalar(
                 select(func.min(EscalationJob.due_at)).where(
@@ -121,24 +125,43 @@ class Scheduler:
             nxt = nxt.replace(tzinfo=UTC)
         return nxt
 
-    def _claim(self, job_id: int) -> bool:
+    def _claim_next(self, due: datetime) -> int | None:
+        """Claim the earliest job due by ``due``; None when none is left unclaimed."""
+        now = self._clock.now()
         with self._sessions.begin() as s:
-            claimed = changed(
+            won = db.claim(
                 s,
-                update(EscalationJob)
-                .where(EscalationJob.id == job_id, EscalationJob.status == JobStatus.PENDING)
-                .values(status=JobStatus.RUNNING, claimed_at=self._clock.now()),
+                EscalationJob,
+                EscalationJob.status == JobStatus.PENDING,
+                EscalationJob.due_at <= due,
+                values={
+                    "status": JobStatus.RUNNING,
+                    "claimed_at": now,
+                    "claimed_by": self._instance,
+                    "lease_until": now + timedelta(seconds=STUCK_AFTER),
+                },
+                order_by=(EscalationJob.due_at, EscalationJob.id),
+                limit=1,
             )
-        return bool(claimed)
+        return won[0] if won else None
 
     def _redrive(self, now: datetime) -> None:
         cutoff = now - timedelta(seconds=STUCK_AFTER)
+        lapsed = or_(
+            EscalationJob.lease_until < now,
+            EscalationJob.lease_until.is_(None) & (EscalationJob.claimed_at < cutoff),
+        )
+        if self._live is not None:  # held by an instance that stopped: no need to wait
+            gone = EscalationJob.claimed_by.not_in(self._live()) & (
+                EscalationJob.claimed_at < now - timedelta(seconds=LEASE)
+            )
+            lapsed = or_(lapsed, gone)
         with self._sessions.begin() as s:
             stuck = list(
                 s.scalars(
-                    select(EscalationJob).where(
-                        EscalationJob.status == JobStatus.RUNNING, EscalationJob.claimed_at < cutoff
-                    )
+                    select(EscalationJob)
+                    .where(EscalationJob.status == JobStatus.RUNNING, lapsed)
+                    .with_for_update(skip_locked=True)
                 )
             )
             for job in stuck:

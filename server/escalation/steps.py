@@ -1,9 +1,12 @@
 """Escalation steps: a frozen plan carried out as persisted jobs.
 
-A plan (:mod:`server.escalation.plans`) is frozen when an incident opens.
-Step 0 runs in the incident's own transaction (no scheduler hop before the
-first page); every later step is a row in ``escalation_jobs`` with a due time,
-run by :mod:`server.escalation.scheduler` through :mod:`server.runner`.
+A plan (:mod:`server.escalation.plans`) is frozen when paging begins. Step 0 runs
+in the incident's own transaction (:func:`start`), or, for a room unit's alert,
+right after it (:func:`defer` then :func:`run_first`): the unit hears "received"
+as soon as its incident is committed, and step 0 is a pending job the
+scheduler runs should the server stop before it. Every later step is a row in
+``escalation_jobs`` with a due time, run by :mod:`server.escalation.scheduler`
+through :mod:`server.runner`.
 After the last step the last group is paged again every ``repeat_every``
 seconds: paging stops only when a person acknowledges.
 
@@ -18,13 +21,14 @@ Follow-up pages use negative step numbers (-1, -2, ...).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from server.db import changed
 from server.escalation import plans
-from server.escalation.reply_codes import free_code
+from server.escalation.reply_codes import free_codes
 from server.log.append import audit
 from server.models import (
     ALARM_KINDS,
@@ -65,16 +69,6 @@ def start(*, session: Session, site: Site, incident: Incident, now: datetime) ->
     A reopened incident (pressed again after it was resolved) starts a new round:
     its steps are numbered from ``round * plans.ROUND`` so they never meet the old ones.
     """
-    incident.plan = {
-        **plans.freeze_plan(session=session, site=site, kind=incident.kind, at=now),
-        "opened": now.isoformat(),
-        "round": incident.round,
-    }
-    audit(
-        session, at=now, type="escalation.plan_frozen", incident_id=incident.id, plan=incident.plan
-    )
-    if not incident.plan["duty_covered"] and incident.kind in ALARM_KINDS:
-        audit(session, at=now, type="duty.uncovered", incident_id=incident.id)
     session.add(
         EscalationJob(
             incident_id=incident.id,
@@ -86,7 +80,73 @@ def start(*, session: Session, site: Site, incident: Incident, now: datetime) ->
             done_at=now,
         )
     )
-    return run_step(session=session, incident=incident, n=plans.base(incident), due=now, now=now)
+    return begin(session=session, site=site, incident=incident, due=now, now=now)
+
+
+def defer(session: Session, *, incident: Incident, now: datetime) -> None:
+    """:func:`start` in two commits: here only step 0's job, pending and due now, in the
+    incident's transaction; :func:`run_first` (or the scheduler, should the server stop
+    first) freezes the plan and pages in the next one."""
+    session.add(
+        EscalationJob(
+            incident_id=incident.id,
+            kind=JobKind.STEP,
+            step=plans.base(incident),
+            due_at=now,
+            status=JobStatus.PENDING,
+        )
+    )
+
+
+def run_first(*, session: Session, site: Site, incident_id: int, now: datetime) -> list[int]:
+    """Run the step 0 that :func:`defer` left, unless the scheduler took it first or the
+    incident is no longer open; return the new page ids."""
+    # The incident's row first, then its job's, as an acknowledgement takes them: the
+    # other order could deadlock with one on PostgreSQL.
+    incident = session.get_one(Incident, incident_id, with_for_update=True)
+    # Taken before its first page (from the console): there is nobody to call. (Read
+    # before the claim; one taken meanwhile has its pages cancelled before they go.)
+    status = JobStatus.DONE if incident.state == State.OPEN else JobStatus.CANCELLED
+    claimed = changed(
+        session,
+        update(EscalationJob)
+        .where(
+            EscalationJob.incident_id == incident_id,
+            EscalationJob.kind == JobKind.STEP,
+            EscalationJob.step == plans.base(incident),
+            EscalationJob.status == JobStatus.PENDING,
+        )
+        .values(status=status, claimed_at=now, done_at=now)
+        .execution_options(synchronize_session=False),
+    )
+    if not claimed or status == JobStatus.CANCELLED:
+        return []
+    return begin(session=session, site=site, incident=incident, due=incident.received_at, now=now)
+
+
+def begin(
+    *, session: Session, site: Site, incident: Incident, due: datetime, now: datetime
+) -> list[int]:
+    """Freeze the plan of an incident opened at ``due`` and run its step 0 (its job is
+    the caller's); return the new page ids."""
+    freeze(session=session, site=site, incident=incident, due=due, now=now)
+    return run_step(session=session, incident=incident, n=plans.base(incident), due=due, now=now)
+
+
+def freeze(
+    *, session: Session, site: Site, incident: Incident, due: datetime, now: datetime
+) -> dict[str, Any]:
+    """Freeze the plan of an incident opened at ``due``, and log it; returns the plan."""
+    plan = {
+        **plans.freeze_plan(session=session, site=site, kind=incident.kind, at=due),
+        "opened": due.isoformat(),
+        "round": incident.round,
+    }
+    incident.plan = plan
+    audit(session, at=now, type="escalation.plan_frozen", incident_id=incident.id, plan=plan)
+    if not plan["duty_covered"] and incident.kind in ALARM_KINDS:
+        audit(session, at=now, type="duty.uncovered", incident_id=incident.id)
+    return plan
 
 
 def run_step(
@@ -174,7 +234,7 @@ def _page(
 ) -> list[int]:
     if session.get_bind().dialect.name == "postgresql":
         # NOTE: per-person locks for reply codes, taken up front in one order, so two
-        # transactions paging the same people cannot deadlock (see reply_codes.free_code).
+        # transactions paging the same people cannot deadlock (see reply_codes.free_codes).
         for staff_id in sorted(set(staff_ids)):
             session.execute(
                 text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
@@ -198,10 +258,13 @@ def _page(
             )
         )
     )
+    # One query draws the codes of everyone still without one this round.
+    codes |= free_codes(
+        session, [s for s in dict.fromkeys(staff_ids) if not codes.get(s)], incident, now
+    )
     new: list[Page] = []
     for staff_id in staff_ids:
-        code = codes.get(staff_id) or free_code(session, staff_id, incident, now)
-        codes[staff_id] = code
+        code = codes[staff_id]
         wanted = [("call" if c == "sms" and staff_id in opted_out else c) for c in channels]
         for channel in dict.fromkeys(wanted):
             if (staff_id, channel, step) in existing:
@@ -232,6 +295,10 @@ def _page(
     return [p.id for p in new]
 
 
+#: Seconds from an acknowledgement to the first follow-up, when the plan names none.
+FOLLOW_UP_AFTER = 600
+
+
 def cancel(session: Session, *, incident_id: int, kind: str | None = None) -> None:
     """Cancel pending jobs of an incident (all, or of one kind)."""
     query = update(EscalationJob).where(
@@ -247,7 +314,11 @@ def acknowledged(session: Session, *, incident: Incident, now: datetime) -> None
     cancel(session, incident_id=incident.id, kind=JobKind.STEP)
     if incident.kind == IncidentKind.TEST or incident.kind in TECHNICAL_KINDS:
         return  # a unit offline closes itself when the unit returns
-    after = (incident.plan or {}).get("follow_up_after") or 600
+    # Acknowledged before its step 0 ran (defer), no plan says when to follow up: the
+    # job runs at once, freezes the plan (paging nobody) and waits for its time by it
+    # (server.runner).
+    plan = incident.plan
+    after = 0 if plan is None else plan.get("follow_up_after") or FOLLOW_UP_AFTER
     schedule(
         session,
         incident_id=incident.id,

@@ -1,8 +1,15 @@
 """Keeps the incident log: signed checkpoints, heartbeats, nightly self-check, retention.
 
-One thread per server instance. It signs a checkpoint (C2SP tlog-checkpoint,
-Ed25519) soon after every commit that appended to the log (bursts share one),
-stores it in ``log_checkpoints`` and appends it to a file outside the database.
+One thread per server instance, doing its duties while ``keeps()`` says this
+instance is the keeper (with several instances on PostgreSQL, the holder of an
+advisory lock: :class:`server.cluster.KeeperLock`; another takes over when the
+holder dies, from the last checkpoint, checking the whole log first). It signs a
+checkpoint (C2SP tlog-checkpoint, Ed25519) soon after every commit that appended
+to the log, stores it in ``log_checkpoints`` and appends it to a file outside the
+database. A burst shares one: the keeper signs once the log has been quiet for
+:data:`SIGN_QUIET`, and never later than :data:`SIGN_WITHIN` after the first commit
+it has not signed (so a storm of alarms is signed once a second, not once per
+alarm, and a single press's pages are not slowed by signing its entries).
 Every 15 minutes it appends a ``log.heartbeat`` entry even when nothing
 happened, so that a quiet night can be proven. Once a day it verifies the whole
 stored log with the standalone verifier's code and records the result as a
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from contextlib import suppress as contextlib_suppress
 from datetime import datetime, timedelta
@@ -47,6 +55,11 @@ HEARTBEAT = timedelta(minutes=15)
 SELF_VERIFY = timedelta(hours=24)
 PURGE = timedelta(hours=1)
 RETRY = timedelta(minutes=1)
+#: Seconds without a new commit before the keeper signs what was appended.
+SIGN_QUIET = 0.25
+#: Seconds from the first commit not yet signed to its checkpoint, at most (plus the
+#: signing itself), however busy the log.
+SIGN_WITHIN = 1.0
 
 
 class LogFailedError(ServerError, RuntimeError):
@@ -69,12 +82,15 @@ class LogKeeper:
         heartbeat: timedelta = HEARTBEAT,
         on_failure: Callable[[], None] | None = None,
         purge_registers: Callable[[Session, datetime], int] | None = None,
+        keeps: Callable[[], bool] = lambda: True,
     ) -> None:
         """``on_failure`` is called (on the keeper's thread) when the log fails a check,
         and again every ``server.log.failure.FAILURE_REPEAT`` until the failure is acknowledged.
         ``purge_registers(session, now)`` deletes the rows of the presence and violence
         registers past their retention and says how many (``server.app`` builds it)."""
         self._engine = engine
+        self._keeps = keeps
+        self._keeping = False
         self.sessions = sessions
         self.signer = signer
         self._file = CheckpointFile(checkpoint_file, signer.verifier)
@@ -102,6 +118,15 @@ class LogKeeper:
 
     # -- life ---------------------------------------------------------------------------
     def start(self) -> None:
+        self._catch_up()
+        self._remove = append.on_append(self._engine, self.poke)
+        self._thread = threading.Thread(target=self._run, name="log-keeper", daemon=True)
+        self._thread.start()
+        self.poke()  # the first pass checks, then signs, at once
+
+    def _catch_up(self) -> None:
+        """Read where the log's duties stand (at start, and when this instance becomes
+        the keeper after another: it signed and beat meanwhile)."""
         now = self._clock()
         with self.sessions() as s:
             cp = latest_checkpoint(s)
@@ -116,10 +141,6 @@ class LogKeeper:
         # database's checkpoints before anything is signed, and records the result.
         if self._file.read(whole=True):
             self._next_verify = now
-        self._remove = append.on_append(self._engine, self.poke)
-        self._thread = threading.Thread(target=self._run, name="log-keeper", daemon=True)
-        self._thread.start()
-        self.poke()  # the first pass checks, then signs, at once
 
     def stop(self) -> None:
         if self._remove:
@@ -128,8 +149,9 @@ class LogKeeper:
         self._wake.set()
         if self._thread:
             self._thread.join(timeout=10)
-        with contextlib_suppress(LogFailedError):
-            self.sign()
+        if self._keeper():  # another instance keeps the log otherwise
+            with contextlib_suppress(LogFailedError):
+                self.sign()
 
     def poke(self) -> None:
         """Something was appended: sign a checkpoint soon."""
@@ -142,12 +164,34 @@ class LogKeeper:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(1.0)
+            if self._wake.wait(1.0):
+                self._settle()
             self._wake.clear()
             try:
+                if not self._keeper():
+                    continue
                 self._tick()
             except Exception:
                 log.exception("log keeper pass failed; retrying in a second")
+
+    def _keeper(self) -> bool:
+        """Whether this instance keeps the log now; on becoming the keeper, catch up."""
+        keeping = self._keeps()
+        if keeping and not self._keeping:
+            self._proven = None  # another keeper appended and signed: prove it all again
+            self._catch_up()
+        self._keeping = keeping
+        return keeping
+
+    def _settle(self) -> None:
+        """Poked: wait until the log has been quiet for SIGN_QUIET, but no longer than
+        SIGN_WITHIN from now, so that a burst of commits shares one checkpoint."""
+        deadline = time.monotonic() + SIGN_WITHIN
+        while not self._stop.is_set():
+            self._wake.clear()
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._wake.wait(min(SIGN_QUIET, left)):
+                return
 
     def _tick(self) -> None:
         # NOTE: each duty on its own: a self-check that breaks must not stop the

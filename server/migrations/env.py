@@ -7,7 +7,8 @@ import server.mobile.tables
 
 # The people tables and the passkey challenges join Base.metadata when imported.
 import server.people.passkeys
-import server.people.tables  # noqa: F401
+import server.people.tables
+import server.units.tables  # noqa: F401
 from server.models import Base
 
 config = context.config

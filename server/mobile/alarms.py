@@ -24,6 +24,7 @@ from panicbutton.clock import Clock
 from server import incidents
 from server.errors import PeopleError
 from server.incidents import Incoming
+from server.metrics import Metrics
 from server.models import Incident, IncidentKind, State
 from server.news import RepressNews
 from server.paging.pager import Pager
@@ -117,8 +118,10 @@ class PhoneAlarms(LiveSite):
         pager: Pager,
         news: RepressNews,
         wake: Callable[[], object],
+        metrics: Metrics,
     ) -> None:
         self._sessions = sessions
+        self._metrics = metrics
         self._sites = site
         self._clock = clock
         self._pager = pager
@@ -273,6 +276,8 @@ class PhoneAlarms(LiveSite):
             return
         if result.new:
             log.info("incident %d opened: a worker's phone (%s)", incident.id, incident.kind)
+            if not result.repressed:
+                self._metrics.alarm(incident.kind)
             self._pager.dispatch(result.page_ids)
             self._wake()
         if result.repressed:

@@ -1,8 +1,9 @@
-"""One attempt to hand a rendered page to the provider: retries, and 429s waited out.
+"""One attempt to hand a rendered page to the provider, with retries.
 
 Errors that may pass (provider 5xx, timeouts) are tried again a few times. A
-429 is waited out (its ``Retry-After``), not counted as a failed try. Waits
-are on the pager's clock, so a test can move them.
+429 is handed back at once, not tried again here: the pager pauses the sender's
+whole queue for its ``Retry-After`` (:mod:`server.paging.pacing`). Waits are on
+the pager's clock, so a test can move them.
 """
 
 from __future__ import annotations
@@ -15,16 +16,26 @@ from server.errors import NotifierError
 from server.paging.notifier import Notifier
 from server.paging.render import Rendered
 
-__all__ = ["CALLBACK_PAGES", "RATE_WAIT_MAX", "REFUSED_CONTENT", "RETRIES", "RETRY_PAUSE", "Sender"]
+__all__ = [
+    "CALLBACK_PAGES",
+    "RATE_WAIT_MAX",
+    "RATE_WAIT_MIN",
+    "REFUSED_CONTENT",
+    "RETRIES",
+    "RETRY_PAUSE",
+    "Sender",
+]
 
 log = logging.getLogger(__name__)
 
-#: Tries per page for errors that may pass (provider 5xx, 429, timeouts), and the pause
+#: Tries per page for errors that may pass (provider 5xx, timeouts), and the pause
 #: between (seconds, times the number of tries so far).
 RETRIES = 3
 RETRY_PAUSE = 1.0
-#: Most seconds one send waits out 429s (each ``Retry-After``) before it counts as failed.
+#: Most seconds one request sits out 429 pauses (each ``Retry-After``) before it counts
+#: as failed, and the shortest pause a 429 makes.
 RATE_WAIT_MAX = 60.0
+RATE_WAIT_MIN = 0.1
 #: Page ids a callback URL names (the webhooks read at most this many).
 CALLBACK_PAGES = 20
 #: Twilio codes that refuse what a request says (its size or content), not whom it is
@@ -48,12 +59,12 @@ class Sender:
         self._callback_url = callback_url
 
     def send(self, r: Rendered) -> tuple[str | None, NotifierError | None]:
-        """The provider's id for the SMS or call, or None and the last error."""
+        """The provider's id for the SMS or call, or None and the last error (at once
+        for a 429: its ``retry_after`` says how long the sender must wait)."""
         ids = ",".join(map(str, r.page_ids[:CALLBACK_PAGES]))
         callback = self._callback_url(f"/twilio/status?pages={ids}") if r.page_ids else None
         error: NotifierError | None = None
-        tries, waited = 0, 0.0
-        while tries < RETRIES:
+        for tries in range(1, RETRIES + 1):
             try:
                 if r.channel == "call":
                     return self._notifier.call(
@@ -64,17 +75,9 @@ class Sender:
                 ), None
             except NotifierError as exc:
                 error = exc
-                if exc.retry_after is not None and waited < RATE_WAIT_MAX:
-                    # Too many requests: Twilio did not process it and says when to come
-                    # back. Waiting is not a failed try.
-                    pause = min(max(exc.retry_after, 0.1), RATE_WAIT_MAX - waited)
-                    log.info(
-                        "%s to staff %s: Twilio asks to wait %.1f s", r.channel, r.member.id, pause
-                    )
-                    waited += pause
-                    self._clock.sleep(pause)
-                    continue
-                tries += 1
+                if exc.retry_after is not None:
+                    # Too many requests: Twilio did not process it. Not a failed try.
+                    return None, exc
                 log.warning(
                     "%s to staff %s failed (try %d): %s", r.channel, r.member.id, tries, exc
                 )
@@ -82,10 +85,3 @@ class Sender:
                     break
                 self._clock.sleep(RETRY_PAUSE * tries)
         return None, error
-
-    def send_more(self, r: Rendered) -> None:
-        """The further SMS of a bundle, after its first went: the page is sent once
-        its first SMS is (that one carries the status callback)."""
-        for body in r.more:
-            if self.send(Rendered.text(r.member, body))[0] is None:
-                log.warning("a further SMS of a bundle to staff %s failed", r.member.id)

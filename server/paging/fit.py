@@ -9,6 +9,7 @@ are in UTF-16 units, as Twilio counts them (an emoji is two).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from server.paging import messages
@@ -20,6 +21,7 @@ __all__ = [
     "COMPACT_BUDGET",
     "COMPACT_ROOM_CHARS",
     "fit",
+    "segments",
     "split",
 ]
 
@@ -38,6 +40,25 @@ CALL_ROOMS = 5
 #: each within budget, and the last counts what still did not fit. 200 rooms with
 #: ordinary labels fit in 12.
 BUNDLE_TEXTS = 12
+
+
+#: GSM 03.38, the SMS default alphabet: its basic characters (one septet each) and
+#: its extension (two each). Any other character sends the whole SMS as UCS-2.
+GSM_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM_EXTENSION = frozenset("^{}\\[~]|€\f")
+
+
+def segments(body: str) -> int:
+    """The SMS segments ``body`` is sent as (what a sender's rate counts): 160 GSM-7
+    septets in one, 153 each when split; 70 UTF-16 units in one, 67 each when split."""
+    if all(c in GSM_BASIC or c in GSM_EXTENSION for c in body):
+        septets = len(body) + sum(c in GSM_EXTENSION for c in body)
+        return 1 if septets <= 160 else math.ceil(septets / 153)
+    units = messages.units(body)
+    return 1 if units <= 70 else math.ceil(units / 67)
 
 
 def fit(

@@ -67,6 +67,10 @@ class Notifier(Protocol):
         ``exclude``, if any (calls have no key of ours to look them up by: after a
         crash, a call placed since the page was claimed is taken as that page's)."""
 
+    def check(self) -> None:
+        """Ask the provider, without sending anything, whether it can be reached with our
+        credentials; :class:`NotifierError` saying what is wrong if not (``/readyz``)."""
+
 
 class _HttpClient(TwilioHttpClient):  # type: ignore[misc]  # twilio ships no type hints
     """twilio's HTTP client, keeping a 429's ``Retry-After`` for the thread that got it
@@ -118,6 +122,7 @@ class TwilioNotifier:
             environment={},
         )
         self._client.api.base_url = settings.twilio_api_base_url
+        self._account_sid = settings.twilio_account_sid
 
     def send_sms(self, to: str, body: str, *, status_callback: str | None = None) -> str:
         sender = (
@@ -126,7 +131,7 @@ class TwilioNotifier:
             else {"from_": self._from}
         )
         extra = {"status_callback": status_callback} if status_callback else {}
-        with self._translated("SMS", to):
+        with self._translated(f"SMS to {mask(to)}"):
             message = self._client.messages.create(
                 to=to, body=body, validity_period=self._validity, **sender, **extra
             )
@@ -148,7 +153,7 @@ class TwilioNotifier:
             if status_callback
             else {}
         )
-        with self._translated("call", to):
+        with self._translated(f"call to {mask(to)}"):
             # timeout: ring for 25 s, then Twilio reports no-answer (a voicemail may
             # still pick up: "completed" is never taken as acknowledged).
             placed = self._client.calls.create(
@@ -161,7 +166,7 @@ class TwilioNotifier:
         # date_sent_after is day-grained at Twilio and a queued message has no sent date:
         # filter on the creation time here, and when unsure, report "not found" (a
         # second page is better than a lost one).
-        with self._translated("message list", to):
+        with self._translated(f"message list to {mask(to)}"):
             for message in self._client.messages.list(to=to, date_sent_after=since, limit=50):
                 created = message.date_created
                 if message.body == body and created is not None and created >= since:
@@ -173,28 +178,38 @@ class TwilioNotifier:
     ) -> str | None:
         # A queued call has no start time yet: filter on the creation time here
         # (start_time_after would miss it), newest first as Twilio lists them.
-        with self._translated("call list", to):
+        with self._translated(f"call list to {mask(to)}"):
             for placed in self._client.calls.list(to=to, limit=50):
                 created = placed.date_created
                 if created is not None and created >= since and placed.sid not in exclude:
                     return str(placed.sid)
         return None
 
+    def check(self) -> None:
+        # GET of the account: authenticated, sends nothing, costs nothing.
+        with self._translated("account"):
+            account = self._client.api.v2010.accounts(self._account_sid).fetch()
+        if account.status != "active":
+            raise NotifierError(
+                f"the Twilio account is {account.status}, not active: nothing can be sent "
+                "until it is (see the Twilio console)"
+            )
+
     @contextmanager
-    def _translated(self, what: str, to: str) -> Iterator[None]:
+    def _translated(self, what: str) -> Iterator[None]:
         """Turn twilio's and the network's errors into :class:`NotifierError`."""
         try:
             yield
         except TwilioRestException as exc:
             raise NotifierError(
-                f"Twilio refused the {what} to {mask(to)}: {exc.code} {mask_numbers(str(exc.msg))}",
+                f"Twilio refused the {what}: {exc.code} {mask_numbers(str(exc.msg))}",
                 code=exc.code,
                 retryable=exc.status >= 500 or exc.status == 429,
                 retry_after=self._http.retry_after() if exc.status == 429 else None,
             ) from None
         except (TwilioException, OSError) as exc:
             raise NotifierError(
-                f"Twilio could not be reached for the {what} to {mask(to)}: {type(exc).__name__}",
+                f"Twilio could not be reached for the {what}: {type(exc).__name__}",
                 retryable=True,
             ) from None
 
@@ -233,3 +248,6 @@ class ConsoleNotifier:
         self, to: str, since: datetime, *, exclude: frozenset[str] = frozenset()
     ) -> str | None:
         return None
+
+    def check(self) -> None:
+        """Nothing to reach: the lines are printed here."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton.clock import Clock
@@ -43,20 +43,39 @@ class Recovery:
         self._renderer = renderer
         self._clock = clock
 
-    def left_over(self) -> tuple[list[Page], list[int]]:
-        """What an earlier run left: pages half-sent ("sending"), and ids still queued."""
+    def left_over(self, instance: str) -> tuple[list[Page], list[int]]:
+        """What an earlier run of ``instance`` left: pages half-sent ("sending": claimed
+        by it, by nobody named, or on a lapsed claim), and ids still queued. Pages another
+        live instance holds are its own."""
+        now = self._clock.now()
         with self._sessions.begin() as s:
-            half_sent = list(s.scalars(select(Page).where(Page.status == PageStatus.SENDING)))
+            half_sent = list(
+                s.scalars(
+                    select(Page).where(
+                        Page.status == PageStatus.SENDING,
+                        or_(
+                            Page.claimed_by.is_(None),
+                            Page.claimed_by == instance,
+                            Page.lease_until < now,
+                        ),
+                    )
+                )
+            )
             queued = list(s.scalars(select(Page.id).where(Page.status == PageStatus.PENDING)))
         return half_sent, queued
 
-    def stuck(self, older_than: float) -> list[Page]:
-        """Pages "sending" made more than ``older_than`` seconds ago."""
+    def stuck(self, older_than: float, instance: str) -> list[Page]:
+        """Pages "sending" made more than ``older_than`` seconds ago and claimed by
+        ``instance`` (or by nobody named): another live instance's are its own."""
         cutoff = self._clock.now() - timedelta(seconds=older_than)
         with self._sessions() as s:
             return list(
                 s.scalars(
-                    select(Page).where(Page.status == PageStatus.SENDING, Page.created_at < cutoff)
+                    select(Page).where(
+                        Page.status == PageStatus.SENDING,
+                        Page.created_at < cutoff,
+                        or_(Page.claimed_by.is_(None), Page.claimed_by == instance),
+                    )
                 )
             )
 
@@ -90,7 +109,11 @@ class Recovery:
         except NotifierError as exc:
             log.warning("could not ask the provider about page %d: %s", page.id, exc)
         with self._sessions.begin() as s:
-            row = s.get_one(Page, page.id)
+            row = s.get_one(Page, page.id, with_for_update=True)
+            if row.status != PageStatus.SENDING or row.claimed_by != page.claimed_by:
+                # Another path (a restart's redrive, a take-over, a sweep) settled or took
+                # it while the provider was asked: it is theirs, not to be sent again here.
+                return True
             if found is not None:
                 row.status, row.provider_sid, row.sent_at = (
                     PageStatus.SENT,

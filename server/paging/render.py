@@ -13,6 +13,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.escalation import plans
 from server.models import ALARM_KINDS, Incident, Page
 from server.paging import messages
 from server.paging.fit import (
@@ -41,6 +42,9 @@ class Rendered:
     #: Further SMS after ``body``: the rooms of a bundle that did not fit, when there is
     #: no full-list link to send instead.
     more: tuple[str, ...] = ()
+    #: (incident id, when its round opened) of each alarm whose first step this pages:
+    #: what the time to a first page is counted from (:mod:`server.metrics`).
+    opened: tuple[tuple[int, datetime], ...] = ()
 
     @classmethod
     def text(cls, member: Staff, body: str) -> Rendered:
@@ -118,6 +122,11 @@ class Renderer(LiveSite):
             body=body,
             step=first.step,
             more=more_texts,
+            opened=tuple(
+                (i.id, plans.opened_at(i))
+                for p, i in zip(pages, incidents, strict=True)
+                if p.step == plans.base(i) and i.kind in ALARM_KINDS
+            ),
         )
 
     def _call(

@@ -3,43 +3,110 @@
 A page is "pending" until a worker claims it ("sending"), then "sent",
 "failed" or "cancelled" (its incident moved on while it waited). Each change
 after the claim is written with its incident-log entry in one transaction.
+A claim names the server instance that holds it and lasts until ``lease_until``,
+which that instance's heartbeat renews (:mod:`server.cluster`); a claim that
+lapsed is taken over by a live instance (:func:`lapsed`).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.db import changed
+from server import db
 from server.errors import NotifierError
 from server.log.append import audit
 from server.models import Incident, Page, PageStatus
 from server.people.problems import record_problem
 
-__all__ = ["claim", "fail", "record", "record_text", "still_wanted"]
+log = logging.getLogger(__name__)
+
+__all__ = ["claim", "fail", "lapsed", "record", "record_text", "release", "still_wanted"]
 
 
-def claim(sessions: sessionmaker[Session], page_id: int) -> bool:
-    """Mark a pending page "sending"; False if another worker (or server) has it."""
+def claim(sessions: sessionmaker[Session], page_id: int, *, by: str, until: datetime) -> bool:
+    """Mark a pending page "sending", claimed by instance ``by`` until ``until``; False if
+    another worker (or server instance) has it."""
     with sessions.begin() as s:
-        claimed = changed(
+        claimed = db.claim(
             s,
-            update(Page)
-            .where(Page.id == page_id, Page.status == PageStatus.PENDING)
-            .values(status=PageStatus.SENDING),
+            Page,
+            Page.id == page_id,
+            Page.status == PageStatus.PENDING,
+            values={"status": PageStatus.SENDING, "claimed_by": by, "lease_until": until},
         )
     return bool(claimed)
 
 
-def still_wanted(sessions: sessionmaker[Session], page_ids: list[int], now: datetime) -> list[int]:
-    """Those of ``page_ids`` whose incident still wants them; the others are cancelled
-    (a bundle held, a queue: nobody is paged about an alarm someone already took)."""
+def release(sessions: sessionmaker[Session], page_ids: list[int], *, by: str) -> int:
+    """Give back pages claimed by instance ``by`` that never reached the provider (held
+    for a bundle, or waiting for the sender's slot, when the server stopped): "pending"
+    again, so the next start sends them without asking Twilio about each first."""
+    if not page_ids:
+        return 0
+    with sessions.begin() as s:
+        return db.changed(
+            s,
+            update(Page)
+            .where(
+                Page.id.in_(page_ids),
+                Page.status == PageStatus.SENDING,
+                Page.claimed_by == by,
+            )
+            .values(status=PageStatus.PENDING, claimed_by=None, lease_until=None),
+        )
+
+
+def lapsed(
+    sessions: sessionmaker[Session], *, by: str, now: datetime, lease: timedelta
+) -> list[Page]:
+    """Pages "sending" whose claim lapsed (the instance holding them stopped renewing
+    it), now claimed by ``by``: the caller asks the provider about each before sending it
+    again. A claim made before claims had leases counts as lapsed once that old."""
+    with sessions.begin() as s:
+        ids = db.claim(
+            s,
+            Page,
+            Page.status == PageStatus.SENDING,
+            or_(
+                Page.lease_until < now,
+                Page.lease_until.is_(None) & (Page.created_at < now - lease),
+            ),
+            values={"claimed_by": by, "lease_until": now + lease},
+        )
+        return list(s.scalars(select(Page).where(Page.id.in_(ids)).order_by(Page.id)))
+
+
+def unclaimed(sessions: sessionmaker[Session], *, before: datetime) -> list[int]:
+    """Pages still "pending" that were made before ``before`` (queued by an instance that
+    stopped before claiming them, or waiting long in a live one's queue)."""
+    with sessions() as s:
+        return list(
+            s.scalars(
+                select(Page.id)
+                .where(Page.status == PageStatus.PENDING, Page.created_at < before)
+                .order_by(Page.id)
+            )
+        )
+
+
+def still_wanted(
+    sessions: sessionmaker[Session], page_ids: list[int], now: datetime, *, by: str
+) -> list[int]:
+    """Those of ``page_ids`` still claimed by instance ``by`` whose incident still wants
+    them; the others are cancelled (a bundle held, a queue: nobody is paged about an
+    alarm someone already took). A page whose claim another instance took over (this one
+    stalled past its lease) is left to that one: sending it here too would page twice."""
     keep = []
     with sessions.begin() as s:
         for page_id in page_ids:
-            page = s.get_one(Page, page_id)
+            page = s.get_one(Page, page_id, with_for_update=True)
+            if page.status != PageStatus.SENDING or page.claimed_by != by:
+                log.warning("page %d: its claim was taken over; this instance leaves it", page_id)
+                continue
             state = s.get_one(Incident, page.incident_id).state
             # Steps page while the incident is open; follow-ups while it is taken.
             if state == ("acknowledged" if page.step < 0 else "open"):

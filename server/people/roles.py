@@ -26,6 +26,9 @@ class Role(StrEnum):
     #: A screen at reception (a device account): the kiosk board only, and acknowledging
     #: as a person who chooses their name there and types their kiosk PIN.
     KIOSK = "kiosk"
+    #: A monitoring system (an account for Prometheus): the server's figures and
+    #: readiness, which hold no personal data, and nothing else.
+    MONITORING = "monitoring"
 
 
 class Right(StrEnum):
@@ -56,6 +59,9 @@ class Right(StrEnum):
     #: The reception screen: its board, its events, and acknowledging as a person who
     #: proves it with their kiosk PIN (never as the screen's own account).
     KIOSK = "kiosk"
+    #: The server's figures and readiness (``/metrics``, ``/readyz``): counts and times,
+    #: no personal data.
+    MONITORING = "monitoring"
 
 
 RIGHTS: dict[Role, frozenset[Right]] = {
@@ -71,6 +77,9 @@ RIGHTS: dict[Role, frozenset[Right]] = {
     # No SELF: the screen's account has no tokens, sign-in methods or records of its own
     # to manage from the screen; a manager sets it up.
     Role.KIOSK: frozenset({Right.KIOSK}),
+    # No SELF either: a scraper's token is made on the server (`panicbutton people token`)
+    # and reads figures, nothing of anyone.
+    Role.MONITORING: frozenset({Right.MONITORING}),
 }
 
 

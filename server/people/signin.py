@@ -219,6 +219,7 @@ _WHAT = {
     "addr": "your address",
     "pin": "this person's kiosk PIN",
     "screen": "this reception screen",
+    "enrol": "your address",
 }
 
 
@@ -229,6 +230,29 @@ def _failures(session: Session, key: str, since: datetime) -> tuple[int, datetim
         )
     ).one()
     return int(count), first
+
+
+def check_throttle(
+    session: Session,
+    keys: list[tuple[str, int]],
+    *,
+    window: timedelta,
+    now: datetime,
+    failed: str = "sign-ins",
+    then: str = "ask a manager for a recovery link",
+) -> None:
+    """ThrottledError when the failures under a key (``prefix:...``, with its limit)
+    within ``window`` are at its limit, naming what ``failed`` and saying to wait or
+    ``then``. It only reads: a caller refused here writes nothing."""
+    for key, limit in keys:
+        count, first = _failures(session, key, now - window)
+        if count >= limit and first is not None:
+            wait = max(1, int((first + window - now).total_seconds()) + 1)
+            raise ThrottledError(
+                f"too many failed {failed} for {_WHAT[key.split(':', 1)[0]]}: wait "
+                f"{wait // 60 + 1} minutes and try again, or {then}",
+                retry_after=wait,
+            )
 
 
 def count_attempt(
@@ -243,23 +267,18 @@ def count_attempt(
     """Count this attempt as a failure under each key (``prefix:...``, with its limit),
     and check the counts, in one transaction committed before any password, code or PIN
     is checked: concurrent guesses each see the others. ThrottledError (nothing counted)
-    when a count is at its limit, naming what ``failed`` and saying to wait or ``then``;
-    else the ids of the rows, for :func:`forget_attempt` if the attempt succeeds."""
+    when a count is at its limit (:func:`check_throttle`); else the ids of the rows, for
+    :func:`forget_attempt` if the attempt succeeds.
+
+    NOTE: failures older than ``window`` are dropped under every key, so every caller
+    (sign-in, kiosk PINs, enrolment codes) uses the same window: 15 minutes."""
     with sessions.begin() as session:
         if session.get_bind().dialect.name == "postgresql":
             # One attempt at a time per key (SQLite writers are serialised anyway).
             for key, _ in sorted(keys):
                 session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
         session.execute(delete(SignInFailure).where(SignInFailure.at <= now - window))
-        for key, limit in keys:
-            count, first = _failures(session, key, now - window)
-            if count >= limit and first is not None:
-                wait = max(1, int((first + window - now).total_seconds()) + 1)
-                raise ThrottledError(
-                    f"too many failed {failed} for {_WHAT[key.split(':', 1)[0]]}: wait "
-                    f"{wait // 60 + 1} minutes and try again, or {then}",
-                    retry_after=wait,
-                )
+        check_throttle(session, keys, window=window, now=now, failed=failed, then=then)
         rows = [SignInFailure(key=key, at=now) for key, _ in keys]
         session.add_all(rows)
         session.flush()

@@ -20,6 +20,8 @@ from typing import Final
 from panicbutton.wire import PREFIX
 
 SERVER_USER: Final = "panicbutton-server"
+#: The second server instance's user (docker-compose.yml runs two; add more the same way).
+SECOND_SERVER_USER: Final = "panicbutton-server-2"
 
 #: (access, topic) pairs; "%u" stands for the connecting user's name.
 SERVER_RULES: Final = (
@@ -41,7 +43,7 @@ def mosquitto_hash(password: str, *, salt: bytes | None = None, iterations: int 
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
-def mosquitto_acl(server_users: tuple[str, ...] = (SERVER_USER,)) -> str:
+def mosquitto_acl(server_users: tuple[str, ...] = (SERVER_USER, SECOND_SERVER_USER)) -> str:
     """The ACL file: each server instance's user (give each instance its own: with
     ``use_username_as_clientid`` two sessions of one user would push each other off),
     then one pattern set for room units, whose MQTT user name is their device id."""
@@ -79,6 +81,17 @@ def allowed(user: str, topic: str, access: str) -> bool:
     return any(a == access and _matches(t, topic) for a, t in rules)
 
 
+@dataclass(frozen=True, slots=True)
+class TlsListener:
+    """A second listener, with TLS, for units that reach the broker over the network."""
+
+    port: int
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    host: str = "127.0.0.1"
+
+
 @dataclass
 class BrokerFiles:
     """A Mosquitto configuration in one folder: config, password file and ACL."""
@@ -90,6 +103,7 @@ class BrokerFiles:
     persistence: bool = False
     #: Users with the server's rights (one per server instance, or a test's monitor).
     server_users: tuple[str, ...] = (SERVER_USER,)
+    tls: TlsListener | None = None
 
     @property
     def conf(self) -> Path:
@@ -110,9 +124,12 @@ class BrokerFiles:
                     "# panicbutton: a local Mosquitto with passwords and ACL, no anonymous access",
                     "per_listener_settings false",
                     "allow_anonymous false",
+                    # Alerts and feedback are small: send each at once (no Nagle delay).
+                    "set_tcp_nodelay true",
                     f"password_file {passwd}",
                     f"acl_file {self.folder / 'acl'}",
                     f"listener {self.port} 127.0.0.1",
+                    *self._tls_lines(),
                     # After the listener: before one, this would create a default
                     # listener on 1883. A client id is its user name, so a unit's
                     # password cannot push the server (or another unit) off.
@@ -129,3 +146,15 @@ class BrokerFiles:
             )
         )
         return self.conf
+
+    def _tls_lines(self) -> list[str]:
+        if self.tls is None:
+            return []
+        t = self.tls
+        return [
+            f"listener {t.port} {t.host}",
+            f"cafile {t.cafile}",
+            f"certfile {t.certfile}",
+            f"keyfile {t.keyfile}",
+            "tls_version tlsv1.2",
+        ]

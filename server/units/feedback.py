@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from panicbutton.wire import Alert, Feedback, FeedbackState
@@ -47,18 +48,30 @@ class Lights:
         retained for a panic alert, not for a test. A test started from the server
         (``seq`` 0) is not the unit's alert: it is told nothing (its light would take
         an alert it does not hold for the one it shows)."""
-        if (
-            incident.kind not in FROM_BUTTON
-            or (incident.kind == IncidentKind.TEST and incident.seq == 0)
-            or incident.device_id.startswith(PHONE_PREFIX)
-        ):
+        self.show_all([incident], now)
+
+    def show_all(self, incidents: list[Incident], now: datetime) -> None:
+        """:meth:`show` for each of ``incidents`` (alerts committed together), read
+        fresh in one query."""
+        ids = [
+            i.id
+            for i in incidents
+            if i.kind in FROM_BUTTON
+            and not (i.kind == IncidentKind.TEST and i.seq == 0)
             # A worker's phone reads its alarm's state over HTTPS (server.mobile).
+            and not i.device_id.startswith(PHONE_PREFIX)
+        ]
+        if not ids:
             return
         with self._lock, self._sessions() as s:
-            fresh = s.get_one(Incident, incident.id)
-            self._publish(
-                fresh.device_id, feedback_of(fresh, now), fresh.kind == IncidentKind.PANIC
-            )
+            fresh = {i.id: i for i in s.scalars(select(Incident).where(Incident.id.in_(ids)))}
+            for incident_id in ids:
+                incident = fresh[incident_id]
+                self._publish(
+                    incident.device_id,
+                    feedback_of(incident, now),
+                    incident.kind == IncidentKind.PANIC,
+                )
 
     def refuse(self, alert: Alert, now: datetime) -> Feedback:
         """Tell a unit its alert is over without opening anything (see

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import platform
 import secrets
@@ -19,15 +20,22 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+from tests.bench.blackbox import blackbox_report, measure_blackbox
 from tests.bench.board import BoardRun, chromium, measure_board_app, measure_board_floor
 from tests.bench.escalation import escalation_report, measure_escalation
+from tests.bench.failover import failover_report
+from tests.bench.figures import draw, pair, value
+from tests.bench.fleet import measure_fleet
 from tests.bench.floor import FloorRun, measure_floor
 from tests.bench.footprint import Footprint, measure_footprint
 from tests.bench.latency import STAGES, AppRun, measure_app
 from tests.bench.log import log_report, measure_append, measure_verify
+from tests.bench.pacing import measure_pacing
 from tests.bench.phone import PhoneRun, measure_phone_app, measure_phone_floor
-from tests.bench.stats import SUMMARY_HEADERS, Summary, ms, table
+from tests.bench.provision import TARGET_UNITS, measure_provision
+from tests.bench.stats import SUMMARY_HEADERS, Summary, ms, ratio_table, table
 from tests.bench.storm import measure_storm
+from tests.fakes.twilio import FakeTwilio
 from tests.harness import (
     PG_ADMIN_URL,
     System,
@@ -39,8 +47,11 @@ from tests.harness import (
 
 AGENT_PRESSES = 20
 ESCALATION_INCIDENTS = 30
-STORM_ROOMS = 200
+STORM_ROOMS = 1000
 LOG_ENTRIES = 4000
+BLACKBOX_PRESSES = 200
+#: The target's size (issue 15); the part takes 5 to 9 minutes at that size.
+FLEET_UNITS = 10_000
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -94,7 +105,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=STORM_ROOMS,
         metavar="N",
         help=f"rooms pressed within one second for the storm figure, against a fake Twilio "
-        f"enforcing Twilio's limits (default {STORM_ROOMS}; 0 skips it; always SQLite)",
+        f"enforcing Twilio's limits (default {STORM_ROOMS}; 0 skips it; on --postgres too)",
+    )
+    parser.add_argument(
+        "--paced-rooms",
+        type=int,
+        default=STORM_ROOMS,
+        metavar="N",
+        help=f"rooms pressed at once against a sender of 1 SMS a second and 1 call a "
+        f"second, the server set the same (default {STORM_ROOMS}; 0 skips it; SQLite)",
     )
     parser.add_argument(
         "--board-presses",
@@ -112,13 +131,71 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="alarms from a worker's phone (signed HTTPS POST) timed to the first SMS "
         "request, and as many floor requests (default 100; 0 skips it)",
     )
+    parser.add_argument(
+        "--blackbox-presses",
+        type=int,
+        default=BLACKBOX_PRESSES,
+        metavar="N",
+        help=f"alerts timed black box, the server as its own process, and as many floor "
+        f"alerts interleaved (default {BLACKBOX_PRESSES}; 0 skips it)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="FILE",
+        help="also write every part's figures to FILE as JSON (milliseconds, seconds, "
+        "with the floor's)",
+    )
+    parser.add_argument(
+        "--svg",
+        type=Path,
+        metavar="FILE",
+        help="also draw the figures to FILE as SVG (matplotlib), as docs/develop/bench.svg is",
+    )
+    parser.add_argument(
+        "--provision-units",
+        type=int,
+        default=TARGET_UNITS,
+        metavar="N",
+        help=f"units made by `panicbutton provision --csv` for the bulk provisioning figure "
+        f"(default {TARGET_UNITS}; 0 skips it)",
+    )
+    parser.add_argument(
+        "--failover-units",
+        type=int,
+        default=100,
+        metavar="N",
+        help="units pressed within a second with two server instances on PostgreSQL, one "
+        "SIGKILLed half-way: the takeover time and the floor (default 100; 0 skips it)",
+    )
+    parser.add_argument(
+        "--fleet-units",
+        type=int,
+        default=FLEET_UNITS,
+        metavar="N",
+        help=f"connected room units heartbeating against the server for the fleet figure "
+        f"(default {FLEET_UNITS}; 0 skips it)",
+    )
     args = parser.parse_args(argv)
+    if args.fleet_units < 0:
+        parser.error("--fleet-units must be 0 or more")
+    if args.failover_units < 0:
+        parser.error("--failover-units must be 0 or more")
+    if args.provision_units < 0:
+        parser.error("--provision-units must be 0 or more")
+    if args.blackbox_presses < 0:
+        parser.error("--blackbox-presses must be 0 or more")
+    for option, path in (("--json", args.json), ("--svg", args.svg)):
+        if path is not None and not path.parent.is_dir():
+            parser.error(f"{option} {path}: folder {path.parent} does not exist")
     if args.phone_presses < 0:
         parser.error("--phone-presses must be 0 or more")
     if args.board_presses < 0:
         parser.error("--board-presses must be 0 or more")
     if args.storm_rooms < 0:
         parser.error("--storm-rooms must be 0 or more")
+    if args.paced_rooms < 0:
+        parser.error("--paced-rooms must be 0 or more")
     if args.presses < 1:
         parser.error("--presses must be at least 1")
     if args.agent_presses < 0:
@@ -251,15 +328,7 @@ def report_app(app: AppRun, db: str) -> None:
 def say_ratio(a: Summary, f: Summary) -> None:
     """The app's figures against the floor's: their ratio and difference."""
     say()
-    say(
-        table(
-            ("app / floor", "median", "p99"),
-            [
-                ["ratio", f"{a.median / f.median:.1f}x", f"{a.p99 / f.p99:.1f}x"],
-                ["difference (ms)", ms(a.median - f.median), ms(a.p99 - f.p99)],
-            ],
-        )
-    )
+    say(ratio_table(a, f))
 
 
 def report_floor(floor: FloorRun, app: AppRun) -> None:
@@ -360,6 +429,22 @@ def report_phone(phone: PhoneRun) -> None:
     say_ratio(Summary.of(phone.app), Summary.of(phone.floor))
 
 
+def write_figures(args: argparse.Namespace, db: str, parts: dict[str, object]) -> None:
+    """The figures of every part that ran, as JSON and drawn as SVG, where asked."""
+    nproc = len(os.sched_getaffinity(0))
+    report = {
+        "command": command_line(),
+        "machine": f"nproc {nproc}, {cpu_model()}",
+        "database": db,
+        "load": load(),
+        "parts": parts,
+    }
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    if args.svg is not None and parts:
+        draw(report, args.svg)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     mosquitto = find_mosquitto()
@@ -397,6 +482,8 @@ def bench(args: argparse.Namespace, mosquitto: str, started: float) -> int:
                     "call_bundle_window": 0.0,
                     # The board's browser signs in over plain HTTP on loopback.
                     "cookies_secure": False,
+                    # Our hops, not Twilio's pace (the fake's rate is off below).
+                    **FakeTwilio(account_sid="", auth_token="", sender_rate=0).pace(),
                 },
             )
         )
@@ -404,6 +491,7 @@ def bench(args: argparse.Namespace, mosquitto: str, started: float) -> int:
         # sender's excess instead of refusing it, so the fake's stricter per-sender
         # 429 (which the storm section keeps) is off here.
         system.twilio.sender_rate = 0.0
+        figures: dict[str, object] = {}
         app = measure_app(system, args.presses, progress=progress)
         report_app(app, "PostgreSQL" if args.postgres else "SQLite")
         board = BoardRun(warmup=3)
@@ -423,15 +511,36 @@ def bench(args: argparse.Namespace, mosquitto: str, started: float) -> int:
         progress("floor")
         floor = measure_floor(system, args.presses, progress=progress)
         report_floor(floor, app)
+        figures["press"] = {
+            "title": "1-2. Press -> SMS request, whole system, against the floor",
+            "pairs": {"press -> first SMS request": pair(app.totals, floor.totals)},
+        }
         report_footprint(footprint, args.agent_presses)
+        if footprint is not None:
+            figures["footprint"] = {
+                "title": "3. Room unit agent",
+                "values": {
+                    "resident memory after presses": value(footprint.rss_end_kb / 1024, "MiB"),
+                    "process start -> light armed": value(footprint.spawn_to_armed, "s"),
+                },
+                "pairs": {},
+            }
         if browser is not None:
             progress("board floor")
             measure_board_floor(system, browser, args.board_presses, board)
             report_board(board)
+            figures["board"] = {
+                "title": "7. Press -> the console's live board (Chromium)",
+                "pairs": {"press -> board shows it": pair(board.app, board.floor)},
+            }
         if args.phone_presses:
             progress("phone floor")
             measure_phone_floor(system, args.phone_presses, phone)
             report_phone(phone)
+            figures["phone"] = {
+                "title": "8. Phone button -> first SMS request",
+                "pairs": {"phone alarm -> first SMS request": pair(phone.app, phone.floor)},
+            }
         if args.escalation_incidents:
             progress("escalation")
             (folder / "escalation").mkdir()
@@ -446,6 +555,12 @@ def bench(args: argparse.Namespace, mosquitto: str, started: float) -> int:
             )
             for line in escalation_report(escalation, "PostgreSQL" if args.postgres else "SQLite"):
                 say(line)
+            if escalation.sends:
+                median = Summary.of(escalation.sends).median
+                figures["escalation"] = {
+                    "title": "4. Escalation step: due -> SMS request",
+                    "values": {"due -> step-1 SMS request, median": value(median * 1000, "ms")},
+                }
         if args.log_entries:
             progress("incident log")
             appends = []
@@ -460,17 +575,96 @@ def bench(args: argparse.Namespace, mosquitto: str, started: float) -> int:
             check = measure_verify(args.log_entries * 50)
             for line in log_report(appends, check, "PostgreSQL" if args.postgres else "SQLite"):
                 say(line)
+            figures["log"] = {
+                "title": "5. Incident log: seconds per 1,000 entries (floor: plain inserts)",
+                "values": {
+                    f"append, {a.per_commit} per commit": value(
+                        1000 / a.rate, "s", 1000 / a.floor_rate
+                    )
+                    for a in appends
+                }
+                | {"verify, one process": value(1000 / check.rate, "s")},
+            }
         if args.storm_rooms:
             progress("storm")
             (folder / "storm").mkdir()
-            storm = measure_storm(folder / "storm", args.storm_rooms)
+            storm_url, _ = stack.enter_context(database(args.postgres, folder / "storm"))
+            storm = measure_storm(folder / "storm", args.storm_rooms, database_url=storm_url)
             say()
-            say(f"6. Storm: {args.storm_rooms} room units (plain paho clients, one broker user")
-            say("   each) publish one alert each within a second; the fake Twilio enforces")
-            say("   Twilio's limits (Body 1,600, TwiML 4,000, a per-sender rate answered 429).")
-            say("   Seconds from the last press until every on-duty phone's accepted SMS, and")
-            say("   its accepted calls, name or count every room (SQLite, default bundle windows):")
-            say(textwrap.fill(storm.line(), 88, initial_indent="   ", subsequent_indent="   "))
+            say(f"6. Storm, black box: {args.storm_rooms} room units (plain paho clients, one")
+            say("   broker user each) publish one alert each within a second to the server as")
+            say("   its own process; the fake Twilio enforces Twilio's limits (Body 1,600, a")
+            say("   per-sender rate answered 429); default bundle windows. Floor: as many units")
+            say("   on a second Mosquitto, answered at once by a responder with no logic.")
+            for line in storm.lines("PostgreSQL" if args.postgres else "SQLite"):
+                say("   " + line)
+            drain, floor_drain = storm.app.drain(), storm.floor.drain() if storm.floor else None
+            storm_values = {}
+            if drain is not None:
+                storm_values["last press -> every unit heard 'received'"] = value(
+                    drain, "s", floor_drain
+                )
+            if (reached := storm.reached()) is not None:
+                storm_values["last press -> every phone's SMS covers every room"] = value(
+                    reached, "s", storm.floor_sms
+                )
+            figures["storm"] = {
+                "title": f"6. Storm: {args.storm_rooms} units press within a second",
+                "values": storm_values,
+            }
+        if args.paced_rooms:
+            progress("paced")
+            (folder / "paced").mkdir()
+            paced = measure_pacing(folder / "paced", args.paced_rooms)
+            say()
+            say("6b. Twilio's pace: the same storm against a fake Twilio taking 1 SMS and 1")
+            say("   call a second per sender (429 beyond), the server configured the same:")
+            say(textwrap.fill(paced.line(), 88, initial_indent="   ", subsequent_indent="   "))
+            paced_reached = {"sms": paced.reached(paced.sms), "call": paced.reached(paced.calls)}
+            figures["paced"] = {
+                "title": f"6b. Storm at Twilio's pace: {args.paced_rooms} rooms, 1 SMS/s, 1 call/s",
+                "values": {
+                    f"last press -> every phone's {c} covers every room": value(t, "s")
+                    for c, t in paced_reached.items()
+                    if t is not None
+                },
+            }
+        if args.blackbox_presses:
+            progress("blackbox")
+            (folder / "blackbox").mkdir()
+            bb_url, _ = stack.enter_context(database(args.postgres, folder / "blackbox"))
+            blackbox = measure_blackbox(
+                folder / "blackbox", bb_url, args.blackbox_presses, progress=progress
+            )
+            for line in blackbox_report(blackbox, "PostgreSQL" if args.postgres else "SQLite"):
+                say(line)
+            figures["blackbox"] = blackbox.figures()
+        if args.failover_units:
+            progress("failover")
+            for line in failover_report(folder / "failover", args.failover_units):
+                say(line)
+        if args.provision_units:
+            progress("bulk provisioning")
+            provision = measure_provision(folder / "provision", args.provision_units)
+            for line in provision.report():
+                say(line)
+            figures["provision"] = {
+                "title": f"10. Bulk provisioning of {args.provision_units:,} units",
+                "values": {
+                    "panicbutton provision --csv": value(
+                        provision.seconds, "s", provision.floor_seconds
+                    )
+                },
+            }
+        if args.fleet_units:
+            progress("fleet")
+            (folder / "fleet").mkdir()
+            fleet_url, _ = stack.enter_context(database(args.postgres, folder / "fleet"))
+            fleet = measure_fleet(folder / "fleet", fleet_url, args.fleet_units, progress=progress)
+            for line in fleet.report():
+                say(line)
+            figures["fleet"] = fleet.figures()
+        write_figures(args, db, figures)
     say()
     say(f"load avg:  {load()} at end; bench took {time.monotonic() - started:.0f} s")
     return 0

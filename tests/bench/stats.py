@@ -40,12 +40,33 @@ class Summary:
     def row(self, label: str) -> list[str]:
         return [label, str(self.n), ms(self.median), ms(self.p90), ms(self.p99), ms(self.max)]
 
+    def figures(self) -> dict[str, float]:
+        """The same figures for a JSON report, in milliseconds."""
+        return {
+            "n": self.n,
+            "median_ms": round(self.median * 1000, 3),
+            "p90_ms": round(self.p90 * 1000, 3),
+            "p99_ms": round(self.p99 * 1000, 3),
+            "max_ms": round(self.max * 1000, 3),
+        }
+
 
 SUMMARY_HEADERS = ("", "n", "median", "p90", "p99", "max")
 
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
+
+
+def ratio_table(app: Summary, floor: Summary) -> str:
+    """The app's figures against the floor's: their ratio and difference."""
+    return table(
+        ("app / floor", "median", "p99"),
+        [
+            ["ratio", f"{app.median / floor.median:.1f}x", f"{app.p99 / floor.p99:.1f}x"],
+            ["difference (ms)", ms(app.median - floor.median), ms(app.p99 - floor.p99)],
+        ],
+    )
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:

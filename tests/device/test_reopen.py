@@ -24,6 +24,13 @@ def console(system: System, incident_id: int, action: str, **body: str) -> None:
     assert answer.status_code == 200, answer.text
 
 
+def only_incident(system: System) -> int:
+    """The id of the one incident (on PostgreSQL not always 1: when a unit's alert comes by
+    MQTT and HTTPS at once, the insert that loses the race used up an id)."""
+    [incident] = system.incidents()
+    return incident.id
+
+
 def test_press_after_an_unheard_resolve_shows_the_reopened_alarm(system: System) -> None:
     assert system.broker is not None
     room = system.room("unit-1", mqtt={"keepalive": 5})
@@ -33,21 +40,19 @@ def test_press_after_an_unheard_resolve_shows_the_reopened_alarm(system: System)
 
     system.broker.stop()  # the unit is cut off: it never hears what staff do now
     assert wait_until(lambda: not room.agent.link.connected)
-    console(system, 1, "resolve", staff_id="reception", outcome="genuine")
+    console(system, only_incident(system), "resolve", staff_id="reception", outcome="genuine")
     room.press()  # the worker is in danger again
     assert wait_until(lambda: room.agent.outbox.depth() == 1)
 
     system.broker.start()
     assert wait_until(
-        lambda: (
-            [(i.id, i.state, i.round, i.presses) for i in system.incidents()] == [(1, "open", 1, 2)]
-        ),
+        lambda: [(i.state, i.round, i.presses) for i in system.incidents()] == [("open", 1, 2)],
         timeout=30,
     ), [(i.id, i.state, i.round, i.presses) for i in system.incidents()]
     system.wait_idle(timeout=30)  # the stale "resolved" and the reopened "received" are in
     assert room.light is Light.RECEIVED, room.lights
 
-    console(system, 1, "acknowledge", staff_id="reception")
+    console(system, only_incident(system), "acknowledge", staff_id="reception")
     assert wait_until(lambda: room.light is Light.HELP_COMING), room.lights
 
     room.press()  # still the same alarm: counted on incident 1, not a second incident
@@ -55,7 +60,7 @@ def test_press_after_an_unheard_resolve_shows_the_reopened_alarm(system: System)
         (i.id, i.presses) for i in system.incidents()
     ]
     system.wait_idle()
-    assert [(i.id, i.state) for i in system.incidents()] == [(1, "acknowledged")]
+    assert [i.state for i in system.incidents()] == ["acknowledged"]
     assert room.lights[-1] is Light.HELP_COMING  # the light it shows now
 
     room.agent.close()  # a reboot: the retained feedback is the reopened round
@@ -72,7 +77,7 @@ def test_unit_that_closed_the_alert_opens_it_again_when_the_server_reopens_it(
     room = system.room("unit-1")
     room.press()
     assert wait_until(lambda: room.light is Light.RECEIVED), room.lights
-    console(system, 1, "resolve", staff_id="reception", outcome="genuine")
+    console(system, only_incident(system), "resolve", staff_id="reception", outcome="genuine")
     assert wait_until(lambda: room.light is Light.ARMED), room.lights
     assert room.agent.outbox.open_alert() is None  # heard "resolved": the entry is closed
     [incident] = system.incidents()
@@ -96,14 +101,14 @@ def test_unit_that_closed_the_alert_opens_it_again_when_the_server_reopens_it(
     # Back on: the retained feedback is the reopened round; the light shows the alarm.
     again = system.room("unit-1")
     assert wait_until(lambda: again.light is Light.RECEIVED), again.lights
-    console(system, 1, "acknowledge", staff_id="reception")
+    console(system, only_incident(system), "acknowledge", staff_id="reception")
     assert wait_until(lambda: again.light is Light.HELP_COMING), again.lights
     again.press()  # a re-press of the reopened alarm, counted after the server's 2
     assert wait_until(lambda: [i.presses for i in system.incidents()] == [3]), [
         (i.id, i.presses) for i in system.incidents()
     ]
     system.wait_idle()
-    assert [(i.id, i.state, i.round) for i in system.incidents()] == [(1, "acknowledged", 1)]
+    assert [(i.state, i.round) for i in system.incidents()] == [("acknowledged", 1)]
     assert again.light is Light.HELP_COMING
 
 
@@ -117,7 +122,7 @@ def test_unit_rebooted_before_the_link_is_back_still_sends_the_press_and_shows_t
     system.wait_idle()
     system.broker.stop()
     assert wait_until(lambda: not room.agent.link.connected)
-    console(system, 1, "resolve", staff_id="reception", outcome="genuine")
+    console(system, only_incident(system), "resolve", staff_id="reception", outcome="genuine")
     room.press()
     assert wait_until(lambda: room.agent.outbox.depth() == 1)
     room.agent.close()  # power cut while cut off: the press is on the unit's disk
@@ -125,9 +130,7 @@ def test_unit_rebooted_before_the_link_is_back_still_sends_the_press_and_shows_t
     system.broker.start()  # retained at the broker: "resolved" for 1 press, round 0
     again = system.room("unit-1")
     assert wait_until(
-        lambda: (
-            [(i.id, i.state, i.round, i.presses) for i in system.incidents()] == [(1, "open", 1, 2)]
-        ),
+        lambda: [(i.state, i.round, i.presses) for i in system.incidents()] == [("open", 1, 2)],
         timeout=30,
     ), [(i.id, i.state, i.round, i.presses) for i in system.incidents()]
     system.wait_idle(timeout=30)

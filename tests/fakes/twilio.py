@@ -3,7 +3,8 @@
 It checks HTTP basic auth like Twilio, records every Messages and Calls request,
 answers with Twilio-shaped JSON, can be told to fail (error code and HTTP status)
 for a number, lists what it accepted (``GET Messages.json?To=``, ``GET
-Calls.json?To=``), and plays signed inbound SMS to our webhook like Twilio would.
+Calls.json?To=``), answers a GET of the account (``account_status``), and plays
+signed inbound SMS to our webhook like Twilio would.
 
 It enforces Twilio's published limits, with Twilio's error JSON, so that no test
 can pass against limits Twilio does not have:
@@ -12,12 +13,13 @@ can pass against limits Twilio does not have:
   emoji is two): 400, code 21617;
 - inline call ``Twiml`` over 4,000 characters: 400, code 32018;
 - ``ValidityPeriod`` outside 1-36,000 seconds: 400, code 90007;
-- a per-sender rate (per ``From``): a token bucket, :data:`SENDER_RATE` requests
-  a second with bursts of :data:`SENDER_BURST`; beyond it 429, code 20429, with
-  ``Retry-After``. Twilio itself queues a sender's excess (a long code sends
-  about 1 to 10 segments a second) and answers 429 when an account has too many
-  requests in flight; refusing here is stricter than Twilio, so a client that
-  copes here copes there.
+- a per-sender rate (per ``From``, messages and calls apart, as Twilio limits a
+  sender's messages a second and an account's calls a second apart): a token
+  bucket, :data:`SENDER_RATE` requests a second with bursts of
+  :data:`SENDER_BURST`; beyond it 429, code 20429, with ``Retry-After``. Twilio
+  itself queues a sender's excess (a long code sends about 1 to 10 segments a
+  second) and answers 429 when an account has too many requests in flight;
+  refusing here is stricter than Twilio, so a client that copes here copes there.
 
 Its rate and the times it stamps on requests (``at``) are on its ``clock``: the
 server's, when a test moves the server's clock by hand, so a 429's wait passes
@@ -41,12 +43,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 from twilio.request_validator import RequestValidator
 
 from panicbutton.clock import Clock, SystemClock
+from server.settings import SEND_RANGE
 
 #: Twilio's published limits (twilio.com/docs/api/errors/21617, /32018, /90007).
 BODY_LIMIT = 1600
@@ -66,6 +69,14 @@ def _more_info(code: int) -> str:
     return f"https://www.twilio.com/docs/errors/{code}"
 
 
+class Pace(TypedDict):
+    """The server's pacing settings (:meth:`FakeTwilio.pace`)."""
+
+    twilio_sms_per_second: float
+    twilio_calls_per_second: float
+    twilio_burst: int
+
+
 @dataclass
 class Refused:
     """One request the fake refused (a limit or an injected failure)."""
@@ -76,6 +87,7 @@ class Refused:
     code: int
     params: dict[str, str]
     at: float
+    retry_after: int | None = None  # a 429's Retry-After, seconds
 
 
 @dataclass
@@ -136,6 +148,9 @@ class FakeTwilio:
     sender_burst: int = SENDER_BURST
     #: The clock of the rate and of ``at`` (the server's, if a test moves it).
     clock: Clock = field(default_factory=SystemClock)
+    #: What a GET of the account says (``suspended``, ``closed``), and how many were made.
+    account_status: str = "active"
+    account_reads: int = 0
     _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
@@ -168,6 +183,21 @@ class FakeTwilio:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+    def pace(self) -> Pace:
+        """The server's settings for sending as fast as this fake takes (its rate and
+        burst; without a rate, as fast as the server may be set to go)."""
+        fastest = int(SEND_RANGE["twilio_burst"][1])
+        rate = self.sender_rate or fastest
+        return Pace(
+            twilio_sms_per_second=rate,
+            twilio_calls_per_second=rate,
+            twilio_burst=self.sender_burst if self.sender_rate else fastest,
+        )
+
+    def pace_env(self) -> dict[str, str]:
+        """:meth:`pace` as a server process's environment variables."""
+        return {f"PANICBUTTON_{k.upper()}": f"{v:g}" for k, v in self.pace().items()}
 
     def fail(
         self,
@@ -271,7 +301,7 @@ class FakeTwilio:
             time.sleep(self.delays[to])
         with self._cond:
             self.requests += 1
-            sender = params.get("From") or params.get("MessagingServiceSid") or ""
+            sender = f"{kind}:{params.get('From') or params.get('MessagingServiceSid') or ''}"
             failure = self.failures.get(to)
             refusal = self._limit(kind, params)
             wait = None if refusal else self._retry_after(sender)
@@ -282,7 +312,8 @@ class FakeTwilio:
                 refusal = (failure.status, failure.code, failure.message)
             if refusal is not None:
                 status, code, message = refusal
-                self.refused.append(Refused(kind, to, status, code, params, self.clock.monotonic()))
+                at = self.clock.monotonic()
+                self.refused.append(Refused(kind, to, status, code, params, at, wait))
                 self._cond.notify_all()
                 headers = {"Retry-After": str(wait)} if wait is not None else None
                 self._error(h, status, code, message, headers)
@@ -343,10 +374,16 @@ class FakeTwilio:
 
     def _list(self, h: BaseHTTPRequestHandler) -> None:
         """GET Messages.json?To= or Calls.json?To=: what Twilio accepted for a number,
-        newest first (one page of up to 50, as Twilio pages lists)."""
+        newest first (one page of up to 50, as Twilio pages lists); GET of the account."""
         if not self._authorized(h):
             return
         split = urllib.parse.urlsplit(h.path)
+        if split.path == f"/2010-04-01/Accounts/{self.account_sid}.json":
+            with self._cond:
+                self.account_reads += 1
+            account = {"sid": self.account_sid, "status": self.account_status, "type": "Full"}
+            self._reply(h, 200, account)
+            return
         kind = split.path.removeprefix(f"/2010-04-01/Accounts/{self.account_sid}/")
         query = dict(urllib.parse.parse_qsl(split.query))
         to = query.get("To")

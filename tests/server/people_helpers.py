@@ -130,6 +130,7 @@ def served(database_url: str, tmp_path: Path, **settings: Any) -> Iterator[Serve
         twilio_api_base_url=twilio.base_url,
         twilio_timeout=5.0,
         public_base_url=BASE_URL,
+        **twilio.pace(),
         **settings,
     )
     server = build(config, site=sample_site(), clock=clock)

@@ -72,6 +72,7 @@ def kit(database_url: str, folder: Path, site: Site | None = None) -> Iterator[K
         public_base_url="https://alarm.example.test/hooks",
         site_file=folder / "unused.toml",
         sms_bundle_window=0.0,
+        **twilio.pace(),
         log_key_file=write_log_key(folder / "log.key"),
         log_checkpoint_file=folder / "log-checkpoints.jsonl",
     )

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
@@ -342,6 +343,36 @@ def test_unrecordable_mqtt_status_is_rejected_in_one_line(
     assert [r.getMessage() for r in lines] == [
         f"rejected message on pb/v1/dev/unit-3/status: {why}"
     ]
+
+
+@pytest.mark.parametrize(
+    "database_url",
+    ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+    indirect=True,
+)
+def test_a_status_with_control_characters_is_kept_without_them(system: System) -> None:
+    """A NUL in a unit's free text (PostgreSQL refuses NUL in text) must not keep its
+    status, nor any other unit's written in the same flush, out of the record."""
+    status = Status(device_id="unit-3", state=LinkState.ONLINE, at=now_utc())
+    dirty = json.dumps(
+        {**json.loads(status.to_json()), "error": "link\x00lost\nFORGED LINE", "version": "1.0\x00"}
+    ).encode()
+    other = Status(device_id="unit-2", state=LinkState.ONLINE, at=now_utc(), error="clean")
+    publish_raw(system, "unit-3", [dirty], topic=status_topic("unit-3"))
+    publish_raw(system, "unit-2", [other.to_json()], topic=status_topic("unit-2"))
+
+    def seen() -> dict[str, dict[str, Any]]:
+        answer = httpx.get(f"{system.api}/units", headers=system.headers(), timeout=10)
+        answer.raise_for_status()
+        return {u["device_id"]: u for u in answer.json()}
+
+    assert wait_until(lambda: all(seen()[d]["online"] for d in ("unit-2", "unit-3"))), seen()
+    units = seen()
+    assert units["unit-3"]["error"] == "linklostFORGED LINE"
+    assert units["unit-3"]["version"] == "1.0"
+    assert units["unit-2"]["error"] == "clean"
+    assert system.server is not None
+    assert system.server.ingest.rejected == 0
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ on the pages as they are served (their scripts, CSP and cookies), at http://loca
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,19 +15,13 @@ from typing import TYPE_CHECKING
 import pytest
 import uvicorn
 
+from demo.broker import free_port
 from server.app import Server
 from server.people.roles import Role
 from tests.server.signin_kit import events, invite, running
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from panicbutton.clock import ManualClock
 from panicbutton.wire import Alert, Feedback, alert_topic, feedback_topic, new_alert_id
+from server import incidents
 from server.models import Incident, Page
 from tests.harness import (
     DEVICE_TOKENS,
@@ -867,13 +868,18 @@ def codes_of(system: System, staff_id: str) -> dict[int, int]:
         for i in range(1, STORM_ROOMS + 1)
     ],
 )
-@pytest.mark.settings(sms_bundle_window=0.0)
+# The rate is another test's subject: 120 pages at one moment of the hand-moved clock
+# would leave the replies' texts waiting for Twilio's rate until it moves.
+@pytest.mark.settings(
+    sms_bundle_window=0.0,
+    twilio_sms_per_second=1000.0,
+    twilio_calls_per_second=1000.0,
+    twilio_burst=1000,
+)
 def test_a_storm_of_spoofed_guesses_from_several_numbers_takes_no_alarm(
     system: System,
 ) -> None:
     assert system.server is not None
-    # The rate is another test's subject: 120 pages at one moment of the hand-moved
-    # clock would leave the replies' texts waiting for Twilio's rate until it moves.
     system.twilio.sender_rate = 0.0
     for i in range(1, STORM_ROOMS + 1):
         system.server.services.alerts.handle(
@@ -992,3 +998,38 @@ def test_a_late_code_from_before_a_reopen_does_not_take_the_new_alarm(system: Sy
     assert system.incidents()[0].state == "open"
     reply(system, FLOOR, code(system, FLOOR))
     assert system.incidents()[0].state == "acknowledged"
+
+
+@pytest.mark.clock(START)
+@pytest.mark.site(escalation={**STEPS, "follow_up_after": 300})
+def test_taken_before_step_0_ran_pages_nobody_and_still_follows_up(system: System) -> None:
+    """Taken from the console between the unit's "received" and step 0 (which follows
+    in a transaction of its own, seconds later in a storm): nobody is paged, and the
+    follow-up still comes, at the site's time."""
+    assert system.server is not None
+    services = system.server.services
+    site = services.book()
+    room = site.room_for_device("unit-1")
+    assert room is not None
+    now = clock(system).now()
+    pressed = Alert(device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=now)
+    with services.sessions.begin() as s:
+        recorded = incidents.record_alert(
+            session=s, site=site, room=room, alert=pressed, now=now, defer=True
+        )
+        assert recorded.deferred
+        taken = incidents.acknowledge(
+            session=s, incident=recorded.incident, staff_id="reception", via="console", now=now
+        )
+        assert taken
+        incident_id = recorded.incident.id
+    services.scheduler.wake()
+    settle(system)
+    kinds = [e.type for e in system.events() if e.incident_id == incident_id]
+    assert "escalation.plan_frozen" in kinds, kinds
+    assert "escalation.step_started" not in kinds, kinds
+    assert [sms(system, p) for p in (RECEPTION, FLOOR, MANAGER)] == [[], [], []]
+    advance(system, 290)
+    assert sms(system, RECEPTION) == []
+    advance(system, 15)
+    assert sms(system, RECEPTION)[-1].startswith("STILL OPEN: Room 1, taken by Reception at 22:00")

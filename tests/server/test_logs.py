@@ -2,12 +2,14 @@
 log on, everything at DEBUG), walked through every route that takes a token,
 then its whole output searched for every token it issued.
 
-The same run shows the database files are private (mode 600).
+The same run shows the database files are private (mode 600). A second run writes JSON
+lines (``PANICBUTTON_LOG_FORMAT=json``): each line one object, redacted the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -17,7 +19,7 @@ import stat
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +35,7 @@ from panicbutton.wire import Alert
 from server.app import build
 from server.db import make_engine, migrate
 from server.paging.links import make_token
+from server.paging.notifier import mask
 from server.people import auth
 from server.settings import Settings
 from server.units.broker import SERVER_USER
@@ -108,6 +111,7 @@ def _server_env(folder: Path, broker: Broker, twilio: FakeTwilio, http_port: int
         "PANICBUTTON_LINK_SECRET": secrets.token_urlsafe(32),
         "PANICBUTTON_LOG_KEY_FILE": str(write_log_key(folder / "log.key")),
         "PANICBUTTON_LOG_CHECKPOINT_FILE": str(folder / "log-checkpoints.jsonl"),
+        **twilio.pace_env(),
     }
 
 
@@ -162,16 +166,18 @@ def _walk(base: str, env: dict[str, str], twilio: FakeTwilio, run: Run) -> None:
     }
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+def _serve(
+    folder: Path, walk: Callable[[str, dict[str, str], FakeTwilio, Run], None], **extra: str
+) -> Run:
+    """Run `panicbutton -v server` (its settings: :func:`_server_env` and ``extra``), let
+    ``walk`` use it, stop it with Ctrl-C; the run, with its whole output."""
     if find_mosquitto() is None:
         missing("mosquitto is not installed (apt install mosquitto)")
-    folder = tmp_path_factory.mktemp("served")
     twilio = FakeTwilio(account_sid="AC" + secrets.token_hex(16), auth_token=secrets.token_hex(16))
     twilio.start()
     http_port = free_port()
     with start_mosquitto(folder / "mosquitto") as broker:
-        env = _server_env(folder, broker, twilio, http_port)
+        env = _server_env(folder, broker, twilio, http_port) | extra
         process = subprocess.Popen(
             [sys.executable, "-m", "panicbutton.cli", "-v", "server"],
             env=env,
@@ -184,7 +190,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         run = Run(output="", folder=folder, issued=[])
         try:
             assert wait_until(lambda: _up(base) or process.poll() is not None, 30)
-            _walk(base, env, twilio, run)
+            walk(base, env, twilio, run)
         finally:
             process.send_signal(signal.SIGINT)
             try:
@@ -193,7 +199,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 process.kill()
                 run.output, _ = process.communicate()
             twilio.stop()
-        yield run
+    return run
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return _serve(tmp_path_factory.mktemp("served"), _walk)
 
 
 def _up(base: str) -> bool:
@@ -330,3 +341,74 @@ TOKEN = "AAAAAAAAAAEAAAAAaWxSbQ.abcdefghijklmnopqrs_-v"
 )
 def test_redact_keeps_what_is_not_a_secret(line: str, expected: str) -> None:
     assert redact(line) == expected
+
+
+def _walk_briefly(base: str, env: dict[str, str], twilio: FakeTwilio, run: Run) -> None:
+    """Raise an alarm (the SMS name phone numbers in the server's log, masked), ask for
+    liveness, and send the retired API token where no secret belongs."""
+    alert = Alert(
+        device_id="unit-1", alert_id=uuid.uuid4().hex, seq=1, pressed_at=datetime.now(UTC)
+    )
+    pressed = httpx.post(
+        f"{base}/api/v1/devices/unit-1/alerts",
+        content=alert.to_json(),
+        headers={"Authorization": f"Bearer {DEVICE_TOKENS['unit-1']}"},
+    )
+    assert pressed.status_code == 200, pressed.text
+    assert twilio.wait_for(lambda sent: len(sent) == 2, 20)
+    assert httpx.get(f"{base}/healthz").status_code == 200
+    run.issued.append(env["PANICBUTTON_API_TOKEN"])
+    httpx.get(f"{base}/api/v1/paging", params={"access_token": env["PANICBUTTON_API_TOKEN"]})
+
+
+@pytest.fixture(scope="module")
+def served_json(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return _serve(
+        tmp_path_factory.mktemp("served-json"), _walk_briefly, PANICBUTTON_LOG_FORMAT="json"
+    )
+
+
+def test_json_logs_are_one_redacted_object_a_line(served_json: Run) -> None:
+    lines = [json.loads(line) for line in served_json.output.splitlines() if line.strip()]
+
+    assert len(lines) > 20  # everything at DEBUG: the search below means something
+    assert all(set(line) >= {"time", "level", "logger", "message"} for line in lines)
+    assert {"DEBUG", "INFO"} <= {line["level"] for line in lines}
+    messages = [line["message"] for line in lines]
+    # Uvicorn's access log follows the same format.
+    access = [line["message"] for line in lines if line["logger"] == "uvicorn.access"]
+    assert any('"GET /healthz HTTP/1.1" 200' in m for m in access), access
+    assert any(f"/api/v1/paging?access_token={REDACTED} " in m for m in access), access
+    # The numbers paged are masked; no secret, no number in full anywhere.
+    for number in (RECEPTION, FLOOR):
+        assert any(m.startswith(f"SMS to {mask(number)} handed to Twilio") for m in messages)
+        assert number.lstrip("+") not in served_json.output
+    assert [token for token in served_json.issued if token in served_json.output] == []
+
+
+def test_a_json_line_is_redacted_before_it_is_encoded(tmp_path: Path) -> None:
+    path = tmp_path / "server.log"
+    handler = logging.FileHandler(path)
+    logger = logging.getLogger("tests.server.json")
+    logger.addHandler(handler)
+    # Quotes and a backslash: escaped in JSON, so a search of the encoded line would miss it.
+    secret = 'pass"word\\' + secrets.token_urlsafe(16)
+    try:
+        protect_handlers([secret], json_lines=True)
+        try:
+            raise RuntimeError(f"could not log in with {secret}")
+        except RuntimeError:
+            logger.exception('failed at "/ack/%s"', TOKEN)
+    finally:
+        protect_handlers(json_lines=False)
+        logger.removeHandler(handler)
+        handler.close()
+
+    [line] = path.read_text(encoding="utf-8").splitlines()
+    entry = json.loads(line)
+    assert (entry["level"], entry["logger"]) == ("ERROR", "tests.server.json")
+    assert entry["message"] == f'failed at "/ack/{REDACTED}"'
+    assert entry["exception"].startswith("Traceback")
+    assert f"could not log in with {REDACTED}" in entry["exception"]
+    assert secret not in line
+    assert json.dumps(secret)[1:-1] not in line

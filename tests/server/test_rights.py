@@ -33,11 +33,17 @@ OWN_PROOF: dict[str, str] = {
     "POST /twilio/call/code": "Twilio signature",
     "POST /api/v1/devices/{device_id}/alerts": "the unit's own token",
     "GET /api/v1/devices/{device_id}/check": "the unit's own token",
+    "GET /api/v1/devices/{device_id}/wheelhouse": "the unit's own token",
+    "POST /api/v1/devices/{device_id}/install": "the unit's own token",
+    "POST /api/v1/enrol": "the one-time enrolment code in the body (a new unit has no "
+    "token yet: the code is what gives it one)",
     "GET /ack/{token}": "a signed single-use link from a page",
     "POST /ack/{token}": "a signed single-use link from a page",
     "GET /map/{token}": "a signed link from a page (read only, until it expires)",
     "GET /console/static/{name}": "none: the console's scripts, styles and icons, the same "
     "for everyone and holding no personal data",
+    "GET /healthz": "none: it says only that the process answers, for health checks that "
+    "hold no secret (docker, systemd)",
     **{
         f"GET {path}": "none: the phone app's shell, the same for everyone, holding no "
         "personal data"

@@ -44,11 +44,25 @@ def test_complete_settings_are_accepted_and_url_normalised() -> None:
         # Twilio refuses a ValidityPeriod outside 1-36000 s: every page would fail.
         ({"sms_validity": 36001}, "sms_validity\n  Input should be less than or equal to 36000"),
         ({"sms_validity": 0}, "sms_validity\n  Input should be greater than or equal to 1"),
+        # A rate of 0 would never send; one beyond any Twilio sender is a typo.
+        ({"twilio_sms_per_second": 0}, "PANICBUTTON_TWILIO_SMS_PER_SECOND must be 0.1 to 1000"),
+        ({"twilio_calls_per_second": 5000}, "PANICBUTTON_TWILIO_CALLS_PER_SECOND must be 0.1"),
+        ({"twilio_burst": 0}, "PANICBUTTON_TWILIO_BURST must be 1 to 1000, got 0"),
     ],
 )
 def test_unsafe_settings_are_refused(change: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         Settings(**{**GOOD, **change})  # type: ignore[arg-type]
+
+
+def test_the_sms_rate_follows_the_sender_unless_set() -> None:
+    """A phone number sends about one SMS a second; a Messaging Service, its pool."""
+    number = Settings(**GOOD)  # type: ignore[arg-type]
+    assert number.send_rates() == {"sms": 1.0, "call": 1.0}
+    service = Settings(**{**GOOD, "twilio_from": "MG" + "0" * 32})  # type: ignore[arg-type]
+    assert service.send_rates() == {"sms": 3.0, "call": 1.0}
+    chosen = {"twilio_sms_per_second": 10, "twilio_calls_per_second": 2}
+    assert Settings(**{**GOOD, **chosen}).send_rates() == {"sms": 10.0, "call": 2.0}  # type: ignore[arg-type]
 
 
 HOW = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"

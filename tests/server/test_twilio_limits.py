@@ -214,7 +214,7 @@ def test_a_bundle_of_many_rooms_fits_and_names_or_counts_every_room(system: Syst
     link = bundle.split()[-1]
     assert link.startswith(f"{system.settings.public_base_url}/ack/")
     local = link.replace(system.settings.public_base_url, system.base_url)
-    shown = httpx.get(local)
+    shown = httpx.get(local, timeout=30)  # a busy machine: the page lists many rooms
     assert shown.status_code == 200
     assert shown.headers["Cache-Control"] == "no-store"
     # Every alarm of this bundle and the older ones, oldest first; none opened later.
@@ -222,10 +222,10 @@ def test_a_bundle_of_many_rooms_fits_and_names_or_counts_every_room(system: Syst
     assert rooms_named(bundle) <= listed
     assert listed == set(range(1, max(listed) + 1))
     chosen = re.findall(r'name="page" value="(\d+)"', shown.text)[5]
-    done = httpx.post(local, data={"confirm": "1", "page": chosen})
+    done = httpx.post(local, data={"confirm": "1", "page": chosen}, timeout=30)
     assert "You are going" in done.text
     assert [i.state for i in system.incidents()].count("acknowledged") == 1
-    assert httpx.post(local, data={"confirm": "1", "page": chosen}).status_code == 410
+    assert httpx.post(local, data={"confirm": "1", "page": chosen}, timeout=30).status_code == 410
 
 
 @pytest.mark.site(escalation=SMS_ONLY)
@@ -377,8 +377,12 @@ def test_a_list_link_never_reaches_an_alarm_opened_after_it(system: System) -> N
     local = bundle.split()[-1].replace(system.settings.public_base_url, system.base_url)
     press(system, "unit-4")  # later: this link was never about it
     run_clock(system)
-    listed = httpx.get(local)
-    assert rooms_named(listed.text) == {1, 2, 3}
+    listed = rooms_named(httpx.get(local).text)
+    # The pager may have sent room 1 alone before rooms 2 and 3 were pressed (it runs
+    # on its own thread), so the bundle holds two or three rooms: never room 4.
+    assert 4 not in listed
+    assert len(listed) >= 2
+    assert listed <= {1, 2, 3}
     with system.server.services.sessions() as s:  # type: ignore[union-attr]
         room_4 = s.scalar(
             select(Page.id).where(Page.staff_id == "reception", Page.incident_id == 4)

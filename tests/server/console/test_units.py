@@ -67,14 +67,38 @@ def test_units_show_health_and_a_new_unit_gets_its_config_once(
     page.fill("#label", "Room 9 <b>bis</b>")
     page.fill("#broker_host", "mqtt.house.example")
     page.fill("#server_url", "https://alarm.example.test")
+    # TLS is ticked from the start, but this server has no CA certificate to give.
+    tls = page.get_by_label("The broker uses TLS (port 8883), with this server's CA certificate")
+    assert tls.is_checked()
+    page.get_by_role("button", name="Add the unit").click()
+    problem = page.locator(".problem:not([hidden])")
+    assert "PANICBUTTON_MQTT_CA_FILE is not set" in problem.inner_text()
+    # Plain MQTT to a broker on the network is refused; on the unit itself it is allowed.
+    tls.uncheck()
+    page.get_by_role("button", name="Add the unit").click()
+    assert "mqtt.house.example over the network, so it must use TLS" in problem.inner_text()
+    assert page.locator("#label").input_value() == "Room 9 <b>bis</b>"
+    assert not tls.is_checked()
+    page.fill("#broker_host", "127.0.0.1")
     page.get_by_role("button", name="Add the unit").click()
     page.locator("#device-toml").wait_for()
     text = page.locator("#device-toml").inner_text()
     config = parse_config(tomllib.loads(text), "from the console")
     assert (config.device_id, config.mqtt.host, config.mqtt.port) == (
         "unit-9",
-        "mqtt.house.example",
+        "127.0.0.1",
         1883,
+    )
+    # With the server's address, a one-time code for a card that installs itself.
+    code = page.locator("#enrol-code").inner_text()
+    assert page.locator("#enrol-txt").inner_text() == (
+        f"server=https://alarm.example.test\ncode={code}\n"
+    )
+    with page.expect_download() as saved_code:
+        page.get_by_role("button", name="Download enrol.txt").click()
+    assert (
+        Path(saved_code.value.path()).read_text()
+        == f"server=https://alarm.example.test\ncode={code}\n"
     )
     assert config.https is not None
     assert config.https.url == "https://alarm.example.test"
