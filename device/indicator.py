@@ -67,12 +67,14 @@ class Indicator:
         """Show ``state``; return True if the light changed."""
         if state is self.state:
             return False
-        self.state = state
         pattern = PATTERNS[state]
         if pattern is None:
             self._led.on()
         else:
             self._led.blink(on_time=pattern[0], off_time=pattern[1], background=True)
+        # Named only once the LED shows it: stopping a blink waits for its thread, and
+        # whoever reads ``state`` (the unit's status, a test) must see what the room sees.
+        self.state = state
         return True
 
     def close(self) -> None:
