@@ -41,6 +41,7 @@ from server.settings import Settings
 from server.site import Site, parse_site
 from server.units.broker import SERVER_USER, BrokerFiles
 from tests.fakes.twilio import FakeTwilio
+from tests.web import PATIENCE
 
 __all__ = [
     "PG_ADMIN_URL",
@@ -212,7 +213,9 @@ def write_log_key(path: Path, name: str = "panicbutton.test/log") -> Path:
     return path
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, step: float = 0.01) -> bool:
+def wait_until(
+    predicate: Callable[[], object], timeout: float = PATIENCE, step: float = 0.01
+) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -298,6 +301,11 @@ def postgres_database(name: str, template: str | None = None) -> Iterator[str]:
     copy = f' TEMPLATE "{template}"' if template else ""
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
+        # A commit does not wait for the disk: the tests kill servers, never PostgreSQL
+        # itself, and a server's committed work is in PostgreSQL once it commits. Three
+        # workers creating and dropping databases otherwise stall each other's commits
+        # for seconds on a shared disk.
+        conn.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
     try:
         yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     finally:
@@ -442,7 +450,7 @@ class System:
         self._thread = threading.Thread(target=self._web.run, daemon=True)
         self._thread.start()
         server, web = self.server, self._web
-        assert wait_until(lambda: web.started and server.ingest.connected.is_set(), 15), (
+        assert wait_until(lambda: web.started and server.ingest.connected.is_set(), PATIENCE), (
             "server did not start"
         )
         return server
@@ -482,7 +490,9 @@ class System:
         with self._handled_lock:
             return self._handled.get(device_id, 0)
 
-    def wait_idle(self, timeout: float = 10.0, *, published: dict[str, int] | None = None) -> None:
+    def wait_idle(
+        self, timeout: float = PATIENCE, *, published: dict[str, int] | None = None
+    ) -> None:
         """Wait until nothing more is going to happen, or fail the test after ``timeout`` s.
 
         Idle means: every alert the units' links saw the broker accept (plus
