@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from server.units.broker import SERVER_USER
+from tests import web
 from tests.fakes.twilio import FakeTwilio
 from tests.harness import Broker, write_log_key
 
@@ -58,7 +59,7 @@ class ServerProcess:
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"server exited at start:\n{self.log()}"
             try:
-                httpx.get(f"http://127.0.0.1:{self.port}/api/v1/incidents", timeout=0.5)
+                web.get(f"http://127.0.0.1:{self.port}/api/v1/incidents", timeout=0.5)
             except httpx.TransportError:
                 time.sleep(0.01)
                 continue

@@ -96,9 +96,9 @@ password = "{system.users["unit-3"]}"
         assert proc.stdin is not None
         proc.stdin.write("\n")  # read once the unit has started
         proc.stdin.flush()
-        assert system.twilio.wait_for(lambda sent: len(sent) == 2, timeout=15)
+        assert system.twilio.wait_for(lambda sent: len(sent) == 2)
         # The unit has the server's answer (and shows it) before stdin closes.
-        assert wait_until(lambda: confirmed_on_disk(tmp_path / "state") == 1, timeout=15)
+        assert wait_until(lambda: confirmed_on_disk(tmp_path / "state") == 1)
         out, _ = proc.communicate(timeout=15)  # closes stdin: the simulation ends
     finally:
         proc.kill()

@@ -7,16 +7,15 @@ gpiozero's MockFactory; staff act through the console's API.
 
 from __future__ import annotations
 
-import httpx
-
 from device.indicator import Light
 from panicbutton.wire import Alert, Feedback
+from tests import web
 from tests.harness import DEVICE_TOKENS, System, wait_until
 
 
 def console(system: System, incident_id: int, action: str, **body: str) -> None:
     """What staff do in the console: acknowledge or resolve an incident."""
-    answer = httpx.post(
+    answer = web.post(
         f"{system.api}/incidents/{incident_id}/{action}",
         json=body,
         headers=system.headers(body.get("staff_id", "manager")),
@@ -90,7 +89,7 @@ def test_unit_that_closed_the_alert_opens_it_again_when_the_server_reopens_it(
         pressed_at=incident.pressed_at,
         presses=2,
     )
-    answer = httpx.post(
+    answer = web.post(
         f"{system.api}/devices/unit-1/alerts",
         content=pressed_again.to_json(),
         headers={"Authorization": f"Bearer {DEVICE_TOKENS['unit-1']}"},

@@ -39,9 +39,7 @@ def journal(caplog: pytest.LogCaptureFixture, config: DeviceConfig) -> list[str]
     agent.start()
     try:
         # A retry with the same cause is only a debug line.
-        assert wait_until(lambda: len(said(caplog, logging.DEBUG)) >= RETRIES, timeout=8), (
-            caplog.text
-        )
+        assert wait_until(lambda: len(said(caplog, logging.DEBUG)) >= RETRIES), caplog.text
     finally:
         agent.close()
     return said(caplog, logging.WARNING)

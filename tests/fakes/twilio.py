@@ -50,6 +50,8 @@ from twilio.request_validator import RequestValidator
 
 from panicbutton.clock import Clock, SystemClock
 from server.settings import SEND_RANGE
+from tests import web
+from tests.web import PATIENCE
 
 #: Twilio's published limits (twilio.com/docs/api/errors/21617, /32018, /90007).
 BODY_LIMIT = 1600
@@ -410,7 +412,7 @@ class FakeTwilio:
             },
         )
 
-    def wait_for(self, predicate: Callable[[list[Sent]], bool], timeout: float = 10.0) -> bool:
+    def wait_for(self, predicate: Callable[[list[Sent]], bool], timeout: float = PATIENCE) -> bool:
         """Wait until ``predicate(sent)`` holds; False on timeout."""
         return self._wait(lambda: predicate(self.sent), timeout)
 
@@ -434,7 +436,7 @@ class FakeTwilio:
             return [c for c in self.calls if c.to == phone]
 
     def wait_for_calls(
-        self, predicate: Callable[[list[Call]], bool], timeout: float = 10.0
+        self, predicate: Callable[[list[Call]], bool], timeout: float = PATIENCE
     ) -> bool:
         """Wait until ``predicate(calls)`` holds; False on timeout."""
         return self._wait(lambda: predicate(self.calls), timeout)
@@ -449,7 +451,7 @@ class FakeTwilio:
     ) -> httpx.Response:
         """POST a callback to our server as Twilio would, signed over ``public_url``."""
         signature = RequestValidator(self.auth_token).compute_signature(public_url, params)
-        return httpx.post(
+        return web.post(
             url,
             data=params,
             headers={"X-Twilio-Signature": signature, **(headers or {})},
@@ -481,6 +483,6 @@ class FakeTwilio:
         signature = RequestValidator(token or self.auth_token).compute_signature(
             public_url or webhook_url, params
         )
-        return httpx.post(
+        return web.post(
             webhook_url, data=params, headers={"X-Twilio-Signature": signature}, timeout=10
         )

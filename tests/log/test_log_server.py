@@ -258,7 +258,7 @@ def test_a_burst_of_commits_shares_one_checkpoint_signed_within_about_a_second(
         time.sleep(0.02)
     size = len(system.events())
     started = time.monotonic()
-    assert wait_until(lambda: _signed(system) == size, 5)
+    assert wait_until(lambda: _signed(system) == size)
     print(f"\n  signed {time.monotonic() - started:.2f} s after the last commit")
     # Every entry is signed, by one checkpoint (two if a pass was already waiting),
     # not one per commit.
@@ -277,10 +277,10 @@ def test_quiet_hours_still_get_a_signed_heartbeat(system: System) -> None:
     before = len(system.events("log.heartbeat"))
     system.clock.advance(15 * 60)  # type: ignore[attr-defined]
     keeper(system).poke()
-    assert wait_until(lambda: len(system.events("log.heartbeat")) == before + 1, 10)
+    assert wait_until(lambda: len(system.events("log.heartbeat")) == before + 1)
     size = len(system.events())
     # Signed by the keeper itself, soon after the heartbeat's commit.
-    assert wait_until(lambda: _signed(system) >= size, 10)
+    assert wait_until(lambda: _signed(system) >= size)
 
 
 def _signed(system: System) -> int:
@@ -367,7 +367,7 @@ def test_a_database_restored_from_an_older_backup_is_caught_at_start(
 
     system.start_server()
 
-    assert wait_until(lambda: system.events("log.verified"), 15)
+    assert wait_until(lambda: system.events("log.verified"))
     [verified] = system.events("log.verified")
     assert verified.data["result"] == "failed"
     # (The file's checkpoint of size 24 covers entries the older copy lacks, or, once the
@@ -508,7 +508,7 @@ def test_a_rewritten_and_rechained_log_is_never_signed(system: System, by: str) 
     # The next start's check does not say ok either, and still signs nothing.
     system.stop_server()
     system.start_server()
-    assert wait_until(lambda: len(system.events("log.verified")) == 2, 15)
+    assert wait_until(lambda: len(system.events("log.verified")) == 2)
     assert [e.data["result"] for e in system.events("log.verified")] == ["failed", "failed"]
     assert _signed(system) == signed
     assert _file_lines(system) == lines
@@ -542,7 +542,7 @@ def test_the_cli_export_of_a_rewritten_log_signs_nothing(
     assert _signed_offline(system) == signed
     assert _file_lines(system) == lines
     system.start_server()
-    assert wait_until(lambda: len(system.events("log.verified")) == 2, 15)
+    assert wait_until(lambda: len(system.events("log.verified")) == 2)
     # The export's own record of the failure, then the server's at its start.
     assert [e.data["result"] for e in system.events("log.verified")] == ["failed", "failed"]
 

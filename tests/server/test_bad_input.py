@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
@@ -40,6 +39,7 @@ from server.db import make_engine
 from server.errors import SiteError
 from server.paging.notifier import ConsoleNotifier
 from server.settings import Settings
+from tests import web
 from tests.harness import (
     DEVICE_TOKENS,
     PG_ADMIN_URL,
@@ -362,7 +362,7 @@ def test_a_status_with_control_characters_is_kept_without_them(system: System) -
     publish_raw(system, "unit-2", [other.to_json()], topic=status_topic("unit-2"))
 
     def seen() -> dict[str, dict[str, Any]]:
-        answer = httpx.get(f"{system.api}/units", headers=system.headers(), timeout=10)
+        answer = web.get(f"{system.api}/units", headers=system.headers(), timeout=10)
         answer.raise_for_status()
         return {u["device_id"]: u for u in answer.json()}
 

@@ -252,7 +252,7 @@ def test_broker_reloads_new_units_without_dropping_clients(tmp_path: Path, broke
         assert done.returncode == 0, done.stderr
         assert "now reload Mosquitto" in done.stdout
         early = Client(broker.port, "unit-21", _password(tmp_path / "first" / "unit-21"))
-        assert wait_until(lambda: early.refused, 5)
+        assert wait_until(lambda: early.refused)
         early.close()
 
         second = write_csv(tmp_path / "second.csv", [("unit-22", "room-22", "Стая 22")])
@@ -269,7 +269,7 @@ def test_broker_reloads_new_units_without_dropping_clients(tmp_path: Path, broke
                 # The ACL's pattern already covers it: its alert reaches the server's side.
                 topic = alert_topic(folder.name)
                 unit.client.publish(topic, b"{}", qos=1).wait_for_publish(5)
-                assert wait_until(partial(operator.contains, watcher.received, topic), 5)
+                assert wait_until(partial(operator.contains, watcher.received, topic))
             finally:
                 unit.close()
         # The client connected before the reload was never dropped.

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -26,6 +25,7 @@ from panicbutton.clock import ManualClock
 from panicbutton.wire import Alert, Feedback, alert_topic, feedback_topic, new_alert_id
 from server import incidents
 from server.models import Incident, Page
+from tests import web
 from tests.harness import (
     DEVICE_TOKENS,
     FLOOR,
@@ -73,7 +73,7 @@ def alert(system: System, device: str = "unit-1") -> int:
 
 def settle(system: System) -> None:
     """Wait until every job due by the hand-moved clock has run and its pages are out."""
-    system.wait_idle(timeout=20)
+    system.wait_idle()
 
 
 def advance(system: System, seconds: float) -> None:
@@ -231,7 +231,7 @@ def test_twilio_errors_and_timeouts_are_retried_then_escalated(system: System) -
     # Floor's never does: after the tries, the next step (due at 30 s) is brought forward.
     assert move_until(system, lambda: system.events("escalation.hurried") != [])
     assert clock(system).now() < START_AT + timedelta(seconds=30)
-    assert system.twilio.wait_for(lambda sent: len(sms(system, MANAGER)) >= 1, timeout=15)
+    assert system.twilio.wait_for(lambda sent: len(sms(system, MANAGER)) >= 1)
 
 
 @pytest.mark.clock(START)
@@ -242,7 +242,7 @@ def test_two_rooms_within_two_seconds_make_one_bundled_text(system: System) -> N
     alert(system, "unit-2")
     alert(system, "unit-3")
     pages_out(system, lambda: len(sms(system, RECEPTION)) == 2)
-    assert system.twilio.wait_for(lambda sent: len(sms(system, RECEPTION)) == 2, timeout=10)
+    assert system.twilio.wait_for(lambda sent: len(sms(system, RECEPTION)) == 2)
     first, bundle = sms(system, RECEPTION)
     assert first.startswith("ALARM Room 1")
     assert "ALARM Room 2" in bundle
@@ -421,26 +421,26 @@ def test_acknowledgement_link_shows_then_acknowledges_once(system: System) -> No
     assert link.startswith(public)
     local = link.replace(system.settings.public_base_url, system.base_url)
 
-    shown = httpx.get(local)  # what a link preview in a messaging app does
+    shown = web.get(local)  # what a link preview in a messaging app does
     assert shown.status_code == 200
     assert shown.headers["Cache-Control"] == "no-store"
     assert "<script>x()" not in shown.text
     assert "&lt;script&gt;" in shown.text
     assert incident(system, incident_id).state == "open"  # looking changes nothing
 
-    done = httpx.post(local, data={"confirm": "1"})
+    done = web.post(local, data={"confirm": "1"})
     assert done.status_code == 200
     assert "You are going" in done.text
     found = incident(system, incident_id)
     assert (found.state, found.acknowledged_by) == ("acknowledged", "floor")
-    assert httpx.post(local, data={"confirm": "1"}).status_code == 410  # single use
+    assert web.post(local, data={"confirm": "1"}).status_code == 410  # single use
     # ... however the used token is spelled (base64 decoding is lenient).
     base, token = local.rsplit("/", 1)
     body, mac = token.split(".")
     for respelled in (f"{local}=", f"{local}===", f"{base}/{body}=.{mac}", f"{local}%0A"):
-        assert httpx.post(respelled, data={"confirm": "1"}).status_code == 410, respelled
+        assert web.post(respelled, data={"confirm": "1"}).status_code == 410, respelled
     forged = local[:-3] + ("AAA" if not local.endswith("AAA") else "BBB")
-    assert httpx.get(forged).status_code == 410
+    assert web.get(forged).status_code == 410
     assert [e.data["via"] for e in system.events("incident.acknowledged")] == ["link"]
 
 
@@ -450,18 +450,18 @@ def test_console_acknowledges_and_shows_the_backlog(system: System) -> None:
     incident_id = alert(system)
     settle(system)
     auth = system.headers("manager")
-    state = httpx.get(f"{system.api}/paging", headers=auth).json()
+    state = web.get(f"{system.api}/paging", headers=auth).json()
     assert state["send_backlog"] == 0
     assert state["jobs_pending"] == 1  # step 1 is waiting
-    assert httpx.get(f"{system.api}/paging").status_code == 401
-    done = httpx.post(
+    assert web.get(f"{system.api}/paging").status_code == 401
+    done = web.post(
         f"{system.api}/incidents/{incident_id}/acknowledge",
         json={"staff_id": "manager"},
         headers=auth,
     )
     assert done.json()["acknowledged_by"] == "manager"
     settle(system)
-    state = httpx.get(f"{system.api}/paging", headers=auth).json()
+    state = web.get(f"{system.api}/paging", headers=auth).json()
     assert state["jobs_pending"] == 1  # now the follow-up, in case it is never resolved
     assert "Manager is going to Room 1." in sms(system, RECEPTION)
 
@@ -472,7 +472,7 @@ def test_console_acknowledges_and_shows_the_backlog(system: System) -> None:
 def test_unit_offline_pages_managers_until_acknowledged(system: System) -> None:
     assert system.server is not None
     # Units never seen are offline: one technical incident per unit, managers only.
-    assert system.twilio.wait_for(lambda sent: len(sms(system, MANAGER)) >= 1, timeout=15)
+    assert system.twilio.wait_for(lambda sent: len(sms(system, MANAGER)) >= 1)
     pages_out(system, lambda: True)  # the other two units' pages are bundled
     technical = [i for i in system.incidents() if i.kind == "unit_offline"]
     assert len(technical) == 3
@@ -575,13 +575,13 @@ def test_a_link_from_before_a_reopen_does_not_acknowledge_the_new_alarm(
     assert wait_until(lambda: len(linked()) == 2)
     settle(system)
     # The floor manager's unused link of the first round stops nothing now.
-    assert httpx.post(old_link, data={"confirm": "1"}).status_code == 410
+    assert web.post(old_link, data={"confirm": "1"}).status_code == 410
     [found] = system.incidents()
     assert (found.state, found.round) == ("open", 1)
     # The new round's page carries its own link, which works.
     new_link = linked()[-1].split()[-1]
     local = new_link.replace(system.settings.public_base_url, system.base_url)
-    assert "You are going" in httpx.post(local, data={"confirm": "1"}).text
+    assert "You are going" in web.post(local, data={"confirm": "1"}).text
     assert system.incidents()[0].state == "acknowledged"
 
 
@@ -822,7 +822,7 @@ def test_re_press_news_twilio_refused_is_sent_again_later(system: System) -> Non
 def test_an_alert_id_from_another_unit_over_https_is_answered_resolved(system: System) -> None:
     first = pressed(system)
     forged = dataclasses.replace(first, device_id="unit-2", presses=5)
-    answer = httpx.post(
+    answer = web.post(
         f"{system.api}/devices/unit-2/alerts",
         content=forged.to_json(),
         headers={"Authorization": f"Bearer {DEVICE_TOKENS['unit-2']}"},

@@ -41,7 +41,7 @@ REPEAT = 10.0
 #: step may reach the fake Twilio, seconds.
 EARLY, LATE = 0.3, 3.0
 #: The longest acceptable restart command -> HTTP port answering, seconds.
-MAX_RESUME = 15.0
+MAX_RESUME = 30.0
 
 SITE_TOML = """\
 [site]
@@ -133,7 +133,7 @@ def start_and_alert(server: ServerProcess, broker: Broker, twilio: FakeTwilio) -
     startup = server.start()
     database = server.env["PANICBUTTON_DATABASE_URL"].split(":", 1)[0]
     print(f"\n  [{database}] first start: HTTP answering after {startup:.2f} s")
-    assert wait_until(server.connected, 15), f"server never reached the broker:\n{server.log()}"
+    assert wait_until(server.connected), f"server never reached the broker:\n{server.log()}"
     alert = Alert(device_id="unit-1", alert_id=new_alert_id(), seq=1, pressed_at=now_utc())
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="unit-1")
     client.username_pw_set("unit-1", broker.users["unit-1"])
@@ -149,7 +149,7 @@ def start_and_alert(server: ServerProcess, broker: Broker, twilio: FakeTwilio) -
     finally:
         client.loop_stop()
         client.disconnect()
-    assert twilio.wait_for(lambda sent: len(sent) >= 2, 1), f"no step 0:\n{server.log()}"
+    assert twilio.wait_for(lambda sent: len(sent) >= 2), f"no step 0:\n{server.log()}"
     step0 = twilio.sent[:2]
     assert sorted(s.to for s in step0) == sorted([RECEPTION, FLOOR])
     assert all(s.body.startswith("ALARM Room 1") for s in step0), [s.body for s in step0]
@@ -292,7 +292,7 @@ def test_sigkill_between_steps_resumes_on_time_without_duplicates(
         + " from due"
     )
     # Step 0 is not sent again, and step 1 only once, until the first repeat is due.
-    assert wait_until(lambda: settled(database_url), 10), server.log()
+    assert wait_until(lambda: settled(database_url)), server.log()
     assert counts(twilio, before=due2 - EARLY) == {"reception": 2, "floor": 2, "manager": 1}, (
         counts(twilio)
     )
@@ -302,7 +302,7 @@ def test_sigkill_between_steps_resumes_on_time_without_duplicates(
         f"first repeat missing: {counts(twilio)}\n{server.log()}"
     )
     check_step(twilio.sent[5:8], due2, t0, "first repeat (step 2)")
-    assert wait_until(lambda: settled(database_url), 10), server.log()
+    assert wait_until(lambda: settled(database_url)), server.log()
     assert counts(twilio) == {"reception": 3, "floor": 3, "manager": 2}, counts(twilio)
     server.stop()
 
@@ -351,7 +351,7 @@ def test_restart_after_step_was_due_runs_it_at_once(
     # Exactly once: each SMS that reached the fake Twilio is one page of the log, and
     # step 1 reached each person once. A slow restart on a loaded machine may reach the
     # first repeat (step 2, +16 s) before the server settles; its SMS count as step 2.
-    assert wait_until(lambda: settled(database_url), 10), server.log()
+    assert wait_until(lambda: settled(database_url)), server.log()
     server.stop()
     per_step = sends_per_step(twilio, database_url)
     assert per_step.get(0) == {"reception": 1, "floor": 1}, per_step

@@ -14,11 +14,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import event
 
 from server.site import Site, parse_site
+from tests import web
 from tests.bench.fleet import Unit
 from tests.conftest import HEAVY
 from tests.harness import Broker, System, find_mosquitto, sample_site, start_mosquitto, wait_until
@@ -63,7 +63,7 @@ class Loop:
 
 
 def units_seen(system: System, headers: dict[str, str], **query: str) -> dict[str, dict[str, Any]]:
-    answer = httpx.get(f"{system.api}/units", headers=headers, params=query, timeout=10)
+    answer = web.get(f"{system.api}/units", headers=headers, params=query, timeout=10)
     answer.raise_for_status()
     return {u["device_id"]: u for u in answer.json()}
 
@@ -223,7 +223,7 @@ def test_units_coming_up_together_are_written_together_and_none_is_lost_at_stop(
             # written a burst at a time (not a transaction each), shown within a moment.
             event.listen(engine, "commit", count)
             loop.run(connect(together))
-            assert wait_until(lambda: statuses.changes_written == len(together), 5)
+            assert wait_until(lambda: statuses.changes_written == len(together))
             event.remove(engine, "commit", count)
             assert commits < len(together) / 4, commits
             seen = units_seen(system, system.headers("manager"))
@@ -238,7 +238,7 @@ def test_units_coming_up_together_are_written_together_and_none_is_lost_at_stop(
             dropped = units[0]
             loop.run(connect(late))
             loop.loop.call_soon_threadsafe(dropped.close_abruptly)
-            assert wait_until(lambda: statuses.queued()[0] == len(late) + 1, 10), statuses.queued()
+            assert wait_until(lambda: statuses.queued()[0] == len(late) + 1), statuses.queued()
             system.stop_server()
             assert sorted(e.data["device"] for e in system.events("device.online")) == sorted(
                 devices

@@ -39,6 +39,7 @@ from server.paging.notifier import mask
 from server.people import auth
 from server.settings import Settings
 from server.units.broker import SERVER_USER
+from tests import web
 from tests.conftest import missing
 from tests.fakes.twilio import FakeTwilio
 from tests.harness import (
@@ -124,11 +125,11 @@ def _walk(base: str, env: dict[str, str], twilio: FakeTwilio, run: Run) -> None:
         pressed_at=datetime.now(UTC),
     )
     unit = {"Authorization": f"Bearer {DEVICE_TOKENS['unit-1']}"}
-    pressed = httpx.post(
+    pressed = web.post(
         f"{base}/api/v1/devices/unit-1/alerts", content=alert.to_json(), headers=unit
     )
     assert pressed.status_code == 200, pressed.text
-    assert twilio.wait_for(lambda sent: len({s.to for s in sent if "/ack/" in s.body}) == 2, 20)
+    assert twilio.wait_for(lambda sent: len({s.to for s in sent if "/ack/" in s.body}) == 2)
     links = {s.to: s.body.split()[-1] for s in twilio.sent if "/ack/" in s.body}
     tokens = {to: link.rsplit("/ack/", 1)[1] for to, link in links.items()}
     expired = make_token(env["PANICBUTTON_LINK_SECRET"], 1, datetime.now(UTC) - timedelta(hours=3))
@@ -209,7 +210,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 def _up(base: str) -> bool:
     try:
-        return httpx.get(f"{base}/api/v1/log/key", timeout=1).status_code < 500
+        return web.get(f"{base}/api/v1/log/key", timeout=1).status_code < 500
     except httpx.HTTPError:
         return False
 
@@ -349,16 +350,16 @@ def _walk_briefly(base: str, env: dict[str, str], twilio: FakeTwilio, run: Run) 
     alert = Alert(
         device_id="unit-1", alert_id=uuid.uuid4().hex, seq=1, pressed_at=datetime.now(UTC)
     )
-    pressed = httpx.post(
+    pressed = web.post(
         f"{base}/api/v1/devices/unit-1/alerts",
         content=alert.to_json(),
         headers={"Authorization": f"Bearer {DEVICE_TOKENS['unit-1']}"},
     )
     assert pressed.status_code == 200, pressed.text
-    assert twilio.wait_for(lambda sent: len(sent) == 2, 20)
-    assert httpx.get(f"{base}/healthz").status_code == 200
+    assert twilio.wait_for(lambda sent: len(sent) == 2)
+    assert web.get(f"{base}/healthz").status_code == 200
     run.issued.append(env["PANICBUTTON_API_TOKEN"])
-    httpx.get(f"{base}/api/v1/paging", params={"access_token": env["PANICBUTTON_API_TOKEN"]})
+    web.get(f"{base}/api/v1/paging", params={"access_token": env["PANICBUTTON_API_TOKEN"]})
 
 
 @pytest.fixture(scope="module")

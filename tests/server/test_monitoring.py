@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from device.indicator import Light
 from panicbutton.clock import ManualClock
 from server.people.roles import Role
+from tests import web
 from tests.harness import (
     FLOOR,
     MANAGER,
@@ -39,7 +40,7 @@ def monitoring_token(system: System) -> str:
 
 def scrape(system: System, token: str) -> tuple[str, Figures]:
     """``GET /metrics`` as Prometheus sends it: the text and its figures, parsed."""
-    answer = httpx.get(f"{system.base_url}/metrics", headers=bearer(token), timeout=10)
+    answer = web.get(f"{system.base_url}/metrics", headers=bearer(token), timeout=10)
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"].startswith("text/plain")
     figures = {
@@ -143,7 +144,7 @@ def test_figures_and_readiness_need_a_token_with_the_monitoring_right(system: Sy
     prometheus = bearer(monitoring_token(system))
     for path in ("/metrics", "/readyz"):
         answers = {
-            who: httpx.get(f"{system.base_url}{path}", headers=headers, timeout=10)
+            who: web.get(f"{system.base_url}{path}", headers=headers, timeout=10)
             for who, headers in callers.items()
         }
         assert answers["nobody"].status_code == 401, path
@@ -151,13 +152,13 @@ def test_figures_and_readiness_need_a_token_with_the_monitoring_right(system: Sy
         for who in ("staff", "a manager's token without the scope"):
             assert answers[who].status_code == 403, (path, who)
             assert "'monitoring'" in answers[who].json()["detail"]
-        assert httpx.get(f"{system.base_url}{path}", headers=prometheus).status_code == 200
+        assert web.get(f"{system.base_url}{path}", headers=prometheus).status_code == 200
     # The monitoring token reads figures and nothing else.
     why = {"X-Panicbutton-Justification": "monitoring"}
-    assert httpx.get(f"{system.api}/incidents", headers=prometheus | why).status_code == 403
-    assert httpx.get(f"{system.api}/me", headers=prometheus).status_code == 403
+    assert web.get(f"{system.api}/incidents", headers=prometheus | why).status_code == 403
+    assert web.get(f"{system.api}/me", headers=prometheus).status_code == 403
     # Liveness is open to all, and says nothing but "ok".
-    alive = httpx.get(f"{system.base_url}/healthz", timeout=10)
+    alive = web.get(f"{system.base_url}/healthz", timeout=10)
     assert (alive.status_code, alive.json()) == (200, {"status": "ok"})
 
 
@@ -168,7 +169,7 @@ def test_readiness_names_the_part_that_is_down(system: System) -> None:
     headers = bearer(monitoring_token(system))
 
     def ready() -> httpx.Response:
-        return httpx.get(f"{system.base_url}/readyz", headers=headers, timeout=10)
+        return web.get(f"{system.base_url}/readyz", headers=headers, timeout=10)
 
     system.twilio.account_status = "suspended"
     answer = ready()

@@ -217,13 +217,13 @@ def test_the_queue_lets_the_most_urgent_go_first_and_a_person_s_pages_as_one() -
         count = len(granted)
         pacer.settle(granted[-1], 0)  # the one before went to Twilio, one segment
         clock.advance(1.0)
-        assert wait_until(lambda: len(granted) == count + 1, 5)
+        assert wait_until(lambda: len(granted) == count + 1)
         return granted[-1]
 
     try:
         news = send(NEWS)
         pacer.put(news)  # the sender was idle: at once
-        assert wait_until(lambda: granted == [news], 5)
+        assert wait_until(lambda: granted == [news])
         text, ann, bob = send(TEXT), send(LATER, "ann", 1), send(FIRST, "bob", 3)
         for queued in (text, ann, bob, send(FIRST, "ann", 2)):
             pacer.put(queued)
@@ -237,7 +237,7 @@ def test_the_queue_lets_the_most_urgent_go_first_and_a_person_s_pages_as_one() -
         clock.advance(2.5)
         assert not wait_until(lambda: len(granted) == 4, 0.3)
         clock.advance(0.5)
-        assert wait_until(lambda: granted[-1] is text, 5)
+        assert wait_until(lambda: granted[-1] is text)
         later = send(NEWS)
         pacer.put(later)
         clock.advance(5.0)  # the text is not settled yet: nothing else goes
@@ -246,7 +246,7 @@ def test_the_queue_lets_the_most_urgent_go_first_and_a_person_s_pages_as_one() -
         clock.advance(1.5)
         assert not wait_until(lambda: len(granted) == 5, 0.3)
         clock.advance(0.5)
-        assert wait_until(lambda: granted[-1] is later, 5)
+        assert wait_until(lambda: granted[-1] is later)
     finally:
         assert pacer.close() == []
 

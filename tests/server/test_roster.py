@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -30,6 +29,7 @@ from server.roster import transfer
 from server.roster.edit import StaleVersionError
 from server.settings import Settings
 from server.site import load_site, parse_site
+from tests import web
 from tests.harness import (
     ALL_SCOPES,
     FLOOR,
@@ -441,8 +441,8 @@ def test_the_running_server_pages_who_the_api_put_on_duty_at_the_next_alarm(
             phone=NEW_PHONE,
             phone_confirmed=True,
         )
-    version = httpx.get(f"{system.api}/site", headers=headers).json()["version"]
-    answer = httpx.put(
+    version = web.get(f"{system.api}/site", headers=headers).json()["version"]
+    answer = web.put(
         f"{system.api}/site/duty", json={"version": version, "on_duty": ["night"]}, headers=headers
     )
     assert answer.status_code == 200, answer.text
@@ -470,17 +470,17 @@ def test_an_open_alarm_goes_on_paging_when_its_room_is_removed_and_its_taker_clo
     sv = system.server.services
     headers = token_for(system.server, "boss", Role.MANAGER)
     reception = {"Authorization": system.headers("reception")["Authorization"]}
-    took = httpx.post(f"{system.api}/duty/takeover", json={}, headers=reception)
+    took = web.post(f"{system.api}/duty/takeover", json={}, headers=reception)
     assert took.status_code == 204, took.text
     first = alert(system)
     settle(system)
     # The take-over: reception alone is paged at step 0.
     assert [t for t in sms(system, RECEPTION) if t.startswith("ALARM")]
     assert not [t for t in sms(system, FLOOR) if t.startswith("ALARM")]
-    current = httpx.get(f"{system.api}/site", headers=headers).json()
+    current = web.get(f"{system.api}/site", headers=headers).json()
     document = current["document"]
     document["rooms"] = [r for r in document["rooms"] if r["id"] != "room-1"]
-    changed = httpx.put(
+    changed = web.put(
         f"{system.api}/site",
         json={"version": current["version"], "document": document},
         headers=headers,

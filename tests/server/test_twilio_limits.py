@@ -16,7 +16,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select, update
@@ -31,6 +30,7 @@ from server.paging import messages, status
 from server.paging.fit import BUNDLE_TEXTS, COMPACT_BUDGET, COMPACT_ROOM_CHARS, fit, split
 from server.paging.notifier import TwilioNotifier
 from server.site import parse_site
+from tests import web
 from tests.fakes.twilio import FakeTwilio
 from tests.harness import FLOOR, RECEPTION, System, wait_until
 
@@ -164,7 +164,7 @@ def test_fake_twilio_refuses_what_twilio_refuses(twilio: FakeTwilio) -> None:
         notifier(twilio, sms_validity=36001).send_sms(RECEPTION, "hello")
     assert validity.value.code == 90007
     # Twilio's error JSON, as the library reads it.
-    raw = httpx.post(
+    raw = web.post(
         f"{twilio.base_url}/2010-04-01/Accounts/{twilio.account_sid}/Messages.json",
         data={"To": RECEPTION, "From": "+32460000000", "Body": "x" * 1601},
         auth=(twilio.account_sid, twilio.auth_token),
@@ -214,7 +214,7 @@ def test_a_bundle_of_many_rooms_fits_and_names_or_counts_every_room(system: Syst
     link = bundle.split()[-1]
     assert link.startswith(f"{system.settings.public_base_url}/ack/")
     local = link.replace(system.settings.public_base_url, system.base_url)
-    shown = httpx.get(local, timeout=30)  # a busy machine: the page lists many rooms
+    shown = web.get(local, timeout=30)  # a busy machine: the page lists many rooms
     assert shown.status_code == 200
     assert shown.headers["Cache-Control"] == "no-store"
     # Every alarm of this bundle and the older ones, oldest first; none opened later.
@@ -222,10 +222,10 @@ def test_a_bundle_of_many_rooms_fits_and_names_or_counts_every_room(system: Syst
     assert rooms_named(bundle) <= listed
     assert listed == set(range(1, max(listed) + 1))
     chosen = re.findall(r'name="page" value="(\d+)"', shown.text)[5]
-    done = httpx.post(local, data={"confirm": "1", "page": chosen}, timeout=30)
+    done = web.post(local, data={"confirm": "1", "page": chosen}, timeout=30)
     assert "You are going" in done.text
     assert [i.state for i in system.incidents()].count("acknowledged") == 1
-    assert httpx.post(local, data={"confirm": "1", "page": chosen}, timeout=30).status_code == 410
+    assert web.post(local, data={"confirm": "1", "page": chosen}, timeout=30).status_code == 410
 
 
 @pytest.mark.site(escalation=SMS_ONLY)
@@ -377,7 +377,7 @@ def test_a_list_link_never_reaches_an_alarm_opened_after_it(system: System) -> N
     local = bundle.split()[-1].replace(system.settings.public_base_url, system.base_url)
     press(system, "unit-4")  # later: this link was never about it
     run_clock(system)
-    listed = rooms_named(httpx.get(local).text)
+    listed = rooms_named(web.get(local).text)
     # The pager may have sent room 1 alone before rooms 2 and 3 were pressed (it runs
     # on its own thread), so the bundle holds two or three rooms: never room 4.
     assert 4 not in listed
@@ -387,7 +387,7 @@ def test_a_list_link_never_reaches_an_alarm_opened_after_it(system: System) -> N
         room_4 = s.scalar(
             select(Page.id).where(Page.staff_id == "reception", Page.incident_id == 4)
         )
-    refused = httpx.post(local, data={"confirm": "1", "page": str(room_4)})
+    refused = web.post(local, data={"confirm": "1", "page": str(room_4)})
     assert refused.status_code == 410
     assert [i.state for i in system.incidents()].count("acknowledged") == 0
 

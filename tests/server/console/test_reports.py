@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
 import pypdf
 import pytest
 from fastapi.testclient import TestClient
@@ -24,6 +23,7 @@ from server.console import figures
 from server.paging.notifier import ConsoleNotifier
 from server.people.roles import Role
 from server.settings import Settings
+from tests import web
 from tests.harness import (
     MANAGER,
     RECEPTION,
@@ -53,7 +53,7 @@ def test_reports_show_two_presses_one_acknowledged_with_a_chart_and_downloads(
     assert wait_until(lambda: len(console.incidents()) == 1)
     [one] = console.incidents()
     reception = console.headers("reception")
-    taken = httpx.post(f"{console.api}/incidents/{one.id}/acknowledge", json={}, headers=reception)
+    taken = web.post(f"{console.api}/incidents/{one.id}/acknowledge", json={}, headers=reception)
     assert taken.status_code == 200, taken.text
     second.press()
     assert wait_until(lambda: len(console.incidents()) == 2)

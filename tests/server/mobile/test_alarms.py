@@ -42,7 +42,7 @@ def test_an_alarm_resent_five_times_is_one_incident_that_pages_naming_the_worker
     [incident] = incidents(site)
     assert incident.device_id == incident.room_id == f"-phone-{phone.phone_id}"
     # Step 0 pages those on duty, naming the worker (not a room) and "mobile".
-    assert site.twilio.wait_for(lambda sent: len(sent) >= 1, 5)
+    assert site.twilio.wait_for(lambda sent: len(sent) >= 1)
     first = site.twilio.sent[0]
     assert first.body.startswith("ALARM Name of w-17 (mobile) "), first.body
     # The alarm's log entries name the phone, never the worker.
@@ -59,7 +59,7 @@ def test_the_phone_sees_help_coming_with_who_after_an_sms_reply(
     phone = enrolled_phone(site.server, client)
     alert_id = new_alert_id()
     assert phone.alarm(alert_id).status_code == 200
-    assert site.twilio.wait_for(lambda sent: len(sent) >= 1, 5)
+    assert site.twilio.wait_for(lambda sent: len(sent) >= 1)
     paged = site.twilio.sent[0].to
     code = reply_code(site.twilio.to(paged))
     reply = client.post(

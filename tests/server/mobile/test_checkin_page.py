@@ -76,7 +76,7 @@ def test_checkin_start_extend_wrong_pin_checkout_and_duress_look_the_same(
     expect(page.locator("#checkin-running")).to_be_visible()
     expect(page.locator("#checkin-ends")).not_to_have_text(before)
     expect(page.locator("#checkin-problem")).to_be_hidden()
-    assert wait_until(lambda: any(i.kind == "duress" for i in console.incidents()), 5)
+    assert wait_until(lambda: any(i.kind == "duress" for i in console.incidents()))
     _checkout(page, DURESS)
     expect(page.locator("#checkin-done")).to_be_visible()
     assert page.locator("main").inner_text() == normal

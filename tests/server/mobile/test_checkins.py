@@ -87,7 +87,7 @@ def looked(server: Server, now: datetime, *, wake: bool = True) -> None:
     timer = server.services.checkin_timer
     if wake:
         timer.wake()
-    assert wait_until(lambda: timer.looked_at is not None and timer.looked_at >= now, 5)
+    assert wait_until(lambda: timer.looked_at is not None and timer.looked_at >= now)
 
 
 def incidents(site: Served, server: Server | None = None) -> list[Incident]:
@@ -172,7 +172,7 @@ def test_reminders_come_10_and_2_minutes_before_the_end_and_a_check_out_closes_i
     assert reminded(site) == []
     assert site.twilio.to(NUMBER) == []
     look(site, 1, wake=False)  # the timer wakes by itself at the time
-    assert site.twilio.wait_for(lambda _: len(site.twilio.to(NUMBER)) == 1, 5)
+    assert site.twilio.wait_for(lambda _: len(site.twilio.to(NUMBER)) == 1)
     end = datetime.fromisoformat(ends_at)
     expected = (
         f"panicbutton: uw check-in eindigt om {local_time(end, 'Europe/Brussels')}. "
@@ -183,7 +183,7 @@ def test_reminders_come_10_and_2_minutes_before_the_end_and_a_check_out_closes_i
     look(site, 8 * 60 - 1)  # 2 minutes and 1 second before the end
     assert reminded(site) == [10]
     look(site, 1, wake=False)
-    assert site.twilio.wait_for(lambda _: len(site.twilio.to(NUMBER)) == 2, 5)
+    assert site.twilio.wait_for(lambda _: len(site.twilio.to(NUMBER)) == 2)
     assert site.twilio.to(NUMBER) == [expected, expected]
     for text in site.twilio.to(NUMBER):
         assert not any(word.lower() in text.lower() for word in UNSAID), text
@@ -227,17 +227,17 @@ def test_a_session_not_closed_alarms_5_minutes_after_its_end_once(
     assert start(phone, at(site, 10)).status_code == 201
     look(site, 15 * 60 - 1)
     assert incidents(site) == []
-    assert site.twilio.wait_for(lambda _: len(site.twilio.to(NUMBER)) == 1, 5)
+    assert site.twilio.wait_for(lambda _: len(site.twilio.to(NUMBER)) == 1)
     assert reminded(site) == [2]
     assert session_row(site, phone).state == "running"
 
     look(site, 1, wake=False)
-    assert wait_until(lambda: len(incidents(site)) == 1, 5)
+    assert wait_until(lambda: len(incidents(site)) == 1)
     [incident] = incidents(site)
     assert incident.kind == "missed_checkout"
     assert incident.device_id == f"-phone-{phone.phone_id}"
     # Staff on duty are paged, naming the worker (mobile).
-    assert wait_until(lambda: site.twilio.to(RECEPTION) and site.twilio.to(FLOOR), 5)
+    assert wait_until(lambda: site.twilio.to(RECEPTION) and site.twilio.to(FLOOR))
     assert "Name of w-17 (mobile)" in site.twilio.to(RECEPTION)[0]
     row = session_row(site, phone)
     assert (row.state, row.alert_id) == ("missed", incident.alert_id)
@@ -270,7 +270,7 @@ def test_a_missed_check_out_alarms_even_while_the_phone_has_many_alarms_open(
     assert [phone.alarm().status_code for _ in range(4)] == [200, 200, 200, 429]
     # ... but the server's own alarm for the missed check-out is never refused.
     look(site, 10 * 60)
-    assert wait_until(lambda: len(incidents(site)) == 4, 5)
+    assert wait_until(lambda: len(incidents(site)) == 4)
     assert incidents(site)[-1].kind == "missed_checkout"
     assert session_row(site, phone).state == "missed"
 
@@ -287,17 +287,17 @@ def test_a_restart_loses_no_running_session_and_alarms_on_time(
     again = build(site.server.settings, site=sample_site(), clock=site.clock)
     with TestClient(again.app, base_url=BASE_URL):
         # At start it catches up: the reminder it missed, once.
-        assert site.twilio.wait_for(lambda _: len(site.twilio.to(NUMBER)) == 1, 5)
+        assert site.twilio.wait_for(lambda _: len(site.twilio.to(NUMBER)) == 1)
         site.clock.advance(3 * 60)  # 2 minutes before the end
-        assert site.twilio.wait_for(lambda _: len(site.twilio.to(NUMBER)) == 2, 5)
+        assert site.twilio.wait_for(lambda _: len(site.twilio.to(NUMBER)) == 2)
         looked(again, site.clock.advance(7 * 60 - 1))
         assert incidents(site, again) == []
         site.clock.advance(1)
-        assert wait_until(lambda: len(incidents(site, again)) == 1, 5)
+        assert wait_until(lambda: len(incidents(site, again)) == 1)
         [incident] = incidents(site, again)
         assert incident.kind == "missed_checkout"
         assert incident.received_at == site.clock.now()
-        assert wait_until(lambda: site.twilio.to(RECEPTION), 5)
+        assert wait_until(lambda: site.twilio.to(RECEPTION))
         assert reminded(site, again) == [10, 2]
 
 
@@ -313,7 +313,7 @@ def test_two_servers_on_one_database_remind_and_alarm_once(
             now = site.clock.advance(minutes * 60)
             looked(site.server, now)
             looked(other, now)
-        assert site.twilio.wait_for(lambda _: len(site.twilio.to(NUMBER)) >= 2, 5)
+        assert site.twilio.wait_for(lambda _: len(site.twilio.to(NUMBER)) >= 2)
         assert len(site.twilio.to(NUMBER)) == 2
         assert len(incidents(site)) == 1
         assert reminded(site) == [10, 2]
@@ -353,12 +353,12 @@ def test_the_duress_pin_looks_like_a_check_out_and_pages_staff_silently(
     assert steps(site, calm) == steps(site, forced)
     assert present(site) == []
     # The duress PIN raised an alarm, paging staff on duty; the phone never sees it.
-    assert wait_until(lambda: len(incidents(site)) == 1, 5)
+    assert wait_until(lambda: len(incidents(site)) == 1)
     [incident] = incidents(site)
     assert (incident.kind, incident.device_id) == ("duress", f"-phone-{forced.phone_id}")
     assert session_row(site, forced).duress_alert_id == incident.alert_id
     assert session_row(site, calm).duress_alert_id is None
-    assert wait_until(lambda: site.twilio.to(RECEPTION) and site.twilio.to(FLOOR), 5)
+    assert wait_until(lambda: site.twilio.to(RECEPTION) and site.twilio.to(FLOOR))
     for phone in (calm, forced):
         me = phone.call("GET", "/api/v1/phone/me").json()
         assert (me["alarms"], me["checkin"]) == ([], None)
@@ -393,7 +393,7 @@ def test_wrong_pins_are_refused_then_locked_and_the_session_still_alarms(
     assert session_row(site, phone).state == "running"
     # Locked out, the worker is still protected: the missed check-out alarm goes.
     look(site, 15 * 60)
-    assert wait_until(lambda: len(incidents(site)) == 1, 5)
+    assert wait_until(lambda: len(incidents(site)) == 1)
     assert incidents(site)[0].kind == "missed_checkout"
     assert check_out(phone, PIN).status_code == 200  # 15 minutes later: taken again
     assert [t for t, _ in ours(site)].count("checkin.closed") == 2
@@ -435,7 +435,7 @@ def test_presence_counts_while_a_session_runs_and_not_after(
         presence.check_out(s, person_id="w-17", by="reception", now=site.clock.now())
     assert start(phone, at(site, 5), client_id="3" * 32).status_code == 201
     look(site, 10 * 60)
-    assert wait_until(lambda: len(incidents(site)) == 1, 5)
+    assert wait_until(lambda: len(incidents(site)) == 1)
     assert present(site) == ["w-17"]
 
 
@@ -453,7 +453,7 @@ def test_a_worker_out_on_a_check_in_with_nobody_on_duty_is_a_duty_gap(
     assert start(phone, at(site, 30)).status_code == 201
     [(_, started)] = entries(site.server, "duty.gap_started")
     assert started == {"present": 1}
-    assert wait_until(lambda: site.twilio.to(MANAGER), 5)
+    assert wait_until(lambda: site.twilio.to(MANAGER))
     assert site.twilio.to(MANAGER)[0].startswith("SANS GARDE")
     assert check_out(phone, PIN).status_code == 200
     [(_, ended)] = entries(site.server, "duty.gap_ended")
@@ -472,10 +472,10 @@ def test_a_revoked_phone_cannot_check_out_and_its_session_still_alarms(
     assert "removed by a manager" in refused.json()["detail"]
     assert session_row(site, phone).state == "running"
     look(site, 15 * 60)
-    assert wait_until(lambda: len(incidents(site)) == 1, 5)
+    assert wait_until(lambda: len(incidents(site)) == 1)
     assert incidents(site)[0].kind == "missed_checkout"
     # Staff still learn whose phone it is.
-    assert wait_until(lambda: site.twilio.to(RECEPTION), 5)
+    assert wait_until(lambda: site.twilio.to(RECEPTION))
     assert "Name of w-17 (mobile)" in site.twilio.to(RECEPTION)[0]
 
 
@@ -569,12 +569,12 @@ def test_extending_needs_the_pin_and_the_duress_pin_extends_alike_and_alarms_onc
     assert [normal.headers.get(h) for h in same] == [duress.headers.get(h) for h in same]
     assert steps(site, calm) == steps(site, forced)
     # The duress PIN raised a silent alarm, paging staff; the phone never sees it.
-    assert wait_until(lambda: len(incidents(site)) == 1, 5)
+    assert wait_until(lambda: len(incidents(site)) == 1)
     [incident] = incidents(site)
     assert (incident.kind, incident.device_id) == ("duress", f"-phone-{forced.phone_id}")
     assert session_row(site, forced).duress_alert_id == incident.alert_id
     assert session_row(site, forced).state == "running"
-    assert wait_until(lambda: site.twilio.to(RECEPTION) and site.twilio.to(FLOOR), 5)
+    assert wait_until(lambda: site.twilio.to(RECEPTION) and site.twilio.to(FLOOR))
     me = [phone.call("GET", "/api/v1/phone/me").json() for phone in (calm, forced)]
     assert [(m["alarms"], m["checkin"]) for m in me] == [([], normal.json())] * 2
     # Nor can it read it by sending its id: answered as another device's would be.
@@ -604,7 +604,7 @@ def test_a_refused_extension_is_refused_alike_for_the_duress_pin_which_still_ala
     normal, duress = extend(calm, too_far, PIN), extend(forced, too_far, DURESS)
     assert normal.status_code == 422, normal.text
     assert (normal.status_code, normal.content) == (duress.status_code, duress.content)
-    assert wait_until(lambda: len(incidents(site)) == 1, 5)
+    assert wait_until(lambda: len(incidents(site)) == 1)
     assert incidents(site)[0].kind == "duress"
     assert session_row(site, forced).ends_at == session_row(site, calm).ends_at
 
@@ -629,7 +629,7 @@ def test_wrong_pins_at_extending_count_toward_the_same_lock_and_the_end_stays(
     assert [t for t, d in ours(site) if t == "checkin.extended"] == []
     # Nobody holding the phone put the end off: the missed check-out alarm goes on time.
     look(site, 15 * 60)
-    assert wait_until(lambda: len(incidents(site)) == 1, 5)
+    assert wait_until(lambda: len(incidents(site)) == 1)
     assert incidents(site)[0].kind == "missed_checkout"
 
 
@@ -647,7 +647,7 @@ def test_no_phone_can_send_a_check_in_alarm_s_id_first(site: Served, client: Tes
     look(site, 16 * 60)
     assert start(phone, at(site, 10), client_id="2" * 32).status_code == 201
     assert check_out(phone, DURESS, "2" * 32).status_code == 200
-    assert wait_until(lambda: len(incidents(site)) == 8, 5)
+    assert wait_until(lambda: len(incidents(site)) == 8)
     raised = incidents(site)[6:]
     assert [(i.kind, i.device_id) for i in raised] == [
         ("missed_checkout", f"-phone-{phone.phone_id}"),
@@ -657,7 +657,7 @@ def test_no_phone_can_send_a_check_in_alarm_s_id_first(site: Served, client: Tes
     assert session_row(site, phone, "1" * 32).alert_id == raised[0].alert_id
     assert session_row(site, phone, "2" * 32).duress_alert_id == raised[1].alert_id
     assert entries(site.server, "alert.refused") == []
-    assert wait_until(lambda: {i.id for i in raised} <= _paged(site), 5)
+    assert wait_until(lambda: {i.id for i in raised} <= _paged(site))
 
 
 def _paged(site: Served) -> set[int]:
@@ -682,19 +682,19 @@ def test_sessions_after_retention_deleted_the_newest_still_alarm(
 
     session("1" * 32, DURESS)
     session("2" * 32, None)
-    assert wait_until(lambda: len(incidents(site)) == 2, 5)
+    assert wait_until(lambda: len(incidents(site)) == 2)
     for incident in incidents(site):
         resolve(site, incident)
     with site.server.services.sessions.begin() as s:
         assert retention.purge_checkins(s, before=site.clock.now() + timedelta(days=1)) == 2
     session("3" * 32, DURESS)
     session("4" * 32, None)
-    assert wait_until(lambda: len(incidents(site)) == 4, 5)
+    assert wait_until(lambda: len(incidents(site)) == 4)
     raised = incidents(site)
     assert [i.kind for i in raised] == ["duress", "missed_checkout"] * 2
     assert [i.state for i in raised[2:]] == ["open", "open"]
     assert len({i.alert_id for i in raised}) == 4
-    assert wait_until(lambda: {i.id for i in raised} <= _paged(site), 5)
+    assert wait_until(lambda: {i.id for i in raised} <= _paged(site))
 
 
 def test_a_check_in_alarm_takes_another_fresh_id_when_one_is_taken(
@@ -711,13 +711,13 @@ def test_a_check_in_alarm_takes_another_fresh_id_when_one_is_taken(
     monkeypatch.setattr(alarms, "fresh_alert_id", lambda: next(fresh, None) or real())
     assert start(phone, at(site, 5)).status_code == 201
     look(site, 10 * 60)
-    assert wait_until(lambda: len(incidents(site)) == 3, 5)
+    assert wait_until(lambda: len(incidents(site)) == 3)
     missed = incidents(site)[-1]
     assert (missed.kind, missed.device_id) == ("missed_checkout", f"-phone-{phone.phone_id}")
     assert missed.alert_id not in (theirs, own)
     assert session_row(site, phone).alert_id == missed.alert_id
     assert [i.presses for i in incidents(site)[:2]] == [1, 1]
-    assert wait_until(lambda: missed.id in _paged(site), 5)
+    assert wait_until(lambda: missed.id in _paged(site))
 
 
 def test_a_check_in_alarm_not_recorded_leaves_the_session_running_and_goes_once_later(
@@ -738,7 +738,7 @@ def test_a_check_in_alarm_not_recorded_leaves_the_session_running_and_goes_once_
     assert len(incidents(site)) == 1
     # The timer tries again a few seconds later, and the session raises its one alarm.
     look(site, RETRY)
-    assert wait_until(lambda: len(incidents(site)) == 2, 5)
+    assert wait_until(lambda: len(incidents(site)) == 2)
     row = session_row(site, phone)
     assert (row.state, row.alert_id) == ("missed", incidents(site)[-1].alert_id)
     look(site, 60 * 60)

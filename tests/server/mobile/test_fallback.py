@@ -308,7 +308,7 @@ def test_a_call_with_the_code_raises_the_alarm_via_call(site: Served, client: Te
     [incident] = incidents(site)
     assert incident.alert_id == derived_alert_id("call", sid)
     assert entries(site.server, "alert.raised")[-1][1]["via"] == "call"
-    assert site.twilio.wait_for(lambda sent: any(s.to == RECEPTION for s in sent), 5)
+    assert site.twilio.wait_for(lambda sent: any(s.to == RECEPTION for s in sent))
     # The same keys replayed are not acted on again.
     again = twilio(site, client, "/twilio/call/code?attempt=2", {**keys, "Digits": code_of(phone)})
     assert again.status_code == 200
@@ -391,4 +391,4 @@ def test_a_worker_who_is_staff_too_on_one_number_raises_the_alarm_with_the_code(
     sms(site, client, phone.fallback["sms_body"], sender=RECEPTION)
     [incident] = incidents(site)
     assert incident.device_id == f"-phone-{phone.phone_id}"
-    assert site.twilio.wait_for(lambda sent: any(s.body == RECEIVED for s in sent), 5)
+    assert site.twilio.wait_for(lambda sent: any(s.body == RECEIVED for s in sent))

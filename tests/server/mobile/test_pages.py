@@ -136,7 +136,7 @@ def map_page(site: Served, text: str) -> int | None:
 
 def test_duress_and_missed_checkout_pages_read_right_and_carry_the_map(site: Served) -> None:
     raise_alarm(site, "ab" * 8, IncidentKind.DURESS)
-    assert site.twilio.wait_for(lambda sent: {RECEPTION, FLOOR} <= {s.to for s in sent}, 5)
+    assert site.twilio.wait_for(lambda sent: {RECEPTION, FLOOR} <= {s.to for s in sent})
     [reception] = site.twilio.to(RECEPTION)
     [floor] = site.twilio.to(FLOOR)
     label = "abababababababab (mobile)"  # a phone the site no longer knows: named by its id
@@ -148,13 +148,13 @@ def test_duress_and_missed_checkout_pages_read_right_and_carry_the_map(site: Ser
         assert f" {BASE_URL}/ack/" in text
         assert map_page(site, text) is not None
     # The call says it is a duress alarm.
-    assert site.twilio.wait_for_calls(lambda calls: any(c.to == RECEPTION for c in calls), 5)
+    assert site.twilio.wait_for_calls(lambda calls: any(c.to == RECEPTION for c in calls))
     call = site.twilio.calls_to(RECEPTION)[0]
     assert "abababababababab (mobile): duress alarm, silent." in call.spoken
     # A missed check-out, once the bundle windows have passed.
     site.clock.advance(30)
     raise_alarm(site, "cd" * 8, IncidentKind.MISSED_CHECKOUT)
-    assert site.twilio.wait_for(lambda sent: len(site.twilio.to(FLOOR)) >= 2, 5)
+    assert site.twilio.wait_for(lambda sent: len(site.twilio.to(FLOOR)) >= 2)
     missed = site.twilio.to(FLOOR)[-1]
     assert missed.startswith("NIET AFGEMELD cdcdcdcdcdcdcdcd (mobile) om "), missed
     assert map_page(site, missed) is not None
@@ -174,10 +174,10 @@ def test_a_bundle_of_many_phone_alarms_fits_twilio_and_maps_each(site: Served) -
 
     # The bundle windows of SMS (3 s) and calls (20 s), before any next step.
     site.clock.advance(3)
-    assert wait_until(lambda: bool(told()[0]), 10)
+    assert wait_until(lambda: bool(told()[0]))
     quiet(lambda: len(told()[0]))  # every SMS of that window out before the calls' one
     site.clock.advance(20)
-    assert wait_until(lambda: len(told()[1]) + sum(told()[2]) >= many, 10)
+    assert wait_until(lambda: len(told()[1]) + sum(told()[2]) >= many)
     assert wait_until(
         lambda: any("duress alarm, silent" in c.spoken for c in site.twilio.calls_to(RECEPTION)),
         10,

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
-import httpx
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -23,6 +22,7 @@ from playwright.sync_api import Request, expect
 from server.mobile.phones import code_sha256
 from server.mobile.tables import MobilePhone
 from server.routes import phone_page
+from tests import web
 from tests.harness import System, reply_code, wait_until
 from tests.server.console.conftest import accessible, screenshot
 from tests.server.mobile.conftest import WHERE, PhonePage
@@ -106,7 +106,7 @@ def test_the_app_is_installable_and_its_worker_keeps_the_shell_but_no_api_answer
 
 def _sms_reply(console: System) -> str:
     """The first person paged answers with their reply code; their name."""
-    assert console.twilio.wait_for(lambda sent: len(sent) >= 1, 5)
+    assert console.twilio.wait_for(lambda sent: len(sent) >= 1)
     paged = console.twilio.sent[0].to
     code = reply_code(console.twilio.to(paged))
     answer = console.twilio.inbound_sms(
@@ -136,10 +136,10 @@ def test_a_tap_raises_nothing_a_hold_alarms_and_help_coming_shows_after_a_reload
     expect(page.locator("#state-text")).to_have_text(RECEIVED)
     screenshot(page, "phone-received", tmp_path)
     [incident] = console.incidents()
-    assert console.twilio.wait_for(lambda sent: len(sent) >= 1, 5)
+    assert console.twilio.wait_for(lambda sent: len(sent) >= 1)
     assert "Name of w-17 (mobile)" in console.twilio.sent[0].body, console.twilio.sent[0].body
     # The position goes out during the alarm, signed, for this alarm.
-    assert wait_until(lambda: shared, 10), "no position was sent during the alarm"
+    assert wait_until(lambda: shared), "no position was sent during the alarm"
     assert shared[0].url.endswith(f"/api/v1/phone/alarms/{incident.alert_id}/positions")
     assert json.loads(shared[0].post_data or "{}")["latitude"] == WHERE["latitude"]
 
@@ -162,7 +162,7 @@ def test_holding_again_presses_the_same_alarm_and_after_resolution_opens_a_new_o
     worker.hold(key="Space")
     assert wait_until(lambda: console.incidents()[0].presses == 2), console.incidents()
     [first] = console.incidents()
-    answer = httpx.post(
+    answer = web.post(
         f"{console.api}/incidents/{first.id}/resolve",
         json={"staff_id": "manager", "outcome": "genuine"},
         headers=console.headers(),
@@ -221,8 +221,10 @@ def test_an_alarm_the_server_does_not_confirm_offers_the_sms_ten_seconds_after_t
     worker.hold()
     pressed = time.monotonic()
     expect(page.locator("#state-text")).to_have_text("Sending your alarm…")
-    expect(page.locator("#fallback")).to_be_visible(timeout=12_000)
-    assert 9 < time.monotonic() - pressed < 12
+    expect(page.locator("#fallback")).to_be_visible(timeout=20_000)
+    # Offered at 10 s by the page's own timer; the upper bound leaves room for a
+    # loaded machine's browser.
+    assert 9 < time.monotonic() - pressed < 20
     page.unroute("**/api/v1/phone/alarms")
     expect(page.locator("#state-text")).to_have_text(RECEIVED, timeout=10_000)
     assert len(console.incidents()) == 1

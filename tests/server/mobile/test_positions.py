@@ -79,7 +79,7 @@ def incident_of(site: Served, alert_id: str) -> Incident:
 def map_link(site: Served, incident_id: int) -> tuple[str, str]:
     """(the map link of the first SMS page of this incident, the staff member it went
     to): from the SMS when it carries one, else made as the pager makes it."""
-    assert site.twilio.wait_for(lambda sent: len(sent) >= 1, 5)
+    assert site.twilio.wait_for(lambda sent: len(sent) >= 1)
     with site.server.services.sessions() as s:
         page = s.scalars(
             select(Page)
