@@ -321,13 +321,16 @@ class Notices:
         while not self._stop.is_set():
             self._pending.wait()
             self._pending.clear()
-            if not self._stop.is_set():
-                conn.execute(f"NOTIFY {CHANNEL}")
+            # At stop too: the notice wakes this instance's listener, which would
+            # otherwise wait out its second (the others take it for one more commit).
+            conn.execute(f"NOTIFY {CHANNEL}")
 
     def _listen(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
         conn.execute(f"LISTEN {CHANNEL}")
         while not self._stop.is_set():
             for notice in conn.notifies(timeout=1.0):  # ends after a second, to check _stop
+                if self._stop.is_set():
+                    break
                 if notice.pid != self._own_pid:
                     for callback in self._callbacks:
                         callback()
