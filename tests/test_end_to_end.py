@@ -39,8 +39,8 @@ def unit_client(system: System, device_id: str) -> Iterator[mqtt.Client]:
     try:
         yield client
     finally:
+        client.disconnect()  # first: the loop then ends at once, not after its 1 s select
         client.loop_stop()
-        client.disconnect()
 
 
 def test_press_pages_duty_and_reply_shows_help_coming(system: System) -> None:

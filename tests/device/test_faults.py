@@ -68,8 +68,8 @@ def watch(system: System, subscription: str = ALERT_SUBSCRIPTION) -> Iterator[li
         assert subscribed.wait(10), "the monitor could not subscribe"
         yield seen
     finally:
-        monitor.loop_stop()
         monitor.disconnect()
+        monitor.loop_stop()
 
 
 @contextmanager

@@ -45,8 +45,8 @@ def test_offline_status_at_shutdown_carries_the_uptime(broker: Broker, tmp_path:
             agent.close()
         assert wait_until(lambda: len(seen) == 2)
     finally:
-        monitor.loop_stop()
         monitor.disconnect()
+        monitor.loop_stop()
     assert [(s.state, s.uptime) for s in seen] == [(LinkState.ONLINE, 0), (LinkState.OFFLINE, 15)]
 
 

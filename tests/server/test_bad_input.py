@@ -292,8 +292,8 @@ def publish_raw(
         for payload in payloads:
             client.publish(topic or alert_topic(device_id), payload, qos=1).wait_for_publish(5)
     finally:
-        client.loop_stop()
         client.disconnect()
+        client.loop_stop()
 
 
 def test_unrecordable_mqtt_alerts_are_rejected_in_one_line(

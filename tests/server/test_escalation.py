@@ -66,8 +66,8 @@ def alert(system: System, device: str = "unit-1") -> int:
         client.publish(alert_topic(device), payload, qos=1).wait_for_publish(5)
         assert wait_until(lambda: len(system.incidents()) == before + 1)
     finally:
-        client.loop_stop()
         client.disconnect()
+        client.loop_stop()
     return system.incidents()[-1].id
 
 
@@ -525,8 +525,8 @@ def publish(system: System, alert_: Alert) -> None:
     try:
         client.publish(alert_topic(alert_.device_id), alert_.to_json(), qos=1).wait_for_publish(5)
     finally:
-        client.loop_stop()
         client.disconnect()
+        client.loop_stop()
 
 
 @pytest.mark.clock(START)
@@ -651,8 +651,8 @@ class Unit:
         ).wait_for_publish(5)
 
     def close(self) -> None:
-        self._client.loop_stop()
         self._client.disconnect()
+        self._client.loop_stop()
 
 
 @pytest.mark.clock(START)

@@ -147,8 +147,8 @@ def start_and_alert(server: ServerProcess, broker: Broker, twilio: FakeTwilio) -
             if twilio.wait_for(lambda sent: len(sent) >= 2, 5):
                 break
     finally:
-        client.loop_stop()
         client.disconnect()
+        client.loop_stop()
     assert twilio.wait_for(lambda sent: len(sent) >= 2), f"no step 0:\n{server.log()}"
     step0 = twilio.sent[:2]
     assert sorted(s.to for s in step0) == sorted([RECEPTION, FLOOR])
