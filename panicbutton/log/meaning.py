@@ -1,6 +1,6 @@
 """Findings a reviewer must see, read from the entries' meaning, not their integrity:
-alarms never acknowledged, late or stopped paging, alerts lost between unit and server,
-silent periods of the server (``VERIFY.md`` section 11)."""
+alarms never acknowledged, never paged, late or stopped paging, alerts lost between unit
+and server, silent periods of the server (``VERIFY.md`` section 11)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ SILENCE = timedelta(minutes=20)
 MAX_REPEAT = 10**7
 #: Slack after the plan's repeat before an open alarm counts as no longer paged.
 PAGING_SLACK = timedelta(seconds=60)
+#: An alarm whose plan is not frozen this long after it was raised was never paged
+#: (step 0 follows the opening entries within a second, seconds in a storm).
+PLAN_SLACK = timedelta(seconds=60)
 
 
 def check_meaning(  # noqa: PLR0912 - one branch per kind of finding
@@ -108,6 +111,7 @@ def _check_incident(
     if raised is None or raised.data.get("kind") not in spec.ALARM_KINDS:
         return
     acked = False
+    planned = False
     last_page = spec.parse_time(raised.at)
     repeat: int | None = None
     for e in evs:
@@ -117,10 +121,16 @@ def _check_incident(
             acked = False
             last_page = spec.parse_time(e.at)
         elif e.type == "escalation.plan_frozen":
+            planned = True
             plan = e.data.get("plan") or {}
             repeat = number(plan.get("repeat_every")) if isinstance(plan, dict) else None
         elif e.type == "escalation.step_started":
             last_page = spec.parse_time(e.at)
+    if not planned and end - spec.parse_time(raised.at) > PLAN_SLACK:
+        report.findings.append(
+            f"incident {incident}: raised at {raised.at}, but no escalation plan was frozen "
+            f"by {spec.format_time(end)}: its step 0 never ran, so no one was paged for it"
+        )
     if acked:
         return
     report.open_incidents.append(incident)

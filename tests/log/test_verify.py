@@ -904,6 +904,62 @@ def test_a_panic_alarm_never_acknowledged_is_listed_open(
     ) in lines
 
 
+def test_an_alarm_whose_plan_never_came_is_found_never_paged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The server recorded the alarm (its first commit) and never ran step 0 (its second):
+    acknowledged later by someone who heard it otherwise, it was still never paged."""
+    log = Log()
+    log.add("server.started", version="0.1.0")
+    raised = log.add(
+        "alert.raised",
+        4,
+        alert_id=f"{4:032x}",
+        device="unit-room-3",
+        room="room-3",
+        seq=1,
+        kind="panic",
+        device_time=log.now.isoformat(),
+    )
+    log.acknowledge(4, after=45)
+    log.alert(5)  # planned and paged within the second: no finding
+    log.heartbeat(after=30)
+
+    code, lines = findings(tmp_path, capsys, log)
+
+    assert code == 3
+    assert (
+        f"finding: incident 4: raised at {log.events[raised].at}, but no escalation plan was "
+        f"frozen by {log.events[-1].at}: its step 0 never ran, so no one was paged for it"
+    ) in lines
+    assert not any("incident 5" in line and "plan" in line for line in lines)
+
+
+def test_a_plan_frozen_late_in_a_storm_is_no_finding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = Log()
+    log.add("server.started", version="0.1.0")
+    log.add(
+        "alert.raised",
+        4,
+        alert_id=f"{4:032x}",
+        device="unit-room-3",
+        room="room-3",
+        seq=1,
+        kind="panic",
+        device_time=log.now.isoformat(),
+    )
+    log.add("escalation.plan_frozen", 4, after=20, plan=PLAN)
+    log.step(4, 0)
+    log.acknowledge(4)
+    log.heartbeat(after=600)
+
+    code, lines = findings(tmp_path, capsys, log)
+
+    assert (code, lines) == (0, [])
+
+
 def test_a_reopened_incident_needs_a_new_acknowledgement(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
