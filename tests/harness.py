@@ -31,7 +31,7 @@ from panicbutton.clock import Clock, ManualClock, SystemClock
 from panicbutton.log import checkpoints
 from panicbutton.wire import parse_topic
 from server.app import Server, build
-from server.models import EscalationJob, Incident, LogEntry
+from server.models import EscalationJob, Incident, LogEntry, Page, PageStatus
 from server.people import auth, directory
 from server.people.roles import Right, Role, rights_of
 from server.people.tables import ApiToken, Person
@@ -499,8 +499,9 @@ class System:
         ``published`` more by device, for tests that publish by hand) has been
         handled by the server; no unit has an alert left to send while connected,
         and each unit's thread has caught up; no escalation job is due or running;
-        no page is queued, held for a bundle or being sent; no supervision pass is
-        under way. The server's activity counters are read before and after, so
+        no page is queued, held for a bundle or being sent (in the pager, nor pending
+        in the database: step 0 commits its pages before it hands them over); no
+        supervision pass is under way. The server's activity counters are read before and after, so
         work that came and went during the check is not missed. Assert absences
         (no duplicate, no second text) after this.
         """
@@ -527,6 +528,20 @@ class System:
                             EscalationJob.status.in_(("pending", "running")),
                             EscalationJob.due_at <= services.clock.now(),
                         )
+                    )
+                    or 0
+                )
+
+        def unsent_pages() -> int:
+            # The pager's backlog (below) counts only what it was handed: a step 0 run
+            # by the ingest thread commits its pages a moment before it hands them over.
+            # (A page left "sending" by a stopped instance is a test's own subject.)
+            with services.sessions() as s:
+                return (
+                    s.scalar(
+                        select(func.count())
+                        .select_from(Page)
+                        .where(Page.status == PageStatus.PENDING)
                     )
                     or 0
                 )
@@ -562,6 +577,9 @@ class System:
                 return False
             if (backlog := services.pager.backlog()) != 0:
                 why[0] = f"{backlog} page(s) queued, held or being sent"
+                return False
+            if (unsent := unsent_pages()) != 0:
+                why[0] = f"{unsent} page(s) pending in the database"
                 return False
             if activity() != before:
                 why[0] = "the server did more work while being checked"
