@@ -399,6 +399,7 @@ def test_take_over_pages_only_the_person_who_took_over(system: System) -> None:
 def test_roster_edits_do_not_change_a_running_incident(system: System) -> None:
     # The plan is frozen at trigger: its recipients are in the incident itself.
     incident_id = alert(system)
+    settle(system)  # step 0, which freezes it, follows the unit's "received"
     found = incident(system, incident_id)
     assert found.plan is not None
     assert found.plan["steps"][1]["to"] == ["reception", "floor", "manager"]
