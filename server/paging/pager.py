@@ -374,7 +374,7 @@ class Pager:
         if not page_ids:
             self._pacer.settle(send, -1)  # nothing to send: the slot is free
             return True
-        compact = self._compact_now(page_ids[0])
+        compact = self._compact_now(send.key)
         try:
             rendered = self._renderer.render(page_ids, compact=compact)
         except LookupError as exc:  # the person can no longer be paged since it was queued
@@ -422,12 +422,11 @@ class Pager:
                 self._put(Send(lane="sms", rank=send.rank, run=further))
         return True
 
-    def _compact_now(self, page_id: int) -> bool:
-        with self._sessions() as s:
-            page = s.get_one(Page, page_id)
-            key = (page.staff_id, page.channel)
+    def _compact_now(self, key: Key | None) -> bool:
+        """Whether pages to this person on this channel (a page send's key) go in the
+        compact form now (see :data:`COMPACT_FOR`)."""
         with self._lock:
-            return self._compact.get(key, 0.0) > self._clock.monotonic()
+            return key is not None and self._compact.get(key, 0.0) > self._clock.monotonic()
 
     def _deliver(
         self, send: Send, rendered: Rendered

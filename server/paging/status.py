@@ -174,6 +174,16 @@ def unclaimed(sessions: sessionmaker[Session], *, before: datetime) -> list[int]
         )
 
 
+# Built once: every send reads it just before its request goes to the provider.
+_WANTED = (
+    select(Page.id, Page.status, Page.claimed_by, Page.step, Incident.state)
+    .join(Incident, Incident.id == Page.incident_id)
+    .where(Page.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Page.id)
+    .with_for_update(of=Page)
+)
+
+
 def still_wanted(
     sessions: sessionmaker[Session], page_ids: list[int], now: datetime, *, by: str
 ) -> list[int]:
@@ -183,25 +193,26 @@ def still_wanted(
     stalled past its lease) is left to that one: sending it here too would page twice."""
     keep = []
     with sessions.begin() as s:
+        rows = {row.id: row for row in s.connection().execute(_WANTED, {"ids": page_ids})}
         for page_id in page_ids:
-            page = s.get_one(Page, page_id, with_for_update=True)
-            if page.status != PageStatus.SENDING or page.claimed_by != by:
+            row = rows[page_id]
+            if row.status != PageStatus.SENDING or row.claimed_by != by:
                 log.warning("page %d: its claim was taken over; this instance leaves it", page_id)
                 continue
-            state = s.get_one(Incident, page.incident_id).state
             # Steps page while the incident is open; follow-ups while it is taken.
-            if state == ("acknowledged" if page.step < 0 else "open"):
+            if row.state == ("acknowledged" if row.step < 0 else "open"):
                 keep.append(page_id)
-            else:
-                page.status = PageStatus.CANCELLED
-                audit(
-                    s,
-                    at=now,
-                    type="page.cancelled",
-                    incident_id=page.incident_id,
-                    page=page.id,
-                    reason=state,
-                )
+                continue
+            page = s.get_one(Page, page_id)
+            page.status = PageStatus.CANCELLED
+            audit(
+                s,
+                at=now,
+                type="page.cancelled",
+                incident_id=page.incident_id,
+                page=page.id,
+                reason=row.state,
+            )
     return keep
 
 
