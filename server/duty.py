@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from server.models import DutyOverride
@@ -27,12 +27,19 @@ class Takeover:
     end_at: datetime
 
 
+# Built once, run as Core on the session's connection: every alarm's plan reads it.
+_TAKEOVERS = (
+    select(DutyOverride.staff_id, DutyOverride.start_at, DutyOverride.end_at)
+    .where(DutyOverride.end_at > bindparam("at"))
+    .order_by(DutyOverride.start_at)
+)
+
+
 def takeovers(session: Session, at: datetime) -> list[Takeover]:
     """Take-overs active at ``at`` or later (for look-ahead)."""
-    rows = session.scalars(
-        select(DutyOverride).where(DutyOverride.end_at > at).order_by(DutyOverride.start_at)
-    )
-    return [Takeover(r.staff_id, r.start_at, r.end_at) for r in rows]
+    session.flush()  # Core below, without the ORM's autoflush: this transaction's take-overs
+    rows = session.connection().execute(_TAKEOVERS, {"at": at})
+    return [Takeover(staff_id, start, end) for staff_id, start, end in rows]
 
 
 def covering(site: Site, overrides: list[Takeover], at: datetime) -> list[str]:

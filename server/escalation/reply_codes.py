@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, distinct, func, select
+from sqlalchemy import BindParameter, ColumnElement, bindparam, distinct, func, select
 from sqlalchemy.orm import Session
 
 from server.models import Incident, Page, State
@@ -51,40 +51,56 @@ def free_codes(
     """
     if not staff_ids:
         return {}
-    held = (Incident.state != State.RESOLVED) | (Incident.resolved_at > now - CODE_HOLD)
+    session.flush()  # Core below, without the ORM's autoflush: this transaction's pages
+    conn = session.connection()
     # NOTE: not dict(result): a Result has keys(), so dict() would index it by column.
     others: dict[str, int] = {  # noqa: C416 -- see the NOTE above
         staff_id: count
-        for staff_id, count in session.execute(
-            select(Page.staff_id, func.count(distinct(Page.incident_id)))
-            .join(Incident, Incident.id == Page.incident_id)
-            .where(
-                Page.staff_id.in_(staff_ids),
-                Incident.state != State.RESOLVED,
-                Incident.id != incident.id,
-            )
-            .group_by(Page.staff_id)
-        )
+        for staff_id, count in conn.execute(_OPEN_ALARMS, {"staff": staff_ids, "id": incident.id})
     }
     alarms = {s: others.get(s, 0) + 1 for s in staff_ids}
     tiers = {s: _tier(alarms[s]) for s in staff_ids}
     drawn = {s: [secrets.choice(tiers[s]) for _ in range(DRAWN)] for s in staff_ids}
     taken: dict[str, set[int]] = {s: set() for s in staff_ids}
-    for staff_id, code in session.execute(
-        select(Page.staff_id, Page.reply_code)
-        .join(Incident, Incident.id == Page.incident_id)
-        .where(
-            Page.staff_id.in_(staff_ids),
-            Page.reply_code.in_({c for codes in drawn.values() for c in codes}),
-            held,
-        )
-    ):
+    codes_drawn = sorted({c for codes in drawn.values() for c in codes})
+    since = now - CODE_HOLD
+    params = {"staff": staff_ids, "codes": codes_drawn, "since": since}
+    for staff_id, code in conn.execute(_TAKEN, params):
         taken[staff_id].add(code)
     codes = {}
     for s in staff_ids:
         free = [c for c in drawn[s] if c not in taken[s]]
-        codes[s] = free[0] if free else _listed(session, s, alarms[s], held)
+        codes[s] = free[0] if free else _listed(session, s, alarms[s], _held(since))
     return codes
+
+
+def _held(since: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
+    """The codes a person may not draw: their unresolved incidents', and those of
+    incidents resolved ``since`` then."""
+    return (Incident.state != State.RESOLVED) | (Incident.resolved_at > since)
+
+
+# Built once, run as Core on the session's connection: drawing codes is on the path of
+# every press's first step.
+_OPEN_ALARMS = (
+    select(Page.staff_id, func.count(distinct(Page.incident_id)))
+    .join(Incident, Incident.id == Page.incident_id)
+    .where(
+        Page.staff_id.in_(bindparam("staff", expanding=True)),
+        Incident.state != State.RESOLVED,
+        Incident.id != bindparam("id"),
+    )
+    .group_by(Page.staff_id)
+)
+_TAKEN = (
+    select(Page.staff_id, Page.reply_code)
+    .join(Incident, Incident.id == Page.incident_id)
+    .where(
+        Page.staff_id.in_(bindparam("staff", expanding=True)),
+        Page.reply_code.in_(bindparam("codes", expanding=True)),
+        _held(bindparam("since")),
+    )
+)
 
 
 def _tier(open_alarms: int) -> range:

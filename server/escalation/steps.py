@@ -23,7 +23,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from server.db import changed
@@ -223,6 +223,16 @@ def run_follow_up(
     return pages
 
 
+# Built once, run as Core on the session's connection: every step's pages read them.
+_PAGES_OF = select(Page.staff_id, Page.channel, Page.step, Page.reply_code).where(
+    Page.incident_id == bindparam("incident")
+)
+_OPTED_OUT = select(StaffState.staff_id).where(
+    StaffState.sms_opted_out.is_(True),
+    StaffState.staff_id.in_(bindparam("staff", expanding=True)),
+)
+
+
 def _page(
     session: Session,
     *,
@@ -240,24 +250,20 @@ def _page(
                 text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
                 {"key": f"reply-code:{staff_id}"},
             )
-    existing = {
-        (p.staff_id, p.channel, p.step): p
-        for p in session.scalars(select(Page).where(Page.incident_id == incident.id))
+    session.flush()  # Core below, without the ORM's autoflush: this transaction's pages
+    conn = session.connection()
+    existing: dict[tuple[str, str, int], int] = {
+        (staff_id, channel, n): code
+        for staff_id, channel, n, code in conn.execute(_PAGES_OF, {"incident": incident.id})
     }
     # Codes are kept within a round only: a resolved round's codes were free for others.
     codes = {
-        p.staff_id: p.reply_code
-        for p in existing.values()
-        if plans.round_of(p.step) == incident.round
+        staff_id: code
+        for (staff_id, _, n), code in existing.items()
+        if plans.round_of(n) == incident.round
     }
     # SMS cannot reach someone who sent STOP (the carrier refuses, 21610): call them.
-    opted_out = set(
-        session.scalars(
-            select(StaffState.staff_id).where(
-                StaffState.sms_opted_out.is_(True), StaffState.staff_id.in_(staff_ids)
-            )
-        )
-    )
+    opted_out = set(conn.scalars(_OPTED_OUT, {"staff": staff_ids}))
     # One query draws the codes of everyone still without one this round.
     codes |= free_codes(
         session, [s for s in dict.fromkeys(staff_ids) if not codes.get(s)], incident, now

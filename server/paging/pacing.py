@@ -146,7 +146,14 @@ class Pacer:
                 lane.waiting.append(send)
                 if send.key is not None:
                     lane.pages[send.key] = send
-        self._moved.set()
+            # Its slot may have come already: let it go from here, without a hop through
+            # the pacer's thread (the most urgent waiting goes, as that thread would pick).
+            due = self._take(lane, self._clock.monotonic()) if waiting is None else None
+            if due is None:
+                self._moved.set()
+                return True
+            self._granting += 1
+        self._hand(due)
         return True
 
     def pause(self, lane: str, seconds: float) -> None:
@@ -206,16 +213,20 @@ class Pacer:
                 due, wait = self._take_due()
                 self._granting += len(due)
             for send in due:
-                try:
-                    self._grant(send)
-                except Exception:  # the queues must keep going for the other requests
-                    log.exception("a %s request could not be handed to the workers", send.lane)
-                    self.settle(send, -1)
-                finally:
-                    with self._lock:
-                        self._granting -= 1
+                self._hand(send)
             if not due:
                 self._clock.wait(self._moved, None, wait)
+
+    def _hand(self, send: Send) -> None:
+        """Hand a request whose slot came to the workers (counted in ``_granting``)."""
+        try:
+            self._grant(send)
+        except Exception:  # the queues must keep going for the other requests
+            log.exception("a %s request could not be handed to the workers", send.lane)
+            self.settle(send, -1)
+        finally:
+            with self._lock:
+                self._granting -= 1
 
     def _take_due(self) -> tuple[list[Send], float]:
         """The most urgent request of each sender whose slot has come, and the seconds
@@ -223,16 +234,22 @@ class Pacer:
         now = self._clock.monotonic()
         due, wait = [], IDLE
         for lane in self._lanes.values():
-            if not lane.waiting or lane.unsettled is not None:
-                continue
-            if (later := lane.until_token(now)) > 0:
-                wait = min(wait, later)
-                continue
-            send = min(lane.waiting, key=lambda s: (s.rank, s.order))
-            lane.waiting.remove(send)
-            if send.key is not None:
-                del lane.pages[send.key]
-            lane.tokens -= 1.0
-            lane.unsettled = send
-            due.append(send)
+            if (send := self._take(lane, now)) is not None:
+                due.append(send)
+            elif lane.waiting and lane.unsettled is None:
+                wait = min(wait, lane.until_token(now))
         return due, wait
+
+    @staticmethod
+    def _take(lane: _Lane, now: float) -> Send | None:
+        """The most urgent request of ``lane``, taken from its queue with a slot, if its
+        slot has come and the request before it is settled (under the lock)."""
+        if not lane.waiting or lane.unsettled is not None or lane.until_token(now) > 0:
+            return None
+        send = min(lane.waiting, key=lambda s: (s.rank, s.order))
+        lane.waiting.remove(send)
+        if send.key is not None:
+            del lane.pages[send.key]
+        lane.tokens -= 1.0
+        lane.unsettled = send
+        return send

@@ -44,9 +44,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from panicbutton.clock import Clock, SystemClock
 from server.cluster import LEASE
 from server.errors import NotifierError
-from server.escalation import plans
 from server.metrics import Metrics
-from server.models import ALARM_KINDS, Incident, Page
+from server.models import Incident, Page
 from server.paging import messages, status
 from server.paging.bundles import BUNDLE_WINDOW, Bundles, Key
 from server.paging.delivery import RATE_WAIT_MAX, RATE_WAIT_MIN, REFUSED_CONTENT, Sender
@@ -153,6 +152,22 @@ class Pager:
         """Sends waiting for a slot, queued or under way in this process, plus pages held
         for a bundle."""
         return self._bundles.held() + self._pacer.backlog() + self._pool.pending()
+
+    def claim_in(self, session: Session, page_ids: list[int]) -> list[status.Claimed]:
+        """Claim new pages for this instance in the transaction that wrote them
+        (``session``'s, before its commit); after the commit, :meth:`send_claimed` hands
+        them to their sender with no claim of their own to commit first. Should the
+        process stop between the two, they are pages claimed and not recorded: looked up
+        at the provider and sent after the next start, or by another instance once the
+        claim lapses (:meth:`redrive`, :meth:`take_over`)."""
+        until = self._clock.now() + timedelta(seconds=LEASE)
+        return status.claim_new(session, page_ids, by=self._instance, until=until)
+
+    def send_claimed(self, claimed: list[status.Claimed]) -> None:
+        """Send pages :meth:`claim_in` claimed, their transaction committed: each is
+        queued for its sender (or held for a bundle) on the calling thread."""
+        for c in claimed:
+            self._hand_over(c.page_id, partial(self._take, c))
 
     def dispatch(self, page_ids: list[int]) -> None:
         with self._lock:
@@ -272,29 +287,42 @@ class Pager:
         with self._lock:
             self._queued.discard(page_id)
         until = self._clock.now() + timedelta(seconds=LEASE)
-        if not status.claim(self._sessions, page_id, by=self._instance, until=until):
-            return
+        if status.claim(self._sessions, page_id, by=self._instance, until=until):
+            self._hand_over(page_id, partial(self._route, page_id))
+
+    def _hand_over(self, page_id: int, route: Callable[[], None]) -> None:
+        """Hold a claimed page as this process's to send, and ``route`` it to its sender;
+        should that fail, the page is looked up and sent again shortly."""
         with self._lock:
             self._active.add(page_id)
         try:
-            self._route(page_id)
-        except BaseException:
+            route()
+        except BaseException as exc:
             with self._lock:
                 self._active.discard(page_id)
             self._recover_later([page_id])
-            raise
+            if not isinstance(exc, Exception):
+                raise
+            log.error("page %d could not be queued for its sender: %r", page_id, exc, exc_info=exc)
 
     def _route(self, page_id: int) -> None:
-        """Queue a claimed page for its sender, or hold it for a bundle with others to the
-        same person (not a page sent again after a crash: it waited long enough)."""
         with self._sessions() as s:
             page = s.get_one(Page, page_id)
-            key, incident_id = (page.staff_id, page.channel), page.incident_id
+            claimed = status.Claimed.of(page, s.get_one(Incident, page.incident_id))
+        self._take(claimed)
+
+    def _take(self, claimed: status.Claimed) -> None:
+        """Queue a claimed page for its sender, or hold it for a bundle with others to the
+        same person (not a page sent again after a crash: it waited long enough)."""
+        page_id, key = claimed.page_id, claimed.key
         with self._lock:
             late = page_id in self._late
             self._late.discard(page_id)
-        if late or not self._bundles.hold(key, incident_id, page_id):
-            self._queue(key, [page_id])
+        if late or not self._bundles.hold(key, claimed.incident_id, page_id):
+            rank = FIRST if claimed.first else LATER
+            self._put(
+                Send(lane=key[1], rank=rank, run=self._send_pages, key=key, page_ids=[page_id])
+            )
 
     def _flush(self, key: Key) -> None:
         if ids := self._bundles.release(key):
@@ -305,20 +333,16 @@ class Pager:
                 raise
 
     def _queue(self, key: Key, page_ids: list[int]) -> None:
-        """Queue pages to one person on one channel for their sender's next slot: first
-        pages of alarms rank first, later steps, follow-ups and technical alerts next."""
+        """Queue pages to one person on one channel (a bundle) for their sender's next
+        slot: first pages of alarms rank first, later steps, follow-ups and technical
+        alerts next."""
         with self._sessions() as s:
             pages = [s.get_one(Page, i) for i in page_ids]
-            incidents = [s.get_one(Incident, p.incident_id) for p in pages]
             first = any(
-                p.step == plans.base(i) and i.kind in ALARM_KINDS
-                for p, i in zip(pages, incidents, strict=True)
+                status.Claimed.of(p, s.get_one(Incident, p.incident_id)).first for p in pages
             )
         rank = FIRST if first else LATER
-        send = Send(lane=key[1], rank=rank, run=self._send_pages, key=key, page_ids=page_ids)
-        if not self._pacer.put(send):
-            # Closed: the pages stay claimed; the next start looks them up and sends them.
-            log.info("pager closed; %d claimed page(s) are left for the next start", len(page_ids))
+        self._put(Send(lane=key[1], rank=rank, run=self._send_pages, key=key, page_ids=page_ids))
 
     def _send_pages(self, send: Send) -> None:
         """On a worker, in the sender's slot: send pages to one person (one, or a bundle)."""
@@ -350,7 +374,7 @@ class Pager:
         if not page_ids:
             self._pacer.settle(send, -1)  # nothing to send: the slot is free
             return True
-        compact = self._compact_now(page_ids[0])
+        compact = self._compact_now(send.key)
         try:
             rendered = self._renderer.render(page_ids, compact=compact)
         except LookupError as exc:  # the person can no longer be paged since it was queued
@@ -398,12 +422,11 @@ class Pager:
                 self._put(Send(lane="sms", rank=send.rank, run=further))
         return True
 
-    def _compact_now(self, page_id: int) -> bool:
-        with self._sessions() as s:
-            page = s.get_one(Page, page_id)
-            key = (page.staff_id, page.channel)
+    def _compact_now(self, key: Key | None) -> bool:
+        """Whether pages to this person on this channel (a page send's key) go in the
+        compact form now (see :data:`COMPACT_FOR`)."""
         with self._lock:
-            return self._compact.get(key, 0.0) > self._clock.monotonic()
+            return key is not None and self._compact.get(key, 0.0) > self._clock.monotonic()
 
     def _deliver(
         self, send: Send, rendered: Rendered

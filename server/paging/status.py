@@ -11,20 +11,57 @@ lapsed is taken over by a live instance (:func:`lapsed`).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from server import db
 from server.errors import NotifierError
+from server.escalation import plans
 from server.log.append import audit
-from server.models import Incident, Page, PageStatus
+from server.models import ALARM_KINDS, Incident, Page, PageStatus
 from server.people.problems import record_problem
 
 log = logging.getLogger(__name__)
 
-__all__ = ["claim", "fail", "lapsed", "record", "record_text", "release", "still_wanted"]
+__all__ = [
+    "Claimed",
+    "claim",
+    "claim_new",
+    "fail",
+    "first_of_alarm",
+    "lapsed",
+    "record",
+    "record_text",
+    "release",
+    "still_wanted",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A page claimed by this instance, and what its sender's queue needs of it: whom it
+    is for on which channel (``key``), its incident, and whether it is of the first step
+    of an alarm (:func:`first_of_alarm`)."""
+
+    page_id: int
+    key: tuple[str, str]
+    incident_id: int
+    first: bool
+
+    @classmethod
+    def of(cls, page: Page, incident: Incident) -> Claimed:
+        first = first_of_alarm(page.step, kind=incident.kind, round_=incident.round)
+        return cls(page.id, (page.staff_id, page.channel), incident.id, first)
+
+
+def first_of_alarm(step: int, *, kind: str, round_: int) -> bool:
+    """Whether a page of ``step`` is of the first step of an alarm (step 0 of its
+    incident's round, ``round_``): such pages go first in their sender's queue
+    (:mod:`server.paging.pacing`)."""
+    return step == round_ * plans.ROUND and kind in ALARM_KINDS
 
 
 def claim(sessions: sessionmaker[Session], page_id: int, *, by: str, until: datetime) -> bool:
@@ -39,6 +76,50 @@ def claim(sessions: sessionmaker[Session], page_id: int, *, by: str, until: date
             values={"status": PageStatus.SENDING, "claimed_by": by, "lease_until": until},
         )
     return bool(claimed)
+
+
+# Built once, run as Core on the session's connection: claiming a new alarm's pages is
+# on the path of every press.
+_CLAIM_NEW = (
+    update(Page)
+    .where(Page.id.in_(bindparam("ids", expanding=True)), Page.status == PageStatus.PENDING)
+    .values(status=PageStatus.SENDING, claimed_by=bindparam("by"), lease_until=bindparam("until"))
+)
+_CLAIMED = (
+    select(
+        Page.id,
+        Page.staff_id,
+        Page.channel,
+        Page.step,
+        Page.incident_id,
+        Incident.kind,
+        Incident.round,
+    )
+    .join(Incident, Incident.id == Page.incident_id)
+    .where(
+        Page.id.in_(bindparam("ids", expanding=True)),
+        Page.claimed_by == bindparam("by"),
+        Page.lease_until == bindparam("until"),
+    )
+    .order_by(Page.id)
+)
+
+
+def claim_new(session: Session, page_ids: list[int], *, by: str, until: datetime) -> list[Claimed]:
+    """Claim pages for instance ``by`` until ``until`` in the transaction that wrote them
+    (``session``'s, not yet committed): they commit "sending", claimed, with the step
+    that made them. Nobody else sees them before that commit, so every one of them still
+    "pending" is won: one UPDATE, no row lock to take first."""
+    if not page_ids:
+        return []
+    session.flush()  # the pages' rows, should the caller have left them unflushed
+    conn = session.connection()
+    params = {"ids": page_ids, "by": by, "until": until}
+    conn.execute(_CLAIM_NEW, params)
+    return [
+        Claimed(page_id, (staff, channel), incident, first_of_alarm(step, kind=kind, round_=r))
+        for page_id, staff, channel, step, incident, kind, r in conn.execute(_CLAIMED, params)
+    ]
 
 
 def release(sessions: sessionmaker[Session], page_ids: list[int], *, by: str) -> int:
@@ -93,6 +174,16 @@ def unclaimed(sessions: sessionmaker[Session], *, before: datetime) -> list[int]
         )
 
 
+# Built once: every send reads it just before its request goes to the provider.
+_WANTED = (
+    select(Page.id, Page.status, Page.claimed_by, Page.step, Incident.state)
+    .join(Incident, Incident.id == Page.incident_id)
+    .where(Page.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Page.id)
+    .with_for_update(of=Page)
+)
+
+
 def still_wanted(
     sessions: sessionmaker[Session], page_ids: list[int], now: datetime, *, by: str
 ) -> list[int]:
@@ -102,25 +193,26 @@ def still_wanted(
     stalled past its lease) is left to that one: sending it here too would page twice."""
     keep = []
     with sessions.begin() as s:
+        rows = {row.id: row for row in s.connection().execute(_WANTED, {"ids": page_ids})}
         for page_id in page_ids:
-            page = s.get_one(Page, page_id, with_for_update=True)
-            if page.status != PageStatus.SENDING or page.claimed_by != by:
+            row = rows[page_id]
+            if row.status != PageStatus.SENDING or row.claimed_by != by:
                 log.warning("page %d: its claim was taken over; this instance leaves it", page_id)
                 continue
-            state = s.get_one(Incident, page.incident_id).state
             # Steps page while the incident is open; follow-ups while it is taken.
-            if state == ("acknowledged" if page.step < 0 else "open"):
+            if row.state == ("acknowledged" if row.step < 0 else "open"):
                 keep.append(page_id)
-            else:
-                page.status = PageStatus.CANCELLED
-                audit(
-                    s,
-                    at=now,
-                    type="page.cancelled",
-                    incident_id=page.incident_id,
-                    page=page.id,
-                    reason=state,
-                )
+                continue
+            page = s.get_one(Page, page_id)
+            page.status = PageStatus.CANCELLED
+            audit(
+                s,
+                at=now,
+                type="page.cancelled",
+                incident_id=page.incident_id,
+                page=page.id,
+                reason=row.state,
+            )
     return keep
 
 

@@ -193,6 +193,9 @@ class Alerts(LiveSite):
                         session=s, site=site, incident_id=incident_id, now=now
                     )
                 ]
+                # Claimed as they are written: after the commit they go straight to their
+                # sender, with no claim of their own to commit first.
+                claimed = self._pager.claim_in(s, pages)
         except Exception:
             # Their step 0 jobs stay pending: the scheduler runs each (and logs its error).
             log.exception(
@@ -200,7 +203,7 @@ class Alerts(LiveSite):
             )
             self._wake()
             return
-        self._pager.dispatch(pages)
+        self._pager.send_claimed(claimed)
         self._wake()  # their step 1 jobs
 
     @staticmethod
