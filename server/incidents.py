@@ -65,6 +65,7 @@ def record_alert(
     now: datetime,
     started_by: str | None = None,
     defer: bool = False,
+    claimed_by: str | None = None,
 ) -> AlertResult:
     """Open an incident for ``alert``, or return the one it already opened.
 
@@ -78,7 +79,8 @@ def record_alert(
     not one of the unit's numbers, so the unit's sequence mark is left alone).
 
     ``defer``: a new incident's step 0 is left pending (:func:`steps.defer`), for the
-    caller to run after this commit with :func:`steps.run_first` (its ``deferred``).
+    caller to run after this commit with :func:`steps.run_first` (its ``deferred``);
+    ``claimed_by``: the server instance that will, whose claim the job carries.
     """
     return _record(
         session=session,
@@ -95,6 +97,7 @@ def record_alert(
         now=now,
         started_by=started_by,
         defer=defer,
+        claimed_by=claimed_by,
     )
 
 
@@ -132,6 +135,7 @@ def _record(
     now: datetime,
     started_by: str | None = None,
     defer: bool = False,
+    claimed_by: str | None = None,
 ) -> AlertResult:
     existing = session.scalar(select(Incident).where(Incident.alert_id == incoming.alert_id))
     if existing is not None and existing.device_id != incoming.device_id:
@@ -219,7 +223,7 @@ def _record(
         )
 
     if defer:
-        steps.defer(session, incident=incident, now=now)
+        steps.defer(session, incident=incident, now=now, by=claimed_by)
         return AlertResult(incident, new=True, deferred=True)
     page_ids = steps.start(session=session, site=site, incident=incident, now=now)
     return AlertResult(incident, new=True, page_ids=page_ids)

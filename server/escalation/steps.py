@@ -23,12 +23,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.orm import Session
 
 from server.db import changed
 from server.escalation import plans
 from server.escalation.reply_codes import free_codes
+from server.escalation.scheduler import FIRST_LEASE
 from server.log.append import audit
 from server.models import (
     ALARM_KINDS,
@@ -83,24 +84,39 @@ def start(*, session: Session, site: Site, incident: Incident, now: datetime) ->
     return begin(session=session, site=site, incident=incident, due=now, now=now)
 
 
-def defer(session: Session, *, incident: Incident, now: datetime) -> None:
-    """:func:`start` in two commits: here only step 0's job, pending and due now, in the
-    incident's transaction; :func:`run_first` (or the scheduler, should the server stop
-    first) freezes the plan and pages in the next one."""
+def defer(session: Session, *, incident: Incident, now: datetime, by: str | None = None) -> None:
+    """:func:`start` in two commits: here only step 0's job, due now, in the incident's
+    transaction; :func:`run_first` (or the scheduler, should the server stop first)
+    freezes the plan and pages in the next one.
+
+    ``by``: the server instance that runs step 0 itself after the commit: the job is
+    born claimed by it (for :data:`~server.escalation.scheduler.FIRST_LEASE`), so that
+    no scheduler races it for the job (on PostgreSQL the two took the incident's row
+    and the reply-code locks in opposite orders across a storm's batch, and
+    deadlocked). Should that instance stop first, a scheduler takes the job over: at
+    its clean stop, once another instance finds it stopped, or at its next start.
+    None: the job is left pending, for whichever scheduler comes first.
+    """
     session.add(
         EscalationJob(
             incident_id=incident.id,
             kind=JobKind.STEP,
             step=plans.base(incident),
             due_at=now,
-            status=JobStatus.PENDING,
+            status=JobStatus.PENDING if by is None else JobStatus.RUNNING,
+            claimed_at=None if by is None else now,
+            claimed_by=by,
+            lease_until=None if by is None else now + timedelta(seconds=FIRST_LEASE),
         )
     )
 
 
-def run_first(*, session: Session, site: Site, incident_id: int, now: datetime) -> list[int]:
-    """Run the step 0 that :func:`defer` left, unless the scheduler took it first or the
-    incident is no longer open; return the new page ids."""
+def run_first(
+    *, session: Session, site: Site, incident_id: int, now: datetime, by: str | None = None
+) -> list[int]:
+    """Run the step 0 that :func:`defer` left (claimed ``by`` this instance, or pending),
+    unless a scheduler took it first or the incident is no longer open; return the new
+    page ids."""
     # The incident's row first, then its job's, as an acknowledgement takes them: the
     # other order could deadlock with one on PostgreSQL.
     incident = session.get_one(Incident, incident_id, with_for_update=True)
@@ -114,7 +130,10 @@ def run_first(*, session: Session, site: Site, incident_id: int, now: datetime) 
             EscalationJob.incident_id == incident_id,
             EscalationJob.kind == JobKind.STEP,
             EscalationJob.step == plans.base(incident),
-            EscalationJob.status == JobStatus.PENDING,
+            or_(
+                EscalationJob.status == JobStatus.PENDING,
+                (EscalationJob.status == JobStatus.RUNNING) & (EscalationJob.claimed_by == by),
+            ),
         )
         .values(status=status, claimed_at=now, done_at=now)
         .execution_options(synchronize_session=False),
