@@ -152,18 +152,13 @@ class Alerts(LiveSite):
         now = self._clock.now()
         try:
             with self._sessions.begin() as s:
-                results = [
-                    incidents.record_alert(
-                        session=s,
-                        site=site,
-                        room=room,
-                        alert=a,
-                        now=now,
-                        defer=True,
-                        claimed_by=self._instance,
-                    )
-                    for a, room in zip(alerts, rooms, strict=True)
-                ]
+                results = incidents.record_alerts(
+                    session=s,
+                    site=site,
+                    alerts=list(zip(alerts, rooms, strict=True)),
+                    now=now,
+                    claimed_by=self._instance,
+                )
         except Exception:  # noqa: BLE001 -- each is recorded again alone, its error kept
             # One of them failed (nothing was committed): each alone, so that it fails alone.
             log.warning("%d alerts recorded together failed; recording each alone", len(alerts))

@@ -119,3 +119,22 @@ def test_a_step_0_its_own_run_claimed_is_paged_at_once_by_the_next_start(
     )
     system.wait_idle()
     assert [len(system.twilio.to(p)) for p in (RECEPTION, FLOOR)] == [1, 1]
+
+
+def test_an_alert_twice_in_a_batch_opens_one_incident_and_each_press_is_in_sequence(
+    system: System,
+) -> None:
+    """A unit's resend that came with its first copy opens nothing more; two alerts of
+    one unit in one batch follow each other in its sequence (no gap is logged)."""
+    assert system.server is not None
+    first = alert("unit-1")
+    second = Alert(device_id="unit-1", alert_id=new_alert_id(), seq=2, pressed_at=now_utc())
+    outcomes = system.server.services.alerts.handle_many([first, alert("unit-2"), first, second])
+    feedback = [o for o in outcomes if isinstance(o, Feedback)]
+    assert len(feedback) == 4
+    assert feedback[0].incident == feedback[2].incident
+    assert len({f.incident for f in feedback}) == 3
+    assert len(system.incidents()) == 3
+    kinds = [e.type for e in system.events()]
+    assert kinds.count("alert.raised") == 3
+    assert not [k for k in kinds if k.startswith("device.sequence")], kinds
