@@ -20,8 +20,9 @@ Follow-up pages use negative step numbers (-1, -2, ...).
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import or_, select, text, update
 from sqlalchemy.orm import Session
@@ -156,8 +157,13 @@ def freeze(
     *, session: Session, site: Site, incident: Incident, due: datetime, now: datetime
 ) -> dict[str, Any]:
     """Freeze the plan of an incident opened at ``due``, and log it; returns the plan."""
+    # Alerts recorded together share their moment: one plan for all of a batch's.
+    frozen = _this_transaction(session, "plans")
+    key = (id(site), incident.kind, due)
+    if key not in frozen:
+        frozen[key] = plans.freeze_plan(session=session, site=site, kind=incident.kind, at=due)
     plan = {
-        **plans.freeze_plan(session=session, site=site, kind=incident.kind, at=due),
+        **copy.deepcopy(frozen[key]),
         "opened": due.isoformat(),
         "round": incident.round,
     }
@@ -254,11 +260,14 @@ def _page(
     if session.get_bind().dialect.name == "postgresql":
         # NOTE: per-person locks for reply codes, taken up front in one order, so two
         # transactions paging the same people cannot deadlock (see reply_codes.free_codes).
-        for staff_id in sorted(set(staff_ids)):
+        # Held until the transaction ends: each once in it (a batch's step 0s).
+        held = _this_transaction(session, "reply-code locks")
+        for staff_id in sorted(set(staff_ids) - held.keys()):
             session.execute(
                 text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
                 {"key": f"reply-code:{staff_id}"},
             )
+            held[staff_id] = True
     existing = {
         (p.staff_id, p.channel, p.step): p
         for p in session.scalars(select(Page).where(Page.incident_id == incident.id))
@@ -312,6 +321,17 @@ def _page(
             step=step,
         )
     return [p.id for p in new]
+
+
+def _this_transaction(session: Session, name: str) -> dict[Any, Any]:
+    """A dict kept for the session's current transaction only (a new one starts empty)."""
+    root = session.get_transaction()
+    if root is None:
+        return {}
+    kept = session.info.get(("steps", name))
+    if kept is None or kept[0] is not root:  # the transaction is held: never a reused id
+        kept = session.info[("steps", name)] = (root, {})
+    return cast(dict[Any, Any], kept[1])
 
 
 #: Seconds from an acknowledgement to the first follow-up, when the plan names none.
