@@ -8,8 +8,9 @@ never run the same job nor wait on each other's), runs it in one transaction
 with the pages it creates, then hands the pages to the pager. A claim names the
 instance and lapses after :data:`STUCK_AFTER` seconds. Every ``watchdog``
 seconds, and when an instance is found stopped, it also looks for jobs left
-"running" by a process that died (a lapsed claim, or one held by an instance no
-longer alive) and puts them back (their pages are unique, so nothing is sent
+"running" by a process that died (a lapsed claim, one held by an instance no
+longer alive, or one claimed under this instance's name before it started) and
+puts them back (their pages are unique, so nothing is sent
 twice). Alarm work is pushed, never polled at a coarse interval: a due job
 runs within milliseconds of its time.
 """
