@@ -373,6 +373,7 @@ def _services(
             news=news,
             wake=wake,
             metrics=metrics,
+            instance=instance,
         ),
         statuses=Statuses(sessions=db, site=book, clock=clock, pager=pager, tell=tell, wake=wake),
         runner=runner,

@@ -11,6 +11,7 @@ machine, read best in one file.)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -65,6 +66,7 @@ def record_alert(
     now: datetime,
     started_by: str | None = None,
     defer: bool = False,
+    claimed_by: str | None = None,
 ) -> AlertResult:
     """Open an incident for ``alert``, or return the one it already opened.
 
@@ -78,23 +80,18 @@ def record_alert(
     not one of the unit's numbers, so the unit's sequence mark is left alone).
 
     ``defer``: a new incident's step 0 is left pending (:func:`steps.defer`), for the
-    caller to run after this commit with :func:`steps.run_first` (its ``deferred``).
+    caller to run after this commit with :func:`steps.run_first` (its ``deferred``);
+    ``claimed_by``: the server instance that will, whose claim the job carries.
     """
     return _record(
         session=session,
         site=site,
         room=room,
-        incoming=Incoming(
-            alert_id=alert.alert_id,
-            device_id=alert.device_id,
-            kind=str(alert.kind),
-            seq=0 if started_by else alert.seq,
-            presses=alert.presses,
-            pressed_at=alert.pressed_at,
-        ),
+        incoming=_from_unit(alert, started_by),
         now=now,
         started_by=started_by,
         defer=defer,
+        claimed_by=claimed_by,
     )
 
 
@@ -132,6 +129,7 @@ def _record(
     now: datetime,
     started_by: str | None = None,
     defer: bool = False,
+    claimed_by: str | None = None,
 ) -> AlertResult:
     existing = session.scalar(select(Incident).where(Incident.alert_id == incoming.alert_id))
     if existing is not None and existing.device_id != incoming.device_id:
@@ -170,7 +168,95 @@ def _record(
             due=now + timedelta(seconds=NEWS_EVERY),
         )
         return AlertResult(existing, new=False, repressed=True)
-    incident = Incident(
+    incident = _incident(room, incoming, now)
+    session.add(incident)
+    session.flush()
+    return _opened(
+        session=session,
+        site=site,
+        incident=incident,
+        incoming=incoming,
+        now=now,
+        present=present_count(session),
+        started_by=started_by,
+        defer=defer,
+        claimed_by=claimed_by,
+    )
+
+
+def record_alerts(
+    *,
+    session: Session,
+    site: Site,
+    alerts: Sequence[tuple[Alert, Room]],
+    now: datetime,
+    claimed_by: str | None = None,
+) -> list[AlertResult]:
+    """:func:`record_alert` (``defer``) for alerts that came together (a storm), in the
+    caller's transaction: what became of each, in order. The new incidents are opened
+    with a few statements for the whole batch (the alerts already recorded, the units'
+    sequence marks, the incidents in one INSERT), not a few for each; an alert already
+    recorded (or twice in the batch) goes as :func:`record_alert` takes it."""
+    incoming = [_from_unit(alert) for alert, _ in alerts]
+    ids = [i.alert_id for i in incoming]
+    known = set(session.scalars(select(Incident.alert_id).where(Incident.alert_id.in_(ids))))
+    fresh = [
+        k for k, i in enumerate(incoming) if i.alert_id not in known and ids.index(i.alert_id) == k
+    ]
+    results: dict[int, AlertResult] = {}
+    if fresh:
+        # Every unit's mark at once (a unit that never sent a status has no row yet).
+        devices = {
+            d.device_id: d
+            for d in session.scalars(
+                select(DeviceRecord).where(
+                    DeviceRecord.device_id.in_({incoming[k].device_id for k in fresh})
+                )
+            )
+        }
+        present = present_count(session)
+        opened = [_incident(alerts[k][1], incoming[k], now) for k in fresh]
+        session.add_all(opened)
+        session.flush()
+        for k, incident in zip(fresh, opened, strict=True):
+            results[k] = _opened(
+                session=session,
+                site=site,
+                incident=incident,
+                incoming=incoming[k],
+                now=now,
+                present=present,
+                defer=True,
+                claimed_by=claimed_by,
+                devices=devices,
+            )
+    for k, (alert, room) in enumerate(alerts):
+        if k not in results:
+            results[k] = record_alert(
+                session=session,
+                site=site,
+                room=room,
+                alert=alert,
+                now=now,
+                defer=True,
+                claimed_by=claimed_by,
+            )
+    return [results[k] for k in range(len(alerts))]
+
+
+def _from_unit(alert: Alert, started_by: str | None = None) -> Incoming:
+    return Incoming(
+        alert_id=alert.alert_id,
+        device_id=alert.device_id,
+        kind=str(alert.kind),
+        seq=0 if started_by else alert.seq,
+        presses=alert.presses,
+        pressed_at=alert.pressed_at,
+    )
+
+
+def _incident(room: Room, incoming: Incoming, now: datetime) -> Incident:
+    return Incident(
         alert_id=incoming.alert_id,
         device_id=incoming.device_id,
         room_id=room.id,
@@ -181,8 +267,22 @@ def _record(
         state=State.OPEN,
         presses=incoming.presses,
     )
-    session.add(incident)
-    session.flush()
+
+
+def _opened(
+    *,
+    session: Session,
+    site: Site,
+    incident: Incident,
+    incoming: Incoming,
+    now: datetime,
+    present: int,
+    started_by: str | None = None,
+    defer: bool = False,
+    claimed_by: str | None = None,
+    devices: dict[str, DeviceRecord] | None = None,
+) -> AlertResult:
+    """A new incident, inserted: its log entry, the unit's sequence, its step 0."""
     extra = {"via": incoming.via} if incoming.via else {}
     audit(
         session,
@@ -192,12 +292,12 @@ def _record(
         key=f"alert:{incoming.alert_id}",
         alert_id=incoming.alert_id,
         device=incoming.device_id,
-        room=room.id,
+        room=incident.room_id,
         seq=incident.seq,
         kind=incoming.kind,
         device_time=incoming.pressed_at,
         # The presence register's count, in the alert's own transaction: no names.
-        present=present_count(session),
+        present=present,
         **extra,
     )
     if started_by:
@@ -216,10 +316,11 @@ def _record(
             seq=incoming.seq,
             now=now,
             incident_id=incident.id,
+            devices=devices,
         )
 
     if defer:
-        steps.defer(session, incident=incident, now=now)
+        steps.defer(session, incident=incident, now=now, by=claimed_by)
         return AlertResult(incident, new=True, deferred=True)
     page_ids = steps.start(session=session, site=site, incident=incident, now=now)
     return AlertResult(incident, new=True, page_ids=page_ids)
@@ -264,20 +365,30 @@ MAX_SEQ_STEP = 1000
 
 
 def _track_sequence(
-    session: Session, *, device_id: str, seq: int, now: datetime, incident_id: int
+    session: Session,
+    *,
+    device_id: str,
+    seq: int,
+    now: datetime,
+    incident_id: int,
+    devices: dict[str, DeviceRecord] | None = None,
 ) -> None:
     """Compare a new alert's ``seq`` with the unit's mark (the highest accepted so far)
-    and log what does not follow: a gap, a counter reset to 1, or a step back."""
-    device = session.get(DeviceRecord, device_id)
+    and log what does not follow: a gap, a counter reset to 1, or a step back.
+    ``devices``: the batch's units read already (one not there has no row yet)."""
+    device = session.get(DeviceRecord, device_id) if devices is None else devices.get(device_id)
     if device is None:
         device = DeviceRecord(device_id=device_id, last_seq=0, online=True, last_seen=now)
         session.add(device)
+        if devices is not None:
+            devices[device_id] = device
     device.last_seen = now
     mark = device.last_seq
     if seq > mark + 1:
         previous = session.scalar(
             select(Incident.seq)
-            .where(Incident.device_id == device_id, Incident.id != incident_id, Incident.seq > 0)
+            # Before this one: a later alert of the unit may be in the same batch.
+            .where(Incident.device_id == device_id, Incident.id < incident_id, Incident.seq > 0)
             .order_by(Incident.id.desc())
             .limit(1)
         )

@@ -8,8 +8,9 @@ never run the same job nor wait on each other's), runs it in one transaction
 with the pages it creates, then hands the pages to the pager. A claim names the
 instance and lapses after :data:`STUCK_AFTER` seconds. Every ``watchdog``
 seconds, and when an instance is found stopped, it also looks for jobs left
-"running" by a process that died (a lapsed claim, or one held by an instance no
-longer alive) and puts them back (their pages are unique, so nothing is sent
+"running" by a process that died (a lapsed claim, one held by an instance no
+longer alive, or one claimed under this instance's name before it started) and
+puts them back (their pages are unique, so nothing is sent
 twice). Alarm work is pushed, never polled at a coarse interval: a due job
 runs within milliseconds of its time.
 """
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 #: A job "running" longer than this (seconds) was left by a process that died: a
 #: job is one short transaction (its pages are sent afterwards, by the pager).
 STUCK_AFTER = 10.0
+#: Seconds a step 0 job stays claimed by the instance that recorded its alert and runs
+#: it after the receipt (:func:`server.escalation.steps.defer`): a storm's last step 0
+#: may wait behind a thousand receipts. Should the instance die, its jobs are taken
+#: sooner: by another instance once it is found stopped, by its next start at once.
+FIRST_LEASE = 60.0
 
 
 class Scheduler:
@@ -57,6 +63,9 @@ class Scheduler:
         live: Callable[[], set[str]] | None = None,
     ) -> None:
         self._instance = instance
+        #: A job claimed under this instance's name before this moment was left by an
+        #: earlier run of it (a crash): taken back at once, without waiting for its lease.
+        self._started = clock.now()
         self._live = live
         self._on_pass = on_pass
         self._sessions = sessions
@@ -150,6 +159,8 @@ class Scheduler:
         lapsed = or_(
             EscalationJob.lease_until < now,
             EscalationJob.lease_until.is_(None) & (EscalationJob.claimed_at < cutoff),
+            (EscalationJob.claimed_by == self._instance)
+            & (EscalationJob.claimed_at < self._started),
         )
         if self._live is not None:  # held by an instance that stopped: no need to wait
             gone = EscalationJob.claimed_by.not_in(self._live()) & (

@@ -20,15 +20,17 @@ Follow-up pages use negative step numbers (-1, -2, ...).
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import bindparam, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from server.db import changed
 from server.escalation import plans
 from server.escalation.reply_codes import free_codes
+from server.escalation.scheduler import FIRST_LEASE
 from server.log.append import audit
 from server.models import (
     ALARM_KINDS,
@@ -83,24 +85,39 @@ def start(*, session: Session, site: Site, incident: Incident, now: datetime) ->
     return begin(session=session, site=site, incident=incident, due=now, now=now)
 
 
-def defer(session: Session, *, incident: Incident, now: datetime) -> None:
-    """:func:`start` in two commits: here only step 0's job, pending and due now, in the
-    incident's transaction; :func:`run_first` (or the scheduler, should the server stop
-    first) freezes the plan and pages in the next one."""
+def defer(session: Session, *, incident: Incident, now: datetime, by: str | None = None) -> None:
+    """:func:`start` in two commits: here only step 0's job, due now, in the incident's
+    transaction; :func:`run_first` (or the scheduler, should the server stop first)
+    freezes the plan and pages in the next one.
+
+    ``by``: the server instance that runs step 0 itself after the commit: the job is
+    born claimed by it (for :data:`~server.escalation.scheduler.FIRST_LEASE`), so that
+    no scheduler races it for the job (on PostgreSQL the two took the incident's row
+    and the reply-code locks in opposite orders across a storm's batch, and
+    deadlocked). Should that instance stop first, a scheduler takes the job over: at
+    its clean stop, once another instance finds it stopped, or at its next start.
+    None: the job is left pending, for whichever scheduler comes first.
+    """
     session.add(
         EscalationJob(
             incident_id=incident.id,
             kind=JobKind.STEP,
             step=plans.base(incident),
             due_at=now,
-            status=JobStatus.PENDING,
+            status=JobStatus.PENDING if by is None else JobStatus.RUNNING,
+            claimed_at=None if by is None else now,
+            claimed_by=by,
+            lease_until=None if by is None else now + timedelta(seconds=FIRST_LEASE),
         )
     )
 
 
-def run_first(*, session: Session, site: Site, incident_id: int, now: datetime) -> list[int]:
-    """Run the step 0 that :func:`defer` left, unless the scheduler took it first or the
-    incident is no longer open; return the new page ids."""
+def run_first(
+    *, session: Session, site: Site, incident_id: int, now: datetime, by: str | None = None
+) -> list[int]:
+    """Run the step 0 that :func:`defer` left (claimed ``by`` this instance, or pending),
+    unless a scheduler took it first or the incident is no longer open; return the new
+    page ids."""
     # The incident's row first, then its job's, as an acknowledgement takes them: the
     # other order could deadlock with one on PostgreSQL.
     incident = session.get_one(Incident, incident_id, with_for_update=True)
@@ -114,7 +131,10 @@ def run_first(*, session: Session, site: Site, incident_id: int, now: datetime) 
             EscalationJob.incident_id == incident_id,
             EscalationJob.kind == JobKind.STEP,
             EscalationJob.step == plans.base(incident),
-            EscalationJob.status == JobStatus.PENDING,
+            or_(
+                EscalationJob.status == JobStatus.PENDING,
+                (EscalationJob.status == JobStatus.RUNNING) & (EscalationJob.claimed_by == by),
+            ),
         )
         .values(status=status, claimed_at=now, done_at=now)
         .execution_options(synchronize_session=False),
@@ -137,8 +157,13 @@ def freeze(
     *, session: Session, site: Site, incident: Incident, due: datetime, now: datetime
 ) -> dict[str, Any]:
     """Freeze the plan of an incident opened at ``due``, and log it; returns the plan."""
+    # Alerts recorded together share their moment: one plan for all of a batch's.
+    frozen = _this_transaction(session, "plans")
+    key = (id(site), incident.kind, due)
+    if key not in frozen:
+        frozen[key] = plans.freeze_plan(session=session, site=site, kind=incident.kind, at=due)
     plan = {
-        **plans.freeze_plan(session=session, site=site, kind=incident.kind, at=due),
+        **copy.deepcopy(frozen[key]),
         "opened": due.isoformat(),
         "round": incident.round,
     }
@@ -245,11 +270,14 @@ def _page(
     if session.get_bind().dialect.name == "postgresql":
         # NOTE: per-person locks for reply codes, taken up front in one order, so two
         # transactions paging the same people cannot deadlock (see reply_codes.free_codes).
-        for staff_id in sorted(set(staff_ids)):
+        # Held until the transaction ends: each once in it (a batch's step 0s).
+        held = _this_transaction(session, "reply-code locks")
+        for staff_id in sorted(set(staff_ids) - held.keys()):
             session.execute(
                 text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
                 {"key": f"reply-code:{staff_id}"},
             )
+            held[staff_id] = True
     session.flush()  # Core below, without the ORM's autoflush: this transaction's pages
     conn = session.connection()
     existing: dict[tuple[str, str, int], int] = {
@@ -299,6 +327,17 @@ def _page(
             step=step,
         )
     return [p.id for p in new]
+
+
+def _this_transaction(session: Session, name: str) -> dict[Any, Any]:
+    """A dict kept for the session's current transaction only (a new one starts empty)."""
+    root = session.get_transaction()
+    if root is None:
+        return {}
+    kept = session.info.get(("steps", name))
+    if kept is None or kept[0] is not root:  # the transaction is held: never a reused id
+        kept = session.info[("steps", name)] = (root, {})
+    return cast(dict[Any, Any], kept[1])
 
 
 #: Seconds from an acknowledgement to the first follow-up, when the plan names none.

@@ -2,8 +2,10 @@
 
 Two commits: the incident (with step 0 as a pending job), then the unit is told
 "received"; then the plan is frozen and step 0's pages are written and sent. The
-unit waits only for the first (about a quarter of the work); should the server stop
-between the two, the scheduler runs the pending step 0 at the next start.
+unit waits only for the first (about a quarter of the work). Step 0's job is born
+claimed by this instance, so no scheduler races it for the job; should the server
+stop between the two, the claim ends (at the stop, or when its lease lapses) and a
+scheduler runs step 0: at the next start, or on another instance.
 
 Alerts that arrive together (a storm) are recorded in one transaction (group
 commit, :meth:`Alerts.handle_many`), and their step 0s in a few more
@@ -23,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,6 +34,7 @@ from panicbutton.wire import Alert, Feedback
 from server import incidents
 from server.escalation import steps
 from server.metrics import Metrics
+from server.models import EscalationJob, Incident, JobKind, JobStatus
 from server.news import RepressNews
 from server.paging.pager import Pager
 from server.site import LiveSite, Room, Site, SiteSource
@@ -61,7 +65,11 @@ class Alerts(LiveSite):
         news: RepressNews,
         wake: Callable[[], object],
         metrics: Metrics,
+        instance: str = "local",
     ) -> None:
+        """``instance`` names this server instance: the step 0 jobs of the alerts it
+        records are claimed by it (see :func:`server.escalation.steps.defer`)."""
+        self._instance = instance
         self._sessions = sessions
         self._metrics = metrics
         self._sites = site
@@ -111,6 +119,7 @@ class Alerts(LiveSite):
                     now=now,
                     started_by=started_by,
                     defer=True,
+                    claimed_by=self._instance,
                 )
 
         try:
@@ -143,12 +152,13 @@ class Alerts(LiveSite):
         now = self._clock.now()
         try:
             with self._sessions.begin() as s:
-                results = [
-                    incidents.record_alert(
-                        session=s, site=site, room=room, alert=a, now=now, defer=True
-                    )
-                    for a, room in zip(alerts, rooms, strict=True)
-                ]
+                results = incidents.record_alerts(
+                    session=s,
+                    site=site,
+                    alerts=list(zip(alerts, rooms, strict=True)),
+                    now=now,
+                    claimed_by=self._instance,
+                )
         except Exception:  # noqa: BLE001 -- each is recorded again alone, its error kept
             # One of them failed (nothing was committed): each alone, so that it fails alone.
             log.warning("%d alerts recorded together failed; recording each alone", len(alerts))
@@ -186,25 +196,56 @@ class Alerts(LiveSite):
         now = self._clock.now()
         try:
             with self._sessions.begin() as s:
+                # NOTE: every incident's row before any page's reply-code lock, in one
+                # order: a scheduler running one of them (a lease that lapsed) takes the
+                # row, then the locks; taking them row, locks, row, ... would deadlock.
+                s.execute(
+                    select(Incident.id)
+                    .where(Incident.id.in_(incident_ids))
+                    .order_by(Incident.id)
+                    .with_for_update()
+                )
                 pages = [
                     page_id
                     for incident_id in incident_ids
                     for page_id in steps.run_first(
-                        session=s, site=site, incident_id=incident_id, now=now
+                        session=s,
+                        site=site,
+                        incident_id=incident_id,
+                        now=now,
+                        by=self._instance,
                     )
                 ]
                 # Claimed as they are written: after the commit they go straight to their
                 # sender, with no claim of their own to commit first.
                 claimed = self._pager.claim_in(s, pages)
         except Exception:
-            # Their step 0 jobs stay pending: the scheduler runs each (and logs its error).
             log.exception(
                 "could not page step 0 of incidents %s here; the scheduler will", incident_ids
             )
+            self._release(incident_ids)
             self._wake()
             return
         self._pager.send_claimed(claimed)
         self._wake()  # their step 1 jobs
+
+    def _release(self, incident_ids: list[int]) -> None:
+        """Give back the claims on step 0 jobs this instance could not run: the scheduler
+        runs each (and logs its error). Should that fail too, the claims lapse."""
+        try:
+            with self._sessions.begin() as s:
+                s.execute(
+                    update(EscalationJob)
+                    .where(
+                        EscalationJob.incident_id.in_(incident_ids),
+                        EscalationJob.kind == JobKind.STEP,
+                        EscalationJob.status == JobStatus.RUNNING,
+                        EscalationJob.claimed_by == self._instance,
+                    )
+                    .values(status=JobStatus.PENDING, claimed_by=None, lease_until=None)
+                )
+        except Exception:  # noqa: BLE001 -- the database is away: the claims lapse
+            log.warning("could not give back step 0 jobs %s; their claims lapse", incident_ids)
 
     @staticmethod
     def _room(site: Site, alert: Alert) -> Room:

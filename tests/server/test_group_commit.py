@@ -7,6 +7,7 @@ from datetime import datetime
 
 from panicbutton.wire import Alert, Feedback, FeedbackState, new_alert_id, now_utc
 from server import incidents
+from server.escalation.scheduler import Scheduler
 from tests.harness import FLOOR, RECEPTION, System
 
 
@@ -79,3 +80,61 @@ def test_an_alert_whose_step_0_never_ran_here_is_paged_by_the_scheduler(
     assert frozen.data["plan"]["opened"] == now.isoformat()
     # Once, and by the scheduler alone.
     assert [len(system.twilio.to(p)) for p in (RECEPTION, FLOOR)] == [1, 1]
+
+
+def test_a_step_0_its_own_run_claimed_is_paged_at_once_by_the_next_start(
+    system: System,
+) -> None:
+    """Step 0's job is born claimed by the instance that recorded the alert (no
+    scheduler races it for the job); should that run die before step 0, the next start
+    under the same name pages it at once, without waiting for the claim to lapse."""
+    assert system.server is not None
+    services = system.server.services
+    site = services.book()
+    lone = alert("unit-1")
+    room = site.room_for_device(lone.device_id)
+    assert room is not None
+    name = system.settings.instance_name
+    with services.sessions.begin() as s:
+        result = incidents.record_alert(
+            session=s,
+            site=site,
+            room=room,
+            alert=lone,
+            now=services.clock.now(),
+            defer=True,
+            claimed_by=name,
+        )
+    assert result.deferred
+    # The next start's scheduler, as the crashed run left the database.
+    again = Scheduler(
+        sessions=services.sessions,
+        clock=services.clock,
+        run_job=services.runner.run_job,
+        instance=name,
+    )
+    again.run_due()
+    assert system.twilio.wait_for(
+        lambda sent: {s.to for s in sent} >= {RECEPTION, FLOOR}, timeout=10
+    )
+    system.wait_idle()
+    assert [len(system.twilio.to(p)) for p in (RECEPTION, FLOOR)] == [1, 1]
+
+
+def test_an_alert_twice_in_a_batch_opens_one_incident_and_each_press_is_in_sequence(
+    system: System,
+) -> None:
+    """A unit's resend that came with its first copy opens nothing more; two alerts of
+    one unit in one batch follow each other in its sequence (no gap is logged)."""
+    assert system.server is not None
+    first = alert("unit-1")
+    second = Alert(device_id="unit-1", alert_id=new_alert_id(), seq=2, pressed_at=now_utc())
+    outcomes = system.server.services.alerts.handle_many([first, alert("unit-2"), first, second])
+    feedback = [o for o in outcomes if isinstance(o, Feedback)]
+    assert len(feedback) == 4
+    assert feedback[0].incident == feedback[2].incident
+    assert len({f.incident for f in feedback}) == 3
+    assert len(system.incidents()) == 3
+    kinds = [e.type for e in system.events()]
+    assert kinds.count("alert.raised") == 3
+    assert not [k for k in kinds if k.startswith("device.sequence")], kinds
