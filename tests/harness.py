@@ -515,7 +515,7 @@ class System:
             with self._handled_lock:
                 handled, handling = tuple(sorted(self._handled.items())), self._handling
             scheduler, supervisor = services.scheduler, server.supervisor
-            busy = handling or scheduler.in_pass or supervisor.in_pass
+            busy = handling or scheduler.in_pass or supervisor.in_pass or services.alerts.paging
             return handled, busy, scheduler.passes, supervisor.passes
 
         def due_jobs() -> int:

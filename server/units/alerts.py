@@ -82,6 +82,9 @@ class Alerts(LiveSite):
         #: since when (monotonic seconds).
         self._unpaged: deque[tuple[int, float]] = deque()
         self._unpaged_lock = threading.Lock()
+        #: Batches of step 0s being run now, from their transaction until their pages
+        #: are the pager's (read by whoever waits for the server to be idle).
+        self.paging = 0
 
     def handle(self, alert: Alert, *, started_by: str | None = None) -> Feedback:
         """Record ``alert`` (once), page step 0, and return the feedback for the unit.
@@ -192,6 +195,15 @@ class Alerts(LiveSite):
         return ran
 
     def _page(self, incident_ids: list[int]) -> None:
+        with self._unpaged_lock:
+            self.paging += 1
+        try:
+            self._page_now(incident_ids)
+        finally:
+            with self._unpaged_lock:
+                self.paging -= 1
+
+    def _page_now(self, incident_ids: list[int]) -> None:
         site = self._site
         now = self._clock.now()
         try:
