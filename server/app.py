@@ -329,6 +329,17 @@ def _services(
         on_loss=wake,
     )
     instances.check()
+    alerts = Alerts(
+        sessions=db,
+        site=book,
+        clock=clock,
+        pager=pager,
+        lights=lights,
+        news=news,
+        wake=wake,
+        metrics=metrics,
+        instance=instance,
+    )
     scheduler = Scheduler(
         sessions=db,
         clock=clock,
@@ -337,6 +348,7 @@ def _services(
         wake=jobs_moved,
         instance=instance,
         live=instances.live,
+        holds=alerts.holds,
     )
     keeper_lock = KeeperLock(engine)
     keeper = LogKeeper(
@@ -364,17 +376,7 @@ def _services(
         lights=lights,
         tell=tell,
         news=news,
-        alerts=Alerts(
-            sessions=db,
-            site=book,
-            clock=clock,
-            pager=pager,
-            lights=lights,
-            news=news,
-            wake=wake,
-            metrics=metrics,
-            instance=instance,
-        ),
+        alerts=alerts,
         statuses=Statuses(sessions=db, site=book, clock=clock, pager=pager, tell=tell, wake=wake),
         runner=runner,
         responder=responder,

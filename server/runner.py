@@ -88,7 +88,15 @@ class Runner(LiveSite):
         """Do one claimed job (for :class:`server.escalation.scheduler.Scheduler`)."""
         with self._sessions.begin() as s:
             job = s.get_one(EscalationJob, job_id)
-            incident = s.get_one(Incident, job.incident_id)
+            # NOTE: the incident's row first, then the job's again, as step 0's batches
+            # take them (server.units.alerts) and before any page's reply-code lock: in
+            # another order the two deadlock on PostgreSQL. Under the lock, a job that
+            # was run elsewhere meanwhile (a lapsed claim) is not run twice.
+            incident = s.get_one(Incident, job.incident_id, with_for_update=True)
+            s.refresh(job, with_for_update=True)
+            if job.status != JobStatus.RUNNING:
+                log.info("job %d was %s elsewhere meanwhile; not run here", job.id, job.status)
+                return
             news = job.kind == JobKind.REPRESS_NEWS
             latest = job.step == incident.presses  # the news job of the last press
             wanted = State.OPEN if job.kind == JobKind.STEP else State.ACKNOWLEDGED

@@ -129,7 +129,7 @@ def _check_incident(
     if not planned and end - spec.parse_time(raised.at) > PLAN_SLACK:
         report.findings.append(
             f"incident {incident}: raised at {raised.at}, but no escalation plan was frozen "
-            f"by {spec.format_time(end)}: its step 0 never ran, so no one was paged for it"
+            f"by {spec.format_time(end)}: no one was paged for it"
         )
     if acked:
         return

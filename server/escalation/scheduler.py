@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, or_, select
@@ -61,8 +61,13 @@ class Scheduler:
         wake: threading.Event | None = None,
         instance: str = "local",
         live: Callable[[], set[str]] | None = None,
+        holds: Callable[[], Collection[int]] = frozenset,
     ) -> None:
+        """``holds()``: the incidents whose step 0 this instance's ingest has still to
+        run (:meth:`server.units.alerts.Alerts.holds`); their jobs, born claimed by this
+        instance, are never taken here, however long a storm keeps them waiting."""
         self._instance = instance
+        self._holds = holds
         #: A job claimed under this instance's name before this moment was left by an
         #: earlier run of it (a crash): taken back at once, without waiting for its lease.
         self._started = clock.now()
@@ -156,17 +161,24 @@ class Scheduler:
 
     def _redrive(self, now: datetime) -> None:
         cutoff = now - timedelta(seconds=STUCK_AFTER)
+        mine = EscalationJob.claimed_by == self._instance
         lapsed = or_(
             EscalationJob.lease_until < now,
             EscalationJob.lease_until.is_(None) & (EscalationJob.claimed_at < cutoff),
-            (EscalationJob.claimed_by == self._instance)
-            & (EscalationJob.claimed_at < self._started),
+            mine & (EscalationJob.claimed_at < self._started),
+            # A step 0 this instance's ingest gave up (the database was away, even to give
+            # it back): it holds it no more. Never this scheduler's own: it runs one job
+            # at a time, on this thread.
+            mine & (EscalationJob.claimed_at < cutoff),
         )
         if self._live is not None:  # held by an instance that stopped: no need to wait
             gone = EscalationJob.claimed_by.not_in(self._live()) & (
                 EscalationJob.claimed_at < now - timedelta(seconds=LEASE)
             )
             lapsed = or_(lapsed, gone)
+        held = list(self._holds())
+        if held:
+            lapsed = lapsed & ~(mine & EscalationJob.incident_id.in_(held))
         with self._sessions.begin() as s:
             stuck = list(
                 s.scalars(

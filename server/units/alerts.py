@@ -81,6 +81,8 @@ class Alerts(LiveSite):
         #: Incidents recorded and confirmed whose step 0 has not run (steps.defer), and
         #: since when (monotonic seconds).
         self._unpaged: deque[tuple[int, float]] = deque()
+        #: Incidents taken from there whose step 0 is being run now.
+        self._running: set[int] = set()
         self._unpaged_lock = threading.Lock()
         #: Batches of step 0s being run now, from their transaction until their pages
         #: are the pager's (read by whoever waits for the server to be idle).
@@ -102,6 +104,8 @@ class Alerts(LiveSite):
             own = [entry for entry in self._unpaged if entry[0] == feedback.incident]
             for entry in own:
                 self._unpaged.remove(entry)
+            if own:
+                self._running.add(feedback.incident)
         if own:
             self._page([feedback.incident])
         return feedback
@@ -187,6 +191,7 @@ class Alerts(LiveSite):
                 batch = [
                     self._unpaged.popleft()[0] for _ in range(min(PAGE_BATCH, len(self._unpaged)))
                 ]
+                self._running.update(batch)
             if not batch:
                 break
             ran = True
@@ -194,7 +199,15 @@ class Alerts(LiveSite):
             self._page(batch)
         return ran
 
+    def holds(self) -> set[int]:
+        """Incidents whose step 0 this instance has yet to run, or is running: their jobs
+        are claimed by it (born so), and its scheduler leaves them alone. Any other step
+        0 job still claimed by it is one it could not run, and the scheduler takes it."""
+        with self._unpaged_lock:
+            return {incident for incident, _ in self._unpaged} | self._running
+
     def _page(self, incident_ids: list[int]) -> None:
+        """Step 0 of ``incident_ids`` (each taken into ``_running`` by the caller)."""
         with self._unpaged_lock:
             self.paging += 1
         try:
@@ -202,11 +215,12 @@ class Alerts(LiveSite):
         finally:
             with self._unpaged_lock:
                 self.paging -= 1
+                self._running.difference_update(incident_ids)
 
     def _page_now(self, incident_ids: list[int]) -> None:
-        site = self._site
-        now = self._clock.now()
         try:
+            site = self._site  # read from the database at times: it can fail too
+            now = self._clock.now()
             with self._sessions.begin() as s:
                 # NOTE: every incident's row before any page's reply-code lock, in one
                 # order: a scheduler running one of them (a lease that lapsed) takes the
@@ -243,7 +257,8 @@ class Alerts(LiveSite):
 
     def _release(self, incident_ids: list[int]) -> None:
         """Give back the claims on step 0 jobs this instance could not run: the scheduler
-        runs each (and logs its error). Should that fail too, the claims lapse."""
+        runs each (and logs its error). Should that fail too (the database is away), this
+        instance's scheduler takes them once they are no longer :meth:`holds`."""
         try:
             with self._sessions.begin() as s:
                 s.execute(
@@ -256,8 +271,11 @@ class Alerts(LiveSite):
                     )
                     .values(status=JobStatus.PENDING, claimed_by=None, lease_until=None)
                 )
-        except Exception:  # noqa: BLE001 -- the database is away: the claims lapse
-            log.warning("could not give back step 0 jobs %s; their claims lapse", incident_ids)
+        except Exception:  # noqa: BLE001 -- the database is away: the scheduler takes them
+            log.warning(
+                "could not give back step 0 jobs %s; the scheduler takes them when it can",
+                incident_ids,
+            )
 
     @staticmethod
     def _room(site: Site, alert: Alert) -> Room:

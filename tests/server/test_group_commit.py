@@ -5,10 +5,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import pytest
+from sqlalchemy import select
+
+from panicbutton.clock import ManualClock
 from panicbutton.wire import Alert, Feedback, FeedbackState, new_alert_id, now_utc
 from server import incidents
-from server.escalation.scheduler import Scheduler
-from tests.harness import FLOOR, RECEPTION, System
+from server.escalation.scheduler import FIRST_LEASE, STUCK_AFTER, Scheduler
+from server.models import EscalationJob, JobStatus
+from tests.harness import FLOOR, RECEPTION, System, wait_until
+
+START = "2026-11-27T21:00:00+00:00"
 
 
 def alert(device: str, pressed_at: datetime | None = None) -> Alert:
@@ -138,3 +145,80 @@ def test_an_alert_twice_in_a_batch_opens_one_incident_and_each_press_is_in_seque
     kinds = [e.type for e in system.events()]
     assert kinds.count("alert.raised") == 3
     assert not [k for k in kinds if k.startswith("device.sequence")], kinds
+
+
+def _born_claimed(system: System) -> int:
+    """An alert recorded as the ingest records one: its step 0 job claimed by this
+    instance, to be run after the receipt. Returns its incident."""
+    assert system.server is not None
+    services = system.server.services
+    site = services.book()
+    lone = alert("unit-1")
+    room = site.room_for_device(lone.device_id)
+    assert room is not None
+    with services.sessions.begin() as s:
+        result = incidents.record_alert(
+            session=s,
+            site=site,
+            room=room,
+            alert=lone,
+            now=services.clock.now(),
+            defer=True,
+            claimed_by=system.settings.instance_name,
+        )
+    assert result.deferred
+    return result.incident.id
+
+
+def _scheduler_pass(system: System, seconds: float) -> None:
+    """Move the clock on, and wait for a whole pass of the scheduler after it."""
+    assert system.server is not None
+    assert isinstance(system.clock, ManualClock)
+    system.clock.advance(seconds)
+    scheduler = system.server.services.scheduler
+    for _ in range(2):  # the first may have begun before the clock moved
+        before = scheduler.passes
+        scheduler.wake()
+        assert wait_until(lambda: scheduler.passes > before)  # noqa: B023 -- waited here
+
+
+def _step_0_ran_once(system: System) -> None:
+    """One plan, one step 0 (later steps, due by then on the moved clock, may follow)."""
+    assert len(system.events("escalation.plan_frozen")) == 1
+    steps = [e.data["step"] for e in system.events("escalation.step_started")]
+    assert steps.count(0) == 1, steps
+
+
+@pytest.mark.clock(START)
+def test_a_step_0_the_ingest_gave_up_is_taken_by_its_own_scheduler(system: System) -> None:
+    """Step 0 failed and so did giving its job back (the database was away): the job is
+    still claimed by this instance, which no longer holds it. Its own scheduler pages it
+    once the claim is older than a stuck job's, not after the first lease (a minute)."""
+    assert system.server is not None
+    _born_claimed(system)
+    _scheduler_pass(system, STUCK_AFTER + 1)
+    assert system.twilio.wait_for(lambda sent: {s.to for s in sent} >= {RECEPTION, FLOOR})
+    system.wait_idle()
+    _step_0_ran_once(system)
+    assert len(system.events("escalation.job_redriven")) == 1
+
+
+@pytest.mark.clock(START)
+def test_a_step_0_the_ingest_holds_is_never_taken_by_the_scheduler(system: System) -> None:
+    """In a long storm a step 0 may wait behind the receipts for longer than its first
+    lease: its scheduler leaves it to the ingest, which holds it, so that the two never
+    run one step 0 together. Once the ingest lets go of it, the scheduler takes it."""
+    assert system.server is not None
+    alerts = system.server.services.alerts
+    incident = _born_claimed(system)
+    alerts._running.add(incident)  # the ingest is about to run it
+    _scheduler_pass(system, FIRST_LEASE + STUCK_AFTER)
+    with system.server.services.sessions() as s:
+        job = s.scalars(select(EscalationJob).where(EscalationJob.incident_id == incident)).one()
+        assert (job.status, job.claimed_by) == (JobStatus.RUNNING, system.settings.instance_name)
+    assert system.twilio.sent == []
+    alerts._running.discard(incident)  # it gave up
+    _scheduler_pass(system, 1)
+    assert system.twilio.wait_for(lambda sent: {s.to for s in sent} >= {RECEPTION, FLOOR})
+    system.wait_idle()
+    _step_0_ran_once(system)
