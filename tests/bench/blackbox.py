@@ -25,6 +25,7 @@ the feedback's arrival, the fake Twilio the request's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import subprocess
@@ -46,10 +47,13 @@ from panicbutton.wire import (
     Alert,
     Feedback,
     FeedbackState,
+    LinkState,
+    Status,
     alert_topic,
     feedback_topic,
     new_alert_id,
     now_utc,
+    status_topic,
 )
 from tests.bench.figures import pair
 from tests.bench.floor import close, connect, subscribe
@@ -169,6 +173,12 @@ class Unit:
         return at
 
     def close(self) -> None:
+        """Say "offline" and disconnect, as a room unit stopping cleanly does."""
+        status = Status(device_id=self.device, state=LinkState.OFFLINE, at=now_utc())
+        topic = status_topic(self.device)
+        info = self.client.publish(topic, status.to_json(), qos=QOS, retain=True)
+        with contextlib.suppress(RuntimeError, ValueError):
+            info.wait_for_publish(timeout=2)
         close(self.client)
 
 

@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -39,6 +40,9 @@ from tests.bench.floor import close, connect
 from tests.bench.stats import SUMMARY_HEADERS, Summary, table
 from tests.harness import MANAGER, Broker, find_mosquitto, start_mosquitto
 
+#: A page to the manager about a unit reported offline (in French, the manager's
+#: language in the bench's site file), and the number of its room.
+OFFLINE_TEXT = re.compile(r"PANNE: le boîtier de Room (\d+) ")
 #: Seconds between a unit's statuses, as a real unit sends them (docs/asyncapi.yaml).
 HEARTBEAT = 20.0
 #: Seconds between the samples of the server's memory and CPU.
@@ -62,7 +66,10 @@ class SoakRun:
     alarms: list[tuple[float, float, float]] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)  # what became of each lost alarm
     samples: list[Sample] = field(default_factory=list)
-    offline_pages: int = 0  # pages to the manager: a unit reported offline
+    offline_pages: int = 0  # pages to the manager: a connected unit reported offline
+    #: Alarm units reported offline: each leaves after its alarm (saying "offline", as a
+    #: unit stopped cleanly does), and a room whose unit stopped is rightly reported.
+    left_reported: int = 0
     heartbeats: int = 0
 
     def stretches(self, count: int = 4) -> list[tuple[str, list[tuple[float, float, float]]]]:
@@ -124,6 +131,10 @@ class SoakRun:
             f"alarms: {len(self.alarms)} received and paged, {len(self.lost)} lost"
             + "".join(f"\n  lost: {why}" for why in self.lost),
             f"units wrongly reported offline (pages to the manager): {self.offline_pages}",
+            (
+                f"alarm units reported offline after they left, as they should be: "
+                f"{self.left_reported}"
+            ),
             (
                 f"server memory: {min(rss, default=0):.1f} to {max(rss, default=0):.1f} MiB; "
                 f"growth over the second half {self.growth_mib():+.1f} MiB"
@@ -231,8 +242,15 @@ def measure_soak(
                 progress(f"soak: {i + 1}/{alarms} alarms, {at / 60:.1f} min")
         run.samples.append(server_sample(pid, began))
         run.heartbeats = fleet.sent
-        # The manager speaks French in the bench's site file (tests/bench/blackbox.py).
-        run.offline_pages = sum(text.startswith("PANNE") for text in twilio.to(MANAGER))
+        # The manager speaks French in the bench's site file (tests/bench/blackbox.py),
+        # where unit-N is in Room N.
+        rooms = [
+            int(found.group(1))
+            for text in twilio.to(MANAGER)
+            if (found := OFFLINE_TEXT.match(text)) is not None
+        ]
+        run.offline_pages = sum(room <= units for room in rooms)
+        run.left_reported = len({room for room in rooms if room > units})
     return run
 
 
