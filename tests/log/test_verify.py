@@ -118,8 +118,10 @@ class Log:
         kind: str = "panic",
         seq: int | None = None,
         lag_ms: int = 40,
+        paged: bool = True,
     ) -> int:
-        """A press reaching the server: alert.raised, the frozen plan, the first step."""
+        """A press reaching the server: alert.raised, the frozen plan, the first step
+        (``paged`` False: alert.raised alone, as when the server stopped before step 0)."""
         self.seqs[device] = self.seqs[device] + 1 if seq is None else seq
         n = self.add(
             "alert.raised",
@@ -131,8 +133,9 @@ class Log:
             kind=kind,
             device_time=self.now.isoformat(),
         )
-        self.add("escalation.plan_frozen", incident, after=0.01, plan=PLAN)
-        self.step(incident, 0, lag_ms=lag_ms)
+        if paged:
+            self.add("escalation.plan_frozen", incident, after=0.01, plan=PLAN)
+            self.step(incident, 0, lag_ms=lag_ms)
         return n
 
     def step(self, incident: int, step: int, *, lag_ms: int = 40) -> int:
@@ -911,16 +914,7 @@ def test_an_alarm_whose_plan_never_came_is_found_never_paged(
     acknowledged later by someone who heard it otherwise, it was still never paged."""
     log = Log()
     log.add("server.started", version="0.1.0")
-    raised = log.add(
-        "alert.raised",
-        4,
-        alert_id=f"{4:032x}",
-        device="unit-room-3",
-        room="room-3",
-        seq=1,
-        kind="panic",
-        device_time=log.now.isoformat(),
-    )
+    raised = log.alert(4, paged=False)
     log.acknowledge(4, after=45)
     log.alert(5)  # planned and paged within the second: no finding
     log.heartbeat(after=30)
@@ -940,16 +934,7 @@ def test_a_plan_frozen_late_in_a_storm_is_no_finding(
 ) -> None:
     log = Log()
     log.add("server.started", version="0.1.0")
-    log.add(
-        "alert.raised",
-        4,
-        alert_id=f"{4:032x}",
-        device="unit-room-3",
-        room="room-3",
-        seq=1,
-        kind="panic",
-        device_time=log.now.isoformat(),
-    )
+    log.alert(4, paged=False)
     log.add("escalation.plan_frozen", 4, after=20, plan=PLAN)
     log.step(4, 0)
     log.acknowledge(4)

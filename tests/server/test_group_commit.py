@@ -89,19 +89,15 @@ def test_an_alert_whose_step_0_never_ran_here_is_paged_by_the_scheduler(
     assert [len(system.twilio.to(p)) for p in (RECEPTION, FLOOR)] == [1, 1]
 
 
-def test_a_step_0_its_own_run_claimed_is_paged_at_once_by_the_next_start(
-    system: System,
-) -> None:
-    """Step 0's job is born claimed by the instance that recorded the alert (no
-    scheduler races it for the job); should that run die before step 0, the next start
-    under the same name pages it at once, without waiting for the claim to lapse."""
+def _born_claimed(system: System) -> int:
+    """An alert recorded as the ingest records one: its step 0 job claimed by this
+    instance, to be run after the receipt. Returns its incident."""
     assert system.server is not None
     services = system.server.services
     site = services.book()
     lone = alert("unit-1")
     room = site.room_for_device(lone.device_id)
     assert room is not None
-    name = system.settings.instance_name
     with services.sessions.begin() as s:
         result = incidents.record_alert(
             session=s,
@@ -110,9 +106,22 @@ def test_a_step_0_its_own_run_claimed_is_paged_at_once_by_the_next_start(
             alert=lone,
             now=services.clock.now(),
             defer=True,
-            claimed_by=name,
+            claimed_by=system.settings.instance_name,
         )
     assert result.deferred
+    return result.incident.id
+
+
+def test_a_step_0_its_own_run_claimed_is_paged_at_once_by_the_next_start(
+    system: System,
+) -> None:
+    """Step 0's job is born claimed by the instance that recorded the alert (no
+    scheduler races it for the job); should that run die before step 0, the next start
+    under the same name pages it at once, without waiting for the claim to lapse."""
+    assert system.server is not None
+    services = system.server.services
+    name = system.settings.instance_name
+    _born_claimed(system)
     # The next start's scheduler, as the crashed run left the database.
     again = Scheduler(
         sessions=services.sessions,
@@ -145,29 +154,6 @@ def test_an_alert_twice_in_a_batch_opens_one_incident_and_each_press_is_in_seque
     kinds = [e.type for e in system.events()]
     assert kinds.count("alert.raised") == 3
     assert not [k for k in kinds if k.startswith("device.sequence")], kinds
-
-
-def _born_claimed(system: System) -> int:
-    """An alert recorded as the ingest records one: its step 0 job claimed by this
-    instance, to be run after the receipt. Returns its incident."""
-    assert system.server is not None
-    services = system.server.services
-    site = services.book()
-    lone = alert("unit-1")
-    room = site.room_for_device(lone.device_id)
-    assert room is not None
-    with services.sessions.begin() as s:
-        result = incidents.record_alert(
-            session=s,
-            site=site,
-            room=room,
-            alert=lone,
-            now=services.clock.now(),
-            defer=True,
-            claimed_by=system.settings.instance_name,
-        )
-    assert result.deferred
-    return result.incident.id
 
 
 def _scheduler_pass(system: System, seconds: float) -> None:
