@@ -173,8 +173,7 @@ class Agent:
             log.warning("%d unconfirmed alert(s) in the outbox; resending", len(pending))
         self._refresh_light()
         self.link.start()
-        self._thread.start()
-        notify("READY=1")
+        self._thread.start()  # it tells systemd it is ready, then feeds the watchdog
 
     def close(self) -> None:
         if self._thread.is_alive():
@@ -215,6 +214,9 @@ class Agent:
     # -- the owner thread --------------------------------------------------------
     def _run(self) -> None:
         watchdog = watchdog_interval()
+        # From this thread, before its first watchdog ping (from start(), after the
+        # thread began, a ping could come first).
+        notify("READY=1")
         while True:
             now = self._clock.monotonic()
             deadline = self.detector.next_deadline()
