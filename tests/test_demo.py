@@ -14,6 +14,7 @@ import pytest
 
 from demo.broker import find_mosquitto
 from tests.conftest import missing
+from tests.harness import wait_until
 from tests.server.mobile.kit import Phone
 
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")
@@ -133,7 +134,10 @@ def test_the_demo_prints_how_to_sign_in_and_the_passwords_work() -> None:
             assert "console: http://localhost:" in out
             board = browser.get("/console/board")
             assert board.status_code == 200
-            assert 'id="room-room-1" data-state="armed"' in board.text
+            # The unit's "online" is written within a quarter of a second of its arrival
+            # (statuses are batched): the board shows it armed then.
+            armed = 'id="room-room-1" data-state="armed"'
+            assert wait_until(lambda: armed in browser.get("/console/board").text), board.text
             # The board reacts to the demo's presses.
             demo.stdin.write("1\n")
             demo.stdin.flush()
