@@ -513,7 +513,10 @@ def test_bad_input_is_refused_and_changes_nothing(site: Served, client: TestClie
     refused(check_out(phone, "", "b" * 32), 422)
     with site.server.services.sessions() as s:
         assert s.scalar(select(func.count()).select_from(CheckIn)) == 1
-    assert len(entries(site.server)) == before
+    # Nothing about check-ins, phones or alarms was logged (the server's own background
+    # entries, such as a lost broker link, may come meanwhile).
+    logged = [t for t, _ in entries(site.server)[before:]]
+    assert not [t for t in logged if t.startswith(("checkin.", "phone.", "alert."))], logged
     # The other worker's session is untouched.
     assert other.call("GET", "/api/v1/phone/me").json()["checkin"]["state"] == "running"
 
